@@ -1,0 +1,149 @@
+//! `ahead bench`: plain-decoding speed set against the memory-bandwidth limit.
+//!
+//! Decoding one token reads every weight once, so tokens/s can not exceed
+//! copy bandwidth / weight bytes. The report gives both and their ratio.
+
+use std::io::Write;
+use std::time::Instant;
+
+use ahead_core::sampling::argmax;
+use ahead_model::llama::synthetic::{random_model, tinyllama_config};
+use ahead_model::{ForwardInput, Model, ModelSource, TensorDType};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::Serialize;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Model to measure (default: the embedded stories260K). Ignored with --synthetic.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Measure a random-weight model of a known shape instead: `tinyllama` (1.1B).
+    #[arg(long)]
+    pub synthetic: Option<String>,
+    /// Layers of the synthetic model (default: all).
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Weight dtype of the synthetic model: f32, q8_0, q4_0, q4_k, q5_k, q6_k.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Tokens to decode per run.
+    #[arg(long, default_value_t = 200)]
+    pub tokens: usize,
+    /// Runs; the best is reported (the machine is shared and noisy).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    model: String,
+    dtype: String,
+    tokens: usize,
+    tokens_per_second: f64,
+    ms_per_token: f64,
+    weight_bytes_per_token: usize,
+    copy_bandwidth_gb_s: f64,
+    bandwidth_bound_tokens_per_second: f64,
+    fraction_of_bound: f64,
+    threads: usize,
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    let (model, name, dtype) = match &a.synthetic {
+        Some(s) if s == "tinyllama" => {
+            let dtype = parse_dtype(&a.dtype)?;
+            let mut cfg = tinyllama_config();
+            if let Some(l) = a.layers {
+                cfg.n_layers = l;
+            }
+            eprintln!("building a random {} model with {} layers ({})...", s, cfg.n_layers, dtype.name());
+            (random_model(&cfg, dtype, 1)?, format!("synthetic {s} ({} layers)", cfg.n_layers), dtype.name().to_string())
+        }
+        Some(other) => bail!("unknown synthetic model {other:?}; known: tinyllama"),
+        None => {
+            let src = ModelSource::parse(a.model.as_deref().unwrap_or("default"))?;
+            let loaded = ahead_model::load(&src, &Default::default()).context("loading the model")?;
+            let dtype = loaded.model.weights().layers.first().map_or("f32", |l| l.wq.dtype().name()).to_string();
+            (loaded.model, loaded.info.source, dtype)
+        }
+    };
+    let tokens = a.tokens.min(model.config().max_seq_len.saturating_sub(2)).max(1);
+    let mut best = f64::INFINITY;
+    for _ in 0..a.runs.max(1) {
+        best = best.min(decode_seconds(&model, tokens)?);
+    }
+    let bandwidth = copy_bandwidth();
+    let bytes = model.weight_bytes();
+    let tps = tokens as f64 / best;
+    let bound = bandwidth / bytes as f64;
+    let r = Report {
+        model: name,
+        dtype,
+        tokens,
+        tokens_per_second: tps,
+        ms_per_token: best * 1e3 / tokens as f64,
+        weight_bytes_per_token: bytes,
+        copy_bandwidth_gb_s: bandwidth / 1e9,
+        bandwidth_bound_tokens_per_second: bound,
+        fraction_of_bound: tps / bound,
+        threads: rayon_threads(),
+    };
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string(&r)?)?;
+    } else {
+        writeln!(out, "model            {} ({})", r.model, r.dtype)?;
+        writeln!(out, "plain decoding   {:.1} tok/s ({:.3} ms/token, best of {} runs of {} tokens)", r.tokens_per_second, r.ms_per_token, a.runs, r.tokens)?;
+        writeln!(out, "weights/token    {:.2} MB", bytes as f64 / 1e6)?;
+        writeln!(out, "copy bandwidth   {:.1} GB/s", r.copy_bandwidth_gb_s)?;
+        writeln!(out, "bandwidth bound  {:.1} tok/s  (achieved {:.0}%)", bound, r.fraction_of_bound * 100.0)?;
+    }
+    Ok(())
+}
+
+fn parse_dtype(s: &str) -> Result<TensorDType> {
+    Ok(match s {
+        "f32" => TensorDType::F32,
+        "q8_0" => TensorDType::Q8_0,
+        "q4_0" => TensorDType::Q4_0,
+        "q4_k" => TensorDType::Q4K,
+        "q5_k" => TensorDType::Q5K,
+        "q6_k" => TensorDType::Q6K,
+        other => bail!("unknown dtype {other:?}; one of f32, q8_0, q4_0, q4_k, q5_k, q6_k"),
+    })
+}
+
+/// Seconds to prefill one token and decode `tokens` more, greedily.
+fn decode_seconds(model: &Model, tokens: usize) -> Result<f64> {
+    let mut cache = model.new_cache(tokens + 1)?;
+    let mut token = 1u32;
+    let start = Instant::now();
+    for pos in 0..tokens {
+        let out = model.forward(&ForwardInput::causal(&[token], &[pos]), &mut cache)?;
+        token = argmax(out.last())?;
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// Bytes per second of a large parallel memcpy (read + written), best of 5.
+fn copy_bandwidth() -> f64 {
+    use rayon::prelude::*;
+    let n = 256 << 20;
+    let src = vec![1u8; n];
+    let mut dst = vec![0u8; n];
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let start = Instant::now();
+        dst.par_chunks_mut(1 << 20).zip(src.par_chunks(1 << 20)).for_each(|(d, s)| d.copy_from_slice(s));
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(&dst);
+    2.0 * n as f64 / best
+}
+
+fn rayon_threads() -> usize {
+    rayon::current_num_threads()
+}

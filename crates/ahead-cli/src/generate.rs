@@ -1,0 +1,148 @@
+//! `ahead generate`.
+
+use std::io::Write;
+
+use ahead_engine::{Engine, GenerateParams, Method, Prompt, SamplingParams};
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum MethodArg {
+    Vanilla,
+    Draft,
+    Medusa,
+    Lookahead,
+    PromptLookup,
+    Auto,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum MedusaAcceptance {
+    Exact,
+    /// Typical acceptance: LOSSY, output may differ from the model alone.
+    Typical,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Model: llama2.c .bin, .gguf, Hugging Face folder or hub id (default: embedded stories260K).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// llama2.c tokenizer .bin (default: tokenizer.bin or the single tok*.bin beside the model).
+    #[arg(long)]
+    pub tokenizer: Option<std::path::PathBuf>,
+    /// Prompt text (the model's BOS rule applies).
+    #[arg(long, conflicts_with = "prompt_ids")]
+    pub prompt: Option<String>,
+    /// Prompt as exact token ids, comma-separated (e.g. 1,403,407).
+    #[arg(long, value_delimiter = ',')]
+    pub prompt_ids: Option<Vec<u32>>,
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// 0 disables.
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Emit the end-of-sequence token like any other and go on to --max-tokens.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Stop when the text contains this string (repeatable); the text ends before it.
+    #[arg(long)]
+    pub stop: Vec<String>,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub method: MethodArg,
+    #[arg(long)]
+    pub draft: Option<String>,
+    #[arg(long)]
+    pub draft_tokenizer: Option<std::path::PathBuf>,
+    #[arg(long)]
+    pub num_draft: Option<usize>,
+    #[arg(long)]
+    pub medusa: Option<String>,
+    #[arg(long, value_enum)]
+    pub medusa_acceptance: Option<MedusaAcceptance>,
+    #[arg(long)]
+    pub lookahead_window: Option<usize>,
+    #[arg(long)]
+    pub lookahead_ngram: Option<usize>,
+    #[arg(long)]
+    pub lookahead_guesses: Option<usize>,
+    /// Print one JSON object (text, ids, finish reason, stats) instead of streaming text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: GenerateArgs) -> Result<()> {
+    let method = match a.method {
+        MethodArg::Vanilla => Method::Vanilla,
+        MethodArg::Auto => Method::Auto,
+        other => bail!("--method {other:?} is not available in this version of ahead yet; use vanilla or auto"),
+    };
+    let mut builder = Engine::builder();
+    if let Some(m) = &a.model {
+        builder = builder.model(m);
+    }
+    if let Some(t) = &a.tokenizer {
+        builder = builder.tokenizer(t);
+    }
+    let engine = builder.build().context("loading the model")?;
+    let prompt = match (a.prompt, a.prompt_ids) {
+        (_, Some(ids)) => Prompt::Ids(ids),
+        (Some(text), None) => Prompt::Text(text),
+        (None, None) => Prompt::Text(String::new()),
+    };
+    let params = GenerateParams {
+        max_tokens: a.max_tokens,
+        sampling: SamplingParams {
+            temperature: a.temperature,
+            top_k: a.top_k,
+            top_p: a.top_p,
+            min_p: a.min_p,
+            repetition_penalty: a.repetition_penalty,
+        },
+        seed: a.seed,
+        stop: a.stop,
+        ignore_eos: a.ignore_eos,
+        method,
+    };
+    let prompt = match prompt {
+        // An empty text prompt starts from BOS alone, as llama2.c does.
+        Prompt::Text(t) if t.is_empty() => Prompt::Ids(engine.tokenizer().bos_id().into_iter().collect()),
+        p => p,
+    };
+    if a.json {
+        let out = engine.generate_one(&prompt, &params, &mut |_| {})?;
+        let line = serde_json::to_string(&out)?;
+        writeln!(std::io::stdout().lock(), "{line}")?;
+        return Ok(());
+    }
+    let mut stdout = std::io::stdout().lock();
+    let mut write_err = None;
+    let out = engine.generate_one(&prompt, &params, &mut |delta| {
+        if write_err.is_none() {
+            if let Err(e) = stdout.write_all(delta.as_bytes()).and_then(|()| stdout.flush()) {
+                write_err = Some(e);
+            }
+        }
+    })?;
+    if let Some(e) = write_err {
+        return Err(e.into());
+    }
+    writeln!(stdout)?;
+    let s = &out.stats;
+    eprintln!(
+        "[{} tokens, {:.1} tok/s, {} forwards, finish: {:?}]",
+        s.generated_tokens, s.tokens_per_second, s.target_forwards, out.finish_reason
+    );
+    Ok(())
+}

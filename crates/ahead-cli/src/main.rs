@@ -1,0 +1,41 @@
+//! `ahead`: the command-line tool. `anyhow` lives only here.
+
+mod bench;
+mod generate;
+mod inspect;
+
+use clap::{Parser, Subcommand};
+
+/// ahead: speculative decoding for LLMs: the same output as the model alone, sooner.
+#[derive(Debug, Parser)]
+#[command(name = "ahead", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate text from a prompt.
+    Generate(generate::GenerateArgs),
+    /// Show what a model file holds: format, architecture, shapes, dtypes, tokenizer.
+    Inspect(inspect::InspectArgs),
+    /// Measure decoding speed against the memory-bandwidth limit.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(a) => generate::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Bench(a) => bench::run(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

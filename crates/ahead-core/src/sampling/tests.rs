@@ -1,0 +1,131 @@
+use super::*;
+
+fn params(temperature: f32) -> SamplingParams {
+    SamplingParams {
+        temperature,
+        ..SamplingParams::greedy()
+    }
+}
+
+/// Pearson chi-square statistic of observed counts against expected probabilities.
+fn chi_square(counts: &[u64], probs: &[f32]) -> f64 {
+    let n: u64 = counts.iter().sum();
+    counts
+        .iter()
+        .zip(probs)
+        .filter(|(_, &p)| p > 0.0)
+        .map(|(&c, &p)| {
+            let e = n as f64 * p as f64;
+            (c as f64 - e).powi(2) / e
+        })
+        .sum()
+}
+
+#[test]
+fn argmax_takes_the_lowest_id_on_ties_and_rejects_nan() {
+    assert_eq!(argmax(&[0.0, 3.0, 3.0, 1.0]), Ok(1));
+    assert!(argmax(&[0.0, f32::NAN]).is_err());
+    assert!(argmax(&[]).is_err());
+}
+
+#[test]
+fn temperature_one_is_softmax() {
+    let d = warp(&[0.0, (2f32).ln(), (5f32).ln()], &params(1.0), &[]).unwrap();
+    let want = [1.0 / 8.0, 2.0 / 8.0, 5.0 / 8.0];
+    for (p, w) in d.probs().iter().zip(want) {
+        assert!((p - w).abs() < 1e-6, "{:?}", d.probs());
+    }
+}
+
+#[test]
+fn top_k_top_p_and_min_p_cut_the_tail() {
+    let logits: Vec<f32> = [0.4f32, 0.3, 0.2, 0.1].iter().map(|p| p.ln()).collect();
+    let top_k = warp(&logits, &SamplingParams { top_k: 2, ..params(1.0) }, &[]).unwrap();
+    assert_eq!(top_k.probs().iter().filter(|&&p| p > 0.0).count(), 2);
+    assert!((top_k.prob(0) - 4.0 / 7.0).abs() < 1e-6);
+    // top-p 0.75 keeps 0.4 + 0.3 + 0.2 (0.7 < 0.75).
+    let top_p = warp(&logits, &SamplingParams { top_p: 0.75, ..params(1.0) }, &[]).unwrap();
+    assert_eq!(top_p.prob(3), 0.0);
+    assert!((top_p.prob(2) - 2.0 / 9.0).abs() < 1e-6);
+    // min-p 0.6: floor 0.24 keeps 0.4 and 0.3.
+    let min_p = warp(&logits, &SamplingParams { min_p: 0.6, ..params(1.0) }, &[]).unwrap();
+    assert_eq!(min_p.probs().iter().filter(|&&p| p > 0.0).count(), 2);
+}
+
+#[test]
+fn repetition_penalty_lowers_seen_tokens_once() {
+    let mut l = vec![2.0, -2.0, 2.0];
+    apply_repetition_penalty(&mut l, &[0, 0, 1], 2.0);
+    assert_eq!(l, vec![1.0, -4.0, 2.0]);
+    let greedy = SamplingParams {
+        repetition_penalty: 4.0,
+        ..SamplingParams::greedy()
+    };
+    assert_eq!(choose(&[3.0, 2.0], &greedy, &[0], &mut Rng::new(0)), Ok(1));
+}
+
+#[test]
+fn invalid_params_name_the_parameter() {
+    for (bad, name) in [
+        (params(-1.0), "temperature"),
+        (params(f32::NAN), "temperature"),
+        (SamplingParams { top_p: 0.0, ..params(1.0) }, "top_p"),
+        (SamplingParams { min_p: 1.5, ..params(1.0) }, "min_p"),
+        (SamplingParams { repetition_penalty: 0.0, ..params(1.0) }, "repetition_penalty"),
+    ] {
+        match bad.validate() {
+            Err(CoreError::InvalidParam { name: n, .. }) => assert_eq!(n, name),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn non_finite_logits_are_an_error_not_a_panic() {
+    assert!(warp(&[0.0, f32::NAN], &params(1.0), &[]).is_err());
+    assert!(warp(&[0.0, f32::INFINITY], &params(1.0), &[]).is_err());
+    assert!(warp(&[f32::NEG_INFINITY; 3], &params(1.0), &[]).is_err());
+    // -inf on some tokens is a mask, and fine.
+    let d = warp(&[0.0, f32::NEG_INFINITY], &params(1.0), &[]).unwrap();
+    assert_eq!(d.probs(), &[1.0, 0.0]);
+}
+
+#[test]
+fn tiny_temperature_is_finite_and_near_greedy() {
+    let d = warp(&[1.0, 1.001, 0.5], &params(1e-30), &[]).unwrap();
+    assert_eq!(d.prob(1), 1.0);
+}
+
+#[test]
+fn samples_follow_the_distribution_chi_square() {
+    // Fixed seed: deterministic. Critical value for 7 degrees of freedom at alpha = 1e-4 is 29.9.
+    let logits: Vec<f32> = (0..8).map(|i| (i as f32 * 0.37).sin() * 2.0).collect();
+    for p in [
+        params(1.0),
+        params(0.7),
+        SamplingParams { top_k: 5, ..params(1.3) },
+        SamplingParams { top_p: 0.8, ..params(1.0) },
+        SamplingParams { min_p: 0.1, ..params(1.0) },
+    ] {
+        let d = warp(&logits, &p, &[]).unwrap();
+        let mut rng = Rng::new(42);
+        let mut counts = [0u64; 8];
+        for _ in 0..200_000 {
+            counts[choose(&logits, &p, &[], &mut rng).unwrap() as usize] += 1;
+        }
+        for (c, &q) in counts.iter().zip(d.probs()) {
+            if q == 0.0 {
+                assert_eq!(*c, 0, "a token outside the support was drawn");
+            }
+        }
+        let dof = d.probs().iter().filter(|&&q| q > 0.0).count() - 1;
+        let stat = chi_square(&counts, d.probs());
+        assert!(stat < 29.9, "chi-square {stat} with {dof} dof for {p:?}");
+    }
+}
+
+#[test]
+fn one_hot_checks_the_vocabulary() {
+    assert!(Distribution::one_hot(3, 3).is_err());
+    assert_eq!(Distribution::one_hot(1, 3).unwrap().probs(), &[0.0, 1.0, 0.0]);
+}

@@ -1,0 +1,23 @@
+//! Errors of the engine.
+
+use ahead_core::CoreError;
+use ahead_model::ModelError;
+
+/// Errors from building an engine or generating.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Sampling(#[from] CoreError),
+    /// A request is invalid (empty prompt, too long, bad parameter); names what and why.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The requested method is not available in this build or for this model.
+    #[error("method {method} is not available: {reason}")]
+    MethodUnavailable { method: &'static str, reason: String },
+}
+
+/// Result alias of the engine.
+pub type Result<T> = std::result::Result<T, EngineError>;

@@ -1,0 +1,18 @@
+//! ahead-engine: generation on top of `ahead-model`.
+//!
+//! [`Engine`] is the facade: build it from a model source, then [`Engine::generate`] over a
+//! batch of prompts with [`GenerateParams`], getting text, ids and [`Stats`] back.
+//! Stop conditions live in [`commit`]: every token, even from a multi-token step, is committed
+//! one at a time.
+
+pub mod commit;
+pub mod engine;
+pub mod error;
+pub mod output;
+pub mod params;
+
+pub use ahead_core::SamplingParams;
+pub use engine::{Engine, EngineBuilder};
+pub use error::{EngineError, Result};
+pub use output::{FinishReason, Generation, Stats};
+pub use params::{GenerateParams, Method, Prompt};

@@ -1,0 +1,41 @@
+//! What a generation returns.
+
+use serde::Serialize;
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinishReason {
+    /// End-of-sequence token or a stop string.
+    Stop,
+    /// `max_tokens` or the context window was reached.
+    Length,
+}
+
+/// Counters of one generation. `mean_accepted_length` is generated tokens per target forward
+/// (the prefill's forward counts: it yields the first token), so plain decoding scores 1.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stats {
+    pub method: String,
+    pub target_forwards: usize,
+    pub generated_tokens: usize,
+    pub drafted_tokens: usize,
+    pub accepted_tokens: usize,
+    pub mean_accepted_length: f64,
+    /// Generated tokens per second of decoding (prefill and loading excluded).
+    pub tokens_per_second: f64,
+    /// Prefill plus decoding, in milliseconds.
+    pub elapsed_ms: f64,
+    pub prefill_ms: f64,
+}
+
+/// One finished generation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Generation {
+    pub text: String,
+    /// Generated token ids only (an EOS that ended generation included).
+    pub token_ids: Vec<u32>,
+    pub prompt_token_ids: Vec<u32>,
+    pub finish_reason: FinishReason,
+    pub stats: Stats,
+}

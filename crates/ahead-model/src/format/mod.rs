@@ -1,0 +1,5 @@
+//! File formats: each module turns bytes into validated metadata and raw tensors.
+
+pub mod gguf;
+pub mod gguf_write;
+pub mod safetensors;

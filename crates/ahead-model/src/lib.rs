@@ -1,0 +1,19 @@
+//! ahead-model: load Llama-family models from llama2.c, GGUF, safetensors folders and the hub;
+//! tokenize and detokenize; run the forward pass speculative decoding needs.
+//!
+//! The model is immutable ([`Model`]); all per-sequence state lives in a [`KvCache`] the caller
+//! owns. `Model::forward` returns logits for every input row, with explicit positions and a
+//! causal or token-tree mask.
+
+pub mod error;
+pub mod format;
+pub mod llama;
+pub mod load;
+pub mod tensor;
+pub mod tokenizer;
+
+pub use error::{ModelError, Result};
+pub use tensor::{RawTensor, TensorDType};
+pub use llama::{AttentionMask, ForwardInput, ForwardOutput, KvCache, LlamaConfig, Model};
+pub use load::{load, Format, LoadOptions, LoadedModel, ModelInfo, ModelSource};
+pub use tokenizer::Tokenizer;

@@ -1,0 +1,114 @@
+//! The hyper-parameters of a Llama-family model, whatever file they came from.
+
+use crate::error::{ModelError, Result};
+
+/// Which member of the Llama family (they differ in biases, RoPE layout and defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    /// Llama 2/3, TinyLlama, SmolLM and llama2.c checkpoints.
+    Llama,
+    /// Mistral: Llama with an optional sliding attention window.
+    Mistral,
+    /// Qwen2: biases on the q, k and v projections.
+    Qwen2,
+}
+
+impl Architecture {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+            Self::Mistral => "mistral",
+            Self::Qwen2 => "qwen2",
+        }
+    }
+}
+
+/// How RoPE pairs the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Adjacent pairs (2i, 2i+1): llama2.c and llama.cpp's GGUF Llama layout.
+    Interleaved,
+    /// Halves (i, i + d/2): Hugging Face's rotate-half layout (and GGUF Qwen2, "NEOX").
+    Half,
+}
+
+/// Llama 3.1-style frequency scaling (`rope_scaling.rope_type == "llama3"`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Llama3RopeScaling {
+    pub factor: f32,
+    pub low_freq_factor: f32,
+    pub high_freq_factor: f32,
+    pub original_max_position_embeddings: usize,
+}
+
+/// Everything the forward pass needs to know about the model's shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaConfig {
+    pub architecture: Architecture,
+    pub dim: usize,
+    pub hidden_dim: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub vocab_size: usize,
+    /// Longest context the model was trained for.
+    pub max_seq_len: usize,
+    pub rope_theta: f32,
+    pub rope_style: RopeStyle,
+    pub llama3_scaling: Option<Llama3RopeScaling>,
+    /// Per-frequency divisors stored in some GGUF files (`rope_freqs.weight`).
+    pub rope_freq_factors: Option<Vec<f32>>,
+    pub rms_eps: f32,
+    /// Mistral's sliding attention window, if any.
+    pub sliding_window: Option<usize>,
+}
+
+impl LlamaConfig {
+    /// Width of the key/value projections.
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_dim
+    }
+
+    /// Width of the query projection.
+    pub fn q_dim(&self) -> usize {
+        self.n_heads * self.head_dim
+    }
+
+    /// Checks that the numbers describe a model that can exist; `file` names the source.
+    pub fn validate(&self, file: &str) -> Result<()> {
+        let bad = |field: &str, reason: String| Err(ModelError::format(file, field, reason));
+        for (field, v) in [
+            ("dim", self.dim),
+            ("hidden_dim", self.hidden_dim),
+            ("n_layers", self.n_layers),
+            ("n_heads", self.n_heads),
+            ("n_kv_heads", self.n_kv_heads),
+            ("head_dim", self.head_dim),
+            ("vocab_size", self.vocab_size),
+            ("max_seq_len", self.max_seq_len),
+        ] {
+            if v == 0 || v > (1 << 24) {
+                return bad(field, format!("{v} is out of range"));
+            }
+        }
+        if self.n_heads % self.n_kv_heads != 0 {
+            return bad("n_kv_heads", format!("{} does not divide n_heads {}", self.n_kv_heads, self.n_heads));
+        }
+        if self.head_dim % 2 != 0 {
+            return bad("head_dim", format!("{} is odd; RoPE needs pairs", self.head_dim));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return bad("rope_theta", format!("{}", self.rope_theta));
+        }
+        if !(self.rms_eps.is_finite() && self.rms_eps >= 0.0) {
+            return bad("rms_eps", format!("{}", self.rms_eps));
+        }
+        if let Some(f) = &self.rope_freq_factors {
+            if f.len() != self.head_dim / 2 {
+                return bad("rope_freqs", format!("{} factors for head_dim {}", f.len(), self.head_dim));
+            }
+        }
+        Ok(())
+    }
+}

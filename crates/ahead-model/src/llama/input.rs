@@ -1,0 +1,91 @@
+//! What one forward call is asked to compute.
+
+use crate::error::{ModelError, Result};
+
+/// Which earlier rows each input row may attend to (besides everything already in the cache).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionMask<'a> {
+    /// Row i sees rows 0..=i: ordinary prefill and chain verification.
+    Causal,
+    /// A token tree: `parents[i]` is the input row of node i's parent (`None` for a root, whose
+    /// parent is the last cached token). Parents come before children. Row i sees its ancestors
+    /// and itself.
+    Tree(&'a [Option<usize>]),
+}
+
+/// The input rows of one forward: token ids, their RoPE positions and the mask between them.
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardInput<'a> {
+    pub tokens: &'a [u32],
+    pub positions: &'a [usize],
+    pub mask: AttentionMask<'a>,
+    /// Also return the final (normed) hidden state of every row, e.g. for Medusa heads.
+    pub want_hidden: bool,
+}
+
+impl<'a> ForwardInput<'a> {
+    /// Causal rows at consecutive positions starting at `start`.
+    pub fn causal(tokens: &'a [u32], positions: &'a [usize]) -> Self {
+        Self {
+            tokens,
+            positions,
+            mask: AttentionMask::Causal,
+            want_hidden: false,
+        }
+    }
+
+    /// For every row, the input rows it attends to, ascending.
+    pub(crate) fn visible_rows(&self) -> Result<Vec<Vec<usize>>> {
+        let n = self.tokens.len();
+        if self.positions.len() != n {
+            return Err(ModelError::Input(format!("{n} tokens but {} positions", self.positions.len())));
+        }
+        match self.mask {
+            AttentionMask::Causal => Ok((0..n).map(|i| (0..=i).collect()).collect()),
+            AttentionMask::Tree(parents) => {
+                if parents.len() != n {
+                    return Err(ModelError::Input(format!("{n} tokens but {} tree parents", parents.len())));
+                }
+                let mut visible: Vec<Vec<usize>> = Vec::with_capacity(n);
+                for (i, p) in parents.iter().enumerate() {
+                    let mut rows = match *p {
+                        None => Vec::new(),
+                        Some(p) if p < i => visible[p].clone(),
+                        Some(p) => {
+                            return Err(ModelError::Input(format!("tree node {i} has parent {p}, not an earlier row")))
+                        }
+                    };
+                    rows.push(i);
+                    visible.push(rows);
+                }
+                Ok(visible)
+            }
+        }
+    }
+}
+
+/// Logits (and optionally hidden states) for every input row, row-major.
+#[derive(Debug, Clone)]
+pub struct ForwardOutput {
+    pub logits: Vec<f32>,
+    pub vocab_size: usize,
+    pub hidden: Option<Vec<f32>>,
+    pub hidden_dim: usize,
+}
+
+impl ForwardOutput {
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.logits.len() / self.vocab_size.max(1)
+    }
+
+    /// Logits of row `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.logits[i * self.vocab_size..(i + 1) * self.vocab_size]
+    }
+
+    /// Logits of the last row.
+    pub fn last(&self) -> &[f32] {
+        self.row(self.rows().saturating_sub(1))
+    }
+}

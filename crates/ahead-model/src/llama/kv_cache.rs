@@ -1,0 +1,170 @@
+//! The per-sequence key/value cache: preallocated, with O(1) `truncate` and an exact `compact`.
+//!
+//! Slot s of every layer holds the key and value of the s-th token fed to the model (in feed
+//! order, not position order: tree nodes are fed flattened). `positions[s]` remembers its RoPE
+//! position for sliding-window masks. Both length operations refuse impossible requests with
+//! an error instead of silently keeping rejected tokens.
+
+use crate::error::{ModelError, Result};
+
+/// Keys and values of one sequence, for every layer.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+    positions: Vec<usize>,
+    kv_dim: usize,
+    capacity: usize,
+    len: usize,
+}
+
+impl KvCache {
+    /// A cache for `n_layers` layers of width `kv_dim`, room for `capacity` tokens, allocated now.
+    pub fn new(n_layers: usize, kv_dim: usize, capacity: usize) -> Result<Self> {
+        let per_layer = kv_dim
+            .checked_mul(capacity)
+            .ok_or_else(|| ModelError::Cache(format!("capacity {capacity} x width {kv_dim} overflows")))?;
+        Ok(Self {
+            keys: (0..n_layers).map(|_| vec![0.0; per_layer]).collect(),
+            values: (0..n_layers).map(|_| vec![0.0; per_layer]).collect(),
+            positions: vec![0; capacity],
+            kv_dim,
+            capacity,
+            len: 0,
+        })
+    }
+
+    /// Tokens held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Tokens the cache can hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Free slots.
+    pub fn remaining(&self) -> usize {
+        self.capacity - self.len
+    }
+
+    /// Keeps the first `len` tokens. O(1). Errors if `len` is longer than what is held.
+    pub fn truncate(&mut self, len: usize) -> Result<()> {
+        if len > self.len {
+            return Err(ModelError::Cache(format!("cannot truncate {} tokens to {len}", self.len)));
+        }
+        self.len = len;
+        Ok(())
+    }
+
+    /// Keeps the first `base` tokens, then the tokens at `base + rows[i]` moved to `base + i`
+    /// (the accepted path of a verified tree). `rows` must be strictly increasing and inside the
+    /// cache. Worked example: base 10, a tree fed as slots 10..15, accepted nodes [0, 2, 3] ->
+    /// slots 10, 12, 13 become 10, 11, 12 and the length is 13.
+    pub fn compact(&mut self, base: usize, rows: &[usize]) -> Result<()> {
+        if base > self.len {
+            return Err(ModelError::Cache(format!("compact base {base} beyond length {}", self.len)));
+        }
+        let fed = self.len - base;
+        let mut prev: Option<usize> = None;
+        for &r in rows {
+            if r >= fed || prev.is_some_and(|p| r <= p) {
+                return Err(ModelError::Cache(format!(
+                    "compact rows {rows:?} must be strictly increasing and below {fed}"
+                )));
+            }
+            prev = Some(r);
+        }
+        let d = self.kv_dim;
+        for (i, &r) in rows.iter().enumerate() {
+            let (dst, src) = (base + i, base + r);
+            if dst == src {
+                continue;
+            }
+            for layer in self.keys.iter_mut().chain(self.values.iter_mut()) {
+                layer.copy_within(src * d..(src + 1) * d, dst * d);
+            }
+            self.positions[dst] = self.positions[src];
+        }
+        self.len = base + rows.len();
+        Ok(())
+    }
+
+    /// Reserves `n` slots at the end and returns the first. Errors when they do not fit.
+    pub(crate) fn grow(&mut self, n: usize) -> Result<usize> {
+        if n > self.remaining() {
+            return Err(ModelError::Cache(format!(
+                "{n} new tokens do not fit: {} of {} slots used",
+                self.len, self.capacity
+            )));
+        }
+        let start = self.len;
+        self.len += n;
+        Ok(start)
+    }
+
+    /// Writes one token's key and value for `layer` at `slot`.
+    pub(crate) fn write(&mut self, layer: usize, slot: usize, key: &[f32], value: &[f32]) {
+        let d = self.kv_dim;
+        self.keys[layer][slot * d..(slot + 1) * d].copy_from_slice(key);
+        self.values[layer][slot * d..(slot + 1) * d].copy_from_slice(value);
+    }
+
+    pub(crate) fn set_position(&mut self, slot: usize, pos: usize) {
+        self.positions[slot] = pos;
+    }
+
+    pub(crate) fn layer(&self, layer: usize) -> (&[f32], &[f32]) {
+        (&self.keys[layer], &self.values[layer])
+    }
+
+    pub(crate) fn positions(&self) -> &[usize] {
+        &self.positions[..self.len]
+    }
+
+    pub(crate) fn kv_dim(&self) -> usize {
+        self.kv_dim
+    }
+
+    pub(crate) fn n_layers(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncate_and_compact_refuse_impossible_requests() {
+        let mut c = KvCache::new(1, 2, 8).unwrap();
+        assert!(c.truncate(1).is_err());
+        c.grow(5).unwrap();
+        assert!(c.grow(4).is_err());
+        assert!(c.compact(6, &[]).is_err());
+        assert!(c.compact(2, &[1, 1]).is_err());
+        assert!(c.compact(2, &[3]).is_err());
+        assert_eq!(c.len(), 5, "failed operations change nothing");
+    }
+
+    #[test]
+    fn compact_moves_the_accepted_rows() {
+        let mut c = KvCache::new(2, 1, 8).unwrap();
+        c.grow(6).unwrap();
+        for s in 0..6 {
+            c.write(0, s, &[s as f32], &[10.0 + s as f32]);
+            c.write(1, s, &[20.0 + s as f32], &[30.0 + s as f32]);
+            c.set_position(s, 100 + s);
+        }
+        c.compact(2, &[1, 3]).unwrap();
+        assert_eq!(c.len(), 4);
+        assert_eq!(&c.layer(0).0[..4], &[0.0, 1.0, 3.0, 5.0]);
+        assert_eq!(&c.layer(1).1[..4], &[30.0, 31.0, 33.0, 35.0]);
+        assert_eq!(c.positions(), &[100, 101, 103, 105]);
+    }
+}

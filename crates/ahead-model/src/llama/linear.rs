@@ -1,0 +1,274 @@
+//! `Linear`: one weight matrix `[rows, cols]`, float or block-quantized, applied to k input rows.
+//!
+//! One model type serves every dtype: the architecture code calls `Linear::forward` and never
+//! matches on the storage. Half-precision files are widened to f32 at load (compute stays f32;
+//! candle's f16/bf16 CPU paths are many times slower here, see PERFORMANCE-NOTES.md).
+//! Quantized weights keep their GGML blocks and run through candle's verified block kernels.
+
+use candle_core::quantized::k_quants::{self, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ6K, BlockQ8_0};
+use candle_core::quantized::GgmlType;
+use half::{bf16, f16};
+
+use super::kernels;
+use crate::error::{ModelError, Result};
+use crate::tensor::{RawTensor, TensorDType};
+
+/// Weight storage.
+#[derive(Debug, Clone)]
+enum Storage {
+    F32(Vec<f32>),
+    Q8_0(Vec<BlockQ8_0>),
+    Q4_0(Vec<BlockQ4_0>),
+    Q4K(Vec<BlockQ4K>),
+    Q5K(Vec<BlockQ5K>),
+    Q6K(Vec<BlockQ6K>),
+}
+
+/// A weight matrix of `rows` outputs by `cols` inputs.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    storage: Storage,
+    rows: usize,
+    cols: usize,
+    dtype: TensorDType,
+}
+
+impl Linear {
+    /// Builds a float matrix from f32 values (tests and synthetic models).
+    pub fn from_f32(values: Vec<f32>, rows: usize, cols: usize) -> Result<Self> {
+        if values.len() != rows * cols {
+            return Err(ModelError::Shape {
+                name: "linear".into(),
+                expected: vec![rows, cols],
+                found: vec![values.len()],
+            });
+        }
+        Ok(Self {
+            storage: Storage::F32(values),
+            rows,
+            cols,
+            dtype: TensorDType::F32,
+        })
+    }
+
+    /// Builds a matrix from a validated 2-D raw tensor named `name` (for errors).
+    pub fn from_raw(raw: &RawTensor<'_>, name: &str) -> Result<Self> {
+        let [rows, cols] = raw.shape[..] else {
+            return Err(ModelError::Shape {
+                name: name.into(),
+                expected: vec![0, 0],
+                found: raw.shape.clone(),
+            });
+        };
+        raw.validate("weights", name)?;
+        let storage = match raw.dtype {
+            TensorDType::F32 | TensorDType::F16 | TensorDType::BF16 => Storage::F32(to_f32(raw)),
+            q => {
+                if cols % q.block_size() != 0 {
+                    return Err(ModelError::format(
+                        "weights",
+                        name,
+                        format!("row length {cols} is not a multiple of the {} block", q.name()),
+                    ));
+                }
+                match q {
+                    TensorDType::Q8_0 => Storage::Q8_0(blocks(raw.data)?),
+                    TensorDType::Q4_0 => Storage::Q4_0(blocks(raw.data)?),
+                    TensorDType::Q4K => Storage::Q4K(blocks(raw.data)?),
+                    TensorDType::Q5K => Storage::Q5K(blocks(raw.data)?),
+                    TensorDType::Q6K => Storage::Q6K(blocks(raw.data)?),
+                    other => return Err(ModelError::Unsupported(format!("{name}: dtype {}", other.name()))),
+                }
+            }
+        };
+        Ok(Self {
+            storage,
+            rows,
+            cols,
+            dtype: raw.dtype,
+        })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The dtype the file stored (f16/bf16 are computed in f32).
+    pub fn dtype(&self) -> TensorDType {
+        self.dtype
+    }
+
+    /// Bytes the weights occupy in memory.
+    pub fn bytes(&self) -> usize {
+        match &self.storage {
+            Storage::F32(v) => v.len() * 4,
+            Storage::Q8_0(b) => std::mem::size_of_val(&b[..]),
+            Storage::Q4_0(b) => std::mem::size_of_val(&b[..]),
+            Storage::Q4K(b) => std::mem::size_of_val(&b[..]),
+            Storage::Q5K(b) => std::mem::size_of_val(&b[..]),
+            Storage::Q6K(b) => std::mem::size_of_val(&b[..]),
+        }
+    }
+
+    /// `out[r][o] = x[r] . w[o]` for `k` rows of `x` (`[k, cols]` in, `[k, rows]` out).
+    pub fn forward(&self, x: &[f32], k: usize, out: &mut [f32]) -> Result<()> {
+        if x.len() != k * self.cols || out.len() != k * self.rows {
+            return Err(ModelError::Input(format!(
+                "linear [{}x{}] given {} inputs and {} outputs for {k} rows",
+                self.rows,
+                self.cols,
+                x.len(),
+                out.len()
+            )));
+        }
+        let mkn = (k, self.cols, self.rows);
+        let quant = |e: candle_core::Error| ModelError::Input(format!("quantized matmul: {e}"));
+        match &self.storage {
+            Storage::F32(w) => kernels::matmul_f32(x, k, w, self.rows, self.cols, out),
+            Storage::Q8_0(b) => k_quants::matmul(mkn, x, b, out).map_err(quant)?,
+            Storage::Q4_0(b) => k_quants::matmul(mkn, x, b, out).map_err(quant)?,
+            Storage::Q4K(b) => k_quants::matmul(mkn, x, b, out).map_err(quant)?,
+            Storage::Q5K(b) => k_quants::matmul(mkn, x, b, out).map_err(quant)?,
+            Storage::Q6K(b) => k_quants::matmul(mkn, x, b, out).map_err(quant)?,
+        }
+        Ok(())
+    }
+
+    /// Row `index` as f32 (embedding lookups).
+    pub fn row(&self, index: usize, out: &mut [f32]) -> Result<()> {
+        if index >= self.rows || out.len() != self.cols {
+            return Err(ModelError::Input(format!(
+                "row {index} of a {}-row matrix into {} values",
+                self.rows,
+                out.len()
+            )));
+        }
+        let c = self.cols;
+        match &self.storage {
+            Storage::F32(w) => out.copy_from_slice(&w[index * c..(index + 1) * c]),
+            Storage::Q8_0(b) => dequant_row(b, index, c, out),
+            Storage::Q4_0(b) => dequant_row(b, index, c, out),
+            Storage::Q4K(b) => dequant_row(b, index, c, out),
+            Storage::Q5K(b) => dequant_row(b, index, c, out),
+            Storage::Q6K(b) => dequant_row(b, index, c, out),
+        }
+        Ok(())
+    }
+}
+
+fn dequant_row<T: GgmlType>(blocks: &[T], index: usize, cols: usize, out: &mut [f32]) {
+    let per_row = cols / T::BLCK_SIZE;
+    T::to_float(&blocks[index * per_row..(index + 1) * per_row], out);
+}
+
+/// Widens float data to f32.
+fn to_f32(raw: &RawTensor<'_>) -> Vec<f32> {
+    let d = raw.data;
+    match raw.dtype {
+        TensorDType::F16 => d
+            .chunks_exact(2)
+            .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        TensorDType::BF16 => d
+            .chunks_exact(2)
+            .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        _ => d
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    }
+}
+
+/// Copies GGML blocks out of (possibly unaligned) file bytes.
+fn blocks<T: GgmlType>(data: &[u8]) -> Result<Vec<T>> {
+    let size = std::mem::size_of::<T>();
+    if data.len() % size != 0 {
+        return Err(ModelError::format("weights", "quantized data", format!("{} bytes are not whole {size}-byte blocks", data.len())));
+    }
+    let n = data.len() / size;
+    let mut out = vec![T::zeros(); n];
+    // SAFETY: GGML block types are `#[repr(C)]` plain data (f16 and integer fields, no padding
+    // or invalid bit patterns); `out` owns exactly `n * size == data.len()` bytes, and a byte
+    // copy has no alignment requirement on the source.
+    unsafe {
+        std::ptr::copy_nonoverlapping(data.as_ptr(), out.as_mut_ptr().cast::<u8>(), data.len());
+    }
+    Ok(out)
+}
+
+/// The block size candle's type uses must equal the file format's, or the copy above is wrong.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_layouts_match_the_file_format() {
+        assert_eq!(std::mem::size_of::<BlockQ8_0>(), TensorDType::Q8_0.block_bytes());
+        assert_eq!(std::mem::size_of::<BlockQ4_0>(), TensorDType::Q4_0.block_bytes());
+        assert_eq!(std::mem::size_of::<BlockQ4K>(), TensorDType::Q4K.block_bytes());
+        assert_eq!(std::mem::size_of::<BlockQ5K>(), TensorDType::Q5K.block_bytes());
+        assert_eq!(std::mem::size_of::<BlockQ6K>(), TensorDType::Q6K.block_bytes());
+    }
+
+    /// Quantize random weights with candle, run our Linear, compare with the dequantized f32 path.
+    fn quantized_matches_dequantized<T: GgmlType>(dtype: TensorDType) {
+        let (rows, cols, k) = (8, 512, 3);
+        let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919) % 997) as f32 / 500.0 - 1.0).collect();
+        let mut blocks = vec![T::zeros(); rows * cols / T::BLCK_SIZE];
+        T::from_float(&w, &mut blocks);
+        let bytes = unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), std::mem::size_of_val(&blocks[..])) };
+        let raw = RawTensor { dtype, shape: vec![rows, cols], data: bytes };
+        let lin = Linear::from_raw(&raw, "w").unwrap();
+        let mut deq = vec![0f32; rows * cols];
+        T::to_float(&blocks, &mut deq);
+        let x: Vec<f32> = (0..k * cols).map(|i| ((i * 31) % 101) as f32 / 50.0 - 1.0).collect();
+        let mut got = vec![0f32; k * rows];
+        lin.forward(&x, k, &mut got).unwrap();
+        let mut want = vec![0f32; k * rows];
+        kernels::matmul_f32(&x, k, &deq, rows, cols, &mut want);
+        for (a, b) in got.iter().zip(&want) {
+            // Activations are quantized to 8 bits too: allow ~1% of the magnitude.
+            assert!((a - b).abs() < 0.02 * (1.0 + b.abs()) + 0.3, "{dtype:?}: {a} vs {b}");
+        }
+        let mut row = vec![0f32; cols];
+        lin.row(5, &mut row).unwrap();
+        assert_eq!(&row[..], &deq[5 * cols..6 * cols]);
+    }
+
+    #[test]
+    fn quantized_types_match_their_dequantized_weights() {
+        quantized_matches_dequantized::<BlockQ8_0>(TensorDType::Q8_0);
+        quantized_matches_dequantized::<BlockQ4_0>(TensorDType::Q4_0);
+        quantized_matches_dequantized::<BlockQ4K>(TensorDType::Q4K);
+        quantized_matches_dequantized::<BlockQ5K>(TensorDType::Q5K);
+        quantized_matches_dequantized::<BlockQ6K>(TensorDType::Q6K);
+    }
+}
+
+impl Linear {
+    /// Quantizes f32 values into `dtype` blocks (synthetic models and tests).
+    pub fn quantize(values: &[f32], rows: usize, cols: usize, dtype: TensorDType) -> Result<Self> {
+        fn q<T: GgmlType>(values: &[f32]) -> Vec<T> {
+            let mut b = vec![T::zeros(); values.len() / T::BLCK_SIZE];
+            T::from_float(values, &mut b);
+            b
+        }
+        if values.len() != rows * cols || cols % dtype.block_size() != 0 {
+            return Err(ModelError::Shape { name: "quantize".into(), expected: vec![rows, cols], found: vec![values.len()] });
+        }
+        let storage = match dtype {
+            TensorDType::F32 | TensorDType::F16 | TensorDType::BF16 => Storage::F32(values.to_vec()),
+            TensorDType::Q8_0 => Storage::Q8_0(q(values)),
+            TensorDType::Q4_0 => Storage::Q4_0(q(values)),
+            TensorDType::Q4K => Storage::Q4K(q(values)),
+            TensorDType::Q5K => Storage::Q5K(q(values)),
+            TensorDType::Q6K => Storage::Q6K(q(values)),
+        };
+        Ok(Self { storage, rows, cols, dtype })
+    }
+}

@@ -1,0 +1,16 @@
+//! The Llama-family model: config, kernels, KV cache, forward.
+
+pub mod config;
+pub mod input;
+pub mod kernels;
+pub mod kv_cache;
+pub mod linear;
+pub mod model;
+pub mod rope;
+pub mod synthetic;
+
+pub use config::{Architecture, Llama3RopeScaling, LlamaConfig, RopeStyle};
+pub use input::{AttentionMask, ForwardInput, ForwardOutput};
+pub use kv_cache::KvCache;
+pub use linear::Linear;
+pub use model::{LayerWeights, Model, ModelWeights};

@@ -1,0 +1,331 @@
+//! The Llama-family transformer: immutable weights, `forward(&self, input, &mut KvCache)`.
+
+use rayon::prelude::*;
+
+use super::config::LlamaConfig;
+use super::input::{ForwardInput, ForwardOutput};
+use super::kernels;
+use super::kv_cache::KvCache;
+use super::linear::Linear;
+use super::rope::Rope;
+use crate::error::{ModelError, Result};
+
+/// One transformer block's weights.
+#[derive(Debug, Clone)]
+pub struct LayerWeights {
+    pub attn_norm: Vec<f32>,
+    pub wq: Linear,
+    pub wk: Linear,
+    pub wv: Linear,
+    pub wo: Linear,
+    /// Qwen2 (and Llama with `attention_bias`) add biases to q, k and v.
+    pub bq: Option<Vec<f32>>,
+    pub bk: Option<Vec<f32>>,
+    pub bv: Option<Vec<f32>>,
+    pub ffn_norm: Vec<f32>,
+    /// gate (w1), down (w2), up (w3), llama2.c's names.
+    pub w1: Linear,
+    pub w2: Linear,
+    pub w3: Linear,
+}
+
+/// Every weight of a model.
+#[derive(Debug, Clone)]
+pub struct ModelWeights {
+    pub embedding: Linear,
+    pub layers: Vec<LayerWeights>,
+    pub norm: Vec<f32>,
+    /// `None` when the classifier is tied to the embedding.
+    pub lm_head: Option<Linear>,
+}
+
+/// A loaded Llama-family model. Immutable: share it across threads and sequences.
+#[derive(Debug, Clone)]
+pub struct Model {
+    config: LlamaConfig,
+    weights: ModelWeights,
+    rope: Rope,
+}
+
+/// Attention work (rows x heads x visible tokens) below which it stays on one thread.
+const PARALLEL_ATTENTION_MIN: usize = 1 << 16;
+
+impl Model {
+    /// Builds a model, checking every weight's shape against the config.
+    pub fn new(config: LlamaConfig, weights: ModelWeights) -> Result<Self> {
+        config.validate("config")?;
+        check_shapes(&config, &weights)?;
+        let rope = Rope::new(&config);
+        Ok(Self { config, weights, rope })
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    pub fn weights(&self) -> &ModelWeights {
+        &self.weights
+    }
+
+    /// Bytes of weights read per decoded token (the memory-bandwidth floor of decoding).
+    pub fn weight_bytes(&self) -> usize {
+        let w = &self.weights;
+        let per_layer: usize = w
+            .layers
+            .iter()
+            .map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w2, &l.w3].iter().map(|x| x.bytes()).sum::<usize>())
+            .sum();
+        per_layer + w.lm_head.as_ref().unwrap_or(&w.embedding).bytes()
+    }
+
+    /// A KV cache for this model with room for `capacity` tokens (at most the model's context).
+    pub fn new_cache(&self, capacity: usize) -> Result<KvCache> {
+        if capacity > self.config.max_seq_len {
+            return Err(ModelError::Cache(format!(
+                "capacity {capacity} exceeds the model's context of {}",
+                self.config.max_seq_len
+            )));
+        }
+        KvCache::new(self.config.n_layers, self.config.kv_dim(), capacity)
+    }
+
+    /// Runs the input rows after everything already in `cache`, appends their keys and values,
+    /// and returns logits for every row. On error the cache is left as it was.
+    pub fn forward(&self, input: &ForwardInput<'_>, cache: &mut KvCache) -> Result<ForwardOutput> {
+        let cfg = &self.config;
+        let k = input.tokens.len();
+        if k == 0 {
+            return Err(ModelError::Input("no input rows".into()));
+        }
+        let visible = input.visible_rows()?;
+        if cache.n_layers() != cfg.n_layers || cache.kv_dim() != cfg.kv_dim() {
+            return Err(ModelError::Cache("cache was built for another model".into()));
+        }
+        if let Some(&p) = input.positions.iter().find(|&&p| p >= cfg.max_seq_len) {
+            return Err(ModelError::Input(format!("position {p} is beyond the context of {}", cfg.max_seq_len)));
+        }
+        if let Some(&t) = input.tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+            return Err(ModelError::Input(format!("token {t} is outside the vocabulary of {}", cfg.vocab_size)));
+        }
+        let base = cache.grow(k)?;
+        let result = self.forward_rows(input, &visible, base, cache);
+        if result.is_err() {
+            cache.truncate(base)?;
+        }
+        result
+    }
+
+    fn forward_rows(
+        &self,
+        input: &ForwardInput<'_>,
+        visible: &[Vec<usize>],
+        base: usize,
+        cache: &mut KvCache,
+    ) -> Result<ForwardOutput> {
+        let cfg = &self.config;
+        let (k, dim, hd) = (input.tokens.len(), cfg.dim, cfg.head_dim);
+        let mut x = vec![0f32; k * dim];
+        for (r, &t) in input.tokens.iter().enumerate() {
+            self.weights.embedding.row(t as usize, &mut x[r * dim..(r + 1) * dim])?;
+        }
+        let mut angles = vec![0f32; k * hd];
+        for (r, &p) in input.positions.iter().enumerate() {
+            self.rope.angles(p, &mut angles[r * hd..(r + 1) * hd]);
+            cache.set_position(base + r, p);
+        }
+        let rows = RowContext { angles: &angles, visible, base };
+        let mut s = Scratch::new(cfg, k);
+        for (li, layer) in self.weights.layers.iter().enumerate() {
+            self.attention_block(li, layer, &mut x, &rows, cache, &mut s)?;
+            self.ffn_block(layer, &mut x, &mut s)?;
+        }
+        let mut normed = vec![0f32; k * dim];
+        kernels::rms_norm(&x, &self.weights.norm, cfg.rms_eps, &mut normed);
+        let head = self.weights.lm_head.as_ref().unwrap_or(&self.weights.embedding);
+        let mut logits = vec![0f32; k * cfg.vocab_size];
+        head.forward(&normed, k, &mut logits)?;
+        Ok(ForwardOutput {
+            logits,
+            vocab_size: cfg.vocab_size,
+            hidden: input.want_hidden.then_some(normed),
+            hidden_dim: dim,
+        })
+    }
+}
+
+/// Per-forward facts every layer's attention shares.
+struct RowContext<'a> {
+    angles: &'a [f32],
+    visible: &'a [Vec<usize>],
+    /// Cache slot of input row 0.
+    base: usize,
+}
+
+/// Buffers reused by every layer of one forward.
+struct Scratch {
+    h: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attn: Vec<f32>,
+    out: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(cfg: &LlamaConfig, k: usize) -> Self {
+        Self {
+            h: vec![0.0; k * cfg.dim],
+            q: vec![0.0; k * cfg.q_dim()],
+            k: vec![0.0; k * cfg.kv_dim()],
+            v: vec![0.0; k * cfg.kv_dim()],
+            attn: vec![0.0; k * cfg.q_dim()],
+            out: vec![0.0; k * cfg.dim],
+            gate: vec![0.0; k * cfg.hidden_dim],
+            up: vec![0.0; k * cfg.hidden_dim],
+        }
+    }
+}
+
+fn add_bias(x: &mut [f32], bias: Option<&Vec<f32>>) {
+    if let Some(b) = bias {
+        for row in x.chunks_exact_mut(b.len()) {
+            row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+        }
+    }
+}
+
+impl Model {
+    fn attention_block(
+        &self,
+        li: usize,
+        layer: &LayerWeights,
+        x: &mut [f32],
+        rows: &RowContext<'_>,
+        cache: &mut KvCache,
+        s: &mut Scratch,
+    ) -> Result<()> {
+        let cfg = &self.config;
+        let (n, hd, kv_dim) = (rows.visible.len(), cfg.head_dim, cfg.kv_dim());
+        kernels::rms_norm(x, &layer.attn_norm, cfg.rms_eps, &mut s.h);
+        layer.wq.forward(&s.h, n, &mut s.q)?;
+        layer.wk.forward(&s.h, n, &mut s.k)?;
+        layer.wv.forward(&s.h, n, &mut s.v)?;
+        add_bias(&mut s.q, layer.bq.as_ref());
+        add_bias(&mut s.k, layer.bk.as_ref());
+        add_bias(&mut s.v, layer.bv.as_ref());
+        for r in 0..n {
+            let a = &rows.angles[r * hd..(r + 1) * hd];
+            self.rope.apply(&mut s.q[r * cfg.q_dim()..(r + 1) * cfg.q_dim()], hd, a);
+            self.rope.apply(&mut s.k[r * kv_dim..(r + 1) * kv_dim], hd, a);
+            cache.write(li, rows.base + r, &s.k[r * kv_dim..(r + 1) * kv_dim], &s.v[r * kv_dim..(r + 1) * kv_dim]);
+        }
+        self.attend(li, rows, cache, &s.q, &mut s.attn);
+        layer.wo.forward(&s.attn, n, &mut s.out)?;
+        x.iter_mut().zip(&s.out).for_each(|(a, b)| *a += b);
+        Ok(())
+    }
+
+    /// Scaled dot-product attention of every (row, head) over the slots it may see.
+    fn attend(&self, li: usize, rows: &RowContext<'_>, cache: &KvCache, q: &[f32], out: &mut [f32]) {
+        let cfg = &self.config;
+        let (hd, n_heads) = (cfg.head_dim, cfg.n_heads);
+        let group = n_heads / cfg.n_kv_heads;
+        let (keys, values) = cache.layer(li);
+        let positions = cache.positions();
+        let kv_dim = cfg.kv_dim();
+        let scale = 1.0 / (hd as f32).sqrt();
+        let dot = kernels::dot_fn();
+        let one = |idx: usize, o: &mut [f32]| {
+            let (r, h) = (idx / n_heads, idx % n_heads);
+            let qh = &q[(r * n_heads + h) * hd..(r * n_heads + h + 1) * hd];
+            let off = (h / group) * hd;
+            let pos = positions[rows.base + r];
+            let in_window = |slot: usize| cfg.sliding_window.is_none_or(|w| pos - positions[slot].min(pos) < w);
+            let slots: Vec<usize> = (0..rows.base)
+                .chain(rows.visible[r].iter().map(|&j| rows.base + j))
+                .filter(|&slot| in_window(slot))
+                .collect();
+            let mut scores: Vec<f32> = slots
+                .iter()
+                .map(|&slot| dot(qh, &keys[slot * kv_dim + off..slot * kv_dim + off + hd]) * scale)
+                .collect();
+            kernels::softmax(&mut scores);
+            o.iter_mut().for_each(|v| *v = 0.0);
+            for (&slot, &p) in slots.iter().zip(&scores) {
+                let v = &values[slot * kv_dim + off..slot * kv_dim + off + hd];
+                o.iter_mut().zip(v).for_each(|(a, b)| *a += p * b);
+            }
+        };
+        let work = rows.visible.len() * n_heads * (rows.base + rows.visible.len()) * hd;
+        if work < PARALLEL_ATTENTION_MIN {
+            out.chunks_exact_mut(hd).enumerate().for_each(|(i, o)| one(i, o));
+        } else {
+            out.par_chunks_exact_mut(hd).enumerate().for_each(|(i, o)| one(i, o));
+        }
+    }
+
+    fn ffn_block(&self, layer: &LayerWeights, x: &mut [f32], s: &mut Scratch) -> Result<()> {
+        let n = x.len() / self.config.dim;
+        kernels::rms_norm(x, &layer.ffn_norm, self.config.rms_eps, &mut s.h);
+        layer.w1.forward(&s.h, n, &mut s.gate)?;
+        layer.w3.forward(&s.h, n, &mut s.up)?;
+        kernels::silu_mul(&mut s.gate, &s.up);
+        layer.w2.forward(&s.gate, n, &mut s.out)?;
+        x.iter_mut().zip(&s.out).for_each(|(a, b)| *a += b);
+        Ok(())
+    }
+}
+
+/// Checks every weight against the config, naming the first that does not fit.
+fn check_shapes(cfg: &LlamaConfig, w: &ModelWeights) -> Result<()> {
+    let lin = |name: String, l: &Linear, rows: usize, cols: usize| {
+        if l.rows() == rows && l.cols() == cols {
+            Ok(())
+        } else {
+            Err(ModelError::Shape {
+                name,
+                expected: vec![rows, cols],
+                found: vec![l.rows(), l.cols()],
+            })
+        }
+    };
+    let vec = |name: String, v: Option<&Vec<f32>>, len: usize| match v {
+        Some(v) if v.len() != len => Err(ModelError::Shape {
+            name,
+            expected: vec![len],
+            found: vec![v.len()],
+        }),
+        _ => Ok(()),
+    };
+    let (d, q, kv, h) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.hidden_dim);
+    lin("embedding".into(), &w.embedding, cfg.vocab_size, d)?;
+    if let Some(head) = &w.lm_head {
+        lin("lm_head".into(), head, cfg.vocab_size, d)?;
+    }
+    vec("norm".into(), Some(&w.norm), d)?;
+    if w.layers.len() != cfg.n_layers {
+        return Err(ModelError::Shape {
+            name: "layers".into(),
+            expected: vec![cfg.n_layers],
+            found: vec![w.layers.len()],
+        });
+    }
+    for (i, l) in w.layers.iter().enumerate() {
+        let n = |s: &str| format!("layers.{i}.{s}");
+        vec(n("attn_norm"), Some(&l.attn_norm), d)?;
+        vec(n("ffn_norm"), Some(&l.ffn_norm), d)?;
+        lin(n("wq"), &l.wq, q, d)?;
+        lin(n("wk"), &l.wk, kv, d)?;
+        lin(n("wv"), &l.wv, kv, d)?;
+        lin(n("wo"), &l.wo, d, q)?;
+        lin(n("w1"), &l.w1, h, d)?;
+        lin(n("w2"), &l.w2, d, h)?;
+        lin(n("w3"), &l.w3, h, d)?;
+        vec(n("bq"), l.bq.as_ref(), q)?;
+        vec(n("bk"), l.bk.as_ref(), kv)?;
+        vec(n("bv"), l.bv.as_ref(), kv)?;
+    }
+    Ok(())
+}

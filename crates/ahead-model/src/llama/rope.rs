@@ -1,0 +1,71 @@
+//! Rotary position embeddings with per-token positions (tree nodes share depths, not slots).
+
+use super::config::{LlamaConfig, RopeStyle};
+
+/// Inverse frequencies of one head, with Llama 3 scaling and GGUF frequency factors applied.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    inv_freq: Vec<f32>,
+    style: RopeStyle,
+}
+
+impl Rope {
+    pub fn new(cfg: &LlamaConfig) -> Self {
+        let half = cfg.head_dim / 2;
+        let mut inv_freq: Vec<f32> = (0..half)
+            .map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f32 / cfg.head_dim as f32))
+            .collect();
+        if let Some(s) = cfg.llama3_scaling {
+            // Llama 3.1: long wavelengths are slowed by `factor`, short ones kept, and the band
+            // between is interpolated smoothly.
+            let old = s.original_max_position_embeddings as f32;
+            let low_wavelen = old / s.low_freq_factor;
+            let high_wavelen = old / s.high_freq_factor;
+            for f in &mut inv_freq {
+                let wavelen = 2.0 * std::f32::consts::PI / *f;
+                if wavelen > low_wavelen {
+                    *f /= s.factor;
+                } else if wavelen >= high_wavelen {
+                    let smooth = (old / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+                    *f = (1.0 - smooth) * *f / s.factor + smooth * *f;
+                }
+            }
+        }
+        if let Some(factors) = &cfg.rope_freq_factors {
+            for (f, d) in inv_freq.iter_mut().zip(factors) {
+                *f /= d;
+            }
+        }
+        Self {
+            inv_freq,
+            style: cfg.rope_style,
+        }
+    }
+
+    /// cos and sin of every frequency at `pos`, as `[cos..., sin...]` (len head_dim).
+    pub fn angles(&self, pos: usize, out: &mut [f32]) {
+        let half = self.inv_freq.len();
+        for (i, &f) in self.inv_freq.iter().enumerate() {
+            let a = pos as f32 * f;
+            out[i] = a.cos();
+            out[half + i] = a.sin();
+        }
+    }
+
+    /// Rotates every head in `x` (heads of `head_dim` laid end to end) by precomputed `angles`.
+    pub fn apply(&self, x: &mut [f32], head_dim: usize, angles: &[f32]) {
+        let half = head_dim / 2;
+        let (cos, sin) = angles.split_at(half);
+        for head in x.chunks_exact_mut(head_dim) {
+            for i in 0..half {
+                let (a, b) = match self.style {
+                    RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                    RopeStyle::Half => (i, i + half),
+                };
+                let (x0, x1) = (head[a], head[b]);
+                head[a] = x0 * cos[i] - x1 * sin[i];
+                head[b] = x0 * sin[i] + x1 * cos[i];
+            }
+        }
+    }
+}

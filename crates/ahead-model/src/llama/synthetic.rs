@@ -1,0 +1,85 @@
+//! Random-weight models of any shape: for tests (every architecture, every dtype) and for
+//! benchmarks at real model sizes without downloading one.
+
+use super::config::{Architecture, LlamaConfig, RopeStyle};
+use super::linear::Linear;
+use super::model::{LayerWeights, Model, ModelWeights};
+use crate::error::Result;
+use crate::tensor::TensorDType;
+
+/// TinyLlama-1.1B's shapes (22 layers, dim 2048, GQA 32/4, vocab 32000).
+pub fn tinyllama_config() -> LlamaConfig {
+    LlamaConfig {
+        architecture: Architecture::Llama,
+        dim: 2048,
+        hidden_dim: 5632,
+        n_layers: 22,
+        n_heads: 32,
+        n_kv_heads: 4,
+        head_dim: 64,
+        vocab_size: 32000,
+        max_seq_len: 2048,
+        rope_theta: 10000.0,
+        rope_style: RopeStyle::Half,
+        llama3_scaling: None,
+        rope_freq_factors: None,
+        rms_eps: 1e-5,
+        sliding_window: None,
+    }
+}
+
+/// A deterministic stream of values in [-scale, scale).
+struct Values {
+    state: u64,
+}
+
+impl Values {
+    fn take(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                self.state = self.state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((self.state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+            })
+            .collect()
+    }
+}
+
+/// A model with random weights of `cfg`'s shapes; matrices stored as `dtype`. Biases are added
+/// for Qwen2. Weights are scaled like a trained model's so activations stay in range.
+pub fn random_model(cfg: &LlamaConfig, dtype: TensorDType, seed: u64) -> Result<Model> {
+    let mut v = Values { state: seed ^ 0x5DEE_CE66_D1CE_4E5B };
+    let mut lin = |rows: usize, cols: usize| {
+        let scale = 1.0 / (cols as f32).sqrt() * 1.7;
+        Linear::quantize(&v.take(rows * cols, scale), rows, cols, dtype)
+    };
+    let (d, q, kv, h) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.hidden_dim);
+    let mut layers = Vec::with_capacity(cfg.n_layers);
+    for _ in 0..cfg.n_layers {
+        layers.push(LayerWeights {
+            attn_norm: vec![1.0; d],
+            wq: lin(q, d)?,
+            wk: lin(kv, d)?,
+            wv: lin(kv, d)?,
+            wo: lin(d, q)?,
+            bq: None,
+            bk: None,
+            bv: None,
+            ffn_norm: vec![1.0; d],
+            w1: lin(h, d)?,
+            w2: lin(d, h)?,
+            w3: lin(h, d)?,
+        });
+    }
+    let embedding = lin(cfg.vocab_size, d)?;
+    let lm_head = Some(lin(cfg.vocab_size, d)?);
+    let mut bias = Values { state: seed.wrapping_add(99) };
+    if cfg.architecture == Architecture::Qwen2 {
+        for l in &mut layers {
+            l.bq = Some(bias.take(q, 0.1));
+            l.bk = Some(bias.take(kv, 0.1));
+            l.bv = Some(bias.take(kv, 0.1));
+        }
+    }
+    let norm = bias.take(d, 0.2).into_iter().map(|x| 1.0 + x).collect();
+    Model::new(cfg.clone(), ModelWeights { embedding, layers, norm, lm_head })
+}

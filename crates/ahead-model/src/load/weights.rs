@@ -1,0 +1,167 @@
+//! Maps each format's tensor names onto the one `ModelWeights` layout.
+
+use crate::error::{ModelError, Result};
+use crate::llama::{LayerWeights, Linear, LlamaConfig, ModelWeights};
+use crate::tensor::{RawTensor, TensorDType};
+
+/// A weight of the architecture, independent of how a file names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    Embedding,
+    Norm,
+    LmHead,
+    Layer(usize, LayerSlot),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LayerSlot {
+    AttnNorm,
+    Wq,
+    Wk,
+    Wv,
+    Wo,
+    Bq,
+    Bk,
+    Bv,
+    FfnNorm,
+    W1,
+    W2,
+    W3,
+}
+
+/// Tensor names in GGUF files (llama.cpp's convention; also used for llama2.c slices).
+pub(crate) fn gguf_name(slot: Slot) -> String {
+    use LayerSlot::*;
+    match slot {
+        Slot::Embedding => "token_embd.weight".into(),
+        Slot::Norm => "output_norm.weight".into(),
+        Slot::LmHead => "output.weight".into(),
+        Slot::Layer(i, s) => {
+            let n = match s {
+                AttnNorm => "attn_norm.weight",
+                Wq => "attn_q.weight",
+                Wk => "attn_k.weight",
+                Wv => "attn_v.weight",
+                Wo => "attn_output.weight",
+                Bq => "attn_q.bias",
+                Bk => "attn_k.bias",
+                Bv => "attn_v.bias",
+                FfnNorm => "ffn_norm.weight",
+                W1 => "ffn_gate.weight",
+                W2 => "ffn_down.weight",
+                W3 => "ffn_up.weight",
+            };
+            format!("blk.{i}.{n}")
+        }
+    }
+}
+
+/// Tensor names in Hugging Face safetensors files.
+pub(crate) fn hf_name(slot: Slot) -> String {
+    use LayerSlot::*;
+    match slot {
+        Slot::Embedding => "model.embed_tokens.weight".into(),
+        Slot::Norm => "model.norm.weight".into(),
+        Slot::LmHead => "lm_head.weight".into(),
+        Slot::Layer(i, s) => {
+            let n = match s {
+                AttnNorm => "input_layernorm.weight",
+                Wq => "self_attn.q_proj.weight",
+                Wk => "self_attn.k_proj.weight",
+                Wv => "self_attn.v_proj.weight",
+                Wo => "self_attn.o_proj.weight",
+                Bq => "self_attn.q_proj.bias",
+                Bk => "self_attn.k_proj.bias",
+                Bv => "self_attn.v_proj.bias",
+                FfnNorm => "post_attention_layernorm.weight",
+                W1 => "mlp.gate_proj.weight",
+                W2 => "mlp.down_proj.weight",
+                W3 => "mlp.up_proj.weight",
+            };
+            format!("model.layers.{i}.{n}")
+        }
+    }
+}
+
+/// Where weights come from: a file label for errors, a naming scheme and a lookup.
+pub(crate) struct WeightSource<'s, 'a> {
+    pub file: &'s str,
+    pub name: fn(Slot) -> String,
+    pub get: &'s dyn Fn(&str) -> Result<Option<RawTensor<'a>>>,
+}
+
+impl WeightSource<'_, '_> {
+    fn raw(&self, slot: Slot) -> Result<Option<RawTensor<'_>>> {
+        (self.get)(&(self.name)(slot))
+    }
+
+    fn require(&self, slot: Slot) -> Result<RawTensor<'_>> {
+        self.raw(slot)?.ok_or_else(|| ModelError::MissingTensor {
+            file: self.file.into(),
+            name: (self.name)(slot),
+        })
+    }
+
+    fn linear(&self, slot: Slot) -> Result<Linear> {
+        Linear::from_raw(&self.require(slot)?, &(self.name)(slot))
+    }
+
+    fn vector(&self, slot: Slot) -> Result<Vec<f32>> {
+        vector(&self.require(slot)?, self.file, &(self.name)(slot))
+    }
+
+    fn optional_vector(&self, slot: Slot) -> Result<Option<Vec<f32>>> {
+        self.raw(slot)?
+            .map(|r| vector(&r, self.file, &(self.name)(slot)))
+            .transpose()
+    }
+
+    /// Reads every weight `cfg` needs. `bias` says whether q/k/v biases must be present.
+    pub fn build(&self, cfg: &LlamaConfig, bias: bool) -> Result<ModelWeights> {
+        use LayerSlot::*;
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        for i in 0..cfg.n_layers {
+            let l = |s| Slot::Layer(i, s);
+            let b = |s| if bias { self.vector(l(s)).map(Some) } else { self.optional_vector(l(s)) };
+            layers.push(LayerWeights {
+                attn_norm: self.vector(l(AttnNorm))?,
+                wq: self.linear(l(Wq))?,
+                wk: self.linear(l(Wk))?,
+                wv: self.linear(l(Wv))?,
+                wo: self.linear(l(Wo))?,
+                bq: b(Bq)?,
+                bk: b(Bk)?,
+                bv: b(Bv)?,
+                ffn_norm: self.vector(l(FfnNorm))?,
+                w1: self.linear(l(W1))?,
+                w2: self.linear(l(W2))?,
+                w3: self.linear(l(W3))?,
+            });
+        }
+        let lm_head = match self.raw(Slot::LmHead)? {
+            Some(raw) => Some(Linear::from_raw(&raw, &(self.name)(Slot::LmHead))?),
+            None => None,
+        };
+        Ok(ModelWeights {
+            embedding: self.linear(Slot::Embedding)?,
+            layers,
+            norm: self.vector(Slot::Norm)?,
+            lm_head,
+        })
+    }
+}
+
+/// A 1-D float tensor as f32.
+pub(crate) fn vector(raw: &RawTensor<'_>, file: &str, name: &str) -> Result<Vec<f32>> {
+    raw.validate(file, name)?;
+    if raw.shape.len() != 1 {
+        return Err(ModelError::format(file, name, format!("expected a vector, found shape {:?}", raw.shape)));
+    }
+    let d = raw.data;
+    Ok(match raw.dtype {
+        TensorDType::F32 => d.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        TensorDType::F16 => d.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        TensorDType::BF16 => d.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        q => return Err(ModelError::Unsupported(format!("{file}: {name} is quantized ({}); vectors must be float", q.name()))),
+    })
+}

@@ -1,0 +1,215 @@
+//! Hugging Face `tokenizers` backend: `tokenizer.json` (+ `tokenizer_config.json`,
+//! `generation_config.json`), and the GGUF byte-level BPE tokenizer, which is built as a
+//! `tokenizers` pipeline too.
+
+use std::path::Path;
+
+use serde_json::Value as Json;
+
+use super::chat_template::ChatTemplate;
+use super::SpecialTokens;
+use crate::error::{ModelError, Result};
+
+/// A `tokenizers::Tokenizer` set up so that special-token strings in user text stay literal.
+#[derive(Clone)]
+pub(crate) struct HfBackend {
+    tok: tokenizers::Tokenizer,
+    vocab_size: usize,
+}
+
+impl HfBackend {
+    /// Wraps `tok`. `vocab_size`: the id bound (model vocabulary plus added tokens).
+    pub(crate) fn new(mut tok: tokenizers::Tokenizer, vocab_size: usize) -> Self {
+        // Text such as "<|eot_id|>" inside a prompt is tokenized as text, never as a control token.
+        tok.set_encode_special_tokens(true);
+        Self { tok, vocab_size }
+    }
+
+    pub(crate) fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    /// Encodes without any post-processor specials (the caller adds BOS itself, exactly once).
+    pub(crate) fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .tok
+            .encode_fast(text, false)
+            .map_err(|e| ModelError::Tokenizer(format!("encode: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Decodes, skipping special tokens and `extra_skip`; errors on unknown ids.
+    pub(crate) fn decode(&self, ids: &[u32], extra_skip: &[u32]) -> Result<String> {
+        let mut kept = Vec::with_capacity(ids.len());
+        for &id in ids {
+            if (id as usize) >= self.vocab_size || self.tok.id_to_token(id).is_none() {
+                return Err(ModelError::Tokenizer(format!(
+                    "token id {id} out of range (vocab size {})",
+                    self.vocab_size
+                )));
+            }
+            if !extra_skip.contains(&id) {
+                kept.push(id);
+            }
+        }
+        self.tok
+            .decode(&kept, true)
+            .map_err(|e| ModelError::Tokenizer(format!("decode: {e}")))
+    }
+
+    pub(crate) fn id_to_piece(&self, id: u32) -> Option<String> {
+        self.tok.id_to_token(id)
+    }
+
+    pub(crate) fn token_to_id(&self, piece: &str) -> Option<u32> {
+        self.tok.token_to_id(piece)
+    }
+
+    /// The ids the post-processor puts before the text (e.g. `[BOS]`), found by encoding a probe
+    /// with and without special tokens.
+    fn post_processor_prefix(&self) -> Vec<u32> {
+        let probe = "a";
+        let (Ok(with), Ok(without)) = (
+            self.tok.encode_fast(probe, true),
+            self.tok.encode_fast(probe, false),
+        ) else {
+            return Vec::new();
+        };
+        let (with, without) = (with.get_ids(), without.get_ids());
+        (0..=with.len().saturating_sub(without.len()))
+            .find(|&k| with[k..].starts_with(without))
+            .map(|k| with[..k].to_vec())
+            .unwrap_or_default()
+    }
+}
+
+fn read_json(path: &Path) -> Result<Json> {
+    let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| ModelError::format(path.display().to_string(), "json", e.to_string()))
+}
+
+/// `"<s>"` or `{"content": "<s>", ...}` or null.
+fn token_string(v: Option<&Json>) -> Option<&str> {
+    match v? {
+        Json::String(s) => Some(s),
+        Json::Object(o) => o.get("content")?.as_str(),
+        _ => None,
+    }
+}
+
+/// An int, or a list of ints (`eos_token_id` may be either).
+fn id_list(v: Option<&Json>, file: &str, field: &str) -> Result<Vec<u32>> {
+    let bad = || ModelError::format(file, field, "expected a token id or a list of token ids");
+    let one = |v: &Json| {
+        v.as_u64()
+            .and_then(|x| u32::try_from(x).ok())
+            .ok_or_else(bad)
+    };
+    match v {
+        None | Some(Json::Null) => Ok(Vec::new()),
+        Some(Json::Array(a)) => a.iter().map(one).collect(),
+        Some(v) => Ok(vec![one(v)?]),
+    }
+}
+
+/// The `chat_template` entry: a string, or a list of `{name, template}` (the "default" one).
+fn template_source(cfg: &Json) -> Option<String> {
+    match cfg.get("chat_template")? {
+        Json::String(s) => Some(s.clone()),
+        Json::Array(list) => list
+            .iter()
+            .find(|t| t.get("name").and_then(Json::as_str) == Some("default"))
+            .and_then(|t| t.get("template")?.as_str().map(str::to_owned)),
+        _ => None,
+    }
+}
+
+/// Everything `Tokenizer::from_hf_files` needs.
+pub(crate) struct HfLoaded {
+    pub backend: HfBackend,
+    pub special: SpecialTokens,
+    pub chat_template: Option<ChatTemplate>,
+}
+
+pub(crate) fn load(
+    tokenizer_json: &Path,
+    tokenizer_config_json: Option<&Path>,
+    generation_config_json: Option<&Path>,
+) -> Result<HfLoaded> {
+    let label = tokenizer_json.display().to_string();
+    let bytes = std::fs::read(tokenizer_json).map_err(|e| ModelError::io(tokenizer_json, e))?;
+    let tok = tokenizers::Tokenizer::from_bytes(&bytes)
+        .map_err(|e| ModelError::Tokenizer(format!("{label}: {e}")))?;
+    let vocab_size = tok.get_vocab_size(true);
+    let backend = HfBackend::new(tok, vocab_size);
+
+    let cfg = tokenizer_config_json
+        .map(read_json)
+        .transpose()?
+        .unwrap_or(Json::Null);
+    let cfg_label = tokenizer_config_json
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let gen = generation_config_json
+        .map(read_json)
+        .transpose()?
+        .unwrap_or(Json::Null);
+    let gen_label = generation_config_json
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+
+    let lookup = |s: &str, field: &str| {
+        backend.token_to_id(s).ok_or_else(|| {
+            ModelError::Tokenizer(format!(
+                "{cfg_label}: {field} {s:?} is not in the vocabulary of {label}"
+            ))
+        })
+    };
+    let pp_prefix = backend.post_processor_prefix();
+
+    let bos = match token_string(cfg.get("bos_token")) {
+        Some(s) => Some(lookup(s, "bos_token")?),
+        None => match id_list(gen.get("bos_token_id"), &gen_label, "bos_token_id")?.first() {
+            Some(&id) => Some(id),
+            None if pp_prefix.len() == 1 => Some(pp_prefix[0]),
+            None => None,
+        },
+    };
+    let add_bos = match cfg.get("add_bos_token").and_then(Json::as_bool) {
+        Some(b) => b,
+        None => bos.is_some() && pp_prefix.first() == bos.as_ref(),
+    } && bos.is_some();
+
+    let mut eos = id_list(gen.get("eos_token_id"), &gen_label, "eos_token_id")?;
+    if let Some(s) = token_string(cfg.get("eos_token")) {
+        let id = lookup(s, "eos_token")?;
+        if !eos.contains(&id) {
+            eos.push(id);
+        }
+    }
+    for &id in bos.iter().chain(&eos) {
+        if id as usize >= vocab_size {
+            return Err(ModelError::Tokenizer(format!(
+                "special token id {id} >= vocab size {vocab_size} ({label})"
+            )));
+        }
+    }
+
+    let mut source = template_source(&cfg);
+    if source.is_none() {
+        // Newer checkpoints keep the template beside the config.
+        if let Some(dir) = tokenizer_config_json.and_then(Path::parent) {
+            let p = dir.join("chat_template.jinja");
+            if p.is_file() {
+                source = Some(std::fs::read_to_string(&p).map_err(|e| ModelError::io(&p, e))?);
+            }
+        }
+    }
+    let chat_template = source.map(ChatTemplate::new).transpose()?;
+    Ok(HfLoaded {
+        backend,
+        special: SpecialTokens { bos, eos, add_bos },
+        chat_template,
+    })
+}
