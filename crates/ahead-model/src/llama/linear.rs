@@ -272,3 +272,14 @@ impl Linear {
         Ok(Self { storage, rows, cols, dtype })
     }
 }
+
+impl Linear {
+    /// All weights as f32, row-major (dequantized if needed). For export and tests.
+    pub fn to_f32(&self) -> Result<Vec<f32>> {
+        let mut out = vec![0f32; self.rows * self.cols];
+        for (r, row) in out.chunks_exact_mut(self.cols).enumerate() {
+            self.row(r, row)?;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,201 @@
+//! The forward pass speculative decoding relies on: batched rows equal single rows, a tree
+//! mask equals separate chains, and truncate/compact leave the cache as a fresh prefill would.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use ahead_model::llama::synthetic::random_model;
+use ahead_model::llama::{Architecture, AttentionMask, ForwardInput, LlamaConfig, Model, RopeStyle};
+use ahead_model::{KvCache, TensorDType};
+use ahead_testutil::{argmax, assert_close, Tolerance, F32, QUANTIZED};
+
+fn config(architecture: Architecture) -> LlamaConfig {
+    LlamaConfig {
+        architecture,
+        dim: 64,
+        hidden_dim: 96,
+        n_layers: 2,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 16,
+        vocab_size: 300,
+        max_seq_len: 64,
+        rope_theta: 10000.0,
+        rope_style: RopeStyle::Half,
+        llama3_scaling: None,
+        rope_freq_factors: None,
+        rms_eps: 1e-5,
+        // A window shorter than the test sequences, so the sliding mask is exercised.
+        sliding_window: (architecture == Architecture::Mistral).then_some(6),
+    }
+}
+
+/// Every architecture at f32 and two quantized dtypes (dims are multiples of 256 for k-quants).
+fn models() -> Vec<(String, Model, Tolerance)> {
+    let mut out = Vec::new();
+    for arch in [Architecture::Llama, Architecture::Mistral, Architecture::Qwen2] {
+        for (dtype, tol) in [(TensorDType::F32, F32), (TensorDType::Q8_0, QUANTIZED)] {
+            let m = random_model(&config(arch), dtype, 7).unwrap();
+            out.push((format!("{}/{}", arch.name(), dtype.name()), m, tol));
+        }
+    }
+    let mut big = config(Architecture::Llama);
+    big.dim = 256;
+    big.hidden_dim = 256;
+    big.head_dim = 64;
+    out.push(("llama/q4_k".into(), random_model(&big, TensorDType::Q4K, 3).unwrap(), QUANTIZED));
+    out
+}
+
+const PROMPT: [u32; 10] = [1, 17, 250, 3, 99, 42, 42, 7, 128, 5];
+
+fn positions(start: usize, n: usize) -> Vec<usize> {
+    (start..start + n).collect()
+}
+
+/// Logits of the last row after a fresh causal prefill of `tokens`.
+fn fresh_last(model: &Model, tokens: &[u32]) -> Vec<f32> {
+    let mut cache = model.new_cache(32).unwrap();
+    let out = model.forward(&ForwardInput::causal(tokens, &positions(0, tokens.len())), &mut cache).unwrap();
+    out.last().to_vec()
+}
+
+#[test]
+fn row_i_of_a_batched_forward_equals_a_one_row_forward() {
+    for (name, model, tol) in models() {
+        let mut batched = model.new_cache(32).unwrap();
+        let all = model.forward(&ForwardInput::causal(&PROMPT, &positions(0, PROMPT.len())), &mut batched).unwrap();
+        let mut single = model.new_cache(32).unwrap();
+        for (i, &t) in PROMPT.iter().enumerate() {
+            let one = model.forward(&ForwardInput::causal(&[t], &[i]), &mut single).unwrap();
+            assert_close(all.row(i), one.row(0), tol, &format!("{name} row {i}"));
+            assert_eq!(argmax(all.row(i)), argmax(one.row(0)), "{name}: greedy choice at row {i}");
+            if tol.rtol == F32.rtol {
+                assert_eq!(all.row(i), one.row(0), "{name}: f32 rows must be bit-identical");
+            }
+        }
+    }
+}
+
+#[test]
+fn greedy_decoding_row_by_row_equals_verifying_the_same_tokens_in_one_forward() {
+    for (name, model, _) in models() {
+        // Decode 12 tokens one at a time.
+        let mut cache = model.new_cache(40).unwrap();
+        let mut logits = model.forward(&ForwardInput::causal(&PROMPT, &positions(0, 10)), &mut cache).unwrap().last().to_vec();
+        let mut generated = Vec::new();
+        for step in 0..12 {
+            let t = argmax(&logits) as u32;
+            generated.push(t);
+            logits = model.forward(&ForwardInput::causal(&[t], &[10 + step]), &mut cache).unwrap().last().to_vec();
+        }
+        // Feed prompt + generated in one forward: each row's argmax is the next generated token.
+        let mut all: Vec<u32> = PROMPT.to_vec();
+        all.extend(&generated);
+        let mut c2 = model.new_cache(40).unwrap();
+        let out = model.forward(&ForwardInput::causal(&all, &positions(0, all.len())), &mut c2).unwrap();
+        for (j, &t) in generated.iter().enumerate().skip(1) {
+            assert_eq!(argmax(out.row(9 + j)) as u32, t, "{name}: token {j}");
+        }
+    }
+}
+
+/// A tree after the prompt: two roots; node 1 and 2 are children of 0, node 3 of 1.
+const TREE_TOKENS: [u32; 5] = [11, 22, 33, 44, 55];
+const TREE_PARENTS: [Option<usize>; 5] = [None, Some(0), Some(0), Some(1), None];
+
+fn path(node: usize) -> Vec<usize> {
+    let mut p = vec![node];
+    while let Some(parent) = TREE_PARENTS[*p.last().unwrap()] {
+        p.push(parent);
+    }
+    p.reverse();
+    p
+}
+
+fn tree_forward(model: &Model) -> (KvCache, ahead_model::ForwardOutput) {
+    let mut cache = model.new_cache(32).unwrap();
+    model.forward(&ForwardInput::causal(&PROMPT, &positions(0, 10)), &mut cache).unwrap();
+    let pos: Vec<usize> = (0..5).map(|n| 10 + path(n).len() - 1).collect();
+    let input = ForwardInput {
+        tokens: &TREE_TOKENS,
+        positions: &pos,
+        mask: AttentionMask::Tree(&TREE_PARENTS),
+        want_hidden: true,
+    };
+    let out = model.forward(&input, &mut cache).unwrap();
+    (cache, out)
+}
+
+#[test]
+fn a_tree_masked_forward_equals_the_separate_chain_forwards() {
+    for (name, model, tol) in models() {
+        let (_, out) = tree_forward(&model);
+        assert_eq!(out.hidden.as_ref().map(Vec::len), Some(5 * model.config().dim));
+        for node in 0..5 {
+            let mut chain = PROMPT.to_vec();
+            chain.extend(path(node).iter().map(|&n| TREE_TOKENS[n]));
+            let want = fresh_last(&model, &chain);
+            assert_close(out.row(node), &want, tol, &format!("{name} node {node}"));
+            assert_eq!(argmax(out.row(node)), argmax(&want), "{name} node {node}");
+        }
+    }
+}
+
+#[test]
+fn after_compact_or_truncate_the_next_logits_equal_a_fresh_prefill() {
+    for (name, model, tol) in models() {
+        // Accept the path 0 -> 1 -> 3 of the tree, then feed one more token.
+        let (mut cache, _) = tree_forward(&model);
+        cache.compact(10, &[0, 1, 3]).unwrap();
+        assert_eq!(cache.len(), 13);
+        let next = model.forward(&ForwardInput::causal(&[77], &[13]), &mut cache).unwrap();
+        let mut seq = PROMPT.to_vec();
+        seq.extend([11, 22, 44, 77]);
+        assert_close(next.row(0), &fresh_last(&model, &seq), tol, &format!("{name} after compact"));
+
+        // Reject all but the first of four chain tokens.
+        let mut cache = model.new_cache(32).unwrap();
+        model.forward(&ForwardInput::causal(&PROMPT, &positions(0, 10)), &mut cache).unwrap();
+        model.forward(&ForwardInput::causal(&[5, 6, 7, 8], &positions(10, 4)), &mut cache).unwrap();
+        cache.truncate(11).unwrap();
+        let next = model.forward(&ForwardInput::causal(&[9], &[11]), &mut cache).unwrap();
+        let mut seq = PROMPT.to_vec();
+        seq.extend([5, 9]);
+        assert_close(next.row(0), &fresh_last(&model, &seq), tol, &format!("{name} after truncate"));
+    }
+}
+
+#[test]
+fn bad_inputs_are_errors_and_leave_the_cache_unchanged() {
+    let model = random_model(&config(Architecture::Llama), TensorDType::F32, 1).unwrap();
+    let mut cache = model.new_cache(12).unwrap();
+    model.forward(&ForwardInput::causal(&PROMPT, &positions(0, 10)), &mut cache).unwrap();
+    let bad_parent = [None, Some(1)];
+    let cases: Vec<ForwardInput<'_>> = vec![
+        ForwardInput::causal(&[], &[]),
+        ForwardInput::causal(&[1, 2, 3], &[10, 11, 12]),
+        ForwardInput::causal(&[1], &[10, 11]),
+        ForwardInput::causal(&[300], &[10]),
+        ForwardInput::causal(&[1], &[64]),
+        ForwardInput { tokens: &[1, 2], positions: &[10, 11], mask: AttentionMask::Tree(&bad_parent), want_hidden: false },
+        ForwardInput { tokens: &[1, 2], positions: &[10, 11], mask: AttentionMask::Tree(&[None]), want_hidden: false },
+    ];
+    for input in cases {
+        assert!(model.forward(&input, &mut cache).is_err(), "{input:?} should fail");
+        assert_eq!(cache.len(), 10);
+    }
+    assert!(model.new_cache(65).is_err(), "a cache larger than the context is refused");
+    let other = random_model(&LlamaConfig { n_layers: 3, ..config(Architecture::Llama) }, TensorDType::F32, 1).unwrap();
+    assert!(other.forward(&ForwardInput::causal(&[1], &[10]), &mut cache).is_err(), "cache of another model");
+}
+
+#[test]
+fn sliding_window_limits_what_mistral_attends_to() {
+    // One layer, window 6: position 9 attends to positions 4..=9 only, so the token at
+    // position 1 cannot change its logits; without a window it does.
+    let one_layer = |arch| random_model(&LlamaConfig { n_layers: 1, ..config(arch) }, TensorDType::F32, 5).unwrap();
+    let (mistral, llama) = (one_layer(Architecture::Mistral), one_layer(Architecture::Llama));
+    let a = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+    let b = [1, 200, 3, 4, 5, 6, 7, 8, 9, 10];
+    assert_eq!(fresh_last(&mistral, &a), fresh_last(&mistral, &b));
+    assert_ne!(fresh_last(&llama, &a), fresh_last(&llama, &b));
+}
