@@ -59,14 +59,29 @@ pub fn run(a: BenchArgs) -> Result<()> {
             if let Some(l) = a.layers {
                 cfg.n_layers = l;
             }
-            eprintln!("building a random {} model with {} layers ({})...", s, cfg.n_layers, dtype.name());
-            (random_model(&cfg, dtype, 1)?, format!("synthetic {s} ({} layers)", cfg.n_layers), dtype.name().to_string())
+            eprintln!(
+                "building a random {} model with {} layers ({})...",
+                s,
+                cfg.n_layers,
+                dtype.name()
+            );
+            (
+                random_model(&cfg, dtype, 1)?,
+                format!("synthetic {s} ({} layers)", cfg.n_layers),
+                dtype.name().to_string(),
+            )
         }
         Some(other) => bail!("unknown synthetic model {other:?}; known: tinyllama"),
         None => {
             let src = ModelSource::parse(a.model.as_deref().unwrap_or("default"))?;
             let loaded = ahead_model::load(&src, &Default::default()).context("loading the model")?;
-            let dtype = loaded.model.weights().layers.first().map_or("f32", |l| l.wq.dtype().name()).to_string();
+            let dtype = loaded
+                .model
+                .weights()
+                .layers
+                .first()
+                .map_or("f32", |l| l.wq.dtype().name())
+                .to_string();
             (loaded.model, loaded.info.source, dtype)
         }
     };
@@ -96,10 +111,19 @@ pub fn run(a: BenchArgs) -> Result<()> {
         writeln!(out, "{}", serde_json::to_string(&r)?)?;
     } else {
         writeln!(out, "model            {} ({})", r.model, r.dtype)?;
-        writeln!(out, "plain decoding   {:.1} tok/s ({:.3} ms/token, best of {} runs of {} tokens)", r.tokens_per_second, r.ms_per_token, a.runs, r.tokens)?;
+        writeln!(
+            out,
+            "plain decoding   {:.1} tok/s ({:.3} ms/token, best of {} runs of {} tokens)",
+            r.tokens_per_second, r.ms_per_token, a.runs, r.tokens
+        )?;
         writeln!(out, "weights/token    {:.2} MB", bytes as f64 / 1e6)?;
         writeln!(out, "copy bandwidth   {:.1} GB/s", r.copy_bandwidth_gb_s)?;
-        writeln!(out, "bandwidth bound  {:.1} tok/s  (achieved {:.0}%)", bound, r.fraction_of_bound * 100.0)?;
+        writeln!(
+            out,
+            "bandwidth bound  {:.1} tok/s  (achieved {:.0}%)",
+            bound,
+            r.fraction_of_bound * 100.0
+        )?;
     }
     Ok(())
 }
@@ -137,7 +161,9 @@ fn copy_bandwidth() -> f64 {
     let mut best = f64::INFINITY;
     for _ in 0..5 {
         let start = Instant::now();
-        dst.par_chunks_mut(1 << 20).zip(src.par_chunks(1 << 20)).for_each(|(d, s)| d.copy_from_slice(s));
+        dst.par_chunks_mut(1 << 20)
+            .zip(src.par_chunks(1 << 20))
+            .for_each(|(d, s)| d.copy_from_slice(s));
         best = best.min(start.elapsed().as_secs_f64());
     }
     std::hint::black_box(&dst);

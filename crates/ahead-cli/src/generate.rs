@@ -86,7 +86,9 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let method = match a.method {
         MethodArg::Vanilla => Method::Vanilla,
         MethodArg::Auto => Method::Auto,
-        other => bail!("--method {other:?} is not available in this version of ahead yet; use vanilla or auto"),
+        other => {
+            bail!("--method {other:?} is not available in this version of ahead yet; use vanilla or auto")
+        }
     };
     let mut builder = Engine::builder();
     if let Some(m) = &a.model {

@@ -55,7 +55,13 @@ struct TokenizerInfo {
 
 pub fn run(a: InspectArgs) -> Result<()> {
     let src = ModelSource::parse(&a.src)?;
-    let loaded = ahead_model::load(&src, &LoadOptions { tokenizer: a.tokenizer }).with_context(|| format!("loading {}", a.src))?;
+    let loaded = ahead_model::load(
+        &src,
+        &LoadOptions {
+            tokenizer: a.tokenizer,
+        },
+    )
+    .with_context(|| format!("loading {}", a.src))?;
     let c = loaded.model.config();
     let w = loaded.model.weights();
     let mut dtypes = BTreeMap::new();
@@ -65,7 +71,10 @@ pub fn run(a: InspectArgs) -> Result<()> {
     for l in &w.layers {
         matrices.extend([&l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w2, &l.w3]);
         params += l.attn_norm.len() + l.ffn_norm.len();
-        params += [&l.bq, &l.bk, &l.bv].iter().map(|b| b.as_ref().map_or(0, Vec::len)).sum::<usize>();
+        params += [&l.bq, &l.bk, &l.bv]
+            .iter()
+            .map(|b| b.as_ref().map_or(0, Vec::len))
+            .sum::<usize>();
     }
     for m in matrices {
         *dtypes.entry(m.dtype().name().to_string()).or_insert(0) += 1;
@@ -108,13 +117,43 @@ pub fn run(a: InspectArgs) -> Result<()> {
     }
     writeln!(out, "source        {}", info.source)?;
     writeln!(out, "format        {}", info.format)?;
-    writeln!(out, "architecture  {} ({} parameters, {:.2} MB of weights)", info.architecture, info.parameters, info.weight_bytes as f64 / 1e6)?;
-    writeln!(out, "shape         dim {}, hidden {}, {} layers, {} heads / {} kv heads, head_dim {}", c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim)?;
-    writeln!(out, "context       {} tokens, rope theta {} ({}), rms eps {:e}", c.max_seq_len, c.rope_theta, info.rope_style, c.rms_eps)?;
-    writeln!(out, "classifier    {}", if info.tied_classifier { "tied to the embedding" } else { "separate" })?;
+    writeln!(
+        out,
+        "architecture  {} ({} parameters, {:.2} MB of weights)",
+        info.architecture,
+        info.parameters,
+        info.weight_bytes as f64 / 1e6
+    )?;
+    writeln!(
+        out,
+        "shape         dim {}, hidden {}, {} layers, {} heads / {} kv heads, head_dim {}",
+        c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim
+    )?;
+    writeln!(
+        out,
+        "context       {} tokens, rope theta {} ({}), rms eps {:e}",
+        c.max_seq_len, c.rope_theta, info.rope_style, c.rms_eps
+    )?;
+    writeln!(
+        out,
+        "classifier    {}",
+        if info.tied_classifier {
+            "tied to the embedding"
+        } else {
+            "separate"
+        }
+    )?;
     writeln!(out, "matrices      {:?}", info.matrix_dtypes)?;
     let tk = &info.tokenizer;
-    writeln!(out, "tokenizer     {} (vocab {}, bos {:?}, eos {:?}, add_bos {})", tk.kind, tk.vocab_size, tk.bos_id, tk.eos_ids, tk.add_bos)?;
-    writeln!(out, "chat template {}", if tk.chat_template { "yes" } else { "none" })?;
+    writeln!(
+        out,
+        "tokenizer     {} (vocab {}, bos {:?}, eos {:?}, add_bos {})",
+        tk.kind, tk.vocab_size, tk.bos_id, tk.eos_ids, tk.add_bos
+    )?;
+    writeln!(
+        out,
+        "chat template {}",
+        if tk.chat_template { "yes" } else { "none" }
+    )?;
     Ok(())
 }

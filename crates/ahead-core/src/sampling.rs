@@ -60,13 +60,23 @@ impl SamplingParams {
             }
         };
         let t = self.temperature;
-        check("temperature", t, (0.0..=100.0).contains(&t), "0 <= temperature <= 100")?;
+        check(
+            "temperature",
+            t,
+            (0.0..=100.0).contains(&t),
+            "0 <= temperature <= 100",
+        )?;
         let p = self.top_p;
         check("top_p", p, p > 0.0 && p <= 1.0, "0 < top_p <= 1")?;
         let m = self.min_p;
         check("min_p", m, (0.0..=1.0).contains(&m), "0 <= min_p <= 1")?;
         let r = self.repetition_penalty;
-        check("repetition_penalty", r, r > 0.0 && r <= 10.0, "0 < repetition_penalty <= 10")
+        check(
+            "repetition_penalty",
+            r,
+            r > 0.0 && r <= 10.0,
+            "0 < repetition_penalty <= 10",
+        )
     }
 }
 
@@ -227,7 +237,11 @@ pub fn warp(logits: &[f32], params: &SamplingParams, seen: &[u32]) -> Result<Dis
 /// result is deterministic.
 fn truncate_tail(probs: &mut [f64], params: &SamplingParams) {
     let vocab = probs.len();
-    let top_k = if params.top_k == 0 { vocab } else { params.top_k.min(vocab) };
+    let top_k = if params.top_k == 0 {
+        vocab
+    } else {
+        params.top_k.min(vocab)
+    };
     if top_k == vocab && params.top_p >= 1.0 && params.min_p <= 0.0 {
         return;
     }

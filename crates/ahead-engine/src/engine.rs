@@ -1,10 +1,10 @@
 //! The library facade: build an [`Engine`] from a model source, then generate.
 //!
-//! ```no_run
+//! ```
 //! use ahead_engine::{Engine, GenerateParams, Prompt};
 //! let engine = Engine::builder().build()?; // the embedded default model
 //! let out = engine.generate(&[Prompt::from("Once upon a time")], &GenerateParams::default())?;
-//! println!("{}", out[0].text);
+//! assert_eq!(out[0].stats.generated_tokens, out[0].token_ids.len());
 //! # Ok::<(), ahead_engine::EngineError>(())
 //! ```
 
@@ -45,7 +45,12 @@ impl EngineBuilder {
             Some(m) => ModelSource::parse(m)?,
             None => ModelSource::Default,
         };
-        let loaded = load(&source, &LoadOptions { tokenizer: self.tokenizer })?;
+        let loaded = load(
+            &source,
+            &LoadOptions {
+                tokenizer: self.tokenizer,
+            },
+        )?;
         Ok(Engine { loaded })
     }
 }
@@ -89,14 +94,19 @@ impl Engine {
             return Err(EngineError::InvalidRequest("the prompt is empty".into()));
         }
         if let Some(bad) = ids.iter().find(|&&t| t as usize >= vocab) {
-            return Err(EngineError::InvalidRequest(format!("prompt token {bad} is outside the vocabulary of {vocab}")));
+            return Err(EngineError::InvalidRequest(format!(
+                "prompt token {bad} is outside the vocabulary of {vocab}"
+            )));
         }
         Ok(ids)
     }
 
     /// Generates a completion for every prompt, in order.
     pub fn generate(&self, prompts: &[Prompt], params: &GenerateParams) -> Result<Vec<Generation>> {
-        prompts.iter().map(|p| self.generate_one(p, params, &mut |_| {})).collect()
+        prompts
+            .iter()
+            .map(|p| self.generate_one(p, params, &mut |_| {}))
+            .collect()
     }
 
     /// Generates one completion, handing each piece of final text to `on_text` as it is ready.
@@ -108,7 +118,10 @@ impl Engine {
     ) -> Result<Generation> {
         params.sampling.validate()?;
         if !matches!(params.method, Method::Vanilla | Method::Auto) {
-            return Err(EngineError::MethodUnavailable { method: params.method.name(), reason: "not built yet".into() });
+            return Err(EngineError::MethodUnavailable {
+                method: params.method.name(),
+                reason: "not built yet".into(),
+            });
         }
         let prompt_ids = self.prompt_ids(prompt)?;
         let model = &self.loaded.model;
@@ -134,7 +147,10 @@ impl Engine {
         let start = Instant::now();
 
         let positions: Vec<usize> = (0..prompt_ids.len()).collect();
-        let mut logits = model.forward(&ForwardInput::causal(&prompt_ids, &positions), &mut cache)?.last().to_vec();
+        let mut logits = model
+            .forward(&ForwardInput::causal(&prompt_ids, &positions), &mut cache)?
+            .last()
+            .to_vec();
         let prefill = start.elapsed();
         let mut forwards = 1;
         while committer.finished().is_none() {
@@ -153,7 +169,10 @@ impl Engine {
                 break;
             }
             let pos = [cache.len()];
-            logits = model.forward(&ForwardInput::causal(&[token], &pos), &mut cache)?.last().to_vec();
+            logits = model
+                .forward(&ForwardInput::causal(&[token], &pos), &mut cache)?
+                .last()
+                .to_vec();
             forwards += 1;
         }
         let total = start.elapsed();
@@ -165,8 +184,16 @@ impl Engine {
             generated_tokens: generated,
             drafted_tokens: 0,
             accepted_tokens: 0,
-            mean_accepted_length: if forwards > 0 { generated as f64 / forwards as f64 } else { 0.0 },
-            tokens_per_second: if decode_s > 0.0 { generated as f64 / decode_s } else { 0.0 },
+            mean_accepted_length: if forwards > 0 {
+                generated as f64 / forwards as f64
+            } else {
+                0.0
+            },
+            tokens_per_second: if decode_s > 0.0 {
+                generated as f64 / decode_s
+            } else {
+                0.0
+            },
             elapsed_ms: total.as_secs_f64() * 1e3,
             prefill_ms: prefill.as_secs_f64() * 1e3,
         };

@@ -48,7 +48,7 @@ impl TensorDType {
     /// Errors when the count is not a whole number of blocks or the size overflows.
     pub fn bytes_for(self, elements: u64) -> Option<u64> {
         let bs = self.block_size() as u64;
-        if elements % bs != 0 {
+        if !elements.is_multiple_of(bs) {
             return None;
         }
         (elements / bs).checked_mul(self.block_bytes() as u64)
@@ -114,7 +114,11 @@ impl RawTensor<'_> {
             return Err(ModelError::format(
                 file,
                 name,
-                format!("shape {:?} needs {need} bytes, found {}", self.shape, self.data.len()),
+                format!(
+                    "shape {:?} needs {need} bytes, found {}",
+                    self.shape,
+                    self.data.len()
+                ),
             ));
         }
         Ok(())

@@ -62,7 +62,9 @@ fn reference(arch: Architecture) -> Model {
     w.lm_head = w.lm_head.as_ref().map(round_lin);
     round_vec(&mut w.norm);
     for l in &mut w.layers {
-        for m in [&mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w1, &mut l.w2, &mut l.w3] {
+        for m in [
+            &mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w1, &mut l.w2, &mut l.w3,
+        ] {
             *m = round_lin(m);
         }
         for v in [&mut l.attn_norm, &mut l.ffn_norm] {
@@ -109,11 +111,43 @@ fn tensors(w: &ModelWeights, cfg: &LlamaConfig, gguf: bool, interleaved: bool) -
     }
     for (i, l) in w.layers.iter().enumerate() {
         let names: [&str; 12] = if gguf {
-            ["attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight", "ffn_norm.weight", "ffn_gate.weight", "ffn_down.weight", "ffn_up.weight", "attn_q.bias", "attn_k.bias", "attn_v.bias"]
+            [
+                "attn_norm.weight",
+                "attn_q.weight",
+                "attn_k.weight",
+                "attn_v.weight",
+                "attn_output.weight",
+                "ffn_norm.weight",
+                "ffn_gate.weight",
+                "ffn_down.weight",
+                "ffn_up.weight",
+                "attn_q.bias",
+                "attn_k.bias",
+                "attn_v.bias",
+            ]
         } else {
-            ["input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight", "self_attn.o_proj.weight", "post_attention_layernorm.weight", "mlp.gate_proj.weight", "mlp.down_proj.weight", "mlp.up_proj.weight", "self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"]
+            [
+                "input_layernorm.weight",
+                "self_attn.q_proj.weight",
+                "self_attn.k_proj.weight",
+                "self_attn.v_proj.weight",
+                "self_attn.o_proj.weight",
+                "post_attention_layernorm.weight",
+                "mlp.gate_proj.weight",
+                "mlp.down_proj.weight",
+                "mlp.up_proj.weight",
+                "self_attn.q_proj.bias",
+                "self_attn.k_proj.bias",
+                "self_attn.v_proj.bias",
+            ]
         };
-        let n = |k: usize| if gguf { format!("blk.{i}.{}", names[k]) } else { format!("model.layers.{i}.{}", names[k]) };
+        let n = |k: usize| {
+            if gguf {
+                format!("blk.{i}.{}", names[k])
+            } else {
+                format!("model.layers.{i}.{}", names[k])
+            }
+        };
         let (mut q, mut k) = (mat(&l.wq), mat(&l.wk));
         if interleaved {
             q.1 = interleave(&q.1, cfg.n_heads, cfg.head_dim, cfg.dim);
@@ -200,8 +234,14 @@ fn st_bytes(ts: &[(String, Vec<usize>, Vec<f32>)], dtype: TensorDType) -> Vec<u8
         .iter()
         .map(|(n, s, v)| {
             let b: Vec<u8> = match dtype {
-                TensorDType::F16 => v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect(),
-                TensorDType::BF16 => v.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect(),
+                TensorDType::F16 => v
+                    .iter()
+                    .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                    .collect(),
+                TensorDType::BF16 => v
+                    .iter()
+                    .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+                    .collect(),
                 _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             };
             (n.clone(), s.clone(), b)
@@ -258,8 +298,20 @@ fn write_llama2c(model: &Model, dir: &Path) {
     let w = model.weights();
     let mut out: Vec<u8> = Vec::new();
     let shared = w.lm_head.is_none();
-    let vocab = if shared { cfg.vocab_size as i32 } else { -(cfg.vocab_size as i32) };
-    for v in [cfg.dim as i32, cfg.hidden_dim as i32, cfg.n_layers as i32, cfg.n_heads as i32, cfg.n_kv_heads as i32, vocab, cfg.max_seq_len as i32] {
+    let vocab = if shared {
+        cfg.vocab_size as i32
+    } else {
+        -(cfg.vocab_size as i32)
+    };
+    for v in [
+        cfg.dim as i32,
+        cfg.hidden_dim as i32,
+        cfg.n_layers as i32,
+        cfg.n_heads as i32,
+        cfg.n_kv_heads as i32,
+        vocab,
+        cfg.max_seq_len as i32,
+    ] {
         out.extend(v.to_le_bytes());
     }
     let mut f = |v: &[f32]| out.extend(v.iter().flat_map(|x| x.to_le_bytes()));
@@ -295,12 +347,16 @@ const PROMPT: [u32; 6] = [1, 403, 407, 261, 378, 12];
 fn run(model: &Model) -> (Vec<f32>, Vec<u32>) {
     let mut cache = model.new_cache(40).unwrap();
     let pos: Vec<usize> = (0..PROMPT.len()).collect();
-    let out = model.forward(&ForwardInput::causal(&PROMPT, &pos), &mut cache).unwrap();
+    let out = model
+        .forward(&ForwardInput::causal(&PROMPT, &pos), &mut cache)
+        .unwrap();
     let logits = out.logits.clone();
     let mut next = argmax(out.last()) as u32;
     let mut tokens = vec![next];
     for p in PROMPT.len()..PROMPT.len() + 15 {
-        let o = model.forward(&ForwardInput::causal(&[next], &[p]), &mut cache).unwrap();
+        let o = model
+            .forward(&ForwardInput::causal(&[next], &[p]), &mut cache)
+            .unwrap();
         next = argmax(o.last()) as u32;
         tokens.push(next);
     }
@@ -308,7 +364,8 @@ fn run(model: &Model) -> (Vec<f32>, Vec<u32>) {
 }
 
 fn check(what: &str, reference: &Model, path: &Path, exact: bool) {
-    let loaded = load(&ModelSource::Path(path.to_path_buf()), &LoadOptions::default()).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let loaded = load(&ModelSource::Path(path.to_path_buf()), &LoadOptions::default())
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
     assert_eq!(loaded.tokenizer.vocab_size(), 512, "{what}: tokenizer");
     let (want_logits, want_tokens) = run(reference);
     let (logits, tokens) = run(&loaded.model);
@@ -326,17 +383,31 @@ fn every_format_loads_back_to_the_same_model() {
     for arch in [Architecture::Llama, Architecture::Mistral, Architecture::Qwen2] {
         let m = reference(arch);
         let name = arch.name();
-        for (dtype, shards) in [(TensorDType::F32, 1), (TensorDType::F16, 1), (TensorDType::BF16, 3)] {
+        for (dtype, shards) in [
+            (TensorDType::F32, 1),
+            (TensorDType::F16, 1),
+            (TensorDType::BF16, 3),
+        ] {
             let dir = tmp.path().join(format!("{name}-hf-{}-{shards}", dtype.name()));
             write_hf(&m, &dir, dtype, shards);
             // Same layout and the same f32 values: bit-identical.
-            check(&format!("{name} HF {} in {shards} shard(s)", dtype.name()), &m, &dir, true);
+            check(
+                &format!("{name} HF {} in {shards} shard(s)", dtype.name()),
+                &m,
+                &dir,
+                true,
+            );
         }
         for dtype in [TensorDType::F32, TensorDType::F16, TensorDType::BF16] {
             let path = tmp.path().join(format!("{name}-{}.gguf", dtype.name()));
             write_gguf(&m, &path, dtype);
             // Interleaved RoPE sums the same products in another order: close, same tokens.
-            check(&format!("{name} GGUF {}", dtype.name()), &m, &path, arch == Architecture::Qwen2);
+            check(
+                &format!("{name} GGUF {}", dtype.name()),
+                &m,
+                &path,
+                arch == Architecture::Qwen2,
+            );
         }
     }
     let m = reference(Architecture::Llama);
@@ -355,13 +426,16 @@ fn q8_0_gguf_matches_the_same_quantized_weights_in_memory() {
     // The same weights quantized in memory (quantization is per row, so the GGUF's row
     // permutation does not change a block).
     let q = |l: &ahead_model::llama::Linear| {
-        ahead_model::llama::Linear::quantize(&l.to_f32().unwrap(), l.rows(), l.cols(), TensorDType::Q8_0).unwrap()
+        ahead_model::llama::Linear::quantize(&l.to_f32().unwrap(), l.rows(), l.cols(), TensorDType::Q8_0)
+            .unwrap()
     };
     let mut w = m.weights().clone();
     w.embedding = q(&w.embedding);
     w.lm_head = w.lm_head.as_ref().map(q);
     for l in &mut w.layers {
-        for x in [&mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w1, &mut l.w2, &mut l.w3] {
+        for x in [
+            &mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w1, &mut l.w2, &mut l.w3,
+        ] {
             *x = q(x);
         }
     }

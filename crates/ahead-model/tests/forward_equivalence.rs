@@ -41,7 +41,11 @@ fn models() -> Vec<(String, Model, Tolerance)> {
     big.dim = 256;
     big.hidden_dim = 256;
     big.head_dim = 64;
-    out.push(("llama/q4_k".into(), random_model(&big, TensorDType::Q4K, 3).unwrap(), QUANTIZED));
+    out.push((
+        "llama/q4_k".into(),
+        random_model(&big, TensorDType::Q4K, 3).unwrap(),
+        QUANTIZED,
+    ));
     out
 }
 
@@ -54,7 +58,12 @@ fn positions(start: usize, n: usize) -> Vec<usize> {
 /// Logits of the last row after a fresh causal prefill of `tokens`.
 fn fresh_last(model: &Model, tokens: &[u32]) -> Vec<f32> {
     let mut cache = model.new_cache(32).unwrap();
-    let out = model.forward(&ForwardInput::causal(tokens, &positions(0, tokens.len())), &mut cache).unwrap();
+    let out = model
+        .forward(
+            &ForwardInput::causal(tokens, &positions(0, tokens.len())),
+            &mut cache,
+        )
+        .unwrap();
     out.last().to_vec()
 }
 
@@ -62,12 +71,23 @@ fn fresh_last(model: &Model, tokens: &[u32]) -> Vec<f32> {
 fn row_i_of_a_batched_forward_equals_a_one_row_forward() {
     for (name, model, tol) in models() {
         let mut batched = model.new_cache(32).unwrap();
-        let all = model.forward(&ForwardInput::causal(&PROMPT, &positions(0, PROMPT.len())), &mut batched).unwrap();
+        let all = model
+            .forward(
+                &ForwardInput::causal(&PROMPT, &positions(0, PROMPT.len())),
+                &mut batched,
+            )
+            .unwrap();
         let mut single = model.new_cache(32).unwrap();
         for (i, &t) in PROMPT.iter().enumerate() {
-            let one = model.forward(&ForwardInput::causal(&[t], &[i]), &mut single).unwrap();
+            let one = model
+                .forward(&ForwardInput::causal(&[t], &[i]), &mut single)
+                .unwrap();
             assert_close(all.row(i), one.row(0), tol, &format!("{name} row {i}"));
-            assert_eq!(argmax(all.row(i)), argmax(one.row(0)), "{name}: greedy choice at row {i}");
+            assert_eq!(
+                argmax(all.row(i)),
+                argmax(one.row(0)),
+                "{name}: greedy choice at row {i}"
+            );
             if tol.rtol == F32.rtol {
                 assert_eq!(all.row(i), one.row(0), "{name}: f32 rows must be bit-identical");
             }
@@ -80,18 +100,28 @@ fn greedy_decoding_row_by_row_equals_verifying_the_same_tokens_in_one_forward() 
     for (name, model, _) in models() {
         // Decode 12 tokens one at a time.
         let mut cache = model.new_cache(40).unwrap();
-        let mut logits = model.forward(&ForwardInput::causal(&PROMPT, &positions(0, 10)), &mut cache).unwrap().last().to_vec();
+        let mut logits = model
+            .forward(&ForwardInput::causal(&PROMPT, &positions(0, 10)), &mut cache)
+            .unwrap()
+            .last()
+            .to_vec();
         let mut generated = Vec::new();
         for step in 0..12 {
             let t = argmax(&logits) as u32;
             generated.push(t);
-            logits = model.forward(&ForwardInput::causal(&[t], &[10 + step]), &mut cache).unwrap().last().to_vec();
+            logits = model
+                .forward(&ForwardInput::causal(&[t], &[10 + step]), &mut cache)
+                .unwrap()
+                .last()
+                .to_vec();
         }
         // Feed prompt + generated in one forward: each row's argmax is the next generated token.
         let mut all: Vec<u32> = PROMPT.to_vec();
         all.extend(&generated);
         let mut c2 = model.new_cache(40).unwrap();
-        let out = model.forward(&ForwardInput::causal(&all, &positions(0, all.len())), &mut c2).unwrap();
+        let out = model
+            .forward(&ForwardInput::causal(&all, &positions(0, all.len())), &mut c2)
+            .unwrap();
         for (j, &t) in generated.iter().enumerate().skip(1) {
             assert_eq!(argmax(out.row(9 + j)) as u32, t, "{name}: token {j}");
         }
@@ -113,7 +143,9 @@ fn path(node: usize) -> Vec<usize> {
 
 fn tree_forward(model: &Model) -> (KvCache, ahead_model::ForwardOutput) {
     let mut cache = model.new_cache(32).unwrap();
-    model.forward(&ForwardInput::causal(&PROMPT, &positions(0, 10)), &mut cache).unwrap();
+    model
+        .forward(&ForwardInput::causal(&PROMPT, &positions(0, 10)), &mut cache)
+        .unwrap();
     let pos: Vec<usize> = (0..5).map(|n| 10 + path(n).len() - 1).collect();
     let input = ForwardInput {
         tokens: &TREE_TOKENS,
@@ -147,20 +179,41 @@ fn after_compact_or_truncate_the_next_logits_equal_a_fresh_prefill() {
         let (mut cache, _) = tree_forward(&model);
         cache.compact(10, &[0, 1, 3]).unwrap();
         assert_eq!(cache.len(), 13);
-        let next = model.forward(&ForwardInput::causal(&[77], &[13]), &mut cache).unwrap();
+        let next = model
+            .forward(&ForwardInput::causal(&[77], &[13]), &mut cache)
+            .unwrap();
         let mut seq = PROMPT.to_vec();
         seq.extend([11, 22, 44, 77]);
-        assert_close(next.row(0), &fresh_last(&model, &seq), tol, &format!("{name} after compact"));
+        assert_close(
+            next.row(0),
+            &fresh_last(&model, &seq),
+            tol,
+            &format!("{name} after compact"),
+        );
 
         // Reject all but the first of four chain tokens.
         let mut cache = model.new_cache(32).unwrap();
-        model.forward(&ForwardInput::causal(&PROMPT, &positions(0, 10)), &mut cache).unwrap();
-        model.forward(&ForwardInput::causal(&[5, 6, 7, 8], &positions(10, 4)), &mut cache).unwrap();
+        model
+            .forward(&ForwardInput::causal(&PROMPT, &positions(0, 10)), &mut cache)
+            .unwrap();
+        model
+            .forward(
+                &ForwardInput::causal(&[5, 6, 7, 8], &positions(10, 4)),
+                &mut cache,
+            )
+            .unwrap();
         cache.truncate(11).unwrap();
-        let next = model.forward(&ForwardInput::causal(&[9], &[11]), &mut cache).unwrap();
+        let next = model
+            .forward(&ForwardInput::causal(&[9], &[11]), &mut cache)
+            .unwrap();
         let mut seq = PROMPT.to_vec();
         seq.extend([5, 9]);
-        assert_close(next.row(0), &fresh_last(&model, &seq), tol, &format!("{name} after truncate"));
+        assert_close(
+            next.row(0),
+            &fresh_last(&model, &seq),
+            tol,
+            &format!("{name} after truncate"),
+        );
     }
 }
 
@@ -168,7 +221,9 @@ fn after_compact_or_truncate_the_next_logits_equal_a_fresh_prefill() {
 fn bad_inputs_are_errors_and_leave_the_cache_unchanged() {
     let model = random_model(&config(Architecture::Llama), TensorDType::F32, 1).unwrap();
     let mut cache = model.new_cache(12).unwrap();
-    model.forward(&ForwardInput::causal(&PROMPT, &positions(0, 10)), &mut cache).unwrap();
+    model
+        .forward(&ForwardInput::causal(&PROMPT, &positions(0, 10)), &mut cache)
+        .unwrap();
     let bad_parent = [None, Some(1)];
     let cases: Vec<ForwardInput<'_>> = vec![
         ForwardInput::causal(&[], &[]),
@@ -176,23 +231,62 @@ fn bad_inputs_are_errors_and_leave_the_cache_unchanged() {
         ForwardInput::causal(&[1], &[10, 11]),
         ForwardInput::causal(&[300], &[10]),
         ForwardInput::causal(&[1], &[64]),
-        ForwardInput { tokens: &[1, 2], positions: &[10, 11], mask: AttentionMask::Tree(&bad_parent), want_hidden: false },
-        ForwardInput { tokens: &[1, 2], positions: &[10, 11], mask: AttentionMask::Tree(&[None]), want_hidden: false },
+        ForwardInput {
+            tokens: &[1, 2],
+            positions: &[10, 11],
+            mask: AttentionMask::Tree(&bad_parent),
+            want_hidden: false,
+        },
+        ForwardInput {
+            tokens: &[1, 2],
+            positions: &[10, 11],
+            mask: AttentionMask::Tree(&[None]),
+            want_hidden: false,
+        },
     ];
     for input in cases {
-        assert!(model.forward(&input, &mut cache).is_err(), "{input:?} should fail");
+        assert!(
+            model.forward(&input, &mut cache).is_err(),
+            "{input:?} should fail"
+        );
         assert_eq!(cache.len(), 10);
     }
-    assert!(model.new_cache(65).is_err(), "a cache larger than the context is refused");
-    let other = random_model(&LlamaConfig { n_layers: 3, ..config(Architecture::Llama) }, TensorDType::F32, 1).unwrap();
-    assert!(other.forward(&ForwardInput::causal(&[1], &[10]), &mut cache).is_err(), "cache of another model");
+    assert!(
+        model.new_cache(65).is_err(),
+        "a cache larger than the context is refused"
+    );
+    let other = random_model(
+        &LlamaConfig {
+            n_layers: 3,
+            ..config(Architecture::Llama)
+        },
+        TensorDType::F32,
+        1,
+    )
+    .unwrap();
+    assert!(
+        other
+            .forward(&ForwardInput::causal(&[1], &[10]), &mut cache)
+            .is_err(),
+        "cache of another model"
+    );
 }
 
 #[test]
 fn sliding_window_limits_what_mistral_attends_to() {
     // One layer, window 6: position 9 attends to positions 4..=9 only, so the token at
     // position 1 cannot change its logits; without a window it does.
-    let one_layer = |arch| random_model(&LlamaConfig { n_layers: 1, ..config(arch) }, TensorDType::F32, 5).unwrap();
+    let one_layer = |arch| {
+        random_model(
+            &LlamaConfig {
+                n_layers: 1,
+                ..config(arch)
+            },
+            TensorDType::F32,
+            5,
+        )
+        .unwrap()
+    };
     let (mistral, llama) = (one_layer(Architecture::Mistral), one_layer(Architecture::Llama));
     let a = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
     let b = [1, 200, 3, 4, 5, 6, 7, 8, 9, 10];

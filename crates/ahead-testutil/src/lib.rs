@@ -11,16 +11,26 @@ pub struct Tolerance {
 }
 
 /// f32 paths that should agree up to summation order.
-pub const F32: Tolerance = Tolerance { rtol: 1e-4, atol: 1e-5 };
+pub const F32: Tolerance = Tolerance {
+    rtol: 1e-4,
+    atol: 1e-5,
+};
 /// Quantized weights (activations are quantized to 8 bits on the fly).
-pub const QUANTIZED: Tolerance = Tolerance { rtol: 1e-3, atol: 1e-3 };
+pub const QUANTIZED: Tolerance = Tolerance {
+    rtol: 1e-3,
+    atol: 1e-3,
+};
 
 /// Panics with the first index where `|a - b| > atol + rtol * |b|`, naming `what`.
 pub fn assert_close(a: &[f32], b: &[f32], tol: Tolerance, what: &str) {
     assert_eq!(a.len(), b.len(), "{what}: lengths differ");
     for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
         let ok = (x - y).abs() <= tol.atol + tol.rtol * y.abs();
-        assert!(ok, "{what}: index {i}: {x} vs {y} (rtol {}, atol {})", tol.rtol, tol.atol);
+        assert!(
+            ok,
+            "{what}: index {i}: {x} vs {y} (rtol {}, atol {})",
+            tol.rtol, tol.atol
+        );
     }
 }
 

@@ -40,15 +40,39 @@ fn temperature_one_is_softmax() {
 #[test]
 fn top_k_top_p_and_min_p_cut_the_tail() {
     let logits: Vec<f32> = [0.4f32, 0.3, 0.2, 0.1].iter().map(|p| p.ln()).collect();
-    let top_k = warp(&logits, &SamplingParams { top_k: 2, ..params(1.0) }, &[]).unwrap();
+    let top_k = warp(
+        &logits,
+        &SamplingParams {
+            top_k: 2,
+            ..params(1.0)
+        },
+        &[],
+    )
+    .unwrap();
     assert_eq!(top_k.probs().iter().filter(|&&p| p > 0.0).count(), 2);
     assert!((top_k.prob(0) - 4.0 / 7.0).abs() < 1e-6);
     // top-p 0.75 keeps 0.4 + 0.3 + 0.2 (0.7 < 0.75).
-    let top_p = warp(&logits, &SamplingParams { top_p: 0.75, ..params(1.0) }, &[]).unwrap();
+    let top_p = warp(
+        &logits,
+        &SamplingParams {
+            top_p: 0.75,
+            ..params(1.0)
+        },
+        &[],
+    )
+    .unwrap();
     assert_eq!(top_p.prob(3), 0.0);
     assert!((top_p.prob(2) - 2.0 / 9.0).abs() < 1e-6);
     // min-p 0.6: floor 0.24 keeps 0.4 and 0.3.
-    let min_p = warp(&logits, &SamplingParams { min_p: 0.6, ..params(1.0) }, &[]).unwrap();
+    let min_p = warp(
+        &logits,
+        &SamplingParams {
+            min_p: 0.6,
+            ..params(1.0)
+        },
+        &[],
+    )
+    .unwrap();
     assert_eq!(min_p.probs().iter().filter(|&&p| p > 0.0).count(), 2);
 }
 
@@ -69,9 +93,27 @@ fn invalid_params_name_the_parameter() {
     for (bad, name) in [
         (params(-1.0), "temperature"),
         (params(f32::NAN), "temperature"),
-        (SamplingParams { top_p: 0.0, ..params(1.0) }, "top_p"),
-        (SamplingParams { min_p: 1.5, ..params(1.0) }, "min_p"),
-        (SamplingParams { repetition_penalty: 0.0, ..params(1.0) }, "repetition_penalty"),
+        (
+            SamplingParams {
+                top_p: 0.0,
+                ..params(1.0)
+            },
+            "top_p",
+        ),
+        (
+            SamplingParams {
+                min_p: 1.5,
+                ..params(1.0)
+            },
+            "min_p",
+        ),
+        (
+            SamplingParams {
+                repetition_penalty: 0.0,
+                ..params(1.0)
+            },
+            "repetition_penalty",
+        ),
     ] {
         match bad.validate() {
             Err(CoreError::InvalidParam { name: n, .. }) => assert_eq!(n, name),
@@ -103,9 +145,18 @@ fn samples_follow_the_distribution_chi_square() {
     for p in [
         params(1.0),
         params(0.7),
-        SamplingParams { top_k: 5, ..params(1.3) },
-        SamplingParams { top_p: 0.8, ..params(1.0) },
-        SamplingParams { min_p: 0.1, ..params(1.0) },
+        SamplingParams {
+            top_k: 5,
+            ..params(1.3)
+        },
+        SamplingParams {
+            top_p: 0.8,
+            ..params(1.0)
+        },
+        SamplingParams {
+            min_p: 0.1,
+            ..params(1.0)
+        },
     ] {
         let d = warp(&logits, &p, &[]).unwrap();
         let mut rng = Rng::new(42);

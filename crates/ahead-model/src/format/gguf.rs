@@ -185,10 +185,7 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, n: usize, field: &str) -> Result<&'a [u8]> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&end| end <= self.bytes.len());
+        let end = self.pos.checked_add(n).filter(|&end| end <= self.bytes.len());
         match end.and_then(|end| self.bytes.get(self.pos..end)) {
             Some(slice) => {
                 self.pos += n;
@@ -286,9 +283,8 @@ impl<'a> Reader<'a> {
                     ));
                 }
                 let elem_type = self.u32(field)?;
-                let min = min_value_size(elem_type).ok_or_else(|| {
-                    self.err(field, format!("unknown array element type {elem_type}"))
-                })?;
+                let min = min_value_size(elem_type)
+                    .ok_or_else(|| self.err(field, format!("unknown array element type {elem_type}")))?;
                 let len = self.count(min, field)?;
                 // `len` is bounded by the bytes left; growth past this cap only follows real bytes.
                 let mut items = Vec::with_capacity(len.min(1 << 16));
@@ -343,25 +339,17 @@ fn ggml_type_name(id: u32) -> Option<&'static str> {
 
 fn align_up(value: usize, alignment: usize) -> Option<usize> {
     // `alignment` is a nonzero power of two here.
-    value
-        .checked_add(alignment - 1)
-        .map(|v| v & !(alignment - 1))
+    value.checked_add(alignment - 1).map(|v| v & !(alignment - 1))
 }
 
 /// Parses a GGUF v2 or v3 little-endian file held in `bytes`. `label` names the file in errors.
 pub fn parse_gguf(bytes: &[u8], label: &str) -> Result<GgufFile> {
-    let mut r = Reader {
-        bytes,
-        pos: 0,
-        label,
-    };
+    let mut r = Reader { bytes, pos: 0, label };
 
     let magic = r.array::<4>("magic")?;
     if magic != GGUF_MAGIC {
         if &magic == b"FUGG" {
-            return Err(ModelError::Unsupported(format!(
-                "{label}: big-endian GGUF files"
-            )));
+            return Err(ModelError::Unsupported(format!("{label}: big-endian GGUF files")));
         }
         return Err(r.err("magic", format!("expected \"GGUF\", found {magic:02x?}")));
     }
@@ -383,8 +371,8 @@ pub fn parse_gguf(bytes: &[u8], label: &str) -> Result<GgufFile> {
 
     let n_tensors = r.u64("tensor count")?;
     let n_kv = r.u64("metadata count")?;
-    let need = (n_tensors as u128) * (MIN_TENSOR_INFO_BYTES as u128)
-        + (n_kv as u128) * (MIN_KV_BYTES as u128);
+    let need =
+        (n_tensors as u128) * (MIN_TENSOR_INFO_BYTES as u128) + (n_kv as u128) * (MIN_KV_BYTES as u128);
     if need > r.remaining() as u128 {
         return Err(r.err(
             "tensor count and metadata count",
@@ -443,28 +431,19 @@ pub fn parse_gguf(bytes: &[u8], label: &str) -> Result<GgufFile> {
             .iter()
             .try_fold(1u64, |acc, &d| acc.checked_mul(d))
             .filter(|&n| n <= i64::MAX as u64)
-            .ok_or_else(|| {
-                r.err(
-                    &field("shape"),
-                    format!("element count of {ne:?} overflows"),
-                )
-            })?;
+            .ok_or_else(|| r.err(&field("shape"), format!("element count of {ne:?} overflows")))?;
         let type_id = r.u32(&field("type"))?;
-        let dtype =
-            TensorDType::from_ggml_id(type_id).ok_or_else(|| match ggml_type_name(type_id) {
-                Some(type_name) => ModelError::Unsupported(format!(
-                    "{label}: tensor {name} has GGML type {type_id} ({type_name})"
-                )),
-                None => r.err(&field("type"), format!("unknown GGML type id {type_id}")),
-            })?;
+        let dtype = TensorDType::from_ggml_id(type_id).ok_or_else(|| match ggml_type_name(type_id) {
+            Some(type_name) => ModelError::Unsupported(format!(
+                "{label}: tensor {name} has GGML type {type_id} ({type_name})"
+            )),
+            None => r.err(&field("type"), format!("unknown GGML type id {type_id}")),
+        })?;
         let block = dtype.block_size() as u64;
         if ne.first().is_some_and(|&row| row % block != 0) {
             return Err(r.err(
                 &field("shape"),
-                format!(
-                    "rows of {ne:?} are not whole {} blocks of {block}",
-                    dtype.name()
-                ),
+                format!("rows of {ne:?} are not whole {} blocks of {block}", dtype.name()),
             ));
         }
         let n_bytes = dtype
@@ -492,8 +471,7 @@ pub fn parse_gguf(bytes: &[u8], label: &str) -> Result<GgufFile> {
         });
     }
 
-    let data_start =
-        align_up(r.pos, alignment).ok_or_else(|| r.err("data section offset", "overflows"))?;
+    let data_start = align_up(r.pos, alignment).ok_or_else(|| r.err("data section offset", "overflows"))?;
     for (t, &rel) in tensors.iter_mut().zip(&relative_offsets) {
         let field = format!("tensor {} offset", t.name);
         let start = usize::try_from(rel)

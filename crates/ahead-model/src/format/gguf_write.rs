@@ -121,11 +121,7 @@ impl GgufWriter {
         self.add_metadata(key, GgufValue::String(value.into()))
     }
 
-    pub fn add_string_array<S: AsRef<str>>(
-        &mut self,
-        key: impl Into<String>,
-        values: &[S],
-    ) -> &mut Self {
+    pub fn add_string_array<S: AsRef<str>>(&mut self, key: impl Into<String>, values: &[S]) -> &mut Self {
         let items = values
             .iter()
             .map(|s| GgufValue::String(s.as_ref().to_owned()))
@@ -202,14 +198,9 @@ impl GgufWriter {
             return Err(err("duplicate tensor name".into()));
         }
         if shape.len() > GGUF_MAX_DIMS as usize || shape.contains(&0) {
-            return Err(err(format!(
-                "shape {shape:?} needs 1 to 4 nonzero dimensions"
-            )));
+            return Err(err(format!("shape {shape:?} needs 1 to 4 nonzero dimensions")));
         }
-        if shape
-            .last()
-            .is_some_and(|&row| row % dtype.block_size() != 0)
-        {
+        if shape.last().is_some_and(|&row| row % dtype.block_size() != 0) {
             return Err(err(format!(
                 "rows of {shape:?} are not whole {} blocks",
                 dtype.name()
@@ -237,11 +228,7 @@ impl GgufWriter {
     }
 
     fn alignment(&self) -> Result<usize> {
-        match self
-            .keys
-            .get(ALIGNMENT_KEY)
-            .and_then(|&i| self.metadata.get(i))
-        {
+        match self.keys.get(ALIGNMENT_KEY).and_then(|&i| self.metadata.get(i)) {
             None => Ok(GGUF_DEFAULT_ALIGNMENT as usize),
             Some((_, GgufValue::U32(a))) if a.is_power_of_two() => Ok(*a as usize),
             Some((_, v)) => Err(ModelError::format(
@@ -397,10 +384,7 @@ mod tests {
     #[test]
     fn mixed_arrays_are_refused() {
         let mut w = GgufWriter::new();
-        w.add_metadata(
-            "m",
-            GgufValue::Array(vec![GgufValue::U8(1), GgufValue::I8(1)]),
-        );
+        w.add_metadata("m", GgufValue::Array(vec![GgufValue::U8(1), GgufValue::I8(1)]));
         assert!(w.to_bytes().is_err());
     }
 }

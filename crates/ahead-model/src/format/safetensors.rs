@@ -83,10 +83,7 @@ impl<'de> Deserialize<'de> for RawHeader {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a JSON object of tensor entries")
             }
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<RawHeader, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<RawHeader, A::Error> {
                 let mut items = Vec::new();
                 let mut seen = std::collections::HashSet::new();
                 while let Some(key) = map.next_key::<String>()? {
@@ -120,10 +117,7 @@ impl<'de> Deserialize<'de> for StringMap {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a JSON object of string values")
             }
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<StringMap, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<StringMap, A::Error> {
                 let mut out = BTreeMap::new();
                 while let Some(key) = map.next_key::<String>()? {
                     let value = map.next_value::<String>()?;
@@ -150,15 +144,12 @@ fn dtype_from_str(s: &str) -> Option<TensorDType> {
 /// Parses a safetensors file held in `bytes`. `label` names the file in errors.
 pub fn parse_safetensors(bytes: &[u8], label: &str) -> Result<SafetensorsFile> {
     let err = |field: &str, reason: String| ModelError::format(label, field, reason);
-    let len_bytes: [u8; 8] = bytes
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| {
-            err(
-                "header length",
-                format!("file has {} bytes, needs at least 8", bytes.len()),
-            )
-        })?;
+    let len_bytes: [u8; 8] = bytes.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(|| {
+        err(
+            "header length",
+            format!("file has {} bytes, needs at least 8", bytes.len()),
+        )
+    })?;
     let n = u64::from_le_bytes(len_bytes);
     if n > MAX_HEADER_BYTES {
         return Err(err(
@@ -173,10 +164,7 @@ pub fn parse_safetensors(bytes: &[u8], label: &str) -> Result<SafetensorsFile> {
         .ok_or_else(|| {
             err(
                 "header length",
-                format!(
-                    "{n} bytes runs past the end of the {}-byte file",
-                    bytes.len()
-                ),
+                format!("{n} bytes runs past the end of the {}-byte file", bytes.len()),
             )
         })?;
     let header = bytes.get(8..data_start).unwrap_or_default();
@@ -200,10 +188,7 @@ pub fn parse_safetensors(bytes: &[u8], label: &str) -> Result<SafetensorsFile> {
         };
         let field = |what: &str| format!("tensor {name} {what}");
         let dtype = dtype_from_str(&entry.dtype).ok_or_else(|| {
-            ModelError::Unsupported(format!(
-                "{label}: tensor {name} has dtype {:?}",
-                entry.dtype
-            ))
+            ModelError::Unsupported(format!("{label}: tensor {name} has dtype {:?}", entry.dtype))
         })?;
         let [begin, end] = entry.data_offsets[..] else {
             return Err(err(
@@ -212,10 +197,7 @@ pub fn parse_safetensors(bytes: &[u8], label: &str) -> Result<SafetensorsFile> {
             ));
         };
         if begin > end {
-            return Err(err(
-                &field("data_offsets"),
-                format!("begin {begin} > end {end}"),
-            ));
+            return Err(err(&field("data_offsets"), format!("begin {begin} > end {end}")));
         }
         if end > data_len as u64 {
             return Err(err(
@@ -229,12 +211,7 @@ pub fn parse_safetensors(bytes: &[u8], label: &str) -> Result<SafetensorsFile> {
             .iter()
             .try_fold(1u64, |acc, &d| acc.checked_mul(d))
             .and_then(|elements| dtype.bytes_for(elements))
-            .ok_or_else(|| {
-                err(
-                    &field("shape"),
-                    format!("size of {:?} overflows", entry.shape),
-                )
-            })?;
+            .ok_or_else(|| err(&field("shape"), format!("size of {:?} overflows", entry.shape)))?;
         if n_bytes != end - begin {
             return Err(err(
                 &field("shape"),
@@ -251,16 +228,8 @@ pub fn parse_safetensors(bytes: &[u8], label: &str) -> Result<SafetensorsFile> {
         let shape: Vec<usize> = entry
             .shape
             .iter()
-            .try_fold(1usize, |acc, &d| {
-                acc.checked_mul(usize::try_from(d.max(1)).ok()?)
-            })
-            .and_then(|_| {
-                entry
-                    .shape
-                    .iter()
-                    .map(|&d| usize::try_from(d).ok())
-                    .collect()
-            })
+            .try_fold(1usize, |acc, &d| acc.checked_mul(usize::try_from(d.max(1)).ok()?))
+            .and_then(|_| entry.shape.iter().map(|&d| usize::try_from(d).ok()).collect())
             .ok_or_else(|| {
                 err(
                     &field("shape"),
@@ -268,18 +237,10 @@ pub fn parse_safetensors(bytes: &[u8], label: &str) -> Result<SafetensorsFile> {
                 )
             })?;
         let range = data_start + begin as usize..data_start + end as usize;
-        tensors.insert(
-            name,
-            SafetensorsTensorInfo {
-                dtype,
-                shape,
-                range,
-            },
-        );
+        tensors.insert(name, SafetensorsTensorInfo { dtype, shape, range });
     }
 
-    let mut by_offset: Vec<(&String, &Range<usize>)> =
-        tensors.iter().map(|(k, v)| (k, &v.range)).collect();
+    let mut by_offset: Vec<(&String, &Range<usize>)> = tensors.iter().map(|(k, v)| (k, &v.range)).collect();
     by_offset.sort_by_key(|(_, r)| (r.start, r.end));
     let mut cursor = data_start;
     for (name, range) in by_offset {
@@ -347,8 +308,8 @@ fn is_plain_shard_name(name: &str) -> bool {
 /// Parses `model.safetensors.index.json`: tensor name -> shard file name (in the same folder).
 /// Shard names must be plain relative file names ending in `.safetensors`.
 pub fn parse_safetensors_index(json_bytes: &[u8], label: &str) -> Result<BTreeMap<String, String>> {
-    let raw: RawIndex = serde_json::from_slice(json_bytes)
-        .map_err(|e| ModelError::format(label, "index", e.to_string()))?;
+    let raw: RawIndex =
+        serde_json::from_slice(json_bytes).map_err(|e| ModelError::format(label, "index", e.to_string()))?;
     let map = raw.weight_map.0;
     for (tensor, shard) in &map {
         if !is_plain_shard_name(shard) {

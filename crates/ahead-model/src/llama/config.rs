@@ -92,10 +92,13 @@ impl LlamaConfig {
                 return bad(field, format!("{v} is out of range"));
             }
         }
-        if self.n_heads % self.n_kv_heads != 0 {
-            return bad("n_kv_heads", format!("{} does not divide n_heads {}", self.n_kv_heads, self.n_heads));
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
+            return bad(
+                "n_kv_heads",
+                format!("{} does not divide n_heads {}", self.n_kv_heads, self.n_heads),
+            );
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return bad("head_dim", format!("{} is odd; RoPE needs pairs", self.head_dim));
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
@@ -106,7 +109,10 @@ impl LlamaConfig {
         }
         if let Some(f) = &self.rope_freq_factors {
             if f.len() != self.head_dim / 2 {
-                return bad("rope_freqs", format!("{} factors for head_dim {}", f.len(), self.head_dim));
+                return bad(
+                    "rope_freqs",
+                    format!("{} factors for head_dim {}", f.len(), self.head_dim),
+                );
             }
         }
         Ok(())

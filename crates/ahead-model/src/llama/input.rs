@@ -38,13 +38,19 @@ impl<'a> ForwardInput<'a> {
     pub(crate) fn visible_rows(&self) -> Result<Vec<Vec<usize>>> {
         let n = self.tokens.len();
         if self.positions.len() != n {
-            return Err(ModelError::Input(format!("{n} tokens but {} positions", self.positions.len())));
+            return Err(ModelError::Input(format!(
+                "{n} tokens but {} positions",
+                self.positions.len()
+            )));
         }
         match self.mask {
             AttentionMask::Causal => Ok((0..n).map(|i| (0..=i).collect()).collect()),
             AttentionMask::Tree(parents) => {
                 if parents.len() != n {
-                    return Err(ModelError::Input(format!("{n} tokens but {} tree parents", parents.len())));
+                    return Err(ModelError::Input(format!(
+                        "{n} tokens but {} tree parents",
+                        parents.len()
+                    )));
                 }
                 let mut visible: Vec<Vec<usize>> = Vec::with_capacity(n);
                 for (i, p) in parents.iter().enumerate() {
@@ -52,7 +58,9 @@ impl<'a> ForwardInput<'a> {
                         None => Vec::new(),
                         Some(p) if p < i => visible[p].clone(),
                         Some(p) => {
-                            return Err(ModelError::Input(format!("tree node {i} has parent {p}, not an earlier row")))
+                            return Err(ModelError::Input(format!(
+                                "tree node {i} has parent {p}, not an earlier row"
+                            )))
                         }
                     };
                     rows.push(i);

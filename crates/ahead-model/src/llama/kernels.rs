@@ -169,14 +169,18 @@ mod tests {
         let mut out = vec![0.0; k * rows];
         for r in 0..k {
             for o in 0..rows {
-                out[r * rows + o] = (0..cols).map(|i| x[r * cols + i] as f64 * w[o * cols + i] as f64).sum::<f64>() as f32;
+                out[r * rows + o] = (0..cols)
+                    .map(|i| x[r * cols + i] as f64 * w[o * cols + i] as f64)
+                    .sum::<f64>() as f32;
             }
         }
         out
     }
 
     fn data(n: usize, seed: u32) -> Vec<f32> {
-        (0..n).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0).collect()
+        (0..n)
+            .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
     }
 
     #[test]
@@ -192,7 +196,11 @@ mod tests {
             for r in 0..k {
                 let mut one = vec![0.0; rows];
                 matmul_f32(&x[r * cols..(r + 1) * cols], 1, &w, rows, cols, &mut one);
-                assert_eq!(&out[r * rows..(r + 1) * rows], &one[..], "row {r} differs bitwise");
+                assert_eq!(
+                    &out[r * rows..(r + 1) * rows],
+                    &one[..],
+                    "row {r} differs bitwise"
+                );
             }
         }
     }

@@ -56,7 +56,10 @@ impl KvCache {
     /// Keeps the first `len` tokens. O(1). Errors if `len` is longer than what is held.
     pub fn truncate(&mut self, len: usize) -> Result<()> {
         if len > self.len {
-            return Err(ModelError::Cache(format!("cannot truncate {} tokens to {len}", self.len)));
+            return Err(ModelError::Cache(format!(
+                "cannot truncate {} tokens to {len}",
+                self.len
+            )));
         }
         self.len = len;
         Ok(())
@@ -68,7 +71,10 @@ impl KvCache {
     /// slots 10, 12, 13 become 10, 11, 12 and the length is 13.
     pub fn compact(&mut self, base: usize, rows: &[usize]) -> Result<()> {
         if base > self.len {
-            return Err(ModelError::Cache(format!("compact base {base} beyond length {}", self.len)));
+            return Err(ModelError::Cache(format!(
+                "compact base {base} beyond length {}",
+                self.len
+            )));
         }
         let fed = self.len - base;
         let mut prev: Option<usize> = None;

@@ -64,7 +64,7 @@ impl Linear {
         let storage = match raw.dtype {
             TensorDType::F32 | TensorDType::F16 | TensorDType::BF16 => Storage::F32(to_f32(raw)),
             q => {
-                if cols % q.block_size() != 0 {
+                if !cols.is_multiple_of(q.block_size()) {
                     return Err(ModelError::format(
                         "weights",
                         name,
@@ -187,8 +187,12 @@ fn to_f32(raw: &RawTensor<'_>) -> Vec<f32> {
 /// Copies GGML blocks out of (possibly unaligned) file bytes.
 fn blocks<T: GgmlType>(data: &[u8]) -> Result<Vec<T>> {
     let size = std::mem::size_of::<T>();
-    if data.len() % size != 0 {
-        return Err(ModelError::format("weights", "quantized data", format!("{} bytes are not whole {size}-byte blocks", data.len())));
+    if !data.len().is_multiple_of(size) {
+        return Err(ModelError::format(
+            "weights",
+            "quantized data",
+            format!("{} bytes are not whole {size}-byte blocks", data.len()),
+        ));
     }
     let n = data.len() / size;
     let mut out = vec![T::zeros(); n];
@@ -199,6 +203,49 @@ fn blocks<T: GgmlType>(data: &[u8]) -> Result<Vec<T>> {
         std::ptr::copy_nonoverlapping(data.as_ptr(), out.as_mut_ptr().cast::<u8>(), data.len());
     }
     Ok(out)
+}
+
+impl Linear {
+    /// Quantizes f32 values into `dtype` blocks (synthetic models and tests).
+    pub fn quantize(values: &[f32], rows: usize, cols: usize, dtype: TensorDType) -> Result<Self> {
+        fn q<T: GgmlType>(values: &[f32]) -> Vec<T> {
+            let mut b = vec![T::zeros(); values.len() / T::BLCK_SIZE];
+            T::from_float(values, &mut b);
+            b
+        }
+        if values.len() != rows * cols || !cols.is_multiple_of(dtype.block_size()) {
+            return Err(ModelError::Shape {
+                name: "quantize".into(),
+                expected: vec![rows, cols],
+                found: vec![values.len()],
+            });
+        }
+        let storage = match dtype {
+            TensorDType::F32 | TensorDType::F16 | TensorDType::BF16 => Storage::F32(values.to_vec()),
+            TensorDType::Q8_0 => Storage::Q8_0(q(values)),
+            TensorDType::Q4_0 => Storage::Q4_0(q(values)),
+            TensorDType::Q4K => Storage::Q4K(q(values)),
+            TensorDType::Q5K => Storage::Q5K(q(values)),
+            TensorDType::Q6K => Storage::Q6K(q(values)),
+        };
+        Ok(Self {
+            storage,
+            rows,
+            cols,
+            dtype,
+        })
+    }
+}
+
+impl Linear {
+    /// All weights as f32, row-major (dequantized if needed). For export and tests.
+    pub fn to_f32(&self) -> Result<Vec<f32>> {
+        let mut out = vec![0f32; self.rows * self.cols];
+        for (r, row) in out.chunks_exact_mut(self.cols).enumerate() {
+            self.row(r, row)?;
+        }
+        Ok(out)
+    }
 }
 
 /// The block size candle's type uses must equal the file format's, or the copy above is wrong.
@@ -218,22 +265,35 @@ mod tests {
     /// Quantize random weights with candle, run our Linear, compare with the dequantized f32 path.
     fn quantized_matches_dequantized<T: GgmlType>(dtype: TensorDType) {
         let (rows, cols, k) = (8, 512, 3);
-        let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919) % 997) as f32 / 500.0 - 1.0).collect();
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919) % 997) as f32 / 500.0 - 1.0)
+            .collect();
         let mut blocks = vec![T::zeros(); rows * cols / T::BLCK_SIZE];
         T::from_float(&w, &mut blocks);
-        let bytes = unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), std::mem::size_of_val(&blocks[..])) };
-        let raw = RawTensor { dtype, shape: vec![rows, cols], data: bytes };
+        let bytes = unsafe {
+            std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), std::mem::size_of_val(&blocks[..]))
+        };
+        let raw = RawTensor {
+            dtype,
+            shape: vec![rows, cols],
+            data: bytes,
+        };
         let lin = Linear::from_raw(&raw, "w").unwrap();
         let mut deq = vec![0f32; rows * cols];
         T::to_float(&blocks, &mut deq);
-        let x: Vec<f32> = (0..k * cols).map(|i| ((i * 31) % 101) as f32 / 50.0 - 1.0).collect();
+        let x: Vec<f32> = (0..k * cols)
+            .map(|i| ((i * 31) % 101) as f32 / 50.0 - 1.0)
+            .collect();
         let mut got = vec![0f32; k * rows];
         lin.forward(&x, k, &mut got).unwrap();
         let mut want = vec![0f32; k * rows];
         kernels::matmul_f32(&x, k, &deq, rows, cols, &mut want);
         for (a, b) in got.iter().zip(&want) {
             // Activations are quantized to 8 bits too: allow ~1% of the magnitude.
-            assert!((a - b).abs() < 0.02 * (1.0 + b.abs()) + 0.3, "{dtype:?}: {a} vs {b}");
+            assert!(
+                (a - b).abs() < 0.02 * (1.0 + b.abs()) + 0.3,
+                "{dtype:?}: {a} vs {b}"
+            );
         }
         let mut row = vec![0f32; cols];
         lin.row(5, &mut row).unwrap();
@@ -247,39 +307,5 @@ mod tests {
         quantized_matches_dequantized::<BlockQ4K>(TensorDType::Q4K);
         quantized_matches_dequantized::<BlockQ5K>(TensorDType::Q5K);
         quantized_matches_dequantized::<BlockQ6K>(TensorDType::Q6K);
-    }
-}
-
-impl Linear {
-    /// Quantizes f32 values into `dtype` blocks (synthetic models and tests).
-    pub fn quantize(values: &[f32], rows: usize, cols: usize, dtype: TensorDType) -> Result<Self> {
-        fn q<T: GgmlType>(values: &[f32]) -> Vec<T> {
-            let mut b = vec![T::zeros(); values.len() / T::BLCK_SIZE];
-            T::from_float(values, &mut b);
-            b
-        }
-        if values.len() != rows * cols || cols % dtype.block_size() != 0 {
-            return Err(ModelError::Shape { name: "quantize".into(), expected: vec![rows, cols], found: vec![values.len()] });
-        }
-        let storage = match dtype {
-            TensorDType::F32 | TensorDType::F16 | TensorDType::BF16 => Storage::F32(values.to_vec()),
-            TensorDType::Q8_0 => Storage::Q8_0(q(values)),
-            TensorDType::Q4_0 => Storage::Q4_0(q(values)),
-            TensorDType::Q4K => Storage::Q4K(q(values)),
-            TensorDType::Q5K => Storage::Q5K(q(values)),
-            TensorDType::Q6K => Storage::Q6K(q(values)),
-        };
-        Ok(Self { storage, rows, cols, dtype })
-    }
-}
-
-impl Linear {
-    /// All weights as f32, row-major (dequantized if needed). For export and tests.
-    pub fn to_f32(&self) -> Result<Vec<f32>> {
-        let mut out = vec![0f32; self.rows * self.cols];
-        for (r, row) in out.chunks_exact_mut(self.cols).enumerate() {
-            self.row(r, row)?;
-        }
-        Ok(out)
     }
 }

@@ -56,7 +56,11 @@ impl Model {
         config.validate("config")?;
         check_shapes(&config, &weights)?;
         let rope = Rope::new(&config);
-        Ok(Self { config, weights, rope })
+        Ok(Self {
+            config,
+            weights,
+            rope,
+        })
     }
 
     pub fn config(&self) -> &LlamaConfig {
@@ -73,7 +77,12 @@ impl Model {
         let per_layer: usize = w
             .layers
             .iter()
-            .map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w2, &l.w3].iter().map(|x| x.bytes()).sum::<usize>())
+            .map(|l| {
+                [&l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w2, &l.w3]
+                    .iter()
+                    .map(|x| x.bytes())
+                    .sum::<usize>()
+            })
             .sum();
         per_layer + w.lm_head.as_ref().unwrap_or(&w.embedding).bytes()
     }
@@ -102,10 +111,16 @@ impl Model {
             return Err(ModelError::Cache("cache was built for another model".into()));
         }
         if let Some(&p) = input.positions.iter().find(|&&p| p >= cfg.max_seq_len) {
-            return Err(ModelError::Input(format!("position {p} is beyond the context of {}", cfg.max_seq_len)));
+            return Err(ModelError::Input(format!(
+                "position {p} is beyond the context of {}",
+                cfg.max_seq_len
+            )));
         }
         if let Some(&t) = input.tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
-            return Err(ModelError::Input(format!("token {t} is outside the vocabulary of {}", cfg.vocab_size)));
+            return Err(ModelError::Input(format!(
+                "token {t} is outside the vocabulary of {}",
+                cfg.vocab_size
+            )));
         }
         let base = cache.grow(k)?;
         let result = self.forward_rows(input, &visible, base, cache);
@@ -126,14 +141,20 @@ impl Model {
         let (k, dim, hd) = (input.tokens.len(), cfg.dim, cfg.head_dim);
         let mut x = vec![0f32; k * dim];
         for (r, &t) in input.tokens.iter().enumerate() {
-            self.weights.embedding.row(t as usize, &mut x[r * dim..(r + 1) * dim])?;
+            self.weights
+                .embedding
+                .row(t as usize, &mut x[r * dim..(r + 1) * dim])?;
         }
         let mut angles = vec![0f32; k * hd];
         for (r, &p) in input.positions.iter().enumerate() {
             self.rope.angles(p, &mut angles[r * hd..(r + 1) * hd]);
             cache.set_position(base + r, p);
         }
-        let rows = RowContext { angles: &angles, visible, base };
+        let rows = RowContext {
+            angles: &angles,
+            visible,
+            base,
+        };
         let mut s = Scratch::new(cfg, k);
         for (li, layer) in self.weights.layers.iter().enumerate() {
             self.attention_block(li, layer, &mut x, &rows, cache, &mut s)?;
@@ -217,9 +238,15 @@ impl Model {
         add_bias(&mut s.v, layer.bv.as_ref());
         for r in 0..n {
             let a = &rows.angles[r * hd..(r + 1) * hd];
-            self.rope.apply(&mut s.q[r * cfg.q_dim()..(r + 1) * cfg.q_dim()], hd, a);
+            self.rope
+                .apply(&mut s.q[r * cfg.q_dim()..(r + 1) * cfg.q_dim()], hd, a);
             self.rope.apply(&mut s.k[r * kv_dim..(r + 1) * kv_dim], hd, a);
-            cache.write(li, rows.base + r, &s.k[r * kv_dim..(r + 1) * kv_dim], &s.v[r * kv_dim..(r + 1) * kv_dim]);
+            cache.write(
+                li,
+                rows.base + r,
+                &s.k[r * kv_dim..(r + 1) * kv_dim],
+                &s.v[r * kv_dim..(r + 1) * kv_dim],
+            );
         }
         self.attend(li, rows, cache, &s.q, &mut s.attn);
         layer.wo.forward(&s.attn, n, &mut s.out)?;
@@ -242,7 +269,10 @@ impl Model {
             let qh = &q[(r * n_heads + h) * hd..(r * n_heads + h + 1) * hd];
             let off = (h / group) * hd;
             let pos = positions[rows.base + r];
-            let in_window = |slot: usize| cfg.sliding_window.is_none_or(|w| pos - positions[slot].min(pos) < w);
+            let in_window = |slot: usize| {
+                cfg.sliding_window
+                    .is_none_or(|w| pos - positions[slot].min(pos) < w)
+            };
             let slots: Vec<usize> = (0..rows.base)
                 .chain(rows.visible[r].iter().map(|&j| rows.base + j))
                 .filter(|&slot| in_window(slot))
@@ -262,7 +292,9 @@ impl Model {
         if work < PARALLEL_ATTENTION_MIN {
             out.chunks_exact_mut(hd).enumerate().for_each(|(i, o)| one(i, o));
         } else {
-            out.par_chunks_exact_mut(hd).enumerate().for_each(|(i, o)| one(i, o));
+            out.par_chunks_exact_mut(hd)
+                .enumerate()
+                .for_each(|(i, o)| one(i, o));
         }
     }
 

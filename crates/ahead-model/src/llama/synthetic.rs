@@ -37,7 +37,10 @@ impl Values {
     fn take(&mut self, n: usize, scale: f32) -> Vec<f32> {
         (0..n)
             .map(|_| {
-                self.state = self.state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                self.state = self
+                    .state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((self.state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
             })
             .collect()
@@ -47,7 +50,9 @@ impl Values {
 /// A model with random weights of `cfg`'s shapes; matrices stored as `dtype`. Biases are added
 /// for Qwen2. Weights are scaled like a trained model's so activations stay in range.
 pub fn random_model(cfg: &LlamaConfig, dtype: TensorDType, seed: u64) -> Result<Model> {
-    let mut v = Values { state: seed ^ 0x5DEE_CE66_D1CE_4E5B };
+    let mut v = Values {
+        state: seed ^ 0x5DEE_CE66_D1CE_4E5B,
+    };
     let mut lin = |rows: usize, cols: usize| {
         let scale = 1.0 / (cols as f32).sqrt() * 1.7;
         Linear::quantize(&v.take(rows * cols, scale), rows, cols, dtype)
@@ -72,7 +77,9 @@ pub fn random_model(cfg: &LlamaConfig, dtype: TensorDType, seed: u64) -> Result<
     }
     let embedding = lin(cfg.vocab_size, d)?;
     let lm_head = Some(lin(cfg.vocab_size, d)?);
-    let mut bias = Values { state: seed.wrapping_add(99) };
+    let mut bias = Values {
+        state: seed.wrapping_add(99),
+    };
     if cfg.architecture == Architecture::Qwen2 {
         for l in &mut layers {
             l.bq = Some(bias.take(q, 0.1));
@@ -81,5 +88,13 @@ pub fn random_model(cfg: &LlamaConfig, dtype: TensorDType, seed: u64) -> Result<
         }
     }
     let norm = bias.take(d, 0.2).into_iter().map(|x| 1.0 + x).collect();
-    Model::new(cfg.clone(), ModelWeights { embedding, layers, norm, lm_head })
+    Model::new(
+        cfg.clone(),
+        ModelWeights {
+            embedding,
+            layers,
+            norm,
+            lm_head,
+        },
+    )
 }

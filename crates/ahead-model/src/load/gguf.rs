@@ -31,7 +31,9 @@ pub fn load(gguf: &GgufFile, bytes: &[u8]) -> Result<Model> {
     };
     let dim = req("embedding_length")?;
     let n_heads = req("attention.head_count")?;
-    let n_kv_heads = gguf.get_u32(&key("attention.head_count_kv"))?.map_or(n_heads, |v| v as usize);
+    let n_kv_heads = gguf
+        .get_u32(&key("attention.head_count_kv"))?
+        .map_or(n_heads, |v| v as usize);
     let head_dim = match gguf.get_u32(&key("attention.key_length"))? {
         Some(v) => v as usize,
         None if n_heads > 0 => dim / n_heads,
@@ -39,7 +41,10 @@ pub fn load(gguf: &GgufFile, bytes: &[u8]) -> Result<Model> {
     };
     let embedding = gguf
         .tensor(bytes, &gguf_name(super::weights::Slot::Embedding))
-        .ok_or_else(|| ModelError::MissingTensor { file: file.into(), name: gguf_name(super::weights::Slot::Embedding) })?;
+        .ok_or_else(|| ModelError::MissingTensor {
+            file: file.into(),
+            name: gguf_name(super::weights::Slot::Embedding),
+        })?;
     let vocab_size = *embedding.shape.first().unwrap_or(&0);
     let rope_freq_factors = gguf
         .tensor(bytes, "rope_freqs.weight")
@@ -59,12 +64,20 @@ pub fn load(gguf: &GgufFile, bytes: &[u8]) -> Result<Model> {
         rope_style,
         llama3_scaling: None,
         rope_freq_factors,
-        rms_eps: gguf.get_f32(&key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
-        sliding_window: gguf.get_u32(&key("attention.sliding_window"))?.map(|v| v as usize),
+        rms_eps: gguf
+            .get_f32(&key("attention.layer_norm_rms_epsilon"))?
+            .unwrap_or(1e-5),
+        sliding_window: gguf
+            .get_u32(&key("attention.sliding_window"))?
+            .map(|v| v as usize),
     };
     cfg.validate(file)?;
     let get = |name: &str| Ok(gguf.tensor(bytes, name));
-    let source = WeightSource { file, name: gguf_name, get: &get };
+    let source = WeightSource {
+        file,
+        name: gguf_name,
+        get: &get,
+    };
     let weights = source.build(&cfg, bias)?;
     Model::new(cfg, weights)
 }

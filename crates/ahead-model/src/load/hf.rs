@@ -39,14 +39,19 @@ pub fn load(dir: &Path) -> Result<Model> {
     let config_path = dir.join("config.json");
     let label = config_path.display().to_string();
     let text = std::fs::read(&config_path).map_err(|e| ModelError::io(&config_path, e))?;
-    let hf: HfConfig = serde_json::from_slice(&text).map_err(|e| ModelError::format(&label, "json", e.to_string()))?;
+    let hf: HfConfig =
+        serde_json::from_slice(&text).map_err(|e| ModelError::format(&label, "json", e.to_string()))?;
     let (cfg, bias, tied) = config(&hf, &label)?;
     let shards = read_shards(dir)?;
     let mut owner: HashMap<&str, usize> = HashMap::new();
     for (i, (_, st)) in shards.iter().enumerate() {
         for name in st.names() {
             if owner.insert(name, i).is_some() {
-                return Err(ModelError::format(&st.label, name, "tensor appears in more than one shard"));
+                return Err(ModelError::format(
+                    &st.label,
+                    name,
+                    "tensor appears in more than one shard",
+                ));
             }
         }
     }
@@ -57,12 +62,19 @@ pub fn load(dir: &Path) -> Result<Model> {
         }))
     };
     let file = dir.display().to_string();
-    let source = WeightSource { file: &file, name: hf_name, get: &get };
+    let source = WeightSource {
+        file: &file,
+        name: hf_name,
+        get: &get,
+    };
     let mut weights = source.build(&cfg, bias)?;
     if tied {
         weights.lm_head = None;
     } else if weights.lm_head.is_none() {
-        return Err(ModelError::MissingTensor { file, name: "lm_head.weight".into() });
+        return Err(ModelError::MissingTensor {
+            file,
+            name: "lm_head.weight".into(),
+        });
     }
     Model::new(cfg, weights)
 }
@@ -73,7 +85,12 @@ fn config(hf: &HfConfig, label: &str) -> Result<(LlamaConfig, bool, bool)> {
     let kind = hf
         .model_type
         .as_deref()
-        .or_else(|| hf.architectures.as_ref().and_then(|a| a.first()).map(String::as_str))
+        .or_else(|| {
+            hf.architectures
+                .as_ref()
+                .and_then(|a| a.first())
+                .map(String::as_str)
+        })
         .unwrap_or("llama");
     let architecture = match kind {
         "llama" | "LlamaForCausalLM" => Architecture::Llama,
@@ -86,7 +103,9 @@ fn config(hf: &HfConfig, label: &str) -> Result<(LlamaConfig, bool, bool)> {
         }
     };
     if let Some(act) = hf.hidden_act.as_deref().filter(|a| *a != "silu") {
-        return Err(ModelError::Unsupported(format!("{label}: hidden_act {act:?}; only silu")));
+        return Err(ModelError::Unsupported(format!(
+            "{label}: hidden_act {act:?}; only silu"
+        )));
     }
     let sliding_window = match architecture {
         Architecture::Qwen2 if hf.use_sliding_window != Some(true) => None,
@@ -101,7 +120,9 @@ fn config(hf: &HfConfig, label: &str) -> Result<(LlamaConfig, bool, bool)> {
         n_layers: hf.num_hidden_layers,
         n_heads,
         n_kv_heads: hf.num_key_value_heads.unwrap_or(n_heads),
-        head_dim: hf.head_dim.unwrap_or(if n_heads > 0 { hf.hidden_size / n_heads } else { 0 }),
+        head_dim: hf
+            .head_dim
+            .unwrap_or(hf.hidden_size.checked_div(n_heads).unwrap_or(0)),
         vocab_size: hf.vocab_size,
         max_seq_len: hf.max_position_embeddings,
         rope_theta: hf.rope_theta.unwrap_or(10000.0),
@@ -120,12 +141,18 @@ fn rope_scaling(v: Option<&serde_json::Value>, label: &str) -> Result<Option<Lla
     let Some(v) = v.filter(|v| !v.is_null()) else {
         return Ok(None);
     };
-    let kind = v.get("rope_type").or_else(|| v.get("type")).and_then(|t| t.as_str()).unwrap_or("");
+    let kind = v
+        .get("rope_type")
+        .or_else(|| v.get("type"))
+        .and_then(|t| t.as_str())
+        .unwrap_or("");
     if kind == "default" {
         return Ok(None);
     }
     if kind != "llama3" {
-        return Err(ModelError::Unsupported(format!("{label}: rope_scaling type {kind:?}; only llama3")));
+        return Err(ModelError::Unsupported(format!(
+            "{label}: rope_scaling type {kind:?}; only llama3"
+        )));
     }
     let num = |k: &str| {
         v.get(k)
@@ -168,7 +195,12 @@ fn read_shards(dir: &Path) -> Result<Vec<(Vec<u8>, SafetensorsFile)>> {
 }
 
 fn refuse_pickle_or_missing(dir: &Path) -> ModelError {
-    for pickle in ["pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth"] {
+    for pickle in [
+        "pytorch_model.bin",
+        "pytorch_model.bin.index.json",
+        "model.pt",
+        "model.pth",
+    ] {
         if dir.join(pickle).exists() {
             return ModelError::Unsupported(format!(
                 "{}: only PyTorch pickle weights ({pickle}) are present. ahead never loads pickle files, \

@@ -8,7 +8,12 @@ use hf_hub::{Cache, Repo};
 use crate::error::{ModelError, Result};
 
 /// Files a model folder needs, besides its weights.
-const FILES: [&str; 4] = ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"];
+const FILES: [&str; 4] = [
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "generation_config.json",
+];
 
 /// The hub cache: `HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`.
 pub fn hub_cache_dir() -> PathBuf {
@@ -27,7 +32,8 @@ pub fn resolve_hub(repo_id: &str) -> Result<PathBuf> {
     let cache = Cache::new(hub_cache_dir());
     let repo = cache.repo(Repo::model(repo_id.to_string()));
     if let Some(config) = repo.get("config.json") {
-        let has_weights = repo.get("model.safetensors").is_some() || repo.get("model.safetensors.index.json").is_some();
+        let has_weights =
+            repo.get("model.safetensors").is_some() || repo.get("model.safetensors.index.json").is_some();
         if has_weights {
             if let Some(dir) = config.parent() {
                 return Ok(dir.to_path_buf());

@@ -18,7 +18,13 @@ pub fn load(bytes: &[u8], file: &str) -> Result<Model> {
         bytes
             .get(i * 4..i * 4 + 4)
             .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .ok_or_else(|| ModelError::format(file, "header", format!("file is {} bytes, shorter than the 28-byte header", bytes.len())))
+            .ok_or_else(|| {
+                ModelError::format(
+                    file,
+                    "header",
+                    format!("file is {} bytes, shorter than the 28-byte header", bytes.len()),
+                )
+            })
     };
     if header(0)? as u32 == VERSIONED_MAGIC {
         return Err(ModelError::Unsupported(format!(
@@ -27,7 +33,11 @@ pub fn load(bytes: &[u8], file: &str) -> Result<Model> {
     }
     let field = |i: usize, name: &str| -> Result<usize> {
         let v = header(i)?;
-        let v = if name == "vocab_size" { v.unsigned_abs() as i64 } else { v as i64 };
+        let v = if name == "vocab_size" {
+            v.unsigned_abs() as i64
+        } else {
+            v as i64
+        };
         if v <= 0 || v > (1 << 24) {
             return Err(ModelError::format(file, name, format!("{v} is out of range")));
         }
@@ -39,7 +49,11 @@ pub fn load(bytes: &[u8], file: &str) -> Result<Model> {
     let shared = header(5)? > 0;
     let max_seq_len = field(6, "seq_len")?;
     if dim % n_heads != 0 {
-        return Err(ModelError::format(file, "n_heads", format!("{n_heads} does not divide dim {dim}")));
+        return Err(ModelError::format(
+            file,
+            "n_heads",
+            format!("{n_heads} does not divide dim {dim}"),
+        ));
     }
     let cfg = LlamaConfig {
         architecture: Architecture::Llama,
@@ -70,7 +84,12 @@ pub fn load(bytes: &[u8], file: &str) -> Result<Model> {
 }
 
 /// Cuts the weight region into named tensors, checking the total size against the file.
-fn slice_tensors<'a>(cfg: &LlamaConfig, shared: bool, data: &'a [u8], file: &str) -> Result<HashMap<String, RawTensor<'a>>> {
+fn slice_tensors<'a>(
+    cfg: &LlamaConfig,
+    shared: bool,
+    data: &'a [u8],
+    file: &str,
+) -> Result<HashMap<String, RawTensor<'a>>> {
     use LayerSlot::*;
     let (d, kv, h, l, hs) = (cfg.dim, cfg.kv_dim(), cfg.hidden_dim, cfg.n_layers, cfg.head_dim);
     // (slot for each layer or the whole model, per-layer shape), in file order.
@@ -87,19 +106,37 @@ fn slice_tensors<'a>(cfg: &LlamaConfig, shared: bool, data: &'a [u8], file: &str
     ];
     let mut out = HashMap::new();
     let mut offset = 0usize;
-    let mut take = |name: String, shape: Vec<usize>, out: &mut HashMap<String, RawTensor<'a>>| -> Result<()> {
-        let bytes = shape
-            .iter()
-            .try_fold(4usize, |a, &x| a.checked_mul(x))
-            .ok_or_else(|| ModelError::format(file, &name, "size overflows"))?;
-        let end = offset
-            .checked_add(bytes)
-            .filter(|&e| e <= data.len())
-            .ok_or_else(|| ModelError::format(file, &name, format!("needs {bytes} bytes at offset {}, file has {}", offset + HEADER_BYTES, data.len() + HEADER_BYTES)))?;
-        out.insert(name, RawTensor { dtype: TensorDType::F32, shape, data: &data[offset..end] });
-        offset = end;
-        Ok(())
-    };
+    let mut take =
+        |name: String, shape: Vec<usize>, out: &mut HashMap<String, RawTensor<'a>>| -> Result<()> {
+            let bytes = shape
+                .iter()
+                .try_fold(4usize, |a, &x| a.checked_mul(x))
+                .ok_or_else(|| ModelError::format(file, &name, "size overflows"))?;
+            let end = offset
+                .checked_add(bytes)
+                .filter(|&e| e <= data.len())
+                .ok_or_else(|| {
+                    ModelError::format(
+                        file,
+                        &name,
+                        format!(
+                            "needs {bytes} bytes at offset {}, file has {}",
+                            offset + HEADER_BYTES,
+                            data.len() + HEADER_BYTES
+                        ),
+                    )
+                })?;
+            out.insert(
+                name,
+                RawTensor {
+                    dtype: TensorDType::F32,
+                    shape,
+                    data: &data[offset..end],
+                },
+            );
+            offset = end;
+            Ok(())
+        };
     take(gguf_name(Slot::Embedding), vec![cfg.vocab_size, d], &mut out)?;
     for (slot, shape) in stacked {
         for i in 0..l {
@@ -115,7 +152,11 @@ fn slice_tensors<'a>(cfg: &LlamaConfig, shared: bool, data: &'a [u8], file: &str
         take(gguf_name(Slot::LmHead), vec![cfg.vocab_size, d], &mut out)?;
     }
     if offset != data.len() {
-        return Err(ModelError::format(file, "size", format!("{} bytes left after the last tensor", data.len() - offset)));
+        return Err(ModelError::format(
+            file,
+            "size",
+            format!("{} bytes left after the last tensor", data.len() - offset),
+        ));
     }
     Ok(out)
 }

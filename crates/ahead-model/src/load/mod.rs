@@ -63,11 +63,19 @@ impl ModelSource {
             return Ok(Self::Path(path.to_path_buf()));
         }
         let parts: Vec<&str> = src.split('/').collect();
-        let ok = |s: &str| !s.is_empty() && s != "." && s != ".." && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s != "."
+                && s != ".."
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
         if parts.len() == 2 && parts.iter().all(|p| ok(p)) {
             return Ok(Self::Hub(src.to_string()));
         }
-        Err(ModelError::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file, folder or hub id")))
+        Err(ModelError::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file, folder or hub id"),
+        ))
     }
 }
 
@@ -99,9 +107,20 @@ pub fn load(source: &ModelSource, opts: &LoadOptions) -> Result<LoadedModel> {
     match source {
         ModelSource::Default => {
             let model = llama2c::load(DEFAULT_CHECKPOINT, "stories260K.bin (embedded)")?;
-            let tokenizer = Tokenizer::from_llama2c_bytes(DEFAULT_TOKENIZER, model.config().vocab_size, "tok512.bin (embedded)")?;
-            let info = ModelInfo { format: Format::Llama2c, source: "stories260K (embedded default)".into() };
-            Ok(LoadedModel { model, tokenizer, info })
+            let tokenizer = Tokenizer::from_llama2c_bytes(
+                DEFAULT_TOKENIZER,
+                model.config().vocab_size,
+                "tok512.bin (embedded)",
+            )?;
+            let info = ModelInfo {
+                format: Format::Llama2c,
+                source: "stories260K (embedded default)".into(),
+            };
+            Ok(LoadedModel {
+                model,
+                tokenizer,
+                info,
+            })
         }
         ModelSource::Path(p) => load_path(p, opts),
         ModelSource::Hub(id) => load_path(&resolve_hub(id)?, opts),
@@ -109,11 +128,18 @@ pub fn load(source: &ModelSource, opts: &LoadOptions) -> Result<LoadedModel> {
 }
 
 fn load_path(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
-    let info = |format| ModelInfo { format, source: path.display().to_string() };
+    let info = |format| ModelInfo {
+        format,
+        source: path.display().to_string(),
+    };
     if path.is_dir() {
         let model = hf::load(path)?;
         let tokenizer = hf_tokenizer(path)?;
-        return Ok(LoadedModel { model, tokenizer, info: info(Format::HuggingFace) });
+        return Ok(LoadedModel {
+            model,
+            tokenizer,
+            info: info(Format::HuggingFace),
+        });
     }
     let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
     let label = path.display().to_string();
@@ -121,7 +147,11 @@ fn load_path(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         let file = parse_gguf(&bytes, &label)?;
         let model = gguf::load(&file, &bytes)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
-        return Ok(LoadedModel { model, tokenizer, info: info(Format::Gguf) });
+        return Ok(LoadedModel {
+            model,
+            tokenizer,
+            info: info(Format::Gguf),
+        });
     }
     refuse_unloadable(path, &bytes)?;
     let model = llama2c::load(&bytes, &label)?;
@@ -130,7 +160,11 @@ fn load_path(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         None => find_llama2c_tokenizer(path)?,
     };
     let tokenizer = Tokenizer::from_llama2c_file(&tok_path, model.config().vocab_size)?;
-    Ok(LoadedModel { model, tokenizer, info: info(Format::Llama2c) })
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        info: info(Format::Llama2c),
+    })
 }
 
 /// Refuses pickles, zips and lone safetensors files with an explanation.
@@ -155,7 +189,10 @@ fn refuse_unloadable(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// The tokenizer of a llama2.c checkpoint: `tokenizer.bin` beside it, or the single `tok*.bin`.
 fn find_llama2c_tokenizer(checkpoint: &Path) -> Result<PathBuf> {
-    let dir = checkpoint.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = checkpoint
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let named = dir.join("tokenizer.bin");
     if named.is_file() {
         return Ok(named);
@@ -186,7 +223,14 @@ fn hf_tokenizer(dir: &Path) -> Result<Tokenizer> {
     let opt = |n: &str| Some(dir.join(n)).filter(|p| p.is_file());
     let tj = dir.join("tokenizer.json");
     if !tj.is_file() {
-        return Err(ModelError::Tokenizer(format!("{}: no tokenizer.json", dir.display())));
+        return Err(ModelError::Tokenizer(format!(
+            "{}: no tokenizer.json",
+            dir.display()
+        )));
     }
-    Tokenizer::from_hf_files(&tj, opt("tokenizer_config.json").as_deref(), opt("generation_config.json").as_deref())
+    Tokenizer::from_hf_files(
+        &tj,
+        opt("tokenizer_config.json").as_deref(),
+        opt("generation_config.json").as_deref(),
+    )
 }

@@ -122,7 +122,13 @@ impl WeightSource<'_, '_> {
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
             let l = |s| Slot::Layer(i, s);
-            let b = |s| if bias { self.vector(l(s)).map(Some) } else { self.optional_vector(l(s)) };
+            let b = |s| {
+                if bias {
+                    self.vector(l(s)).map(Some)
+                } else {
+                    self.optional_vector(l(s))
+                }
+            };
             layers.push(LayerWeights {
                 attn_norm: self.vector(l(AttnNorm))?,
                 wq: self.linear(l(Wq))?,
@@ -155,13 +161,31 @@ impl WeightSource<'_, '_> {
 pub(crate) fn vector(raw: &RawTensor<'_>, file: &str, name: &str) -> Result<Vec<f32>> {
     raw.validate(file, name)?;
     if raw.shape.len() != 1 {
-        return Err(ModelError::format(file, name, format!("expected a vector, found shape {:?}", raw.shape)));
+        return Err(ModelError::format(
+            file,
+            name,
+            format!("expected a vector, found shape {:?}", raw.shape),
+        ));
     }
     let d = raw.data;
     Ok(match raw.dtype {
-        TensorDType::F32 => d.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        TensorDType::F16 => d.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        TensorDType::BF16 => d.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        q => return Err(ModelError::Unsupported(format!("{file}: {name} is quantized ({}); vectors must be float", q.name()))),
+        TensorDType::F32 => d
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        TensorDType::F16 => d
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        TensorDType::BF16 => d
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        q => {
+            return Err(ModelError::Unsupported(format!(
+                "{file}: {name} is quantized ({}); vectors must be float",
+                q.name()
+            )))
+        }
     })
 }

@@ -138,8 +138,7 @@ impl ChatTemplate {
                 template_err(e)
             }
         })?;
-        String::from_utf8(out.buf)
-            .map_err(|e| ModelError::Template(format!("output is not UTF-8: {e}")))
+        String::from_utf8(out.buf).map_err(|e| ModelError::Template(format!("output is not UTF-8: {e}")))
     }
 }
 
@@ -164,11 +163,7 @@ impl Write for CappedWriter {
     }
 }
 
-fn arg_str<'a>(
-    args: &'a [Value],
-    i: usize,
-    method: &str,
-) -> std::result::Result<Option<&'a str>, Error> {
+fn arg_str<'a>(args: &'a [Value], i: usize, method: &str) -> std::result::Result<Option<&'a str>, Error> {
     match args.get(i) {
         None => Ok(None),
         Some(v) if v.is_none() || v.is_undefined() => Ok(None),
@@ -182,16 +177,10 @@ fn arg_str<'a>(
 }
 
 /// Python `str`/`dict` methods templates commonly call.
-fn pycompat(
-    state: &State,
-    value: &Value,
-    method: &str,
-    args: &[Value],
-) -> std::result::Result<Value, Error> {
+fn pycompat(state: &State, value: &Value, method: &str, args: &[Value]) -> std::result::Result<Value, Error> {
     if let Some(s) = value.as_str() {
         let chars = |i| arg_str(args, i, method);
-        let set =
-            |c: Option<&str>| -> Vec<char> { c.map(|c| c.chars().collect()).unwrap_or_default() };
+        let set = |c: Option<&str>| -> Vec<char> { c.map(|c| c.chars().collect()).unwrap_or_default() };
         return Ok(match method {
             "strip" => match chars(0)? {
                 None => Value::from(s.trim()),
@@ -220,10 +209,7 @@ fn pycompat(
                 let parts: Vec<Value> = match chars(0)? {
                     None => s.split_whitespace().map(Value::from).collect(),
                     Some("") => {
-                        return Err(Error::new(
-                            ErrorKind::InvalidOperation,
-                            "split: empty separator",
-                        ))
+                        return Err(Error::new(ErrorKind::InvalidOperation, "split: empty separator"))
                     }
                     Some(sep) => s.split(sep).map(Value::from).collect(),
                 };
@@ -348,10 +334,7 @@ mod tests {
             strftime("%d %b %Y %H:%M:%S %a %j", 1_721_999_109),
             "26 Jul 2024 13:05:09 Fri 208"
         );
-        assert_eq!(
-            strftime("%Y-%m-%d %A %B %%", 0),
-            "1970-01-01 Thursday January %"
-        );
+        assert_eq!(strftime("%Y-%m-%d %A %B %%", 0), "1970-01-01 Thursday January %");
         assert_eq!(strftime("%Y-%m-%d", 951_782_400), "2000-02-29");
     }
 

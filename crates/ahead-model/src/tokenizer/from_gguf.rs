@@ -18,8 +18,7 @@ const TYPE_USER_DEFINED: i32 = 4;
 const TYPE_BYTE: i32 = 6;
 
 /// Pre-tokenizer split regexes (as in the models' `tokenizer.json`).
-const GPT2_REGEX: &str =
-    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+const GPT2_REGEX: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
@@ -65,8 +64,7 @@ impl<'a> Meta<'a> {
     fn id(&self, key: &str) -> Result<Option<u32>> {
         let v: i128 = match self.md.get(key) {
             None => return Ok(None),
-            Some(v) => int_of(v)
-                .ok_or_else(|| self.err(key, format!("expected an integer, found {v:?}")))?,
+            Some(v) => int_of(v).ok_or_else(|| self.err(key, format!("expected an integer, found {v:?}")))?,
         };
         if v == -1 || v == i128::from(u32::MAX) {
             return Ok(None);
@@ -122,9 +120,7 @@ impl<'a> Meta<'a> {
             .map(|(i, v)| {
                 int_of(v)
                     .and_then(|x| i32::try_from(x).ok())
-                    .ok_or_else(|| {
-                        self.err(key, format!("element {i}: expected an i32, found {v:?}"))
-                    })
+                    .ok_or_else(|| self.err(key, format!("element {i}: expected an i32, found {v:?}")))
             })
             .collect::<Result<_>>()
             .map(Some)
@@ -163,12 +159,9 @@ pub(crate) fn load(file: &GgufFile) -> Result<GgufLoaded> {
         md: &file.metadata,
         label: &file.label,
     };
-    let model = m.str("tokenizer.ggml.model")?.ok_or_else(|| {
-        m.err(
-            "tokenizer.ggml.model",
-            "missing (the file has no tokenizer)",
-        )
-    })?;
+    let model = m
+        .str("tokenizer.ggml.model")?
+        .ok_or_else(|| m.err("tokenizer.ggml.model", "missing (the file has no tokenizer)"))?;
     let tokens = m
         .str_array("tokenizer.ggml.tokens")?
         .ok_or_else(|| m.err("tokenizer.ggml.tokens", "missing"))?;
@@ -222,10 +215,7 @@ pub(crate) fn load(file: &GgufFile) -> Result<GgufLoaded> {
         "llama" => true,
         _ => matches!(pre, "llama3" | "llama-bpe"),
     };
-    let add_bos = m
-        .bool("tokenizer.ggml.add_bos_token")?
-        .unwrap_or(add_bos_default)
-        && bos.is_some();
+    let add_bos = m.bool("tokenizer.ggml.add_bos_token")?.unwrap_or(add_bos_default) && bos.is_some();
     let chat_template = m.str("tokenizer.chat_template")?.map(str::to_owned);
     let special = SpecialTokens { bos, eos, add_bos };
 
@@ -241,12 +231,7 @@ pub(crate) fn load(file: &GgufFile) -> Result<GgufLoaded> {
                 Some(s) => s,
                 None => vec![0.0; n],
             };
-            let unk = unk.or_else(|| {
-                types
-                    .iter()
-                    .position(|&t| t == TYPE_UNKNOWN)
-                    .map(|i| i as u32)
-            });
+            let unk = unk.or_else(|| types.iter().position(|&t| t == TYPE_UNKNOWN).map(|i| i as u32));
             let add_space_prefix = m.bool("tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
             let kinds = tokens
                 .iter()
@@ -301,12 +286,9 @@ pub(crate) fn load(file: &GgufFile) -> Result<GgufLoaded> {
 
 /// Builds a byte-level BPE `tokenizers` pipeline from GGUF tokens and merges.
 fn build_bpe(m: &Meta<'_>, tokens: &[&str], types: &[i32], pre: &str) -> Result<HfBackend> {
-    let merges = m.str_array("tokenizer.ggml.merges")?.ok_or_else(|| {
-        m.err(
-            "tokenizer.ggml.merges",
-            "missing (required for gpt2 tokenizers)",
-        )
-    })?;
+    let merges = m
+        .str_array("tokenizer.ggml.merges")?
+        .ok_or_else(|| m.err("tokenizer.ggml.merges", "missing (required for gpt2 tokenizers)"))?;
     let mut vocab = serde_json::Map::with_capacity(tokens.len());
     let mut index: HashMap<&str, u32> = HashMap::with_capacity(tokens.len());
     let mut added = Vec::new();
@@ -369,11 +351,7 @@ fn build_bpe(m: &Meta<'_>, tokens: &[&str], types: &[i32], pre: &str) -> Result<
             "ignore_merges": ignore_merges, "vocab": vocab, "merges": pairs,
         }
     });
-    let tok: tokenizers::Tokenizer = serde_json::from_value(spec).map_err(|e| {
-        m.err(
-            "tokenizer.ggml",
-            format!("cannot build the BPE tokenizer: {e}"),
-        )
-    })?;
+    let tok: tokenizers::Tokenizer = serde_json::from_value(spec)
+        .map_err(|e| m.err("tokenizer.ggml", format!("cannot build the BPE tokenizer: {e}")))?;
     Ok(HfBackend::new(tok, tokens.len()))
 }

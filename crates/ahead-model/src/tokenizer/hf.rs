@@ -101,11 +101,7 @@ fn token_string(v: Option<&Json>) -> Option<&str> {
 /// An int, or a list of ints (`eos_token_id` may be either).
 fn id_list(v: Option<&Json>, file: &str, field: &str) -> Result<Vec<u32>> {
     let bad = || ModelError::format(file, field, "expected a token id or a list of token ids");
-    let one = |v: &Json| {
-        v.as_u64()
-            .and_then(|x| u32::try_from(x).ok())
-            .ok_or_else(bad)
-    };
+    let one = |v: &Json| v.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(bad);
     match v {
         None | Some(Json::Null) => Ok(Vec::new()),
         Some(Json::Array(a)) => a.iter().map(one).collect(),

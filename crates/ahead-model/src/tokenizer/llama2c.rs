@@ -64,11 +64,7 @@ pub(crate) fn parse(bytes: &[u8], vocab_size: usize, label: &str) -> Result<SpmV
             format!("{vocab_size} records cannot fit in {} bytes", bytes.len()),
         ));
     }
-    let mut r = Reader {
-        bytes,
-        pos: 0,
-        label,
-    };
+    let mut r = Reader { bytes, pos: 0, label };
     let max_len = i32::from_le_bytes(r.four("max_token_length")?);
     if max_len < 0 {
         return Err(ModelError::format(
@@ -84,11 +80,7 @@ pub(crate) fn parse(bytes: &[u8], vocab_size: usize, label: &str) -> Result<SpmV
         let score = f32::from_le_bytes(r.four(&format!("token {i} score"))?);
         let len = i32::from_le_bytes(r.four(&format!("token {i} length"))?);
         let len = usize::try_from(len).map_err(|_| {
-            ModelError::format(
-                label,
-                format!("token {i} length"),
-                format!("negative ({len})"),
-            )
+            ModelError::format(label, format!("token {i} length"), format!("negative ({len})"))
         })?;
         let piece = r.take(len, &format!("token {i} bytes"))?.to_vec();
         let kind = if i as u32 == BOS || i as u32 == EOS {

@@ -101,11 +101,7 @@ impl Tokenizer {
         tokenizer_config_json: Option<&Path>,
         generation_config_json: Option<&Path>,
     ) -> Result<Self> {
-        let loaded = hf::load(
-            tokenizer_json,
-            tokenizer_config_json,
-            generation_config_json,
-        )?;
+        let loaded = hf::load(tokenizer_json, tokenizer_config_json, generation_config_json)?;
         Ok(Self {
             backend: Backend::Hf(loaded.backend),
             special: loaded.special,

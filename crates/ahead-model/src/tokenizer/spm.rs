@@ -99,9 +99,7 @@ impl SpmVocab {
         for (what, id) in [("unk", parts.unk), ("bos", parts.bos)] {
             if let Some(id) = id {
                 if id as usize >= n {
-                    return Err(ModelError::Tokenizer(format!(
-                        "{what} id {id} >= vocab size {n}"
-                    )));
+                    return Err(ModelError::Tokenizer(format!("{what} id {id} >= vocab size {n}")));
                 }
             }
         }
@@ -222,10 +220,7 @@ impl SpmVocab {
             let (l, r) = (cand.left, cand.right);
             let (sl, sr) = (syms[l], syms[r]);
             // Stale entry: a side was merged away or changed since it was pushed.
-            if sl.end == sl.start
-                || sr.end == sr.start
-                || sl.next != Some(r)
-                || sr.end - sl.start != cand.len
+            if sl.end == sl.start || sr.end == sr.start || sl.next != Some(r) || sr.end - sl.start != cand.len
             {
                 continue;
             }
@@ -251,14 +246,7 @@ impl SpmVocab {
         out
     }
 
-    fn push_pair(
-        &self,
-        syms: &[Sym],
-        norm: &[u8],
-        left: usize,
-        right: usize,
-        heap: &mut BinaryHeap<Cand>,
-    ) {
+    fn push_pair(&self, syms: &[Sym], norm: &[u8], left: usize, right: usize, heap: &mut BinaryHeap<Cand>) {
         let (start, end) = (syms[left].start, syms[right].end);
         if end - start > self.max_piece_len {
             return;
@@ -308,11 +296,7 @@ impl SpmVocab {
             }
             prev = Some(id);
         }
-        if self.flavor == SpmFlavor::Gguf
-            && at_start
-            && self.add_space_prefix
-            && out.first() == Some(&b' ')
-        {
+        if self.flavor == SpmFlavor::Gguf && at_start && self.add_space_prefix && out.first() == Some(&b' ') {
             out.remove(0);
         }
         Ok(out)

@@ -7,11 +7,7 @@ use super::*;
 use crate::format::gguf::parse_gguf;
 
 fn fixture(rel: &str) -> PathBuf {
-    Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/"
-    ))
-    .join(rel)
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/")).join(rel)
 }
 
 fn tok512() -> Tokenizer {
@@ -66,12 +62,7 @@ const PROMPTS: &[&str] = &[
 
 /// `run.c`'s encode, literally (O(n²) rescans), as an independent reference.
 fn run_c_encode(pieces: &[Vec<u8>], scores: &[f32], text: &str) -> Vec<u32> {
-    let find = |p: &[u8]| {
-        pieces
-            .iter()
-            .position(|q| q.as_slice() == p)
-            .map(|i| i as u32)
-    };
+    let find = |p: &[u8]| pieces.iter().position(|q| q.as_slice() == p).map(|i| i as u32);
     let mut toks: Vec<u32> = Vec::new();
     if !text.is_empty() {
         toks.push(find(b" ").unwrap());
@@ -87,11 +78,7 @@ fn run_c_encode(pieces: &[Vec<u8>], scores: &[f32], text: &str) -> Vec<u32> {
     loop {
         let mut best = (-1e10f32, None);
         for i in 0..toks.len().saturating_sub(1) {
-            let cat = [
-                pieces[toks[i] as usize].as_slice(),
-                &pieces[toks[i + 1] as usize],
-            ]
-            .concat();
+            let cat = [pieces[toks[i] as usize].as_slice(), &pieces[toks[i + 1] as usize]].concat();
             if let Some(id) = find(&cat) {
                 if scores[id as usize] > best.0 {
                     best = (scores[id as usize], Some((i, id)));
@@ -175,10 +162,7 @@ fn llama2c_decodes_golden_text() {
 #[test]
 fn three_backends_agree_on_stories260k() {
     let (l2c, hf, gg) = (tok512(), hf(), gguf());
-    assert_eq!(
-        (hf.kind(), gg.kind()),
-        ("huggingface", "sentencepiece-gguf")
-    );
+    assert_eq!((hf.kind(), gg.kind()), ("huggingface", "sentencepiece-gguf"));
     for t in [&hf, &gg] {
         assert_eq!(
             (t.vocab_size(), t.bos_id(), t.eos_ids(), t.add_bos()),
@@ -229,12 +213,7 @@ fn incremental_decoding_matches_full_decode() {
         for p in PROMPTS {
             let ids = tok.encode(p, true).unwrap();
             let deltas = stream(&tok, &mut IncrementalDecoder::new(), &ids);
-            assert_eq!(
-                deltas.concat(),
-                tok.decode(&ids).unwrap(),
-                "{} {p:?}",
-                tok.kind()
-            );
+            assert_eq!(deltas.concat(), tok.decode(&ids).unwrap(), "{} {p:?}", tok.kind());
             assert!(
                 deltas.iter().all(|d| !d.contains('\u{FFFD}')),
                 "{} {p:?}: {deltas:?}",
@@ -262,12 +241,7 @@ fn incremental_decoder_holds_partial_characters() {
             deltas.push(dec.push(&tok, id).unwrap());
         }
         assert_eq!(deltas.concat(), "hi☕ hi", "{}", tok.kind());
-        assert_eq!(
-            deltas[hi.len()..hi.len() + 3],
-            ["", "", "☕"],
-            "{}",
-            tok.kind()
-        );
+        assert_eq!(deltas[hi.len()..hi.len() + 3], ["", "", "☕"], "{}", tok.kind());
         assert!(deltas.iter().all(|d| !d.contains('\u{FFFD}')));
         // A dangling partial character is flushed (lossily) only by finish().
         let mut dec = IncrementalDecoder::with_prompt(&[1]);
