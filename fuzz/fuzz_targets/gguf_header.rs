@@ -45,10 +45,7 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => panic!("re-serialized file does not parse: {e}"),
     };
     check(&again, &bytes);
-    assert_eq!(
-        format!("{:?}", file.metadata),
-        format!("{:?}", again.metadata)
-    );
+    assert_eq!(format!("{:?}", file.metadata), format!("{:?}", again.metadata));
     assert_eq!(file.tensors.len(), again.tensors.len());
     for (a, b) in file.tensors.iter().zip(&again.tensors) {
         assert_eq!(
@@ -57,11 +54,7 @@ fuzz_target!(|data: &[u8]| {
         );
         let x = data.get(a.offset..a.offset + a.n_bytes);
         let y = bytes.get(b.offset..b.offset + b.n_bytes);
-        assert!(
-            x.is_some() && x == y,
-            "{} differs after the round trip",
-            a.name
-        );
+        assert!(x.is_some() && x == y, "{} differs after the round trip", a.name);
     }
 });
 

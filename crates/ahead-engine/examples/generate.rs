@@ -13,9 +13,16 @@ fn main() -> Result<(), ahead_engine::EngineError> {
     let prompt = args.next().unwrap_or_else(|| "Once upon a time".to_string());
     let engine = builder.build()?;
 
-    let greedy = GenerateParams { max_tokens: 64, ..Default::default() };
+    let greedy = GenerateParams {
+        max_tokens: 64,
+        ..Default::default()
+    };
     let sampled = GenerateParams {
-        sampling: SamplingParams { temperature: 0.8, top_p: 0.95, ..SamplingParams::greedy() },
+        sampling: SamplingParams {
+            temperature: 0.8,
+            top_p: 0.95,
+            ..SamplingParams::greedy()
+        },
         seed: 42,
         ..greedy.clone()
     };

@@ -26,6 +26,8 @@ pub struct Stats {
     pub tokens_per_second: f64,
     /// Prefill plus decoding, in milliseconds.
     pub elapsed_ms: f64,
+    /// Prefill alone (not in the CLI's JSON, whose fields are a fixed contract).
+    #[serde(skip)]
     pub prefill_ms: f64,
 }
 

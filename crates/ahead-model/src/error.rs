@@ -6,13 +6,10 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ModelError {
-    /// The file could not be opened or read.
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The file could not be opened or read. (The cause is in the message, not chained, so
+    /// it is printed once.)
+    #[error("{path}: {cause}")]
+    Io { path: PathBuf, cause: std::io::Error },
     /// A header field or structure in a model file is invalid: names the file and the field.
     #[error("{file}: invalid {field}: {reason}")]
     Format {
@@ -58,10 +55,10 @@ impl ModelError {
     }
 
     /// Shorthand for a [`ModelError::Io`].
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
-            source,
+            cause,
         }
     }
 }

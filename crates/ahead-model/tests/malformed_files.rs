@@ -4,9 +4,7 @@
 
 use ahead_model::format::gguf::{parse_gguf, GgufFile, GgufValue};
 use ahead_model::format::gguf_write::GgufWriter;
-use ahead_model::format::safetensors::{
-    parse_safetensors, parse_safetensors_index, SafetensorsFile,
-};
+use ahead_model::format::safetensors::{parse_safetensors, parse_safetensors_index, SafetensorsFile};
 use ahead_model::{ModelError, TensorDType};
 
 const STORIES_GGUF: &str = concat!(
@@ -43,8 +41,7 @@ fn small_gguf() -> Vec<u8> {
         );
     let f: Vec<f32> = (0..6).map(|i| i as f32 * 0.25).collect();
     w.add_tensor_f32("a.f32", &[2, 3], &f).unwrap();
-    w.add_tensor_f16("b.f16", &[4], &[1.0, 2.0, 3.0, 4.0])
-        .unwrap();
+    w.add_tensor_f16("b.f16", &[4], &[1.0, 2.0, 3.0, 4.0]).unwrap();
     w.add_tensor_bf16("c.bf16", &[2, 2], &[1.0, -1.0, 0.5, 8.0])
         .unwrap();
     w.add_tensor_raw("d.q8", TensorDType::Q8_0, &[1, 32], vec![0x11; 34])
@@ -56,9 +53,7 @@ fn small_gguf() -> Vec<u8> {
 fn gguf_no_panic(bytes: &[u8]) -> Option<GgufFile> {
     let file = parse_gguf(bytes, "fuzz.gguf").ok()?;
     for t in &file.tensors {
-        let raw = file
-            .tensor(bytes, &t.name)
-            .expect("parsed tensor in bounds");
+        let raw = file.tensor(bytes, &t.name).expect("parsed tensor in bounds");
         raw.validate("fuzz.gguf", &t.name)
             .expect("parsed tensor consistent");
         assert_eq!(t.offset % file.alignment() as usize, 0);
@@ -154,9 +149,7 @@ fn gguf_writer_round_trip() {
         vec![0.0, -1.5, 2.0]
     );
     assert_eq!(
-        f.get_i32_array("tokenizer.ggml.token_type")
-            .unwrap()
-            .unwrap(),
+        f.get_i32_array("tokenizer.ggml.token_type").unwrap().unwrap(),
         vec![2, 3, 1]
     );
     assert!(matches!(f.get("nested"), Some(GgufValue::Array(a)) if a.len() == 2));
@@ -172,15 +165,9 @@ fn gguf_writer_round_trip() {
     assert_eq!(vals, vec![0.0, 0.25, 0.5, 0.75, 1.0, 1.25]);
     let b = f.tensor(&bytes, "b.f16").unwrap();
     assert_eq!((b.dtype, b.data.len()), (TensorDType::F16, 8));
-    assert_eq!(
-        half::f16::from_le_bytes([b.data[6], b.data[7]]).to_f32(),
-        4.0
-    );
+    assert_eq!(half::f16::from_le_bytes([b.data[6], b.data[7]]).to_f32(), 4.0);
     let c = f.tensor(&bytes, "c.bf16").unwrap();
-    assert_eq!(
-        half::bf16::from_le_bytes([c.data[6], c.data[7]]).to_f32(),
-        8.0
-    );
+    assert_eq!(half::bf16::from_le_bytes([c.data[6], c.data[7]]).to_f32(), 8.0);
     let d = f.tensor(&bytes, "d.q8").unwrap();
     assert_eq!(
         (d.dtype, d.shape.clone(), d.data),
@@ -202,14 +189,8 @@ fn gguf_writer_alignment_and_version_2() {
     assert_eq!((f.version, f.alignment()), (2, 64));
     assert!(f.tensors.iter().all(|t| t.offset % 64 == 0));
     assert!(w.set_alignment(3).is_err() && w.set_alignment(0).is_err());
-    assert!(
-        w.add_tensor_f32("x", &[1], &[0.0]).is_err(),
-        "duplicate name"
-    );
-    assert!(
-        w.add_tensor_f32("z", &[2], &[0.0]).is_err(),
-        "size mismatch"
-    );
+    assert!(w.add_tensor_f32("x", &[1], &[0.0]).is_err(), "duplicate name");
+    assert!(w.add_tensor_f32("z", &[2], &[0.0]).is_err(), "size mismatch");
     assert!(
         w.add_tensor_raw("q", TensorDType::Q8_0, &[16], vec![0; 17])
             .is_err(),
@@ -249,10 +230,7 @@ fn stories260k_gguf_parses() {
     assert_eq!(f.get_u32("llama.block_count").unwrap(), Some(5));
     assert_eq!(f.get_u32("llama.feed_forward_length").unwrap(), Some(172));
     assert_eq!(
-        f.get_str_array("tokenizer.ggml.tokens")
-            .unwrap()
-            .unwrap()
-            .len(),
+        f.get_str_array("tokenizer.ggml.tokens").unwrap().unwrap().len(),
         512
     );
     assert_eq!(f.tensors.len(), 48);
@@ -273,12 +251,7 @@ fn stories260k_gguf_parses() {
 fn gguf_truncated_at_every_length_is_err() {
     let bytes = small_gguf();
     let f = parse_gguf(&bytes, "t").unwrap();
-    let data_end = f
-        .tensors
-        .iter()
-        .map(|t| t.offset + t.n_bytes)
-        .max()
-        .unwrap();
+    let data_end = f.tensors.iter().map(|t| t.offset + t.n_bytes).max().unwrap();
     for len in 0..bytes.len() {
         let r = parse_gguf(&bytes[..len], "t");
         // Only the trailing padding after the last tensor may be cut.
@@ -301,11 +274,7 @@ fn gguf_truncated_at_every_length_is_err() {
 fn gguf_garbage_and_bit_flips_never_panic() {
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     for len in [0usize, 1, 3, 4, 8, 23, 24, 100, 1000, 5000] {
-        for prefix in [
-            &b""[..],
-            b"GGUF\x03\0\0\0",
-            b"GGUF\x02\0\0\0\x01\0\0\0\0\0\0\0",
-        ] {
+        for prefix in [&b""[..], b"GGUF\x03\0\0\0", b"GGUF\x02\0\0\0\x01\0\0\0\0\0\0\0"] {
             let mut bytes = prefix.to_vec();
             bytes.extend((0..len).map(|_| xorshift(&mut state) as u8));
             gguf_no_panic(&bytes);
@@ -480,8 +449,7 @@ fn gguf_bad_alignment_rejected() {
     format_err(parse_gguf(&r.0, "t"));
     // A huge power of two pushes the data section past the end.
     let mut r = Raw::header(3, 1, 1);
-    r.kv_u32("general.alignment", 1 << 31)
-        .tensor("x", &[1], 0, 0);
+    r.kv_u32("general.alignment", 1 << 31).tensor("x", &[1], 0, 0);
     format_err(parse_gguf(&r.data(1, 64), "t"));
 }
 
@@ -528,11 +496,7 @@ fn safetensors_round_trip() {
     let a = f.tensor(&bytes, "a").unwrap();
     assert_eq!(
         (a.dtype, a.shape.clone(), a.data),
-        (
-            TensorDType::F32,
-            vec![2, 3],
-            &(0..24).collect::<Vec<u8>>()[..]
-        )
+        (TensorDType::F32, vec![2, 3], &(0..24).collect::<Vec<u8>>()[..])
     );
     assert_eq!(f.tensor(&bytes, "b").unwrap().dtype, TensorDType::F16);
     assert_eq!(f.tensor(&bytes, "c").unwrap().shape, vec![1, 2]);
@@ -569,10 +533,7 @@ fn stories260k_safetensors_matches_the_safetensors_crate() {
 fn safetensors_truncated_extended_and_garbage() {
     let bytes = small_st();
     for len in 0..bytes.len() {
-        assert!(
-            parse_safetensors(&bytes[..len], "t").is_err(),
-            "length {len}"
-        );
+        assert!(parse_safetensors(&bytes[..len], "t").is_err(), "length {len}");
     }
     let mut longer = bytes.clone();
     longer.push(0);
@@ -614,8 +575,7 @@ fn safetensors_lying_header_lengths() {
 #[test]
 fn safetensors_lying_entries() {
     let one = |dtype: &str, shape: &str, offsets: &str, data: usize| {
-        let h =
-            format!(r#"{{"w":{{"dtype":"{dtype}","shape":{shape},"data_offsets":{offsets}}}}}"#);
+        let h = format!(r#"{{"w":{{"dtype":"{dtype}","shape":{shape},"data_offsets":{offsets}}}}}"#);
         parse_safetensors(&st(&h, data), "t")
     };
     assert!(one("F32", "[2,2]", "[0,16]", 16).is_ok());
@@ -626,9 +586,7 @@ fn safetensors_lying_entries() {
     format_err(one("F32", "[2,2]", "[0,18446744073709551615]", 16));
     format_err(one("F32", "[2,2]", "[-1,16]", 16));
     // Shape overflow, including a product that wraps to exactly 0 (2^32 * 2^32).
-    assert!(
-        format_err(one("F32", "[4294967296,4294967296]", "[0,0]", 0)).contains("tensor w shape")
-    );
+    assert!(format_err(one("F32", "[4294967296,4294967296]", "[0,0]", 0)).contains("tensor w shape"));
     format_err(one("F32", "[18446744073709551615,2]", "[0,0]", 0));
     format_err(one("F16", "[4611686018427387904,4]", "[0,0]", 0));
     format_err(one("F32", "[0,9223372036854775808,4]", "[0,0]", 0));
@@ -644,10 +602,7 @@ fn safetensors_lying_entries() {
         "t",
     ));
     format_err(parse_safetensors(
-        &st(
-            r#"{"w":{"dtype":"F32","shape":[1.5],"data_offsets":[0,4]}}"#,
-            4,
-        ),
+        &st(r#"{"w":{"dtype":"F32","shape":[1.5],"data_offsets":[0,4]}}"#, 4),
         "t",
     ));
     format_err(parse_safetensors(&st(r#"{"w":3}"#, 0), "t"));

@@ -39,10 +39,7 @@ fn bpe_file(pre: &str) -> GgufFile {
     types[n - 2] = 3;
     types[n - 1] = 3;
     let mut md = BTreeMap::new();
-    md.insert(
-        "tokenizer.ggml.model".into(),
-        GgufValue::String("gpt2".into()),
-    );
+    md.insert("tokenizer.ggml.model".into(), GgufValue::String("gpt2".into()));
     md.insert("tokenizer.ggml.pre".into(), GgufValue::String(pre.into()));
     md.insert("tokenizer.ggml.tokens".into(), strings(&tokens));
     md.insert(
@@ -53,14 +50,8 @@ fn bpe_file(pre: &str) -> GgufFile {
         "tokenizer.ggml.merges".into(),
         strings(&merges.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
     );
-    md.insert(
-        "tokenizer.ggml.bos_token_id".into(),
-        GgufValue::U32(n as u32 - 1),
-    );
-    md.insert(
-        "tokenizer.ggml.eos_token_id".into(),
-        GgufValue::U32(n as u32 - 2),
-    );
+    md.insert("tokenizer.ggml.bos_token_id".into(), GgufValue::U32(n as u32 - 1));
+    md.insert("tokenizer.ggml.eos_token_id".into(), GgufValue::U32(n as u32 - 2));
     md.insert(
         "tokenizer.chat_template".into(),
         GgufValue::String("{% for m in messages %}{{ m.content }}{% endfor %}".into()),
@@ -180,11 +171,7 @@ fn gguf_malformed_metadata_is_an_error() {
             "tokenizer.ggml.bos_token_id",
             Some(GgufValue::U32(100_000)),
         ),
-        with(
-            bpe_file("llama3"),
-            "tokenizer.ggml.eos_token_id",
-            Some(s("x")),
-        ),
+        with(bpe_file("llama3"), "tokenizer.ggml.eos_token_id", Some(s("x"))),
         with(
             bpe_file("llama3"),
             "tokenizer.ggml.tokens",

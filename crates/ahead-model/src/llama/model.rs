@@ -154,6 +154,7 @@ impl Model {
             angles: &angles,
             visible,
             base,
+            slots: self.visible_slots(visible, base, cache),
         };
         let mut s = Scratch::new(cfg, k);
         for (li, layer) in self.weights.layers.iter().enumerate() {
@@ -180,6 +181,39 @@ struct RowContext<'a> {
     visible: &'a [Vec<usize>],
     /// Cache slot of input row 0.
     base: usize,
+    /// The cache slots each row attends to, ascending.
+    slots: Vec<Vec<usize>>,
+}
+
+/// One layer's cached keys and values, read by every query head.
+struct HeadAttention<'a> {
+    keys: &'a [f32],
+    values: &'a [f32],
+    kv_dim: usize,
+    head_dim: usize,
+    /// Query heads per key/value head (grouped-query attention).
+    group: usize,
+    scale: f32,
+}
+
+impl HeadAttention<'_> {
+    /// Softmax(q . k / sqrt(d)) . v for query head `h` over `slots`, into `out`.
+    fn attend(&self, h: usize, q: &[f32], slots: &[usize], scores: &mut Vec<f32>, out: &mut [f32]) {
+        let (hd, kv) = (self.head_dim, self.kv_dim);
+        let off = (h / self.group) * hd;
+        scores.clear();
+        scores.extend(
+            slots
+                .iter()
+                .map(|&s| kernels::dot_short(q, &self.keys[s * kv + off..s * kv + off + hd]) * self.scale),
+        );
+        kernels::softmax(scores);
+        out.iter_mut().for_each(|v| *v = 0.0);
+        for (&s, &p) in slots.iter().zip(scores.iter()) {
+            let v = &self.values[s * kv + off..s * kv + off + hd];
+            out.iter_mut().zip(v).for_each(|(a, b)| *a += p * b);
+        }
+    }
 }
 
 /// Buffers reused by every layer of one forward.
@@ -218,6 +252,23 @@ fn add_bias(x: &mut [f32], bias: Option<&Vec<f32>>) {
 }
 
 impl Model {
+    /// The cache slots each row sees: the committed prefix, its tree ancestors and itself,
+    /// minus what a sliding window hides. The same for every layer and head.
+    fn visible_slots(&self, visible: &[Vec<usize>], base: usize, cache: &KvCache) -> Vec<Vec<usize>> {
+        let positions = cache.positions();
+        let window = self.config.sliding_window;
+        (0..visible.len())
+            .map(|r| {
+                let pos = positions[base + r];
+                let in_window = |slot: &usize| window.is_none_or(|w| pos - positions[*slot].min(pos) < w);
+                (0..base)
+                    .chain(visible[r].iter().map(|&j| base + j))
+                    .filter(in_window)
+                    .collect()
+            })
+            .collect()
+    }
+
     fn attention_block(
         &self,
         li: usize,
@@ -258,43 +309,29 @@ impl Model {
     fn attend(&self, li: usize, rows: &RowContext<'_>, cache: &KvCache, q: &[f32], out: &mut [f32]) {
         let cfg = &self.config;
         let (hd, n_heads) = (cfg.head_dim, cfg.n_heads);
-        let group = n_heads / cfg.n_kv_heads;
         let (keys, values) = cache.layer(li);
-        let positions = cache.positions();
-        let kv_dim = cfg.kv_dim();
-        let scale = 1.0 / (hd as f32).sqrt();
-        let dot = kernels::dot_fn();
-        let one = |idx: usize, o: &mut [f32]| {
-            let (r, h) = (idx / n_heads, idx % n_heads);
-            let qh = &q[(r * n_heads + h) * hd..(r * n_heads + h + 1) * hd];
-            let off = (h / group) * hd;
-            let pos = positions[rows.base + r];
-            let in_window = |slot: usize| {
-                cfg.sliding_window
-                    .is_none_or(|w| pos - positions[slot].min(pos) < w)
-            };
-            let slots: Vec<usize> = (0..rows.base)
-                .chain(rows.visible[r].iter().map(|&j| rows.base + j))
-                .filter(|&slot| in_window(slot))
-                .collect();
-            let mut scores: Vec<f32> = slots
-                .iter()
-                .map(|&slot| dot(qh, &keys[slot * kv_dim + off..slot * kv_dim + off + hd]) * scale)
-                .collect();
-            kernels::softmax(&mut scores);
-            o.iter_mut().for_each(|v| *v = 0.0);
-            for (&slot, &p) in slots.iter().zip(&scores) {
-                let v = &values[slot * kv_dim + off..slot * kv_dim + off + hd];
-                o.iter_mut().zip(v).for_each(|(a, b)| *a += p * b);
-            }
+        let head = HeadAttention {
+            keys,
+            values,
+            kv_dim: cfg.kv_dim(),
+            head_dim: hd,
+            group: n_heads / cfg.n_kv_heads,
+            scale: 1.0 / (hd as f32).sqrt(),
         };
         let work = rows.visible.len() * n_heads * (rows.base + rows.visible.len()) * hd;
         if work < PARALLEL_ATTENTION_MIN {
-            out.chunks_exact_mut(hd).enumerate().for_each(|(i, o)| one(i, o));
+            let mut scores = Vec::new();
+            for (i, o) in out.chunks_exact_mut(hd).enumerate() {
+                let (r, h) = (i / n_heads, i % n_heads);
+                head.attend(h, &q[i * hd..(i + 1) * hd], &rows.slots[r], &mut scores, o);
+            }
         } else {
             out.par_chunks_exact_mut(hd)
                 .enumerate()
-                .for_each(|(i, o)| one(i, o));
+                .for_each_init(Vec::new, |scores, (i, o)| {
+                    let (r, h) = (i / n_heads, i % n_heads);
+                    head.attend(h, &q[i * hd..(i + 1) * hd], &rows.slots[r], scores, o);
+                });
         }
     }
 

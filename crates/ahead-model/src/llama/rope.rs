@@ -70,3 +70,62 @@ impl Rope {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llama::config::{Architecture, Llama3RopeScaling};
+    use crate::llama::synthetic::tinyllama_config;
+
+    /// Llama 3.1's scaled frequencies, head_dim 64, theta 500000, factor 8, low 1, high 4,
+    /// original context 8192: the values of transformers' `_compute_llama3_parameters`.
+    #[test]
+    fn llama3_scaling_matches_the_reference_frequencies() {
+        let cfg = LlamaConfig {
+            architecture: Architecture::Llama,
+            rope_theta: 500000.0,
+            llama3_scaling: Some(Llama3RopeScaling {
+                factor: 8.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_max_position_embeddings: 8192,
+            }),
+            ..tinyllama_config()
+        };
+        let rope = Rope::new(&cfg);
+        let want = [
+            (0, 1.0),
+            (14, 0.0032114459947525913), // short wavelength: kept
+            (15, 0.0013718935677611381), // between: interpolated
+            (16, 0.0005248461609929547),
+            (17, 0.00017850781276799638),
+            (18, 7.78465527393245e-05), // long wavelength: divided by the factor
+            (31, 3.7673226901739635e-07),
+        ];
+        for (i, w) in want {
+            let got = rope.inv_freq[i] as f64;
+            assert!((got - w).abs() <= 1e-5 * w, "frequency {i}: {got} vs {w}");
+        }
+    }
+
+    #[test]
+    fn rotation_preserves_length_and_position_zero_is_identity() {
+        for style in [RopeStyle::Interleaved, RopeStyle::Half] {
+            let cfg = LlamaConfig {
+                rope_style: style,
+                ..tinyllama_config()
+            };
+            let rope = Rope::new(&cfg);
+            let x: Vec<f32> = (0..128).map(|i| (i as f32 * 0.37).sin()).collect();
+            let mut angles = vec![0.0; 64];
+            rope.angles(0, &mut angles);
+            let mut y = x.clone();
+            rope.apply(&mut y, 64, &angles);
+            assert_eq!(x, y);
+            rope.angles(777, &mut angles);
+            rope.apply(&mut y, 64, &angles);
+            let norm = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>();
+            assert!((norm(&x) - norm(&y)).abs() < 1e-3);
+        }
+    }
+}

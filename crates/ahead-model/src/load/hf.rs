@@ -37,6 +37,9 @@ struct HfConfig {
 /// Loads the model in folder `dir`.
 pub fn load(dir: &Path) -> Result<Model> {
     let config_path = dir.join("config.json");
+    if !config_path.is_file() {
+        return Err(refuse_pickle_or_missing(dir));
+    }
     let label = config_path.display().to_string();
     let text = std::fs::read(&config_path).map_err(|e| ModelError::io(&config_path, e))?;
     let hf: HfConfig =
@@ -210,7 +213,8 @@ fn refuse_pickle_or_missing(dir: &Path) -> ModelError {
         }
     }
     ModelError::Unsupported(format!(
-        "{}: no model.safetensors or model.safetensors.index.json",
+        "{}: not a Hugging Face model folder (needs config.json and model.safetensors or \
+         model.safetensors.index.json)",
         dir.display()
     ))
 }

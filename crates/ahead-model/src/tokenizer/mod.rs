@@ -77,7 +77,8 @@ impl Tokenizer {
             backend: Backend::Llama2c(llama2c::parse(bytes, vocab_size, label)?),
             special: SpecialTokens {
                 bos: Some(llama2c::BOS),
-                eos: vec![llama2c::EOS],
+                // llama2.c's stories end with BOS: run.c stops there, so BOS ends generation too.
+                eos: vec![llama2c::EOS, llama2c::BOS],
                 add_bos: true,
             },
             chat_template: None,

@@ -1,0 +1,185 @@
+//! Helpers shared by the generation tests: fixtures, goldens, engines, parameter shorthands.
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
+
+pub use std::sync::OnceLock;
+
+pub use ahead_engine::commit::{Committer, StopRules};
+pub use ahead_engine::{Engine, FinishReason, GenerateParams, Generation, Prompt, SamplingParams};
+pub use ahead_model::Tokenizer;
+
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
+pub const STORIES_BIN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/fixtures/stories260K/stories260K.bin"
+);
+pub const STORIES_GGUF: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/fixtures/stories260K/stories260K.gguf"
+);
+pub const STORIES_HF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/stories260K-hf");
+pub const BABY_BIN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/fixtures/babyllama-tok105/model5000.bin"
+);
+pub const BABY_TOK: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/fixtures/babyllama-tok105/tok105.bin"
+);
+
+pub const EOS: u32 = 2;
+pub const CONTEXT: usize = 512;
+pub const VOCAB: u32 = 512;
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+/// A golden output: the generated ids and text of a reference run.
+pub struct Golden {
+    pub ids: Vec<u32>,
+    pub text: String,
+}
+
+/// Reads `generated_ids` and `text` from a golden JSON file (no JSON crate in this crate's
+/// dev-dependencies: a minimal reader for these two fields).
+pub fn golden(name: &str) -> Golden {
+    let path = format!("{FIXTURES}/golden/{name}");
+    let src = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let key = src.find("\"generated_ids\"").expect("generated_ids");
+    let open = key + src[key..].find('[').expect("[");
+    let close = open + src[open..].find(']').expect("]");
+    let ids = src[open + 1..close]
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().expect("id"))
+        .collect();
+    let key = src.find("\"text\"").expect("text");
+    let colon = key + src[key..].find(':').expect(":");
+    let quote = colon + src[colon..].find('"').expect("\"");
+    let text = json_string(&src[quote + 1..]);
+    Golden { ids, text }
+}
+
+/// Parses a JSON string body (after the opening quote) up to its closing quote.
+pub fn json_string(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return out,
+            '\\' => match chars.next().expect("escape") {
+                'n' => out.push('\n'),
+                't' => out.push('\t'),
+                'r' => out.push('\r'),
+                'b' => out.push('\u{8}'),
+                'f' => out.push('\u{c}'),
+                'u' => {
+                    let hex: String = chars.by_ref().take(4).collect();
+                    let mut code = u32::from_str_radix(&hex, 16).expect("hex");
+                    if (0xD800..0xDC00).contains(&code) {
+                        assert_eq!(chars.next(), Some('\\'));
+                        assert_eq!(chars.next(), Some('u'));
+                        let hex: String = chars.by_ref().take(4).collect();
+                        let low = u32::from_str_radix(&hex, 16).expect("hex");
+                        code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00);
+                    }
+                    out.push(char::from_u32(code).expect("char"));
+                }
+                other => out.push(other),
+            },
+            c => out.push(c),
+        }
+    }
+    panic!("unterminated JSON string")
+}
+
+pub fn stories() -> &'static Golden {
+    static G: OnceLock<Golden> = OnceLock::new();
+    G.get_or_init(|| golden("stories260K_greedy_bos_256.json"))
+}
+
+/// The embedded default model (stories260K), loaded once.
+pub fn engine() -> &'static Engine {
+    static E: OnceLock<Engine> = OnceLock::new();
+    E.get_or_init(|| Engine::builder().build().expect("embedded default model"))
+}
+
+pub fn greedy(max_tokens: usize) -> GenerateParams {
+    GenerateParams {
+        max_tokens,
+        ..GenerateParams::default()
+    }
+}
+
+pub fn greedy_ignore_eos(max_tokens: usize) -> GenerateParams {
+    GenerateParams {
+        max_tokens,
+        ignore_eos: true,
+        ..GenerateParams::default()
+    }
+}
+
+pub fn sampled(temperature: f32, seed: u64, max_tokens: usize) -> GenerateParams {
+    GenerateParams {
+        max_tokens,
+        seed,
+        sampling: SamplingParams {
+            temperature,
+            ..SamplingParams::greedy()
+        },
+        ..GenerateParams::default()
+    }
+}
+
+pub fn gen(engine: &Engine, prompt: &Prompt, params: &GenerateParams) -> Generation {
+    engine
+        .generate_one(prompt, params, &mut |_| {})
+        .unwrap_or_else(|e| panic!("generate {prompt:?}: {e}"))
+}
+
+/// Generates while collecting the streamed deltas; returns the generation and the deltas.
+pub fn gen_streamed(engine: &Engine, prompt: &Prompt, params: &GenerateParams) -> (Generation, Vec<String>) {
+    let mut deltas = Vec::new();
+    let out = engine
+        .generate_one(prompt, params, &mut |d| deltas.push(d.to_string()))
+        .unwrap_or_else(|e| panic!("generate {prompt:?}: {e}"));
+    (out, deltas)
+}
+
+pub fn bos() -> Prompt {
+    Prompt::Ids(vec![1])
+}
+
+pub fn assert_golden(engine: &Engine, g: &Golden, max_tokens: usize, what: &str) {
+    let out = gen(engine, &bos(), &greedy_ignore_eos(max_tokens));
+    assert_eq!(
+        out.token_ids, g.ids,
+        "{what}: generated ids differ from the golden output"
+    );
+    assert_eq!(out.text, g.text, "{what}: text differs from the golden output");
+    assert_eq!(out.prompt_token_ids, vec![1], "{what}");
+    assert_eq!(out.finish_reason, FinishReason::Length, "{what}");
+    assert_eq!(out.stats.generated_tokens, max_tokens, "{what}");
+}
+
+/// The text the engine shows for `ids` generated after BOS (llama2.c pieces concatenate; the
+/// piece after BOS loses its leading space).
+pub fn text_after_bos(tok: &Tokenizer, ids: &[u32]) -> String {
+    let mut all = vec![1];
+    all.extend_from_slice(ids);
+    tok.decode(&all).unwrap()
+}
+
+/// The reference outcome of greedy decoding from BOS with stop string `stop`: the golden ids up
+/// to the token whose text completes `stop`, and the text before it.
+pub fn expected_stop(stop: &str) -> (Vec<u32>, String) {
+    let g = stories();
+    let tok = engine().tokenizer();
+    for k in 1..=g.ids.len() {
+        let text = text_after_bos(tok, &g.ids[..k]);
+        if let Some(at) = text.find(stop) {
+            return (g.ids[..k].to_vec(), text[..at].to_string());
+        }
+    }
+    panic!("{stop:?} is not in the golden text");
+}
