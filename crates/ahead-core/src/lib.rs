@@ -7,6 +7,7 @@
 pub mod error;
 pub mod rng;
 pub mod sampling;
+pub mod spec;
 
 pub use error::CoreError;
 pub use rng::Rng;

@@ -1,0 +1,131 @@
+//! Exact verification of a token tree against the target's distributions.
+//!
+//! One procedure serves greedy and sampling, chains and trees. At a node, with the target's
+//! distribution p for the next token, the children are tried in order (multi-draft speculative
+//! sampling, as in SpecInfer): child i, drafted from q_i, is accepted with probability
+//! min(1, p(x_i) / q_i(x_i)); on rejection p becomes normalize(max(p - q_i, 0)) and the next
+//! child is tried. When no child is accepted (or the node is a leaf) one token is drawn from the
+//! current p: the correction or bonus token. Every emitted token is then distributed exactly as
+//! the target's p. Greedy is the same procedure with p one-hot at the argmax: a child is
+//! accepted iff it is the argmax, and the bonus is the argmax, so no randomness is consumed.
+
+use super::tree::{DraftDist, TokenTree};
+use crate::error::CoreError;
+use crate::rng::Rng;
+use crate::sampling::Distribution;
+
+/// The outcome of verifying one tree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Acceptance {
+    /// Accepted nodes, root to deepest, as indices into the tree.
+    pub nodes: Vec<usize>,
+    /// The tokens to commit: the accepted nodes' tokens, then one target token.
+    pub tokens: Vec<u32>,
+}
+
+/// Verifies `tree`. `target[0]` is the target's next-token distribution after the last committed
+/// token; `target[1 + i]` the one after tree node i (computed with node i's ancestors in context).
+pub fn accept(tree: &TokenTree, target: &[Distribution], rng: &mut Rng) -> Result<Acceptance, CoreError> {
+    if !tree.is_well_formed() || target.len() != tree.len() + 1 {
+        return Err(CoreError::InvalidParam {
+            name: "tree",
+            value: format!("{} nodes, {} target rows", tree.len(), target.len()),
+            expected: "a well-formed tree and one target distribution per node plus one",
+        });
+    }
+    let mut nodes = Vec::new();
+    let mut tokens = Vec::new();
+    let mut at: Option<usize> = None;
+    loop {
+        let row = at.map_or(0, |n| n + 1);
+        let mut p = target[row].probs().to_vec();
+        let mut next = None;
+        for child in tree.children(at) {
+            let x = tree.tokens[child];
+            if try_child(&mut p, x, &tree.q[child], rng)? {
+                next = Some(child);
+                break;
+            }
+        }
+        match next {
+            Some(child) => {
+                nodes.push(child);
+                tokens.push(tree.tokens[child]);
+                at = Some(child);
+            }
+            None => {
+                tokens.push(draw(&p, rng)?);
+                return Ok(Acceptance { nodes, tokens });
+            }
+        }
+    }
+}
+
+/// Accepts `x` with probability min(1, p(x)/q(x)); on rejection turns `p` into the residual.
+fn try_child(p: &mut [f32], x: u32, q: &DraftDist, rng: &mut Rng) -> Result<bool, CoreError> {
+    let vocab = p.len();
+    let xi = x as usize;
+    let px = *p.get(xi).ok_or(CoreError::TokenOutOfRange { id: x, vocab })? as f64;
+    let qx = match q {
+        DraftDist::OneHot => 1.0,
+        DraftDist::Sampled(d) => {
+            if d.probs().len() != vocab {
+                return Err(CoreError::InvalidParam {
+                    name: "draft distribution",
+                    value: d.probs().len().to_string(),
+                    expected: "the target's vocabulary size",
+                });
+            }
+            d.prob(x) as f64
+        }
+    };
+    if qx <= 0.0 {
+        return Err(CoreError::EmptyDistribution(
+            "a draft token has zero probability under its own q",
+        ));
+    }
+    let ratio = px / qx;
+    // Certain outcomes draw nothing, so greedy verification consumes no randomness.
+    let accepted = if ratio >= 1.0 {
+        true
+    } else if ratio <= 0.0 {
+        false
+    } else {
+        rng.next_f64() < ratio
+    };
+    if accepted {
+        return Ok(true);
+    }
+    match q {
+        DraftDist::OneHot => p[xi] = 0.0,
+        DraftDist::Sampled(d) => {
+            let before = p.to_vec();
+            for (pi, qi) in p.iter_mut().zip(d.probs()) {
+                *pi = (*pi - qi).max(0.0);
+            }
+            // p and q numerically equal: the residual has no mass; keep p (as mistral.rs does).
+            if p.iter().map(|&v| v as f64).sum::<f64>() <= 1e-9 {
+                p.copy_from_slice(&before);
+            }
+        }
+    }
+    // The next sibling's ratio needs the normalised residual.
+    let total: f64 = p.iter().map(|&v| v as f64).sum();
+    if total > 0.0 {
+        p.iter_mut().for_each(|v| *v = (*v as f64 / total) as f32);
+    }
+    Ok(false)
+}
+
+/// Draws from unnormalised non-negative weights.
+fn draw(p: &[f32], rng: &mut Rng) -> Result<u32, CoreError> {
+    let d = Distribution::from_weights(p.to_vec())?;
+    // One-hot: the answer needs no randomness (keeps greedy runs free of RNG use).
+    if let Some(i) = d.probs().iter().position(|&v| v == 1.0) {
+        return Ok(i as u32);
+    }
+    Ok(d.sample(rng))
+}
+
+#[cfg(test)]
+mod tests;
