@@ -2,6 +2,7 @@
 
 use std::io::Write;
 
+use ahead_core::spec::PromptLookup;
 use ahead_engine::{Engine, GenerateParams, Method, Prompt, SamplingParams};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
@@ -65,8 +66,15 @@ pub struct GenerateArgs {
     pub draft: Option<String>,
     #[arg(long)]
     pub draft_tokenizer: Option<std::path::PathBuf>,
+    /// Draft exactly K tokens per step (default: chosen per step from measured costs).
     #[arg(long)]
     pub num_draft: Option<usize>,
+    /// Prompt lookup: longest n-gram to match (tried first).
+    #[arg(long, default_value_t = 3)]
+    pub lookup_max_ngram: usize,
+    /// Prompt lookup: shortest n-gram to match.
+    #[arg(long, default_value_t = 1)]
+    pub lookup_min_ngram: usize,
     #[arg(long)]
     pub medusa: Option<String>,
     #[arg(long, value_enum)]
@@ -86,16 +94,33 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let method = match a.method {
         MethodArg::Vanilla => Method::Vanilla,
         MethodArg::Auto => Method::Auto,
-        other => {
-            bail!("--method {other:?} is not available in this version of ahead yet; use vanilla or auto")
-        }
+        MethodArg::Draft => Method::Draft,
+        MethodArg::PromptLookup => Method::PromptLookup,
+        MethodArg::Medusa | MethodArg::Lookahead => bail!(
+            "--method {} is not available in this version of ahead yet; \
+             use vanilla, draft, prompt-lookup or auto",
+            if matches!(a.method, MethodArg::Medusa) {
+                "medusa"
+            } else {
+                "lookahead"
+            }
+        ),
     };
+    if matches!(a.method, MethodArg::Draft) && a.draft.is_none() {
+        bail!("--method draft needs --draft SRC (a smaller model with the same tokenizer)");
+    }
     let mut builder = Engine::builder();
     if let Some(m) = &a.model {
         builder = builder.model(m);
     }
     if let Some(t) = &a.tokenizer {
         builder = builder.tokenizer(t);
+    }
+    if let Some(d) = &a.draft {
+        builder = builder.draft(d);
+    }
+    if let Some(t) = &a.draft_tokenizer {
+        builder = builder.draft_tokenizer(t);
     }
     let engine = builder.build().context("loading the model")?;
     let prompt = match (a.prompt, a.prompt_ids) {
@@ -116,7 +141,15 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         stop: a.stop,
         ignore_eos: a.ignore_eos,
         method,
+        num_draft: a.num_draft,
+        lookup: PromptLookup {
+            max_ngram: a.lookup_max_ngram,
+            min_ngram: a.lookup_min_ngram,
+        },
     };
+    if a.lookup_min_ngram == 0 || a.lookup_min_ngram > a.lookup_max_ngram {
+        bail!("--lookup-min-ngram must be at least 1 and at most --lookup-max-ngram");
+    }
     let prompt = match prompt {
         // An empty text prompt starts from BOS alone, as llama2.c does.
         Prompt::Text(t) if t.is_empty() => Prompt::Ids(engine.tokenizer().bos_id().into_iter().collect()),

@@ -17,7 +17,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Generate text from a prompt.
-    Generate(generate::GenerateArgs),
+    Generate(Box<generate::GenerateArgs>),
     /// Show what a model file holds: format, architecture, shapes, dtypes, tokenizer.
     Inspect(inspect::InspectArgs),
     /// Measure decoding speed against the memory-bandwidth limit.
@@ -27,7 +27,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Generate(a) => generate::run(a),
+        Command::Generate(a) => generate::run(*a),
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a),
     };

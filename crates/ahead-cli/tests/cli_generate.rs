@@ -134,6 +134,8 @@ fn json_golden_and_vanilla_stats() {
         "--ignore-eos",
         "--temperature",
         "0",
+        "--method",
+        "vanilla",
         "--json",
     ]);
     let v = json(&o, "golden");

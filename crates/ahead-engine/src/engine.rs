@@ -9,21 +9,24 @@
 //! ```
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
 
-use ahead_core::{sampling, Rng};
-use ahead_model::{load, ForwardInput, LoadOptions, LoadedModel, Model, ModelSource, Tokenizer};
+use ahead_core::spec::Controller;
+use ahead_model::{load, LoadOptions, LoadedModel, Model, ModelSource, Tokenizer};
 
-use crate::commit::{Committer, StopRules};
+use crate::decode::Decoder;
 use crate::error::{EngineError, Result};
-use crate::output::{FinishReason, Generation, Stats};
+use crate::output::Generation;
 use crate::params::{GenerateParams, Method, Prompt};
+use crate::spec::{cost, DraftModel, NoDraft, PromptLookupProposer, Proposer};
 
 /// Configures where the model comes from.
 #[derive(Debug, Clone, Default)]
 pub struct EngineBuilder {
     model: Option<String>,
     tokenizer: Option<PathBuf>,
+    draft: Option<String>,
+    draft_tokenizer: Option<PathBuf>,
 }
 
 impl EngineBuilder {
@@ -39,7 +42,19 @@ impl EngineBuilder {
         self
     }
 
-    /// Loads the model and its tokenizer.
+    /// A draft model for `Method::Draft` (same sources as `model`).
+    pub fn draft(mut self, src: impl Into<String>) -> Self {
+        self.draft = Some(src.into());
+        self
+    }
+
+    /// The tokenizer of a llama2.c draft checkpoint, when it is not beside it.
+    pub fn draft_tokenizer(mut self, path: impl Into<PathBuf>) -> Self {
+        self.draft_tokenizer = Some(path.into());
+        self
+    }
+
+    /// Loads the model and its tokenizer (and the draft, if any).
     pub fn build(self) -> Result<Engine> {
         let source = match &self.model {
             Some(m) => ModelSource::parse(m)?,
@@ -51,14 +66,35 @@ impl EngineBuilder {
                 tokenizer: self.tokenizer,
             },
         )?;
-        Ok(Engine { loaded })
+        let draft = match &self.draft {
+            Some(d) => {
+                let src = ModelSource::parse(d)?;
+                Some(Arc::new(
+                    load(
+                        &src,
+                        &LoadOptions {
+                            tokenizer: self.draft_tokenizer,
+                        },
+                    )?
+                    .model,
+                ))
+            }
+            None => None,
+        };
+        Ok(Engine {
+            loaded,
+            draft,
+            costs: OnceLock::new(),
+        })
     }
 }
 
 /// A loaded model ready to generate. Immutable; generate from several threads at once.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Engine {
     loaded: LoadedModel,
+    draft: Option<Arc<Model>>,
+    costs: OnceLock<Costs>,
 }
 
 impl Engine {
@@ -68,7 +104,17 @@ impl Engine {
 
     /// Wraps an already loaded model.
     pub fn from_loaded(loaded: LoadedModel) -> Self {
-        Self { loaded }
+        Self {
+            loaded,
+            draft: None,
+            costs: OnceLock::new(),
+        }
+    }
+
+    /// Adds a draft model (it must share the target's vocabulary).
+    pub fn with_draft(mut self, draft: Model) -> Self {
+        self.draft = Some(Arc::new(draft));
+        self
     }
 
     pub fn model(&self) -> &Model {
@@ -117,92 +163,71 @@ impl Engine {
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Generation> {
         params.sampling.validate()?;
-        if !matches!(params.method, Method::Vanilla | Method::Auto) {
-            return Err(EngineError::MethodUnavailable {
-                method: params.method.name(),
-                reason: "not built yet".into(),
-            });
+        if params.num_draft.is_some_and(|k| k > MAX_DRAFT) {
+            return Err(EngineError::InvalidRequest(format!(
+                "num_draft must be at most {MAX_DRAFT}"
+            )));
         }
         let prompt_ids = self.prompt_ids(prompt)?;
         let model = &self.loaded.model;
-        let context = model.config().max_seq_len;
-        if prompt_ids.len() >= context {
-            return Err(EngineError::InvalidRequest(format!(
-                "the prompt has {} tokens; the context holds {context}, leaving no room to generate",
-                prompt_ids.len()
-            )));
-        }
-        // Room for the prompt and every generated token but the last (which is never fed back).
-        let capacity = (prompt_ids.len() + params.max_tokens).min(context);
-        let mut cache = model.new_cache(capacity)?;
-        let rules = StopRules {
-            eos: self.loaded.tokenizer.eos_ids().to_vec(),
-            ignore_eos: params.ignore_eos,
-            stop: params.stop.clone(),
-            max_tokens: params.max_tokens,
+        let capacity = (prompt_ids.len() + params.max_tokens + MAX_DRAFT).min(model.config().max_seq_len);
+        let method = match params.method {
+            Method::Auto if self.draft.is_some() => Method::Draft,
+            Method::Auto => Method::PromptLookup,
+            m => m,
         };
-        let mut committer = Committer::new(&self.loaded.tokenizer, &prompt_ids, rules);
-        let mut rng = Rng::new(params.seed);
-        let mut seen = prompt_ids.clone();
-        let start = Instant::now();
-
-        let positions: Vec<usize> = (0..prompt_ids.len()).collect();
-        let mut logits = model
-            .forward(&ForwardInput::causal(&prompt_ids, &positions), &mut cache)?
-            .last()
-            .to_vec();
-        let prefill = start.elapsed();
-        let mut forwards = 1;
-        while committer.finished().is_none() {
-            let token = sampling::choose(&logits, &params.sampling, &seen, &mut rng)?;
-            committer.push(token)?;
-            seen.push(token);
-            // prompt + completion never exceeds the context window.
-            if committer.finished().is_none() && cache.len() + 1 >= context {
-                committer.finish(FinishReason::Length)?;
+        let mut proposer: Box<dyn Proposer> = match method {
+            Method::Draft => {
+                let draft = self.draft.clone().ok_or_else(|| EngineError::MethodUnavailable {
+                    method: "draft",
+                    reason: "no draft model is loaded (EngineBuilder::draft, --draft)".into(),
+                })?;
+                Box::new(DraftModel::new(draft, model.config().vocab_size, capacity)?)
             }
-            let delta = committer.take_delta();
-            if !delta.is_empty() {
-                on_text(&delta);
-            }
-            if committer.finished().is_some() {
-                break;
-            }
-            let pos = [cache.len()];
-            logits = model
-                .forward(&ForwardInput::causal(&[token], &pos), &mut cache)?
-                .last()
-                .to_vec();
-            forwards += 1;
-        }
-        let total = start.elapsed();
-        let decode_s = (total - prefill).as_secs_f64();
-        let generated = committer.tokens().len();
-        let stats = Stats {
-            method: Method::Vanilla.name().into(),
-            target_forwards: forwards,
-            generated_tokens: generated,
-            drafted_tokens: 0,
-            accepted_tokens: 0,
-            mean_accepted_length: if forwards > 0 {
-                generated as f64 / forwards as f64
-            } else {
-                0.0
-            },
-            tokens_per_second: if decode_s > 0.0 {
-                generated as f64 / decode_s
-            } else {
-                0.0
-            },
-            elapsed_ms: total.as_secs_f64() * 1e3,
-            prefill_ms: prefill.as_secs_f64() * 1e3,
+            Method::PromptLookup => Box::new(PromptLookupProposer {
+                lookup: params.lookup,
+            }),
+            _ => Box::new(NoDraft),
         };
-        Ok(Generation {
-            text: committer.text().to_string(),
-            token_ids: committer.tokens().to_vec(),
-            prompt_token_ids: prompt_ids,
-            finish_reason: committer.finished().unwrap_or(FinishReason::Length),
-            stats,
-        })
+        let controller = match (method, params.num_draft) {
+            (Method::Vanilla, _) => Controller::fixed(0),
+            (_, Some(k)) => Controller::fixed(k),
+            (m, None) => {
+                let costs = self.costs()?;
+                let draft_cost = if m == Method::Draft { costs.draft_step } else { 0.0 };
+                Controller::new(costs.verify.clone(), draft_cost)
+            }
+        };
+        let mut decoder = Decoder {
+            model,
+            tokenizer: &self.loaded.tokenizer,
+            proposer: proposer.as_mut(),
+            controller,
+        };
+        decoder.run(prompt_ids, params, on_text)
     }
+
+    /// The verify cost curve (and the draft's step cost), measured once per engine.
+    fn costs(&self) -> Result<&Costs> {
+        if let Some(c) = self.costs.get() {
+            return Ok(c);
+        }
+        let model = &self.loaded.model;
+        let verify = cost::verify_cost_curve(model, MAX_DRAFT + 1)?;
+        let draft_step = match &self.draft {
+            Some(d) => cost::step_seconds(d)? / cost::step_seconds(model)?.max(1e-9),
+            None => 0.0,
+        };
+        Ok(self.costs.get_or_init(|| Costs { verify, draft_step }))
+    }
+}
+
+/// Most draft tokens per step.
+pub const MAX_DRAFT: usize = 8;
+
+/// Measured costs, relative to one plain decoding step of the target.
+#[derive(Debug, Clone)]
+struct Costs {
+    verify: Vec<f64>,
+    draft_step: f64,
 }

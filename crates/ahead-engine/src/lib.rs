@@ -6,13 +6,15 @@
 //! one at a time.
 
 pub mod commit;
+mod decode;
 pub mod engine;
 pub mod error;
 pub mod output;
 pub mod params;
+pub mod spec;
 
 pub use ahead_core::SamplingParams;
-pub use engine::{Engine, EngineBuilder};
+pub use engine::{Engine, EngineBuilder, MAX_DRAFT};
 pub use error::{EngineError, Result};
 pub use output::{FinishReason, Generation, Stats};
 pub use params::{GenerateParams, Method, Prompt};

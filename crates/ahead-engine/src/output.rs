@@ -12,8 +12,9 @@ pub enum FinishReason {
     Length,
 }
 
-/// Counters of one generation. `mean_accepted_length` is generated tokens per target forward
-/// (the prefill's forward counts: it yields the first token), so plain decoding scores 1.
+/// Counters of one generation. `target_forwards` counts the forwards after the prefill (which
+/// feeds every prompt token but the last); each yields the accepted drafts plus one token, so
+/// `mean_accepted_length` (generated tokens per target forward) is 1 for plain decoding.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Stats {
     pub method: String,

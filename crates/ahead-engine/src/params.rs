@@ -1,5 +1,6 @@
 //! What a caller asks for: prompts, sampling, limits, method.
 
+use ahead_core::spec::PromptLookup;
 use ahead_core::SamplingParams;
 
 /// A prompt as text (tokenized with the model's BOS rule) or as exact token ids.
@@ -28,7 +29,12 @@ impl From<String> for Prompt {
 pub enum Method {
     /// One token per forward: the reference.
     Vanilla,
-    /// Let the engine choose per request.
+    /// A smaller draft model with the target's vocabulary drafts a chain.
+    Draft,
+    /// Drafts copy what followed the last n-gram earlier in the prompt or output.
+    PromptLookup,
+    /// Let the engine choose per request: the draft model if one is loaded, else prompt
+    /// lookup; the controller turns speculation off when it does not pay.
     #[default]
     Auto,
 }
@@ -37,6 +43,8 @@ impl Method {
     pub fn name(self) -> &'static str {
         match self {
             Self::Vanilla => "vanilla",
+            Self::Draft => "draft",
+            Self::PromptLookup => "prompt-lookup",
             Self::Auto => "auto",
         }
     }
@@ -55,6 +63,11 @@ pub struct GenerateParams {
     /// Treat end-of-sequence like any other token and go on to `max_tokens`.
     pub ignore_eos: bool,
     pub method: Method,
+    /// Draft exactly this many tokens every step; `None` lets the controller choose from the
+    /// measured verify cost and live acceptance.
+    pub num_draft: Option<usize>,
+    /// n-gram sizes of prompt lookup.
+    pub lookup: PromptLookup,
 }
 
 impl Default for GenerateParams {
@@ -66,6 +79,8 @@ impl Default for GenerateParams {
             stop: Vec::new(),
             ignore_eos: false,
             method: Method::Auto,
+            num_draft: None,
+            lookup: PromptLookup::default(),
         }
     }
 }

@@ -86,7 +86,11 @@ fn text_prompt_gets_bos() {
 #[test]
 fn max_tokens_is_exact() {
     for n in [1usize, 2, 7, 50] {
-        let (out, deltas) = gen_streamed(engine(), &bos(), &greedy_ignore_eos(n));
+        let params = GenerateParams {
+            method: ahead_engine::Method::Vanilla,
+            ..greedy_ignore_eos(n)
+        };
+        let (out, deltas) = gen_streamed(engine(), &bos(), &params);
         assert_eq!(out.token_ids.len(), n, "max_tokens {n}");
         assert_eq!(out.token_ids, stories().ids[..n]);
         assert_eq!(out.finish_reason, FinishReason::Length);

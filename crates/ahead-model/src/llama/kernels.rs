@@ -12,7 +12,7 @@
 use rayon::prelude::*;
 
 /// Multiply-accumulates below which a product runs on the calling thread.
-const PARALLEL_MIN_MACS: usize = 1 << 18;
+const PARALLEL_MIN_MACS: usize = 1 << 20;
 /// Lanes of independent accumulators in `dot`; a multiple of the widest SIMD register.
 const LANES: usize = 32;
 
@@ -20,15 +20,29 @@ const LANES: usize = 32;
 pub fn matmul_f32(x: &[f32], k: usize, w: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
     debug_assert_eq!(x.len(), k * cols);
     debug_assert_eq!(w.len(), rows * cols);
-    debug_assert_eq!(out.len(), k * rows);
     let dot = dot_fn();
+    matmul_by(k, rows, cols, out, |o, r| {
+        dot(&x[r * cols..(r + 1) * cols], &w[o * cols..(o + 1) * cols])
+    });
+}
+
+/// Fills `out` (`[k][rows]`) with `element(o, r)` for every weight row o and input row r,
+/// weight-row-major so a weight row stays in L1 while it meets every input row. Small
+/// products run on the calling thread; large ones split the weight rows over rayon.
+pub fn matmul_by(
+    k: usize,
+    rows: usize,
+    cols: usize,
+    out: &mut [f32],
+    element: impl Fn(usize, usize) -> f32 + Sync,
+) {
+    debug_assert_eq!(out.len(), k * rows);
     let block = |o0: usize, chunk: &mut [f32]| {
         // `chunk` holds outputs o0.. for every input row, laid out [k][chunk_rows].
         let n = chunk.len() / k;
         for o in 0..n {
-            let wrow = &w[(o0 + o) * cols..(o0 + o + 1) * cols];
             for r in 0..k {
-                chunk[r * n + o] = dot(&x[r * cols..(r + 1) * cols], wrow);
+                chunk[r * n + o] = element(o0 + o, r);
             }
         }
     };
@@ -36,8 +50,8 @@ pub fn matmul_f32(x: &[f32], k: usize, w: &[f32], rows: usize, cols: usize, out:
         block(0, out);
         return;
     }
-    // Parallel: split output rows into tiles; each tile computes all k rows into a scratch
-    // buffer, then scatters into `out`'s row-major [k][rows] layout.
+    // Parallel: each tile of weight rows computes all k rows into a scratch buffer, then
+    // scatters into `out`'s row-major [k][rows] layout.
     let threads = rayon::current_num_threads().max(1);
     let tile = rows.div_ceil(threads * 4).max(16);
     let tiles: Vec<(usize, Vec<f32>)> = (0..rows.div_ceil(tile))

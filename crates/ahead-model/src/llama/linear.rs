@@ -5,7 +5,7 @@
 //! candle's f16/bf16 CPU paths are many times slower here, see PERFORMANCE-NOTES.md).
 //! Quantized weights keep their GGML blocks and run through candle's verified block kernels.
 
-use candle_core::quantized::k_quants::{self, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ6K, BlockQ8_0};
+use candle_core::quantized::k_quants::{BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ6K, BlockQ8_0};
 use candle_core::quantized::GgmlType;
 use half::{bf16, f16};
 
@@ -125,15 +125,14 @@ impl Linear {
                 out.len()
             )));
         }
-        let mkn = (k, self.cols, self.rows);
-        let quant = |e: candle_core::Error| ModelError::Input(format!("quantized matmul: {e}"));
+        let (rows, cols) = (self.rows, self.cols);
         match &self.storage {
-            Storage::F32(w) => kernels::matmul_f32(x, k, w, self.rows, self.cols, out),
-            Storage::Q8_0(b) => k_quants::matmul(mkn, x, b, out).map_err(quant)?,
-            Storage::Q4_0(b) => k_quants::matmul(mkn, x, b, out).map_err(quant)?,
-            Storage::Q4K(b) => k_quants::matmul(mkn, x, b, out).map_err(quant)?,
-            Storage::Q5K(b) => k_quants::matmul(mkn, x, b, out).map_err(quant)?,
-            Storage::Q6K(b) => k_quants::matmul(mkn, x, b, out).map_err(quant)?,
+            Storage::F32(w) => kernels::matmul_f32(x, k, w, rows, cols, out),
+            Storage::Q8_0(b) => quantized_matmul(x, k, b, rows, cols, out),
+            Storage::Q4_0(b) => quantized_matmul(x, k, b, rows, cols, out),
+            Storage::Q4K(b) => quantized_matmul(x, k, b, rows, cols, out),
+            Storage::Q5K(b) => quantized_matmul(x, k, b, rows, cols, out),
+            Storage::Q6K(b) => quantized_matmul(x, k, b, rows, cols, out),
         }
         Ok(())
     }
@@ -158,6 +157,34 @@ impl Linear {
         }
         Ok(())
     }
+}
+
+/// Block-quantized weights times f32 activations: each input row is quantized once to the
+/// type's dot-product format (as llama.cpp does), then candle's verified `vec_dot` computes each
+/// element. Our own tiling instead of candle's `matmul`: small products stay on this thread
+/// (candle's spinning pool costs more than they do), and each element is one `vec_dot` whatever
+/// k is, so rows are batch-invariant.
+fn quantized_matmul<T: GgmlType>(
+    x: &[f32],
+    k: usize,
+    blocks: &[T],
+    rows: usize,
+    cols: usize,
+    out: &mut [f32],
+) {
+    let per_row = cols / T::BLCK_SIZE;
+    let per_x = cols / T::VecDotType::BLCK_SIZE;
+    let mut xq = vec![T::VecDotType::zeros(); k * per_x];
+    for (xr, qr) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(per_x)) {
+        T::VecDotType::from_float(xr, qr);
+    }
+    kernels::matmul_by(k, rows, cols, out, |o, r| {
+        T::vec_dot(
+            cols,
+            &blocks[o * per_row..(o + 1) * per_row],
+            &xq[r * per_x..(r + 1) * per_x],
+        )
+    });
 }
 
 fn dequant_row<T: GgmlType>(blocks: &[T], index: usize, cols: usize, out: &mut [f32]) {

@@ -267,7 +267,7 @@ fn malformed_inputs_are_errors() {
     assert!(accept(&tree, &[p.clone(), p.clone()], &mut rng).is_err());
     // Wrong number of target rows, a token outside the vocabulary, a child before its parent.
     let tree = TokenTree::chain(vec![1], vec![DraftDist::OneHot]);
-    assert!(accept(&tree, &[p.clone()], &mut rng).is_err());
+    assert!(accept(&tree, std::slice::from_ref(&p), &mut rng).is_err());
     let tree = TokenTree::chain(vec![99], vec![DraftDist::OneHot]);
     assert!(accept(&tree, &[p.clone(), p.clone()], &mut rng).is_err());
     let tree = TokenTree {

@@ -1,0 +1,212 @@
+//! The step loop: propose -> one verify forward with a tree mask -> exact acceptance -> compact
+//! the cache to the accepted path -> commit tokens one at a time.
+//!
+//! Invariant between steps: `history` is the prompt plus every committed token, and the target
+//! cache holds all of `history` but its last token (the "pending" token, fed at the start of the
+//! next verify forward). Plain decoding is the same loop with empty drafts.
+
+use std::time::Instant;
+
+use ahead_core::sampling::{apply_repetition_penalty, argmax, warp};
+use ahead_core::spec::{accept, Controller, TokenTree};
+use ahead_core::{Distribution, Rng, SamplingParams};
+use ahead_model::{AttentionMask, ForwardInput, KvCache, Model, Tokenizer};
+
+use crate::commit::{Committer, StopRules};
+use crate::error::{EngineError, Result};
+use crate::output::{FinishReason, Generation, Stats};
+use crate::params::GenerateParams;
+use crate::spec::Proposer;
+
+/// What one generation runs with.
+pub(crate) struct Decoder<'a> {
+    pub model: &'a Model,
+    pub tokenizer: &'a Tokenizer,
+    pub proposer: &'a mut dyn Proposer,
+    pub controller: Controller,
+}
+
+/// Counters kept while decoding.
+#[derive(Default)]
+struct Counters {
+    forwards: usize,
+    drafted: usize,
+    accepted: usize,
+}
+
+impl Decoder<'_> {
+    pub fn run(
+        &mut self,
+        prompt_ids: Vec<u32>,
+        params: &GenerateParams,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Generation> {
+        let context = self.model.config().max_seq_len;
+        let n = prompt_ids.len();
+        if n == 0 || n >= context {
+            return Err(EngineError::InvalidRequest(format!(
+                "the prompt has {n} tokens; it must have at least 1 and leave room in the context of {context}"
+            )));
+        }
+        // Prompt plus completion never exceed the context.
+        let max_new = params.max_tokens.min(context - n);
+        let capacity = (n + max_new + self.controller.max_k()).min(context);
+        let mut cache = self.model.new_cache(capacity)?;
+        let rules = StopRules {
+            eos: self.tokenizer.eos_ids().to_vec(),
+            ignore_eos: params.ignore_eos,
+            stop: params.stop.clone(),
+            max_tokens: max_new,
+        };
+        let mut committer = Committer::new(self.tokenizer, &prompt_ids, rules);
+        let mut rng = Rng::new(params.seed);
+        let mut history = prompt_ids.clone();
+        let mut counters = Counters::default();
+
+        let start = Instant::now();
+        if n > 1 {
+            let pos: Vec<usize> = (0..n - 1).collect();
+            self.model
+                .forward(&ForwardInput::causal(&prompt_ids[..n - 1], &pos), &mut cache)?;
+        }
+        let prefill = start.elapsed();
+        while committer.finished().is_none() {
+            let tokens = self.step(
+                &mut cache,
+                &history,
+                &params.sampling,
+                &mut rng,
+                &mut counters,
+                max_new - committer.tokens().len(),
+            )?;
+            let taken = committer.commit(&tokens)?;
+            history.extend_from_slice(&tokens[..taken]);
+            let delta = committer.take_delta();
+            if !delta.is_empty() {
+                on_text(&delta);
+            }
+        }
+        let total = start.elapsed();
+        let decode_s = (total - prefill).as_secs_f64();
+        let generated = committer.tokens().len();
+        let stats = Stats {
+            method: self.proposer.name().into(),
+            target_forwards: counters.forwards,
+            generated_tokens: generated,
+            drafted_tokens: counters.drafted,
+            accepted_tokens: counters.accepted,
+            mean_accepted_length: if counters.forwards > 0 {
+                generated as f64 / counters.forwards as f64
+            } else {
+                0.0
+            },
+            tokens_per_second: if decode_s > 0.0 {
+                generated as f64 / decode_s
+            } else {
+                0.0
+            },
+            elapsed_ms: total.as_secs_f64() * 1e3,
+            prefill_ms: prefill.as_secs_f64() * 1e3,
+        };
+        Ok(Generation {
+            text: committer.text().to_string(),
+            token_ids: committer.tokens().to_vec(),
+            prompt_token_ids: prompt_ids,
+            finish_reason: committer.finished().unwrap_or(FinishReason::Length),
+            stats,
+        })
+    }
+
+    /// One target forward: returns the tokens it yields (accepted drafts and one target token).
+    fn step(
+        &mut self,
+        cache: &mut KvCache,
+        history: &[u32],
+        sampling: &SamplingParams,
+        rng: &mut Rng,
+        counters: &mut Counters,
+        remaining: usize,
+    ) -> Result<Vec<u32>> {
+        let base = cache.len();
+        // Room: the pending token and the drafts must fit the cache and the context, and no
+        // more drafts than tokens still wanted (the last token comes from the target).
+        let room = cache.remaining().saturating_sub(1);
+        let k = self
+            .controller
+            .choose()
+            .min(room)
+            .min(remaining.saturating_sub(1));
+        let mut tree = if k > 0 {
+            self.proposer.propose(history, k, sampling, rng)?
+        } else {
+            TokenTree::empty()
+        };
+        truncate_tree(&mut tree, k);
+        let pending = *history
+            .last()
+            .ok_or_else(|| EngineError::InvalidRequest("empty history".into()))?;
+        let depths = tree.depths();
+        let mut tokens = Vec::with_capacity(tree.len() + 1);
+        tokens.push(pending);
+        tokens.extend_from_slice(&tree.tokens);
+        let mut parents = vec![None];
+        parents.extend(tree.parents.iter().map(|p| Some(p.map_or(0, |p| p + 1))));
+        let mut positions = vec![base];
+        positions.extend(depths.iter().map(|d| base + d));
+        let input = ForwardInput {
+            tokens: &tokens,
+            positions: &positions,
+            mask: AttentionMask::Tree(&parents),
+            want_hidden: false,
+        };
+        let out = self.model.forward(&input, cache)?;
+        counters.forwards += 1;
+        // The target's distribution after every row, with the row's own path as context.
+        let mut rows = Vec::with_capacity(tokens.len());
+        for r in 0..tokens.len() {
+            let mut seen = history.to_vec();
+            if r > 0 {
+                seen.extend(path(&tree, r - 1).iter().map(|&i| tree.tokens[i]));
+            }
+            rows.push(target_distribution(out.row(r), sampling, &seen)?);
+        }
+        let acc = accept(&tree, &rows, rng)?;
+        cache.compact(base + 1, &acc.nodes)?;
+        counters.drafted += tree.len();
+        counters.accepted += acc.nodes.len();
+        self.controller.observe(tree.len(), acc.nodes.len());
+        Ok(acc.tokens)
+    }
+}
+
+/// Keeps at most `k` nodes (a proposer may return more than asked).
+fn truncate_tree(tree: &mut TokenTree, k: usize) {
+    tree.tokens.truncate(k);
+    tree.parents.truncate(k);
+    tree.q.truncate(k);
+}
+
+/// Node indices from the root to `node`.
+fn path(tree: &TokenTree, node: usize) -> Vec<usize> {
+    let mut p = vec![node];
+    while let Some(parent) = p.last().and_then(|&n| tree.parents[n]) {
+        p.push(parent);
+    }
+    p.reverse();
+    p
+}
+
+/// The distribution the target samples from at a row: one-hot at the argmax for greedy.
+fn target_distribution(logits: &[f32], sampling: &SamplingParams, seen: &[u32]) -> Result<Distribution> {
+    if sampling.is_greedy() {
+        let t = if sampling.repetition_penalty == 1.0 {
+            argmax(logits)?
+        } else {
+            let mut l = logits.to_vec();
+            apply_repetition_penalty(&mut l, seen, sampling.repetition_penalty);
+            argmax(&l)?
+        };
+        return Ok(Distribution::one_hot(t, logits.len())?);
+    }
+    Ok(warp(logits, sampling, seen)?)
+}

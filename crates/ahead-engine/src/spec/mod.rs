@@ -1,0 +1,9 @@
+//! Proposers that draft tokens for the target to verify, and the measured costs the controller
+//! needs. The pure parts (trees, acceptance, prompt lookup, controller) live in `ahead_core::spec`.
+
+pub mod cost;
+pub mod draft;
+pub mod proposer;
+
+pub use draft::DraftModel;
+pub use proposer::{NoDraft, PromptLookupProposer, Proposer};

@@ -1,0 +1,57 @@
+//! The `Proposer` trait: drafts a token tree continuing the committed tokens.
+
+use ahead_core::spec::{DraftDist, PromptLookup, TokenTree};
+use ahead_core::{Rng, SamplingParams};
+
+use crate::error::Result;
+
+/// Drafts tokens for one sequence. Owns its state (a draft KV cache, an n-gram index); the
+/// target verifies what it returns with exact acceptance.
+pub trait Proposer {
+    /// The method's name in stats.
+    fn name(&self) -> &'static str;
+
+    /// Up to `k` draft tokens continuing `history` (prompt and committed tokens; the last one
+    /// is not yet in the target's cache). Each node carries the distribution it was drawn from
+    /// after the request's warpers, or one-hot for deterministic drafts.
+    fn propose(
+        &mut self,
+        history: &[u32],
+        k: usize,
+        sampling: &SamplingParams,
+        rng: &mut Rng,
+    ) -> Result<TokenTree>;
+}
+
+/// Plain decoding: never drafts.
+#[derive(Debug, Default)]
+pub struct NoDraft;
+
+impl Proposer for NoDraft {
+    fn name(&self) -> &'static str {
+        "vanilla"
+    }
+
+    fn propose(&mut self, _: &[u32], _: usize, _: &SamplingParams, _: &mut Rng) -> Result<TokenTree> {
+        Ok(TokenTree::empty())
+    }
+}
+
+/// Prompt lookup: copies what followed the last n-gram earlier in the context. One-hot q, so
+/// exact under sampling too.
+#[derive(Debug, Default)]
+pub struct PromptLookupProposer {
+    pub lookup: PromptLookup,
+}
+
+impl Proposer for PromptLookupProposer {
+    fn name(&self) -> &'static str {
+        "prompt-lookup"
+    }
+
+    fn propose(&mut self, history: &[u32], k: usize, _: &SamplingParams, _: &mut Rng) -> Result<TokenTree> {
+        let tokens = self.lookup.propose(history, k);
+        let q = vec![DraftDist::OneHot; tokens.len()];
+        Ok(TokenTree::chain(tokens, q))
+    }
+}

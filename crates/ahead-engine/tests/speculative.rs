@@ -1,0 +1,264 @@
+//! Losslessness of speculative decoding on the real stories260K model: greedy output is
+//! token-identical to plain decoding for every method and draft length, and sampled output
+//! follows the target's distribution (chi-square tests with fixed seeds, alpha = 1e-4).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+
+use ahead_core::sampling::warp;
+use ahead_engine::Method;
+use ahead_model::llama::{Linear, Model};
+use ahead_model::{load, ForwardInput, LoadOptions, ModelSource, TensorDType};
+
+/// The same weights quantized to q8_0: a draft that agrees with the target most of the time.
+fn quantized(model: &Model) -> Model {
+    // Rows of 172 (w2) are not whole q8_0 blocks: those stay f32.
+    let q = |l: &Linear| match l.cols() % 32 {
+        0 => Linear::quantize(&l.to_f32().unwrap(), l.rows(), l.cols(), TensorDType::Q8_0).unwrap(),
+        _ => l.clone(),
+    };
+    let mut w = model.weights().clone();
+    w.embedding = q(&w.embedding);
+    w.lm_head = w.lm_head.as_ref().map(q);
+    for l in &mut w.layers {
+        for m in [
+            &mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w1, &mut l.w2, &mut l.w3,
+        ] {
+            *m = q(m);
+        }
+    }
+    Model::new(model.config().clone(), w).unwrap()
+}
+
+/// stories260K with a q8_0 copy of itself as the draft.
+fn engine_with_draft() -> &'static Engine {
+    static E: OnceLock<Engine> = OnceLock::new();
+    E.get_or_init(|| {
+        let loaded = load(&ModelSource::Default, &LoadOptions::default()).unwrap();
+        let draft = quantized(&loaded.model);
+        Engine::from_loaded(loaded).with_draft(draft)
+    })
+}
+
+/// Prompts from held-out TinyStories text, plus repetitive ones that prompt lookup can copy.
+fn prompts() -> Vec<Prompt> {
+    let mut p: Vec<Prompt> = [
+        "Once upon a time",
+        "Spot saw the shiny car and said,",
+        "Roxy tried to climb the icy hill, but",
+        "The cat sat on the mat. The cat sat on the mat. The cat",
+        "Lily and Ben went to the park. Lily and Ben went to the",
+        "One day, a little boy named Tim",
+    ]
+    .iter()
+    .map(|s| Prompt::from(*s))
+    .collect();
+    p.push(Prompt::Ids(vec![1]));
+    p
+}
+
+fn params(
+    method: Method,
+    num_draft: Option<usize>,
+    sampling: SamplingParams,
+    seed: u64,
+    max_tokens: usize,
+) -> GenerateParams {
+    GenerateParams {
+        max_tokens,
+        sampling,
+        seed,
+        method,
+        num_draft,
+        ignore_eos: true,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn greedy_output_is_token_identical_for_every_method_and_draft_length() {
+    let e = engine_with_draft();
+    for prompt in prompts() {
+        let want = gen(
+            e,
+            &prompt,
+            &params(Method::Vanilla, None, SamplingParams::greedy(), 0, 120),
+        );
+        for method in [Method::Draft, Method::PromptLookup, Method::Auto] {
+            for k in [Some(1), Some(2), Some(4), Some(8), None] {
+                let got = gen(e, &prompt, &params(method, k, SamplingParams::greedy(), 0, 120));
+                assert_eq!(got.token_ids, want.token_ids, "{method:?} k={k:?} {prompt:?}");
+                assert_eq!(got.text, want.text, "{method:?} k={k:?}");
+                let s = &got.stats;
+                assert_eq!(s.generated_tokens, 120);
+                assert!(s.accepted_tokens <= s.drafted_tokens);
+                assert_eq!(
+                    s.generated_tokens,
+                    s.target_forwards + s.accepted_tokens,
+                    "{method:?} k={k:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn greedy_with_stops_eos_and_penalties_matches_plain_decoding() {
+    let e = engine_with_draft();
+    let prompt = Prompt::from("Once upon a time");
+    for stop in [
+        vec![],
+        vec!["park".to_string()],
+        vec!["Lily.".to_string(), "ball".to_string()],
+    ] {
+        for penalty in [1.0, 1.3] {
+            let sampling = SamplingParams {
+                repetition_penalty: penalty,
+                ..SamplingParams::greedy()
+            };
+            let mut p = params(Method::Vanilla, None, sampling, 0, 200);
+            p.stop = stop.clone();
+            p.ignore_eos = false;
+            let want = gen(e, &prompt, &p);
+            for (method, k) in [
+                (Method::Draft, Some(3)),
+                (Method::Draft, Some(8)),
+                (Method::PromptLookup, Some(4)),
+            ] {
+                let got = gen(
+                    e,
+                    &prompt,
+                    &GenerateParams {
+                        method,
+                        num_draft: k,
+                        ..p.clone()
+                    },
+                );
+                assert_eq!(
+                    (got.token_ids, got.text, got.finish_reason),
+                    (want.token_ids.clone(), want.text.clone(), want.finish_reason),
+                    "{method:?} {stop:?} {penalty}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_draft_equal_to_the_target_is_always_accepted() {
+    let loaded = load(&ModelSource::Default, &LoadOptions::default()).unwrap();
+    let same = loaded.model.clone();
+    let e = Engine::from_loaded(loaded).with_draft(same);
+    let out = gen(
+        &e,
+        &Prompt::Ids(vec![1]),
+        &params(Method::Draft, Some(4), SamplingParams::greedy(), 0, 100),
+    );
+    assert_eq!(out.stats.accepted_tokens, out.stats.drafted_tokens);
+    assert!(out.stats.mean_accepted_length > 4.5, "{:?}", out.stats);
+}
+
+/// Chi-square of `counts` against `probs`, pooling cells with expected count < 5.
+fn chi_square_pooled(counts: &[u64], probs: &[f32]) -> (f64, usize) {
+    let n: u64 = counts.iter().sum();
+    let (mut stat, mut cells, mut pool_o, mut pool_e) = (0.0, 0usize, 0.0, 0.0);
+    for (&c, &p) in counts.iter().zip(probs) {
+        let e = n as f64 * p as f64;
+        if p == 0.0 {
+            assert_eq!(c, 0, "a token outside the target's support was emitted");
+        } else if e < 5.0 {
+            pool_o += c as f64;
+            pool_e += e;
+        } else {
+            stat += (c as f64 - e).powi(2) / e;
+            cells += 1;
+        }
+    }
+    if pool_e > 0.0 {
+        stat += (pool_o - pool_e).powi(2) / pool_e;
+        cells += 1;
+    }
+    (stat, cells.saturating_sub(1))
+}
+
+fn critical(dof: usize) -> f64 {
+    let k = dof.max(1) as f64;
+    k * (1.0 - 2.0 / (9.0 * k) + 3.719 * (2.0 / (9.0 * k)).sqrt()).powi(3)
+}
+
+/// The target's warped next-token distribution after `ids`.
+fn target_dist(model: &Model, ids: &[u32], sampling: &SamplingParams) -> ahead_core::Distribution {
+    let mut cache = model.new_cache(ids.len()).unwrap();
+    let pos: Vec<usize> = (0..ids.len()).collect();
+    let out = model
+        .forward(&ForwardInput::causal(ids, &pos), &mut cache)
+        .unwrap();
+    warp(out.last(), sampling, ids).unwrap()
+}
+
+#[test]
+fn sampled_tokens_follow_the_target_distribution_for_every_method_and_warper() {
+    let e = engine_with_draft();
+    let model = e.model();
+    // Repetitive text so that prompt lookup drafts too.
+    let prompt = Prompt::from("The cat sat on the mat. The cat sat on the mat. The cat");
+    let prompt_ids = e.prompt_ids(&prompt).unwrap();
+    let settings = [
+        SamplingParams {
+            temperature: 1.0,
+            ..SamplingParams::greedy()
+        },
+        SamplingParams {
+            temperature: 0.8,
+            top_k: 20,
+            ..SamplingParams::greedy()
+        },
+        SamplingParams {
+            temperature: 1.0,
+            top_p: 0.9,
+            ..SamplingParams::greedy()
+        },
+        SamplingParams {
+            temperature: 1.2,
+            min_p: 0.05,
+            ..SamplingParams::greedy()
+        },
+    ];
+    let n = 4000;
+    for sampling in settings {
+        let p1 = target_dist(model, &prompt_ids, &sampling);
+        for (method, k) in [(Method::Draft, Some(3)), (Method::PromptLookup, Some(3))] {
+            let mut first = vec![0u64; 512];
+            let mut seconds: std::collections::HashMap<u32, Vec<u64>> = Default::default();
+            let mut drafted = 0;
+            for seed in 0..n {
+                let out = gen(e, &prompt, &params(method, k, sampling.clone(), seed, 2));
+                first[out.token_ids[0] as usize] += 1;
+                seconds.entry(out.token_ids[0]).or_insert_with(|| vec![0; 512])[out.token_ids[1] as usize] +=
+                    1;
+                drafted += out.stats.drafted_tokens;
+            }
+            assert!(
+                drafted > 0,
+                "{method:?} never drafted: the test would not test speculation"
+            );
+            let (s, dof) = chi_square_pooled(&first, p1.probs());
+            assert!(
+                s < critical(dof),
+                "{method:?} {sampling:?}: first token chi2 {s}, dof {dof}"
+            );
+            // The second token, given the most frequent first token.
+            let (&t1, counts) = seconds.iter().max_by_key(|(_, c)| c.iter().sum::<u64>()).unwrap();
+            let mut ctx = prompt_ids.clone();
+            ctx.push(t1);
+            let p2 = target_dist(model, &ctx, &sampling);
+            let (s, dof) = chi_square_pooled(counts, p2.probs());
+            assert!(
+                s < critical(dof),
+                "{method:?} {sampling:?}: second token chi2 {s}, dof {dof}"
+            );
+        }
+    }
+}
