@@ -184,9 +184,7 @@ impl Engine {
                 })?;
                 Box::new(DraftModel::new(draft, model.config().vocab_size, capacity)?)
             }
-            Method::PromptLookup => Box::new(PromptLookupProposer {
-                lookup: params.lookup,
-            }),
+            Method::PromptLookup => Box::new(PromptLookupProposer::new(params.lookup)),
             _ => Box::new(NoDraft),
         };
         let controller = match (method, params.num_draft) {

@@ -19,14 +19,20 @@ pub struct Controller {
     idle: usize,
     /// A fixed draft length (`--num-draft`), bypassing the cost model.
     fixed: Option<usize>,
+    /// Plain steps between probes; `probing` is set while a probe's outcome is awaited.
+    probe_interval: usize,
+    probing: bool,
 }
 
 /// Weight of the newest observation in the moving averages.
 const RATE: f64 = 0.15;
 /// Starting acceptance estimate: optimistic, so speculation is tried before it is judged.
 const PRIOR: f64 = 0.7;
-/// After this many plain steps, draft one token to re-measure acceptance.
+/// After this many plain steps, draft one token to re-measure acceptance. The interval doubles
+/// after every failed probe (up to `PROBE_MAX`), so a method that does not pay costs almost
+/// nothing, and returns to the start after a probe that is accepted.
 const PROBE_EVERY: usize = 16;
+const PROBE_MAX: usize = 1024;
 
 impl Controller {
     /// `verify_cost[r]` for r = 1..=max_k+1 (index 0 ignored), `draft_cost` per drafted token.
@@ -38,6 +44,8 @@ impl Controller {
             accept: vec![PRIOR; max_k],
             idle: 0,
             fixed: None,
+            probe_interval: PROBE_EVERY,
+            probing: false,
         }
     }
 
@@ -78,8 +86,9 @@ impl Controller {
             return best;
         }
         self.idle += 1;
-        if self.idle >= PROBE_EVERY && self.max_k() > 0 {
+        if self.idle >= self.probe_interval && self.max_k() > 0 {
             self.idle = 0;
+            self.probing = true;
             return 1;
         }
         0
@@ -87,6 +96,14 @@ impl Controller {
 
     /// Records a step: `accepted` of `drafted` tokens were accepted (a prefix of the chain).
     pub fn observe(&mut self, drafted: usize, accepted: usize) {
+        if self.probing && drafted > 0 {
+            self.probing = false;
+            self.probe_interval = if accepted > 0 {
+                PROBE_EVERY
+            } else {
+                (self.probe_interval * 2).min(PROBE_MAX)
+            };
+        }
         for (i, a) in self.accept.iter_mut().enumerate().take(drafted) {
             if i < accepted {
                 *a += RATE * (1.0 - *a);
@@ -122,6 +139,10 @@ mod tests {
         let picks: Vec<usize> = (0..PROBE_EVERY).map(|_| c.choose()).collect();
         assert!(picks[..PROBE_EVERY - 1].iter().all(|&k| k == 0), "{picks:?}");
         assert_eq!(picks[PROBE_EVERY - 1], 1, "probes after a while");
+        // A failed probe doubles the wait before the next one.
+        c.observe(1, 0);
+        let picks: Vec<usize> = (0..2 * PROBE_EVERY).map(|_| c.choose()).collect();
+        assert_eq!(picks.iter().position(|&k| k == 1), Some(2 * PROBE_EVERY - 1));
     }
 
     #[test]

@@ -42,6 +42,61 @@ impl PromptLookup {
     }
 }
 
+/// Prompt lookup with an incremental index: each step costs O(n) instead of a scan of the
+/// whole context. Between calls the history may only grow (one sequence per index); a shorter
+/// history is taken as a new sequence and resets the index.
+#[derive(Debug, Clone, Default)]
+pub struct IndexedLookup {
+    pub config: PromptLookup,
+    /// For each n-gram size (index n - min_ngram): n-gram -> start of its latest continuation.
+    index: Vec<std::collections::HashMap<Vec<u32>, usize>>,
+    /// Length of the history the index was built from.
+    seen: usize,
+}
+
+impl IndexedLookup {
+    pub fn new(config: PromptLookup) -> Self {
+        Self {
+            config,
+            index: Vec::new(),
+            seen: 0,
+        }
+    }
+
+    /// Same result as [`PromptLookup::propose`].
+    pub fn propose(&mut self, history: &[u32], k: usize) -> Vec<u32> {
+        let (lo, hi) = (self.config.min_ngram.max(1), self.config.max_ngram);
+        if k == 0 || hi < lo {
+            return Vec::new();
+        }
+        if history.len() < self.seen {
+            self.index.clear();
+            self.seen = 0;
+        }
+        self.index.resize_with(hi - lo + 1, Default::default);
+        // Index every n-gram that ends before the last token: continuation start = end + 1.
+        let done = self.seen.saturating_sub(1);
+        for end in done..history.len().saturating_sub(1) {
+            for n in lo..=hi {
+                if end + 1 >= n {
+                    self.index[n - lo].insert(history[end + 1 - n..=end].to_vec(), end + 1);
+                }
+            }
+        }
+        self.seen = history.len();
+        for n in (lo..=hi).rev() {
+            if history.len() <= n {
+                continue;
+            }
+            if let Some(&from) = self.index[n - lo].get(&history[history.len() - n..]) {
+                let to = (from + k).min(history.len());
+                return history[from..to].to_vec();
+            }
+        }
+        Vec::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,5 +116,30 @@ mod tests {
         assert!(l.propose(&[1, 2, 3], 4).is_empty());
         assert!(l.propose(&[1, 1], 0).is_empty());
         assert!(l.propose(&[], 3).is_empty());
+    }
+
+    #[test]
+    fn the_index_agrees_with_the_scan_as_the_history_grows() {
+        let config = PromptLookup {
+            max_ngram: 3,
+            min_ngram: 1,
+        };
+        let mut indexed = IndexedLookup::new(config);
+        let mut state = 7u64;
+        let mut history = Vec::new();
+        for step in 0..400 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            history.push(((state >> 33) % 6) as u32);
+            let k = step % 5;
+            assert_eq!(
+                indexed.propose(&history, k),
+                config.propose(&history, k),
+                "step {step}"
+            );
+        }
+        // A shorter history is another sequence: the index starts again.
+        assert_eq!(indexed.propose(&[4, 5, 4], 2), config.propose(&[4, 5, 4], 2));
     }
 }

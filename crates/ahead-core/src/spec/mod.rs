@@ -8,5 +8,5 @@ pub mod tree;
 
 pub use accept::{accept, Acceptance};
 pub use controller::Controller;
-pub use lookup::PromptLookup;
+pub use lookup::{IndexedLookup, PromptLookup};
 pub use tree::{DraftDist, TokenTree};

@@ -1,6 +1,6 @@
 //! The `Proposer` trait: drafts a token tree continuing the committed tokens.
 
-use ahead_core::spec::{DraftDist, PromptLookup, TokenTree};
+use ahead_core::spec::{DraftDist, IndexedLookup, PromptLookup, TokenTree};
 use ahead_core::{Rng, SamplingParams};
 
 use crate::error::Result;
@@ -41,7 +41,15 @@ impl Proposer for NoDraft {
 /// exact under sampling too.
 #[derive(Debug, Default)]
 pub struct PromptLookupProposer {
-    pub lookup: PromptLookup,
+    lookup: IndexedLookup,
+}
+
+impl PromptLookupProposer {
+    pub fn new(config: PromptLookup) -> Self {
+        Self {
+            lookup: IndexedLookup::new(config),
+        }
+    }
 }
 
 impl Proposer for PromptLookupProposer {
