@@ -11,6 +11,11 @@ use ahead_core::sampling::warp;
 use ahead_engine::Method;
 use ahead_model::llama::{Linear, Model};
 use ahead_model::{load, ForwardInput, LoadOptions, ModelSource, TensorDType};
+use ahead_testutil::{chi_square, chi_square_critical as critical};
+
+fn f64s(p: &[f32]) -> Vec<f64> {
+    p.iter().map(|&v| v as f64).collect()
+}
 
 /// The same weights quantized to q8_0: a draft that agrees with the target most of the time.
 fn quantized(model: &Model) -> Model {
@@ -160,34 +165,6 @@ fn a_draft_equal_to_the_target_is_always_accepted() {
     assert!(out.stats.mean_accepted_length > 4.5, "{:?}", out.stats);
 }
 
-/// Chi-square of `counts` against `probs`, pooling cells with expected count < 5.
-fn chi_square_pooled(counts: &[u64], probs: &[f32]) -> (f64, usize) {
-    let n: u64 = counts.iter().sum();
-    let (mut stat, mut cells, mut pool_o, mut pool_e) = (0.0, 0usize, 0.0, 0.0);
-    for (&c, &p) in counts.iter().zip(probs) {
-        let e = n as f64 * p as f64;
-        if p == 0.0 {
-            assert_eq!(c, 0, "a token outside the target's support was emitted");
-        } else if e < 5.0 {
-            pool_o += c as f64;
-            pool_e += e;
-        } else {
-            stat += (c as f64 - e).powi(2) / e;
-            cells += 1;
-        }
-    }
-    if pool_e > 0.0 {
-        stat += (pool_o - pool_e).powi(2) / pool_e;
-        cells += 1;
-    }
-    (stat, cells.saturating_sub(1))
-}
-
-fn critical(dof: usize) -> f64 {
-    let k = dof.max(1) as f64;
-    k * (1.0 - 2.0 / (9.0 * k) + 3.719 * (2.0 / (9.0 * k)).sqrt()).powi(3)
-}
-
 /// The target's warped next-token distribution after `ids`.
 fn target_dist(model: &Model, ids: &[u32], sampling: &SamplingParams) -> ahead_core::Distribution {
     let mut cache = model.new_cache(ids.len()).unwrap();
@@ -244,7 +221,7 @@ fn sampled_tokens_follow_the_target_distribution_for_every_method_and_warper() {
                 drafted > 0,
                 "{method:?} never drafted: the test would not test speculation"
             );
-            let (s, dof) = chi_square_pooled(&first, p1.probs());
+            let (s, dof) = chi_square(&first, &f64s(p1.probs()));
             assert!(
                 s < critical(dof),
                 "{method:?} {sampling:?}: first token chi2 {s}, dof {dof}"
@@ -254,7 +231,7 @@ fn sampled_tokens_follow_the_target_distribution_for_every_method_and_warper() {
             let mut ctx = prompt_ids.clone();
             ctx.push(t1);
             let p2 = target_dist(model, &ctx, &sampling);
-            let (s, dof) = chi_square_pooled(counts, p2.probs());
+            let (s, dof) = chi_square(counts, &f64s(p2.probs()));
             assert!(
                 s < critical(dof),
                 "{method:?} {sampling:?}: second token chi2 {s}, dof {dof}"

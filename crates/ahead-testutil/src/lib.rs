@@ -54,3 +54,38 @@ pub fn argmax(x: &[f32]) -> usize {
     }
     best
 }
+
+/// Pearson's chi-square of observed `counts` against probabilities `probs`: returns the
+/// statistic and its degrees of freedom. Cells expected fewer than 5 times are pooled into one,
+/// and a count on a zero-probability cell panics (a token outside the support).
+pub fn chi_square(counts: &[u64], probs: &[f64]) -> (f64, usize) {
+    assert_eq!(counts.len(), probs.len(), "chi_square: lengths differ");
+    let n: u64 = counts.iter().sum();
+    let (mut stat, mut cells, mut pool_o, mut pool_e) = (0.0, 0usize, 0.0, 0.0);
+    for (i, (&c, &p)) in counts.iter().zip(probs).enumerate() {
+        let e = n as f64 * p;
+        if p <= 0.0 {
+            assert_eq!(c, 0, "outcome {i} has probability 0 but was observed {c} times");
+        } else if e < 5.0 {
+            pool_o += c as f64;
+            pool_e += e;
+        } else {
+            stat += (c as f64 - e).powi(2) / e;
+            cells += 1;
+        }
+    }
+    if pool_e > 0.0 {
+        stat += (pool_o - pool_e).powi(2) / pool_e;
+        cells += 1;
+    }
+    (stat, cells.saturating_sub(1))
+}
+
+/// The chi-square critical value for `dof` degrees of freedom at alpha = 1e-4 (Wilson-Hilferty
+/// approximation, within 2% of the exact quantile for dof >= 3). Tests use fixed seeds, so a
+/// pass or a fail is deterministic.
+pub fn chi_square_critical(dof: usize) -> f64 {
+    let k = dof.max(1) as f64;
+    let z = 3.719; // standard normal quantile of 1 - 1e-4
+    k * (1.0 - 2.0 / (9.0 * k) + z * (2.0 / (9.0 * k)).sqrt()).powi(3)
+}

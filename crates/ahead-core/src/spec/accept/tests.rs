@@ -3,31 +3,9 @@
 
 use super::*;
 use crate::sampling::{warp, SamplingParams};
+use ahead_testutil::{chi_square, chi_square_critical as critical};
 
 const V: usize = 8;
-
-/// Chi-square critical value for `dof` degrees of freedom at alpha 1e-4 (Wilson-Hilferty).
-fn critical(dof: usize) -> f64 {
-    let k = dof as f64;
-    let z = 3.719; // standard normal quantile of 1 - 1e-4
-    k * (1.0 - 2.0 / (9.0 * k) + z * (2.0 / (9.0 * k)).sqrt()).powi(3)
-}
-
-fn chi_square(counts: &[u64], probs: &[f64]) -> (f64, usize) {
-    let n: u64 = counts.iter().sum();
-    let mut stat = 0.0;
-    let mut cells = 0;
-    for (&c, &p) in counts.iter().zip(probs) {
-        if p > 0.0 {
-            let e = n as f64 * p;
-            stat += (c as f64 - e).powi(2) / e;
-            cells += 1;
-        } else {
-            assert_eq!(c, 0, "a token outside the target's support was emitted");
-        }
-    }
-    (stat, cells - 1)
-}
 
 fn dist(w: &[f32]) -> Distribution {
     Distribution::from_weights(w.to_vec()).unwrap()
