@@ -239,3 +239,35 @@ fn sampled_tokens_follow_the_target_distribution_for_every_method_and_warper() {
         }
     }
 }
+
+/// Invariant I8 for the draft: after any pattern of acceptance, the draft's cache is rolled back
+/// so that its next distribution equals a fresh prefill of the committed tokens.
+#[test]
+fn the_draft_cache_after_rollback_equals_a_fresh_prefill() {
+    use ahead_core::spec::DraftDist;
+    use ahead_core::Rng;
+    use ahead_engine::spec::{DraftModel, Proposer};
+    use std::sync::Arc;
+
+    let loaded = load(&ModelSource::Default, &LoadOptions::default()).unwrap();
+    let model = Arc::new(loaded.model);
+    let sampling = SamplingParams {
+        temperature: 1.0,
+        ..SamplingParams::greedy()
+    };
+    let mut draft = DraftModel::new(model.clone(), 512, 128).unwrap();
+    let mut rng = Rng::new(4);
+    let mut history = vec![1u32, 403, 407, 261];
+    for (step, accepted) in [0usize, 4, 2, 1, 3, 0, 4].into_iter().enumerate() {
+        let tree = draft.propose(&history, 4, &sampling, &mut rng).unwrap();
+        assert_eq!(tree.len(), 4);
+        let DraftDist::Sampled(q) = &tree.q[0] else {
+            panic!("sampling drafts carry their q")
+        };
+        let fresh = target_dist(&model, &history, &sampling);
+        assert_eq!(q.probs(), fresh.probs(), "step {step}: draft cache out of sync");
+        // Commit `accepted` drafts and one correction token, as a verify step would.
+        history.extend_from_slice(&tree.tokens[..accepted]);
+        history.push(100 + step as u32);
+    }
+}
