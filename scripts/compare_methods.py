@@ -12,7 +12,7 @@ import sys
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--ahead", default="target/release/ahead")
-parser.add_argument("--corpus", default="tests/fixtures/../../../shared/fixtures/corpus/tinystories_valid_head.txt")
+parser.add_argument("--corpus", default="../shared/fixtures/corpus/tinystories_valid_head.txt")
 parser.add_argument("--prompts", type=int, default=12)
 parser.add_argument("--max-tokens", type=int, default=200)
 parser.add_argument("--draft", default="tests/fixtures/stories260K/stories260K.bin")
@@ -21,7 +21,8 @@ args = parser.parse_args()
 text = open(args.corpus, encoding="utf-8").read()
 # Held-out story openings: the first sentence of stories from the second half of the file.
 stories = [s.strip() for s in text[len(text) // 2:].split("\n\n") if len(s.strip()) > 80]
-prompts = [s.split(". ")[0] + "." for s in stories[: args.prompts]]
+# At most 300 characters: code tokenizes into many byte tokens and the context is 512.
+prompts = [(s.split(". ")[0] + ".")[:300] for s in stories[: args.prompts]]
 
 methods = {
     "vanilla": ["--method", "vanilla"],

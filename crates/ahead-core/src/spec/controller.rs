@@ -22,6 +22,9 @@ pub struct Controller {
     /// Plain steps between probes; `probing` is set while a probe's outcome is awaited.
     probe_interval: usize,
     probing: bool,
+    /// Longest draft allowed now: starts at 1, doubles after a fully accepted draft, halves
+    /// after a fully rejected one (slow start), so learning a poor acceptance costs little.
+    ramp: usize,
 }
 
 /// Weight of the newest observation in the moving averages.
@@ -46,6 +49,7 @@ impl Controller {
             fixed: None,
             probe_interval: PROBE_EVERY,
             probing: false,
+            ramp: 1,
         }
     }
 
@@ -83,7 +87,7 @@ impl Controller {
             .unwrap_or(0);
         if best > 0 {
             self.idle = 0;
-            return best;
+            return best.min(self.ramp);
         }
         self.idle += 1;
         if self.idle >= self.probe_interval && self.max_k() > 0 {
@@ -96,6 +100,11 @@ impl Controller {
 
     /// Records a step: `accepted` of `drafted` tokens were accepted (a prefix of the chain).
     pub fn observe(&mut self, drafted: usize, accepted: usize) {
+        if drafted > 0 && accepted == drafted {
+            self.ramp = (self.ramp * 2).min(self.max_k().max(1));
+        } else if drafted > 0 && accepted == 0 {
+            self.ramp = (self.ramp / 2).max(1);
+        }
         if self.probing && drafted > 0 {
             self.probing = false;
             self.probe_interval = if accepted > 0 {
@@ -122,10 +131,14 @@ mod tests {
     #[test]
     fn drafts_long_when_verification_is_cheap_and_acceptance_high() {
         let mut c = Controller::new(vec![0.0, 1.0, 1.05, 1.1, 1.15, 1.2], 0.02);
+        assert_eq!(c.choose(), 1, "starts small");
         for _ in 0..50 {
             c.observe(4, 4);
         }
         assert_eq!(c.choose(), 4);
+        // A fully rejected draft halves the allowed length.
+        c.observe(4, 0);
+        assert_eq!(c.choose(), 2);
     }
 
     #[test]
