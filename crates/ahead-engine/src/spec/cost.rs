@@ -10,7 +10,9 @@ use crate::error::Result;
 /// Context length the measurement runs at (attention cost included, as in real steps).
 const CONTEXT: usize = 32;
 /// Repetitions per width; the minimum is kept (the machine is shared and noisy).
-const REPEATS: usize = 5;
+const REPEATS: usize = 3;
+/// Widths measured; the others are interpolated (a forward of a large model takes long).
+const MEASURED: [usize; 5] = [1, 2, 3, 5, 9];
 
 /// Seconds of one forward of `rows` rows after a `CONTEXT`-token prefix, best of `REPEATS`.
 fn forward_seconds(model: &Model, rows: usize) -> Result<f64> {
@@ -35,17 +37,66 @@ fn forward_seconds(model: &Model, rows: usize) -> Result<f64> {
     Ok(best)
 }
 
-/// `T(r) / T(1)` for r = 1..=max_rows (index 0 is 0).
+/// `T(r) / T(1)` for r = 1..=max_rows (index 0 is 0): widths in `MEASURED` (and `max_rows`)
+/// are timed, the rest interpolated linearly between them.
 pub fn verify_cost_curve(model: &Model, max_rows: usize) -> Result<Vec<f64>> {
     let one = forward_seconds(model, 1)?.max(1e-9);
-    let mut curve = vec![0.0, 1.0];
-    for r in 2..=max_rows {
-        curve.push(forward_seconds(model, r)? / one);
+    let mut points = vec![(1usize, 1.0f64)];
+    for r in MEASURED
+        .into_iter()
+        .skip(1)
+        .filter(|&r| r < max_rows)
+        .chain([max_rows])
+        .filter(|&r| r > 1)
+    {
+        points.push((r, forward_seconds(model, r)? / one));
     }
+    let mut curve = vec![0.0; max_rows.max(1) + 1];
+    for w in points.windows(2) {
+        let ((r0, c0), (r1, c1)) = (w[0], w[1]);
+        for (r, slot) in curve.iter_mut().enumerate().take(r1 + 1).skip(r0) {
+            *slot = c0 + (c1 - c0) * (r - r0) as f64 / (r1 - r0) as f64;
+        }
+    }
+    curve[1] = 1.0;
     Ok(curve)
 }
 
 /// Seconds of a 1-row forward of `model` (to compare a draft with its target).
 pub fn step_seconds(model: &Model) -> Result<f64> {
     forward_seconds(model, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ahead_model::llama::synthetic::random_model;
+    use ahead_model::llama::{Architecture, LlamaConfig, RopeStyle};
+    use ahead_model::TensorDType;
+
+    #[test]
+    fn the_curve_starts_at_one_and_covers_every_width() {
+        let cfg = LlamaConfig {
+            architecture: Architecture::Llama,
+            dim: 64,
+            hidden_dim: 128,
+            n_layers: 1,
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 16,
+            vocab_size: 100,
+            max_seq_len: 64,
+            rope_theta: 10000.0,
+            rope_style: RopeStyle::Half,
+            llama3_scaling: None,
+            rope_freq_factors: None,
+            rms_eps: 1e-5,
+            sliding_window: None,
+        };
+        let model = random_model(&cfg, TensorDType::F32, 1).unwrap();
+        let curve = verify_cost_curve(&model, 9).unwrap();
+        assert_eq!(curve.len(), 10);
+        assert_eq!(curve[1], 1.0);
+        assert!(curve[2..].iter().all(|c| c.is_finite() && *c > 0.0), "{curve:?}");
+    }
 }
