@@ -163,10 +163,15 @@ impl Decoder<'_> {
         counters.forwards += 1;
         // The target's distribution after every row, with the row's own path as context.
         let mut rows = Vec::with_capacity(tokens.len());
+        // Only the repetition penalty reads the context: skip copying it otherwise (per token).
+        let needs_context = sampling.repetition_penalty != 1.0;
         for r in 0..tokens.len() {
-            let mut seen = history.to_vec();
-            if r > 0 {
-                seen.extend(path(&tree, r - 1).iter().map(|&i| tree.tokens[i]));
+            let mut seen = Vec::new();
+            if needs_context {
+                seen.extend_from_slice(history);
+                if r > 0 {
+                    seen.extend(path(&tree, r - 1).iter().map(|&i| tree.tokens[i]));
+                }
             }
             rows.push(target_distribution(out.row(r), sampling, &seen)?);
         }

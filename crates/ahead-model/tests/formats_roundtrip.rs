@@ -10,30 +10,18 @@ use std::path::Path;
 
 use ahead_model::format::gguf::parse_gguf;
 use ahead_model::format::gguf_write::GgufWriter;
-use ahead_model::llama::synthetic::random_model;
-use ahead_model::llama::{Architecture, ForwardInput, LlamaConfig, Model, ModelWeights, RopeStyle};
+use ahead_model::llama::synthetic::{random_model, tiny_config};
+use ahead_model::llama::{Architecture, ForwardInput, LlamaConfig, Model, ModelWeights};
 use ahead_model::{load, LoadOptions, ModelSource, TensorDType};
 use ahead_testutil::{argmax, assert_close, fixture, F32};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
 fn config(architecture: Architecture) -> LlamaConfig {
+    // The stories260K tokenizers' vocabulary, reused by every format.
     LlamaConfig {
-        architecture,
-        dim: 64,
-        hidden_dim: 96,
-        n_layers: 2,
-        n_heads: 4,
-        n_kv_heads: 2,
-        head_dim: 16,
-        vocab_size: 512, // the stories260K tokenizers' vocabulary, reused by every format
-        max_seq_len: 64,
-        rope_theta: 10000.0,
-        rope_style: RopeStyle::Half,
-        llama3_scaling: None,
-        rope_freq_factors: None,
-        rms_eps: 1e-5,
         sliding_window: (architecture == Architecture::Mistral).then_some(8),
+        ..tiny_config(architecture, 512)
     }
 }
 

@@ -2,29 +2,16 @@
 //! mask equals separate chains, and truncate/compact leave the cache as a fresh prefill would.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ahead_model::llama::synthetic::random_model;
-use ahead_model::llama::{Architecture, AttentionMask, ForwardInput, LlamaConfig, Model, RopeStyle};
+use ahead_model::llama::synthetic::{random_model, tiny_config};
+use ahead_model::llama::{Architecture, AttentionMask, ForwardInput, LlamaConfig, Model};
 use ahead_model::{KvCache, TensorDType};
 use ahead_testutil::{argmax, assert_close, Tolerance, F32, QUANTIZED};
 
 fn config(architecture: Architecture) -> LlamaConfig {
+    // A window shorter than the test sequences, so the sliding mask is exercised.
     LlamaConfig {
-        architecture,
-        dim: 64,
-        hidden_dim: 96,
-        n_layers: 2,
-        n_heads: 4,
-        n_kv_heads: 2,
-        head_dim: 16,
-        vocab_size: 300,
-        max_seq_len: 64,
-        rope_theta: 10000.0,
-        rope_style: RopeStyle::Half,
-        llama3_scaling: None,
-        rope_freq_factors: None,
-        rms_eps: 1e-5,
-        // A window shorter than the test sequences, so the sliding mask is exercised.
         sliding_window: (architecture == Architecture::Mistral).then_some(6),
+        ..tiny_config(architecture, 300)
     }
 }
 

@@ -70,29 +70,13 @@ pub fn step_seconds(model: &Model) -> Result<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ahead_model::llama::synthetic::random_model;
-    use ahead_model::llama::{Architecture, LlamaConfig, RopeStyle};
+    use ahead_model::llama::synthetic::{random_model, tiny_config};
+    use ahead_model::llama::Architecture;
     use ahead_model::TensorDType;
 
     #[test]
     fn the_curve_starts_at_one_and_covers_every_width() {
-        let cfg = LlamaConfig {
-            architecture: Architecture::Llama,
-            dim: 64,
-            hidden_dim: 128,
-            n_layers: 1,
-            n_heads: 4,
-            n_kv_heads: 2,
-            head_dim: 16,
-            vocab_size: 100,
-            max_seq_len: 64,
-            rope_theta: 10000.0,
-            rope_style: RopeStyle::Half,
-            llama3_scaling: None,
-            rope_freq_factors: None,
-            rms_eps: 1e-5,
-            sliding_window: None,
-        };
+        let cfg = tiny_config(Architecture::Llama, 100);
         let model = random_model(&cfg, TensorDType::F32, 1).unwrap();
         let curve = verify_cost_curve(&model, 9).unwrap();
         assert_eq!(curve.len(), 10);

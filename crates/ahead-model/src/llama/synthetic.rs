@@ -28,6 +28,27 @@ pub fn tinyllama_config() -> LlamaConfig {
     }
 }
 
+/// A tiny model shape for tests: 2 layers, dim 64, 4 query / 2 key-value heads of 16.
+pub fn tiny_config(architecture: Architecture, vocab_size: usize) -> LlamaConfig {
+    LlamaConfig {
+        architecture,
+        dim: 64,
+        hidden_dim: 96,
+        n_layers: 2,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 16,
+        vocab_size,
+        max_seq_len: 64,
+        rope_theta: 10000.0,
+        rope_style: RopeStyle::Half,
+        llama3_scaling: None,
+        rope_freq_factors: None,
+        rms_eps: 1e-5,
+        sliding_window: None,
+    }
+}
+
 /// A deterministic stream of values in [-scale, scale).
 struct Values {
     state: u64,
