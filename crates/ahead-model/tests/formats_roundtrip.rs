@@ -68,21 +68,6 @@ fn reference(arch: Architecture) -> Model {
 /// Named tensors as (row-major shape, f32 values), in the given naming scheme.
 type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
 
-/// Rows of a q or k projection reordered from rotate-half to interleaved-pair layout.
-fn interleave(values: &[f32], heads: usize, hd: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; values.len()];
-    for h in 0..heads {
-        for i in 0..hd / 2 {
-            for s in 0..2 {
-                let src = h * hd + s * hd / 2 + i;
-                let dst = h * hd + 2 * i + s;
-                out[dst * cols..(dst + 1) * cols].copy_from_slice(&values[src * cols..(src + 1) * cols]);
-            }
-        }
-    }
-    out
-}
-
 fn tensors(w: &ModelWeights, cfg: &LlamaConfig, gguf: bool, interleaved: bool) -> Tensors {
     let mat = |l: &ahead_model::llama::Linear| (vec![l.rows(), l.cols()], l.to_f32().unwrap());
     let mut out: Tensors = Vec::new();
@@ -138,8 +123,8 @@ fn tensors(w: &ModelWeights, cfg: &LlamaConfig, gguf: bool, interleaved: bool) -
         };
         let (mut q, mut k) = (mat(&l.wq), mat(&l.wk));
         if interleaved {
-            q.1 = interleave(&q.1, cfg.n_heads, cfg.head_dim, cfg.dim);
-            k.1 = interleave(&k.1, cfg.n_kv_heads, cfg.head_dim, cfg.dim);
+            q.1 = ahead_model::format::llama2c_write::interleave(&q.1, cfg.n_heads, cfg.head_dim, cfg.dim);
+            k.1 = ahead_model::format::llama2c_write::interleave(&k.1, cfg.n_kv_heads, cfg.head_dim, cfg.dim);
         }
         push(n(0), (vec![cfg.dim], l.attn_norm.clone()));
         push(n(1), q);
@@ -282,50 +267,7 @@ fn write_hf(model: &Model, dir: &Path, dtype: TensorDType, shards: usize) {
 }
 
 fn write_llama2c(model: &Model, dir: &Path) {
-    let cfg = model.config();
-    let w = model.weights();
-    let mut out: Vec<u8> = Vec::new();
-    let shared = w.lm_head.is_none();
-    let vocab = if shared {
-        cfg.vocab_size as i32
-    } else {
-        -(cfg.vocab_size as i32)
-    };
-    for v in [
-        cfg.dim as i32,
-        cfg.hidden_dim as i32,
-        cfg.n_layers as i32,
-        cfg.n_heads as i32,
-        cfg.n_kv_heads as i32,
-        vocab,
-        cfg.max_seq_len as i32,
-    ] {
-        out.extend(v.to_le_bytes());
-    }
-    let mut f = |v: &[f32]| out.extend(v.iter().flat_map(|x| x.to_le_bytes()));
-    f(&w.embedding.to_f32().unwrap());
-    let hd = cfg.head_dim;
-    for part in 0..9 {
-        for l in &w.layers {
-            match part {
-                0 => f(&l.attn_norm),
-                1 => f(&interleave(&l.wq.to_f32().unwrap(), cfg.n_heads, hd, cfg.dim)),
-                2 => f(&interleave(&l.wk.to_f32().unwrap(), cfg.n_kv_heads, hd, cfg.dim)),
-                3 => f(&l.wv.to_f32().unwrap()),
-                4 => f(&l.wo.to_f32().unwrap()),
-                5 => f(&l.ffn_norm),
-                6 => f(&l.w1.to_f32().unwrap()),
-                7 => f(&l.w2.to_f32().unwrap()),
-                _ => f(&l.w3.to_f32().unwrap()),
-            }
-        }
-    }
-    f(&w.norm);
-    f(&vec![0.0; cfg.max_seq_len * hd]); // freq_cis real and imaginary halves, unused
-    if let Some(h) = &w.lm_head {
-        f(&h.to_f32().unwrap());
-    }
-    std::fs::write(dir.join("model.bin"), out).unwrap();
+    ahead_model::format::llama2c_write::write_llama2c(model, &dir.join("model.bin")).unwrap();
     std::fs::copy(fixture("stories260K/tok512.bin"), dir.join("tok512.bin")).unwrap();
 }
 

@@ -2,4 +2,5 @@
 
 pub mod gguf;
 pub mod gguf_write;
+pub mod llama2c_write;
 pub mod safetensors;

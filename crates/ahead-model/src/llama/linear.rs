@@ -10,13 +10,14 @@ use candle_core::quantized::GgmlType;
 use half::{bf16, f16};
 
 use super::kernels;
+use super::packed::PackedF32;
 use crate::error::{ModelError, Result};
 use crate::tensor::{RawTensor, TensorDType};
 
 /// Weight storage.
 #[derive(Debug, Clone)]
 enum Storage {
-    F32(Vec<f32>),
+    F32(PackedF32),
     Q8_0(Vec<BlockQ8_0>),
     Q4_0(Vec<BlockQ4_0>),
     Q4K(Vec<BlockQ4K>),
@@ -44,7 +45,7 @@ impl Linear {
             });
         }
         Ok(Self {
-            storage: Storage::F32(values),
+            storage: Storage::F32(PackedF32::new(&values, rows, cols)),
             rows,
             cols,
             dtype: TensorDType::F32,
@@ -62,7 +63,9 @@ impl Linear {
         };
         raw.validate("weights", name)?;
         let storage = match raw.dtype {
-            TensorDType::F32 | TensorDType::F16 | TensorDType::BF16 => Storage::F32(to_f32(raw)),
+            TensorDType::F32 | TensorDType::F16 | TensorDType::BF16 => {
+                Storage::F32(PackedF32::new(&to_f32(raw), rows, cols))
+            }
             q => {
                 if !cols.is_multiple_of(q.block_size()) {
                     return Err(ModelError::format(
@@ -105,7 +108,7 @@ impl Linear {
     /// Bytes the weights occupy in memory.
     pub fn bytes(&self) -> usize {
         match &self.storage {
-            Storage::F32(v) => v.len() * 4,
+            Storage::F32(w) => w.bytes(),
             Storage::Q8_0(b) => std::mem::size_of_val(&b[..]),
             Storage::Q4_0(b) => std::mem::size_of_val(&b[..]),
             Storage::Q4K(b) => std::mem::size_of_val(&b[..]),
@@ -127,7 +130,7 @@ impl Linear {
         }
         let (rows, cols) = (self.rows, self.cols);
         match &self.storage {
-            Storage::F32(w) => kernels::matmul_f32(x, k, w, rows, cols, out),
+            Storage::F32(w) => w.matmul(x, k, out),
             Storage::Q8_0(b) => quantized_matmul(x, k, b, rows, cols, out),
             Storage::Q4_0(b) => quantized_matmul(x, k, b, rows, cols, out),
             Storage::Q4K(b) => quantized_matmul(x, k, b, rows, cols, out),
@@ -148,7 +151,7 @@ impl Linear {
         }
         let c = self.cols;
         match &self.storage {
-            Storage::F32(w) => out.copy_from_slice(&w[index * c..(index + 1) * c]),
+            Storage::F32(w) => w.row(index, out),
             Storage::Q8_0(b) => dequant_row(b, index, c, out),
             Storage::Q4_0(b) => dequant_row(b, index, c, out),
             Storage::Q4K(b) => dequant_row(b, index, c, out),
@@ -248,7 +251,9 @@ impl Linear {
             });
         }
         let storage = match dtype {
-            TensorDType::F32 | TensorDType::F16 | TensorDType::BF16 => Storage::F32(values.to_vec()),
+            TensorDType::F32 | TensorDType::F16 | TensorDType::BF16 => {
+                Storage::F32(PackedF32::new(values, rows, cols))
+            }
             TensorDType::Q8_0 => Storage::Q8_0(q(values)),
             TensorDType::Q4_0 => Storage::Q4_0(q(values)),
             TensorDType::Q4K => Storage::Q4K(q(values)),

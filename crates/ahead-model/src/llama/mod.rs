@@ -6,6 +6,7 @@ pub mod kernels;
 pub mod kv_cache;
 pub mod linear;
 pub mod model;
+pub mod packed;
 pub mod rope;
 pub mod synthetic;
 

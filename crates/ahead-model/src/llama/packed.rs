@@ -1,0 +1,360 @@
+//! f32 weights packed in panels of 16 output rows, and the product kernel that reads them.
+//!
+//! Layout: panel p holds weight rows 16p..16p+16 interleaved by column, `[cols][16]`, so one
+//! 64-byte load gives column i of 16 outputs. The kernel broadcasts `x[r][i]` and does one fused
+//! multiply-add per (row, panel, column) with no horizontal sums. Why: on models whose weights
+//! sit in cache (stories260K) the old one-dot-per-output kernel spent most of its time on call
+//! and reduction overhead; this one runs near the FMA throughput, and a k-row verify shares each
+//! panel load between rows.
+//!
+//! Batch invariance: every output is one chain `acc = fma(x[i], w[i], acc)` over i = 0..cols
+//! from zero, whatever other outputs are computed beside it, so row r of a k-row product is
+//! bit-identical to a 1-row product. Several (panel, row) chains are interleaved only for
+//! instruction-level parallelism.
+
+use rayon::prelude::*;
+
+/// Outputs per panel: one AVX-512 register of f32.
+pub const PANEL: usize = 16;
+/// Multiply-accumulates below which a product runs on the calling thread (a thread-pool round
+/// trip costs more; see PERFORMANCE-NOTES.md).
+const PARALLEL_MIN_MACS: usize = 1 << 20;
+
+/// A `[rows, cols]` f32 matrix in panel layout (rows padded with zeros to a multiple of 16).
+#[derive(Debug, Clone)]
+pub struct PackedF32 {
+    panels: Vec<f32>,
+    rows: usize,
+    cols: usize,
+}
+
+impl PackedF32 {
+    /// Packs a row-major `[rows, cols]` matrix. `values.len()` must be `rows * cols`.
+    pub fn new(values: &[f32], rows: usize, cols: usize) -> Self {
+        debug_assert_eq!(values.len(), rows * cols);
+        let n_panels = rows.div_ceil(PANEL);
+        let mut panels = vec![0f32; n_panels * cols * PANEL];
+        for (o, row) in values.chunks_exact(cols.max(1)).enumerate().take(rows) {
+            let (p, lane) = (o / PANEL, o % PANEL);
+            let panel = &mut panels[p * cols * PANEL..(p + 1) * cols * PANEL];
+            for (i, &v) in row.iter().enumerate() {
+                panel[i * PANEL + lane] = v;
+            }
+        }
+        Self { panels, rows, cols }
+    }
+
+    /// Bytes of real weights (padding excluded).
+    pub fn bytes(&self) -> usize {
+        self.rows * self.cols * 4
+    }
+
+    /// Weight row `o` into `out` (`cols` values).
+    pub fn row(&self, o: usize, out: &mut [f32]) {
+        let (p, lane) = (o / PANEL, o % PANEL);
+        let panel = &self.panels[p * self.cols * PANEL..];
+        for (i, v) in out.iter_mut().enumerate() {
+            *v = panel[i * PANEL + lane];
+        }
+    }
+
+    /// `out[r][o] = x[r] . w[o]` for `k` rows (`x`: `[k, cols]`, `out`: `[k, rows]`).
+    pub fn matmul(&self, x: &[f32], k: usize, out: &mut [f32]) {
+        debug_assert_eq!(x.len(), k * self.cols);
+        debug_assert_eq!(out.len(), k * self.rows);
+        let n_panels = self.rows.div_ceil(PANEL);
+        let kernel = kernel_fn();
+        if k * self.rows * self.cols < PARALLEL_MIN_MACS {
+            let mut buf = vec![0f32; k * n_panels * PANEL];
+            kernel(self, x, k, 0, n_panels, &mut buf);
+            scatter(&buf, k, 0, n_panels * PANEL, self.rows, out);
+            return;
+        }
+        let threads = rayon::current_num_threads().max(1);
+        let tile = n_panels.div_ceil(threads * 4).max(1);
+        let tiles: Vec<(usize, Vec<f32>)> = (0..n_panels.div_ceil(tile))
+            .into_par_iter()
+            .map(|t| {
+                let p0 = t * tile;
+                let n = tile.min(n_panels - p0);
+                let mut buf = vec![0f32; k * n * PANEL];
+                kernel(self, x, k, p0, n, &mut buf);
+                (p0, buf)
+            })
+            .collect();
+        for (p0, buf) in tiles {
+            let width = buf.len() / k;
+            scatter(&buf, k, p0 * PANEL, width, self.rows, out);
+        }
+    }
+}
+
+/// Copies `buf` (`[k][width]`, outputs from `o0`) into `out` (`[k][rows]`), dropping padding.
+fn scatter(buf: &[f32], k: usize, o0: usize, width: usize, rows: usize, out: &mut [f32]) {
+    let n = width.min(rows.saturating_sub(o0));
+    for r in 0..k {
+        out[r * rows + o0..r * rows + o0 + n].copy_from_slice(&buf[r * width..r * width + n]);
+    }
+}
+
+/// Computes panels `p0..p0+n` for all k rows into `buf` (`[k][n * 16]`).
+type KernelFn = fn(&PackedF32, &[f32], usize, usize, usize, &mut [f32]);
+
+/// The kernel for this CPU, chosen once. The FMA variants give identical results (one fused
+/// chain per output lane); the portable one rounds the product separately.
+fn kernel_fn() -> KernelFn {
+    static CHOSEN: std::sync::OnceLock<KernelFn> = std::sync::OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                return x86::kernel_avx512;
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return x86::kernel_avx2;
+            }
+        }
+        kernel_portable
+    })
+}
+
+/// One instruction set's micro-kernel: `P` panels by `R` rows, one accumulator per (row, panel).
+trait Tile {
+    /// # Safety
+    /// The CPU supports the instruction set; `x` holds rows `r0..r0+R` of `cols` values and
+    /// panels `p..p+P` exist; `buf` is `[k][width]` with room for them.
+    unsafe fn tile<const P: usize, const R: usize>(t: &TileArgs<'_>, p: usize);
+}
+
+/// What every micro-kernel call of one block shares.
+struct TileArgs<'a> {
+    w: &'a PackedF32,
+    x: &'a [f32],
+    r0: usize,
+    p0: usize,
+    buf: *mut f32,
+    width: usize,
+}
+
+/// Walks rows in blocks of up to 4 and panels in groups sized so that about eight
+/// accumulator chains are in flight (enough to hide the FMA latency).
+///
+/// # Safety
+/// `T`'s instruction set is available.
+#[inline(always)]
+unsafe fn panels<T: Tile>(w: &PackedF32, x: &[f32], k: usize, p0: usize, n: usize, buf: &mut [f32]) {
+    let width = buf.len() / k;
+    debug_assert!(width >= n * PANEL && x.len() >= k * w.cols && (p0 + n) * w.cols * PANEL <= w.panels.len());
+    let mut r0 = 0;
+    while r0 < k {
+        let rows = (k - r0).min(4);
+        let args = TileArgs {
+            w,
+            x,
+            r0,
+            p0,
+            buf: buf.as_mut_ptr(),
+            width,
+        };
+        // SAFETY: the bounds above hold for every (panel, row) block visited.
+        unsafe {
+            match rows {
+                1 => row_block::<T, 8, 1>(&args, n),
+                2 => row_block::<T, 4, 2>(&args, n),
+                3 => row_block::<T, 2, 3>(&args, n),
+                _ => row_block::<T, 2, 4>(&args, n),
+            }
+        }
+        r0 += rows;
+    }
+}
+
+/// Panels `0..n` of a block, `P` at a time, then one at a time.
+#[inline(always)]
+unsafe fn row_block<T: Tile, const P: usize, const R: usize>(args: &TileArgs<'_>, n: usize) {
+    let mut p = 0;
+    while p + P <= n {
+        // SAFETY: forwarded from `panels`.
+        unsafe { T::tile::<P, R>(args, p) };
+        p += P;
+    }
+    while p < n {
+        // SAFETY: forwarded from `panels`.
+        unsafe { T::tile::<1, R>(args, p) };
+        p += 1;
+    }
+}
+
+fn kernel_portable(w: &PackedF32, x: &[f32], k: usize, p0: usize, n: usize, buf: &mut [f32]) {
+    // SAFETY: the portable tile needs no special instructions.
+    unsafe { panels::<Portable>(w, x, k, p0, n, buf) }
+}
+
+/// Plain Rust (no FMA assumed): multiply, round, add.
+struct Portable;
+
+impl Tile for Portable {
+    #[inline(always)]
+    unsafe fn tile<const P: usize, const R: usize>(t: &TileArgs<'_>, p: usize) {
+        let cols = t.w.cols;
+        let stride = cols * PANEL;
+        let ws: [&[f32]; P] = std::array::from_fn(|j| &t.w.panels[(t.p0 + p + j) * stride..][..stride]);
+        let mut acc = [[[0f32; PANEL]; P]; R];
+        for i in 0..cols {
+            for (j, w) in ws.iter().enumerate() {
+                let col = &w[i * PANEL..(i + 1) * PANEL];
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let xv = t.x[(t.r0 + r) * cols + i];
+                    for l in 0..PANEL {
+                        a[j][l] = xv * col[l] + a[j][l];
+                    }
+                }
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            for (j, v) in a.iter().enumerate() {
+                let at = (t.r0 + r) * t.width + (p + j) * PANEL;
+                // SAFETY: `buf` is `[k][width]` and panel p+j lies within `width`.
+                unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), t.buf.add(at), PANEL) };
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{panels, PackedF32, Tile, TileArgs, PANEL};
+
+    pub fn kernel_avx512(w: &PackedF32, x: &[f32], k: usize, p0: usize, n: usize, buf: &mut [f32]) {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn inner(w: &PackedF32, x: &[f32], k: usize, p0: usize, n: usize, buf: &mut [f32]) {
+            // SAFETY: avx512f is enabled for this function.
+            unsafe { panels::<Avx512>(w, x, k, p0, n, buf) }
+        }
+        // SAFETY: chosen by `kernel_fn` only after detecting avx512f on this CPU.
+        unsafe { inner(w, x, k, p0, n, buf) }
+    }
+
+    pub fn kernel_avx2(w: &PackedF32, x: &[f32], k: usize, p0: usize, n: usize, buf: &mut [f32]) {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn inner(w: &PackedF32, x: &[f32], k: usize, p0: usize, n: usize, buf: &mut [f32]) {
+            // SAFETY: avx2 and fma are enabled for this function.
+            unsafe { panels::<Avx2>(w, x, k, p0, n, buf) }
+        }
+        // SAFETY: chosen by `kernel_fn` only after detecting avx2 and fma on this CPU.
+        unsafe { inner(w, x, k, p0, n, buf) }
+    }
+
+    /// One 16-lane register per panel.
+    struct Avx512;
+
+    impl Tile for Avx512 {
+        #[inline(always)]
+        unsafe fn tile<const P: usize, const R: usize>(t: &TileArgs<'_>, p: usize) {
+            let cols = t.w.cols;
+            let stride = cols * PANEL;
+            // SAFETY (whole body): the caller guarantees avx512f and the bounds (see `Tile`).
+            unsafe {
+                let base = t.w.panels.as_ptr().add((t.p0 + p) * stride);
+                let xs = t.x.as_ptr().add(t.r0 * cols);
+                let mut acc = [[_mm512_setzero_ps(); P]; R];
+                for i in 0..cols {
+                    for j in 0..P {
+                        let w = _mm512_loadu_ps(base.add(j * stride + i * PANEL));
+                        for (r, a) in acc.iter_mut().enumerate() {
+                            let xv = _mm512_set1_ps(*xs.add(r * cols + i));
+                            a[j] = _mm512_fmadd_ps(xv, w, a[j]);
+                        }
+                    }
+                }
+                for (r, a) in acc.iter().enumerate() {
+                    for (j, v) in a.iter().enumerate() {
+                        let at = (t.r0 + r) * t.width + (p + j) * PANEL;
+                        _mm512_storeu_ps(t.buf.add(at), *v);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Two 8-lane registers per panel; each lane is the same fused chain as in `Avx512`.
+    struct Avx2;
+
+    impl Tile for Avx2 {
+        #[inline(always)]
+        unsafe fn tile<const P: usize, const R: usize>(t: &TileArgs<'_>, p: usize) {
+            let cols = t.w.cols;
+            let stride = cols * PANEL;
+            // SAFETY (whole body): the caller guarantees avx2+fma and the bounds (see `Tile`).
+            unsafe {
+                let base = t.w.panels.as_ptr().add((t.p0 + p) * stride);
+                let xs = t.x.as_ptr().add(t.r0 * cols);
+                let mut acc = [[[_mm256_setzero_ps(); 2]; P]; R];
+                for i in 0..cols {
+                    for j in 0..P {
+                        let lo = _mm256_loadu_ps(base.add(j * stride + i * PANEL));
+                        let hi = _mm256_loadu_ps(base.add(j * stride + i * PANEL + 8));
+                        for (r, a) in acc.iter_mut().enumerate() {
+                            let xv = _mm256_set1_ps(*xs.add(r * cols + i));
+                            a[j][0] = _mm256_fmadd_ps(xv, lo, a[j][0]);
+                            a[j][1] = _mm256_fmadd_ps(xv, hi, a[j][1]);
+                        }
+                    }
+                }
+                for (r, a) in acc.iter().enumerate() {
+                    for (j, v) in a.iter().enumerate() {
+                        let at = (t.r0 + r) * t.width + (p + j) * PANEL;
+                        _mm256_storeu_ps(t.buf.add(at), v[0]);
+                        _mm256_storeu_ps(t.buf.add(at + 8), v[1]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    }
+
+    #[test]
+    fn matches_naive_and_rows_are_batch_invariant() {
+        for (k, rows, cols) in [(1, 7, 3), (3, 64, 172), (5, 513, 64), (8, 600, 600), (9, 40, 1)] {
+            let x = data(k * cols, 1);
+            let values = data(rows * cols, 2);
+            let w = PackedF32::new(&values, rows, cols);
+            let mut out = vec![0.0; k * rows];
+            w.matmul(&x, k, &mut out);
+            for r in 0..k {
+                for o in 0..rows {
+                    let want: f64 = (0..cols)
+                        .map(|i| x[r * cols + i] as f64 * values[o * cols + i] as f64)
+                        .sum();
+                    let got = out[r * rows + o];
+                    assert!(
+                        (got as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                        "{got} vs {want}"
+                    );
+                }
+                let mut one = vec![0.0; rows];
+                w.matmul(&x[r * cols..(r + 1) * cols], 1, &mut one);
+                assert_eq!(
+                    &out[r * rows..(r + 1) * rows],
+                    &one[..],
+                    "row {r} differs bitwise"
+                );
+            }
+            let mut row = vec![0.0; cols];
+            w.row(rows - 1, &mut row);
+            assert_eq!(row, values[(rows - 1) * cols..]);
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Turns a text corpus into training windows: paragraphs are tokenized as prompts are (with the
+//! tokenizer's BOS rule), concatenated, and cut into fixed-length windows. The held-out split is
+//! the corpus's tail, cut at a paragraph boundary, so evaluation text is never trained on.
+
+use ahead_model::Tokenizer;
+
+use crate::error::{Result, TrainError};
+
+/// Training and held-out text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Split<'a> {
+    pub train: &'a str,
+    pub held_out: &'a str,
+}
+
+/// Splits `text` so the last `held_out` fraction (at a blank line) is held out.
+pub fn split(text: &str, held_out: f64) -> Result<Split<'_>> {
+    if !(0.0..1.0).contains(&held_out) {
+        return Err(TrainError::Options(format!(
+            "held-out fraction {held_out} is not in [0, 1)"
+        )));
+    }
+    let mut cut = ((text.len() as f64) * (1.0 - held_out)) as usize;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    // Move the cut to the next paragraph boundary so no paragraph is split between the two.
+    let cut = if held_out == 0.0 {
+        text.len()
+    } else {
+        text[cut..].find("\n\n").map_or(text.len(), |i| cut + i)
+    };
+    Ok(Split {
+        train: &text[..cut],
+        held_out: &text[cut..],
+    })
+}
+
+/// The non-empty paragraphs (separated by blank lines) of `text`.
+pub fn paragraphs(text: &str) -> impl Iterator<Item = &str> {
+    text.split("\n\n").map(str::trim).filter(|p| !p.is_empty())
+}
+
+/// Tokenizes every paragraph of `text` and cuts the concatenation into windows of `len` tokens
+/// (the remainder is dropped).
+pub fn windows(tokenizer: &Tokenizer, text: &str, len: usize) -> Result<Vec<Vec<u32>>> {
+    if len < 2 {
+        return Err(TrainError::Options(
+            "the sequence length must be at least 2".into(),
+        ));
+    }
+    let mut stream = Vec::new();
+    for p in paragraphs(text) {
+        stream.extend(tokenizer.encode(p, tokenizer.add_bos())?);
+    }
+    Ok(stream.chunks_exact(len).map(<[u32]>::to_vec).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_held_out_tail_starts_at_a_paragraph() {
+        let text = "one two.\n\nthree four.\n\nfive six.";
+        let s = split(text, 0.4).unwrap();
+        assert_eq!(s.train.len() + s.held_out.len(), text.len());
+        assert!(s.held_out.starts_with("\n\n"), "{s:?}");
+        assert!(split(text, 1.0).is_err());
+        assert_eq!(split(text, 0.0).unwrap().held_out, "");
+        assert_eq!(paragraphs(text).count(), 3);
+    }
+}

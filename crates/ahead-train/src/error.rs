@@ -1,0 +1,17 @@
+//! Errors of training: bad options or corpora, model errors, tensor errors.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum TrainError {
+    #[error("invalid training option: {0}")]
+    Options(String),
+    #[error("corpus: {0}")]
+    Corpus(String),
+    #[error(transparent)]
+    Model(#[from] ahead_model::ModelError),
+    #[error("tensor computation failed: {0}")]
+    Tensor(#[from] candle_core::Error),
+}
+
+pub type Result<T> = std::result::Result<T, TrainError>;

@@ -1,0 +1,16 @@
+//! ahead-train: trains what speculative decoding needs from a target model.
+//!
+//! `distill` trains a small Llama-shaped draft on a text corpus with the target's full next-token
+//! distributions as soft labels (the loss is KL(target || draft) up to the target's entropy), and
+//! reports how often the draft's top choice matches the target's on held-out text, which is what
+//! greedy acceptance depends on. The draft is built with candle's autograd (`student`), then
+//! copied into an inference [`ahead_model::Model`].
+
+pub mod corpus;
+pub mod distill;
+pub mod error;
+pub mod student;
+
+pub use distill::{distill_draft, DistillOptions, DistillReport, Progress};
+pub use error::{Result, TrainError};
+pub use student::DraftShape;

@@ -1,0 +1,326 @@
+//! The draft being trained: a Llama-shaped model (RMSNorm, RoPE in interleaved pairs, grouped-
+//! query attention, SwiGLU, classifier tied to the embedding) written with candle tensors so
+//! autograd gives its gradients. `to_model` copies the weights into an inference `Model` whose
+//! forward computes the same function (tested).
+
+use ahead_core::Rng;
+use ahead_model::llama::{Architecture, LayerWeights, Linear, LlamaConfig, ModelWeights, RopeStyle};
+use ahead_model::Model;
+use candle_core::{DType, Device, Tensor, Var, D};
+
+use crate::error::{Result, TrainError};
+
+/// The shape of a draft; vocabulary, context and RoPE come from the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DraftShape {
+    pub dim: usize,
+    pub hidden_dim: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+}
+
+impl DraftShape {
+    /// The inference config of a draft of this shape for `target`.
+    pub fn config(&self, target: &LlamaConfig) -> Result<LlamaConfig> {
+        let s = self;
+        if s.dim == 0 || s.hidden_dim == 0 || s.n_layers == 0 || s.n_heads == 0 || s.n_kv_heads == 0 {
+            return Err(TrainError::Options(format!("every size must be positive: {s:?}")));
+        }
+        if !s.dim.is_multiple_of(s.n_heads) || !(s.dim / s.n_heads).is_multiple_of(2) {
+            return Err(TrainError::Options(format!(
+                "dim {} must split into {} heads of an even size",
+                s.dim, s.n_heads
+            )));
+        }
+        if !s.n_heads.is_multiple_of(s.n_kv_heads) {
+            return Err(TrainError::Options(format!(
+                "{} query heads cannot share {} key/value heads evenly",
+                s.n_heads, s.n_kv_heads
+            )));
+        }
+        Ok(LlamaConfig {
+            architecture: Architecture::Llama,
+            dim: s.dim,
+            hidden_dim: s.hidden_dim,
+            n_layers: s.n_layers,
+            n_heads: s.n_heads,
+            n_kv_heads: s.n_kv_heads,
+            head_dim: s.dim / s.n_heads,
+            vocab_size: target.vocab_size,
+            max_seq_len: target.max_seq_len,
+            rope_theta: target.rope_theta,
+            rope_style: RopeStyle::Interleaved,
+            llama3_scaling: None,
+            rope_freq_factors: None,
+            rms_eps: target.rms_eps,
+            sliding_window: None,
+        })
+    }
+}
+
+struct Layer {
+    attn_norm: Var,
+    wq: Var,
+    wk: Var,
+    wv: Var,
+    wo: Var,
+    ffn_norm: Var,
+    w1: Var,
+    w2: Var,
+    w3: Var,
+}
+
+/// A trainable draft.
+pub struct Student {
+    cfg: LlamaConfig,
+    embedding: Var,
+    layers: Vec<Layer>,
+    norm: Var,
+    /// cos and sin of every (position, frequency), `[max_seq_len, head_dim / 2, 1]`.
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Student {
+    /// Random initial weights (uniform, scaled by fan-in; norms at 1), reproducible from `seed`.
+    pub fn new(cfg: LlamaConfig, seed: u64) -> Result<Self> {
+        let dev = Device::Cpu;
+        let mut rng = Rng::new(seed);
+        let mut mat = |rows: usize, cols: usize| -> Result<Var> {
+            let bound = (3.0 / cols as f64).sqrt();
+            let v: Vec<f32> = (0..rows * cols)
+                .map(|_| ((rng.next_f64() * 2.0 - 1.0) * bound) as f32)
+                .collect();
+            Ok(Var::from_tensor(&Tensor::from_vec(v, (rows, cols), &dev)?)?)
+        };
+        let ones = |n: usize| -> Result<Var> { Ok(Var::ones(n, DType::F32, &dev)?) };
+        let (d, h, q, kv) = (cfg.dim, cfg.hidden_dim, cfg.q_dim(), cfg.kv_dim());
+        let embedding = mat(cfg.vocab_size, d)?;
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        for _ in 0..cfg.n_layers {
+            layers.push(Layer {
+                attn_norm: ones(d)?,
+                wq: mat(q, d)?,
+                wk: mat(kv, d)?,
+                wv: mat(kv, d)?,
+                wo: mat(d, q)?,
+                ffn_norm: ones(d)?,
+                w1: mat(h, d)?,
+                w2: mat(d, h)?,
+                w3: mat(h, d)?,
+            });
+        }
+        let norm = ones(d)?;
+        let half = cfg.head_dim / 2;
+        let mut cos = Vec::with_capacity(cfg.max_seq_len * half);
+        let mut sin = Vec::with_capacity(cfg.max_seq_len * half);
+        for pos in 0..cfg.max_seq_len {
+            for i in 0..half {
+                // The same frequencies as ahead_model's `Rope` (no scaling for drafts).
+                let f = 1.0 / cfg.rope_theta.powf((2 * i) as f32 / cfg.head_dim as f32);
+                let a = pos as f32 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        let cos = Tensor::from_vec(cos, (cfg.max_seq_len, half, 1), &dev)?;
+        let sin = Tensor::from_vec(sin, (cfg.max_seq_len, half, 1), &dev)?;
+        Ok(Self {
+            cfg,
+            embedding,
+            layers,
+            norm,
+            cos,
+            sin,
+        })
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.cfg
+    }
+
+    /// Every trainable tensor.
+    pub fn vars(&self) -> Vec<Var> {
+        let mut v = vec![self.embedding.clone(), self.norm.clone()];
+        for l in &self.layers {
+            v.extend(
+                [
+                    &l.attn_norm,
+                    &l.wq,
+                    &l.wk,
+                    &l.wv,
+                    &l.wo,
+                    &l.ffn_norm,
+                    &l.w1,
+                    &l.w2,
+                    &l.w3,
+                ]
+                .into_iter()
+                .cloned(),
+            );
+        }
+        v
+    }
+
+    /// Number of trainable values.
+    pub fn parameters(&self) -> usize {
+        self.vars().iter().map(|v| v.elem_count()).sum()
+    }
+
+    /// Logits `[batch, seq, vocab]` for token ids `[batch, seq]` (u32), causal from position 0.
+    pub fn forward(&self, tokens: &Tensor) -> Result<Tensor> {
+        let (b, t) = tokens.dims2()?;
+        let cfg = &self.cfg;
+        if t > cfg.max_seq_len {
+            return Err(TrainError::Options(format!(
+                "sequence of {t} is longer than the context {}",
+                cfg.max_seq_len
+            )));
+        }
+        let mut x = self
+            .embedding
+            .as_tensor()
+            .index_select(&tokens.flatten_all()?, 0)?
+            .reshape((b, t, cfg.dim))?;
+        let mask = causal_mask(t, x.device())?;
+        let (cos, sin) = (self.cos.narrow(0, 0, t)?, self.sin.narrow(0, 0, t)?);
+        for l in &self.layers {
+            let h = rms_norm(&x, &l.attn_norm, cfg.rms_eps)?;
+            let heads = |w: &Var, n: usize| -> Result<Tensor> {
+                Ok(linear(&h, w)?
+                    .reshape((b, t, n, cfg.head_dim))?
+                    .transpose(1, 2)?
+                    .contiguous()?)
+            };
+            let q = rope(&heads(&l.wq, cfg.n_heads)?, &cos, &sin)?;
+            let k = repeat_kv(&rope(&heads(&l.wk, cfg.n_kv_heads)?, &cos, &sin)?, cfg)?;
+            let v = repeat_kv(&heads(&l.wv, cfg.n_kv_heads)?, cfg)?;
+            let scale = 1.0 / (cfg.head_dim as f64).sqrt();
+            let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&mask)?;
+            let att = candle_nn::ops::softmax(&scores, D::Minus1)?;
+            let out = att
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((b, t, cfg.q_dim()))?;
+            x = (x + linear(&out, &l.wo)?)?;
+            let h = rms_norm(&x, &l.ffn_norm, cfg.rms_eps)?;
+            let gate = linear(&h, &l.w1)?.silu()?;
+            x = (x + linear(&(gate * linear(&h, &l.w3)?)?, &l.w2)?)?;
+        }
+        Ok(linear(&rms_norm(&x, &self.norm, cfg.rms_eps)?, &self.embedding)?)
+    }
+
+    /// The trained weights as an inference model (f32, tied classifier).
+    pub fn to_model(&self) -> Result<Model> {
+        let mat = |v: &Var| -> Result<Linear> {
+            let (rows, cols) = v.dims2()?;
+            Ok(Linear::from_f32(v.flatten_all()?.to_vec1::<f32>()?, rows, cols)?)
+        };
+        let vec = |v: &Var| -> Result<Vec<f32>> { Ok(v.to_vec1::<f32>()?) };
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for l in &self.layers {
+            layers.push(LayerWeights {
+                attn_norm: vec(&l.attn_norm)?,
+                wq: mat(&l.wq)?,
+                wk: mat(&l.wk)?,
+                wv: mat(&l.wv)?,
+                wo: mat(&l.wo)?,
+                bq: None,
+                bk: None,
+                bv: None,
+                ffn_norm: vec(&l.ffn_norm)?,
+                w1: mat(&l.w1)?,
+                w2: mat(&l.w2)?,
+                w3: mat(&l.w3)?,
+            });
+        }
+        let weights = ModelWeights {
+            embedding: mat(&self.embedding)?,
+            layers,
+            norm: vec(&self.norm)?,
+            lm_head: None,
+        };
+        Ok(Model::new(self.cfg.clone(), weights)?)
+    }
+}
+
+/// `x @ w^T` over the last dimension.
+fn linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    x.broadcast_matmul(&w.t()?)
+}
+
+/// `w * x / rms(x)` over the last dimension (as the inference kernel computes it).
+fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
+    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+    x.broadcast_div(&(ms + eps as f64)?.sqrt()?)?.broadcast_mul(w)
+}
+
+/// Rotates the pairs (2i, 2i+1) of every head of `x` `[b, heads, t, hd]` by angle i.
+fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, h, t, hd) = x.dims4()?;
+    let pairs = x.reshape((b, h, t, hd / 2, 2))?;
+    let x0 = pairs.narrow(4, 0, 1)?;
+    let x1 = pairs.narrow(4, 1, 1)?;
+    let r0 = (x0.broadcast_mul(cos)? - x1.broadcast_mul(sin)?)?;
+    let r1 = (x0.broadcast_mul(sin)? + x1.broadcast_mul(cos)?)?;
+    Tensor::cat(&[r0, r1], 4)?.reshape((b, h, t, hd))
+}
+
+/// Key/value heads repeated for their query heads: query head h reads key/value head h / group.
+fn repeat_kv(x: &Tensor, cfg: &LlamaConfig) -> candle_core::Result<Tensor> {
+    let group = cfg.n_heads / cfg.n_kv_heads;
+    if group == 1 {
+        return Ok(x.clone());
+    }
+    let (b, kv, t, hd) = x.dims4()?;
+    x.unsqueeze(2)?
+        .broadcast_as((b, kv, group, t, hd))?
+        .contiguous()?
+        .reshape((b, kv * group, t, hd))
+}
+
+/// 0 on and below the diagonal, a large negative number above (no -inf: no NaN in gradients).
+fn causal_mask(t: usize, dev: &Device) -> candle_core::Result<Tensor> {
+    let v: Vec<f32> = (0..t * t)
+        .map(|i| if i % t > i / t { -1e9 } else { 0.0 })
+        .collect();
+    Tensor::from_vec(v, (t, t), dev)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ahead_model::llama::synthetic::tiny_config;
+    use ahead_model::ForwardInput;
+
+    #[test]
+    fn the_inference_copy_computes_the_same_logits() {
+        let target = tiny_config(Architecture::Llama, 50);
+        let shape = DraftShape {
+            dim: 16,
+            hidden_dim: 24,
+            n_layers: 2,
+            n_heads: 4,
+            n_kv_heads: 2,
+        };
+        let s = Student::new(shape.config(&target).unwrap(), 7).unwrap();
+        let ids: Vec<u32> = vec![1, 5, 9, 3, 44, 2, 7];
+        let t = Tensor::from_vec(ids.clone(), (1, ids.len()), &Device::Cpu).unwrap();
+        let want = s
+            .forward(&t)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let model = s.to_model().unwrap();
+        let mut cache = model.new_cache(ids.len()).unwrap();
+        let pos: Vec<usize> = (0..ids.len()).collect();
+        let got = model
+            .forward(&ForwardInput::causal(&ids, &pos), &mut cache)
+            .unwrap();
+        ahead_testutil::assert_close(&got.logits, &want, ahead_testutil::F32, "draft logits");
+    }
+}
