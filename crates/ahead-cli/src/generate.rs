@@ -106,9 +106,6 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             }
         ),
     };
-    if matches!(a.method, MethodArg::Draft) && a.draft.is_none() {
-        bail!("--method draft needs --draft SRC (a smaller model with the same tokenizer)");
-    }
     let mut builder = Engine::builder();
     if let Some(m) = &a.model {
         builder = builder.model(m);
@@ -123,6 +120,11 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         builder = builder.draft_tokenizer(t);
     }
     let engine = builder.build().context("loading the model")?;
+    if matches!(a.method, MethodArg::Draft | MethodArg::Auto) && a.draft.is_some() {
+        if let Some(mode) = engine.draft_mode() {
+            eprintln!("draft: {}", mode.describe());
+        }
+    }
     let prompt = match (a.prompt, a.prompt_ids) {
         (_, Some(ids)) => Prompt::Ids(ids),
         (Some(text), None) => Prompt::Text(text),

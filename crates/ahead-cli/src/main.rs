@@ -3,6 +3,7 @@
 mod bench;
 mod generate;
 mod inspect;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +23,9 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Measure decoding speed against the memory-bandwidth limit.
     Bench(bench::BenchArgs),
+    /// Train what speculation needs: `ahead train draft` distils a draft model.
+    #[command(subcommand)]
+    Train(train::TrainCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -30,6 +34,7 @@ fn main() -> std::process::ExitCode {
         Command::Generate(a) => generate::run(*a),
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Train(c) => train::run(c),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

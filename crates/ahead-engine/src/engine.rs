@@ -18,7 +18,7 @@ use crate::decode::Decoder;
 use crate::error::{EngineError, Result};
 use crate::output::Generation;
 use crate::params::{GenerateParams, Method, Prompt};
-use crate::spec::{cost, DraftModel, NoDraft, PromptLookupProposer, Proposer};
+use crate::spec::{cost, DraftModel, NoDraft, PromptLookupProposer, Proposer, RetokenizingDraft};
 
 /// Configures where the model comes from.
 #[derive(Debug, Clone, Default)]
@@ -66,25 +66,15 @@ impl EngineBuilder {
                 tokenizer: self.tokenizer,
             },
         )?;
-        let draft = match &self.draft {
+        let engine = Engine::from_loaded(loaded);
+        Ok(match &self.draft {
             Some(d) => {
-                let src = ModelSource::parse(d)?;
-                Some(Arc::new(
-                    load(
-                        &src,
-                        &LoadOptions {
-                            tokenizer: self.draft_tokenizer,
-                        },
-                    )?
-                    .model,
-                ))
+                let opts = LoadOptions {
+                    tokenizer: self.draft_tokenizer,
+                };
+                engine.with_draft_loaded(load(&ModelSource::parse(d)?, &opts)?)
             }
-            None => None,
-        };
-        Ok(Engine {
-            loaded,
-            draft,
-            costs: OnceLock::new(),
+            None => engine,
         })
     }
 }
@@ -93,8 +83,39 @@ impl EngineBuilder {
 #[derive(Debug)]
 pub struct Engine {
     loaded: LoadedModel,
-    draft: Option<Arc<Model>>,
+    draft: Option<Draft>,
     costs: OnceLock<Costs>,
+}
+
+/// How a draft model's tokens reach the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DraftMode {
+    /// Same vocabulary (same size, same piece for every id): tokens are verified as drafted,
+    /// with the draft's distributions (exact rejection sampling).
+    SharedVocabulary,
+    /// Different vocabularies: drafted text is re-tokenized for the target and verified as
+    /// one-hot proposals (exact, with lower acceptance when sampling).
+    Retokenized,
+}
+
+impl DraftMode {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::SharedVocabulary => "shared vocabulary: drafts are verified token for token",
+            Self::Retokenized => {
+                "vocabularies differ: drafted text is re-tokenized for the target and verified strictly"
+            }
+        }
+    }
+}
+
+/// A loaded draft model and how it is used.
+#[derive(Debug)]
+struct Draft {
+    model: Arc<Model>,
+    mode: DraftMode,
+    /// For `Retokenized`: the draft's and the target's tokenizers.
+    tokenizers: Option<(Arc<Tokenizer>, Arc<Tokenizer>)>,
 }
 
 impl Engine {
@@ -111,10 +132,41 @@ impl Engine {
         }
     }
 
-    /// Adds a draft model (it must share the target's vocabulary).
+    /// Adds a draft model without a tokenizer: it must share the target's vocabulary.
     pub fn with_draft(mut self, draft: Model) -> Self {
-        self.draft = Some(Arc::new(draft));
+        self.draft = Some(Draft {
+            model: Arc::new(draft),
+            mode: DraftMode::SharedVocabulary,
+            tokenizers: None,
+        });
         self
+    }
+
+    /// Adds a draft model with its tokenizer; compares the vocabularies to choose the mode.
+    pub fn with_draft_loaded(mut self, draft: LoadedModel) -> Self {
+        let (dt, tt) = (&draft.tokenizer, &self.loaded.tokenizer);
+        let shared = draft.model.config().vocab_size == self.loaded.model.config().vocab_size
+            && dt.vocab_size() == tt.vocab_size()
+            && (0..tt.vocab_size() as u32).all(|id| dt.id_to_piece(id) == tt.id_to_piece(id));
+        self.draft = Some(if shared {
+            Draft {
+                model: Arc::new(draft.model),
+                mode: DraftMode::SharedVocabulary,
+                tokenizers: None,
+            }
+        } else {
+            Draft {
+                model: Arc::new(draft.model),
+                mode: DraftMode::Retokenized,
+                tokenizers: Some((Arc::new(draft.tokenizer), Arc::new(tt.clone()))),
+            }
+        });
+        self
+    }
+
+    /// How the loaded draft model (if any) is used.
+    pub fn draft_mode(&self) -> Option<DraftMode> {
+        self.draft.as_ref().map(|d| d.mode)
     }
 
     pub fn model(&self) -> &Model {
@@ -178,11 +230,27 @@ impl Engine {
         };
         let mut proposer: Box<dyn Proposer> = match method {
             Method::Draft => {
-                let draft = self.draft.clone().ok_or_else(|| EngineError::MethodUnavailable {
-                    method: "draft",
-                    reason: "no draft model is loaded (EngineBuilder::draft, --draft)".into(),
-                })?;
-                Box::new(DraftModel::new(draft, model.config().vocab_size, capacity)?)
+                let draft = self
+                    .draft
+                    .as_ref()
+                    .ok_or_else(|| EngineError::MethodUnavailable {
+                        method: "draft",
+                        reason: "no draft model is loaded (EngineBuilder::draft, --draft)".into(),
+                    })?;
+                match &draft.tokenizers {
+                    None => Box::new(DraftModel::new(
+                        draft.model.clone(),
+                        model.config().vocab_size,
+                        capacity,
+                    )?),
+                    // Re-tokenized text can take more draft tokens than target tokens.
+                    Some((dt, tt)) => Box::new(RetokenizingDraft::new(
+                        draft.model.clone(),
+                        dt.clone(),
+                        tt.clone(),
+                        draft.model.config().max_seq_len,
+                    )?),
+                }
             }
             Method::PromptLookup => Box::new(PromptLookupProposer::new(params.lookup)),
             _ => Box::new(NoDraft),
@@ -213,7 +281,7 @@ impl Engine {
         let model = &self.loaded.model;
         let verify = cost::verify_cost_curve(model, MAX_DRAFT + 1)?;
         let draft_step = match &self.draft {
-            Some(d) => cost::step_seconds(d)? / cost::step_seconds(model)?.max(1e-9),
+            Some(d) => cost::step_seconds(&d.model)? / cost::step_seconds(model)?.max(1e-9),
             None => 0.0,
         };
         Ok(self.costs.get_or_init(|| Costs { verify, draft_step }))

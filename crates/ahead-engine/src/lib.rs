@@ -14,7 +14,7 @@ pub mod params;
 pub mod spec;
 
 pub use ahead_core::SamplingParams;
-pub use engine::{Engine, EngineBuilder, MAX_DRAFT};
+pub use engine::{DraftMode, Engine, EngineBuilder, MAX_DRAFT};
 pub use error::{EngineError, Result};
 pub use output::{FinishReason, Generation, Stats};
 pub use params::{GenerateParams, Method, Prompt};

@@ -1,17 +1,19 @@
-//! A draft model with the target's vocabulary: drafts a chain autoregressively from its own KV
-//! cache, rolled back to the committed prefix at every step.
+//! Draft-model proposers. `DraftModel` shares the target's vocabulary: it drafts a chain
+//! autoregressively from its own KV cache, rolled back to the committed prefix every step, and
+//! reports the distribution each token was drawn from. `RetokenizingDraft` wraps one whose
+//! tokenizer differs: it drafts on the text, then re-tokenizes the drafted text for the target.
 
 use std::sync::Arc;
 
 use ahead_core::sampling::{self, warp};
 use ahead_core::spec::{DraftDist, TokenTree};
 use ahead_core::{Distribution, Rng, SamplingParams};
-use ahead_model::{ForwardInput, KvCache, Model};
+use ahead_model::{ForwardInput, KvCache, Model, Tokenizer};
 
 use super::proposer::Proposer;
 use crate::error::{EngineError, Result};
 
-/// A draft model proposer for one sequence.
+/// A draft model with its own cache, for one sequence.
 #[derive(Debug)]
 pub struct DraftModel {
     model: Arc<Model>,
@@ -22,7 +24,7 @@ pub struct DraftModel {
 
 impl DraftModel {
     /// A proposer over `model` with room for `capacity` tokens. The draft must share the
-    /// target's vocabulary (`target_vocab`).
+    /// target's vocabulary (`target_vocab`); see [`RetokenizingDraft`] otherwise.
     pub fn new(model: Arc<Model>, target_vocab: usize, capacity: usize) -> Result<Self> {
         let vocab = model.config().vocab_size;
         if vocab != target_vocab {
@@ -30,10 +32,14 @@ impl DraftModel {
                 method: "draft",
                 reason: format!(
                     "the draft's vocabulary ({vocab}) differs from the target's ({target_vocab}); \
-                     drafts with another tokenizer are not supported yet"
+                     load it with its tokenizer to re-tokenize its drafts"
                 ),
             });
         }
+        Self::any_vocab(model, capacity)
+    }
+
+    fn any_vocab(model: Arc<Model>, capacity: usize) -> Result<Self> {
         let cache = model.new_cache(capacity.min(model.config().max_seq_len))?;
         Ok(Self {
             model,
@@ -62,25 +68,20 @@ impl DraftModel {
         self.cached.extend_from_slice(feed);
         Ok(out.last().to_vec())
     }
-}
 
-impl Proposer for DraftModel {
-    fn name(&self) -> &'static str {
-        "draft"
-    }
-
-    fn propose(
+    /// Up to `k` tokens continuing `history` (the draft's own ids), each drawn from the
+    /// draft's distribution under `sampling` (one-hot when greedy).
+    fn draft(
         &mut self,
         history: &[u32],
         k: usize,
         sampling: &SamplingParams,
         rng: &mut Rng,
-    ) -> Result<TokenTree> {
+    ) -> Result<(Vec<u32>, Vec<DraftDist>)> {
         // The draft cannot see past its own context (or its cache).
-        let room = self.cache.capacity().saturating_sub(history.len());
-        let k = k.min(room);
+        let k = k.min(self.cache.capacity().saturating_sub(history.len()));
         if k == 0 || history.is_empty() {
-            return Ok(TokenTree::empty());
+            return Ok((Vec::new(), Vec::new()));
         }
         let mut logits = self.sync(history)?;
         let mut seen = history.to_vec();
@@ -107,6 +108,80 @@ impl Proposer for DraftModel {
                 logits = out.last().to_vec();
             }
         }
+        Ok((tokens, q))
+    }
+}
+
+impl Proposer for DraftModel {
+    fn name(&self) -> &'static str {
+        "draft"
+    }
+
+    fn propose(
+        &mut self,
+        history: &[u32],
+        k: usize,
+        sampling: &SamplingParams,
+        rng: &mut Rng,
+    ) -> Result<TokenTree> {
+        let (tokens, q) = self.draft(history, k, sampling, rng)?;
+        Ok(TokenTree::chain(tokens, q))
+    }
+}
+
+/// A draft whose tokenizer differs from the target's. Each step it re-encodes the committed
+/// text with its own tokenizer, drafts greedily, decodes the new text, and encodes that as a
+/// continuation with the target's tokenizer. The target verifies those tokens as one-hot
+/// proposals, which is exact for any proposal (accepting x with probability p(x) and otherwise
+/// sampling p without x gives p), so greedy and sampled output stay the target's.
+/// Greedy drafting maximises p(x) for the likely x, the acceptance rate of a one-hot proposal.
+#[derive(Debug)]
+pub struct RetokenizingDraft {
+    draft: DraftModel,
+    draft_tokenizer: Arc<Tokenizer>,
+    target_tokenizer: Arc<Tokenizer>,
+}
+
+impl RetokenizingDraft {
+    pub fn new(
+        model: Arc<Model>,
+        draft_tokenizer: Arc<Tokenizer>,
+        target_tokenizer: Arc<Tokenizer>,
+        capacity: usize,
+    ) -> Result<Self> {
+        Ok(Self {
+            draft: DraftModel::any_vocab(model, capacity)?,
+            draft_tokenizer,
+            target_tokenizer,
+        })
+    }
+}
+
+impl Proposer for RetokenizingDraft {
+    fn name(&self) -> &'static str {
+        "draft"
+    }
+
+    fn propose(&mut self, history: &[u32], k: usize, _: &SamplingParams, rng: &mut Rng) -> Result<TokenTree> {
+        let text = self.target_tokenizer.decode(history)?;
+        let dt = &self.draft_tokenizer;
+        let context = dt.encode(&text, dt.add_bos())?;
+        // Each draft token carries at least one character, and target tokens too: k draft
+        // tokens give at most as many target tokens as characters, trimmed to k below.
+        let (drafted, _) = self.draft.draft(&context, k, &SamplingParams::greedy(), rng)?;
+        if drafted.is_empty() {
+            return Ok(TokenTree::empty());
+        }
+        let before = dt.decode(&context)?;
+        let after = dt.decode(&[context.as_slice(), drafted.as_slice()].concat())?;
+        // Decoding is not always prefix-stable (a byte-fallback character split across tokens
+        // decodes to U+FFFD); then there is nothing reliable to propose this step.
+        let Some(suffix) = after.strip_prefix(before.as_str()).filter(|s| !s.is_empty()) else {
+            return Ok(TokenTree::empty());
+        };
+        let mut tokens = self.target_tokenizer.encode_continuation(suffix)?;
+        tokens.truncate(k);
+        let q = vec![DraftDist::OneHot; tokens.len()];
         Ok(TokenTree::chain(tokens, q))
     }
 }

@@ -5,5 +5,5 @@ pub mod cost;
 pub mod draft;
 pub mod proposer;
 
-pub use draft::DraftModel;
+pub use draft::{DraftModel, RetokenizingDraft};
 pub use proposer::{NoDraft, PromptLookupProposer, Proposer};

@@ -127,6 +127,33 @@ pub fn load(source: &ModelSource, opts: &LoadOptions) -> Result<LoadedModel> {
     }
 }
 
+/// The bytes of a llama2.c source's tokenizer (to ship it beside a draft trained for it), or
+/// `None` for GGUF and Hugging Face sources, whose tokenizers live inside the model files.
+pub fn llama2c_tokenizer_bytes(source: &ModelSource, opts: &LoadOptions) -> Result<Option<Vec<u8>>> {
+    let path = match source {
+        ModelSource::Default => return Ok(Some(DEFAULT_TOKENIZER.to_vec())),
+        ModelSource::Path(p) => p.clone(),
+        ModelSource::Hub(_) => return Ok(None),
+    };
+    if path.is_dir() {
+        return Ok(None);
+    }
+    let mut head = [0u8; 4];
+    let n = std::io::Read::read(
+        &mut std::fs::File::open(&path).map_err(|e| ModelError::io(&path, e))?,
+        &mut head,
+    )
+    .map_err(|e| ModelError::io(&path, e))?;
+    if head[..n].starts_with(b"GGUF") {
+        return Ok(None);
+    }
+    let tok = match &opts.tokenizer {
+        Some(t) => t.clone(),
+        None => find_llama2c_tokenizer(&path)?,
+    };
+    std::fs::read(&tok).map(Some).map_err(|e| ModelError::io(&tok, e))
+}
+
 fn load_path(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     let info = |format| ModelInfo {
         format,

@@ -153,6 +153,16 @@ impl Tokenizer {
         Ok(ids)
     }
 
+    /// Encodes `text` as a continuation of a sequence: no BOS and no dummy space prefix, so a
+    /// fragment such as `"me there"` after `"Once upon a ti"` is not given a leading space.
+    /// (Hugging Face tokenizers encode fragments as they are configured.)
+    pub fn encode_continuation(&self, text: &str) -> Result<Vec<u32>> {
+        match &self.backend {
+            Backend::Llama2c(v) | Backend::SpmGguf(v) => v.encode_with(text, false),
+            Backend::BpeGguf(b) | Backend::Hf(b) => b.encode(text),
+        }
+    }
+
     /// Decodes a whole sequence to text, skipping BOS/EOS (and other control tokens, except
     /// for llama2.c, which has none). Errors on ids outside the vocabulary. Invalid UTF-8
     /// (e.g. a lone byte-fallback token) becomes U+FFFD.

@@ -151,9 +151,9 @@ impl SpmVocab {
     }
 
     /// The text the merge loop works on: dummy prefix plus text, spaces as the space marker.
-    fn normalize(&self, text: &str) -> Vec<u8> {
+    fn normalize(&self, text: &str, space_prefix: bool) -> Vec<u8> {
         let mut out = Vec::with_capacity(text.len() + 4);
-        if self.add_space_prefix {
+        if space_prefix && self.add_space_prefix {
             out.extend_from_slice(self.space);
         }
         for &b in text.as_bytes() {
@@ -168,10 +168,16 @@ impl SpmVocab {
 
     /// Encodes `text` (no BOS). Empty text gives no tokens (no dummy prefix either, as run.c).
     pub(crate) fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode_with(text, true)
+    }
+
+    /// Encodes `text` with or without the dummy space prefix (without: text that continues a
+    /// sequence).
+    pub(crate) fn encode_with(&self, text: &str, space_prefix: bool) -> Result<Vec<u32>> {
         if text.is_empty() {
             return Ok(Vec::new());
         }
-        let norm = self.normalize(text);
+        let norm = self.normalize(text, space_prefix);
         let syms = self.merge(&norm);
         let mut out = Vec::with_capacity(syms.len());
         for (start, end) in syms {

@@ -1,0 +1,284 @@
+//! `ahead train draft`: distils a small draft from a target on a text corpus, writes it as a
+//! llama2.c checkpoint beside the target's tokenizer, and measures it: held-out agreement, its
+//! cost per token against the target's, and real speculative decoding on held-out prompts.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use ahead_engine::{spec::cost, Engine, GenerateParams, Method, Prompt};
+use ahead_model::format::llama2c_write::write_llama2c;
+use ahead_model::{LoadOptions, ModelSource};
+use ahead_train::{corpus, distill_draft, DistillOptions, DistillReport, DraftShape, Progress};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+#[derive(Debug, Subcommand)]
+pub enum TrainCommand {
+    /// Distil a draft model from a target (loss on the target's distributions).
+    Draft(DraftArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DraftArgs {
+    /// The target: a llama2.c checkpoint or `default` (the embedded stories260K).
+    #[arg(long, default_value = "default")]
+    pub target: String,
+    /// Tokenizer of a llama2.c target, when it is not beside the checkpoint.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// UTF-8 text; paragraphs are separated by blank lines. Its tail is held out.
+    #[arg(long)]
+    pub corpus: PathBuf,
+    /// Folder to write draft.bin, tokenizer.bin and report.json into.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 32)]
+    pub dim: usize,
+    #[arg(long, default_value_t = 64)]
+    pub hidden_dim: usize,
+    #[arg(long, default_value_t = 1)]
+    pub layers: usize,
+    #[arg(long, default_value_t = 4)]
+    pub heads: usize,
+    #[arg(long, default_value_t = 4)]
+    pub kv_heads: usize,
+    /// Tokens per training window.
+    #[arg(long, default_value_t = 128)]
+    pub seq_len: usize,
+    /// Windows per optimizer step.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 4)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 4e-3)]
+    pub lr: f64,
+    /// Fraction of the corpus (its end) kept for evaluation only.
+    #[arg(long, default_value_t = 0.1)]
+    pub held_out: f64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Held-out prompts to run speculative decoding on after training.
+    #[arg(long, default_value_t = 12)]
+    pub eval_prompts: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(cmd: TrainCommand) -> Result<()> {
+    match cmd {
+        TrainCommand::Draft(a) => draft(a),
+    }
+}
+
+/// Measured on held-out prompts with the trained draft.
+#[derive(Debug, Serialize)]
+struct Measured {
+    prompts: usize,
+    num_draft: usize,
+    mean_accepted_length: f64,
+    draft_cost_per_token: f64,
+    vanilla_tokens_per_second: f64,
+    draft_tokens_per_second: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    target: String,
+    corpus: String,
+    shape: String,
+    training: DistillReport,
+    measured: Measured,
+}
+
+fn draft(a: DraftArgs) -> Result<()> {
+    let source = ModelSource::parse(&a.target)?;
+    let opts = LoadOptions {
+        tokenizer: a.tokenizer.clone(),
+    };
+    let loaded = ahead_model::load(&source, &opts).context("loading the target")?;
+    let Some(tokenizer_bytes) = ahead_model::load::llama2c_tokenizer_bytes(&source, &opts)? else {
+        bail!(
+            "drafts are written as llama2.c checkpoints, which need the target's llama2.c tokenizer; \
+             GGUF and Hugging Face targets are not supported by `ahead train draft` yet"
+        );
+    };
+    let text = std::fs::read_to_string(&a.corpus)
+        .with_context(|| format!("reading the corpus {}", a.corpus.display()))?;
+    let options = DistillOptions {
+        shape: DraftShape {
+            dim: a.dim,
+            hidden_dim: a.hidden_dim,
+            n_layers: a.layers,
+            n_heads: a.heads,
+            n_kv_heads: a.kv_heads,
+        },
+        seq_len: a.seq_len,
+        batch: a.batch,
+        epochs: a.epochs,
+        learning_rate: a.lr,
+        held_out: a.held_out,
+        seed: a.seed,
+    };
+    eprintln!(
+        "labelling {} with {} and training a {}-layer dim-{} draft...",
+        a.corpus.display(),
+        loaded.info.source,
+        a.layers,
+        a.dim
+    );
+    let mut bar = ProgressBar::new();
+    let (draft, training) = distill_draft(&loaded.model, &loaded.tokenizer, &text, &options, &mut |p| {
+        bar.update(p)
+    })?;
+    bar.finish();
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    write_llama2c(&draft, &a.out.join("draft.bin"))?;
+    std::fs::write(a.out.join("tokenizer.bin"), tokenizer_bytes)?;
+
+    let held_out = corpus::split(&text, a.held_out)?.held_out;
+    let measured = measure(loaded, draft, held_out, a.eval_prompts)?;
+    let report = Report {
+        target: a.target.clone(),
+        corpus: a.corpus.display().to_string(),
+        shape: format!(
+            "dim {} hidden {} layers {} heads {}/{}",
+            a.dim, a.hidden_dim, a.layers, a.heads, a.kv_heads
+        ),
+        training,
+        measured,
+    };
+    std::fs::write(a.out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+        return Ok(());
+    }
+    let t = &report.training;
+    let m = &report.measured;
+    writeln!(
+        out,
+        "wrote {}/draft.bin ({} parameters)",
+        a.out.display(),
+        t.parameters
+    )?;
+    writeln!(
+        out,
+        "trained on {} tokens, {} steps, {:.0} s; held out {} tokens",
+        t.train_tokens, t.steps, t.seconds, t.held_out_tokens
+    )?;
+    writeln!(
+        out,
+        "held-out: top-1 agreement {:.3}, KL {:.3} nats/token; expected accepted length at k=4: {:.2}",
+        t.top1_agreement,
+        t.held_out_kl,
+        t.expected_accepted_length.get(3).map_or(0.0, |e| e.1)
+    )?;
+    writeln!(
+        out,
+        "measured on {} held-out prompts (greedy, k={}): mean accepted length {:.2}, draft cost {:.2} of a target step, {:.0} tok/s vs {:.0} vanilla",
+        m.prompts, m.num_draft, m.mean_accepted_length, m.draft_cost_per_token, m.draft_tokens_per_second, m.vanilla_tokens_per_second
+    )?;
+    Ok(())
+}
+
+/// Greedy speculative decoding with the new draft on held-out prompts, against vanilla.
+fn measure(
+    loaded: ahead_model::LoadedModel,
+    draft: ahead_model::Model,
+    held_out: &str,
+    n: usize,
+) -> Result<Measured> {
+    let draft_cost = cost::step_seconds(&draft)? / cost::step_seconds(&loaded.model)?.max(1e-12);
+    let engine = Engine::from_loaded(loaded).with_draft(draft);
+    let prompts: Vec<Prompt> = corpus::paragraphs(held_out)
+        .filter(|p| p.len() > 80)
+        .take(n)
+        .map(|p| Prompt::from(p.split(". ").next().unwrap_or(p)))
+        .collect();
+    let k = 4;
+    let base = GenerateParams {
+        max_tokens: 128,
+        ..GenerateParams::default()
+    };
+    let (mut generated, mut forwards, mut t_vanilla, mut t_draft) = (0usize, 0usize, 0.0, 0.0);
+    for p in &prompts {
+        let start = Instant::now();
+        let v = engine.generate_one(p, &base, &mut |_| {})?;
+        t_vanilla += start.elapsed().as_secs_f64();
+        let params = GenerateParams {
+            method: Method::Draft,
+            num_draft: Some(k),
+            ..base.clone()
+        };
+        let start = Instant::now();
+        let d = engine.generate_one(p, &params, &mut |_| {})?;
+        t_draft += start.elapsed().as_secs_f64();
+        if d.token_ids != v.token_ids {
+            bail!("speculative output differs from vanilla: this is a bug, please report it");
+        }
+        generated += d.stats.generated_tokens;
+        forwards += d.stats.target_forwards;
+    }
+    let tokens = generated as f64;
+    Ok(Measured {
+        prompts: prompts.len(),
+        num_draft: k,
+        mean_accepted_length: tokens / forwards.max(1) as f64,
+        draft_cost_per_token: draft_cost,
+        vanilla_tokens_per_second: tokens / t_vanilla.max(1e-9),
+        draft_tokens_per_second: tokens / t_draft.max(1e-9),
+    })
+}
+
+/// A one-line progress bar on a terminal; a line per tenth otherwise (logs stay short).
+struct ProgressBar {
+    tty: bool,
+    last_tenth: usize,
+    last_draw: Option<Instant>,
+}
+
+impl ProgressBar {
+    fn new() -> Self {
+        Self {
+            tty: std::io::stderr().is_terminal(),
+            last_tenth: 0,
+            last_draw: None,
+        }
+    }
+
+    fn update(&mut self, p: Progress) {
+        let eta = p.elapsed_s / p.step as f64 * (p.steps - p.step) as f64;
+        if self.tty {
+            if self.last_draw.is_some_and(|t| t.elapsed().as_millis() < 100) && p.step < p.steps {
+                return;
+            }
+            self.last_draw = Some(Instant::now());
+            let width = 30;
+            let done = width * p.step / p.steps.max(1);
+            eprint!(
+                "\r[{}{}] step {}/{} KL {:.3} eta {:.0}s ",
+                "=".repeat(done),
+                " ".repeat(width - done),
+                p.step,
+                p.steps,
+                p.kl,
+                eta
+            );
+        } else {
+            let tenth = 10 * p.step / p.steps.max(1);
+            if tenth > self.last_tenth {
+                self.last_tenth = tenth;
+                eprintln!("step {}/{} KL {:.3} eta {:.0}s", p.step, p.steps, p.kl, eta);
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if self.tty {
+            eprintln!();
+        }
+    }
+}
