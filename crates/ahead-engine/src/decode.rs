@@ -18,12 +18,17 @@ use crate::output::{FinishReason, Generation, Stats};
 use crate::params::GenerateParams;
 use crate::spec::Proposer;
 
+/// Called after every step with the target cache and the committed history (tests check the
+/// cache against a fresh prefill of `history` minus its pending last token).
+pub type StepInspector<'a, 'f> = &'a mut (dyn FnMut(&KvCache, &[u32]) + 'f);
+
 /// What one generation runs with.
-pub(crate) struct Decoder<'a> {
+pub(crate) struct Decoder<'a, 'f> {
     pub model: &'a Model,
     pub tokenizer: &'a Tokenizer,
     pub proposer: &'a mut dyn Proposer,
     pub controller: Controller,
+    pub inspect: Option<StepInspector<'a, 'f>>,
 }
 
 /// Counters kept while decoding.
@@ -34,7 +39,7 @@ struct Counters {
     accepted: usize,
 }
 
-impl Decoder<'_> {
+impl Decoder<'_, '_> {
     pub fn run(
         &mut self,
         prompt_ids: Vec<u32>,
@@ -84,6 +89,9 @@ impl Decoder<'_> {
             let delta = committer.take_delta();
             if !delta.is_empty() {
                 on_text(&delta);
+            }
+            if let (Some(inspect), None) = (self.inspect.as_mut(), committer.finished()) {
+                inspect(&cache, &history);
             }
         }
         let total = start.elapsed();
@@ -136,11 +144,13 @@ impl Decoder<'_> {
             .choose()
             .min(room)
             .min(remaining.saturating_sub(1));
+        let drafting = Instant::now();
         let mut tree = if k > 0 {
             self.proposer.propose(history, k, sampling, rng)?
         } else {
             TokenTree::empty()
         };
+        let draft_seconds = drafting.elapsed().as_secs_f64();
         truncate_tree(&mut tree, k);
         let pending = *history
             .last()
@@ -159,7 +169,9 @@ impl Decoder<'_> {
             mask: AttentionMask::Tree(&parents),
             want_hidden: false,
         };
+        let verifying = Instant::now();
         let out = self.model.forward(&input, cache)?;
+        let verify_seconds = verifying.elapsed().as_secs_f64();
         counters.forwards += 1;
         // The target's distribution after every row, with the row's own path as context.
         let mut rows = Vec::with_capacity(tokens.len());
@@ -180,6 +192,8 @@ impl Decoder<'_> {
         counters.drafted += tree.len();
         counters.accepted += acc.nodes.len();
         self.controller.observe(tree.len(), acc.nodes.len());
+        self.controller
+            .observe_time(tokens.len(), verify_seconds, tree.len(), draft_seconds);
         Ok(acc.tokens)
     }
 }

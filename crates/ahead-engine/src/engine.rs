@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 use ahead_core::spec::Controller;
 use ahead_model::{load, LoadOptions, LoadedModel, Model, ModelSource, Tokenizer};
 
-use crate::decode::Decoder;
+use crate::decode::{Decoder, StepInspector};
 use crate::error::{EngineError, Result};
 use crate::output::Generation;
 use crate::params::{GenerateParams, Method, Prompt};
@@ -214,6 +214,19 @@ impl Engine {
         params: &GenerateParams,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Generation> {
+        self.generate_inspected(prompt, params, on_text, None)
+    }
+
+    /// `generate_one`, calling `inspect` with the target cache and the committed tokens after
+    /// every step that does not finish the generation (for invariant tests).
+    #[doc(hidden)]
+    pub fn generate_inspected(
+        &self,
+        prompt: &Prompt,
+        params: &GenerateParams,
+        on_text: &mut dyn FnMut(&str),
+        mut inspect: Option<StepInspector<'_, '_>>,
+    ) -> Result<Generation> {
         params.sampling.validate()?;
         if params.num_draft.is_some_and(|k| k > MAX_DRAFT) {
             return Err(EngineError::InvalidRequest(format!(
@@ -269,6 +282,7 @@ impl Engine {
             tokenizer: &self.loaded.tokenizer,
             proposer: proposer.as_mut(),
             controller,
+            inspect: inspect.as_mut().map(|f| &mut **f as StepInspector<'_, '_>),
         };
         decoder.run(prompt_ids, params, on_text)
     }

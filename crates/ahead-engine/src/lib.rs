@@ -7,6 +7,7 @@
 
 pub mod commit;
 mod decode;
+pub use decode::StepInspector;
 pub mod engine;
 pub mod error;
 pub mod output;

@@ -271,3 +271,43 @@ fn the_draft_cache_after_rollback_equals_a_fresh_prefill() {
         history.push(100 + step as u32);
     }
 }
+
+/// Invariant: after every step of every method (greedy and sampled), the target cache holds
+/// exactly the committed tokens but the pending last one, with the keys and values a fresh
+/// prefill of them gives.
+#[test]
+fn the_target_cache_after_every_step_equals_a_fresh_prefill() {
+    let e = engine_with_draft();
+    let model = e.model();
+    let sampled = SamplingParams {
+        temperature: 1.0,
+        top_p: 0.9,
+        ..SamplingParams::greedy()
+    };
+    let prompt = Prompt::from("The cat sat on the mat. The cat sat on the mat. The cat");
+    let mut steps = 0;
+    for method in [Method::Vanilla, Method::Draft, Method::PromptLookup, Method::Auto] {
+        for sampling in [SamplingParams::greedy(), sampled.clone()] {
+            let mut check = |cache: &ahead_model::KvCache, history: &[u32]| {
+                let committed = &history[..history.len() - 1];
+                assert_eq!(cache.len(), committed.len(), "{method:?}");
+                let mut fresh = model.new_cache(committed.len()).unwrap();
+                let pos: Vec<usize> = (0..committed.len()).collect();
+                model
+                    .forward(&ForwardInput::causal(committed, &pos), &mut fresh)
+                    .unwrap();
+                for layer in 0..model.config().n_layers {
+                    let (k, v) = cache.filled(layer).unwrap();
+                    let (fk, fv) = fresh.filled(layer).unwrap();
+                    ahead_testutil::assert_close(k, fk, ahead_testutil::F32, "keys");
+                    ahead_testutil::assert_close(v, fv, ahead_testutil::F32, "values");
+                }
+                steps += 1;
+            };
+            let p = params(method, Some(4), sampling.clone(), 7, 60);
+            e.generate_inspected(&prompt, &p, &mut |_| {}, Some(&mut check))
+                .unwrap();
+        }
+    }
+    assert!(steps > 100, "only {steps} steps were checked");
+}

@@ -5,6 +5,12 @@
 //! the acceptance rate of position j given its predecessors were accepted. Cost in units of a
 //! plain decoding step: C(k) = verify(k+1 rows) / verify(1 row) + k * draft_cost. The controller
 //! maximises E(k) / C(k); k = 0 scores exactly 1.
+//!
+//! The costs start from a measurement made once per engine (at a short context) and then follow
+//! the request: the decoder reports the time of every verify forward and draft, and a line
+//! T(w) = a + b*w fitted to recent forwards (older ones fade) replaces the startup curve, which
+//! stays only as a weak anchor. As the context grows, attention makes every row dearer, and
+//! the controller sees it.
 
 /// Acceptance statistics and cost curve of one request.
 #[derive(Debug, Clone)]
@@ -25,7 +31,28 @@ pub struct Controller {
     /// Longest draft allowed now: starts at 1, doubles after a fully accepted draft, halves
     /// after a fully rejected one (slow start), so learning a poor acceptance costs little.
     ramp: usize,
+    timing: Timing,
+    /// Speculative steps since the last plain one: a plain step now and then measures the
+    /// 1-row cost, which a line fitted to drafted widths alone cannot tell.
+    since_plain: usize,
 }
+
+/// Live timings: a moving average of the seconds of a verify forward per width observed, and
+/// of the seconds per drafted token.
+#[derive(Debug, Clone, Default)]
+struct Timing {
+    verify: Vec<Option<f64>>,
+    /// Seconds of a 1-row forward implied by the first observation and the startup curve.
+    scale: Option<f64>,
+    draft_per_token: Option<f64>,
+}
+
+/// Weight of the newest timing in its width's moving average.
+const TIMING_RATE: f64 = 0.3;
+/// Weight of each startup-curve point in the line fit (each observed width weighs 1).
+const ANCHOR_WEIGHT: f64 = 0.05;
+/// Speculative steps between two plain (calibrating) ones.
+const CALIBRATE_EVERY: usize = 32;
 
 /// Weight of the newest observation in the moving averages.
 const RATE: f64 = 0.15;
@@ -50,6 +77,8 @@ impl Controller {
             probe_interval: PROBE_EVERY,
             probing: false,
             ramp: 1,
+            timing: Timing::default(),
+            since_plain: 0,
         }
     }
 
@@ -66,15 +95,83 @@ impl Controller {
     }
 
     /// Expected tokens per step and cost of drafting `k`.
-    fn score(&self, k: usize) -> f64 {
+    fn score(&self, k: usize, costs: &(Vec<f64>, f64)) -> f64 {
         let mut expected = 1.0;
         let mut run = 1.0;
         for a in &self.accept[..k] {
             run *= a;
             expected += run;
         }
-        let verify = self.verify_cost.get(k + 1).copied().unwrap_or(f64::INFINITY);
-        expected / (verify + k as f64 * self.draft_cost)
+        let verify = costs.0.get(k + 1).copied().unwrap_or(f64::INFINITY);
+        expected / (verify + k as f64 * costs.1)
+    }
+
+    /// Verify cost per width and draft cost per token, relative to a 1-row forward: from live
+    /// timings once there are any, else the startup measurement.
+    fn costs(&self) -> (Vec<f64>, f64) {
+        let t = &self.timing;
+        let Some(scale) = t.scale else {
+            return (self.verify_cost.clone(), self.draft_cost);
+        };
+        // Weighted least squares through the observed widths, with the startup curve (scaled
+        // to seconds) as weak anchor points for widths not seen yet.
+        let observed = t
+            .verify
+            .iter()
+            .enumerate()
+            .filter_map(|(w, v)| v.map(|v| (w, v, 1.0)));
+        let anchors = self
+            .verify_cost
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(w, c)| (w, c * scale, ANCHOR_WEIGHT));
+        let (mut n, mut sw, mut sww, mut st, mut swt) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        for (w, y, weight) in observed.chain(anchors) {
+            let w = w as f64;
+            n += weight;
+            sw += weight * w;
+            sww += weight * w * w;
+            st += weight * y;
+            swt += weight * w * y;
+        }
+        let det = n * sww - sw * sw;
+        if det <= 0.0 {
+            return (self.verify_cost.clone(), self.draft_cost);
+        }
+        let b = ((n * swt - sw * st) / det).max(0.0);
+        let a = (st - b * sw) / n;
+        let one = (a + b).max(1e-12);
+        let curve = (0..self.verify_cost.len())
+            .map(|w| {
+                if w == 0 {
+                    0.0
+                } else {
+                    ((a + b * w as f64) / one).max(1.0)
+                }
+            })
+            .collect();
+        let draft = t.draft_per_token.map_or(self.draft_cost, |d| d / one);
+        (curve, draft)
+    }
+
+    /// Records the time of a verify forward of `width` rows, and of drafting `drafted` tokens.
+    pub fn observe_time(&mut self, width: usize, verify_seconds: f64, drafted: usize, draft_seconds: f64) {
+        if self.fixed.is_some() || width == 0 || !verify_seconds.is_finite() {
+            return;
+        }
+        let t = &mut self.timing;
+        let prior = self.verify_cost.get(width).copied().unwrap_or(width as f64);
+        t.scale.get_or_insert(verify_seconds / prior.max(1e-9));
+        if t.verify.len() <= width {
+            t.verify.resize(width + 1, None);
+        }
+        let slot = &mut t.verify[width];
+        *slot = Some(slot.map_or(verify_seconds, |old| old + TIMING_RATE * (verify_seconds - old)));
+        if drafted > 0 && draft_seconds.is_finite() {
+            let d = draft_seconds / drafted as f64;
+            t.draft_per_token = Some(t.draft_per_token.map_or(d, |old| old + RATE * (d - old)));
+        }
     }
 
     /// The draft length for the next step (0: plain decoding).
@@ -82,13 +179,24 @@ impl Controller {
         if let Some(k) = self.fixed {
             return k;
         }
+        let costs = self.costs();
         let best = (0..=self.max_k())
-            .max_by(|&a, &b| self.score(a).total_cmp(&self.score(b)).then(b.cmp(&a)))
+            .max_by(|&a, &b| {
+                self.score(a, &costs)
+                    .total_cmp(&self.score(b, &costs))
+                    .then(b.cmp(&a))
+            })
             .unwrap_or(0);
         if best > 0 {
             self.idle = 0;
+            self.since_plain += 1;
+            if self.since_plain > CALIBRATE_EVERY {
+                self.since_plain = 0;
+                return 0;
+            }
             return best.min(self.ramp);
         }
+        self.since_plain = 0;
         self.idle += 1;
         if self.idle >= self.probe_interval && self.max_k() > 0 {
             self.idle = 0;
@@ -156,6 +264,29 @@ mod tests {
         c.observe(1, 0);
         let picks: Vec<usize> = (0..2 * PROBE_EVERY).map(|_| c.choose()).collect();
         assert_eq!(picks.iter().position(|&k| k == 1), Some(2 * PROBE_EVERY - 1));
+    }
+
+    #[test]
+    fn live_timings_override_an_optimistic_startup_curve() {
+        // The startup curve says verification is nearly free; the forwards actually observed
+        // cost in proportion to their width, and drafting is dear: speculation stops.
+        let mut c = Controller::new(vec![0.0, 1.0, 1.05, 1.1, 1.15, 1.2], 0.05);
+        for _ in 0..80 {
+            let k = c.choose();
+            c.observe(k, k.min(1));
+            c.observe_time(k + 1, 1e-3 * (k + 1) as f64, k, 5e-4 * k as f64);
+        }
+        // Plain decoding, but for an occasional one-token probe.
+        let picks: Vec<usize> = (0..PROBE_EVERY).map(|_| c.choose()).collect();
+        assert!(picks.iter().filter(|&&k| k > 0).count() <= 1, "{picks:?}");
+        // The same acceptance with the cheap verification the curve promised keeps drafting.
+        let mut c = Controller::new(vec![0.0, 1.0, 1.05, 1.1, 1.15, 1.2], 0.05);
+        for _ in 0..30 {
+            let k = c.choose();
+            c.observe(k, k.min(1));
+            c.observe_time(k + 1, 1e-3 * (1.0 + 0.05 * k as f64), k, 5e-5 * k as f64);
+        }
+        assert!(c.choose() > 0);
     }
 
     #[test]

@@ -129,6 +129,13 @@ impl KvCache {
         (&self.keys[layer], &self.values[layer])
     }
 
+    /// Keys and values of `layer` for the filled slots, `[len][kv_dim]` each (for checks that a
+    /// cache equals a fresh prefill).
+    pub fn filled(&self, layer: usize) -> Option<(&[f32], &[f32])> {
+        let n = self.len * self.kv_dim;
+        Some((self.keys.get(layer)?.get(..n)?, self.values.get(layer)?.get(..n)?))
+    }
+
     pub(crate) fn positions(&self) -> &[usize] {
         &self.positions[..self.len]
     }
