@@ -57,6 +57,9 @@ pub struct DraftArgs {
     /// Fraction of the corpus (its end) kept for evaluation only.
     #[arg(long, default_value_t = 0.1)]
     pub held_out: f64,
+    /// Also train on the target's own continuations of this many training prompts.
+    #[arg(long, default_value_t = 0)]
+    pub generated: usize,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Held-out prompts to run speculative decoding on after training.
@@ -120,6 +123,7 @@ fn draft(a: DraftArgs) -> Result<()> {
         epochs: a.epochs,
         learning_rate: a.lr,
         held_out: a.held_out,
+        generated: a.generated,
         seed: a.seed,
     };
     eprintln!(

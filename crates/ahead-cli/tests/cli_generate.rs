@@ -341,10 +341,38 @@ fn bad_generate_arguments_fail_cleanly() {
 }
 
 #[test]
-fn method_draft_errors_clearly() {
+fn method_draft_errors_clearly_without_a_draft() {
+    // The embedded default model has a vendored draft; another model needs --draft.
     fails(
-        &ahead(&["generate", "--prompt", "Once", "--method", "draft"]),
+        &ahead(&[
+            "generate", "--model", BABY_BIN, "--prompt", "Once", "--method", "draft",
+        ]),
         &["draft"],
         "--method draft",
     );
+}
+
+#[test]
+fn the_default_model_drafts_with_its_vendored_draft() {
+    let run = |method: &str| {
+        json(
+            &ahead(&[
+                "generate",
+                "--prompt",
+                "Once upon a time",
+                "--max-tokens",
+                "80",
+                "--method",
+                method,
+                "--num-draft",
+                "3",
+                "--json",
+            ]),
+            method,
+        )
+    };
+    let (draft, vanilla) = (run("draft"), run("vanilla"));
+    assert_eq!(draft["token_ids"], vanilla["token_ids"]);
+    assert_eq!(draft["stats"]["method"], "draft");
+    assert!(draft["stats"]["accepted_tokens"].as_u64().unwrap() > 0);
 }

@@ -192,8 +192,13 @@ impl Decoder<'_, '_> {
         counters.drafted += tree.len();
         counters.accepted += acc.nodes.len();
         self.controller.observe(tree.len(), acc.nodes.len());
-        self.controller
-            .observe_time(tokens.len(), verify_seconds, tree.len(), draft_seconds);
+        // Live timings steer k only at greedy, where output does not depend on k. Under
+        // sampling, the tokens drawn depend on which positions had drafts, so k must not follow
+        // the clock, or one seed would give different text from run to run.
+        if sampling.is_greedy() {
+            self.controller
+                .observe_time(tokens.len(), verify_seconds, tree.len(), draft_seconds);
+        }
         Ok(acc.tokens)
     }
 }

@@ -66,7 +66,13 @@ impl EngineBuilder {
                 tokenizer: self.tokenizer,
             },
         )?;
-        let engine = Engine::from_loaded(loaded);
+        let mut engine = Engine::from_loaded(loaded);
+        if self.draft.is_none() && source == ModelSource::Default {
+            engine = engine.with_draft(ahead_model::load::default_draft()?);
+            if let Some(d) = engine.draft.as_mut() {
+                d.embedded = true;
+            }
+        }
         Ok(match &self.draft {
             Some(d) => {
                 let opts = LoadOptions {
@@ -116,6 +122,10 @@ struct Draft {
     mode: DraftMode,
     /// For `Retokenized`: the draft's and the target's tokenizers.
     tokenizers: Option<(Arc<Tokenizer>, Arc<Tokenizer>)>,
+    /// The default model's vendored draft: used by `Method::Draft`, not chosen by `Auto`
+    /// (on CPUs where the tiny target's verify cost grows linearly it does not pay; see
+    /// BENCHMARKS.md).
+    embedded: bool,
 }
 
 impl Engine {
@@ -138,6 +148,7 @@ impl Engine {
             model: Arc::new(draft),
             mode: DraftMode::SharedVocabulary,
             tokenizers: None,
+            embedded: false,
         });
         self
     }
@@ -153,12 +164,14 @@ impl Engine {
                 model: Arc::new(draft.model),
                 mode: DraftMode::SharedVocabulary,
                 tokenizers: None,
+                embedded: false,
             }
         } else {
             Draft {
                 model: Arc::new(draft.model),
                 mode: DraftMode::Retokenized,
                 tokenizers: Some((Arc::new(draft.tokenizer), Arc::new(tt.clone()))),
+                embedded: false,
             }
         });
         self
@@ -237,7 +250,7 @@ impl Engine {
         let model = &self.loaded.model;
         let capacity = (prompt_ids.len() + params.max_tokens + MAX_DRAFT).min(model.config().max_seq_len);
         let method = match params.method {
-            Method::Auto if self.draft.is_some() => Method::Draft,
+            Method::Auto if self.draft.as_ref().is_some_and(|d| !d.embedded) => Method::Draft,
             Method::Auto => Method::PromptLookup,
             m => m,
         };

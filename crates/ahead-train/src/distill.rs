@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use ahead_core::Rng;
+use ahead_core::{Rng, SamplingParams};
 use ahead_model::{ForwardInput, Model, Tokenizer};
 use candle_core::{Device, Tensor, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -32,6 +32,10 @@ pub struct DistillOptions {
     pub learning_rate: f64,
     /// Fraction of the corpus (its tail) held out for evaluation.
     pub held_out: f64,
+    /// Also train on the target's own continuations of this many training-split prompts
+    /// (alternately greedy and sampled at temperature 1): the text a draft meets when it
+    /// serves this target.
+    pub generated: usize,
     pub seed: u64,
 }
 
@@ -50,6 +54,7 @@ impl Default for DistillOptions {
             epochs: 4,
             learning_rate: 4e-3,
             held_out: 0.1,
+            generated: 0,
             seed: 1,
         }
     }
@@ -105,8 +110,11 @@ pub fn distill_draft(
             tcfg.max_seq_len
         )));
     }
+    let draft_config = opts.shape.config(tcfg)?;
     let split = corpus::split(text, opts.held_out)?;
-    let train = label(target, corpus::windows(tokenizer, split.train, opts.seq_len)?)?;
+    let mut train_windows = corpus::windows(tokenizer, split.train, opts.seq_len)?;
+    train_windows.extend(continuations(target, tokenizer, split.train, opts)?);
+    let train = label(target, train_windows)?;
     let held = label(target, corpus::windows(tokenizer, split.held_out, opts.seq_len)?)?;
     if train.windows.is_empty() {
         return Err(TrainError::Corpus(format!(
@@ -114,7 +122,7 @@ pub fn distill_draft(
             opts.seq_len
         )));
     }
-    let student = Student::new(opts.shape.config(tcfg)?, opts.seed)?;
+    let student = Student::new(draft_config, opts.seed)?;
     let mut optimizer = AdamW::new(
         student.vars(),
         ParamsAdamW {
@@ -167,6 +175,52 @@ pub fn distill_draft(
         expected_accepted_length,
     };
     Ok((student.to_model()?, report))
+}
+
+/// Windows of `seq_len` tokens: the first sentence of a training paragraph, continued by the
+/// target itself (every other one greedy, the rest sampled at temperature 1).
+fn continuations(
+    target: &Model,
+    tokenizer: &Tokenizer,
+    text: &str,
+    opts: &DistillOptions,
+) -> Result<Vec<Vec<u32>>> {
+    let mut rng = Rng::new(opts.seed ^ 0x6E6);
+    let mut out = Vec::with_capacity(opts.generated);
+    let prompts: Vec<&str> = corpus::paragraphs(text)
+        .filter_map(|p| p.split(". ").next())
+        .collect();
+    for (i, prompt) in prompts.iter().cycle().take(opts.generated).enumerate() {
+        let mut ids = tokenizer.encode(prompt, tokenizer.add_bos())?;
+        ids.truncate(opts.seq_len / 2);
+        if ids.is_empty() {
+            continue;
+        }
+        let sampling = SamplingParams {
+            temperature: if i % 2 == 0 { 0.0 } else { 1.0 },
+            ..SamplingParams::greedy()
+        };
+        let mut cache = target.new_cache(opts.seq_len)?;
+        let pos: Vec<usize> = (0..ids.len()).collect();
+        let mut logits = target
+            .forward(&ForwardInput::causal(&ids, &pos), &mut cache)?
+            .last()
+            .to_vec();
+        while ids.len() < opts.seq_len {
+            let next = ahead_core::sampling::choose(&logits, &sampling, &ids, &mut rng)
+                .map_err(|e| TrainError::Options(e.to_string()))?;
+            ids.push(next);
+            if ids.len() < opts.seq_len {
+                let pos = [ids.len() - 1];
+                logits = target
+                    .forward(&ForwardInput::causal(&[next], &pos), &mut cache)?
+                    .last()
+                    .to_vec();
+            }
+        }
+        out.push(ids);
+    }
+    Ok(out)
 }
 
 /// The target's next-token distribution after every token of every window.

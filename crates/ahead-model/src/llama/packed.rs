@@ -206,7 +206,7 @@ impl Tile for Portable {
                 for (r, a) in acc.iter_mut().enumerate() {
                     let xv = t.x[(t.r0 + r) * cols + i];
                     for l in 0..PANEL {
-                        a[j][l] = xv * col[l] + a[j][l];
+                        a[j][l] += xv * col[l];
                     }
                 }
             }

@@ -22,6 +22,13 @@ pub use hub::{hub_cache_dir, resolve_hub};
 /// The embedded default model: Karpathy's stories260K (MIT), with its 512-piece tokenizer.
 const DEFAULT_CHECKPOINT: &[u8] = include_bytes!("../../../../models/stories260K/stories260K.bin");
 const DEFAULT_TOKENIZER: &[u8] = include_bytes!("../../../../models/stories260K/tok512.bin");
+/// A draft for the default model, distilled by `ahead train draft` (see models/stories260K/README.md).
+const DEFAULT_DRAFT: &[u8] = include_bytes!("../../../../models/stories260K/draft.bin");
+
+/// The embedded default model's vendored draft (same tokenizer).
+pub fn default_draft() -> Result<Model> {
+    llama2c::load(DEFAULT_DRAFT, "stories260K draft.bin (embedded)")
+}
 
 /// The file formats ahead reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,108 @@
+//! `ahead train draft` end to end on a small slice of the TinyStories corpus: it writes a
+//! loadable draft, its tokenizer and a report, and the draft decodes losslessly.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+
+#[test]
+fn train_draft_writes_a_draft_that_decodes_losslessly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(format!("{FIXTURES}/corpus/tinystories_valid_head.txt")).unwrap();
+    let mut cut = 40_000;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let corpus = tmp.path().join("corpus.txt");
+    std::fs::write(&corpus, &text[..cut]).unwrap();
+    let out_dir = tmp.path().join("draft");
+    let o = ahead(&[
+        "train",
+        "draft",
+        "--target",
+        STORIES_BIN,
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--seq-len",
+        "64",
+        "--batch",
+        "8",
+        "--generated",
+        "8",
+        "--eval-prompts",
+        "2",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let t = &report["training"];
+    assert!(t["steps"].as_u64().unwrap() > 0);
+    assert!(t["held_out_tokens"].as_u64().unwrap() > 0, "{report}");
+    let agreement = t["top1_agreement"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&agreement));
+    assert!(report["measured"]["mean_accepted_length"].as_f64().unwrap() >= 1.0);
+    for f in ["draft.bin", "tokenizer.bin", "report.json"] {
+        assert!(out_dir.join(f).is_file(), "{f} missing");
+    }
+    // The written draft loads and gives the target's exact greedy output.
+    let run = |method: &str| {
+        let o = ahead(&[
+            "generate",
+            "--model",
+            STORIES_BIN,
+            "--prompt",
+            "Once upon a time",
+            "--max-tokens",
+            "60",
+            "--method",
+            method,
+            "--draft",
+            out_dir.join("draft.bin").to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+        v["token_ids"].clone()
+    };
+    assert_eq!(run("draft"), run("vanilla"));
+}
+
+#[test]
+fn train_draft_refuses_bad_options_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("c.txt");
+    std::fs::write(&corpus, "Once upon a time.").unwrap();
+    let o = ahead(&[
+        "train",
+        "draft",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--out",
+        tmp.path().join("d").to_str().unwrap(),
+        "--dim",
+        "30",
+        "--heads",
+        "4",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("heads"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = ahead(&[
+        "train",
+        "draft",
+        "--corpus",
+        tmp.path().join("missing.txt").to_str().unwrap(),
+        "--out",
+        tmp.path().join("d").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("corpus"));
+}
