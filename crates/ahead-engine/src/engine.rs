@@ -68,10 +68,7 @@ impl EngineBuilder {
         )?;
         let mut engine = Engine::from_loaded(loaded);
         if self.draft.is_none() && source == ModelSource::Default {
-            engine = engine.with_draft(ahead_model::load::default_draft()?);
-            if let Some(d) = engine.draft.as_mut() {
-                d.embedded = true;
-            }
+            engine.draft = Some(Draft::shared(ahead_model::load::default_draft()?, true));
         }
         Ok(match &self.draft {
             Some(d) => {
@@ -128,6 +125,17 @@ struct Draft {
     embedded: bool,
 }
 
+impl Draft {
+    fn shared(model: Model, embedded: bool) -> Self {
+        Self {
+            model: Arc::new(model),
+            mode: DraftMode::SharedVocabulary,
+            tokenizers: None,
+            embedded,
+        }
+    }
+}
+
 impl Engine {
     pub fn builder() -> EngineBuilder {
         EngineBuilder::default()
@@ -144,12 +152,7 @@ impl Engine {
 
     /// Adds a draft model without a tokenizer: it must share the target's vocabulary.
     pub fn with_draft(mut self, draft: Model) -> Self {
-        self.draft = Some(Draft {
-            model: Arc::new(draft),
-            mode: DraftMode::SharedVocabulary,
-            tokenizers: None,
-            embedded: false,
-        });
+        self.draft = Some(Draft::shared(draft, false));
         self
     }
 
@@ -160,12 +163,7 @@ impl Engine {
             && dt.vocab_size() == tt.vocab_size()
             && (0..tt.vocab_size() as u32).all(|id| dt.id_to_piece(id) == tt.id_to_piece(id));
         self.draft = Some(if shared {
-            Draft {
-                model: Arc::new(draft.model),
-                mode: DraftMode::SharedVocabulary,
-                tokenizers: None,
-                embedded: false,
-            }
+            Draft::shared(draft.model, false)
         } else {
             Draft {
                 model: Arc::new(draft.model),

@@ -7,9 +7,9 @@
 //! maximises E(k) / C(k); k = 0 scores exactly 1.
 //!
 //! The costs start from a measurement made once per engine (at a short context) and then follow
-//! the request: the decoder reports the time of every verify forward and draft, and a line
-//! T(w) = a + b*w fitted to recent forwards (older ones fade) replaces the startup curve, which
-//! stays only as a weak anchor. As the context grows, attention makes every row dearer, and
+//! the request: the decoder reports the time of every verify forward and draft; a moving average
+//! per width, and a line T(w) = a + b*w fitted through those averages, replace the startup curve,
+//! which stays only as a weak anchor for widths not seen yet. As the context grows, attention makes every row dearer, and
 //! the controller sees it.
 
 /// Acceptance statistics and cost curve of one request.
@@ -45,6 +45,8 @@ struct Timing {
     /// Seconds of a 1-row forward implied by the first observation and the startup curve.
     scale: Option<f64>,
     draft_per_token: Option<f64>,
+    /// The costs fitted at the last observation: verify curve and draft cost per token.
+    fitted: Option<(Vec<f64>, f64)>,
 }
 
 /// Weight of the newest timing in its width's moving average.
@@ -95,24 +97,22 @@ impl Controller {
     }
 
     /// Expected tokens per step and cost of drafting `k`.
-    fn score(&self, k: usize, costs: &(Vec<f64>, f64)) -> f64 {
+    fn score(&self, k: usize, verify_cost: &[f64], draft_cost: f64) -> f64 {
         let mut expected = 1.0;
         let mut run = 1.0;
         for a in &self.accept[..k] {
             run *= a;
             expected += run;
         }
-        let verify = costs.0.get(k + 1).copied().unwrap_or(f64::INFINITY);
-        expected / (verify + k as f64 * costs.1)
+        let verify = verify_cost.get(k + 1).copied().unwrap_or(f64::INFINITY);
+        expected / (verify + k as f64 * draft_cost)
     }
 
-    /// Verify cost per width and draft cost per token, relative to a 1-row forward: from live
-    /// timings once there are any, else the startup measurement.
-    fn costs(&self) -> (Vec<f64>, f64) {
+    /// Verify cost per width and draft cost per token, relative to a 1-row forward, fitted to
+    /// the live timings; `None` before there are any (or if the fit is degenerate).
+    fn fit(&self) -> Option<(Vec<f64>, f64)> {
         let t = &self.timing;
-        let Some(scale) = t.scale else {
-            return (self.verify_cost.clone(), self.draft_cost);
-        };
+        let scale = t.scale?;
         // Weighted least squares through the observed widths, with the startup curve (scaled
         // to seconds) as weak anchor points for widths not seen yet.
         let observed = t
@@ -137,7 +137,7 @@ impl Controller {
         }
         let det = n * sww - sw * sw;
         if det <= 0.0 {
-            return (self.verify_cost.clone(), self.draft_cost);
+            return None;
         }
         let b = ((n * swt - sw * st) / det).max(0.0);
         let a = (st - b * sw) / n;
@@ -152,7 +152,7 @@ impl Controller {
             })
             .collect();
         let draft = t.draft_per_token.map_or(self.draft_cost, |d| d / one);
-        (curve, draft)
+        Some((curve, draft))
     }
 
     /// Records the time of a verify forward of `width` rows, and of drafting `drafted` tokens.
@@ -172,6 +172,7 @@ impl Controller {
             let d = draft_seconds / drafted as f64;
             t.draft_per_token = Some(t.draft_per_token.map_or(d, |old| old + RATE * (d - old)));
         }
+        self.timing.fitted = self.fit();
     }
 
     /// The draft length for the next step (0: plain decoding).
@@ -179,13 +180,13 @@ impl Controller {
         if let Some(k) = self.fixed {
             return k;
         }
-        let costs = self.costs();
+        let (verify, draft) = match &self.timing.fitted {
+            Some((v, d)) => (v.as_slice(), *d),
+            None => (self.verify_cost.as_slice(), self.draft_cost),
+        };
+        let score = |k| self.score(k, verify, draft);
         let best = (0..=self.max_k())
-            .max_by(|&a, &b| {
-                self.score(a, &costs)
-                    .total_cmp(&self.score(b, &costs))
-                    .then(b.cmp(&a))
-            })
+            .max_by(|&a, &b| score(a).total_cmp(&score(b)).then(b.cmp(&a)))
             .unwrap_or(0);
         if best > 0 {
             self.idle = 0;

@@ -129,12 +129,16 @@ impl Proposer for DraftModel {
     }
 }
 
+/// Context tokens decoded beside the drafts to find the drafted text.
+const DECODE_TAIL: usize = 8;
+
 /// A draft whose tokenizer differs from the target's. Each step it re-encodes the committed
 /// text with its own tokenizer, drafts greedily, decodes the new text, and encodes that as a
 /// continuation with the target's tokenizer. The target verifies those tokens as one-hot
 /// proposals, which is exact for any proposal (accepting x with probability p(x) and otherwise
 /// sampling p without x gives p), so greedy and sampled output stay the target's.
 /// Greedy drafting maximises p(x) for the likely x, the acceptance rate of a one-hot proposal.
+/// Each step still decodes and re-encodes the whole committed text (linear in its length).
 #[derive(Debug)]
 pub struct RetokenizingDraft {
     draft: DraftModel,
@@ -172,8 +176,12 @@ impl Proposer for RetokenizingDraft {
         if drafted.is_empty() {
             return Ok(TokenTree::empty());
         }
-        let before = dt.decode(&context)?;
-        let after = dt.decode(&[context.as_slice(), drafted.as_slice()].concat())?;
+        // The drafted text: a short tail of the context decoded with and without the drafts.
+        // Both decodes start at the same token, so leading-space rules treat them alike, and
+        // the cost per step does not grow with the context.
+        let tail = &context[context.len().saturating_sub(DECODE_TAIL)..];
+        let before = dt.decode(tail)?;
+        let after = dt.decode(&[tail, drafted.as_slice()].concat())?;
         // Decoding is not always prefix-stable (a byte-fallback character split across tokens
         // decodes to U+FFFD); then there is nothing reliable to propose this step.
         let Some(suffix) = after.strip_prefix(before.as_str()).filter(|s| !s.is_empty()) else {

@@ -319,7 +319,7 @@ mod tests {
         let mut got = vec![0f32; k * rows];
         lin.forward(&x, k, &mut got).unwrap();
         let mut want = vec![0f32; k * rows];
-        kernels::matmul_f32(&x, k, &deq, rows, cols, &mut want);
+        PackedF32::new(&deq, rows, cols).matmul(&x, k, &mut want);
         for (a, b) in got.iter().zip(&want) {
             // Activations are quantized to 8 bits too: allow ~1% of the magnitude.
             assert!(

@@ -14,11 +14,10 @@
 
 use rayon::prelude::*;
 
+use super::kernels::PARALLEL_MIN_MACS;
+
 /// Outputs per panel: one AVX-512 register of f32.
 pub const PANEL: usize = 16;
-/// Multiply-accumulates below which a product runs on the calling thread (a thread-pool round
-/// trip costs more; see PERFORMANCE-NOTES.md).
-const PARALLEL_MIN_MACS: usize = 1 << 20;
 
 /// A `[rows, cols]` f32 matrix in panel layout (rows padded with zeros to a multiple of 16).
 #[derive(Debug, Clone)]
