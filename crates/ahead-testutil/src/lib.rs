@@ -34,6 +34,32 @@ pub fn assert_close(a: &[f32], b: &[f32], tol: Tolerance, what: &str) {
     }
 }
 
+/// Paths of the fixture files the test suites share, as `&str` for command lines.
+pub mod paths {
+    pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
+    pub const STORIES_BIN: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/stories260K/stories260K.bin"
+    );
+    pub const STORIES_TOK: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/stories260K/tok512.bin"
+    );
+    pub const STORIES_GGUF: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/stories260K/stories260K.gguf"
+    );
+    pub const STORIES_HF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/stories260K-hf");
+    pub const BABY_BIN: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/babyllama-tok105/model5000.bin"
+    );
+    pub const BABY_TOK: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/babyllama-tok105/tok105.bin"
+    );
+}
+
 /// The repository's `tests/fixtures` folder.
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")

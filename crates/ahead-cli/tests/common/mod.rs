@@ -1,6 +1,7 @@
 //! Helpers shared by the CLI tests: run the real binary, read its JSON, fixtures.
 #![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
+pub use ahead_testutil::paths::*;
 pub use std::path::{Path, PathBuf};
 pub use std::process::{Command, Output};
 pub use std::time::{Duration, Instant};
@@ -8,24 +9,6 @@ pub use std::time::{Duration, Instant};
 pub use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ahead");
-pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
-pub const STORIES_BIN: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/stories260K/stories260K.bin"
-);
-pub const STORIES_TOK: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/stories260K/tok512.bin"
-);
-pub const STORIES_GGUF: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/stories260K/stories260K.gguf"
-);
-pub const STORIES_HF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/stories260K-hf");
-pub const BABY_BIN: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/babyllama-tok105/model5000.bin"
-);
 
 // ---------------------------------------------------------------------------------------------
 // helpers

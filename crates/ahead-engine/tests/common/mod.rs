@@ -1,30 +1,12 @@
 //! Helpers shared by the generation tests: fixtures, goldens, engines, parameter shorthands.
 #![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
+pub use ahead_testutil::paths::*;
 pub use std::sync::OnceLock;
 
 pub use ahead_engine::commit::{Committer, StopRules};
 pub use ahead_engine::{Engine, FinishReason, GenerateParams, Generation, Prompt, SamplingParams};
 pub use ahead_model::Tokenizer;
-
-pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
-pub const STORIES_BIN: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/stories260K/stories260K.bin"
-);
-pub const STORIES_GGUF: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/stories260K/stories260K.gguf"
-);
-pub const STORIES_HF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/stories260K-hf");
-pub const BABY_BIN: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/babyllama-tok105/model5000.bin"
-);
-pub const BABY_TOK: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/babyllama-tok105/tok105.bin"
-);
 
 pub const EOS: u32 = 2;
 pub const CONTEXT: usize = 512;
