@@ -7,9 +7,10 @@
 //! maximises E(k) / C(k); k = 0 scores exactly 1.
 //!
 //! The costs start from a measurement made once per engine (at a short context) and then follow
-//! the request: the decoder reports the time of every verify forward and draft; a moving average
-//! per width, and a line T(w) = a + b*w fitted through those averages, replace the startup curve,
-//! which stays only as a weak anchor for widths not seen yet. As the context grows, attention makes every row dearer, and
+//! the request: the decoder reports the time of every verify forward and draft. Each is divided
+//! by the current 1-row time (plain steps, and a calibrating plain step every 32 speculative
+//! ones, keep it measured); a moving average of T(w)/T(1) per width gives the marginal cost of a
+//! row, m, and the curve becomes 1 + m (w - 1). The startup curve stays only as a weak anchor. As the context grows, attention makes every row dearer, and
 //! the controller sees it.
 
 /// Acceptance statistics and cost curve of one request.
@@ -37,22 +38,30 @@ pub struct Controller {
     since_plain: usize,
 }
 
-/// Live timings: a moving average of the seconds of a verify forward per width observed, and
-/// of the seconds per drafted token.
+/// Live timings, as ratios to the current 1-row forward time: the context grows during a
+/// request and every row gets dearer, so a width timed long ago is compared with the 1-row time
+/// of its day, not with today's.
 #[derive(Debug, Clone, Default)]
 struct Timing {
-    verify: Vec<Option<f64>>,
-    /// Seconds of a 1-row forward implied by the first observation and the startup curve.
-    scale: Option<f64>,
-    draft_per_token: Option<f64>,
+    /// Moving average of the seconds of a 1-row forward (plain steps and calibration steps).
+    one: Option<f64>,
+    /// `one` is only inferred from a wider forward and the startup curve, not measured yet.
+    one_inferred: bool,
+    /// Per width observed: moving average of T(w) / T(1), and its weight in the fit (1 when
+    /// just observed, fading while other widths are observed, so old ratios count less).
+    ratio: Vec<Option<(f64, f64)>>,
+    /// Moving average of the seconds per drafted token over T(1).
+    draft_ratio: Option<f64>,
     /// The costs fitted at the last observation: verify curve and draft cost per token.
     fitted: Option<(Vec<f64>, f64)>,
 }
 
 /// Weight of the newest timing in its width's moving average.
 const TIMING_RATE: f64 = 0.3;
-/// Weight of each startup-curve point in the line fit (each observed width weighs 1).
-const ANCHOR_WEIGHT: f64 = 0.05;
+/// Weight a width's ratio keeps in the fit at each observation of another width.
+const STALE_DECAY: f64 = 0.9;
+/// Weight of each startup-curve point in the line fit (a width just observed weighs 1).
+const ANCHOR_WEIGHT: f64 = 0.01;
 /// Speculative steps between two plain (calibrating) ones.
 const CALIBRATE_EVERY: usize = 32;
 
@@ -112,47 +121,33 @@ impl Controller {
     /// the live timings; `None` before there are any (or if the fit is degenerate).
     fn fit(&self) -> Option<(Vec<f64>, f64)> {
         let t = &self.timing;
-        let scale = t.scale?;
-        // Weighted least squares through the observed widths, with the startup curve (scaled
-        // to seconds) as weak anchor points for widths not seen yet.
+        t.one?;
+        // T(w)/T(1) = 1 + m (w - 1): the marginal row cost m is a weighted mean of the slopes
+        // (r - 1) / (w - 1) of the observed widths, with the startup curve's as weak anchors.
         let observed = t
-            .verify
+            .ratio
             .iter()
             .enumerate()
-            .filter_map(|(w, v)| v.map(|v| (w, v, 1.0)));
+            .filter_map(|(w, r)| r.map(|(r, weight)| (w, r, weight)));
         let anchors = self
             .verify_cost
             .iter()
             .enumerate()
-            .skip(1)
-            .map(|(w, c)| (w, c * scale, ANCHOR_WEIGHT));
-        let (mut n, mut sw, mut sww, mut st, mut swt) = (0.0, 0.0, 0.0, 0.0, 0.0);
-        for (w, y, weight) in observed.chain(anchors) {
-            let w = w as f64;
-            n += weight;
-            sw += weight * w;
-            sww += weight * w * w;
-            st += weight * y;
-            swt += weight * w * y;
+            .skip(2)
+            .map(|(w, &c)| (w, c, ANCHOR_WEIGHT));
+        let (mut slopes, mut weights) = (0.0, 0.0);
+        for (w, r, weight) in observed.chain(anchors) {
+            slopes += weight * (r - 1.0) / (w as f64 - 1.0);
+            weights += weight;
         }
-        let det = n * sww - sw * sw;
-        if det <= 0.0 {
+        if weights <= 0.0 {
             return None;
         }
-        let b = ((n * swt - sw * st) / det).max(0.0);
-        let a = (st - b * sw) / n;
-        let one = (a + b).max(1e-12);
+        let m = (slopes / weights).max(0.0);
         let curve = (0..self.verify_cost.len())
-            .map(|w| {
-                if w == 0 {
-                    0.0
-                } else {
-                    ((a + b * w as f64) / one).max(1.0)
-                }
-            })
+            .map(|w| if w == 0 { 0.0 } else { 1.0 + m * (w as f64 - 1.0) })
             .collect();
-        let draft = t.draft_per_token.map_or(self.draft_cost, |d| d / one);
-        Some((curve, draft))
+        Some((curve, t.draft_ratio.unwrap_or(self.draft_cost)))
     }
 
     /// Records the time of a verify forward of `width` rows, and of drafting `drafted` tokens.
@@ -160,17 +155,35 @@ impl Controller {
         if self.fixed.is_some() || width == 0 || !verify_seconds.is_finite() {
             return;
         }
+        let ema = |old: Option<f64>, new: f64| Some(old.map_or(new, |o| o + TIMING_RATE * (new - o)));
         let t = &mut self.timing;
-        let prior = self.verify_cost.get(width).copied().unwrap_or(width as f64);
-        t.scale.get_or_insert(verify_seconds / prior.max(1e-9));
-        if t.verify.len() <= width {
-            t.verify.resize(width + 1, None);
+        if width == 1 {
+            t.one = if t.one_inferred {
+                Some(verify_seconds)
+            } else {
+                ema(t.one, verify_seconds)
+            };
+            t.one_inferred = false;
         }
-        let slot = &mut t.verify[width];
-        *slot = Some(slot.map_or(verify_seconds, |old| old + TIMING_RATE * (verify_seconds - old)));
+        // Before any plain step, the startup curve gives the 1-row time to compare with.
+        if t.one.is_none() {
+            let prior = self.verify_cost.get(width).copied().unwrap_or(width as f64);
+            t.one = Some(verify_seconds / prior.max(1e-9));
+            t.one_inferred = true;
+        }
+        let one = t.one.unwrap_or(verify_seconds);
+        for (_, weight) in t.ratio.iter_mut().flatten() {
+            *weight *= STALE_DECAY;
+        }
+        if width > 1 {
+            if t.ratio.len() <= width {
+                t.ratio.resize(width + 1, None);
+            }
+            let r = ema(t.ratio[width].map(|(r, _)| r), verify_seconds / one).unwrap_or(1.0);
+            t.ratio[width] = Some((r, 1.0));
+        }
         if drafted > 0 && draft_seconds.is_finite() {
-            let d = draft_seconds / drafted as f64;
-            t.draft_per_token = Some(t.draft_per_token.map_or(d, |old| old + RATE * (d - old)));
+            t.draft_ratio = ema(t.draft_ratio, draft_seconds / drafted as f64 / one);
         }
         self.timing.fitted = self.fit();
     }
@@ -199,7 +212,12 @@ impl Controller {
         }
         self.since_plain = 0;
         self.idle += 1;
-        if self.idle >= self.probe_interval && self.max_k() > 0 {
+        // Probe only if drafting could pay at all: with every draft accepted, k drafts give
+        // k + 1 tokens. When even that loses to plain decoding, a probe is pure cost.
+        let could_pay = (1..=self.max_k()).any(|k| {
+            (k + 1) as f64 / (verify.get(k + 1).copied().unwrap_or(f64::INFINITY) + k as f64 * draft) > 1.0
+        });
+        if could_pay && self.idle >= self.probe_interval && self.max_k() > 0 {
             self.idle = 0;
             self.probing = true;
             return 1;
@@ -252,9 +270,9 @@ mod tests {
 
     #[test]
     fn stops_speculating_when_it_does_not_pay_and_probes_later() {
-        // Verification cost grows linearly: no draft length can beat plain decoding at low
-        // acceptance.
-        let mut c = Controller::new(vec![0.0, 1.0, 2.0, 3.0, 4.0], 0.1);
+        // Verification is cheap enough that good acceptance would pay, but at no acceptance
+        // no draft length beats plain decoding.
+        let mut c = Controller::new(vec![0.0, 1.0, 1.3, 1.6, 1.9], 0.1);
         for _ in 0..50 {
             c.observe(3, 0);
         }
@@ -288,6 +306,14 @@ mod tests {
             c.observe_time(k + 1, 1e-3 * (1.0 + 0.05 * k as f64), k, 5e-5 * k as f64);
         }
         assert!(c.choose() > 0);
+    }
+
+    #[test]
+    fn never_probes_when_even_full_acceptance_would_lose() {
+        // Verifying k+1 rows costs k+1 single rows and drafting is not free: no k can pay.
+        let mut c = Controller::new(vec![0.0, 1.0, 2.0, 3.0, 4.0], 0.1);
+        let picks: Vec<usize> = (0..10 * PROBE_EVERY).map(|_| c.choose()).collect();
+        assert!(picks.iter().all(|&k| k == 0), "{picks:?}");
     }
 
     #[test]
