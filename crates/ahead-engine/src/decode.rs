@@ -74,6 +74,9 @@ impl Decoder<'_, '_> {
             self.model
                 .forward(&ForwardInput::causal(&prompt_ids[..n - 1], &pos), &mut cache)?;
         }
+        if self.controller.max_k() > 0 {
+            self.proposer.prefill(&prompt_ids)?;
+        }
         let prefill = start.elapsed();
         while committer.finished().is_none() {
             let tokens = self.step(

@@ -117,6 +117,13 @@ impl Proposer for DraftModel {
         "draft"
     }
 
+    fn prefill(&mut self, prompt: &[u32]) -> Result<()> {
+        if prompt.len() < self.cache.capacity() {
+            self.sync(prompt)?;
+        }
+        Ok(())
+    }
+
     fn propose(
         &mut self,
         history: &[u32],
@@ -164,6 +171,12 @@ impl RetokenizingDraft {
 impl Proposer for RetokenizingDraft {
     fn name(&self) -> &'static str {
         "draft"
+    }
+
+    fn prefill(&mut self, prompt: &[u32]) -> Result<()> {
+        let text = self.target_tokenizer.decode(prompt)?;
+        let dt = &self.draft_tokenizer;
+        self.draft.prefill(&dt.encode(&text, dt.add_bos())?)
     }
 
     fn propose(&mut self, history: &[u32], k: usize, _: &SamplingParams, rng: &mut Rng) -> Result<TokenTree> {

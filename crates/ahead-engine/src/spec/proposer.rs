@@ -11,6 +11,12 @@ pub trait Proposer {
     /// The method's name in stats.
     fn name(&self) -> &'static str;
 
+    /// Processes the prompt before decoding starts (a draft model's KV cache), so that the
+    /// prompt's cost counts as prefill, as the target's does. By default nothing.
+    fn prefill(&mut self, _prompt: &[u32]) -> Result<()> {
+        Ok(())
+    }
+
     /// Up to `k` draft tokens continuing `history` (prompt and committed tokens; the last one
     /// is not yet in the target's cache). Each node carries the distribution it was drawn from
     /// after the request's warpers, or one-hot for deterministic drafts.
