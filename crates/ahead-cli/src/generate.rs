@@ -2,8 +2,8 @@
 
 use std::io::Write;
 
-use ahead_core::spec::PromptLookup;
-use ahead_engine::{Engine, GenerateParams, Method, Prompt, SamplingParams};
+use ahead_core::spec::{MedusaTree, PromptLookup};
+use ahead_engine::{Engine, GenerateParams, MedusaAcceptance as Verify, Method, Prompt, SamplingParams};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
@@ -19,8 +19,10 @@ pub enum MethodArg {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum MedusaAcceptance {
+    /// Rejection sampling over the tree: the model's own distribution (the default).
     Exact,
-    /// Typical acceptance: LOSSY, output may differ from the model alone.
+    /// Medusa's typical acceptance: LOSSY when sampling; the output no longer follows the
+    /// model's distribution exactly (greedy output is unaffected).
     Typical,
 }
 
@@ -75,10 +77,24 @@ pub struct GenerateArgs {
     /// Prompt lookup: shortest n-gram to match.
     #[arg(long, default_value_t = 1)]
     pub lookup_min_ngram: usize,
+    /// Medusa heads: a folder with config.json and medusa_lm_head.safetensors (default: the
+    /// embedded model's vendored heads).
     #[arg(long)]
     pub medusa: Option<String>,
+    /// How Medusa candidates are verified when sampling. `typical` is LOSSY.
     #[arg(long, value_enum)]
     pub medusa_acceptance: Option<MedusaAcceptance>,
+    /// Typical acceptance: the probability a candidate must beat (capped by the entropy rule).
+    #[arg(long, default_value_t = 0.09)]
+    pub posterior_threshold: f64,
+    /// Typical acceptance: alpha in min(threshold, alpha * exp(-entropy)).
+    #[arg(long, default_value_t = 0.3)]
+    pub posterior_alpha: f64,
+    /// Medusa candidate tree as JSON paths of top-k ranks (e.g. "[[0],[0,0],[1]]") or a file
+    /// holding them (default: chosen from the heads' measured accuracy and this machine's
+    /// verify cost, else a small CPU tree).
+    #[arg(long)]
+    pub medusa_choices: Option<String>,
     #[arg(long)]
     pub lookahead_window: Option<usize>,
     #[arg(long)]
@@ -96,15 +112,37 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         MethodArg::Auto => Method::Auto,
         MethodArg::Draft => Method::Draft,
         MethodArg::PromptLookup => Method::PromptLookup,
-        MethodArg::Medusa | MethodArg::Lookahead => bail!(
-            "--method {} is not available in this version of ahead yet; \
-             use vanilla, draft, prompt-lookup or auto",
-            if matches!(a.method, MethodArg::Medusa) {
-                "medusa"
-            } else {
-                "lookahead"
-            }
+        MethodArg::Medusa => Method::Medusa,
+        MethodArg::Lookahead => bail!(
+            "--method lookahead is not available in this version of ahead yet; \
+             use vanilla, draft, medusa, prompt-lookup or auto"
         ),
+    };
+    let medusa_tree = match &a.medusa_choices {
+        None => None,
+        Some(c) => {
+            let json = if std::path::Path::new(c).is_file() {
+                std::fs::read_to_string(c).with_context(|| format!("reading {c}"))?
+            } else {
+                c.clone()
+            };
+            Some(MedusaTree::parse(&json)?)
+        }
+    };
+    let medusa_acceptance = match a.medusa_acceptance {
+        Some(MedusaAcceptance::Typical) => {
+            if !(0.0..=1.0).contains(&a.posterior_threshold) || !(0.0..=1.0).contains(&a.posterior_alpha) {
+                bail!("--posterior-threshold and --posterior-alpha must be in [0, 1]");
+            }
+            if a.temperature > 0.0 {
+                eprintln!("medusa: typical acceptance is lossy: sampled output may differ from the model's distribution");
+            }
+            Verify::Typical {
+                posterior_threshold: a.posterior_threshold,
+                posterior_alpha: a.posterior_alpha,
+            }
+        }
+        _ => Verify::Exact,
     };
     let mut builder = Engine::builder();
     if let Some(m) = &a.model {
@@ -118,6 +156,9 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     }
     if let Some(t) = &a.draft_tokenizer {
         builder = builder.draft_tokenizer(t);
+    }
+    if let Some(m) = &a.medusa {
+        builder = builder.medusa(m);
     }
     let engine = builder.build().context("loading the model")?;
     if matches!(a.method, MethodArg::Draft | MethodArg::Auto) && a.draft.is_some() {
@@ -148,6 +189,8 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             max_ngram: a.lookup_max_ngram,
             min_ngram: a.lookup_min_ngram,
         },
+        medusa_tree,
+        medusa_acceptance,
     };
     if a.lookup_min_ngram == 0 || a.lookup_min_ngram > a.lookup_max_ngram {
         bail!("--lookup-min-ngram must be at least 1 and at most --lookup-max-ngram");

@@ -6,10 +6,14 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use ahead_engine::{spec::cost, Engine, GenerateParams, Method, Prompt};
+use ahead_core::spec::MedusaTree;
+use ahead_engine::{spec::cost, Engine, GenerateParams, Method, Prompt, MAX_DRAFT};
 use ahead_model::format::llama2c_write::write_llama2c;
 use ahead_model::{LoadOptions, ModelSource};
-use ahead_train::{corpus, distill_draft, DistillOptions, DistillReport, DraftShape, Progress};
+use ahead_train::{
+    corpus, distill_draft, train_medusa, DistillOptions, DistillReport, DraftShape, MedusaOptions,
+    MedusaReport, Progress,
+};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -18,6 +22,50 @@ use serde::Serialize;
 pub enum TrainCommand {
     /// Distil a draft model from a target (loss on the target's distributions).
     Draft(DraftArgs),
+    /// Train Medusa heads on a frozen base (Medusa-1).
+    Medusa(MedusaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MedusaArgs {
+    /// The base model (any source; default: the embedded stories260K).
+    #[arg(long, default_value = "default")]
+    pub base: String,
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// UTF-8 text, paragraphs separated by blank lines; its tail is held out.
+    #[arg(long)]
+    pub corpus: Option<PathBuf>,
+    /// Train on the base's own continuations of N openings (of the corpus, or of BOS alone
+    /// without one) instead of the corpus text.
+    #[arg(long, default_value_t = 0)]
+    pub self_distill: usize,
+    /// Number of heads K (head i predicts the token i + 2 ahead).
+    #[arg(long, default_value_t = 3)]
+    pub heads: usize,
+    /// Residual blocks per head L.
+    #[arg(long, default_value_t = 1)]
+    pub layers: usize,
+    /// Folder for config.json and medusa_lm_head.safetensors (the original Medusa layout).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 128)]
+    pub seq_len: usize,
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 3)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 3e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0.1)]
+    pub held_out: f64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Held-out prompts to run Medusa decoding on after training.
+    #[arg(long, default_value_t = 12)]
+    pub eval_prompts: usize,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -73,18 +121,21 @@ pub struct DraftArgs {
 pub fn run(cmd: TrainCommand) -> Result<()> {
     match cmd {
         TrainCommand::Draft(a) => draft(a),
+        TrainCommand::Medusa(a) => medusa(a),
     }
 }
 
-/// Measured on held-out prompts with the trained draft.
+/// Measured on held-out prompts with what was trained.
 #[derive(Debug, Serialize)]
 struct Measured {
     prompts: usize,
-    num_draft: usize,
+    /// Drafted tokens (or tree nodes) per step; `None`: chosen by the controller.
+    num_draft: Option<usize>,
     mean_accepted_length: f64,
-    draft_cost_per_token: f64,
+    /// The proposer's cost per step (draft: per token) in target 1-row forwards.
+    proposer_cost_per_step: f64,
     vanilla_tokens_per_second: f64,
-    draft_tokens_per_second: f64,
+    speculative_tokens_per_second: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -143,7 +194,16 @@ fn draft(a: DraftArgs) -> Result<()> {
     std::fs::write(a.out.join("tokenizer.bin"), tokenizer_bytes)?;
 
     let held_out = corpus::split(&text, a.held_out)?.held_out;
-    let measured = measure(loaded, draft, held_out, a.eval_prompts)?;
+    let draft_cost = cost::step_seconds(&draft)? / cost::step_seconds(&loaded.model)?.max(1e-12);
+    let engine = Engine::from_loaded(loaded).with_draft(draft);
+    let params = GenerateParams {
+        max_tokens: 128,
+        method: Method::Draft,
+        num_draft: Some(4),
+        ..GenerateParams::default()
+    };
+    let mut measured = side_by_side(&engine, held_out, a.eval_prompts, &params)?;
+    measured.proposer_cost_per_step = draft_cost;
     let report = Report {
         target: a.target.clone(),
         corpus: a.corpus.display().to_string(),
@@ -182,44 +242,139 @@ fn draft(a: DraftArgs) -> Result<()> {
     )?;
     writeln!(
         out,
-        "measured on {} held-out prompts (greedy, k={}): mean accepted length {:.2}, draft cost {:.2} of a target step, {:.0} tok/s vs {:.0} vanilla",
-        m.prompts, m.num_draft, m.mean_accepted_length, m.draft_cost_per_token, m.draft_tokens_per_second, m.vanilla_tokens_per_second
+        "measured on {} held-out prompts (greedy, k=4): mean accepted length {:.2}, draft cost {:.2} of a target step, {:.0} tok/s vs {:.0} vanilla",
+        m.prompts, m.mean_accepted_length, m.proposer_cost_per_step, m.speculative_tokens_per_second, m.vanilla_tokens_per_second
     )?;
     Ok(())
 }
 
-/// Greedy speculative decoding with the new draft on held-out prompts, against vanilla.
-fn measure(
-    loaded: ahead_model::LoadedModel,
-    draft: ahead_model::Model,
-    held_out: &str,
-    n: usize,
-) -> Result<Measured> {
-    let draft_cost = cost::step_seconds(&draft)? / cost::step_seconds(&loaded.model)?.max(1e-12);
-    let engine = Engine::from_loaded(loaded).with_draft(draft);
+#[derive(Debug, Serialize)]
+struct MedusaTrainReport {
+    base: String,
+    corpus: Option<String>,
+    heads: usize,
+    layers: usize,
+    training: MedusaReport,
+    tree: Vec<Vec<usize>>,
+    measured: Measured,
+}
+
+fn medusa(a: MedusaArgs) -> Result<()> {
+    let source = ModelSource::parse(&a.base)?;
+    let loaded = ahead_model::load(
+        &source,
+        &LoadOptions {
+            tokenizer: a.tokenizer.clone(),
+        },
+    )
+    .context("loading the base model")?;
+    let text = match &a.corpus {
+        Some(c) => {
+            Some(std::fs::read_to_string(c).with_context(|| format!("reading the corpus {}", c.display()))?)
+        }
+        None => None,
+    };
+    let options = MedusaOptions {
+        heads: a.heads,
+        layers: a.layers,
+        seq_len: a.seq_len,
+        batch: a.batch,
+        epochs: a.epochs,
+        learning_rate: a.lr,
+        held_out: a.held_out,
+        self_distill: a.self_distill,
+        seed: a.seed,
+    };
+    eprintln!(
+        "computing {}'s hidden states and training {} Medusa heads of {} block(s)...",
+        loaded.info.source, a.heads, a.layers
+    );
+    let mut bar = ProgressBar::new();
+    let (heads, training) = train_medusa(
+        &loaded.model,
+        &loaded.tokenizer,
+        text.as_deref(),
+        &options,
+        &mut |p| bar.update(p),
+    )?;
+    bar.finish();
+    heads.save(&a.out, Some(&a.base))?;
+    let heads_cost = cost::medusa_seconds(&heads)? / cost::step_seconds(&loaded.model)?.max(1e-12);
+    let engine = Engine::from_loaded(loaded).with_medusa(heads)?;
+    // The tree the engine would choose from the measured accuracies and this machine's costs
+    // (reported), and a fixed 6-node tree to measure acceptance with (comparable across runs).
+    let tree = engine.medusa_tree_for(&GenerateParams::default())?;
+    let params = GenerateParams {
+        max_tokens: 128,
+        method: Method::Medusa,
+        num_draft: Some(MAX_DRAFT),
+        medusa_tree: Some(MedusaTree::default_cpu()),
+        ..GenerateParams::default()
+    };
+    let held_out = match &text {
+        Some(t) => corpus::split(t, a.held_out)?.held_out.to_string(),
+        None => String::new(),
+    };
+    let mut measured = side_by_side(&engine, &held_out, a.eval_prompts, &params)?;
+    measured.proposer_cost_per_step = heads_cost;
+    let report = MedusaTrainReport {
+        base: a.base.clone(),
+        corpus: a.corpus.as_ref().map(|c| c.display().to_string()),
+        heads: a.heads,
+        layers: a.layers,
+        training,
+        tree: tree.paths().to_vec(),
+        measured,
+    };
+    std::fs::write(a.out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+        return Ok(());
+    }
+    let t = &report.training;
+    writeln!(out, "wrote {} ({} parameters)", a.out.display(), t.parameters)?;
+    writeln!(
+        out,
+        "trained on {} tokens, {} steps, {:.0} s; held out {} tokens",
+        t.train_tokens, t.steps, t.seconds, t.held_out_tokens
+    )?;
+    for (i, (t1, t5)) in t.top1.iter().zip(&t.top5).enumerate() {
+        writeln!(
+            out,
+            "head {i} (token t+{}): top-1 {:.3}, top-5 {:.3}",
+            i + 2,
+            t1,
+            t5
+        )?;
+    }
+    let m = &report.measured;
+    writeln!(
+        out,
+        "chosen tree here {:?}; measured with the default 6-node tree on {} held-out prompts (greedy): mean accepted length {:.2}, heads cost {:.2} of a target step, {:.0} tok/s vs {:.0} vanilla",
+        report.tree, m.prompts, m.mean_accepted_length, m.proposer_cost_per_step, m.speculative_tokens_per_second, m.vanilla_tokens_per_second
+    )?;
+    Ok(())
+}
+
+/// Greedy speculative decoding with `params` on held-out prompts, against vanilla, side by side
+/// (alternating per prompt). Fails if any output differs from vanilla's.
+fn side_by_side(engine: &Engine, held_out: &str, n: usize, params: &GenerateParams) -> Result<Measured> {
     let prompts: Vec<Prompt> = corpus::paragraphs(held_out)
         .filter(|p| p.len() > 80)
         .take(n)
         .map(|p| Prompt::from(p.split(". ").next().unwrap_or(p)))
         .collect();
-    let k = 4;
-    let base = GenerateParams {
-        max_tokens: 128,
-        ..GenerateParams::default()
+    let vanilla = GenerateParams {
+        method: Method::Vanilla,
+        ..params.clone()
     };
-    let (mut generated, mut forwards, mut t_vanilla, mut t_draft) = (0usize, 0usize, 0.0, 0.0);
+    let (mut generated, mut forwards, mut t_vanilla, mut t_method) = (0usize, 0usize, 0.0, 0.0);
     for p in &prompts {
-        let start = Instant::now();
-        let v = engine.generate_one(p, &base, &mut |_| {})?;
-        t_vanilla += start.elapsed().as_secs_f64();
-        let params = GenerateParams {
-            method: Method::Draft,
-            num_draft: Some(k),
-            ..base.clone()
-        };
-        let start = Instant::now();
-        let d = engine.generate_one(p, &params, &mut |_| {})?;
-        t_draft += start.elapsed().as_secs_f64();
+        let v = engine.generate_one(p, &vanilla, &mut |_| {})?;
+        t_vanilla += v.stats.generated_tokens as f64 / v.stats.tokens_per_second.max(1e-9);
+        let d = engine.generate_one(p, params, &mut |_| {})?;
+        t_method += d.stats.generated_tokens as f64 / d.stats.tokens_per_second.max(1e-9);
         if d.token_ids != v.token_ids {
             bail!("speculative output differs from vanilla: this is a bug, please report it");
         }
@@ -229,11 +384,11 @@ fn measure(
     let tokens = generated as f64;
     Ok(Measured {
         prompts: prompts.len(),
-        num_draft: k,
+        num_draft: params.num_draft,
         mean_accepted_length: tokens / forwards.max(1) as f64,
-        draft_cost_per_token: draft_cost,
+        proposer_cost_per_step: 0.0,
         vanilla_tokens_per_second: tokens / t_vanilla.max(1e-9),
-        draft_tokens_per_second: tokens / t_draft.max(1e-9),
+        speculative_tokens_per_second: tokens / t_method.max(1e-9),
     })
 }
 

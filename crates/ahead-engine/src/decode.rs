@@ -8,14 +8,14 @@
 use std::time::Instant;
 
 use ahead_core::sampling::{apply_repetition_penalty, argmax, warp};
-use ahead_core::spec::{accept, Controller, TokenTree};
+use ahead_core::spec::{accept, accept_typical, Controller, TokenTree};
 use ahead_core::{Distribution, Rng, SamplingParams};
 use ahead_model::{AttentionMask, ForwardInput, KvCache, Model, Tokenizer};
 
 use crate::commit::{Committer, StopRules};
 use crate::error::{EngineError, Result};
 use crate::output::{FinishReason, Generation, Stats};
-use crate::params::GenerateParams;
+use crate::params::{GenerateParams, MedusaAcceptance};
 use crate::spec::Proposer;
 
 /// Called after every step with the target cache and the committed history (tests check the
@@ -28,6 +28,8 @@ pub(crate) struct Decoder<'a, 'f> {
     pub tokenizer: &'a Tokenizer,
     pub proposer: &'a mut dyn Proposer,
     pub controller: Controller,
+    /// How trees are verified when sampling (greedy is always exact).
+    pub acceptance: MedusaAcceptance,
     pub inspect: Option<StepInspector<'a, 'f>>,
 }
 
@@ -69,10 +71,17 @@ impl Decoder<'_, '_> {
         let mut counters = Counters::default();
 
         let start = Instant::now();
+        let want_hidden = self.proposer.wants_hidden();
         if n > 1 {
             let pos: Vec<usize> = (0..n - 1).collect();
-            self.model
-                .forward(&ForwardInput::causal(&prompt_ids[..n - 1], &pos), &mut cache)?;
+            let input = ForwardInput {
+                want_hidden,
+                ..ForwardInput::causal(&prompt_ids[..n - 1], &pos)
+            };
+            let out = self.model.forward(&input, &mut cache)?;
+            if let Some(h) = hidden_row(&out, n - 2) {
+                self.proposer.observe_hidden(h);
+            }
         }
         if self.controller.max_k() > 0 {
             self.proposer.prefill(&prompt_ids)?;
@@ -170,7 +179,7 @@ impl Decoder<'_, '_> {
             tokens: &tokens,
             positions: &positions,
             mask: AttentionMask::Tree(&parents),
-            want_hidden: false,
+            want_hidden: self.proposer.wants_hidden(),
         };
         let verifying = Instant::now();
         let out = self.model.forward(&input, cache)?;
@@ -190,8 +199,19 @@ impl Decoder<'_, '_> {
             }
             rows.push(target_distribution(out.row(r), sampling, &seen)?);
         }
-        let acc = accept(&tree, &rows, rng)?;
+        let acc = match self.acceptance {
+            MedusaAcceptance::Typical {
+                posterior_threshold,
+                posterior_alpha,
+            } if !sampling.is_greedy() => {
+                accept_typical(&tree, &rows, posterior_threshold, posterior_alpha, rng)?
+            }
+            _ => accept(&tree, &rows, rng)?,
+        };
         cache.compact(base + 1, &acc.nodes)?;
+        if let Some(h) = hidden_row(&out, acc.nodes.last().map_or(0, |n| n + 1)) {
+            self.proposer.observe_hidden(h);
+        }
         counters.drafted += tree.len();
         counters.accepted += acc.nodes.len();
         self.controller.observe(tree.len(), acc.nodes.len());
@@ -204,6 +224,12 @@ impl Decoder<'_, '_> {
         }
         Ok(acc.tokens)
     }
+}
+
+/// Hidden state of row `r`, if the forward returned hidden states.
+fn hidden_row(out: &ahead_model::ForwardOutput, r: usize) -> Option<&[f32]> {
+    let d = out.hidden_dim;
+    out.hidden.as_ref()?.get(r * d..(r + 1) * d)
 }
 
 /// Keeps at most `k` nodes (a proposer may return more than asked).

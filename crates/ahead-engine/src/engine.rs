@@ -11,14 +11,17 @@
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use ahead_core::spec::Controller;
+use ahead_core::spec::{Controller, MedusaTree};
+use ahead_model::medusa::MedusaHeads;
 use ahead_model::{load, LoadOptions, LoadedModel, Model, ModelSource, Tokenizer};
 
 use crate::decode::{Decoder, StepInspector};
 use crate::error::{EngineError, Result};
 use crate::output::Generation;
 use crate::params::{GenerateParams, Method, Prompt};
-use crate::spec::{cost, DraftModel, NoDraft, PromptLookupProposer, Proposer, RetokenizingDraft};
+use crate::spec::{
+    cost, DraftModel, MedusaProposer, NoDraft, PromptLookupProposer, Proposer, RetokenizingDraft,
+};
 
 /// Configures where the model comes from.
 #[derive(Debug, Clone, Default)]
@@ -27,6 +30,7 @@ pub struct EngineBuilder {
     tokenizer: Option<PathBuf>,
     draft: Option<String>,
     draft_tokenizer: Option<PathBuf>,
+    medusa: Option<PathBuf>,
 }
 
 impl EngineBuilder {
@@ -45,6 +49,12 @@ impl EngineBuilder {
     /// A draft model for `Method::Draft` (same sources as `model`).
     pub fn draft(mut self, src: impl Into<String>) -> Self {
         self.draft = Some(src.into());
+        self
+    }
+
+    /// Medusa heads for `Method::Medusa`: a folder in the original layout.
+    pub fn medusa(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.medusa = Some(dir.into());
         self
     }
 
@@ -70,6 +80,9 @@ impl EngineBuilder {
         if self.draft.is_none() && source == ModelSource::Default {
             engine.draft = Some(Draft::shared(ahead_model::load::default_draft()?, true));
         }
+        if let Some(dir) = &self.medusa {
+            engine = engine.with_medusa(MedusaHeads::load(dir)?)?;
+        }
         Ok(match &self.draft {
             Some(d) => {
                 let opts = LoadOptions {
@@ -87,6 +100,7 @@ impl EngineBuilder {
 pub struct Engine {
     loaded: LoadedModel,
     draft: Option<Draft>,
+    medusa: Option<Arc<MedusaHeads>>,
     costs: OnceLock<Costs>,
 }
 
@@ -146,6 +160,7 @@ impl Engine {
         Self {
             loaded,
             draft: None,
+            medusa: None,
             costs: OnceLock::new(),
         }
     }
@@ -173,6 +188,30 @@ impl Engine {
             }
         });
         self
+    }
+
+    /// Adds Medusa heads; they must read this model's hidden states and share its vocabulary.
+    pub fn with_medusa(mut self, heads: MedusaHeads) -> Result<Self> {
+        let cfg = self.loaded.model.config();
+        if heads.dim() != cfg.dim || heads.vocab_size() != cfg.vocab_size {
+            return Err(EngineError::MethodUnavailable {
+                method: "medusa",
+                reason: format!(
+                    "the heads read hidden states of {} and predict {} tokens; the model has {} and {}",
+                    heads.dim(),
+                    heads.vocab_size(),
+                    cfg.dim,
+                    cfg.vocab_size
+                ),
+            });
+        }
+        self.medusa = Some(Arc::new(heads));
+        Ok(self)
+    }
+
+    /// The loaded Medusa heads, if any.
+    pub fn medusa_heads(&self) -> Option<&MedusaHeads> {
+        self.medusa.as_deref()
     }
 
     /// How the loaded draft model (if any) is used.
@@ -277,6 +316,17 @@ impl Engine {
                 }
             }
             Method::PromptLookup => Box::new(PromptLookupProposer::new(params.lookup)),
+            Method::Medusa => {
+                let tree = self.medusa_tree_for(params)?;
+                let heads = self
+                    .medusa
+                    .clone()
+                    .ok_or_else(|| EngineError::MethodUnavailable {
+                        method: "medusa",
+                        reason: "no Medusa heads are loaded".into(),
+                    })?;
+                Box::new(MedusaProposer::new(heads, tree))
+            }
             _ => Box::new(NoDraft),
         };
         let controller = match (method, params.num_draft) {
@@ -284,7 +334,11 @@ impl Engine {
             (_, Some(k)) => Controller::fixed(k),
             (m, None) => {
                 let costs = self.costs()?;
-                let draft_cost = if m == Method::Draft { costs.draft_step } else { 0.0 };
+                let draft_cost = match m {
+                    Method::Draft => costs.draft_step,
+                    Method::Medusa => costs.medusa_step,
+                    _ => 0.0,
+                };
                 Controller::new(costs.verify.clone(), draft_cost)
             }
         };
@@ -293,6 +347,7 @@ impl Engine {
             tokenizer: &self.loaded.tokenizer,
             proposer: proposer.as_mut(),
             controller,
+            acceptance: params.medusa_acceptance,
             inspect: inspect.as_mut().map(|f| &mut **f as StepInspector<'_, '_>),
         };
         decoder.run(prompt_ids, params, on_text)
@@ -309,7 +364,45 @@ impl Engine {
             Some(d) => cost::step_seconds(&d.model)? / cost::step_seconds(model)?.max(1e-9),
             None => 0.0,
         };
-        Ok(self.costs.get_or_init(|| Costs { verify, draft_step }))
+        // Medusa's heads run once per step, for the whole tree: charged per drafted token as
+        // if spread over the default tree.
+        let medusa_step = match &self.medusa {
+            Some(h) => {
+                cost::medusa_seconds(h)?
+                    / cost::step_seconds(model)?.max(1e-9)
+                    / MedusaTree::default_cpu().len() as f64
+            }
+            None => 0.0,
+        };
+        Ok(self.costs.get_or_init(|| Costs {
+            verify,
+            draft_step,
+            medusa_step,
+        }))
+    }
+
+    /// The Medusa tree a request with `params` would use.
+    pub fn medusa_tree_for(&self, params: &GenerateParams) -> Result<MedusaTree> {
+        let heads = self
+            .medusa
+            .as_ref()
+            .ok_or_else(|| EngineError::MethodUnavailable {
+                method: "medusa",
+                reason: "no Medusa heads are loaded (EngineBuilder::medusa, --medusa)".into(),
+            })?;
+        match &params.medusa_tree {
+            Some(t) => Ok(t.clone()),
+            None => self.medusa_tree(heads),
+        }
+    }
+
+    /// The candidate tree for `heads`: chosen from their measured accuracy and this machine's
+    /// verify cost when known, else a small default.
+    fn medusa_tree(&self, heads: &MedusaHeads) -> Result<MedusaTree> {
+        Ok(match heads.accuracy() {
+            Some(acc) => MedusaTree::optimal(acc, &self.costs()?.verify, MAX_DRAFT)?,
+            None => MedusaTree::default_cpu(),
+        })
     }
 }
 
@@ -321,4 +414,5 @@ pub const MAX_DRAFT: usize = 8;
 struct Costs {
     verify: Vec<f64>,
     draft_step: f64,
+    medusa_step: f64,
 }

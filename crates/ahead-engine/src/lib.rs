@@ -18,4 +18,4 @@ pub use ahead_core::SamplingParams;
 pub use engine::{DraftMode, Engine, EngineBuilder, MAX_DRAFT};
 pub use error::{EngineError, Result};
 pub use output::{FinishReason, Generation, Stats};
-pub use params::{GenerateParams, Method, Prompt};
+pub use params::{GenerateParams, MedusaAcceptance, Method, Prompt};

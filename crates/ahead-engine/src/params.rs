@@ -1,6 +1,6 @@
 //! What a caller asks for: prompts, sampling, limits, method.
 
-use ahead_core::spec::PromptLookup;
+use ahead_core::spec::{MedusaTree, PromptLookup};
 use ahead_core::SamplingParams;
 
 /// A prompt as text (tokenized with the model's BOS rule) or as exact token ids.
@@ -33,6 +33,8 @@ pub enum Method {
     Draft,
     /// Drafts copy what followed the last n-gram earlier in the prompt or output.
     PromptLookup,
+    /// Medusa heads on the target's hidden state draft a tree of candidates.
+    Medusa,
     /// Let the engine choose per request: the draft model if one is loaded, else prompt
     /// lookup; the controller turns speculation off when it does not pay.
     #[default]
@@ -45,6 +47,7 @@ impl Method {
             Self::Vanilla => "vanilla",
             Self::Draft => "draft",
             Self::PromptLookup => "prompt-lookup",
+            Self::Medusa => "medusa",
             Self::Auto => "auto",
         }
     }
@@ -68,6 +71,36 @@ pub struct GenerateParams {
     pub num_draft: Option<usize>,
     /// n-gram sizes of prompt lookup.
     pub lookup: PromptLookup,
+    /// Medusa's candidate tree; `None`: the heads' own (from their measured accuracy), else
+    /// a small default.
+    pub medusa_tree: Option<MedusaTree>,
+    /// How Medusa candidates are verified when sampling.
+    pub medusa_acceptance: MedusaAcceptance,
+}
+
+/// Verification of Medusa candidates under sampling (greedy is always exact).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum MedusaAcceptance {
+    /// Rejection sampling over the tree: the target's distribution exactly.
+    #[default]
+    Exact,
+    /// Medusa's typical acceptance. LOSSY: accepts a candidate whose probability exceeds
+    /// min(posterior_threshold, posterior_alpha * exp(-entropy)); output no longer follows
+    /// the target's distribution exactly.
+    Typical {
+        posterior_threshold: f64,
+        posterior_alpha: f64,
+    },
+}
+
+impl MedusaAcceptance {
+    /// Typical acceptance with the Medusa paper's defaults (0.09, 0.3).
+    pub fn typical() -> Self {
+        Self::Typical {
+            posterior_threshold: 0.09,
+            posterior_alpha: 0.3,
+        }
+    }
 }
 
 impl Default for GenerateParams {
@@ -81,6 +114,8 @@ impl Default for GenerateParams {
             method: Method::Auto,
             num_draft: None,
             lookup: PromptLookup::default(),
+            medusa_tree: None,
+            medusa_acceptance: MedusaAcceptance::Exact,
         }
     }
 }

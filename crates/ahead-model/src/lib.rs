@@ -9,6 +9,7 @@ pub mod error;
 pub mod format;
 pub mod llama;
 pub mod load;
+pub mod medusa;
 pub mod tensor;
 pub mod tokenizer;
 

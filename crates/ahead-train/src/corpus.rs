@@ -56,6 +56,19 @@ pub fn windows(tokenizer: &Tokenizer, text: &str, len: usize) -> Result<Vec<Vec<
     Ok(stream.chunks_exact(len).map(<[u32]>::to_vec).collect())
 }
 
+/// The first sentence of every paragraph of `text`, tokenized as a prompt.
+pub fn prompts(tokenizer: &Tokenizer, text: &str) -> Result<Vec<Vec<u32>>> {
+    let mut out = Vec::new();
+    for p in paragraphs(text) {
+        let first = p.split(". ").next().unwrap_or(p);
+        let ids = tokenizer.encode(first, tokenizer.add_bos())?;
+        if !ids.is_empty() {
+            out.push(ids);
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -113,7 +113,16 @@ pub fn distill_draft(
     let draft_config = opts.shape.config(tcfg)?;
     let split = corpus::split(text, opts.held_out)?;
     let mut train_windows = corpus::windows(tokenizer, split.train, opts.seq_len)?;
-    train_windows.extend(continuations(target, tokenizer, split.train, opts)?);
+    if opts.generated > 0 {
+        let prompts = corpus::prompts(tokenizer, split.train)?;
+        train_windows.extend(continuations(
+            target,
+            &prompts,
+            opts.seq_len,
+            opts.generated,
+            opts.seed,
+        )?);
+    }
     let train = label(target, train_windows)?;
     let held = label(target, corpus::windows(tokenizer, split.held_out, opts.seq_len)?)?;
     if train.windows.is_empty() {
@@ -133,19 +142,12 @@ pub fn distill_draft(
     )?;
     let per_epoch = train.windows.len().div_ceil(opts.batch);
     let steps = per_epoch * opts.epochs;
-    let warmup = (steps / 20).max(1);
     let mut rng = Rng::new(opts.seed);
     let mut step = 0;
     for _ in 0..opts.epochs {
         let order = shuffled(train.windows.len(), &mut rng);
         for chunk in order.chunks(opts.batch) {
-            let lr = if step < warmup {
-                opts.learning_rate * (step + 1) as f64 / warmup as f64
-            } else {
-                let t = (step - warmup) as f64 / (steps - warmup).max(1) as f64;
-                opts.learning_rate * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
-            };
-            optimizer.set_learning_rate(lr);
+            optimizer.set_learning_rate(cosine_lr(opts.learning_rate, step, steps));
             let (tokens, probs) = batch(&train, chunk, tcfg.vocab_size)?;
             let logits = student.forward(&tokens)?;
             let loss = soft_cross_entropy(&logits, &probs)?;
@@ -177,40 +179,50 @@ pub fn distill_draft(
     Ok((student.to_model()?, report))
 }
 
-/// Windows of `seq_len` tokens: the first sentence of a training paragraph, continued by the
-/// target itself (every other one greedy, the rest sampled at temperature 1).
-fn continuations(
+/// The learning rate at `step` of `steps`: linear warm-up over the first 5%, then a cosine
+/// decay to 5% of the peak.
+pub(crate) fn cosine_lr(peak: f64, step: usize, steps: usize) -> f64 {
+    let warmup = (steps / 20).max(1);
+    if step < warmup {
+        return peak * (step + 1) as f64 / warmup as f64;
+    }
+    let t = (step - warmup) as f64 / (steps - warmup).max(1) as f64;
+    peak * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
+}
+
+/// `n` windows of `seq_len` tokens: `prompts` in turn, continued by `target` itself. With
+/// several prompts every other continuation is greedy and the rest sampled at temperature 1;
+/// with a single prompt (BOS alone, say) all are sampled, or they would all be the same.
+pub(crate) fn continuations(
     target: &Model,
-    tokenizer: &Tokenizer,
-    text: &str,
-    opts: &DistillOptions,
+    prompts: &[Vec<u32>],
+    seq_len: usize,
+    n: usize,
+    seed: u64,
 ) -> Result<Vec<Vec<u32>>> {
-    let mut rng = Rng::new(opts.seed ^ 0x6E6);
-    let mut out = Vec::with_capacity(opts.generated);
-    let prompts: Vec<&str> = corpus::paragraphs(text)
-        .filter_map(|p| p.split(". ").next())
-        .collect();
-    for (i, prompt) in prompts.iter().cycle().take(opts.generated).enumerate() {
-        let mut ids = tokenizer.encode(prompt, tokenizer.add_bos())?;
-        ids.truncate(opts.seq_len / 2);
+    let mut rng = Rng::new(seed ^ 0x6E6);
+    let mut out = Vec::with_capacity(n);
+    for (i, prompt) in prompts.iter().cycle().take(n).enumerate() {
+        let mut ids = prompt.clone();
+        ids.truncate(seq_len / 2);
         if ids.is_empty() {
             continue;
         }
         let sampling = SamplingParams {
-            temperature: if i % 2 == 0 { 0.0 } else { 1.0 },
+            temperature: if i % 2 == 0 && prompts.len() > 1 { 0.0 } else { 1.0 },
             ..SamplingParams::greedy()
         };
-        let mut cache = target.new_cache(opts.seq_len)?;
+        let mut cache = target.new_cache(seq_len)?;
         let pos: Vec<usize> = (0..ids.len()).collect();
         let mut logits = target
             .forward(&ForwardInput::causal(&ids, &pos), &mut cache)?
             .last()
             .to_vec();
-        while ids.len() < opts.seq_len {
+        while ids.len() < seq_len {
             let next = ahead_core::sampling::choose(&logits, &sampling, &ids, &mut rng)
                 .map_err(|e| TrainError::Options(e.to_string()))?;
             ids.push(next);
-            if ids.len() < opts.seq_len {
+            if ids.len() < seq_len {
                 let pos = [ids.len() - 1];
                 logits = target
                     .forward(&ForwardInput::causal(&[next], &pos), &mut cache)?
@@ -242,7 +254,7 @@ fn label(target: &Model, windows: Vec<Vec<u32>>) -> Result<Labelled> {
     Ok(Labelled { windows, probs })
 }
 
-fn shuffled(n: usize, rng: &mut Rng) -> Vec<usize> {
+pub(crate) fn shuffled(n: usize, rng: &mut Rng) -> Vec<usize> {
     let mut v: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
         let j = (rng.next_u64() % (i as u64 + 1)) as usize;

@@ -4,13 +4,16 @@
 //! distributions as soft labels (the loss is KL(target || draft) up to the target's entropy), and
 //! reports how often the draft's top choice matches the target's on held-out text, which is what
 //! greedy acceptance depends on. The draft is built with candle's autograd (`student`), then
-//! copied into an inference [`ahead_model::Model`].
+//! copied into an inference [`ahead_model::Model`]. `medusa` trains Medusa heads on a frozen
+//! base's hidden states (Medusa-1).
 
 pub mod corpus;
 pub mod distill;
 pub mod error;
+pub mod medusa;
 pub mod student;
 
 pub use distill::{distill_draft, DistillOptions, DistillReport, Progress};
 pub use error::{Result, TrainError};
+pub use medusa::{train_medusa, MedusaOptions, MedusaReport};
 pub use student::DraftShape;

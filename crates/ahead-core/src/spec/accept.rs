@@ -117,6 +117,63 @@ fn try_child(p: &mut [f32], x: u32, q: &DraftDist, rng: &mut Rng) -> Result<bool
     Ok(false)
 }
 
+/// Medusa's typical acceptance: LOSSY. A candidate x is accepted where the target's
+/// distribution p (after the request's warpers) gives it p(x) > min(threshold, alpha * exp(-H(p))),
+/// H the entropy of p; the longest accepted path wins (earliest on ties), then one token is
+/// sampled from the row after it. Faster acceptance at higher temperatures, but the output no
+/// longer follows the target's distribution exactly. Greedy callers should use [`accept`].
+pub fn accept_typical(
+    tree: &TokenTree,
+    target: &[Distribution],
+    threshold: f64,
+    alpha: f64,
+    rng: &mut Rng,
+) -> Result<Acceptance, CoreError> {
+    if !tree.is_well_formed() || target.len() != tree.len() + 1 {
+        return Err(CoreError::InvalidParam {
+            name: "tree",
+            value: format!("{} nodes, {} target rows", tree.len(), target.len()),
+            expected: "a well-formed tree and one target distribution per node plus one",
+        });
+    }
+    let passes = |row: usize, x: u32| -> bool {
+        let p = target[row].probs();
+        let entropy: f64 = p
+            .iter()
+            .filter(|&&v| v > 0.0)
+            .map(|&v| -(v as f64) * (v as f64).ln())
+            .sum();
+        (target[row].prob(x) as f64) > threshold.min(alpha * (-entropy).exp())
+    };
+    // Depth-first over accepted nodes; parents precede children, so one pass in index order
+    // knows each parent's status before its children.
+    let mut ok = vec![false; tree.len()];
+    let mut depth = vec![0usize; tree.len()];
+    let mut best: Option<usize> = None;
+    for i in 0..tree.len() {
+        let (row, parent_ok, d) = match tree.parents[i] {
+            None => (0, true, 1),
+            Some(p) => (p + 1, ok[p], depth[p] + 1),
+        };
+        ok[i] = parent_ok && passes(row, tree.tokens[i]);
+        depth[i] = d;
+        if ok[i] && best.is_none_or(|b| d > depth[b]) {
+            best = Some(i);
+        }
+    }
+    let mut nodes = Vec::new();
+    let mut at = best;
+    while let Some(n) = at {
+        nodes.push(n);
+        at = tree.parents[n];
+    }
+    nodes.reverse();
+    let mut tokens: Vec<u32> = nodes.iter().map(|&n| tree.tokens[n]).collect();
+    let last_row = nodes.last().map_or(0, |n| n + 1);
+    tokens.push(draw(target[last_row].probs(), rng)?);
+    Ok(Acceptance { nodes, tokens })
+}
+
 /// Draws from unnormalised non-negative weights.
 fn draw(p: &[f32], rng: &mut Rng) -> Result<u32, CoreError> {
     let d = Distribution::from_weights(p.to_vec())?;

@@ -4,9 +4,11 @@
 pub mod accept;
 pub mod controller;
 pub mod lookup;
+pub mod medusa_tree;
 pub mod tree;
 
-pub use accept::{accept, Acceptance};
+pub use accept::{accept, accept_typical, Acceptance};
 pub use controller::Controller;
 pub use lookup::{IndexedLookup, PromptLookup};
+pub use medusa_tree::MedusaTree;
 pub use tree::{DraftDist, TokenTree};

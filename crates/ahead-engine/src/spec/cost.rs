@@ -67,6 +67,18 @@ pub fn step_seconds(model: &Model) -> Result<f64> {
     forward_seconds(model, 1)
 }
 
+/// Seconds of one pass of every Medusa head over a hidden state, best of `REPEATS`.
+pub fn medusa_seconds(heads: &ahead_model::medusa::MedusaHeads) -> Result<f64> {
+    let hidden = vec![0.1f32; heads.dim()];
+    let mut best = f64::INFINITY;
+    for _ in 0..REPEATS {
+        let start = Instant::now();
+        heads.forward(&hidden)?;
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    Ok(best)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,9 @@
 
 pub mod cost;
 pub mod draft;
+pub mod medusa;
 pub mod proposer;
 
 pub use draft::{DraftModel, RetokenizingDraft};
+pub use medusa::MedusaProposer;
 pub use proposer::{NoDraft, PromptLookupProposer, Proposer};

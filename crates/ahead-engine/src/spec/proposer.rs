@@ -17,6 +17,15 @@ pub trait Proposer {
         Ok(())
     }
 
+    /// Whether `observe_hidden` should be fed (the target then returns hidden states).
+    fn wants_hidden(&self) -> bool {
+        false
+    }
+
+    /// The target's final hidden state at the last accepted position: the one whose next
+    /// token is the pending token (after the prefill and after every verify step).
+    fn observe_hidden(&mut self, _hidden: &[f32]) {}
+
     /// Up to `k` draft tokens continuing `history` (prompt and committed tokens; the last one
     /// is not yet in the target's cache). Each node carries the distribution it was drawn from
     /// after the request's warpers, or one-hot for deterministic drafts.

@@ -8,7 +8,7 @@ mod gguf;
 mod hf;
 mod hub;
 mod llama2c;
-mod weights;
+pub(crate) mod weights;
 
 use std::path::{Path, PathBuf};
 

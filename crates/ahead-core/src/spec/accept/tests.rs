@@ -258,3 +258,27 @@ fn malformed_inputs_are_errors() {
     let tree = TokenTree::chain(vec![1], vec![DraftDist::Sampled(dist(&[1.0, 1.0]))]);
     assert!(accept(&tree, &[p.clone(), p], &mut rng).is_err());
 }
+
+#[test]
+fn typical_acceptance_takes_the_longest_plausible_path() {
+    let mut rng = Rng::new(3);
+    // Root row: token 1 likely (0.6), token 2 unlikely (0.01). Rows after node 0 and node 1.
+    let root = dist(&[0.1, 0.6, 0.01, 0.29]);
+    let after_1 = dist(&[0.05, 0.05, 0.85, 0.05]);
+    let flat = dist(&[0.25, 0.25, 0.25, 0.25]);
+    // Node 0 = token 2 (implausible), node 1 = token 1 (plausible), node 2 = child of 1: token 2.
+    let tree = TokenTree {
+        tokens: vec![2, 1, 2],
+        parents: vec![None, None, Some(1)],
+        q: vec![DraftDist::OneHot; 3],
+    };
+    let rows = [root, flat.clone(), after_1, flat];
+    let out = accept_typical(&tree, &rows, 0.09, 0.3, &mut rng).unwrap();
+    assert_eq!(out.nodes, vec![1, 2]);
+    assert_eq!(&out.tokens[..2], &[1, 2]);
+    assert_eq!(out.tokens.len(), 3);
+    // Nothing plausible: only the sampled token.
+    let tree = TokenTree::chain(vec![2], vec![DraftDist::OneHot]);
+    let out = accept_typical(&tree, &rows[..2], 0.09, 0.3, &mut rng).unwrap();
+    assert!(out.nodes.is_empty() && out.tokens.len() == 1);
+}

@@ -1,0 +1,262 @@
+//! Medusa heads (Cai et al., 2024): K extra heads on a base model's last hidden state. Head i
+//! has L residual blocks `x + SiLU(W x + b)` and a linear layer to the vocabulary; read at
+//! position t, it predicts token t + i + 2 (the base's own head predicts t + 1).
+//!
+//! The on-disk layout is the original project's, so published heads load and ours publish:
+//! a folder with `config.json` (`medusa_num_heads`, `medusa_num_layers`) and
+//! `medusa_lm_head.safetensors` with `{head}.{block}.linear.weight` `[dim, dim]`,
+//! `{head}.{block}.linear.bias` `[dim]` and `{head}.{L}.weight` `[vocab, dim]`. The original
+//! `medusa_lm_head.pt` is a pickle and is refused.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, TensorView};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ModelError, Result};
+use crate::format::safetensors::parse_safetensors;
+use crate::llama::Linear;
+use crate::load::weights::vector;
+
+/// One residual block: `x + SiLU(w x + b)`.
+#[derive(Debug, Clone)]
+pub struct ResBlock {
+    pub w: Linear,
+    pub b: Vec<f32>,
+}
+
+/// One head: residual blocks, then the projection to the vocabulary.
+#[derive(Debug, Clone)]
+pub struct MedusaHead {
+    pub blocks: Vec<ResBlock>,
+    pub out: Linear,
+}
+
+/// K heads over hidden states of width `dim`.
+#[derive(Debug, Clone)]
+pub struct MedusaHeads {
+    heads: Vec<MedusaHead>,
+    dim: usize,
+    vocab: usize,
+    /// Measured held-out top-k accuracy per head (`accuracy[head][rank]`), when known: what
+    /// the candidate tree is chosen from.
+    accuracy: Option<Vec<Vec<f64>>>,
+}
+
+/// `config.json` of a Medusa folder (other keys, such as the base model's name, are kept out).
+#[derive(Debug, Serialize, Deserialize)]
+struct MedusaConfigFile {
+    medusa_num_heads: usize,
+    medusa_num_layers: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    base_model_name_or_path: Option<String>,
+    /// ahead's extension: per head, the held-out chance that its rank-r token is right.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ahead_rank_accuracy: Option<Vec<Vec<f64>>>,
+}
+
+const CONFIG: &str = "config.json";
+const WEIGHTS: &str = "medusa_lm_head.safetensors";
+
+impl MedusaHeads {
+    /// Heads over `dim`-wide hidden states predicting `vocab` tokens; checks every shape.
+    pub fn new(heads: Vec<MedusaHead>, dim: usize, vocab: usize) -> Result<Self> {
+        if heads.is_empty() {
+            return Err(ModelError::Input("Medusa needs at least one head".into()));
+        }
+        for (i, h) in heads.iter().enumerate() {
+            let bad = |what: &str, found: Vec<usize>, expected: Vec<usize>| ModelError::Shape {
+                name: format!("medusa head {i} {what}"),
+                expected,
+                found,
+            };
+            for b in &h.blocks {
+                if b.w.rows() != dim || b.w.cols() != dim {
+                    return Err(bad("block", vec![b.w.rows(), b.w.cols()], vec![dim, dim]));
+                }
+                if b.b.len() != dim {
+                    return Err(bad("bias", vec![b.b.len()], vec![dim]));
+                }
+            }
+            if h.out.rows() != vocab || h.out.cols() != dim {
+                return Err(bad("output", vec![h.out.rows(), h.out.cols()], vec![vocab, dim]));
+            }
+        }
+        Ok(Self {
+            heads,
+            dim,
+            vocab,
+            accuracy: None,
+        })
+    }
+
+    /// Per head, the measured chance that its rank-r token is right, if known.
+    pub fn accuracy(&self) -> Option<&[Vec<f64>]> {
+        self.accuracy.as_deref()
+    }
+
+    /// Records measured per-head rank accuracies (saved in `config.json`).
+    pub fn set_accuracy(&mut self, accuracy: Vec<Vec<f64>>) {
+        self.accuracy = Some(accuracy);
+    }
+
+    pub fn num_heads(&self) -> usize {
+        self.heads.len()
+    }
+
+    /// Residual blocks per head.
+    pub fn num_layers(&self) -> usize {
+        self.heads.first().map_or(0, |h| h.blocks.len())
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.vocab
+    }
+
+    pub fn heads(&self) -> &[MedusaHead] {
+        &self.heads
+    }
+
+    /// Logits of every head for one hidden state.
+    pub fn forward(&self, hidden: &[f32]) -> Result<Vec<Vec<f32>>> {
+        if hidden.len() != self.dim {
+            return Err(ModelError::Input(format!(
+                "a hidden state of {} values for heads of width {}",
+                hidden.len(),
+                self.dim
+            )));
+        }
+        let mut out = Vec::with_capacity(self.heads.len());
+        let mut y = vec![0f32; self.dim];
+        for h in &self.heads {
+            let mut x = hidden.to_vec();
+            for b in &h.blocks {
+                b.w.forward(&x, 1, &mut y)?;
+                for ((xv, yv), bv) in x.iter_mut().zip(&y).zip(&b.b) {
+                    let z = yv + bv;
+                    *xv += z / (1.0 + (-z).exp());
+                }
+            }
+            let mut logits = vec![0f32; self.vocab];
+            h.out.forward(&x, 1, &mut logits)?;
+            out.push(logits);
+        }
+        Ok(out)
+    }
+
+    /// Loads a Medusa folder (see the module docs for the layout).
+    pub fn load(dir: &Path) -> Result<Self> {
+        if dir.join("medusa_lm_head.pt").is_file() && !dir.join(WEIGHTS).is_file() {
+            return Err(ModelError::Unsupported(format!(
+                "{}: medusa_lm_head.pt is a PyTorch pickle, which can run arbitrary code when read; \
+                 ahead never loads pickles. Convert it to {WEIGHTS} (safetensors)",
+                dir.display()
+            )));
+        }
+        let cfg_path = dir.join(CONFIG);
+        let cfg_text = std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::io(&cfg_path, e))?;
+        let path = dir.join(WEIGHTS);
+        let bytes = std::fs::read(&path).map_err(|e| ModelError::io(&path, e))?;
+        Self::from_bytes(
+            &cfg_text,
+            &cfg_path.display().to_string(),
+            &bytes,
+            &path.display().to_string(),
+        )
+    }
+
+    /// Heads from the contents of `config.json` and `medusa_lm_head.safetensors` (labels name
+    /// them in errors).
+    pub fn from_bytes(config: &str, config_label: &str, weights: &[u8], weights_label: &str) -> Result<Self> {
+        let cfg: MedusaConfigFile = serde_json::from_str(config)
+            .map_err(|e| ModelError::format(config_label, "config", e.to_string()))?;
+        if cfg.medusa_num_heads == 0 || cfg.medusa_num_heads > 64 || cfg.medusa_num_layers > 64 {
+            return Err(ModelError::format(
+                config_label,
+                "medusa_num_heads",
+                format!(
+                    "{} heads of {} layers is out of range",
+                    cfg.medusa_num_heads, cfg.medusa_num_layers
+                ),
+            ));
+        }
+        let file = weights_label.to_string();
+        let st = parse_safetensors(weights, &file)?;
+        let get = |name: &str| {
+            st.tensor(weights, name).ok_or_else(|| ModelError::MissingTensor {
+                file: file.clone(),
+                name: name.to_string(),
+            })
+        };
+        let mut heads = Vec::with_capacity(cfg.medusa_num_heads);
+        for i in 0..cfg.medusa_num_heads {
+            let mut blocks = Vec::with_capacity(cfg.medusa_num_layers);
+            for j in 0..cfg.medusa_num_layers {
+                let wn = format!("{i}.{j}.linear.weight");
+                let bn = format!("{i}.{j}.linear.bias");
+                blocks.push(ResBlock {
+                    w: Linear::from_raw(&get(&wn)?, &wn)?,
+                    b: vector(&get(&bn)?, &file, &bn)?,
+                });
+            }
+            let on = format!("{i}.{}.weight", cfg.medusa_num_layers);
+            heads.push(MedusaHead {
+                blocks,
+                out: Linear::from_raw(&get(&on)?, &on)?,
+            });
+        }
+        let (vocab, dim) = (heads[0].out.rows(), heads[0].out.cols());
+        let mut out = Self::new(heads, dim, vocab)?;
+        out.accuracy = cfg.ahead_rank_accuracy;
+        Ok(out)
+    }
+
+    /// Writes the heads (f32) in the original layout into `dir`, which is created if needed.
+    pub fn save(&self, dir: &Path, base_model: Option<&str>) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        for (i, h) in self.heads.iter().enumerate() {
+            for (j, b) in h.blocks.iter().enumerate() {
+                let w = b.w.to_f32()?;
+                tensors.push((
+                    format!("{i}.{j}.linear.weight"),
+                    vec![self.dim, self.dim],
+                    bytes(&w),
+                ));
+                tensors.push((format!("{i}.{j}.linear.bias"), vec![self.dim], bytes(&b.b)));
+            }
+            let o = h.out.to_f32()?;
+            tensors.push((
+                format!("{i}.{}.weight", h.blocks.len()),
+                vec![self.vocab, self.dim],
+                bytes(&o),
+            ));
+        }
+        let mut views = HashMap::new();
+        for (name, shape, data) in &tensors {
+            let view = TensorView::new(Dtype::F32, shape.clone(), data)
+                .map_err(|e| ModelError::Input(format!("{name}: {e}")))?;
+            views.insert(name.clone(), view);
+        }
+        let path = dir.join(WEIGHTS);
+        let out = safetensors::serialize(views, None)
+            .map_err(|e| ModelError::Input(format!("serializing Medusa heads: {e}")))?;
+        std::fs::write(&path, out).map_err(|e| ModelError::io(&path, e))?;
+        let cfg = MedusaConfigFile {
+            medusa_num_heads: self.num_heads(),
+            medusa_num_layers: self.num_layers(),
+            base_model_name_or_path: base_model.map(str::to_string),
+            ahead_rank_accuracy: self.accuracy.clone(),
+        };
+        let cfg_path = dir.join(CONFIG);
+        let text = serde_json::to_string_pretty(&cfg)
+            .map_err(|e| ModelError::Input(format!("Medusa config: {e}")))?;
+        std::fs::write(&cfg_path, text).map_err(|e| ModelError::io(&cfg_path, e))
+    }
+}

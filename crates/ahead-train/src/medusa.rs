@@ -1,0 +1,289 @@
+//! Medusa-1 training: the base model is frozen; its final hidden states over a corpus (or over
+//! its own generations: self-distillation) are computed once, and K heads learn to predict the
+//! token i + 2 places ahead from them (cross-entropy, head i weighted 0.8^i as in the paper).
+//! Each head starts as the base's own classifier (residual blocks at zero), so training starts
+//! from "repeat the base's next-token guess". Held-out windows give per-head rank accuracies.
+
+use std::time::Instant;
+
+use ahead_core::Rng;
+use ahead_model::llama::Linear;
+use ahead_model::medusa::{MedusaHead, MedusaHeads, ResBlock};
+use ahead_model::{ForwardInput, Model, Tokenizer};
+use candle_core::{Device, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use serde::Serialize;
+
+use crate::corpus;
+use crate::distill::{continuations, cosine_lr, shuffled, Progress};
+use crate::error::{Result, TrainError};
+
+/// How to train Medusa heads.
+#[derive(Debug, Clone)]
+pub struct MedusaOptions {
+    pub heads: usize,
+    /// Residual blocks per head.
+    pub layers: usize,
+    pub seq_len: usize,
+    /// Windows per optimizer step.
+    pub batch: usize,
+    pub epochs: usize,
+    pub learning_rate: f64,
+    pub held_out: f64,
+    /// Train on the base's own continuations of this many training prompts instead of the
+    /// corpus text (self-distillation); 0 trains on the corpus.
+    pub self_distill: usize,
+    pub seed: u64,
+}
+
+impl Default for MedusaOptions {
+    fn default() -> Self {
+        Self {
+            heads: 3,
+            layers: 1,
+            seq_len: 128,
+            batch: 16,
+            epochs: 3,
+            learning_rate: 3e-3,
+            held_out: 0.1,
+            self_distill: 0,
+            seed: 1,
+        }
+    }
+}
+
+/// Ranks whose accuracy is measured per head (top-1 .. top-5).
+pub const RANKS: usize = 5;
+
+/// What training did and how good each head is on held-out text.
+#[derive(Debug, Clone, Serialize)]
+pub struct MedusaReport {
+    pub parameters: usize,
+    pub train_tokens: usize,
+    pub held_out_tokens: usize,
+    pub steps: usize,
+    pub seconds: f64,
+    /// Per head: top-1 and top-5 accuracy on held-out positions.
+    pub top1: Vec<f64>,
+    pub top5: Vec<f64>,
+    /// Per head: the chance that its rank-r token is right, r < 5.
+    pub rank_accuracy: Vec<Vec<f64>>,
+}
+
+/// Hidden states `[t][dim]` and tokens of every window.
+struct Features {
+    hidden: Vec<Vec<f32>>,
+    tokens: Vec<Vec<u32>>,
+}
+
+/// Trains heads for `base` on `text` (or, with `self_distill`, on the base's continuations of its
+/// openings, or of BOS without a text); returns them (with measured rank accuracies) and a report.
+pub fn train_medusa(
+    base: &Model,
+    tokenizer: &Tokenizer,
+    text: Option<&str>,
+    opts: &MedusaOptions,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<(MedusaHeads, MedusaReport)> {
+    let start = Instant::now();
+    let cfg = base.config();
+    if opts.heads == 0 || opts.heads + 2 > opts.seq_len || opts.batch == 0 || opts.epochs == 0 {
+        return Err(TrainError::Options(format!(
+            "need 0 < heads < seq_len - 1 ({}), batch > 0 and epochs > 0",
+            opts.seq_len
+        )));
+    }
+    if opts.seq_len > cfg.max_seq_len {
+        return Err(TrainError::Options(format!(
+            "seq_len {} exceeds the base's context {}",
+            opts.seq_len, cfg.max_seq_len
+        )));
+    }
+    // Self-distillation continues the corpus's openings, or BOS alone without a corpus.
+    let split = corpus::split(text.unwrap_or(""), opts.held_out)?;
+    let bos_only = vec![tokenizer.bos_id().into_iter().collect::<Vec<u32>>()];
+    let openings = |part: &str| -> Result<Vec<Vec<u32>>> {
+        let p = corpus::prompts(tokenizer, part)?;
+        Ok(if p.is_empty() { bos_only.clone() } else { p })
+    };
+    let (train_windows, held_windows) = match (text, opts.self_distill) {
+        (Some(_), 0) => (
+            corpus::windows(tokenizer, split.train, opts.seq_len)?,
+            corpus::windows(tokenizer, split.held_out, opts.seq_len)?,
+        ),
+        (None, 0) => {
+            return Err(TrainError::Options(
+                "give a corpus, or --self-distill N to train on the base's own text".into(),
+            ))
+        }
+        (_, n) => (
+            continuations(base, &openings(split.train)?, opts.seq_len, n, opts.seed)?,
+            // Held out: other openings (or other samples), never trained on.
+            continuations(
+                base,
+                &openings(split.held_out)?,
+                opts.seq_len,
+                (n / 10).max(8),
+                opts.seed ^ 0xE7A1,
+            )?,
+        ),
+    };
+    if train_windows.is_empty() || held_windows.is_empty() {
+        return Err(TrainError::Corpus(format!(
+            "need at least one {}-token window in both the training and held-out splits",
+            opts.seq_len
+        )));
+    }
+    let train = features(base, train_windows)?;
+    let held = features(base, held_windows)?;
+
+    let (dim, vocab) = (cfg.dim, cfg.vocab_size);
+    let classifier = base
+        .weights()
+        .lm_head
+        .as_ref()
+        .unwrap_or(&base.weights().embedding)
+        .to_f32()?;
+    let dev = Device::Cpu;
+    let mut vars = Vec::new();
+    let mut heads = Vec::new();
+    for _ in 0..opts.heads {
+        let mut blocks = Vec::new();
+        for _ in 0..opts.layers {
+            let w = Var::zeros((dim, dim), candle_core::DType::F32, &dev)?;
+            let b = Var::zeros(dim, candle_core::DType::F32, &dev)?;
+            vars.extend([w.clone(), b.clone()]);
+            blocks.push((w, b));
+        }
+        let out = Var::from_tensor(&Tensor::from_vec(classifier.clone(), (vocab, dim), &dev)?)?;
+        vars.push(out.clone());
+        heads.push((blocks, out));
+    }
+    let mut optimizer = AdamW::new(
+        vars.clone(),
+        ParamsAdamW {
+            lr: opts.learning_rate,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )?;
+    let steps = train.tokens.len().div_ceil(opts.batch) * opts.epochs;
+    let mut rng = Rng::new(opts.seed);
+    let mut step = 0;
+    for _ in 0..opts.epochs {
+        for chunk in shuffled(train.tokens.len(), &mut rng).chunks(opts.batch) {
+            optimizer.set_learning_rate(cosine_lr(opts.learning_rate, step, steps));
+            let mut loss = Tensor::zeros((), candle_core::DType::F32, &dev)?;
+            for (i, head) in heads.iter().enumerate() {
+                let (x, labels) = examples(&train, chunk, i, dim)?;
+                let logits = head_forward(head, &x)?;
+                let ce = candle_nn::loss::cross_entropy(&logits, &labels)?;
+                loss = (loss + (ce * 0.8f64.powi(i as i32))?)?;
+            }
+            optimizer.backward_step(&loss)?;
+            step += 1;
+            on_progress(Progress {
+                step,
+                steps,
+                kl: f64::from(loss.to_scalar::<f32>()?),
+                elapsed_s: start.elapsed().as_secs_f64(),
+            });
+        }
+    }
+
+    // Held-out rank accuracy per head.
+    let all: Vec<usize> = (0..held.tokens.len()).collect();
+    let mut rank_accuracy = Vec::with_capacity(opts.heads);
+    for (i, head) in heads.iter().enumerate() {
+        let (x, labels) = examples(&held, &all, i, dim)?;
+        let logits = head_forward(head, &x)?.to_vec2::<f32>()?;
+        let labels = labels.to_vec1::<u32>()?;
+        let mut hits = [0usize; RANKS];
+        for (row, &label) in logits.iter().zip(&labels) {
+            let l = row[label as usize];
+            // Rank of the label: how many tokens score higher (ties count for the label).
+            let rank = row.iter().filter(|&&v| v > l).count();
+            if rank < RANKS {
+                hits[rank] += 1;
+            }
+        }
+        let n = labels.len().max(1) as f64;
+        rank_accuracy.push(hits.iter().map(|&h| h as f64 / n).collect::<Vec<f64>>());
+    }
+    let top1 = rank_accuracy.iter().map(|r| r[0]).collect();
+    let top5 = rank_accuracy.iter().map(|r| r.iter().sum()).collect();
+
+    let mut out_heads = Vec::with_capacity(opts.heads);
+    for (blocks, out) in &heads {
+        let mut bs = Vec::with_capacity(blocks.len());
+        for (w, b) in blocks {
+            bs.push(ResBlock {
+                w: Linear::from_f32(w.flatten_all()?.to_vec1::<f32>()?, dim, dim)?,
+                b: b.to_vec1::<f32>()?,
+            });
+        }
+        out_heads.push(MedusaHead {
+            blocks: bs,
+            out: Linear::from_f32(out.flatten_all()?.to_vec1::<f32>()?, vocab, dim)?,
+        });
+    }
+    let mut medusa = MedusaHeads::new(out_heads, dim, vocab)?;
+    medusa.set_accuracy(rank_accuracy.clone());
+    let report = MedusaReport {
+        parameters: vars.iter().map(|v| v.elem_count()).sum(),
+        train_tokens: train.tokens.len() * opts.seq_len,
+        held_out_tokens: held.tokens.len() * opts.seq_len,
+        steps,
+        seconds: start.elapsed().as_secs_f64(),
+        top1,
+        top5,
+        rank_accuracy,
+    };
+    Ok((medusa, report))
+}
+
+/// The base's final (normalised) hidden state after every token of every window.
+fn features(base: &Model, windows: Vec<Vec<u32>>) -> Result<Features> {
+    let mut hidden = Vec::with_capacity(windows.len());
+    for w in &windows {
+        let mut cache = base.new_cache(w.len())?;
+        let pos: Vec<usize> = (0..w.len()).collect();
+        let input = ForwardInput {
+            want_hidden: true,
+            ..ForwardInput::causal(w, &pos)
+        };
+        let out = base.forward(&input, &mut cache)?;
+        hidden.push(out.hidden.unwrap_or_default());
+    }
+    Ok(Features {
+        hidden,
+        tokens: windows,
+    })
+}
+
+/// Inputs `[n, dim]` and labels `[n]` for head `i`: hidden state at t, token at t + i + 2.
+fn examples(data: &Features, chosen: &[usize], i: usize, dim: usize) -> Result<(Tensor, Tensor)> {
+    let (mut xs, mut ys) = (Vec::new(), Vec::new());
+    for &w in chosen {
+        let tokens = &data.tokens[w];
+        for t in 0..tokens.len().saturating_sub(i + 2) {
+            xs.extend_from_slice(&data.hidden[w][t * dim..(t + 1) * dim]);
+            ys.push(tokens[t + i + 2]);
+        }
+    }
+    let n = ys.len();
+    Ok((
+        Tensor::from_vec(xs, (n, dim), &Device::Cpu)?,
+        Tensor::from_vec(ys, n, &Device::Cpu)?,
+    ))
+}
+
+/// One head on `[n, dim]` inputs: residual SiLU blocks, then the vocabulary projection.
+fn head_forward(head: &(Vec<(Var, Var)>, Var), x: &Tensor) -> candle_core::Result<Tensor> {
+    let mut x = x.clone();
+    for (w, b) in &head.0 {
+        let z = x.matmul(&w.t()?)?.broadcast_add(b)?;
+        x = (x + z.silu()?)?;
+    }
+    x.matmul(&head.1.t()?)
+}
