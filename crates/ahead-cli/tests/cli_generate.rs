@@ -376,3 +376,72 @@ fn the_default_model_drafts_with_its_vendored_draft() {
     assert_eq!(draft["stats"]["method"], "draft");
     assert!(draft["stats"]["accepted_tokens"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn medusa_uses_the_vendored_heads_and_refuses_pickles() {
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--prompt",
+            "Once upon a time",
+            "--max-tokens",
+            "80",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        json(&ahead(&args), "medusa")
+    };
+    let vanilla = run(&["--method", "vanilla"]);
+    let medusa = run(&["--method", "medusa"]);
+    assert_eq!(medusa["token_ids"], vanilla["token_ids"]);
+    assert_eq!(medusa["stats"]["method"], "medusa");
+    assert!(
+        medusa["stats"]["accepted_tokens"].as_u64().unwrap() > 0
+            || medusa["stats"]["drafted_tokens"].as_u64().unwrap() == 0
+    );
+    let tree = run(&[
+        "--method",
+        "medusa",
+        "--medusa-choices",
+        "[[0],[0,0],[1]]",
+        "--num-draft",
+        "3",
+    ]);
+    assert_eq!(tree["token_ids"], vanilla["token_ids"]);
+    assert!(tree["stats"]["drafted_tokens"].as_u64().unwrap() > 0);
+    // Typical acceptance is allowed, and says it is lossy when sampling.
+    let o = ahead(&[
+        "generate",
+        "--prompt",
+        "Once",
+        "--max-tokens",
+        "20",
+        "--method",
+        "medusa",
+        "--medusa-acceptance",
+        "typical",
+        "--temperature",
+        "0.8",
+    ]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("lossy"));
+    // Bad trees and pickled heads are clear errors.
+    fails(
+        &ahead(&["generate", "--method", "medusa", "--medusa-choices", "[[0,1]]"]),
+        &["medusa_choices"],
+        "tree without its prefix",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("medusa_lm_head.pt"), b"\x80\x02}q\x00.").unwrap();
+    fails(
+        &ahead(&[
+            "generate",
+            "--method",
+            "medusa",
+            "--medusa",
+            tmp.path().to_str().unwrap(),
+        ]),
+        &["pickle"],
+        "pickled heads",
+    );
+}

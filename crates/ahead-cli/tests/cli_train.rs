@@ -106,3 +106,70 @@ fn train_draft_refuses_bad_options_clearly() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("corpus"));
 }
+
+#[test]
+fn train_medusa_writes_heads_in_the_original_layout_that_decode_losslessly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(format!("{FIXTURES}/corpus/tinystories_valid_head.txt")).unwrap();
+    let mut cut = 40_000;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let corpus = tmp.path().join("corpus.txt");
+    std::fs::write(&corpus, &text[..cut]).unwrap();
+    let out_dir = tmp.path().join("heads");
+    let o = ahead(&[
+        "train",
+        "medusa",
+        "--base",
+        STORIES_BIN,
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--heads",
+        "2",
+        "--layers",
+        "1",
+        "--epochs",
+        "1",
+        "--seq-len",
+        "64",
+        "--batch",
+        "8",
+        "--self-distill",
+        "16",
+        "--eval-prompts",
+        "2",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(report["training"]["top1"].as_array().unwrap().len(), 2);
+    for f in ["config.json", "medusa_lm_head.safetensors", "report.json"] {
+        assert!(out_dir.join(f).is_file(), "{f} missing");
+    }
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["medusa_num_heads"], 2);
+    let run = |method: &str| {
+        let o = ahead(&[
+            "generate",
+            "--model",
+            STORIES_BIN,
+            "--prompt",
+            "Once upon a time",
+            "--max-tokens",
+            "60",
+            "--method",
+            method,
+            "--medusa",
+            out_dir.to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+        v["token_ids"].clone()
+    };
+    assert_eq!(run("medusa"), run("vanilla"));
+}

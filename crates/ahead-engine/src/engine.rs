@@ -77,8 +77,13 @@ impl EngineBuilder {
             },
         )?;
         let mut engine = Engine::from_loaded(loaded);
-        if self.draft.is_none() && source == ModelSource::Default {
-            engine.draft = Some(Draft::shared(ahead_model::load::default_draft()?, true));
+        if source == ModelSource::Default {
+            if self.draft.is_none() {
+                engine.draft = Some(Draft::shared(ahead_model::load::default_draft()?, true));
+            }
+            if self.medusa.is_none() {
+                engine = engine.with_medusa(ahead_model::load::default_medusa()?)?;
+            }
         }
         if let Some(dir) = &self.medusa {
             engine = engine.with_medusa(MedusaHeads::load(dir)?)?;

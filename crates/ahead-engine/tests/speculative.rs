@@ -1,5 +1,6 @@
 //! Losslessness of speculative decoding on the real stories260K model: greedy output is
-//! token-identical to plain decoding for every method and draft length, and sampled output
+//! token-identical to plain decoding for every method (draft, prompt lookup, Medusa, auto) and
+//! draft length, and sampled output
 //! follows the target's distribution (chi-square tests with fixed seeds, alpha = 1e-4).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -43,7 +44,11 @@ fn engine_with_draft() -> &'static Engine {
     E.get_or_init(|| {
         let loaded = load(&ModelSource::Default, &LoadOptions::default()).unwrap();
         let draft = quantized(&loaded.model);
-        Engine::from_loaded(loaded).with_draft(draft)
+        let medusa = ahead_model::load::default_medusa().unwrap();
+        Engine::from_loaded(loaded)
+            .with_draft(draft)
+            .with_medusa(medusa)
+            .unwrap()
     })
 }
 
@@ -91,7 +96,7 @@ fn greedy_output_is_token_identical_for_every_method_and_draft_length() {
             &prompt,
             &params(Method::Vanilla, None, SamplingParams::greedy(), 0, 120),
         );
-        for method in [Method::Draft, Method::PromptLookup, Method::Auto] {
+        for method in [Method::Draft, Method::PromptLookup, Method::Medusa, Method::Auto] {
             for k in [Some(1), Some(2), Some(4), Some(8), None] {
                 let got = gen(e, &prompt, &params(method, k, SamplingParams::greedy(), 0, 120));
                 assert_eq!(got.token_ids, want.token_ids, "{method:?} k={k:?} {prompt:?}");
@@ -286,7 +291,13 @@ fn the_target_cache_after_every_step_equals_a_fresh_prefill() {
     };
     let prompt = Prompt::from("The cat sat on the mat. The cat sat on the mat. The cat");
     let mut steps = 0;
-    for method in [Method::Vanilla, Method::Draft, Method::PromptLookup, Method::Auto] {
+    for method in [
+        Method::Vanilla,
+        Method::Draft,
+        Method::PromptLookup,
+        Method::Medusa,
+        Method::Auto,
+    ] {
         for sampling in [SamplingParams::greedy(), sampled.clone()] {
             let mut check = |cache: &ahead_model::KvCache, history: &[u32]| {
                 let committed = &history[..history.len() - 1];

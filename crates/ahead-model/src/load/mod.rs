@@ -25,6 +25,20 @@ const DEFAULT_TOKENIZER: &[u8] = include_bytes!("../../../../models/stories260K/
 /// A draft for the default model, distilled by `ahead train draft` (see models/stories260K/README.md).
 const DEFAULT_DRAFT: &[u8] = include_bytes!("../../../../models/stories260K/draft.bin");
 
+const DEFAULT_MEDUSA_CONFIG: &str = include_str!("../../../../models/stories260K/medusa/config.json");
+const DEFAULT_MEDUSA_WEIGHTS: &[u8] =
+    include_bytes!("../../../../models/stories260K/medusa/medusa_lm_head.safetensors");
+
+/// The embedded default model's vendored Medusa heads (trained by `ahead train medusa`).
+pub fn default_medusa() -> Result<crate::medusa::MedusaHeads> {
+    crate::medusa::MedusaHeads::from_bytes(
+        DEFAULT_MEDUSA_CONFIG,
+        "stories260K medusa/config.json (embedded)",
+        DEFAULT_MEDUSA_WEIGHTS,
+        "stories260K medusa/medusa_lm_head.safetensors (embedded)",
+    )
+}
+
 /// The embedded default model's vendored draft (same tokenizer).
 pub fn default_draft() -> Result<Model> {
     llama2c::load(DEFAULT_DRAFT, "stories260K draft.bin (embedded)")
