@@ -81,6 +81,10 @@ pub struct GenerateArgs {
     /// embedded model's vendored heads).
     #[arg(long)]
     pub medusa: Option<String>,
+    /// Medusa heads trained on the draft model (`ahead train medusa --base DRAFT`): the draft
+    /// then drafts a whole tree per step (the hybrid).
+    #[arg(long)]
+    pub draft_medusa: Option<String>,
     /// How Medusa candidates are verified when sampling. `typical` is LOSSY.
     #[arg(long, value_enum)]
     pub medusa_acceptance: Option<MedusaAcceptance>,
@@ -159,6 +163,9 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     }
     if let Some(m) = &a.medusa {
         builder = builder.medusa(m);
+    }
+    if let Some(m) = &a.draft_medusa {
+        builder = builder.draft_medusa(m);
     }
     let engine = builder.build().context("loading the model")?;
     if matches!(a.method, MethodArg::Draft | MethodArg::Auto) && a.draft.is_some() {

@@ -20,7 +20,7 @@ use crate::error::{EngineError, Result};
 use crate::output::Generation;
 use crate::params::{GenerateParams, Method, Prompt};
 use crate::spec::{
-    cost, DraftModel, MedusaProposer, NoDraft, PromptLookupProposer, Proposer, RetokenizingDraft,
+    cost, DraftModel, HybridDraft, MedusaProposer, NoDraft, PromptLookupProposer, Proposer, RetokenizingDraft,
 };
 
 /// Configures where the model comes from.
@@ -31,6 +31,7 @@ pub struct EngineBuilder {
     draft: Option<String>,
     draft_tokenizer: Option<PathBuf>,
     medusa: Option<PathBuf>,
+    draft_medusa: Option<PathBuf>,
 }
 
 impl EngineBuilder {
@@ -55,6 +56,13 @@ impl EngineBuilder {
     /// Medusa heads for `Method::Medusa`: a folder in the original layout.
     pub fn medusa(mut self, dir: impl Into<PathBuf>) -> Self {
         self.medusa = Some(dir.into());
+        self
+    }
+
+    /// Medusa heads trained on the draft model (the hybrid: the draft drafts a whole tree in one
+    /// step). The draft must share the target's vocabulary.
+    pub fn draft_medusa(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.draft_medusa = Some(dir.into());
         self
     }
 
@@ -88,15 +96,16 @@ impl EngineBuilder {
         if let Some(dir) = &self.medusa {
             engine = engine.with_medusa(MedusaHeads::load(dir)?)?;
         }
-        Ok(match &self.draft {
-            Some(d) => {
-                let opts = LoadOptions {
-                    tokenizer: self.draft_tokenizer,
-                };
-                engine.with_draft_loaded(load(&ModelSource::parse(d)?, &opts)?)
-            }
-            None => engine,
-        })
+        if let Some(d) = &self.draft {
+            let opts = LoadOptions {
+                tokenizer: self.draft_tokenizer,
+            };
+            engine = engine.with_draft_loaded(load(&ModelSource::parse(d)?, &opts)?);
+        }
+        if let Some(dir) = &self.draft_medusa {
+            engine = engine.with_draft_medusa(MedusaHeads::load(dir)?)?;
+        }
+        Ok(engine)
     }
 }
 
@@ -138,6 +147,8 @@ struct Draft {
     mode: DraftMode,
     /// For `Retokenized`: the draft's and the target's tokenizers.
     tokenizers: Option<(Arc<Tokenizer>, Arc<Tokenizer>)>,
+    /// Medusa heads trained on the draft (the hybrid), if any.
+    medusa: Option<Arc<MedusaHeads>>,
     /// The default model's vendored draft: used by `Method::Draft`, not chosen by `Auto`
     /// (on CPUs where the tiny target's verify cost grows linearly it does not pay; see
     /// BENCHMARKS.md).
@@ -150,6 +161,7 @@ impl Draft {
             model: Arc::new(model),
             mode: DraftMode::SharedVocabulary,
             tokenizers: None,
+            medusa: None,
             embedded,
         }
     }
@@ -189,6 +201,7 @@ impl Engine {
                 model: Arc::new(draft.model),
                 mode: DraftMode::Retokenized,
                 tokenizers: Some((Arc::new(draft.tokenizer), Arc::new(tt.clone()))),
+                medusa: None,
                 embedded: false,
             }
         });
@@ -211,6 +224,36 @@ impl Engine {
             });
         }
         self.medusa = Some(Arc::new(heads));
+        Ok(self)
+    }
+
+    /// Gives the loaded draft model Medusa heads of its own (the hybrid proposer).
+    pub fn with_draft_medusa(mut self, heads: MedusaHeads) -> Result<Self> {
+        let unavailable = |reason: String| EngineError::MethodUnavailable {
+            method: "draft",
+            reason,
+        };
+        let draft = self
+            .draft
+            .as_mut()
+            .ok_or_else(|| unavailable("draft Medusa heads need a draft model (--draft)".into()))?;
+        if draft.mode != DraftMode::SharedVocabulary {
+            return Err(unavailable(
+                "draft Medusa heads need a draft with the target's vocabulary".into(),
+            ));
+        }
+        let cfg = draft.model.config();
+        if heads.dim() != cfg.dim || heads.vocab_size() != cfg.vocab_size {
+            return Err(unavailable(format!(
+                "the heads read hidden states of {} and predict {} tokens; the draft has {} and {}",
+                heads.dim(),
+                heads.vocab_size(),
+                cfg.dim,
+                cfg.vocab_size
+            )));
+        }
+        draft.medusa = Some(Arc::new(heads));
+        draft.embedded = false;
         Ok(self)
     }
 
@@ -305,14 +348,19 @@ impl Engine {
                         method: "draft",
                         reason: "no draft model is loaded (EngineBuilder::draft, --draft)".into(),
                     })?;
-                match &draft.tokenizers {
-                    None => Box::new(DraftModel::new(
+                match (&draft.tokenizers, &draft.medusa) {
+                    (None, Some(heads)) => Box::new(HybridDraft::new(
+                        DraftModel::new(draft.model.clone(), model.config().vocab_size, capacity)?,
+                        heads.clone(),
+                        params.medusa_tree.clone().unwrap_or_else(MedusaTree::default_cpu),
+                    )),
+                    (None, None) => Box::new(DraftModel::new(
                         draft.model.clone(),
                         model.config().vocab_size,
                         capacity,
                     )?),
                     // Re-tokenized text can take more draft tokens than target tokens.
-                    Some((dt, tt)) => Box::new(RetokenizingDraft::new(
+                    (Some((dt, tt)), _) => Box::new(RetokenizingDraft::new(
                         draft.model.clone(),
                         dt.clone(),
                         tt.clone(),

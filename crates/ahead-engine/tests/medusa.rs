@@ -190,3 +190,41 @@ fn typical_acceptance_runs_when_sampling_and_accepts_more() {
     assert!(typical > 0 && exact > 0);
     assert!(typical >= exact, "typical {typical} < exact {exact}");
 }
+
+/// The hybrid: a draft (here the target's own weights) carrying Medusa heads drafts a tree in
+/// one step; greedy output is token-identical and most depth-1 guesses are accepted.
+#[test]
+fn a_draft_with_medusa_heads_drafts_trees_losslessly() {
+    let target = ahead_model::load(&ahead_model::ModelSource::Default, &Default::default()).unwrap();
+    let draft = target.model.clone();
+    let e = Engine::from_loaded(target)
+        .with_draft(draft)
+        .with_draft_medusa(ahead_model::load::default_medusa().unwrap())
+        .unwrap();
+    let mut accepted = 0;
+    for prompt in ["Once upon a time", "The little dog was sad."] {
+        let prompt = Prompt::from(prompt);
+        let vanilla = GenerateParams {
+            method: Method::Vanilla,
+            ..params(None, None, SamplingParams::greedy(), 0, 100)
+        };
+        let want = gen(&e, &prompt, &vanilla);
+        for k in [Some(2), Some(6)] {
+            let p = GenerateParams {
+                method: Method::Draft,
+                ..params(
+                    Some(MedusaTree::default_cpu()),
+                    k,
+                    SamplingParams::greedy(),
+                    0,
+                    100,
+                )
+            };
+            let got = gen(&e, &prompt, &p);
+            assert_eq!(got.token_ids, want.token_ids, "k={k:?}");
+            accepted += got.stats.accepted_tokens;
+            assert!(got.stats.target_forwards < 100);
+        }
+    }
+    assert!(accepted > 100, "{accepted}");
+}

@@ -51,6 +51,11 @@ impl DraftModel {
     /// Rolls the cache back to the longest prefix it shares with `history` (keeping at least
     /// one token to feed), then feeds the rest; returns the logits after `history`.
     fn sync(&mut self, history: &[u32]) -> Result<Vec<f32>> {
+        Ok(self.sync_hidden(history, false)?.0)
+    }
+
+    /// `sync`, also returning the final hidden state at the last token when asked.
+    pub(crate) fn sync_hidden(&mut self, history: &[u32], want_hidden: bool) -> Result<(Vec<f32>, Vec<f32>)> {
         let common = self
             .cached
             .iter()
@@ -62,11 +67,23 @@ impl DraftModel {
         self.cached.truncate(keep);
         let feed = &history[keep..];
         let positions: Vec<usize> = (keep..history.len()).collect();
-        let out = self
-            .model
-            .forward(&ForwardInput::causal(feed, &positions), &mut self.cache)?;
+        let input = ForwardInput {
+            want_hidden,
+            ..ForwardInput::causal(feed, &positions)
+        };
+        let out = self.model.forward(&input, &mut self.cache)?;
         self.cached.extend_from_slice(feed);
-        Ok(out.last().to_vec())
+        let d = out.hidden_dim;
+        let hidden = match &out.hidden {
+            Some(h) => h[h.len() - d..].to_vec(),
+            None => Vec::new(),
+        };
+        Ok((out.last().to_vec(), hidden))
+    }
+
+    /// Free room in the draft's cache after `len` tokens.
+    pub(crate) fn room_after(&self, len: usize) -> usize {
+        self.cache.capacity().saturating_sub(len)
     }
 
     /// Up to `k` tokens continuing `history` (the draft's own ids), each drawn from the

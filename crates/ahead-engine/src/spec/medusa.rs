@@ -10,6 +10,7 @@ use ahead_core::spec::{MedusaTree, TokenTree};
 use ahead_core::{Rng, SamplingParams};
 use ahead_model::medusa::MedusaHeads;
 
+use super::draft::DraftModel;
 use super::proposer::Proposer;
 use crate::error::Result;
 
@@ -56,6 +57,51 @@ impl Proposer for MedusaProposer {
             top.push(top_tokens(l, self.tree.top_k(d))?);
         }
         // The decoder keeps the first k nodes, which is a tree (paths are ordered by depth).
+        Ok(self.tree.build(&top))
+    }
+}
+
+/// A draft model that carries Medusa heads (the hybrid): one draft forward over the committed
+/// tokens gives the draft's next-token guesses (depth 1) and, through the heads on its hidden
+/// state, the deeper levels; the whole tree comes from one draft step instead of one per depth.
+#[derive(Debug)]
+pub struct HybridDraft {
+    draft: DraftModel,
+    heads: Arc<MedusaHeads>,
+    tree: MedusaTree,
+}
+
+impl HybridDraft {
+    pub fn new(draft: DraftModel, heads: Arc<MedusaHeads>, tree: MedusaTree) -> Self {
+        Self { draft, heads, tree }
+    }
+}
+
+impl Proposer for HybridDraft {
+    fn name(&self) -> &'static str {
+        "draft"
+    }
+
+    fn prefill(&mut self, prompt: &[u32]) -> Result<()> {
+        self.draft.prefill(prompt)
+    }
+
+    fn propose(&mut self, history: &[u32], _: usize, _: &SamplingParams, _: &mut Rng) -> Result<TokenTree> {
+        if history.is_empty() || self.draft.room_after(history.len()) == 0 {
+            return Ok(TokenTree::empty());
+        }
+        let (logits, hidden) = self.draft.sync_hidden(history, true)?;
+        let depth = self.tree.depth().min(self.heads.num_heads() + 1);
+        let mut top = vec![top_tokens(&logits, self.tree.top_k(0))?];
+        for (d, l) in self
+            .heads
+            .forward(&hidden)?
+            .iter()
+            .take(depth.saturating_sub(1))
+            .enumerate()
+        {
+            top.push(top_tokens(l, self.tree.top_k(d + 1))?);
+        }
         Ok(self.tree.build(&top))
     }
 }

@@ -7,5 +7,5 @@ pub mod medusa;
 pub mod proposer;
 
 pub use draft::{DraftModel, RetokenizingDraft};
-pub use medusa::MedusaProposer;
+pub use medusa::{HybridDraft, MedusaProposer};
 pub use proposer::{NoDraft, PromptLookupProposer, Proposer};
