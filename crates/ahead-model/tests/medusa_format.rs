@@ -89,13 +89,8 @@ fn heads_in_the_original_layout_load_and_compute_the_papers_formula() {
     );
     let hidden = [0.3, -0.2, 0.5, 0.1];
     let got = heads.forward(&hidden).unwrap();
-    for h in 0..2 {
-        ahead_testutil::assert_close(
-            &got[h],
-            &reference(&hidden, h),
-            ahead_testutil::F32,
-            "head logits",
-        );
+    for (h, logits) in got.iter().enumerate() {
+        ahead_testutil::assert_close(logits, &reference(&hidden, h), ahead_testutil::F32, "head logits");
     }
 }
 
