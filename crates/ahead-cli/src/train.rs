@@ -46,6 +46,18 @@ pub struct MedusaArgs {
     /// Residual blocks per head L.
     #[arg(long, default_value_t = 1)]
     pub layers: usize,
+    /// Medusa-2: train the base jointly with the heads, keeping the base's own loss (KL to the
+    /// original) so its output stays close. Writes the new base as OUT/base.bin: use it with
+    /// the heads. llama2.c-style bases only.
+    #[arg(long)]
+    pub joint: bool,
+    /// Medusa-2: weight of the base's own loss.
+    #[arg(long, default_value_t = 1.0)]
+    pub base_weight: f64,
+    /// Medusa-2: the base's learning rate as a fraction of the heads' (Adam moves every weight
+    /// by about the learning rate per step, so a small model needs a small fraction).
+    #[arg(long, default_value_t = 0.01)]
+    pub base_lr_scale: f64,
     /// Folder for config.json and medusa_lm_head.safetensors (the original Medusa layout).
     #[arg(long)]
     pub out: PathBuf,
@@ -283,14 +295,26 @@ fn medusa(a: MedusaArgs) -> Result<()> {
         learning_rate: a.lr,
         held_out: a.held_out,
         self_distill: a.self_distill,
+        joint: a.joint,
+        base_weight: a.base_weight,
+        base_lr_scale: a.base_lr_scale,
         seed: a.seed,
     };
+    let tokenizer_bytes = ahead_model::load::llama2c_tokenizer_bytes(
+        &source,
+        &LoadOptions {
+            tokenizer: a.tokenizer.clone(),
+        },
+    )?;
+    if a.joint && tokenizer_bytes.is_none() {
+        bail!("--joint writes the trained base as a llama2.c checkpoint: the base must be one");
+    }
     eprintln!(
         "computing {}'s hidden states and training {} Medusa heads of {} block(s)...",
         loaded.info.source, a.heads, a.layers
     );
     let mut bar = ProgressBar::new();
-    let (heads, training) = train_medusa(
+    let trained = train_medusa(
         &loaded.model,
         &loaded.tokenizer,
         text.as_deref(),
@@ -298,7 +322,15 @@ fn medusa(a: MedusaArgs) -> Result<()> {
         &mut |p| bar.update(p),
     )?;
     bar.finish();
+    let (heads, training) = (trained.heads, trained.report);
     heads.save(&a.out, Some(&a.base))?;
+    let mut loaded = loaded;
+    if let (Some(base), Some(tok)) = (trained.base, tokenizer_bytes) {
+        write_llama2c(&base, &a.out.join("base.bin"))?;
+        std::fs::write(a.out.join("tokenizer.bin"), tok)?;
+        loaded.model = base;
+        loaded.info.source = a.out.join("base.bin").display().to_string();
+    }
     let heads_cost = cost::medusa_seconds(&heads)? / cost::step_seconds(&loaded.model)?.max(1e-12);
     let engine = Engine::from_loaded(loaded).with_medusa(heads)?;
     // The tree the engine would choose from the measured accuracies and this machine's costs
@@ -339,6 +371,15 @@ fn medusa(a: MedusaArgs) -> Result<()> {
         "trained on {} tokens, {} steps, {:.0} s; held out {} tokens",
         t.train_tokens, t.steps, t.seconds, t.held_out_tokens
     )?;
+    if let (Some(agree), Some(kl)) = (t.base_agreement, t.base_kl) {
+        writeln!(
+            out,
+            "Medusa-2: wrote {}/base.bin; held-out top-1 agreement with the original base {:.3}, KL {:.4} nats/token",
+            a.out.display(),
+            agree,
+            kl
+        )?;
+    }
     for (i, (t1, t5)) in t.top1.iter().zip(&t.top5).enumerate() {
         writeln!(
             out,
@@ -360,11 +401,15 @@ fn medusa(a: MedusaArgs) -> Result<()> {
 /// Greedy speculative decoding with `params` on held-out prompts, against vanilla, side by side
 /// (alternating per prompt). Fails if any output differs from vanilla's.
 fn side_by_side(engine: &Engine, held_out: &str, n: usize, params: &GenerateParams) -> Result<Measured> {
-    let prompts: Vec<Prompt> = corpus::paragraphs(held_out)
+    let mut prompts: Vec<Prompt> = corpus::paragraphs(held_out)
         .filter(|p| p.len() > 80)
         .take(n)
         .map(|p| Prompt::from(p.split(". ").next().unwrap_or(p)))
         .collect();
+    // Without held-out text (self-distillation from BOS), start from BOS.
+    if prompts.is_empty() {
+        prompts.push(Prompt::Ids(engine.tokenizer().bos_id().into_iter().collect()));
+    }
     let vanilla = GenerateParams {
         method: Method::Vanilla,
         ..params.clone()

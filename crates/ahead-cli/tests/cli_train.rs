@@ -173,3 +173,71 @@ fn train_medusa_writes_heads_in_the_original_layout_that_decode_losslessly() {
     };
     assert_eq!(run("medusa"), run("vanilla"));
 }
+
+#[test]
+fn train_medusa_joint_writes_a_base_to_use_with_its_heads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("m2");
+    // No corpus: self-distillation from BOS.
+    let o = ahead(&[
+        "train",
+        "medusa",
+        "--base",
+        STORIES_BIN,
+        "--self-distill",
+        "24",
+        "--joint",
+        "--heads",
+        "2",
+        "--epochs",
+        "1",
+        "--seq-len",
+        "48",
+        "--batch",
+        "8",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let agreement = report["training"]["base_agreement"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&agreement));
+    assert!(report["training"]["base_kl"].as_f64().unwrap() >= 0.0);
+    let base = out_dir.join("base.bin");
+    assert!(base.is_file() && out_dir.join("tokenizer.bin").is_file());
+    let run = |method: &str| {
+        let o = ahead(&[
+            "generate",
+            "--model",
+            base.to_str().unwrap(),
+            "--prompt",
+            "Once upon a time",
+            "--max-tokens",
+            "40",
+            "--method",
+            method,
+            "--medusa",
+            out_dir.to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+        v["token_ids"].clone()
+    };
+    assert_eq!(run("medusa"), run("vanilla"));
+    // A base that is not a llama2.c checkpoint cannot be written back for --joint.
+    let o = ahead(&[
+        "train",
+        "medusa",
+        "--base",
+        STORIES_GGUF,
+        "--self-distill",
+        "8",
+        "--joint",
+        "--out",
+        tmp.path().join("x").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("llama2.c"));
+}

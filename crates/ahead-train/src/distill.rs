@@ -88,10 +88,10 @@ pub struct DistillReport {
 }
 
 /// Windows and the target's distributions after each of their tokens.
-struct Labelled {
-    windows: Vec<Vec<u32>>,
+pub(crate) struct Labelled {
+    pub(crate) windows: Vec<Vec<u32>>,
     /// Per window, `[seq_len][vocab]` probabilities.
-    probs: Vec<Vec<f16>>,
+    pub(crate) probs: Vec<Vec<f16>>,
 }
 
 /// Trains a draft for `target` on `text`; returns it as an inference model with a report.
@@ -219,8 +219,7 @@ pub(crate) fn continuations(
             .last()
             .to_vec();
         while ids.len() < seq_len {
-            let next = ahead_core::sampling::choose(&logits, &sampling, &ids, &mut rng)
-                .map_err(|e| TrainError::Options(e.to_string()))?;
+            let next = ahead_core::sampling::choose(&logits, &sampling, &ids, &mut rng)?;
             ids.push(next);
             if ids.len() < seq_len {
                 let pos = [ids.len() - 1];
@@ -236,7 +235,7 @@ pub(crate) fn continuations(
 }
 
 /// The target's next-token distribution after every token of every window.
-fn label(target: &Model, windows: Vec<Vec<u32>>) -> Result<Labelled> {
+pub(crate) fn label(target: &Model, windows: Vec<Vec<u32>>) -> Result<Labelled> {
     let mut probs = Vec::with_capacity(windows.len());
     for w in &windows {
         let mut cache = target.new_cache(w.len())?;
@@ -264,7 +263,7 @@ pub(crate) fn shuffled(n: usize, rng: &mut Rng) -> Vec<usize> {
 }
 
 /// Token ids `[b, t]` and target probabilities `[b, t, vocab]` of the chosen windows.
-fn batch(data: &Labelled, chosen: &[usize], vocab: usize) -> Result<(Tensor, Tensor)> {
+pub(crate) fn batch(data: &Labelled, chosen: &[usize], vocab: usize) -> Result<(Tensor, Tensor)> {
     let t = data.windows[chosen[0]].len();
     let ids: Vec<u32> = chosen
         .iter()
@@ -282,7 +281,7 @@ fn batch(data: &Labelled, chosen: &[usize], vocab: usize) -> Result<(Tensor, Ten
 }
 
 /// Mean over positions of -sum_v p(v) log q(v): KL(p || q) plus p's entropy.
-fn soft_cross_entropy(logits: &Tensor, probs: &Tensor) -> Result<Tensor> {
+pub(crate) fn soft_cross_entropy(logits: &Tensor, probs: &Tensor) -> Result<Tensor> {
     let logq = candle_nn::ops::log_softmax(logits, D::Minus1)?;
     let (b, t, _) = logits.dims3()?;
     Ok((probs.mul(&logq)?.sum_all()?.neg()? / (b * t) as f64)?)
@@ -304,7 +303,7 @@ fn entropy(data: &Labelled, chosen: &[usize]) -> f64 {
 }
 
 /// Held-out KL per token and top-1 agreement with the target.
-fn evaluate(student: &Student, held: &Labelled, vocab: usize) -> Result<(f64, f64)> {
+pub(crate) fn evaluate(student: &Student, held: &Labelled, vocab: usize) -> Result<(f64, f64)> {
     let (mut kl, mut agree, mut n) = (0.0f64, 0usize, 0usize);
     let all: Vec<usize> = (0..held.windows.len()).collect();
     for chunk in all.chunks(16) {

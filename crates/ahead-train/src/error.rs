@@ -10,6 +10,8 @@ pub enum TrainError {
     Corpus(String),
     #[error(transparent)]
     Model(#[from] ahead_model::ModelError),
+    #[error(transparent)]
+    Core(#[from] ahead_core::CoreError),
     #[error("tensor computation failed: {0}")]
     Tensor(#[from] candle_core::Error),
 }

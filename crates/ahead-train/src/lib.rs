@@ -15,5 +15,5 @@ pub mod student;
 
 pub use distill::{distill_draft, DistillOptions, DistillReport, Progress};
 pub use error::{Result, TrainError};
-pub use medusa::{train_medusa, MedusaOptions, MedusaReport};
+pub use medusa::{train_medusa, MedusaOptions, MedusaReport, TrainedMedusa};
 pub use student::DraftShape;

@@ -6,6 +6,7 @@
 
 use std::time::Instant;
 
+use ahead_core::sampling::argmax;
 use ahead_core::Rng;
 use ahead_model::llama::Linear;
 use ahead_model::medusa::{MedusaHead, MedusaHeads, ResBlock};
@@ -15,8 +16,9 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use serde::Serialize;
 
 use crate::corpus;
-use crate::distill::{continuations, cosine_lr, shuffled, Progress};
+use crate::distill::{batch, continuations, cosine_lr, label, shuffled, soft_cross_entropy, Progress};
 use crate::error::{Result, TrainError};
+use crate::student::Student;
 
 /// How to train Medusa heads.
 #[derive(Debug, Clone)]
@@ -33,6 +35,12 @@ pub struct MedusaOptions {
     /// Train on the base's own continuations of this many training prompts instead of the
     /// corpus text (self-distillation); 0 trains on the corpus.
     pub self_distill: usize,
+    /// Medusa-2: train the base with the heads. The base keeps its own loss (KL to the
+    /// original base's distributions, weight `base_weight`) at `base_lr_scale` times the heads'
+    /// learning rate, so its output stays close to the original's.
+    pub joint: bool,
+    pub base_weight: f64,
+    pub base_lr_scale: f64,
     pub seed: u64,
 }
 
@@ -47,6 +55,9 @@ impl Default for MedusaOptions {
             learning_rate: 3e-3,
             held_out: 0.1,
             self_distill: 0,
+            joint: false,
+            base_weight: 1.0,
+            base_lr_scale: 0.01,
             seed: 1,
         }
     }
@@ -68,6 +79,12 @@ pub struct MedusaReport {
     pub top5: Vec<f64>,
     /// Per head: the chance that its rank-r token is right, r < 5.
     pub rank_accuracy: Vec<Vec<f64>>,
+    /// Medusa-2 only: held-out top-1 agreement of the trained base with the original, and
+    /// KL(original || trained) per token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_agreement: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_kl: Option<f64>,
 }
 
 /// Hidden states `[t][dim]` and tokens of every window.
@@ -76,15 +93,24 @@ struct Features {
     tokens: Vec<Vec<u32>>,
 }
 
+/// What training returns: the heads, the base they read (the original for Medusa-1, the jointly
+/// trained one for Medusa-2) and the report.
+pub struct TrainedMedusa {
+    pub heads: MedusaHeads,
+    /// `Some` for Medusa-2: use this base with the heads.
+    pub base: Option<Model>,
+    pub report: MedusaReport,
+}
+
 /// Trains heads for `base` on `text` (or, with `self_distill`, on the base's continuations of its
-/// openings, or of BOS without a text); returns them (with measured rank accuracies) and a report.
+/// openings, or of BOS without a text), with measured rank accuracies and a report.
 pub fn train_medusa(
     base: &Model,
     tokenizer: &Tokenizer,
     text: Option<&str>,
     opts: &MedusaOptions,
     on_progress: &mut dyn FnMut(Progress),
-) -> Result<(MedusaHeads, MedusaReport)> {
+) -> Result<TrainedMedusa> {
     let start = Instant::now();
     let cfg = base.config();
     if opts.heads == 0 || opts.heads + 2 > opts.seq_len || opts.batch == 0 || opts.epochs == 0 {
@@ -134,9 +160,6 @@ pub fn train_medusa(
             opts.seq_len
         )));
     }
-    let train = features(base, train_windows)?;
-    let held = features(base, held_windows)?;
-
     let (dim, vocab) = (cfg.dim, cfg.vocab_size);
     let classifier = base
         .weights()
@@ -159,37 +182,88 @@ pub fn train_medusa(
         vars.push(out.clone());
         heads.push((blocks, out));
     }
-    let mut optimizer = AdamW::new(
-        vars.clone(),
-        ParamsAdamW {
-            lr: opts.learning_rate,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )?;
-    let steps = train.tokens.len().div_ceil(opts.batch) * opts.epochs;
+    let adamw = |vars: Vec<Var>, lr: f64| {
+        AdamW::new(
+            vars,
+            ParamsAdamW {
+                lr,
+                weight_decay: 0.0,
+                ..Default::default()
+            },
+        )
+    };
+    let mut optimizer = adamw(vars.clone(), opts.learning_rate)?;
+    let steps = train_windows.len().div_ceil(opts.batch) * opts.epochs;
     let mut rng = Rng::new(opts.seed);
     let mut step = 0;
-    for _ in 0..opts.epochs {
-        for chunk in shuffled(train.tokens.len(), &mut rng).chunks(opts.batch) {
-            optimizer.set_learning_rate(cosine_lr(opts.learning_rate, step, steps));
-            let mut loss = Tensor::zeros((), candle_core::DType::F32, &dev)?;
-            for (i, head) in heads.iter().enumerate() {
-                let (x, labels) = examples(&train, chunk, i, dim)?;
-                let logits = head_forward(head, &x)?;
-                let ce = candle_nn::loss::cross_entropy(&logits, &labels)?;
-                loss = (loss + (ce * 0.8f64.powi(i as i32))?)?;
+    let trained_base = if opts.joint {
+        // Medusa-2: the base trains too, held to the original's distributions.
+        let student = Student::from_model(base)?;
+        let mut base_opt = adamw(student.vars(), opts.learning_rate * opts.base_lr_scale)?;
+        let labelled = label(base, train_windows.clone())?;
+        for _ in 0..opts.epochs {
+            for chunk in shuffled(labelled.windows.len(), &mut rng).chunks(opts.batch) {
+                let lr = cosine_lr(opts.learning_rate, step, steps);
+                optimizer.set_learning_rate(lr);
+                base_opt.set_learning_rate(lr * opts.base_lr_scale);
+                let (tokens, probs) = batch(&labelled, chunk, vocab)?;
+                let (logits, hidden) = student.forward_hidden(&tokens)?;
+                let mut loss = (soft_cross_entropy(&logits, &probs)? * opts.base_weight)?;
+                let (b, t) = tokens.dims2()?;
+                for (i, head) in heads.iter().enumerate() {
+                    let n = t - i - 2;
+                    let x = hidden.narrow(1, 0, n)?.reshape((b * n, dim))?;
+                    let labels = tokens.narrow(1, i + 2, n)?.flatten_all()?;
+                    let ce = candle_nn::loss::cross_entropy(&head_forward(head, &x)?, &labels)?;
+                    loss = (loss + (ce * 0.8f64.powi(i as i32))?)?;
+                }
+                let grads = loss.backward()?;
+                optimizer.step(&grads)?;
+                base_opt.step(&grads)?;
+                step += 1;
+                on_progress(Progress {
+                    step,
+                    steps,
+                    kl: f64::from(loss.to_scalar::<f32>()?),
+                    elapsed_s: start.elapsed().as_secs_f64(),
+                });
             }
-            optimizer.backward_step(&loss)?;
-            step += 1;
-            on_progress(Progress {
-                step,
-                steps,
-                kl: f64::from(loss.to_scalar::<f32>()?),
-                elapsed_s: start.elapsed().as_secs_f64(),
-            });
         }
-    }
+        Some(student.to_model()?)
+    } else {
+        // Medusa-1: the base is frozen, so its hidden states are computed once.
+        let train = features(base, train_windows.clone())?;
+        for _ in 0..opts.epochs {
+            for chunk in shuffled(train.tokens.len(), &mut rng).chunks(opts.batch) {
+                optimizer.set_learning_rate(cosine_lr(opts.learning_rate, step, steps));
+                let mut loss = Tensor::zeros((), candle_core::DType::F32, &dev)?;
+                for (i, head) in heads.iter().enumerate() {
+                    let (x, labels) = examples(&train, chunk, i, dim)?;
+                    let logits = head_forward(head, &x)?;
+                    let ce = candle_nn::loss::cross_entropy(&logits, &labels)?;
+                    loss = (loss + (ce * 0.8f64.powi(i as i32))?)?;
+                }
+                optimizer.backward_step(&loss)?;
+                step += 1;
+                on_progress(Progress {
+                    step,
+                    steps,
+                    kl: f64::from(loss.to_scalar::<f32>()?),
+                    elapsed_s: start.elapsed().as_secs_f64(),
+                });
+            }
+        }
+        None
+    };
+    let final_base = trained_base.as_ref().unwrap_or(base);
+    let held = features(final_base, held_windows.clone())?;
+    let (base_agreement, base_kl) = match &trained_base {
+        Some(m) => {
+            let (kl, agreement) = evaluate_base(base, m, &held_windows)?;
+            (Some(agreement), Some(kl))
+        }
+        None => (None, None),
+    };
 
     // Held-out rank accuracy per head.
     let all: Vec<usize> = (0..held.tokens.len()).collect();
@@ -231,15 +305,54 @@ pub fn train_medusa(
     medusa.set_accuracy(rank_accuracy.clone());
     let report = MedusaReport {
         parameters: vars.iter().map(|v| v.elem_count()).sum(),
-        train_tokens: train.tokens.len() * opts.seq_len,
+        train_tokens: train_windows.len() * opts.seq_len,
         held_out_tokens: held.tokens.len() * opts.seq_len,
         steps,
         seconds: start.elapsed().as_secs_f64(),
         top1,
         top5,
         rank_accuracy,
+        base_agreement,
+        base_kl,
     };
-    Ok((medusa, report))
+    Ok(TrainedMedusa {
+        heads: medusa,
+        base: trained_base,
+        report,
+    })
+}
+
+/// KL(original || trained) per token and top-1 agreement of two bases over `windows`.
+fn evaluate_base(original: &Model, trained: &Model, windows: &[Vec<u32>]) -> Result<(f64, f64)> {
+    let vocab = original.config().vocab_size;
+    let (mut kl, mut agree, mut n) = (0.0f64, 0usize, 0usize);
+    for w in windows {
+        let pos: Vec<usize> = (0..w.len()).collect();
+        let run = |m: &Model| -> Result<Vec<f32>> {
+            let mut cache = m.new_cache(w.len())?;
+            Ok(m.forward(&ForwardInput::causal(w, &pos), &mut cache)?.logits)
+        };
+        let (a, b) = (run(original)?, run(trained)?);
+        for (ra, rb) in a.chunks_exact(vocab).zip(b.chunks_exact(vocab)) {
+            let (pa, pb) = (softmax(ra), softmax(rb));
+            kl += pa
+                .iter()
+                .zip(&pb)
+                .filter(|(p, _)| **p > 0.0)
+                .map(|(p, q)| p * (p / q.max(1e-30)).ln())
+                .sum::<f64>();
+            agree += usize::from(argmax(ra)? == argmax(rb)?);
+            n += 1;
+        }
+    }
+    Ok((kl / n.max(1) as f64, agree as f64 / n.max(1) as f64))
+}
+
+fn softmax(l: &[f32]) -> Vec<f64> {
+    let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f64> = l.iter().map(|&v| f64::from(v - max).exp()).collect();
+    let sum: f64 = e.iter().sum();
+    e.iter().map(|v| v / sum).collect()
 }
 
 /// The base's final (normalised) hidden state after every token of every window.

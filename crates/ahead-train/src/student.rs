@@ -136,6 +136,53 @@ impl Student {
         })
     }
 
+    /// A trainable copy of `model` (for joint training). It must have the shape this student
+    /// computes: tied classifier, interleaved RoPE, no biases, no RoPE scaling or window.
+    pub fn from_model(model: &Model) -> Result<Self> {
+        let cfg = model.config();
+        let w = model.weights();
+        let unsupported = |why: &str| Err(TrainError::Options(format!("joint training needs {why}")));
+        if w.lm_head.is_some() {
+            return unsupported("a classifier tied to the embedding");
+        }
+        if cfg.rope_style != RopeStyle::Interleaved
+            || cfg.llama3_scaling.is_some()
+            || cfg.rope_freq_factors.is_some()
+            || cfg.sliding_window.is_some()
+        {
+            return unsupported("plain interleaved RoPE (a llama2.c-style model)");
+        }
+        if w.layers
+            .iter()
+            .any(|l| l.bq.is_some() || l.bk.is_some() || l.bv.is_some())
+        {
+            return unsupported("a model without attention biases");
+        }
+        let mut s = Self::new(cfg.clone(), 0)?;
+        let set = |var: &Var, values: Vec<f32>| -> Result<()> {
+            let t = Tensor::from_vec(values, var.shape(), &Device::Cpu)?;
+            Ok(var.set(&t)?)
+        };
+        set(&s.embedding, w.embedding.to_f32()?)?;
+        set(&s.norm, w.norm.clone())?;
+        for (sl, ml) in s.layers.iter_mut().zip(&w.layers) {
+            set(&sl.attn_norm, ml.attn_norm.clone())?;
+            set(&sl.ffn_norm, ml.ffn_norm.clone())?;
+            for (var, lin) in [
+                (&sl.wq, &ml.wq),
+                (&sl.wk, &ml.wk),
+                (&sl.wv, &ml.wv),
+                (&sl.wo, &ml.wo),
+                (&sl.w1, &ml.w1),
+                (&sl.w2, &ml.w2),
+                (&sl.w3, &ml.w3),
+            ] {
+                set(var, lin.to_f32()?)?;
+            }
+        }
+        Ok(s)
+    }
+
     pub fn config(&self) -> &LlamaConfig {
         &self.cfg
     }
@@ -170,6 +217,12 @@ impl Student {
 
     /// Logits `[batch, seq, vocab]` for token ids `[batch, seq]` (u32), causal from position 0.
     pub fn forward(&self, tokens: &Tensor) -> Result<Tensor> {
+        Ok(self.forward_hidden(tokens)?.0)
+    }
+
+    /// Logits and the final normalised hidden states `[batch, seq, dim]` (what Medusa heads
+    /// read).
+    pub fn forward_hidden(&self, tokens: &Tensor) -> Result<(Tensor, Tensor)> {
         let (b, t) = tokens.dims2()?;
         let cfg = &self.cfg;
         if t > cfg.max_seq_len {
@@ -209,7 +262,8 @@ impl Student {
             let gate = linear(&h, &l.w1)?.silu()?;
             x = (x + linear(&(gate * linear(&h, &l.w3)?)?, &l.w2)?)?;
         }
-        Ok(linear(&rms_norm(&x, &self.norm, cfg.rms_eps)?, &self.embedding)?)
+        let hidden = rms_norm(&x, &self.norm, cfg.rms_eps)?;
+        Ok((linear(&hidden, &self.embedding)?, hidden))
     }
 
     /// The trained weights as an inference model (f32, tied classifier).
@@ -294,6 +348,29 @@ mod tests {
     use super::*;
     use ahead_model::llama::synthetic::tiny_config;
     use ahead_model::ForwardInput;
+
+    #[test]
+    fn a_student_copied_from_a_model_computes_its_logits() {
+        let model = ahead_model::load(&ahead_model::ModelSource::Default, &Default::default())
+            .unwrap()
+            .model;
+        let s = Student::from_model(&model).unwrap();
+        let ids: Vec<u32> = vec![1, 403, 407, 261, 378, 12];
+        let t = Tensor::from_vec(ids.clone(), (1, ids.len()), &Device::Cpu).unwrap();
+        let want = s
+            .forward(&t)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let mut cache = model.new_cache(ids.len()).unwrap();
+        let pos: Vec<usize> = (0..ids.len()).collect();
+        let got = model
+            .forward(&ForwardInput::causal(&ids, &pos), &mut cache)
+            .unwrap();
+        ahead_testutil::assert_close(&got.logits, &want, ahead_testutil::F32, "copied student");
+    }
 
     #[test]
     fn the_inference_copy_computes_the_same_logits() {
