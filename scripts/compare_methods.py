@@ -32,8 +32,11 @@ methods = {
     "draft (vendored, k=2)": ["--method", "draft", "--num-draft", "2"],
     "draft (vendored, k=4)": ["--method", "draft", "--num-draft", "4"],
     "draft (vendored, controller)": ["--method", "draft"],
-    "medusa (6-node tree)": ["--method", "medusa", "--num-draft", "6",
-                             "--medusa-choices", "[[0],[1],[0,0],[0,1],[1,0],[0,0,0]]"],
+    "medusa (12-node tree)": ["--method", "medusa", "--num-draft", "12", "--medusa-choices",
+                              "[[0],[1],[2],[0,0],[0,1],[0,2],[1,0],[2,0],[0,0,0],[0,0,1],[0,1,0],[1,0,0]]"],
+    "medusa (6-node tree)": ["--method", "medusa", "--num-draft", "6", "--medusa-choices",
+                             "[[0],[1],[0,0],[0,1],[1,0],[0,0,0]]"],
+    "medusa (1 node, k=1)": ["--method", "medusa", "--num-draft", "1"],
     "medusa (controller)": ["--method", "medusa"],
 }
 totals = {m: {"tokens": 0, "seconds": 0.0, "forwards": 0} for m in methods}

@@ -76,6 +76,9 @@ pub struct MedusaArgs {
     /// Held-out prompts to run Medusa decoding on after training.
     #[arg(long, default_value_t = 12)]
     pub eval_prompts: usize,
+    /// The tree to measure acceptance with after training (JSON paths of top-k ranks).
+    #[arg(long, default_value = EVAL_TREE)]
+    pub eval_choices: String,
     #[arg(long)]
     pub json: bool,
 }
@@ -260,6 +263,9 @@ fn draft(a: DraftArgs) -> Result<()> {
     Ok(())
 }
 
+/// A 12-node tree: large enough to show what the heads can do, small enough for a CPU.
+const EVAL_TREE: &str = "[[0],[1],[2],[0,0],[0,1],[0,2],[1,0],[2,0],[0,0,0],[0,0,1],[0,1,0],[1,0,0]]";
+
 #[derive(Debug, Serialize)]
 struct MedusaTrainReport {
     base: String,
@@ -268,6 +274,7 @@ struct MedusaTrainReport {
     layers: usize,
     training: MedusaReport,
     tree: Vec<Vec<usize>>,
+    eval_tree: Vec<Vec<usize>>,
     measured: Measured,
 }
 
@@ -334,13 +341,14 @@ fn medusa(a: MedusaArgs) -> Result<()> {
     let heads_cost = cost::medusa_seconds(&heads)? / cost::step_seconds(&loaded.model)?.max(1e-12);
     let engine = Engine::from_loaded(loaded).with_medusa(heads)?;
     // The tree the engine would choose from the measured accuracies and this machine's costs
-    // (reported), and a fixed 6-node tree to measure acceptance with (comparable across runs).
+    // (reported), and a fixed tree to measure acceptance with (comparable across runs).
     let tree = engine.medusa_tree_for(&GenerateParams::default())?;
+    let eval_tree = MedusaTree::parse(&a.eval_choices)?;
     let params = GenerateParams {
         max_tokens: 128,
         method: Method::Medusa,
-        num_draft: Some(MAX_DRAFT),
-        medusa_tree: Some(MedusaTree::default_cpu()),
+        num_draft: Some(eval_tree.len().min(MAX_DRAFT)),
+        medusa_tree: Some(eval_tree.clone()),
         ..GenerateParams::default()
     };
     let held_out = match &text {
@@ -356,6 +364,7 @@ fn medusa(a: MedusaArgs) -> Result<()> {
         layers: a.layers,
         training,
         tree: tree.paths().to_vec(),
+        eval_tree: eval_tree.paths().to_vec(),
         measured,
     };
     std::fs::write(a.out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
@@ -392,8 +401,8 @@ fn medusa(a: MedusaArgs) -> Result<()> {
     let m = &report.measured;
     writeln!(
         out,
-        "chosen tree here {:?}; measured with the default 6-node tree on {} held-out prompts (greedy): mean accepted length {:.2}, heads cost {:.2} of a target step, {:.0} tok/s vs {:.0} vanilla",
-        report.tree, m.prompts, m.mean_accepted_length, m.proposer_cost_per_step, m.speculative_tokens_per_second, m.vanilla_tokens_per_second
+        "chosen tree here {:?}; measured with a {}-node tree on {} held-out prompts (greedy): mean accepted length {:.2}, heads cost {:.2} of a target step, {:.0} tok/s vs {:.0} vanilla",
+        report.tree, report.eval_tree.len(), m.prompts, m.mean_accepted_length, m.proposer_cost_per_step, m.speculative_tokens_per_second, m.vanilla_tokens_per_second
     )?;
     Ok(())
 }

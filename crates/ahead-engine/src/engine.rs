@@ -459,8 +459,8 @@ impl Engine {
     }
 }
 
-/// Most draft tokens per step.
-pub const MAX_DRAFT: usize = 8;
+/// Most draft tokens (or Medusa tree nodes) per step.
+pub const MAX_DRAFT: usize = 16;
 
 /// Measured costs, relative to one plain decoding step of the target.
 #[derive(Debug, Clone)]
