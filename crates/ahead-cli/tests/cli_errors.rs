@@ -301,3 +301,47 @@ fn hub_id_missing_offline_fails_quickly() {
     );
     fails(&o, &["testorg/not-there"], "missing hub id, missing cache");
 }
+
+/// Medusa heads given as a hub id resolve from the local cache, offline.
+#[test]
+fn medusa_heads_by_hub_id_from_local_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let commit = "89abcdef0123456789abcdef0123456789abcdef";
+    let repo = dir.path().join("hub").join("models--testorg--stories-medusa");
+    let snap = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::write(repo.join("refs").join("main"), commit).unwrap();
+    let vendored = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/stories260K/medusa");
+    for f in ["config.json", "medusa_lm_head.safetensors"] {
+        std::fs::copy(Path::new(vendored).join(f), snap.join(f)).unwrap();
+    }
+    let cache = dir.path().join("hub");
+    let env = [("HF_HUB_CACHE", cache.to_str().unwrap()), ("HF_HUB_OFFLINE", "1")];
+    let run = |method: &str| {
+        let o = ahead_env(
+            &[
+                "generate",
+                "--prompt",
+                "Once upon a time",
+                "--max-tokens",
+                "40",
+                "--method",
+                method,
+                "--medusa",
+                "testorg/stories-medusa",
+                "--json",
+            ],
+            &env,
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()["token_ids"].clone()
+    };
+    assert_eq!(run("medusa"), run("vanilla"));
+    // An id that is not in the cache fails clearly, offline.
+    let o = ahead_env(
+        &["generate", "--method", "medusa", "--medusa", "testorg/missing"],
+        &env,
+    );
+    assert!(!o.status.success());
+}

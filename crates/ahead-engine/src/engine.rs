@@ -53,7 +53,7 @@ impl EngineBuilder {
         self
     }
 
-    /// Medusa heads for `Method::Medusa`: a folder in the original layout.
+    /// Medusa heads for `Method::Medusa`: a folder in the original layout, or a hub id.
     pub fn medusa(mut self, dir: impl Into<PathBuf>) -> Self {
         self.medusa = Some(dir.into());
         self
@@ -93,8 +93,8 @@ impl EngineBuilder {
                 engine = engine.with_medusa(ahead_model::load::default_medusa()?)?;
             }
         }
-        if let Some(dir) = &self.medusa {
-            engine = engine.with_medusa(MedusaHeads::load(dir)?)?;
+        if let Some(src) = &self.medusa {
+            engine = engine.with_medusa(MedusaHeads::load(&medusa_dir(src)?)?)?;
         }
         if let Some(d) = &self.draft {
             let opts = LoadOptions {
@@ -102,11 +102,21 @@ impl EngineBuilder {
             };
             engine = engine.with_draft_loaded(load(&ModelSource::parse(d)?, &opts)?);
         }
-        if let Some(dir) = &self.draft_medusa {
-            engine = engine.with_draft_medusa(MedusaHeads::load(dir)?)?;
+        if let Some(src) = &self.draft_medusa {
+            engine = engine.with_draft_medusa(MedusaHeads::load(&medusa_dir(src)?)?)?;
         }
         Ok(engine)
     }
+}
+
+/// The folder of Medusa heads given as a path or a hub id (resolved from the local cache first).
+fn medusa_dir(src: &std::path::Path) -> Result<PathBuf> {
+    let text = src.to_string_lossy();
+    Ok(match ModelSource::parse(&text)? {
+        ModelSource::Path(p) => p,
+        ModelSource::Hub(id) => ahead_model::load::resolve_hub_files(&id, &ahead_model::medusa::FILES)?,
+        ModelSource::Default => src.to_path_buf(),
+    })
 }
 
 /// A loaded model ready to generate. Immutable; generate from several threads at once.

@@ -125,6 +125,17 @@ fn exact_acceptance_follows_the_target_distribution() {
             top_k: 20,
             ..SamplingParams::greedy()
         },
+        SamplingParams {
+            temperature: 1.0,
+            top_p: 0.9,
+            ..SamplingParams::greedy()
+        },
+        SamplingParams {
+            temperature: 1.2,
+            min_p: 0.05,
+            repetition_penalty: 1.1,
+            ..SamplingParams::greedy()
+        },
     ] {
         let (mut first, mut second) = (vec![0u64; vocab], std::collections::HashMap::new());
         let mut drafted = 0;

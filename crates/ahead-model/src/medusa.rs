@@ -58,6 +58,8 @@ struct MedusaConfigFile {
 
 const CONFIG: &str = "config.json";
 const WEIGHTS: &str = "medusa_lm_head.safetensors";
+/// The files of a Medusa folder (what a hub repo of heads must hold).
+pub const FILES: [&str; 2] = [CONFIG, WEIGHTS];
 
 impl MedusaHeads {
     /// Heads over `dim`-wide hidden states predicting `vocab` tokens; checks every shape.

@@ -50,6 +50,34 @@ pub fn resolve_hub(repo_id: &str) -> Result<PathBuf> {
     download(repo_id)
 }
 
+/// Returns the local snapshot folder of a repo that must hold exactly `files` (Medusa heads:
+/// `config.json` and `medusa_lm_head.safetensors`), from the cache first, downloading if allowed.
+pub fn resolve_hub_files(repo_id: &str, files: &[&str]) -> Result<PathBuf> {
+    let cache = Cache::new(hub_cache_dir());
+    let repo = cache.repo(Repo::model(repo_id.to_string()));
+    let cached: Option<Vec<PathBuf>> = files.iter().map(|f| repo.get(f)).collect();
+    if let Some(dir) = cached.as_ref().and_then(|c| c.first()).and_then(|p| p.parent()) {
+        return Ok(dir.to_path_buf());
+    }
+    let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| !v.is_empty() && v != "0");
+    if offline {
+        return Err(ModelError::Unsupported(format!(
+            "{repo_id} is not in the hub cache at {} and HF_HUB_OFFLINE is set",
+            hub_cache_dir().display()
+        )));
+    }
+    let net = |e: hf_hub::api::sync::ApiError| ModelError::Unsupported(format!("downloading {repo_id}: {e}"));
+    let api = hf_hub::api::sync::ApiBuilder::from_cache(Cache::new(hub_cache_dir()))
+        .build()
+        .map_err(net)?;
+    let repo = api.model(repo_id.to_string());
+    let mut dir = None;
+    for f in files {
+        dir = repo.get(f).map_err(net)?.parent().map(Path::to_path_buf);
+    }
+    dir.ok_or_else(|| ModelError::Unsupported(format!("{repo_id}: unexpected cache layout")))
+}
+
 fn download(repo_id: &str) -> Result<PathBuf> {
     let net = |e: hf_hub::api::sync::ApiError| ModelError::Unsupported(format!("downloading {repo_id}: {e}"));
     let api = hf_hub::api::sync::ApiBuilder::from_cache(Cache::new(hub_cache_dir()))

@@ -17,7 +17,7 @@ use crate::format::gguf::parse_gguf;
 use crate::llama::Model;
 use crate::tokenizer::Tokenizer;
 
-pub use hub::{hub_cache_dir, resolve_hub};
+pub use hub::{hub_cache_dir, resolve_hub, resolve_hub_files};
 
 /// The embedded default model: Karpathy's stories260K (MIT), with its 512-piece tokenizer.
 const DEFAULT_CHECKPOINT: &[u8] = include_bytes!("../../../../models/stories260K/stories260K.bin");
