@@ -280,3 +280,43 @@ fn sliding_window_limits_what_mistral_attends_to() {
     assert_eq!(fresh_last(&mistral, &a), fresh_last(&mistral, &b));
     assert_ne!(fresh_last(&llama, &a), fresh_last(&llama, &b));
 }
+
+/// An explicit row mask that is not a tree (lookahead decoding's): a row that sees rows 0 and 2
+/// but not 1 gives the logits of a fresh forward over exactly the rows it sees.
+#[test]
+fn an_explicit_row_mask_equals_the_sequences_each_row_sees() {
+    for (name, model, tol) in models() {
+        let mut cache = model.new_cache(PROMPT.len() + 5).unwrap();
+        let prefix = &PROMPT[..6];
+        model
+            .forward(&ForwardInput::causal(prefix, &positions(0, prefix.len())), &mut cache)
+            .unwrap();
+        let p = prefix.len();
+        // Rows: 0 pending; 1 and 2 both at p+1; 3 at p+2 sees 0 and 2; 4 at p+3 sees 0, 2, 3.
+        let tokens = [PROMPT[6], 11, 12, 13, 14];
+        let pos = [p, p + 1, p + 1, p + 2, p + 3];
+        let rows = vec![vec![], vec![0], vec![0], vec![0, 2], vec![0, 2, 3]];
+        let input = ForwardInput {
+            tokens: &tokens,
+            positions: &pos,
+            mask: AttentionMask::Rows(&rows),
+            want_hidden: false,
+        };
+        let out = model.forward(&input, &mut cache).unwrap();
+        for (row, seen) in [(1usize, vec![0usize, 1]), (3, vec![0, 2, 3]), (4, vec![0, 2, 3, 4])] {
+            let mut seq = prefix.to_vec();
+            seq.extend(seen.iter().map(|&r| tokens[r]));
+            assert_close(out.row(row), &fresh_last(&model, &seq), tol, &format!("{name} row {row}"));
+        }
+        // Rows that do not list earlier rows in order are refused.
+        let bad = vec![vec![], vec![0], vec![1, 0]];
+        let input = ForwardInput {
+            tokens: &tokens[..3],
+            positions: &pos[..3],
+            mask: AttentionMask::Rows(&bad),
+            want_hidden: false,
+        };
+        let mut c = model.new_cache(8).unwrap();
+        assert!(model.forward(&input, &mut c).is_err());
+    }
+}

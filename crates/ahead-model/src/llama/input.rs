@@ -11,6 +11,9 @@ pub enum AttentionMask<'a> {
     /// parent is the last cached token). Parents come before children. Row i sees its ancestors
     /// and itself.
     Tree(&'a [Option<usize>]),
+    /// Any pattern: `rows[i]` lists the earlier input rows row i sees (ascending, each below i);
+    /// row i always sees itself. Lookahead decoding's branches, which are not a tree.
+    Rows(&'a [Vec<usize>]),
 }
 
 /// The input rows of one forward: token ids, their RoPE positions and the mask between them.
@@ -45,6 +48,24 @@ impl<'a> ForwardInput<'a> {
         }
         match self.mask {
             AttentionMask::Causal => Ok((0..n).map(|i| (0..=i).collect()).collect()),
+            AttentionMask::Rows(rows) => {
+                if rows.len() != n {
+                    return Err(ModelError::Input(format!("{n} tokens but {} mask rows", rows.len())));
+                }
+                rows.iter()
+                    .enumerate()
+                    .map(|(i, seen)| {
+                        if seen.windows(2).any(|w| w[0] >= w[1]) || seen.last().is_some_and(|&j| j >= i) {
+                            return Err(ModelError::Input(format!(
+                                "mask row {i} must list earlier rows in ascending order, got {seen:?}"
+                            )));
+                        }
+                        let mut v = seen.clone();
+                        v.push(i);
+                        Ok(v)
+                    })
+                    .collect()
+            }
             AttentionMask::Tree(parents) => {
                 if parents.len() != n {
                     return Err(ModelError::Input(format!(
