@@ -99,10 +99,13 @@ pub struct GenerateArgs {
     /// verify cost, else a small CPU tree).
     #[arg(long)]
     pub medusa_choices: Option<String>,
+    /// Lookahead: window size W (default: chosen from this machine's verify cost).
     #[arg(long)]
     pub lookahead_window: Option<usize>,
+    /// Lookahead: n-gram size N.
     #[arg(long)]
     pub lookahead_ngram: Option<usize>,
+    /// Lookahead: most candidate n-grams verified per step G.
     #[arg(long)]
     pub lookahead_guesses: Option<usize>,
     /// Print one JSON object (text, ids, finish reason, stats) instead of streaming text.
@@ -117,10 +120,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         MethodArg::Draft => Method::Draft,
         MethodArg::PromptLookup => Method::PromptLookup,
         MethodArg::Medusa => Method::Medusa,
-        MethodArg::Lookahead => bail!(
-            "--method lookahead is not available in this version of ahead yet; \
-             use vanilla, draft, medusa, prompt-lookup or auto"
-        ),
+        MethodArg::Lookahead => Method::Lookahead,
     };
     let medusa_tree = match &a.medusa_choices {
         None => None,
@@ -198,6 +198,9 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         },
         medusa_tree,
         medusa_acceptance,
+        lookahead_window: a.lookahead_window,
+        lookahead_ngram: a.lookahead_ngram,
+        lookahead_guesses: a.lookahead_guesses,
     };
     if a.lookup_min_ngram == 0 || a.lookup_min_ngram > a.lookup_max_ngram {
         bail!("--lookup-min-ngram must be at least 1 and at most --lookup-max-ngram");

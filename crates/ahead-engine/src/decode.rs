@@ -57,7 +57,7 @@ impl Decoder<'_, '_> {
         }
         // Prompt plus completion never exceed the context.
         let max_new = params.max_tokens.min(context - n);
-        let capacity = (n + max_new + self.controller.max_k()).min(context);
+        let capacity = (n + max_new + self.controller.max_k() + self.proposer.max_side_rows()).min(context);
         let mut cache = self.model.new_cache(capacity)?;
         let rules = StopRules {
             eos: self.tokenizer.eos_ids().to_vec(),
@@ -127,6 +127,7 @@ impl Decoder<'_, '_> {
             },
             elapsed_ms: total.as_secs_f64() * 1e3,
             prefill_ms: prefill.as_secs_f64() * 1e3,
+            pool_hits: self.proposer.pool_hits(),
         };
         Ok(Generation {
             text: committer.text().to_string(),
@@ -167,29 +168,69 @@ impl Decoder<'_, '_> {
         let pending = *history
             .last()
             .ok_or_else(|| EngineError::InvalidRequest("empty history".into()))?;
+        // A side branch (lookahead) rides along on drafting steps when it fits the cache and
+        // the context.
+        let context = self.model.config().max_seq_len;
+        let side = if k > 0 { self.proposer.side_branch() } else { None }.filter(|s| {
+            s.tokens.len() + tree.len() < cache.remaining() && s.offsets.iter().all(|&o| base + o < context)
+        });
+        let n_side = side.as_ref().map_or(0, |s| s.tokens.len());
         let depths = tree.depths();
-        let mut tokens = Vec::with_capacity(tree.len() + 1);
+        let mut tokens = Vec::with_capacity(1 + n_side + tree.len());
         tokens.push(pending);
-        tokens.extend_from_slice(&tree.tokens);
-        let mut parents = vec![None];
-        parents.extend(tree.parents.iter().map(|p| Some(p.map_or(0, |p| p + 1))));
         let mut positions = vec![base];
+        if let Some(s) = &side {
+            tokens.extend_from_slice(&s.tokens);
+            positions.extend(s.offsets.iter().map(|o| base + o));
+        }
+        tokens.extend_from_slice(&tree.tokens);
         positions.extend(depths.iter().map(|d| base + d));
+        // Tree node n is input row 1 + n_side + n; its parent row, or the pending row.
+        let node_row = |n: usize| 1 + n_side + n;
+        let parents: Vec<Option<usize>> = std::iter::once(None)
+            .chain(tree.parents.iter().map(|p| Some(p.map_or(0, node_row))))
+            .collect();
+        let rows_mask: Vec<Vec<usize>> = match &side {
+            None => Vec::new(),
+            Some(s) => {
+                let mut m = vec![Vec::new()];
+                m.extend(
+                    s.visible
+                        .iter()
+                        .map(|v| std::iter::once(0).chain(v.iter().map(|&r| 1 + r)).collect()),
+                );
+                for n in 0..tree.len() {
+                    let mut seen = vec![0];
+                    seen.extend(path(&tree, n).iter().filter(|&&a| a != n).map(|&a| node_row(a)));
+                    m.push(seen);
+                }
+                m
+            }
+        };
         let input = ForwardInput {
             tokens: &tokens,
             positions: &positions,
-            mask: AttentionMask::Tree(&parents),
+            mask: if side.is_some() {
+                AttentionMask::Rows(&rows_mask)
+            } else {
+                AttentionMask::Tree(&parents)
+            },
             want_hidden: self.proposer.wants_hidden(),
         };
         let verifying = Instant::now();
         let out = self.model.forward(&input, cache)?;
         let verify_seconds = verifying.elapsed().as_secs_f64();
         counters.forwards += 1;
-        // The target's distribution after every row, with the row's own path as context.
-        let mut rows = Vec::with_capacity(tokens.len());
+        if n_side > 0 {
+            let side_logits: Vec<&[f32]> = (1..=n_side).map(|r| out.row(r)).collect();
+            self.proposer.observe_side(&side_logits)?;
+        }
+        // The target's distribution after the pending row and every tree node, with the
+        // node's own path as context.
+        let mut rows = Vec::with_capacity(tree.len() + 1);
         // Only the repetition penalty reads the context: skip copying it otherwise (per token).
         let needs_context = sampling.repetition_penalty != 1.0;
-        for r in 0..tokens.len() {
+        for r in 0..=tree.len() {
             let mut seen = Vec::new();
             if needs_context {
                 seen.extend_from_slice(history);
@@ -197,7 +238,8 @@ impl Decoder<'_, '_> {
                     seen.extend(path(&tree, r - 1).iter().map(|&i| tree.tokens[i]));
                 }
             }
-            rows.push(target_distribution(out.row(r), sampling, &seen)?);
+            let row = if r == 0 { 0 } else { node_row(r - 1) };
+            rows.push(target_distribution(out.row(row), sampling, &seen)?);
         }
         let acc = match self.acceptance {
             MedusaAcceptance::Typical {
@@ -208,19 +250,23 @@ impl Decoder<'_, '_> {
             }
             _ => accept(&tree, &rows, rng)?,
         };
-        cache.compact(base + 1, &acc.nodes)?;
-        if let Some(h) = hidden_row(&out, acc.nodes.last().map_or(0, |n| n + 1)) {
+        let kept: Vec<usize> = acc.nodes.iter().map(|&n| n_side + n).collect();
+        cache.compact(base + 1, &kept)?;
+        if let Some(h) = hidden_row(&out, acc.nodes.last().map_or(0, |&n| node_row(n))) {
             self.proposer.observe_hidden(h);
         }
+        self.proposer.observe_accepted(acc.nodes.len());
         counters.drafted += tree.len();
         counters.accepted += acc.nodes.len();
         self.controller.observe(tree.len(), acc.nodes.len());
         // Live timings steer k only at greedy, where output does not depend on k. Under
         // sampling, the tokens drawn depend on which positions had drafts, so k must not follow
         // the clock, or one seed would give different text from run to run.
+        // Side rows ride along with every drafting step, so the controller's curve is indexed
+        // by tree width: a step's time is recorded under 1 + tree nodes.
         if sampling.is_greedy() {
             self.controller
-                .observe_time(tokens.len(), verify_seconds, tree.len(), draft_seconds);
+                .observe_time(1 + tree.len(), verify_seconds, tree.len(), draft_seconds);
         }
         Ok(acc.tokens)
     }

@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use ahead_core::spec::{Controller, MedusaTree};
+use ahead_core::spec::{Controller, LookaheadConfig, MedusaTree};
 use ahead_model::medusa::MedusaHeads;
 use ahead_model::{load, LoadOptions, LoadedModel, Model, ModelSource, Tokenizer};
 
@@ -20,7 +20,8 @@ use crate::error::{EngineError, Result};
 use crate::output::Generation;
 use crate::params::{GenerateParams, Method, Prompt};
 use crate::spec::{
-    cost, DraftModel, HybridDraft, MedusaProposer, NoDraft, PromptLookupProposer, Proposer, RetokenizingDraft,
+    cost, DraftModel, HybridDraft, LookaheadProposer, MedusaProposer, NoDraft, PromptLookupProposer,
+    Proposer, RetokenizingDraft,
 };
 
 /// Configures where the model comes from.
@@ -390,11 +391,18 @@ impl Engine {
                     })?;
                 Box::new(MedusaProposer::new(heads, tree))
             }
+            Method::Lookahead => Box::new(LookaheadProposer::new(self.lookahead_config(params)?)),
             _ => Box::new(NoDraft),
         };
         let controller = match (method, params.num_draft) {
             (Method::Vanilla, _) => Controller::fixed(0),
             (_, Some(k)) => Controller::fixed(k),
+            (Method::Lookahead, None) => {
+                // Every drafting step also carries the window's rows: the curve is shifted so
+                // that k candidates cost the forward of 1 + window rows + k.
+                let cfg = self.lookahead_config(params)?;
+                Controller::new(shift_curve(&self.costs()?.verify, cfg.branch_rows()), 0.0)
+            }
             (m, None) => {
                 let costs = self.costs()?;
                 let draft_cost = match m {
@@ -444,6 +452,66 @@ impl Engine {
         }))
     }
 
+    /// Lookahead's (W, N, G) for `params`: given values, else the largest of a few settings
+    /// (from the paper's W=15, N=5, G=15 down) whose step costs at most two plain steps on
+    /// this machine, else the smallest.
+    pub fn lookahead_config(&self, params: &GenerateParams) -> Result<LookaheadConfig> {
+        let given = (
+            params.lookahead_window,
+            params.lookahead_ngram,
+            params.lookahead_guesses,
+        );
+        let chosen = match given {
+            (Some(window), Some(ngram), Some(guesses)) => LookaheadConfig {
+                window,
+                ngram,
+                guesses,
+            },
+            _ => {
+                let verify = &self.costs()?.verify;
+                let fits = |c: &LookaheadConfig| {
+                    curve_at(verify, 1 + c.branch_rows() + c.guesses * (c.ngram - 1)) <= 2.0
+                };
+                let ladder = [
+                    (15, 5, 15),
+                    (10, 4, 10),
+                    (7, 4, 7),
+                    (5, 3, 5),
+                    (3, 3, 3),
+                    (2, 3, 2),
+                ];
+                let mut pick = ladder
+                    .iter()
+                    .map(|&(window, ngram, guesses)| LookaheadConfig {
+                        window,
+                        ngram,
+                        guesses,
+                    })
+                    .find(fits)
+                    .unwrap_or(LookaheadConfig {
+                        window: 2,
+                        ngram: 3,
+                        guesses: 2,
+                    });
+                pick.window = params.lookahead_window.unwrap_or(pick.window);
+                pick.ngram = params.lookahead_ngram.unwrap_or(pick.ngram);
+                pick.guesses = params.lookahead_guesses.unwrap_or(pick.guesses);
+                pick
+            }
+        };
+        if chosen.window == 0
+            || chosen.ngram < 2
+            || chosen.guesses == 0
+            || chosen.window > 64
+            || chosen.ngram > 16
+        {
+            return Err(EngineError::InvalidRequest(format!(
+                "lookahead needs 1 <= window <= 64, 2 <= ngram <= 16 and guesses >= 1, got {chosen:?}"
+            )));
+        }
+        Ok(chosen)
+    }
+
     /// The Medusa tree a request with `params` would use.
     pub fn medusa_tree_for(&self, params: &GenerateParams) -> Result<MedusaTree> {
         let heads = self
@@ -467,6 +535,30 @@ impl Engine {
             None => MedusaTree::default_cpu(),
         })
     }
+}
+
+/// `curve[w]`, extended past its end along its last segment.
+fn curve_at(curve: &[f64], w: usize) -> f64 {
+    match curve.len() {
+        0..=1 => w as f64,
+        n if w < n => curve[w],
+        n => {
+            let (a, b) = (curve[n - 2], curve[n - 1]);
+            b + (b - a).max(0.0) * (w - (n - 1)) as f64
+        }
+    }
+}
+
+/// The verify curve of steps that carry `extra` side rows when they draft: index k+1 holds the
+/// cost of 1 + extra + k rows (index 1 stays a plain step).
+fn shift_curve(curve: &[f64], extra: usize) -> Vec<f64> {
+    (0..curve.len())
+        .map(|w| match w {
+            0 => 0.0,
+            1 => 1.0,
+            _ => curve_at(curve, w + extra),
+        })
+        .collect()
 }
 
 /// Most draft tokens (or Medusa tree nodes) per step.

@@ -30,6 +30,9 @@ pub struct Stats {
     /// Prefill alone (not in the CLI's JSON, whose fields are a fixed contract).
     #[serde(skip)]
     pub prefill_ms: f64,
+    /// Lookahead only: steps whose candidates from the n-gram pool were (partly) accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool_hits: Option<usize>,
 }
 
 /// One finished generation.

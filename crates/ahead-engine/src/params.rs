@@ -35,6 +35,9 @@ pub enum Method {
     PromptLookup,
     /// Medusa heads on the target's hidden state draft a tree of candidates.
     Medusa,
+    /// Lookahead decoding: Jacobi iteration over a window fills an n-gram pool whose n-grams
+    /// are verified in the same forward. No draft model, no training.
+    Lookahead,
     /// Let the engine choose per request: the draft model if one is loaded, else prompt
     /// lookup; the controller turns speculation off when it does not pay.
     #[default]
@@ -48,6 +51,7 @@ impl Method {
             Self::Draft => "draft",
             Self::PromptLookup => "prompt-lookup",
             Self::Medusa => "medusa",
+            Self::Lookahead => "lookahead",
             Self::Auto => "auto",
         }
     }
@@ -76,6 +80,11 @@ pub struct GenerateParams {
     pub medusa_tree: Option<MedusaTree>,
     /// How Medusa candidates are verified when sampling.
     pub medusa_acceptance: MedusaAcceptance,
+    /// Lookahead's window W, n-gram size N and most verified candidates G; `None`: chosen
+    /// from this machine's measured verify cost.
+    pub lookahead_window: Option<usize>,
+    pub lookahead_ngram: Option<usize>,
+    pub lookahead_guesses: Option<usize>,
 }
 
 /// Verification of Medusa candidates under sampling (greedy is always exact).
@@ -116,6 +125,9 @@ impl Default for GenerateParams {
             lookup: PromptLookup::default(),
             medusa_tree: None,
             medusa_acceptance: MedusaAcceptance::Exact,
+            lookahead_window: None,
+            lookahead_ngram: None,
+            lookahead_guesses: None,
         }
     }
 }

@@ -96,7 +96,13 @@ fn greedy_output_is_token_identical_for_every_method_and_draft_length() {
             &prompt,
             &params(Method::Vanilla, None, SamplingParams::greedy(), 0, 120),
         );
-        for method in [Method::Draft, Method::PromptLookup, Method::Medusa, Method::Auto] {
+        for method in [
+            Method::Draft,
+            Method::PromptLookup,
+            Method::Medusa,
+            Method::Lookahead,
+            Method::Auto,
+        ] {
             for k in [Some(1), Some(2), Some(4), Some(8), None] {
                 let got = gen(e, &prompt, &params(method, k, SamplingParams::greedy(), 0, 120));
                 assert_eq!(got.token_ids, want.token_ids, "{method:?} k={k:?} {prompt:?}");
@@ -296,6 +302,7 @@ fn the_target_cache_after_every_step_equals_a_fresh_prefill() {
         Method::Draft,
         Method::PromptLookup,
         Method::Medusa,
+        Method::Lookahead,
         Method::Auto,
     ] {
         for sampling in [SamplingParams::greedy(), sampled.clone()] {

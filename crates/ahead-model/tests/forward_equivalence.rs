@@ -289,7 +289,10 @@ fn an_explicit_row_mask_equals_the_sequences_each_row_sees() {
         let mut cache = model.new_cache(PROMPT.len() + 5).unwrap();
         let prefix = &PROMPT[..6];
         model
-            .forward(&ForwardInput::causal(prefix, &positions(0, prefix.len())), &mut cache)
+            .forward(
+                &ForwardInput::causal(prefix, &positions(0, prefix.len())),
+                &mut cache,
+            )
             .unwrap();
         let p = prefix.len();
         // Rows: 0 pending; 1 and 2 both at p+1; 3 at p+2 sees 0 and 2; 4 at p+3 sees 0, 2, 3.
@@ -303,10 +306,19 @@ fn an_explicit_row_mask_equals_the_sequences_each_row_sees() {
             want_hidden: false,
         };
         let out = model.forward(&input, &mut cache).unwrap();
-        for (row, seen) in [(1usize, vec![0usize, 1]), (3, vec![0, 2, 3]), (4, vec![0, 2, 3, 4])] {
+        for (row, seen) in [
+            (1usize, vec![0usize, 1]),
+            (3, vec![0, 2, 3]),
+            (4, vec![0, 2, 3, 4]),
+        ] {
             let mut seq = prefix.to_vec();
             seq.extend(seen.iter().map(|&r| tokens[r]));
-            assert_close(out.row(row), &fresh_last(&model, &seq), tol, &format!("{name} row {row}"));
+            assert_close(
+                out.row(row),
+                &fresh_last(&model, &seq),
+                tol,
+                &format!("{name} row {row}"),
+            );
         }
         // Rows that do not list earlier rows in order are refused.
         let bad = vec![vec![], vec![0], vec![1, 0]];

@@ -3,12 +3,14 @@
 
 pub mod accept;
 pub mod controller;
+pub mod lookahead;
 pub mod lookup;
 pub mod medusa_tree;
 pub mod tree;
 
 pub use accept::{accept, accept_typical, Acceptance};
 pub use controller::Controller;
+pub use lookahead::{candidate_tree, LookaheadConfig, NgramPool};
 pub use lookup::{IndexedLookup, PromptLookup};
 pub use medusa_tree::MedusaTree;
 pub use tree::{DraftDist, TokenTree};

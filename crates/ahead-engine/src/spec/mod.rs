@@ -3,9 +3,11 @@
 
 pub mod cost;
 pub mod draft;
+pub mod lookahead;
 pub mod medusa;
 pub mod proposer;
 
 pub use draft::{DraftModel, RetokenizingDraft};
+pub use lookahead::LookaheadProposer;
 pub use medusa::{HybridDraft, MedusaProposer};
-pub use proposer::{NoDraft, PromptLookupProposer, Proposer};
+pub use proposer::{NoDraft, PromptLookupProposer, Proposer, SideBranch};

@@ -26,6 +26,30 @@ pub trait Proposer {
     /// token is the pending token (after the prefill and after every verify step).
     fn observe_hidden(&mut self, _hidden: &[f32]) {}
 
+    /// Rows to add to this step's verify forward besides the tree (lookahead's branch). Asked
+    /// only on steps that draft.
+    fn side_branch(&mut self) -> Option<SideBranch> {
+        None
+    }
+
+    /// The most side rows a step may add (the cache must have room for them).
+    fn max_side_rows(&self) -> usize {
+        0
+    }
+
+    /// The target's logits after each side row of the last forward.
+    fn observe_side(&mut self, _logits: &[&[f32]]) -> Result<()> {
+        Ok(())
+    }
+
+    /// How many of the last tree's nodes the target accepted.
+    fn observe_accepted(&mut self, _accepted: usize) {}
+
+    /// Steps whose drafts came from a pool and were (partly) accepted, for stats.
+    fn pool_hits(&self) -> Option<usize> {
+        None
+    }
+
     /// Up to `k` draft tokens continuing `history` (prompt and committed tokens; the last one
     /// is not yet in the target's cache). Each node carries the distribution it was drawn from
     /// after the request's warpers, or one-hot for deterministic drafts.
@@ -36,6 +60,16 @@ pub trait Proposer {
         sampling: &SamplingParams,
         rng: &mut Rng,
     ) -> Result<TokenTree>;
+}
+
+/// Extra rows of a verify forward that are not verified: their tokens, their positions as
+/// offsets after the pending token's, and for each the earlier side rows it sees (every side
+/// row also sees the committed tokens and the pending token, and never the tree).
+#[derive(Debug, Clone, Default)]
+pub struct SideBranch {
+    pub tokens: Vec<u32>,
+    pub offsets: Vec<usize>,
+    pub visible: Vec<Vec<usize>>,
 }
 
 /// Plain decoding: never drafts.

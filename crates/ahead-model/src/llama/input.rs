@@ -50,7 +50,10 @@ impl<'a> ForwardInput<'a> {
             AttentionMask::Causal => Ok((0..n).map(|i| (0..=i).collect()).collect()),
             AttentionMask::Rows(rows) => {
                 if rows.len() != n {
-                    return Err(ModelError::Input(format!("{n} tokens but {} mask rows", rows.len())));
+                    return Err(ModelError::Input(format!(
+                        "{n} tokens but {} mask rows",
+                        rows.len()
+                    )));
                 }
                 rows.iter()
                     .enumerate()
