@@ -38,6 +38,11 @@ methods = {
                              "[[0],[1],[0,0],[0,1],[1,0],[0,0,0]]"],
     "medusa (1 node, k=1)": ["--method", "medusa", "--num-draft", "1"],
     "medusa (controller)": ["--method", "medusa"],
+    "lookahead W15 N5 G15": ["--method", "lookahead", "--num-draft", "16", "--lookahead-window", "15",
+                             "--lookahead-ngram", "5", "--lookahead-guesses", "15"],
+    "lookahead W4 N4 G4": ["--method", "lookahead", "--num-draft", "16", "--lookahead-window", "4",
+                           "--lookahead-ngram", "4", "--lookahead-guesses", "4"],
+    "lookahead (controller)": ["--method", "lookahead"],
 }
 totals = {m: {"tokens": 0, "seconds": 0.0, "forwards": 0} for m in methods}
 for p in prompts:

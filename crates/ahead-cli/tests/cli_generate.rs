@@ -445,3 +445,54 @@ fn medusa_uses_the_vendored_heads_and_refuses_pickles() {
         "pickled heads",
     );
 }
+
+#[test]
+fn lookahead_is_lossless_and_reports_pool_hits() {
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--prompt",
+            "The cat sat on the mat. The cat sat on the mat. The cat",
+            "--max-tokens",
+            "80",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        json(&ahead(&args), "lookahead")
+    };
+    let vanilla = run(&["--method", "vanilla"]);
+    assert!(
+        vanilla["stats"].get("pool_hits").is_none(),
+        "pool_hits is lookahead's only"
+    );
+    let la = run(&[
+        "--method",
+        "lookahead",
+        "--lookahead-window",
+        "15",
+        "--lookahead-ngram",
+        "5",
+        "--lookahead-guesses",
+        "15",
+        "--num-draft",
+        "16",
+    ]);
+    assert_eq!(la["token_ids"], vanilla["token_ids"]);
+    assert_eq!(la["stats"]["method"], "lookahead");
+    assert!(la["stats"]["pool_hits"].as_u64().unwrap() > 0);
+    fails(
+        &ahead(&[
+            "generate",
+            "--method",
+            "lookahead",
+            "--lookahead-ngram",
+            "1",
+            "--lookahead-window",
+            "2",
+            "--lookahead-guesses",
+            "2",
+        ]),
+        &["lookahead"],
+        "n-gram size 1",
+    );
+}
