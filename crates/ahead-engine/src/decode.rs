@@ -31,6 +31,8 @@ pub(crate) struct Decoder<'a, 'f> {
     /// How trees are verified when sampling (greedy is always exact).
     pub acceptance: MedusaAcceptance,
     pub inspect: Option<StepInspector<'a, 'f>>,
+    /// Checked before every step: set, generation ends with `FinishReason::Cancelled`.
+    pub cancel: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 /// Counters kept while decoding.
@@ -87,7 +89,15 @@ impl Decoder<'_, '_> {
             self.proposer.prefill(&prompt_ids)?;
         }
         let prefill = start.elapsed();
+        let mut cancelled = false;
         while committer.finished().is_none() {
+            if self
+                .cancel
+                .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+            {
+                cancelled = true;
+                break;
+            }
             let tokens = self.step(
                 &mut cache,
                 &history,
@@ -133,7 +143,11 @@ impl Decoder<'_, '_> {
             text: committer.text().to_string(),
             token_ids: committer.tokens().to_vec(),
             prompt_token_ids: prompt_ids,
-            finish_reason: committer.finished().unwrap_or(FinishReason::Length),
+            finish_reason: if cancelled {
+                FinishReason::Cancelled
+            } else {
+                committer.finished().unwrap_or(FinishReason::Length)
+            },
             stats,
         })
     }

@@ -323,7 +323,19 @@ impl Engine {
         params: &GenerateParams,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Generation> {
-        self.generate_inspected(prompt, params, on_text, None)
+        self.generate_inspected(prompt, params, on_text, None, None)
+    }
+
+    /// `generate_one` that stops before the next step once `cancel` is set (a client that went
+    /// away): the result then ends with `FinishReason::Cancelled`.
+    pub fn generate_cancellable(
+        &self,
+        prompt: &Prompt,
+        params: &GenerateParams,
+        on_text: &mut dyn FnMut(&str),
+        cancel: &std::sync::atomic::AtomicBool,
+    ) -> Result<Generation> {
+        self.generate_inspected(prompt, params, on_text, None, Some(cancel))
     }
 
     /// `generate_one`, calling `inspect` with the target cache and the committed tokens after
@@ -335,6 +347,7 @@ impl Engine {
         params: &GenerateParams,
         on_text: &mut dyn FnMut(&str),
         mut inspect: Option<StepInspector<'_, '_>>,
+        cancel: Option<&std::sync::atomic::AtomicBool>,
     ) -> Result<Generation> {
         params.sampling.validate()?;
         if params.num_draft.is_some_and(|k| k > MAX_DRAFT) {
@@ -420,6 +433,7 @@ impl Engine {
             controller,
             acceptance: params.medusa_acceptance,
             inspect: inspect.as_mut().map(|f| &mut **f as StepInspector<'_, '_>),
+            cancel,
         };
         decoder.run(prompt_ids, params, on_text)
     }

@@ -10,6 +10,8 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` or the context window was reached.
     Length,
+    /// The caller cancelled (a client that went away).
+    Cancelled,
 }
 
 /// Counters of one generation. `target_forwards` counts the forwards after the prefill (which

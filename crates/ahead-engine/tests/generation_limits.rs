@@ -275,3 +275,36 @@ fn invalid_sampling_params_are_errors() {
         assert!(!called, "{sampling:?}: no text before the error");
     }
 }
+
+/// A cancelled generation stops before its next step and says so.
+#[test]
+fn cancellation_stops_generation_within_a_step() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let e = Engine::builder().build().unwrap();
+    let cancel = AtomicBool::new(false);
+    let mut pieces = 0;
+    let params = GenerateParams {
+        max_tokens: 200,
+        ignore_eos: true,
+        ..Default::default()
+    };
+    let out = e
+        .generate_cancellable(
+            &Prompt::from("Once upon a time"),
+            &params,
+            &mut |_| {
+                pieces += 1;
+                if pieces == 5 {
+                    cancel.store(true, Ordering::Relaxed);
+                }
+            },
+            &cancel,
+        )
+        .unwrap();
+    assert_eq!(out.finish_reason, FinishReason::Cancelled);
+    assert!(
+        out.token_ids.len() < 20,
+        "{} tokens after cancelling",
+        out.token_ids.len()
+    );
+}

@@ -323,7 +323,7 @@ fn the_target_cache_after_every_step_equals_a_fresh_prefill() {
                 steps += 1;
             };
             let p = params(method, Some(4), sampling.clone(), 7, 60);
-            e.generate_inspected(&prompt, &p, &mut |_| {}, Some(&mut check))
+            e.generate_inspected(&prompt, &p, &mut |_| {}, Some(&mut check), None)
                 .unwrap();
         }
     }
