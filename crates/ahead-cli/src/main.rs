@@ -3,6 +3,7 @@
 mod bench;
 mod generate;
 mod inspect;
+mod serve;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Measure decoding speed against the memory-bandwidth limit.
     Bench(bench::BenchArgs),
+    /// Serve the OpenAI-compatible API (completions, chat, streaming, metrics).
+    Serve(serve::ServeArgs),
     /// Train what speculation needs: `ahead train draft` distils a draft model.
     #[command(subcommand)]
     Train(train::TrainCommand),
@@ -35,6 +38,7 @@ fn main() -> std::process::ExitCode {
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Train(c) => train::run(c),
+        Command::Serve(a) => serve::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,120 @@
+//! `ahead serve`: the OpenAI-compatible server. It binds first and loads the model in the
+//! background (`/health` is 503 until it is ready), and drains on SIGTERM or Ctrl-C.
+
+use std::sync::Arc;
+
+use ahead_engine::Engine;
+use ahead_server::{AppState, ServerConfig};
+use anyhow::{Context, Result};
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Model (default: the embedded stories260K).
+    #[arg(long)]
+    pub model: Option<String>,
+    #[arg(long)]
+    pub tokenizer: Option<std::path::PathBuf>,
+    #[arg(long)]
+    pub draft: Option<String>,
+    #[arg(long)]
+    pub draft_tokenizer: Option<std::path::PathBuf>,
+    #[arg(long)]
+    pub medusa: Option<String>,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// The model id clients name (default: the model argument, or "stories260K").
+    #[arg(long)]
+    pub model_id: Option<String>,
+    /// Requests generating at once.
+    #[arg(long, default_value_t = 4)]
+    pub max_concurrent: usize,
+    /// Requests waiting for a slot (beyond: 503; with 0, a busy server answers 429).
+    #[arg(long, default_value_t = 64)]
+    pub max_queue: usize,
+    /// Largest request body in bytes (beyond: 413).
+    #[arg(long, default_value_t = 2 << 20)]
+    pub max_body_bytes: usize,
+}
+
+pub fn run(a: ServeArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(serve(a))
+}
+
+async fn serve(a: ServeArgs) -> Result<()> {
+    let cfg = ServerConfig {
+        model_id: a
+            .model_id
+            .clone()
+            .or_else(|| a.model.clone())
+            .unwrap_or_else(|| "stories260K".into()),
+        max_concurrent: a.max_concurrent,
+        max_queue: a.max_queue,
+        max_body_bytes: a.max_body_bytes,
+        ..ServerConfig::default()
+    };
+    let state = AppState::new(cfg);
+    let addr = format!("{}:{}", a.host, a.port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    eprintln!("listening on http://{}", listener.local_addr()?);
+    let loading = state.clone();
+    let load = tokio::task::spawn_blocking(move || -> Result<()> {
+        let mut b = Engine::builder();
+        if let Some(m) = &a.model {
+            b = b.model(m);
+        }
+        if let Some(t) = &a.tokenizer {
+            b = b.tokenizer(t);
+        }
+        if let Some(d) = &a.draft {
+            b = b.draft(d);
+        }
+        if let Some(t) = &a.draft_tokenizer {
+            b = b.draft_tokenizer(t);
+        }
+        if let Some(m) = &a.medusa {
+            b = b.medusa(m);
+        }
+        let engine = b.build().context("loading the model")?;
+        loading.set_engine(Arc::new(engine));
+        eprintln!("model loaded; ready");
+        Ok(())
+    });
+    let server = tokio::spawn(ahead_server::run(listener, state, shutdown_signal()));
+    // A model that fails to load ends the process with its error.
+    load.await.context("loading task")??;
+    server.await.context("server task")?.context("serving")?;
+    eprintln!("drained; bye");
+    Ok(())
+}
+
+/// SIGTERM (Kubernetes, systemd) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    eprintln!("shutting down: draining in-flight requests");
+}

@@ -1,0 +1,676 @@
+//! ahead-server: the OpenAI-compatible HTTP API over an [`Engine`].
+//!
+//! Every request goes through the same pipeline (RELIABILITY.md): parse (OpenAI-shaped 400s,
+//! 413 past the body limit), validate, tokenize and check the context, then admission (a free
+//! slot, else a bounded queue, else 429/503), and only then the 200 and, for streams, the SSE
+//! headers. Generation runs on a blocking thread; a client that goes away (the response future
+//! or the event stream is dropped) sets the request's cancel flag, which the engine checks
+//! before every step, so its cache is freed within one step. On shutdown the server stops
+//! accepting, reports 503 on `/health`, and lets in-flight requests finish.
+
+pub mod api;
+pub mod error;
+pub mod metrics;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use ahead_engine::{Engine, FinishReason, GenerateParams, Generation, Method, Prompt, SamplingParams};
+use ahead_model::tokenizer::ChatMessage;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use crate::api::{ChatRequest, Common, CompletionRequest, PromptInput, SpecUsage, Usage};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// Limits and identity of one server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The id `/v1/models` lists and requests may name.
+    pub model_id: String,
+    /// Requests generating at once; more wait in the queue.
+    pub max_concurrent: usize,
+    /// Requests waiting for a slot; beyond it, 503 (or 429 without a queue).
+    pub max_queue: usize,
+    /// Largest request body in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Largest `max_tokens` a request may ask for.
+    pub max_tokens_cap: usize,
+    /// Largest `n`.
+    pub n_cap: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            model_id: "ahead".into(),
+            max_concurrent: 4,
+            max_queue: 64,
+            max_body_bytes: 2 << 20,
+            max_tokens_cap: 4096,
+            n_cap: 4,
+        }
+    }
+}
+
+/// Shared by every handler.
+pub struct AppState {
+    engine: OnceLock<Arc<Engine>>,
+    cfg: ServerConfig,
+    slots: Arc<Semaphore>,
+    queued: AtomicU64,
+    draining: AtomicBool,
+    next_id: AtomicU64,
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    pub fn new(cfg: ServerConfig) -> Arc<Self> {
+        Arc::new(Self {
+            engine: OnceLock::new(),
+            slots: Arc::new(Semaphore::new(cfg.max_concurrent.max(1))),
+            cfg,
+            queued: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            next_id: AtomicU64::new(0),
+            metrics: Metrics::default(),
+        })
+    }
+
+    /// Makes the server ready (until then `/health` says 503 and requests get 503).
+    pub fn set_engine(&self, engine: Arc<Engine>) {
+        let _ = self.engine.set(engine);
+    }
+
+    /// Takes a generation slot as a request would (tests hold one to make the server busy).
+    #[doc(hidden)]
+    pub fn take_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
+    /// Stops admitting requests (`/health` 503); in-flight ones finish.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.cfg.max_body_bytes;
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/v1/models", get(models))
+        .route("/v1/completions", post(completions))
+        .route("/v1/chat/completions", post(chat))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::status(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        "not_found",
+        "no such route",
+    )
+}
+
+async fn health(State(s): State<Arc<AppState>>) -> Response {
+    let (code, status) = if s.draining.load(Ordering::SeqCst) {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else if s.engine.get().is_none() {
+        (StatusCode::SERVICE_UNAVAILABLE, "loading")
+    } else {
+        (StatusCode::OK, "ok")
+    };
+    (code, Json(json!({ "status": status }))).into_response()
+}
+
+async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn models(State(s): State<Arc<AppState>>) -> Json<Value> {
+    Json(json!({
+        "object": "list",
+        "data": [{"id": s.cfg.model_id, "object": "model", "created": now(), "owned_by": "ahead"}],
+    }))
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Which endpoint a request came through (response and chunk shapes differ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Completion,
+    Chat,
+}
+
+async fn completions(
+    State(s): State<Arc<AppState>>,
+    body: Result<Json<CompletionRequest>, JsonRejection>,
+) -> Response {
+    let req = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return rejected(&s, e),
+    };
+    let prompt = match req.prompt {
+        PromptInput::Text(t) if t.is_empty() => {
+            return fail(&s, ApiError::invalid("prompt is empty", Some("prompt")))
+        }
+        PromptInput::Text(t) => Prompt::Text(t),
+        PromptInput::Ids(ids) => Prompt::Ids(ids),
+    };
+    serve(s, prompt, req.common, Kind::Completion).await
+}
+
+async fn chat(State(s): State<Arc<AppState>>, body: Result<Json<ChatRequest>, JsonRejection>) -> Response {
+    let req = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return rejected(&s, e),
+    };
+    let Some(engine) = s.engine.get().cloned() else {
+        return fail(&s, loading());
+    };
+    if req.messages.is_empty() {
+        return fail(&s, ApiError::invalid("messages is empty", Some("messages")));
+    }
+    let messages: Vec<ChatMessage> = req
+        .messages
+        .iter()
+        .map(|m| ChatMessage::new(&m.role, &m.content))
+        .collect();
+    let text = match render_chat(&engine, &messages) {
+        Ok(t) => t,
+        Err(e) => return fail(&s, e),
+    };
+    serve(s, Prompt::Text(text), req.common, Kind::Chat).await
+}
+
+/// The model's chat template, or for base models without one a plain transcript:
+/// `role: content` lines, then `assistant:`.
+fn render_chat(engine: &Engine, messages: &[ChatMessage]) -> Result<String, ApiError> {
+    let tok = engine.tokenizer();
+    match tok.chat_template() {
+        Some(t) => {
+            let piece = |id: Option<u32>| id.and_then(|i| tok.id_to_piece(i)).unwrap_or_default();
+            let bos = piece(tok.bos_id());
+            let eos = piece(tok.eos_ids().first().copied());
+            t.render(messages, true, &bos, &eos)
+                .map_err(|e| ApiError::invalid(format!("chat template: {e}"), Some("messages")))
+        }
+        None => {
+            let mut out = String::new();
+            for m in messages {
+                out.push_str(&format!("{}: {}\n", m.role, m.content));
+            }
+            out.push_str("assistant:");
+            Ok(out)
+        }
+    }
+}
+
+fn loading() -> ApiError {
+    ApiError::status(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "server_error",
+        "loading",
+        "the model is still loading",
+    )
+}
+
+fn rejected(s: &AppState, e: JsonRejection) -> Response {
+    let status = e.status();
+    let err = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::status(status, "invalid_request_error", "body_too_large", e.body_text())
+    } else if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        ApiError::status(
+            status,
+            "invalid_request_error",
+            "unsupported_media_type",
+            e.body_text(),
+        )
+    } else {
+        ApiError::invalid(e.body_text(), None)
+    };
+    fail(s, err)
+}
+
+fn fail(s: &AppState, e: ApiError) -> Response {
+    s.metrics.outcome(&format!("{}", e.status.as_u16()));
+    e.into_response()
+}
+
+/// Checks and converts the common fields into generation parameters.
+fn params(cfg: &ServerConfig, c: &Common) -> Result<(GenerateParams, usize, bool), ApiError> {
+    if let Some(m) = &c.model {
+        if m != &cfg.model_id {
+            return Err(ApiError {
+                status: StatusCode::NOT_FOUND,
+                message: format!("model {m:?} is not served here; available: [{:?}]", cfg.model_id),
+                kind: "invalid_request_error",
+                param: Some("model".into()),
+                code: Some("model_not_found"),
+            });
+        }
+    }
+    let n = c.n.unwrap_or(1);
+    if n == 0 || n > cfg.n_cap {
+        return Err(ApiError::invalid(
+            format!("n must be between 1 and {}", cfg.n_cap),
+            Some("n"),
+        ));
+    }
+    if c.stream && n > 1 {
+        return Err(ApiError::invalid("n > 1 is not supported with stream", Some("n")));
+    }
+    let max_tokens = c.max_completion_tokens.or(c.max_tokens).unwrap_or(256);
+    if max_tokens == 0 || max_tokens > cfg.max_tokens_cap {
+        return Err(ApiError::invalid(
+            format!("max_tokens must be between 1 and {}", cfg.max_tokens_cap),
+            Some("max_tokens"),
+        ));
+    }
+    let stop = c.stop.clone().map(api::Stop::into_vec).unwrap_or_default();
+    if stop.len() > 4 || stop.iter().any(|s| s.is_empty() || s.len() > 256) {
+        return Err(ApiError::invalid(
+            "stop takes at most 4 non-empty strings of up to 256 bytes",
+            Some("stop"),
+        ));
+    }
+    let method = match c.ahead.as_ref().and_then(|a| a.method.as_deref()) {
+        None | Some("auto") => Method::Auto,
+        Some("vanilla") => Method::Vanilla,
+        Some("draft") => Method::Draft,
+        Some("medusa") => Method::Medusa,
+        Some("lookahead") => Method::Lookahead,
+        Some("prompt-lookup") => Method::PromptLookup,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                format!("unknown method {other:?}: vanilla, draft, medusa, lookahead, prompt-lookup or auto"),
+                Some("ahead.method"),
+            ))
+        }
+    };
+    let sampling = SamplingParams {
+        temperature: c.temperature.unwrap_or(1.0),
+        top_p: c.top_p.unwrap_or(1.0),
+        ..SamplingParams::greedy()
+    };
+    sampling
+        .validate()
+        .map_err(|e| ApiError::invalid(e.to_string(), None))?;
+    let params = GenerateParams {
+        max_tokens,
+        sampling,
+        seed: c.seed.unwrap_or(0),
+        stop,
+        method,
+        num_draft: c.ahead.as_ref().and_then(|a| a.num_draft),
+        ignore_eos: c.ahead.as_ref().is_some_and(|a| a.ignore_eos),
+        ..GenerateParams::default()
+    };
+    let usage = c.stream_options.as_ref().is_some_and(|o| o.include_usage);
+    Ok((params, n, usage))
+}
+
+/// A slot to generate in: taken at once, or after waiting in the bounded queue.
+async fn admit(s: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
+    if s.draining.load(Ordering::SeqCst) {
+        return Err(ApiError::status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "shutting_down",
+            "the server is shutting down",
+        ));
+    }
+    if let Ok(p) = s.slots.clone().try_acquire_owned() {
+        return Ok(p);
+    }
+    if s.cfg.max_queue == 0 {
+        return Err(ApiError::status(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "too_many_requests",
+            "every generation slot is busy",
+        ));
+    }
+    let depth = s.queued.fetch_add(1, Ordering::SeqCst);
+    s.metrics.queue_depth.store(depth + 1, Ordering::Relaxed);
+    // Leaves the queue however this future ends (the client may go away while waiting).
+    struct Leave<'a>(&'a AppState);
+    impl Drop for Leave<'_> {
+        fn drop(&mut self) {
+            let d = self.0.queued.fetch_sub(1, Ordering::SeqCst);
+            self.0
+                .metrics
+                .queue_depth
+                .store(d.saturating_sub(1), Ordering::Relaxed);
+        }
+    }
+    let _leave = Leave(s);
+    if depth >= s.cfg.max_queue as u64 {
+        return Err(ApiError::status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "queue_full",
+            "the request queue is full",
+        ));
+    }
+    s.slots.clone().acquire_owned().await.map_err(|_| {
+        ApiError::status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "closed",
+            "closed",
+        )
+    })
+}
+
+/// Sets the cancel flag when dropped: a response future dropped by a disconnect.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+async fn serve(s: Arc<AppState>, prompt: Prompt, common: Common, kind: Kind) -> Response {
+    let Some(engine) = s.engine.get().cloned() else {
+        return fail(&s, loading());
+    };
+    let (params, n, include_usage) = match params(&s.cfg, &common) {
+        Ok(p) => p,
+        Err(e) => return fail(&s, e),
+    };
+    // Tokenize and check the context before taking a slot.
+    let ids = match engine.prompt_ids(&prompt) {
+        Ok(ids) => ids,
+        Err(e) => return fail(&s, e.into()),
+    };
+    let context = engine.model().config().max_seq_len;
+    if ids.len() >= context {
+        return fail(
+            &s,
+            ApiError::invalid(
+                format!("the prompt has {} tokens; the context is {context}", ids.len()),
+                Some("prompt"),
+            ),
+        );
+    }
+    let permit = match admit(&s).await {
+        Ok(p) => p,
+        Err(e) => return fail(&s, e),
+    };
+    let id = s.next_id.fetch_add(1, Ordering::Relaxed);
+    let prompt = Prompt::Ids(ids);
+    if common.stream {
+        return stream(s, engine, prompt, params, kind, include_usage, permit, id);
+    }
+    let cancel = Arc::new(AtomicBool::new(false));
+    let guard = CancelOnDrop(cancel.clone());
+    let state = s.clone();
+    let job = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        state.metrics.running.fetch_add(1, Ordering::Relaxed);
+        let mut outs = Vec::with_capacity(n);
+        for i in 0..n {
+            let p = GenerateParams {
+                seed: params.seed.wrapping_add(i as u64),
+                ..params.clone()
+            };
+            let start = Instant::now();
+            let r = engine.generate_cancellable(&prompt, &p, &mut |_| {}, &cancel);
+            if let Ok(g) = &r {
+                record(&state, g, start.elapsed().as_secs_f64(), None);
+            }
+            outs.push(r);
+        }
+        state.metrics.running.fetch_sub(1, Ordering::Relaxed);
+        outs
+    });
+    let outs = match job.await {
+        Ok(o) => o,
+        Err(e) => {
+            return fail(
+                &s,
+                ApiError::status(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "internal",
+                    e.to_string(),
+                ),
+            )
+        }
+    };
+    drop(guard);
+    let mut gens = Vec::with_capacity(outs.len());
+    for o in outs {
+        match o {
+            Ok(g) => gens.push(g),
+            Err(e) => return fail(&s, e.into()),
+        }
+    }
+    s.metrics.outcome("200");
+    Json(full_response(&s.cfg.model_id, kind, id, &gens)).into_response()
+}
+
+/// Counts a finished generation in the metrics.
+fn record(s: &AppState, g: &Generation, seconds: f64, first_token: Option<f64>) {
+    let m = &s.metrics;
+    m.prompt_tokens
+        .fetch_add(g.prompt_token_ids.len() as u64, Ordering::Relaxed);
+    m.generated_tokens
+        .fetch_add(g.token_ids.len() as u64, Ordering::Relaxed);
+    m.target_forwards
+        .fetch_add(g.stats.target_forwards as u64, Ordering::Relaxed);
+    m.speculation(&g.stats.method, g.stats.drafted_tokens, g.stats.accepted_tokens);
+    if let Some(t) = first_token {
+        m.time_to_first_token.observe(t);
+    }
+    if !g.token_ids.is_empty() {
+        m.time_per_output_token
+            .observe(seconds / g.token_ids.len() as f64);
+    }
+}
+
+fn finish(reason: FinishReason) -> &'static str {
+    match reason {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+        FinishReason::Cancelled => "cancelled",
+    }
+}
+
+fn usage(gens: &[Generation]) -> Usage {
+    let prompt = gens.first().map_or(0, |g| g.prompt_token_ids.len());
+    let completion: usize = gens.iter().map(|g| g.token_ids.len()).sum();
+    let (drafted, accepted, forwards) = gens.iter().fold((0, 0, 0), |a, g| {
+        (
+            a.0 + g.stats.drafted_tokens,
+            a.1 + g.stats.accepted_tokens,
+            a.2 + g.stats.target_forwards,
+        )
+    });
+    Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+        ahead: SpecUsage {
+            method: gens.first().map(|g| g.stats.method.clone()).unwrap_or_default(),
+            drafted_tokens: drafted,
+            accepted_tokens: accepted,
+            target_forwards: forwards,
+            mean_accepted_length: if forwards > 0 {
+                completion as f64 / forwards as f64
+            } else {
+                0.0
+            },
+        },
+    }
+}
+
+fn response_id(kind: Kind, id: u64) -> String {
+    match kind {
+        Kind::Completion => format!("cmpl-{id}"),
+        Kind::Chat => format!("chatcmpl-{id}"),
+    }
+}
+
+fn full_response(model: &str, kind: Kind, id: u64, gens: &[Generation]) -> Value {
+    let choices: Vec<Value> = gens
+        .iter()
+        .enumerate()
+        .map(|(i, g)| match kind {
+            Kind::Completion => json!({"index": i, "text": g.text, "logprobs": null, "finish_reason": finish(g.finish_reason)}),
+            Kind::Chat => json!({"index": i, "message": {"role": "assistant", "content": g.text}, "logprobs": null, "finish_reason": finish(g.finish_reason)}),
+        })
+        .collect();
+    json!({
+        "id": response_id(kind, id),
+        "object": if kind == Kind::Chat { "chat.completion" } else { "text_completion" },
+        "created": now(),
+        "model": model,
+        "choices": choices,
+        "usage": usage(gens),
+    })
+}
+
+/// One stream chunk: a text delta, or the final chunk with its finish reason.
+fn chunk(model: &str, kind: Kind, id: u64, text: Option<&str>, reason: Option<&str>, first: bool) -> Value {
+    let choice = match kind {
+        Kind::Completion => {
+            json!({"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": reason})
+        }
+        Kind::Chat => {
+            let mut delta = serde_json::Map::new();
+            if first {
+                delta.insert("role".into(), json!("assistant"));
+            }
+            if let Some(t) = text {
+                delta.insert("content".into(), json!(t));
+            }
+            json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": reason})
+        }
+    };
+    json!({
+        "id": response_id(kind, id),
+        "object": if kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" },
+        "created": now(),
+        "model": model,
+        "choices": [choice],
+    })
+}
+
+/// Server-sent events: a chunk per piece of final text, the finish chunk, an optional usage
+/// chunk, then `[DONE]`. An error after the headers is one error event, then `[DONE]`.
+#[allow(clippy::too_many_arguments)] // one request's parts, moved into the generation thread
+fn stream(
+    s: Arc<AppState>,
+    engine: Arc<Engine>,
+    prompt: Prompt,
+    params: GenerateParams,
+    kind: Kind,
+    include_usage: bool,
+    permit: OwnedSemaphorePermit,
+    id: u64,
+) -> Response {
+    let (tx, mut rx) = mpsc::channel::<String>(64);
+    let model = s.cfg.model_id.clone();
+    let state = s.clone();
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        state.metrics.running.fetch_add(1, Ordering::Relaxed);
+        let cancel = AtomicBool::new(false);
+        let start = Instant::now();
+        let mut first = None;
+        let send = |v: &Value| tx.blocking_send(v.to_string()).is_ok();
+        let result = engine.generate_cancellable(
+            &prompt,
+            &params,
+            &mut |delta| {
+                let is_first = first.is_none();
+                first.get_or_insert_with(|| start.elapsed().as_secs_f64());
+                // A closed channel means the client went away: stop within a step.
+                if !send(&chunk(&model, kind, id, Some(delta), None, is_first)) {
+                    cancel.store(true, Ordering::Relaxed);
+                }
+            },
+            &cancel,
+        );
+        match result {
+            Ok(g) => {
+                record(&state, &g, start.elapsed().as_secs_f64(), first);
+                state
+                    .metrics
+                    .outcome(if g.finish_reason == FinishReason::Cancelled {
+                        "cancelled"
+                    } else {
+                        "200"
+                    });
+                send(&chunk(
+                    &model,
+                    kind,
+                    id,
+                    None,
+                    Some(finish(g.finish_reason)),
+                    first.is_none(),
+                ));
+                if include_usage {
+                    let mut u = chunk(&model, kind, id, None, None, false);
+                    u["choices"] = json!([]);
+                    u["usage"] = json!(usage(std::slice::from_ref(&g)));
+                    send(&u);
+                }
+            }
+            Err(e) => {
+                state.metrics.outcome("error_after_headers");
+                send(&json!(ApiError::from(e).body()));
+            }
+        }
+        let _ = tx.blocking_send("[DONE]".into());
+        state.metrics.running.fetch_sub(1, Ordering::Relaxed);
+    });
+    let events = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx)
+            .map(|m| m.map(|data| Ok::<Event, Infallible>(Event::default().data(data))))
+    });
+    Sse::new(events).into_response()
+}
+
+/// Serves on `listener` until `shutdown` resolves, then drains: no new connections, `/health`
+/// 503, in-flight requests finish.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let drain = state.clone();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            drain.start_draining();
+        })
+        .await
+}

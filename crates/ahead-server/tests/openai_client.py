@@ -1,0 +1,29 @@
+"""Drives an ahead server with the official OpenAI Python client; prints results as JSON.
+
+usage: openai_client.py BASE_URL   (e.g. http://127.0.0.1:8000/v1)
+"""
+import json
+import sys
+
+import openai
+
+client = openai.OpenAI(base_url=sys.argv[1], api_key="unused", max_retries=0)
+out = {}
+c = client.completions.create(model="stories260K", prompt="Once upon a time", max_tokens=50, temperature=0)
+out["completion"] = c.choices[0].text
+out["completion_tokens"] = c.usage.completion_tokens
+stream = client.completions.create(model="stories260K", prompt="Once upon a time", max_tokens=50,
+                                   temperature=0, stream=True)
+out["streamed"] = "".join(ch.choices[0].text for ch in stream if ch.choices)
+msgs = [{"role": "user", "content": "Tell me a story."}]
+chat = client.chat.completions.create(model="stories260K", messages=msgs, max_tokens=30, temperature=0)
+out["chat"] = chat.choices[0].message.content
+stream = client.chat.completions.create(model="stories260K", messages=msgs, max_tokens=30, temperature=0,
+                                        stream=True, stream_options={"include_usage": True})
+out["chat_streamed"] = "".join((ch.choices[0].delta.content or "") for ch in stream if ch.choices)
+try:
+    client.completions.create(model="nope", prompt="x", max_tokens=1)
+    out["not_found_status"] = 200
+except openai.NotFoundError as e:
+    out["not_found_status"] = e.status_code
+print(json.dumps(out))

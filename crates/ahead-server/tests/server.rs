@@ -1,0 +1,501 @@
+//! The server driven by a real HTTP client (ureq) over TCP: completions and chat, streaming and
+//! not; streamed deltas concatenate to the non-streamed text; greedy output equals the engine's;
+//! usage is exact; bad requests get OpenAI-shaped errors and the server keeps serving; a busy
+//! server refuses with 429 before any SSE header; a client that goes away frees its slot; a
+//! shutdown lets in-flight streams finish. With `AHEAD_REQUIRE_OPENAI=1` (CI) the official
+//! OpenAI Python client drives it too.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ahead_engine::{Engine, GenerateParams, Prompt, SamplingParams};
+use ahead_server::{AppState, ServerConfig};
+use serde_json::{json, Value};
+
+struct Server {
+    url: String,
+    state: Arc<AppState>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn engine() -> Arc<Engine> {
+    static E: std::sync::OnceLock<Arc<Engine>> = std::sync::OnceLock::new();
+    E.get_or_init(|| Arc::new(Engine::builder().build().unwrap()))
+        .clone()
+}
+
+fn start(cfg: ServerConfig) -> Server {
+    let state = AppState::new(cfg);
+    state.set_engine(engine());
+    let shared = state.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addr_tx.send(listener.local_addr().unwrap()).unwrap();
+            ahead_server::run(listener, state, async move {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+    });
+    let addr = addr_rx.recv().unwrap();
+    Server {
+        url: format!("http://{addr}"),
+        state: shared,
+        stop: Some(tx),
+        thread: Some(thread),
+    }
+}
+
+fn post(url: &str, body: &Value) -> (u16, Value) {
+    match ureq::post(url).send_json(body.clone()) {
+        Ok(r) => (r.status(), r.into_json().unwrap()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap()),
+        Err(e) => panic!("{url}: {e}"),
+    }
+}
+
+/// The `data:` payloads of an SSE response, up to `[DONE]`.
+fn sse(url: &str, body: &Value) -> Vec<String> {
+    let r = ureq::post(url).send_json(body.clone()).unwrap();
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    let mut out = Vec::new();
+    for line in BufReader::new(r.into_reader()).lines() {
+        let line = line.unwrap();
+        if let Some(d) = line.strip_prefix("data: ") {
+            out.push(d.to_string());
+            if d == "[DONE]" {
+                break;
+            }
+        }
+    }
+    out
+}
+
+fn greedy(prompt: &str, n: usize) -> ahead_engine::Generation {
+    let p = GenerateParams {
+        max_tokens: n,
+        sampling: SamplingParams::greedy(),
+        ..Default::default()
+    };
+    engine()
+        .generate_one(&Prompt::from(prompt), &p, &mut |_| {})
+        .unwrap()
+}
+
+#[test]
+fn completions_and_chat_streamed_and_not() {
+    let s = start(ServerConfig {
+        model_id: "stories260K".into(),
+        ..ServerConfig::default()
+    });
+    let (code, health) = match ureq::get(&format!("{}/health", s.url)).call() {
+        Ok(r) => (r.status(), r.into_json::<Value>().unwrap()),
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!((code, health["status"].as_str()), (200, Some("ok")));
+    let models: Value = ureq::get(&format!("{}/v1/models", s.url))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(models["data"][0]["id"], "stories260K");
+
+    let url = format!("{}/v1/completions", s.url);
+    for method in ["vanilla", "prompt-lookup", "draft", "medusa", "lookahead"] {
+        let body = json!({"model": "stories260K", "prompt": "Once upon a time", "max_tokens": 60,
+                          "temperature": 0, "ahead": {"method": method}});
+        let (code, full) = post(&url, &body);
+        assert_eq!(code, 200, "{full}");
+        let want = greedy("Once upon a time", 60);
+        assert_eq!(full["choices"][0]["text"], want.text, "{method}");
+        let u = &full["usage"];
+        assert_eq!(u["prompt_tokens"], want.prompt_token_ids.len());
+        assert_eq!(u["completion_tokens"], want.token_ids.len());
+        assert_eq!(
+            u["total_tokens"],
+            want.prompt_token_ids.len() + want.token_ids.len()
+        );
+        assert_eq!(u["ahead"]["method"], method);
+        // Streamed deltas concatenate to the same text; the stream ends with a finish reason.
+        let mut stream_body = body.clone();
+        stream_body["stream"] = json!(true);
+        stream_body["stream_options"] = json!({"include_usage": true});
+        let events = sse(&url, &stream_body);
+        assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+        let chunks: Vec<Value> = events[..events.len() - 1]
+            .iter()
+            .map(|e| serde_json::from_str(e).unwrap())
+            .collect();
+        let text: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["text"].as_str())
+            .collect();
+        assert_eq!(text, want.text, "{method} streamed");
+        let reasons: Vec<&str> = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["finish_reason"].as_str())
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![full["choices"][0]["finish_reason"].as_str().unwrap()]
+        );
+        assert_eq!(
+            chunks.last().unwrap()["usage"]["completion_tokens"],
+            want.token_ids.len()
+        );
+    }
+
+    let chat = format!("{}/v1/chat/completions", s.url);
+    let body = json!({"messages": [{"role": "user", "content": "Tell me a story."}], "max_tokens": 40, "temperature": 0});
+    let (code, full) = post(&chat, &body);
+    assert_eq!(code, 200, "{full}");
+    assert_eq!(full["object"], "chat.completion");
+    assert_eq!(full["choices"][0]["message"]["role"], "assistant");
+    // stories260K has no chat template: the documented transcript fallback.
+    let want = greedy("user: Tell me a story.\nassistant:", 40);
+    assert_eq!(full["choices"][0]["message"]["content"], want.text);
+    let mut sb = body.clone();
+    sb["stream"] = json!(true);
+    let events = sse(&chat, &sb);
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, want.text);
+
+    // n > 1 returns n choices with distinct seeds; usage counts them all.
+    let (code, many) = post(
+        &url,
+        &json!({"prompt": "Once", "max_tokens": 10, "n": 3, "seed": 5}),
+    );
+    assert_eq!(code, 200);
+    assert_eq!(many["choices"].as_array().unwrap().len(), 3);
+    let metrics = ureq::get(&format!("{}/metrics", s.url))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        metrics.contains("ahead_requests_total{outcome=\"200\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("ahead_drafted_tokens_total{method=\"medusa\"}"));
+    assert!(metrics.contains("ahead_time_to_first_token_seconds_count"));
+}
+
+#[test]
+fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
+    let s = start(ServerConfig {
+        model_id: "stories260K".into(),
+        max_body_bytes: 4096,
+        ..ServerConfig::default()
+    });
+    let url = format!("{}/v1/completions", s.url);
+    let raw = |body: &str, ctype: &str| match ureq::post(&url).set("content-type", ctype).send_string(body) {
+        Ok(r) => (r.status(), r.into_json::<Value>().unwrap()),
+        Err(ureq::Error::Status(c, r)) => (c, r.into_json::<Value>().unwrap()),
+        Err(e) => panic!("{e}"),
+    };
+    let cases: Vec<(String, &str, u16, Option<&str>)> = vec![
+        ("{\"prompt\": \"x\"".into(), "application/json", 400, None),
+        (
+            "{\"prompt\": \"x\", \"max_tokens\": \"ten\"}".into(),
+            "application/json",
+            400,
+            None,
+        ),
+        (
+            "{\"prompt\": \"x\", \"max_tokens\": -5}".into(),
+            "application/json",
+            400,
+            None,
+        ),
+        ("{\"prompt\": \"\\ud800\"}".into(), "application/json", 400, None),
+        ("{\"prompt\": \"x\"}".into(), "text/plain", 415, None),
+        (
+            "{\"prompt\": \"\"}".into(),
+            "application/json",
+            400,
+            Some("prompt"),
+        ),
+        (
+            "{\"prompt\": \"x\", \"model\": \"gpt-4\"}".into(),
+            "application/json",
+            404,
+            Some("model"),
+        ),
+        (
+            "{\"prompt\": \"x\", \"n\": 1000}".into(),
+            "application/json",
+            400,
+            Some("n"),
+        ),
+        (
+            "{\"prompt\": \"x\", \"max_tokens\": 0}".into(),
+            "application/json",
+            400,
+            Some("max_tokens"),
+        ),
+        (
+            "{\"prompt\": \"x\", \"temperature\": -1}".into(),
+            "application/json",
+            400,
+            None,
+        ),
+        (
+            "{\"prompt\": \"x\", \"stop\": [\"a\",\"b\",\"c\",\"d\",\"e\"]}".into(),
+            "application/json",
+            400,
+            Some("stop"),
+        ),
+        ("{\"prompt\": [1, 99999]}".into(), "application/json", 400, None),
+        (
+            "{\"prompt\": \"x\", \"ahead\": {\"method\": \"warp\"}}".into(),
+            "application/json",
+            400,
+            Some("ahead.method"),
+        ),
+        (
+            format!("{{\"prompt\": \"{}\"}}", "a".repeat(10_000)),
+            "application/json",
+            413,
+            None,
+        ),
+        (
+            format!("{{\"prompt\": \"{}\"}}", "Once upon a time ".repeat(200)),
+            "application/json",
+            400,
+            Some("prompt"),
+        ),
+    ];
+    for (body, ctype, want, param) in cases {
+        let (code, err) = raw(&body, ctype);
+        assert_eq!(code, want, "{} -> {err}", &body[..body.len().min(60)]);
+        assert!(
+            err["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{err}"
+        );
+        assert!(err["error"]["type"].is_string());
+        if let Some(p) = param {
+            assert_eq!(err["error"]["param"], p, "{err}");
+        }
+    }
+    // Unknown routes are JSON 404s; the server still answers afterwards.
+    match ureq::get(&format!("{}/v2/nothing", s.url)).call() {
+        Err(ureq::Error::Status(404, r)) => assert!(r.into_json::<Value>().unwrap()["error"].is_object()),
+        other => panic!("{other:?}"),
+    }
+    let (code, _) = post(&url, &json!({"prompt": "Once", "max_tokens": 5}));
+    assert_eq!(code, 200);
+}
+
+#[test]
+fn a_busy_server_refuses_before_the_stream_with_429() {
+    let s = start(ServerConfig {
+        max_concurrent: 1,
+        max_queue: 0,
+        ..ServerConfig::default()
+    });
+    let url = format!("{}/v1/completions", s.url);
+    let slot = s.state.take_slot().unwrap();
+    let (code, err) = post(&url, &json!({"prompt": "Once", "max_tokens": 5}));
+    assert_eq!(code, 429, "{err}");
+    assert_eq!(err["error"]["code"], "too_many_requests");
+    // A stream is refused before any SSE header: a plain JSON error, not an event stream.
+    match ureq::post(&url).send_json(json!({"prompt": "Once", "max_tokens": 5, "stream": true})) {
+        Err(ureq::Error::Status(429, r)) => {
+            assert_eq!(r.header("content-type"), Some("application/json"));
+            assert_eq!(r.header("retry-after"), Some("1"));
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(slot);
+    assert_eq!(post(&url, &json!({"prompt": "Once", "max_tokens": 5})).0, 200);
+}
+
+#[test]
+fn a_full_queue_answers_503_and_the_queued_request_is_served_later() {
+    let s = start(ServerConfig {
+        max_concurrent: 1,
+        max_queue: 1,
+        ..ServerConfig::default()
+    });
+    let url = format!("{}/v1/completions", s.url);
+    let slot = s.state.take_slot().unwrap();
+    // One request waits in the queue (in a thread); the next finds the queue full.
+    let waiting_url = url.clone();
+    let waiter =
+        std::thread::spawn(move || post(&waiting_url, &json!({"prompt": "Once", "max_tokens": 3})).0);
+    // Wait until the waiter is queued (else this request would queue itself behind the slot).
+    let depth = |s: &Server| {
+        ureq::get(&format!("{}/metrics", s.url))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap()
+    };
+    let mut queued = false;
+    for _ in 0..200 {
+        if depth(&s).contains("ahead_queue_depth 1") {
+            queued = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(queued, "the waiting request never queued");
+    match ureq::post(&url).send_json(json!({"prompt": "Once", "max_tokens": 3})) {
+        Err(ureq::Error::Status(503, r)) => {
+            assert_eq!(r.header("retry-after"), Some("1"));
+            assert_eq!(r.into_json::<Value>().unwrap()["error"]["code"], "queue_full");
+        }
+        other => panic!("{other:?}"),
+    }
+    let metrics = ureq::get(&format!("{}/metrics", s.url))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(metrics.contains("ahead_queue_depth 1"), "{metrics}");
+    drop(slot);
+    assert_eq!(
+        waiter.join().unwrap(),
+        200,
+        "the queued request is served once the slot frees"
+    );
+}
+
+#[test]
+fn a_client_that_goes_away_stops_its_generation_and_frees_its_slot() {
+    let s = start(ServerConfig {
+        max_concurrent: 1,
+        max_queue: 0,
+        ..ServerConfig::default()
+    });
+    let url = format!("{}/v1/completions", s.url);
+    // A slow request (lookahead with a wide window: ~1 ms per token here), read for one event.
+    let held = ureq::post(&url)
+        .send_json(
+            json!({"prompt": "Once upon a time", "max_tokens": 450, "stream": true,
+                          "ahead": {"ignore_eos": true, "method": "lookahead", "num_draft": 16}}),
+        )
+        .unwrap();
+    let mut reader = BufReader::new(held.into_reader());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    assert!(first.starts_with("data: "));
+    drop(reader);
+    let mut freed = false;
+    for _ in 0..200 {
+        std::thread::sleep(Duration::from_millis(10));
+        if post(&url, &json!({"prompt": "Once", "max_tokens": 5})).0 == 200 {
+            freed = true;
+            break;
+        }
+    }
+    assert!(freed, "the slot of a disconnected client was never freed");
+    let metrics = ureq::get(&format!("{}/metrics", s.url))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(metrics.contains("outcome=\"cancelled\""), "{metrics}");
+    // Fewer tokens were generated than asked: generation stopped, it did not run to the end.
+    let generated: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ahead_generated_tokens_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        generated < 450.0,
+        "{generated} tokens: the cancelled request ran on"
+    );
+}
+
+#[test]
+fn shutdown_lets_in_flight_streams_finish() {
+    let mut s = start(ServerConfig::default());
+    let url = format!("{}/v1/completions", s.url);
+    let r = ureq::post(&url)
+        .send_json(json!({"prompt": "Once upon a time", "max_tokens": 300, "stream": true, "temperature": 0}))
+        .unwrap();
+    let mut reader = BufReader::new(r.into_reader());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    let _ = s.stop.take().unwrap().send(());
+    let mut last = String::new();
+    for line in reader.lines() {
+        let line = line.unwrap();
+        if line.starts_with("data: ") {
+            last = line;
+        }
+    }
+    assert_eq!(last, "data: [DONE]", "the in-flight stream was cut");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(ureq::get(&format!("{}/health", s.url))
+        .timeout(Duration::from_secs(2))
+        .call()
+        .is_err());
+}
+
+/// The official OpenAI Python client against the server (required in CI, where `.ci/run`
+/// installs it; elsewhere skipped with a note when the package is missing).
+#[test]
+fn the_official_openai_python_client_works() {
+    let required = std::env::var("AHEAD_REQUIRE_OPENAI").is_ok_and(|v| v == "1");
+    let has = std::process::Command::new("python3")
+        .args(["-c", "import openai"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has {
+        assert!(!required, "AHEAD_REQUIRE_OPENAI=1 but `import openai` fails");
+        eprintln!("skipped: the openai Python package is not installed (pip install openai)");
+        return;
+    }
+    let s = start(ServerConfig {
+        model_id: "stories260K".into(),
+        ..ServerConfig::default()
+    });
+    let want = greedy("Once upon a time", 50);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_client.py");
+    let out = std::process::Command::new("python3")
+        .args([script, &format!("{}/v1", s.url)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["completion"], want.text);
+    assert_eq!(got["streamed"], want.text);
+    assert_eq!(got["completion_tokens"], want.token_ids.len());
+    assert!(got["chat"].as_str().is_some_and(|t| !t.is_empty()));
+    assert_eq!(got["chat"], got["chat_streamed"]);
+    assert_eq!(got["not_found_status"], 404);
+}
