@@ -41,6 +41,9 @@ struct Counters {
     forwards: usize,
     drafted: usize,
     accepted: usize,
+    /// Per draft depth (1 = the token after the pending one): steps that drafted that deep,
+    /// and steps whose accepted path reached it.
+    by_depth: Vec<(usize, usize)>,
 }
 
 impl Decoder<'_, '_> {
@@ -138,6 +141,7 @@ impl Decoder<'_, '_> {
             elapsed_ms: total.as_secs_f64() * 1e3,
             prefill_ms: prefill.as_secs_f64() * 1e3,
             pool_hits: self.proposer.pool_hits(),
+            acceptance_by_position: counters.by_depth,
         };
         Ok(Generation {
             text: committer.text().to_string(),
@@ -270,6 +274,16 @@ impl Decoder<'_, '_> {
             self.proposer.observe_hidden(h);
         }
         self.proposer.observe_accepted(acc.nodes.len());
+        let deepest = depths.iter().copied().max().unwrap_or(0);
+        if counters.by_depth.len() < deepest {
+            counters.by_depth.resize(deepest, (0, 0));
+        }
+        for (d, slot) in counters.by_depth.iter_mut().enumerate().take(deepest) {
+            slot.0 += 1;
+            if acc.nodes.len() > d {
+                slot.1 += 1;
+            }
+        }
         counters.drafted += tree.len();
         counters.accepted += acc.nodes.len();
         self.controller.observe(tree.len(), acc.nodes.len());

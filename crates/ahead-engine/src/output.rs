@@ -35,6 +35,10 @@ pub struct Stats {
     /// Lookahead only: steps whose candidates from the n-gram pool were (partly) accepted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pool_hits: Option<usize>,
+    /// Per draft position (index 0: the first token after the pending one): steps that drafted
+    /// that far, and steps whose accepted path reached it. For metrics; not in the CLI's JSON.
+    #[serde(skip)]
+    pub acceptance_by_position: Vec<(usize, usize)>,
 }
 
 /// One finished generation.

@@ -115,6 +115,10 @@ fn greedy_output_is_token_identical_for_every_method_and_draft_length() {
                     s.target_forwards + s.accepted_tokens,
                     "{method:?} k={k:?}"
                 );
+                // Per-position acceptance adds up to the accepted tokens.
+                let reached: usize = s.acceptance_by_position.iter().map(|p| p.1).sum();
+                assert_eq!(reached, s.accepted_tokens, "{method:?} k={k:?}");
+                assert!(s.acceptance_by_position.iter().all(|p| p.1 <= p.0));
             }
         }
     }

@@ -486,6 +486,7 @@ fn record(s: &AppState, g: &Generation, seconds: f64, first_token: Option<f64>) 
     m.target_forwards
         .fetch_add(g.stats.target_forwards as u64, Ordering::Relaxed);
     m.speculation(&g.stats.method, g.stats.drafted_tokens, g.stats.accepted_tokens);
+    m.positions(&g.stats.acceptance_by_position);
     if let Some(t) = first_token {
         m.time_to_first_token.observe(t);
     }

@@ -52,6 +52,8 @@ pub struct Metrics {
     pub target_forwards: AtomicU64,
     /// Drafted and accepted tokens per method.
     spec: Mutex<Vec<(String, u64, u64)>>,
+    /// Per draft position: drafted and accepted.
+    positions: Mutex<Vec<(u64, u64)>>,
     pub queue_depth: AtomicU64,
     pub running: AtomicU64,
     pub time_to_first_token: Histogram,
@@ -76,6 +78,18 @@ impl Metrics {
                     *a += accepted as u64;
                 }
                 None => v.push((method.to_string(), drafted as u64, accepted as u64)),
+            }
+        }
+    }
+
+    pub fn positions(&self, by_position: &[(usize, usize)]) {
+        if let Ok(mut v) = self.positions.lock() {
+            if v.len() < by_position.len() {
+                v.resize(by_position.len(), (0, 0));
+            }
+            for (slot, &(d, a)) in v.iter_mut().zip(by_position) {
+                slot.0 += d as u64;
+                slot.1 += a as u64;
             }
         }
     }
@@ -125,6 +139,26 @@ impl Metrics {
         }
         let _ = writeln!(out, "# HELP ahead_accepted_tokens_total Accepted draft tokens by method.\n# TYPE ahead_accepted_tokens_total counter");
         out.push_str(&accepted_lines);
+        let _ = writeln!(
+            out,
+            "# HELP ahead_position_drafted_total Steps that drafted at least this deep.\n# TYPE ahead_position_drafted_total counter"
+        );
+        let mut reached = String::new();
+        if let Ok(v) = self.positions.lock() {
+            for (i, (d, a)) in v.iter().enumerate() {
+                let _ = writeln!(out, "ahead_position_drafted_total{{position=\"{}\"}} {d}", i + 1);
+                let _ = writeln!(
+                    reached,
+                    "ahead_position_accepted_total{{position=\"{}\"}} {a}",
+                    i + 1
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ahead_position_accepted_total Steps whose accepted path reached this depth (acceptance per position = accepted / drafted).\n# TYPE ahead_position_accepted_total counter"
+        );
+        out.push_str(&reached);
         let generated = self.generated_tokens.load(Ordering::Relaxed) as f64;
         let forwards = self.target_forwards.load(Ordering::Relaxed).max(1) as f64;
         let _ = writeln!(

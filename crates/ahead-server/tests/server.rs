@@ -209,6 +209,10 @@ fn completions_and_chat_streamed_and_not() {
     );
     assert!(metrics.contains("ahead_drafted_tokens_total{method=\"medusa\"}"));
     assert!(metrics.contains("ahead_time_to_first_token_seconds_count"));
+    assert!(
+        metrics.contains("ahead_position_accepted_total{position=\"1\"}"),
+        "{metrics}"
+    );
 }
 
 #[test]
