@@ -37,6 +37,9 @@ pub struct ServeArgs {
     /// Largest request body in bytes (beyond: 413).
     #[arg(long, default_value_t = 2 << 20)]
     pub max_body_bytes: usize,
+    /// Longest a request may generate, in seconds (then it ends with finish reason `length`).
+    #[arg(long, default_value_t = 600.0)]
+    pub max_generation_seconds: f64,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -57,6 +60,7 @@ async fn serve(a: ServeArgs) -> Result<()> {
         max_concurrent: a.max_concurrent,
         max_queue: a.max_queue,
         max_body_bytes: a.max_body_bytes,
+        max_generation_seconds: a.max_generation_seconds,
         ..ServerConfig::default()
     };
     let state = AppState::new(cfg);

@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub max_tokens_cap: usize,
     /// Largest `n`.
     pub n_cap: usize,
+    /// Longest a request may generate, in seconds; then it ends with finish reason `length`.
+    pub max_generation_seconds: f64,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +61,7 @@ impl Default for ServerConfig {
             max_body_bytes: 2 << 20,
             max_tokens_cap: 4096,
             n_cap: 4,
+            max_generation_seconds: 600.0,
         }
     }
 }
@@ -387,6 +390,24 @@ async fn admit(s: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
     })
 }
 
+/// Ends a generation that runs past the time limit: sets `timed_out`, then the cancel flag.
+fn watchdog(limit: f64, cancel: Arc<AtomicBool>, timed_out: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs_f64(limit.max(0.0))).await;
+        timed_out.store(true, Ordering::Relaxed);
+        cancel.store(true, Ordering::Relaxed);
+    });
+}
+
+/// The finish reason a client sees: a generation stopped by the time limit was cut short.
+fn finish_for(g: &Generation, timed_out: &AtomicBool) -> &'static str {
+    if g.finish_reason == FinishReason::Cancelled && timed_out.load(Ordering::Relaxed) {
+        "length"
+    } else {
+        finish(g.finish_reason)
+    }
+}
+
 /// Sets the cancel flag when dropped: a response future dropped by a disconnect.
 struct CancelOnDrop(Arc<AtomicBool>);
 
@@ -429,6 +450,8 @@ async fn serve(s: Arc<AppState>, prompt: Prompt, common: Common, kind: Kind) -> 
         return stream(s, engine, prompt, params, kind, include_usage, permit, id);
     }
     let cancel = Arc::new(AtomicBool::new(false));
+    let timed_out = Arc::new(AtomicBool::new(false));
+    watchdog(s.cfg.max_generation_seconds, cancel.clone(), timed_out.clone());
     let guard = CancelOnDrop(cancel.clone());
     let state = s.clone();
     let job = tokio::task::spawn_blocking(move || {
@@ -473,7 +496,7 @@ async fn serve(s: Arc<AppState>, prompt: Prompt, common: Common, kind: Kind) -> 
         }
     }
     s.metrics.outcome("200");
-    Json(full_response(&s.cfg.model_id, kind, id, &gens)).into_response()
+    Json(full_response(&s.cfg.model_id, kind, id, &gens, &timed_out)).into_response()
 }
 
 /// Counts a finished generation in the metrics.
@@ -539,13 +562,13 @@ fn response_id(kind: Kind, id: u64) -> String {
     }
 }
 
-fn full_response(model: &str, kind: Kind, id: u64, gens: &[Generation]) -> Value {
+fn full_response(model: &str, kind: Kind, id: u64, gens: &[Generation], timed_out: &AtomicBool) -> Value {
     let choices: Vec<Value> = gens
         .iter()
         .enumerate()
         .map(|(i, g)| match kind {
-            Kind::Completion => json!({"index": i, "text": g.text, "logprobs": null, "finish_reason": finish(g.finish_reason)}),
-            Kind::Chat => json!({"index": i, "message": {"role": "assistant", "content": g.text}, "logprobs": null, "finish_reason": finish(g.finish_reason)}),
+            Kind::Completion => json!({"index": i, "text": g.text, "logprobs": null, "finish_reason": finish_for(g, timed_out)}),
+            Kind::Chat => json!({"index": i, "message": {"role": "assistant", "content": g.text}, "logprobs": null, "finish_reason": finish_for(g, timed_out)}),
         })
         .collect();
     json!({
@@ -600,10 +623,12 @@ fn stream(
     let (tx, mut rx) = mpsc::channel::<String>(64);
     let model = s.cfg.model_id.clone();
     let state = s.clone();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let timed_out = Arc::new(AtomicBool::new(false));
+    watchdog(s.cfg.max_generation_seconds, cancel.clone(), timed_out.clone());
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
         state.metrics.running.fetch_add(1, Ordering::Relaxed);
-        let cancel = AtomicBool::new(false);
         let start = Instant::now();
         let mut first = None;
         let send = |v: &Value| tx.blocking_send(v.to_string()).is_ok();
@@ -623,21 +648,11 @@ fn stream(
         match result {
             Ok(g) => {
                 record(&state, &g, start.elapsed().as_secs_f64(), first);
+                let reason = finish_for(&g, &timed_out);
                 state
                     .metrics
-                    .outcome(if g.finish_reason == FinishReason::Cancelled {
-                        "cancelled"
-                    } else {
-                        "200"
-                    });
-                send(&chunk(
-                    &model,
-                    kind,
-                    id,
-                    None,
-                    Some(finish(g.finish_reason)),
-                    first.is_none(),
-                ));
+                    .outcome(if reason == "cancelled" { "cancelled" } else { "200" });
+                send(&chunk(&model, kind, id, None, Some(reason), first.is_none()));
                 if include_usage {
                     let mut u = chunk(&model, kind, id, None, None, false);
                     u["choices"] = json!([]);

@@ -584,3 +584,28 @@ fn two_hundred_mixed_requests_from_sixteen_clients_all_end_cleanly() {
     assert!(settled, "requests were left running or queued");
     assert_eq!(post(&url, &json!({"prompt": "Once", "max_tokens": 4})).0, 200);
 }
+
+/// A generation that runs past the time limit ends early with finish reason `length`.
+#[test]
+fn the_generation_time_limit_cuts_long_requests() {
+    let s = start(ServerConfig {
+        max_generation_seconds: 0.05,
+        ..ServerConfig::default()
+    });
+    let url = format!("{}/v1/completions", s.url);
+    // A slow request: lookahead with a wide window, through end-of-sequence.
+    let body = json!({"prompt": "Once upon a time", "max_tokens": 450,
+                      "ahead": {"ignore_eos": true, "method": "lookahead", "num_draft": 16}});
+    let (code, full) = post(&url, &body);
+    assert_eq!(code, 200, "{full}");
+    assert_eq!(full["choices"][0]["finish_reason"], "length");
+    assert!(
+        full["usage"]["completion_tokens"].as_u64().unwrap() < 450,
+        "{full}"
+    );
+    let mut sb = body.clone();
+    sb["stream"] = json!(true);
+    let events = sse(&url, &sb);
+    let last_chunk: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(last_chunk["choices"][0]["finish_reason"], "length");
+}
