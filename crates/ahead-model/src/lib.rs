@@ -14,7 +14,7 @@ pub mod tensor;
 pub mod tokenizer;
 
 pub use error::{ModelError, Result};
-pub use llama::{AttentionMask, ForwardInput, ForwardOutput, KvCache, LlamaConfig, Model};
+pub use llama::{AttentionMask, BatchItem, ForwardInput, ForwardOutput, KvCache, LlamaConfig, Model};
 pub use load::{load, Format, LoadOptions, LoadedModel, ModelInfo, ModelSource};
 pub use tensor::{RawTensor, TensorDType};
 pub use tokenizer::Tokenizer;

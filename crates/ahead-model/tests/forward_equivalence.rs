@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use ahead_model::llama::synthetic::{random_model, tiny_config};
-use ahead_model::llama::{Architecture, AttentionMask, ForwardInput, LlamaConfig, Model};
+use ahead_model::llama::{Architecture, AttentionMask, BatchItem, ForwardInput, LlamaConfig, Model};
 use ahead_model::{KvCache, TensorDType};
 use ahead_testutil::{argmax, assert_close, Tolerance, F32, QUANTIZED};
 
@@ -330,5 +330,109 @@ fn an_explicit_row_mask_equals_the_sequences_each_row_sees() {
         };
         let mut c = model.new_cache(8).unwrap();
         assert!(model.forward(&input, &mut c).is_err());
+    }
+}
+
+#[test]
+fn a_batch_of_sequences_equals_their_separate_forwards_and_a_bad_item_changes_no_cache() {
+    for (name, model, tol) in models() {
+        // Three sequences at different points: a prompt being prefilled, a tree being
+        // verified after a prompt, and one decoding step after a shorter prompt.
+        let (_, tree_alone) = tree_forward(&model);
+        let prefill_alone = model
+            .forward(
+                &ForwardInput::causal(&PROMPT[..7], &positions(0, 7)),
+                &mut model.new_cache(32).unwrap(),
+            )
+            .unwrap();
+        let mut short = model.new_cache(32).unwrap();
+        model
+            .forward(&ForwardInput::causal(&PROMPT[..4], &positions(0, 4)), &mut short)
+            .unwrap();
+        let mut short_alone = short.clone();
+        let step_alone = model
+            .forward(&ForwardInput::causal(&[9], &[4]), &mut short_alone)
+            .unwrap();
+
+        let mut tree_cache = model.new_cache(32).unwrap();
+        model
+            .forward(&ForwardInput::causal(&PROMPT, &positions(0, 10)), &mut tree_cache)
+            .unwrap();
+        let mut prefill_cache = model.new_cache(32).unwrap();
+        let pos: Vec<usize> = (0..5).map(|n| 10 + path(n).len() - 1).collect();
+        let (p7, p1) = (positions(0, 7), [4]);
+        let inputs = [
+            ForwardInput::causal(&PROMPT[..7], &p7),
+            ForwardInput {
+                tokens: &TREE_TOKENS,
+                positions: &pos,
+                mask: AttentionMask::Tree(&TREE_PARENTS),
+                want_hidden: true,
+            },
+            ForwardInput::causal(&[9], &p1),
+        ];
+        let outs = model
+            .forward_batch(&mut [
+                BatchItem {
+                    input: inputs[0],
+                    cache: &mut prefill_cache,
+                },
+                BatchItem {
+                    input: inputs[1],
+                    cache: &mut tree_cache,
+                },
+                BatchItem {
+                    input: inputs[2],
+                    cache: &mut short,
+                },
+            ])
+            .unwrap();
+        assert_eq!(outs.len(), 3);
+        assert!(outs[0].hidden.is_none() && outs[2].hidden.is_none());
+        assert_eq!(
+            outs[1].hidden.as_ref().map(Vec::len),
+            tree_alone.hidden.as_ref().map(Vec::len)
+        );
+        for (got, want, what) in [
+            (&outs[0], &prefill_alone, "prefill"),
+            (&outs[1], &tree_alone, "tree"),
+            (&outs[2], &step_alone, "step"),
+        ] {
+            assert_eq!(got.rows(), want.rows(), "{name} {what}");
+            for r in 0..got.rows() {
+                assert_close(got.row(r), want.row(r), tol, &format!("{name} {what} row {r}"));
+                if tol.rtol == F32.rtol {
+                    assert_eq!(
+                        got.row(r),
+                        want.row(r),
+                        "{name} {what} row {r}: f32 must be bit-identical"
+                    );
+                }
+            }
+        }
+        assert_eq!((prefill_cache.len(), tree_cache.len(), short.len()), (7, 15, 5));
+
+        // One bad item (a token outside the vocabulary) fails the batch and no cache grows.
+        let bad = [300u32];
+        let err = model.forward_batch(&mut [
+            BatchItem {
+                input: ForwardInput::causal(&[1], &[7]),
+                cache: &mut prefill_cache,
+            },
+            BatchItem {
+                input: ForwardInput::causal(&bad, &[5]),
+                cache: &mut short,
+            },
+        ]);
+        assert!(err.is_err(), "{name}: a bad item fails the batch");
+        assert_eq!(
+            (prefill_cache.len(), short.len()),
+            (7, 5),
+            "{name}: caches unchanged"
+        );
+        assert!(
+            model.forward_batch(&mut []).is_err(),
+            "an empty batch is an error"
+        );
     }
 }

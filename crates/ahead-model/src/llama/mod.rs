@@ -14,4 +14,4 @@ pub use config::{Architecture, Llama3RopeScaling, LlamaConfig, RopeStyle};
 pub use input::{AttentionMask, ForwardInput, ForwardOutput};
 pub use kv_cache::KvCache;
 pub use linear::Linear;
-pub use model::{LayerWeights, Model, ModelWeights};
+pub use model::{BatchItem, LayerWeights, Model, ModelWeights};

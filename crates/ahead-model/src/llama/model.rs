@@ -101,9 +101,46 @@ impl Model {
     /// Runs the input rows after everything already in `cache`, appends their keys and values,
     /// and returns logits for every row. On error the cache is left as it was.
     pub fn forward(&self, input: &ForwardInput<'_>, cache: &mut KvCache) -> Result<ForwardOutput> {
+        let mut out = self.forward_batch(&mut [BatchItem { input: *input, cache }])?;
+        out.pop()
+            .ok_or_else(|| ModelError::Input("the forward returned no output".into()))
+    }
+
+    /// One forward for several sequences, each with its own rows, mask and cache: every weight
+    /// is read once for all their rows. Each sequence's logits are bitwise those of its own
+    /// `forward` (the kernels compute every row alone). On error every cache is left as it was.
+    pub fn forward_batch(&self, items: &mut [BatchItem<'_, '_>]) -> Result<Vec<ForwardOutput>> {
+        if items.is_empty() {
+            return Err(ModelError::Input("an empty batch".into()));
+        }
+        let mut visible = Vec::with_capacity(items.len());
+        for item in items.iter() {
+            visible.push(self.check(&item.input, item.cache)?);
+        }
+        let mut bases = Vec::with_capacity(items.len());
+        let mut grown = Ok(());
+        for item in items.iter_mut() {
+            match item.cache.grow(item.input.tokens.len()) {
+                Ok(b) => bases.push(b),
+                Err(e) => {
+                    grown = Err(e);
+                    break;
+                }
+            }
+        }
+        let result = grown.and_then(|()| self.forward_rows(items, &visible, &bases));
+        if result.is_err() {
+            for (item, &base) in items.iter_mut().zip(&bases) {
+                item.cache.truncate(base)?;
+            }
+        }
+        result
+    }
+
+    /// Checks one sequence's input against the model and its cache; returns its visible rows.
+    fn check(&self, input: &ForwardInput<'_>, cache: &KvCache) -> Result<Vec<Vec<usize>>> {
         let cfg = &self.config;
-        let k = input.tokens.len();
-        if k == 0 {
+        if input.tokens.is_empty() {
             return Err(ModelError::Input("no input rows".into()));
         }
         let visible = input.visible_rows()?;
@@ -122,64 +159,82 @@ impl Model {
                 cfg.vocab_size
             )));
         }
-        let base = cache.grow(k)?;
-        let result = self.forward_rows(input, &visible, base, cache);
-        if result.is_err() {
-            cache.truncate(base)?;
-        }
-        result
+        Ok(visible)
     }
 
     fn forward_rows(
         &self,
-        input: &ForwardInput<'_>,
-        visible: &[Vec<usize>],
-        base: usize,
-        cache: &mut KvCache,
-    ) -> Result<ForwardOutput> {
+        items: &mut [BatchItem<'_, '_>],
+        visible: &[Vec<Vec<usize>>],
+        bases: &[usize],
+    ) -> Result<Vec<ForwardOutput>> {
         let cfg = &self.config;
-        let (k, dim, hd) = (input.tokens.len(), cfg.dim, cfg.head_dim);
+        let (dim, hd) = (cfg.dim, cfg.head_dim);
+        let k: usize = items.iter().map(|i| i.input.tokens.len()).sum();
         let mut x = vec![0f32; k * dim];
-        for (r, &t) in input.tokens.iter().enumerate() {
-            self.weights
-                .embedding
-                .row(t as usize, &mut x[r * dim..(r + 1) * dim])?;
-        }
         let mut angles = vec![0f32; k * hd];
-        for (r, &p) in input.positions.iter().enumerate() {
-            self.rope.angles(p, &mut angles[r * hd..(r + 1) * hd]);
-            cache.set_position(base + r, p);
+        let mut segments = Vec::with_capacity(items.len());
+        let mut first = 0;
+        for ((item, vis), &base) in items.iter_mut().zip(visible).zip(bases) {
+            let n = item.input.tokens.len();
+            for (r, (&t, &p)) in item.input.tokens.iter().zip(item.input.positions).enumerate() {
+                let row = first + r;
+                self.weights
+                    .embedding
+                    .row(t as usize, &mut x[row * dim..(row + 1) * dim])?;
+                self.rope.angles(p, &mut angles[row * hd..(row + 1) * hd]);
+                item.cache.set_position(base + r, p);
+            }
+            segments.push(Segment {
+                first,
+                rows: n,
+                base,
+                slots: self.visible_slots(vis, base, item.cache),
+            });
+            first += n;
         }
-        let rows = RowContext {
-            angles: &angles,
-            visible,
-            base,
-            slots: self.visible_slots(visible, base, cache),
-        };
         let mut s = Scratch::new(cfg, k);
         for (li, layer) in self.weights.layers.iter().enumerate() {
-            self.attention_block(li, layer, &mut x, &rows, cache, &mut s)?;
+            self.attention_block(li, layer, &mut x, &angles, &segments, items, &mut s)?;
             self.ffn_block(layer, &mut x, &mut s)?;
         }
         let mut normed = vec![0f32; k * dim];
         kernels::rms_norm(&x, &self.weights.norm, cfg.rms_eps, &mut normed);
         let head = self.weights.lm_head.as_ref().unwrap_or(&self.weights.embedding);
-        let mut logits = vec![0f32; k * cfg.vocab_size];
+        let vocab = cfg.vocab_size;
+        let mut logits = vec![0f32; k * vocab];
         head.forward(&normed, k, &mut logits)?;
-        Ok(ForwardOutput {
-            logits,
-            vocab_size: cfg.vocab_size,
-            hidden: input.want_hidden.then_some(normed),
-            hidden_dim: dim,
-        })
+        Ok(segments
+            .iter()
+            .zip(items.iter())
+            .map(|(seg, item)| {
+                let rows = seg.first..seg.first + seg.rows;
+                ForwardOutput {
+                    logits: logits[rows.start * vocab..rows.end * vocab].to_vec(),
+                    vocab_size: vocab,
+                    hidden: item
+                        .input
+                        .want_hidden
+                        .then(|| normed[rows.start * dim..rows.end * dim].to_vec()),
+                    hidden_dim: dim,
+                }
+            })
+            .collect())
     }
 }
 
-/// Per-forward facts every layer's attention shares.
-struct RowContext<'a> {
-    angles: &'a [f32],
-    visible: &'a [Vec<usize>],
-    /// Cache slot of input row 0.
+/// One sequence's part of a batched forward: its input rows and its cache.
+pub struct BatchItem<'a, 'c> {
+    pub input: ForwardInput<'a>,
+    pub cache: &'c mut KvCache,
+}
+
+/// Where one sequence's rows sit in a batched forward, and what they attend to.
+struct Segment {
+    /// Its first row in the batch, and how many rows it has.
+    first: usize,
+    rows: usize,
+    /// Cache slot of its first row.
     base: usize,
     /// The cache slots each row attends to, ascending.
     slots: Vec<Vec<usize>>,
@@ -269,17 +324,19 @@ impl Model {
             .collect()
     }
 
+    #[allow(clippy::too_many_arguments)] // one layer's view of the whole batch
     fn attention_block(
         &self,
         li: usize,
         layer: &LayerWeights,
         x: &mut [f32],
-        rows: &RowContext<'_>,
-        cache: &mut KvCache,
+        angles: &[f32],
+        segments: &[Segment],
+        items: &mut [BatchItem<'_, '_>],
         s: &mut Scratch,
     ) -> Result<()> {
         let cfg = &self.config;
-        let (n, hd, kv_dim) = (rows.visible.len(), cfg.head_dim, cfg.kv_dim());
+        let (n, hd, kv_dim, q_dim) = (x.len() / cfg.dim, cfg.head_dim, cfg.kv_dim(), cfg.q_dim());
         kernels::rms_norm(x, &layer.attn_norm, cfg.rms_eps, &mut s.h);
         layer.wq.forward(&s.h, n, &mut s.q)?;
         layer.wk.forward(&s.h, n, &mut s.k)?;
@@ -287,26 +344,28 @@ impl Model {
         add_bias(&mut s.q, layer.bq.as_ref());
         add_bias(&mut s.k, layer.bk.as_ref());
         add_bias(&mut s.v, layer.bv.as_ref());
-        for r in 0..n {
-            let a = &rows.angles[r * hd..(r + 1) * hd];
-            self.rope
-                .apply(&mut s.q[r * cfg.q_dim()..(r + 1) * cfg.q_dim()], hd, a);
-            self.rope.apply(&mut s.k[r * kv_dim..(r + 1) * kv_dim], hd, a);
-            cache.write(
-                li,
-                rows.base + r,
-                &s.k[r * kv_dim..(r + 1) * kv_dim],
-                &s.v[r * kv_dim..(r + 1) * kv_dim],
-            );
+        for (seg, item) in segments.iter().zip(items.iter_mut()) {
+            for r in seg.first..seg.first + seg.rows {
+                let a = &angles[r * hd..(r + 1) * hd];
+                self.rope.apply(&mut s.q[r * q_dim..(r + 1) * q_dim], hd, a);
+                self.rope.apply(&mut s.k[r * kv_dim..(r + 1) * kv_dim], hd, a);
+                item.cache.write(
+                    li,
+                    seg.base + r - seg.first,
+                    &s.k[r * kv_dim..(r + 1) * kv_dim],
+                    &s.v[r * kv_dim..(r + 1) * kv_dim],
+                );
+            }
+            let rows = seg.first * q_dim..(seg.first + seg.rows) * q_dim;
+            self.attend(li, seg, item.cache, &s.q[rows.clone()], &mut s.attn[rows]);
         }
-        self.attend(li, rows, cache, &s.q, &mut s.attn);
         layer.wo.forward(&s.attn, n, &mut s.out)?;
         x.iter_mut().zip(&s.out).for_each(|(a, b)| *a += b);
         Ok(())
     }
 
-    /// Scaled dot-product attention of every (row, head) over the slots it may see.
-    fn attend(&self, li: usize, rows: &RowContext<'_>, cache: &KvCache, q: &[f32], out: &mut [f32]) {
+    /// Scaled dot-product attention of every (row, head) of one sequence over the slots it may see.
+    fn attend(&self, li: usize, seg: &Segment, cache: &KvCache, q: &[f32], out: &mut [f32]) {
         let cfg = &self.config;
         let (hd, n_heads) = (cfg.head_dim, cfg.n_heads);
         let (keys, values) = cache.layer(li);
@@ -318,19 +377,19 @@ impl Model {
             group: n_heads / cfg.n_kv_heads,
             scale: 1.0 / (hd as f32).sqrt(),
         };
-        let work = rows.visible.len() * n_heads * (rows.base + rows.visible.len()) * hd;
+        let work = seg.rows * n_heads * (seg.base + seg.rows) * hd;
         if work < PARALLEL_ATTENTION_MIN {
             let mut scores = Vec::new();
             for (i, o) in out.chunks_exact_mut(hd).enumerate() {
                 let (r, h) = (i / n_heads, i % n_heads);
-                head.attend(h, &q[i * hd..(i + 1) * hd], &rows.slots[r], &mut scores, o);
+                head.attend(h, &q[i * hd..(i + 1) * hd], &seg.slots[r], &mut scores, o);
             }
         } else {
             out.par_chunks_exact_mut(hd)
                 .enumerate()
                 .for_each_init(Vec::new, |scores, (i, o)| {
                     let (r, h) = (i / n_heads, i % n_heads);
-                    head.attend(h, &q[i * hd..(i + 1) * hd], &rows.slots[r], scores, o);
+                    head.attend(h, &q[i * hd..(i + 1) * hd], &seg.slots[r], scores, o);
                 });
         }
     }
