@@ -201,6 +201,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         lookahead_window: a.lookahead_window,
         lookahead_ngram: a.lookahead_ngram,
         lookahead_guesses: a.lookahead_guesses,
+        reproducible: true,
     };
     if a.lookup_min_ngram == 0 || a.lookup_min_ngram > a.lookup_max_ngram {
         bail!("--lookup-min-ngram must be at least 1 and at most --lookup-max-ngram");

@@ -5,12 +5,13 @@
 //! cache holds all of `history` but its last token (the "pending" token, fed at the start of the
 //! next verify forward). Plain decoding is the same loop with empty drafts.
 
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use ahead_core::sampling::{apply_repetition_penalty, argmax, warp};
 use ahead_core::spec::{accept, accept_typical, Controller, TokenTree};
 use ahead_core::{Distribution, Rng, SamplingParams};
-use ahead_model::{AttentionMask, ForwardInput, KvCache, Model, Tokenizer};
+use ahead_model::{AttentionMask, ForwardInput, ForwardOutput, KvCache, Model, Tokenizer};
 
 use crate::commit::{Committer, StopRules};
 use crate::error::{EngineError, Result};
@@ -21,19 +22,6 @@ use crate::spec::Proposer;
 /// Called after every step with the target cache and the committed history (tests check the
 /// cache against a fresh prefill of `history` minus its pending last token).
 pub type StepInspector<'a, 'f> = &'a mut (dyn FnMut(&KvCache, &[u32]) + 'f);
-
-/// What one generation runs with.
-pub(crate) struct Decoder<'a, 'f> {
-    pub model: &'a Model,
-    pub tokenizer: &'a Tokenizer,
-    pub proposer: &'a mut dyn Proposer,
-    pub controller: Controller,
-    /// How trees are verified when sampling (greedy is always exact).
-    pub acceptance: MedusaAcceptance,
-    pub inspect: Option<StepInspector<'a, 'f>>,
-    /// Checked before every step: set, generation ends with `FinishReason::Cancelled`.
-    pub cancel: Option<&'a std::sync::atomic::AtomicBool>,
-}
 
 /// Counters kept while decoding.
 #[derive(Default)]
@@ -46,14 +34,83 @@ struct Counters {
     by_depth: Vec<(usize, usize)>,
 }
 
-impl Decoder<'_, '_> {
-    pub fn run(
-        &mut self,
+/// One generation in progress: its cache, proposer, controller and committed tokens. A step is
+/// [`Sequence::plan`] (draft and lay out the verify rows), one target forward (alone, or
+/// batched with other sequences' plans), then [`Sequence::complete`] (accept and commit).
+pub(crate) struct Sequence<'a> {
+    model: &'a Model,
+    proposer: Box<dyn Proposer>,
+    controller: Controller,
+    /// How trees are verified when sampling (greedy is always exact).
+    acceptance: MedusaAcceptance,
+    /// Live timings and load may steer k: always at greedy, where output does not depend on
+    /// k; under sampling only when the request need not be reproducible, because the tokens
+    /// drawn depend on which positions had drafts.
+    timed: bool,
+    sampling: SamplingParams,
+    cache: KvCache,
+    committer: Committer<'a>,
+    rng: Rng,
+    history: Vec<u32>,
+    prompt_len: usize,
+    counters: Counters,
+    max_new: usize,
+    started: Instant,
+    prefill: Duration,
+    cancelled: bool,
+}
+
+/// The verify rows of one step: made by [`Sequence::plan`], fed to a forward (the `input`), and
+/// handed back to [`Sequence::complete`] with that forward's output.
+pub(crate) struct Plan {
+    tokens: Vec<u32>,
+    positions: Vec<usize>,
+    parents: Vec<Option<usize>>,
+    /// Non-empty when a side branch rides along (the mask is then not a tree).
+    rows_mask: Vec<Vec<usize>>,
+    want_hidden: bool,
+    tree: TokenTree,
+    n_side: usize,
+    draft_seconds: f64,
+}
+
+impl Plan {
+    /// The forward input of this step.
+    pub fn input(&self) -> ForwardInput<'_> {
+        ForwardInput {
+            tokens: &self.tokens,
+            positions: &self.positions,
+            mask: if self.rows_mask.is_empty() {
+                AttentionMask::Tree(&self.parents)
+            } else {
+                AttentionMask::Rows(&self.rows_mask)
+            },
+            want_hidden: self.want_hidden,
+        }
+    }
+
+    /// Input rows.
+    pub fn rows(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Input row of tree node `n`.
+    fn node_row(&self, n: usize) -> usize {
+        1 + self.n_side + n
+    }
+}
+
+impl<'a> Sequence<'a> {
+    /// Prefills the prompt (all but its last token, which the first step feeds).
+    pub fn start(
+        model: &'a Model,
+        tokenizer: &'a Tokenizer,
+        mut proposer: Box<dyn Proposer>,
+        controller: Controller,
         prompt_ids: Vec<u32>,
         params: &GenerateParams,
-        on_text: &mut dyn FnMut(&str),
-    ) -> Result<Generation> {
-        let context = self.model.config().max_seq_len;
+    ) -> Result<Self> {
+        let context = model.config().max_seq_len;
         let n = prompt_ids.len();
         if n == 0 || n >= context {
             return Err(EngineError::InvalidRequest(format!(
@@ -62,122 +119,79 @@ impl Decoder<'_, '_> {
         }
         // Prompt plus completion never exceed the context.
         let max_new = params.max_tokens.min(context - n);
-        let capacity = (n + max_new + self.controller.max_k() + self.proposer.max_side_rows()).min(context);
-        let mut cache = self.model.new_cache(capacity)?;
+        let capacity = (n + max_new + controller.max_k() + proposer.max_side_rows()).min(context);
+        let mut cache = model.new_cache(capacity)?;
         let rules = StopRules {
-            eos: self.tokenizer.eos_ids().to_vec(),
+            eos: tokenizer.eos_ids().to_vec(),
             ignore_eos: params.ignore_eos,
             stop: params.stop.clone(),
             max_tokens: max_new,
         };
-        let mut committer = Committer::new(self.tokenizer, &prompt_ids, rules);
-        let mut rng = Rng::new(params.seed);
-        let mut history = prompt_ids.clone();
-        let mut counters = Counters::default();
-
-        let start = Instant::now();
-        let want_hidden = self.proposer.wants_hidden();
+        let committer = Committer::new(tokenizer, &prompt_ids, rules);
+        let started = Instant::now();
         if n > 1 {
             let pos: Vec<usize> = (0..n - 1).collect();
             let input = ForwardInput {
-                want_hidden,
+                want_hidden: proposer.wants_hidden(),
                 ..ForwardInput::causal(&prompt_ids[..n - 1], &pos)
             };
-            let out = self.model.forward(&input, &mut cache)?;
+            let out = model.forward(&input, &mut cache)?;
             if let Some(h) = hidden_row(&out, n - 2) {
-                self.proposer.observe_hidden(h);
+                proposer.observe_hidden(h);
             }
         }
-        if self.controller.max_k() > 0 {
-            self.proposer.prefill(&prompt_ids)?;
+        if controller.max_k() > 0 {
+            proposer.prefill(&prompt_ids)?;
         }
-        let prefill = start.elapsed();
-        let mut cancelled = false;
-        while committer.finished().is_none() {
-            if self
-                .cancel
-                .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
-            {
-                cancelled = true;
-                break;
-            }
-            let tokens = self.step(
-                &mut cache,
-                &history,
-                &params.sampling,
-                &mut rng,
-                &mut counters,
-                max_new - committer.tokens().len(),
-            )?;
-            let taken = committer.commit(&tokens)?;
-            history.extend_from_slice(&tokens[..taken]);
-            let delta = committer.take_delta();
-            if !delta.is_empty() {
-                on_text(&delta);
-            }
-            if let (Some(inspect), None) = (self.inspect.as_mut(), committer.finished()) {
-                inspect(&cache, &history);
-            }
-        }
-        let total = start.elapsed();
-        let decode_s = (total - prefill).as_secs_f64();
-        let generated = committer.tokens().len();
-        let stats = Stats {
-            method: self.proposer.name().into(),
-            target_forwards: counters.forwards,
-            generated_tokens: generated,
-            drafted_tokens: counters.drafted,
-            accepted_tokens: counters.accepted,
-            mean_accepted_length: if counters.forwards > 0 {
-                generated as f64 / counters.forwards as f64
-            } else {
-                0.0
-            },
-            tokens_per_second: if decode_s > 0.0 {
-                generated as f64 / decode_s
-            } else {
-                0.0
-            },
-            elapsed_ms: total.as_secs_f64() * 1e3,
-            prefill_ms: prefill.as_secs_f64() * 1e3,
-            pool_hits: self.proposer.pool_hits(),
-            acceptance_by_position: counters.by_depth,
-        };
-        Ok(Generation {
-            text: committer.text().to_string(),
-            token_ids: committer.tokens().to_vec(),
-            prompt_token_ids: prompt_ids,
-            finish_reason: if cancelled {
-                FinishReason::Cancelled
-            } else {
-                committer.finished().unwrap_or(FinishReason::Length)
-            },
-            stats,
+        Ok(Self {
+            model,
+            proposer,
+            controller,
+            acceptance: params.medusa_acceptance,
+            timed: params.sampling.is_greedy() || !params.reproducible,
+            sampling: params.sampling.clone(),
+            cache,
+            committer,
+            rng: Rng::new(params.seed),
+            prompt_len: n,
+            history: prompt_ids,
+            counters: Counters::default(),
+            max_new,
+            prefill: started.elapsed(),
+            started,
+            cancelled: false,
         })
     }
 
-    /// One target forward: returns the tokens it yields (accepted drafts and one target token).
-    fn step(
-        &mut self,
-        cache: &mut KvCache,
-        history: &[u32],
-        sampling: &SamplingParams,
-        rng: &mut Rng,
-        counters: &mut Counters,
-        remaining: usize,
-    ) -> Result<Vec<u32>> {
+    /// Whether generation has ended (finished or cancelled).
+    pub fn done(&self) -> bool {
+        self.cancelled || self.committer.finished().is_some()
+    }
+
+    /// Ends generation before the next step (a client that went away).
+    pub fn cancel(&mut self) {
+        self.cancelled = true;
+    }
+
+    /// Drafts this step's tree and lays out its verify rows. `others` is how many rows other
+    /// sequences add to the same forward: the busier the batch, the less a draft row pays.
+    pub fn plan(&mut self, others: usize) -> Result<Plan> {
+        let cache = &self.cache;
+        let history = &self.history;
         let base = cache.len();
         // Room: the pending token and the drafts must fit the cache and the context, and no
         // more drafts than tokens still wanted (the last token comes from the target).
         let room = cache.remaining().saturating_sub(1);
+        let remaining = self.max_new - self.committer.tokens().len();
+        let load = if self.timed { others } else { 0 };
         let k = self
             .controller
-            .choose()
+            .choose_under_load(load)
             .min(room)
             .min(remaining.saturating_sub(1));
         let drafting = Instant::now();
         let mut tree = if k > 0 {
-            self.proposer.propose(history, k, sampling, rng)?
+            self.proposer.propose(history, k, &self.sampling, &mut self.rng)?
         } else {
             TokenTree::empty()
         };
@@ -225,38 +239,55 @@ impl Decoder<'_, '_> {
                 m
             }
         };
-        let input = ForwardInput {
-            tokens: &tokens,
-            positions: &positions,
-            mask: if side.is_some() {
-                AttentionMask::Rows(&rows_mask)
-            } else {
-                AttentionMask::Tree(&parents)
-            },
+        Ok(Plan {
+            tokens,
+            positions,
+            parents,
+            rows_mask,
             want_hidden: self.proposer.wants_hidden(),
-        };
-        let verifying = Instant::now();
-        let out = self.model.forward(&input, cache)?;
-        let verify_seconds = verifying.elapsed().as_secs_f64();
-        counters.forwards += 1;
-        if n_side > 0 {
-            let side_logits: Vec<&[f32]> = (1..=n_side).map(|r| out.row(r)).collect();
+            tree,
+            n_side,
+            draft_seconds,
+        })
+    }
+
+    /// The cache this sequence's rows go into.
+    pub fn cache_mut(&mut self) -> &mut KvCache {
+        &mut self.cache
+    }
+
+    /// Accepts from the forward's output for `plan`, rolls the cache back to the accepted path
+    /// and commits the tokens; returns the new final text. `verify_seconds` is the forward's
+    /// time and `width` its rows (all sequences' when batched).
+    pub fn complete(
+        &mut self,
+        plan: Plan,
+        out: &ForwardOutput,
+        verify_seconds: f64,
+        width: usize,
+    ) -> Result<String> {
+        let tree = &plan.tree;
+        let base = self.cache.len() - plan.rows();
+        self.counters.forwards += 1;
+        if plan.n_side > 0 {
+            let side_logits: Vec<&[f32]> = (1..=plan.n_side).map(|r| out.row(r)).collect();
             self.proposer.observe_side(&side_logits)?;
         }
         // The target's distribution after the pending row and every tree node, with the
         // node's own path as context.
+        let sampling = &self.sampling;
         let mut rows = Vec::with_capacity(tree.len() + 1);
         // Only the repetition penalty reads the context: skip copying it otherwise (per token).
         let needs_context = sampling.repetition_penalty != 1.0;
         for r in 0..=tree.len() {
             let mut seen = Vec::new();
             if needs_context {
-                seen.extend_from_slice(history);
+                seen.extend_from_slice(&self.history);
                 if r > 0 {
-                    seen.extend(path(&tree, r - 1).iter().map(|&i| tree.tokens[i]));
+                    seen.extend(path(tree, r - 1).iter().map(|&i| tree.tokens[i]));
                 }
             }
-            let row = if r == 0 { 0 } else { node_row(r - 1) };
+            let row = if r == 0 { 0 } else { plan.node_row(r - 1) };
             rows.push(target_distribution(out.row(row), sampling, &seen)?);
         }
         let acc = match self.acceptance {
@@ -264,39 +295,110 @@ impl Decoder<'_, '_> {
                 posterior_threshold,
                 posterior_alpha,
             } if !sampling.is_greedy() => {
-                accept_typical(&tree, &rows, posterior_threshold, posterior_alpha, rng)?
+                accept_typical(tree, &rows, posterior_threshold, posterior_alpha, &mut self.rng)?
             }
-            _ => accept(&tree, &rows, rng)?,
+            _ => accept(tree, &rows, &mut self.rng)?,
         };
-        let kept: Vec<usize> = acc.nodes.iter().map(|&n| n_side + n).collect();
-        cache.compact(base + 1, &kept)?;
-        if let Some(h) = hidden_row(&out, acc.nodes.last().map_or(0, |&n| node_row(n))) {
+        let kept: Vec<usize> = acc.nodes.iter().map(|&n| plan.n_side + n).collect();
+        self.cache.compact(base + 1, &kept)?;
+        if let Some(h) = hidden_row(out, acc.nodes.last().map_or(0, |&n| plan.node_row(n))) {
             self.proposer.observe_hidden(h);
         }
         self.proposer.observe_accepted(acc.nodes.len());
-        let deepest = depths.iter().copied().max().unwrap_or(0);
-        if counters.by_depth.len() < deepest {
-            counters.by_depth.resize(deepest, (0, 0));
+        let deepest = tree.depths().iter().copied().max().unwrap_or(0);
+        let by_depth = &mut self.counters.by_depth;
+        if by_depth.len() < deepest {
+            by_depth.resize(deepest, (0, 0));
         }
-        for (d, slot) in counters.by_depth.iter_mut().enumerate().take(deepest) {
+        for (d, slot) in by_depth.iter_mut().enumerate().take(deepest) {
             slot.0 += 1;
             if acc.nodes.len() > d {
                 slot.1 += 1;
             }
         }
-        counters.drafted += tree.len();
-        counters.accepted += acc.nodes.len();
+        self.counters.drafted += tree.len();
+        self.counters.accepted += acc.nodes.len();
         self.controller.observe(tree.len(), acc.nodes.len());
-        // Live timings steer k only at greedy, where output does not depend on k. Under
-        // sampling, the tokens drawn depend on which positions had drafts, so k must not follow
-        // the clock, or one seed would give different text from run to run.
         // Side rows ride along with every drafting step, so the controller's curve is indexed
-        // by tree width: a step's time is recorded under 1 + tree nodes.
-        if sampling.is_greedy() {
+        // by tree width: a lone step's time is recorded under 1 + tree nodes.
+        if self.timed {
+            let width = width - plan.n_side;
             self.controller
-                .observe_time(1 + tree.len(), verify_seconds, tree.len(), draft_seconds);
+                .observe_time(width, verify_seconds, tree.len(), plan.draft_seconds);
         }
-        Ok(acc.tokens)
+        let taken = self.committer.commit(&acc.tokens)?;
+        self.history.extend_from_slice(&acc.tokens[..taken]);
+        Ok(self.committer.take_delta())
+    }
+
+    /// Runs to the end on its own: plan, forward, complete, until finished or `cancel` is set.
+    pub fn run(
+        &mut self,
+        on_text: &mut dyn FnMut(&str),
+        mut inspect: Option<StepInspector<'_, '_>>,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<()> {
+        while !self.done() {
+            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                self.cancel();
+                break;
+            }
+            let plan = self.plan(0)?;
+            let verifying = Instant::now();
+            let out = self.model.forward(&plan.input(), &mut self.cache)?;
+            let seconds = verifying.elapsed().as_secs_f64();
+            let width = plan.rows();
+            let delta = self.complete(plan, &out, seconds, width)?;
+            if !delta.is_empty() {
+                on_text(&delta);
+            }
+            if let (Some(inspect), false) = (inspect.as_mut(), self.done()) {
+                inspect(&self.cache, &self.history);
+            }
+        }
+        Ok(())
+    }
+
+    /// The result, once done.
+    pub fn finish(self) -> Generation {
+        let total = self.started.elapsed();
+        let decode_s = (total - self.prefill).as_secs_f64();
+        let generated = self.committer.tokens().len();
+        let c = &self.counters;
+        let stats = Stats {
+            method: self.proposer.name().into(),
+            target_forwards: c.forwards,
+            generated_tokens: generated,
+            drafted_tokens: c.drafted,
+            accepted_tokens: c.accepted,
+            mean_accepted_length: if c.forwards > 0 {
+                generated as f64 / c.forwards as f64
+            } else {
+                0.0
+            },
+            tokens_per_second: if decode_s > 0.0 {
+                generated as f64 / decode_s
+            } else {
+                0.0
+            },
+            elapsed_ms: total.as_secs_f64() * 1e3,
+            prefill_ms: self.prefill.as_secs_f64() * 1e3,
+            pool_hits: self.proposer.pool_hits(),
+            acceptance_by_position: self.counters.by_depth,
+        };
+        let mut prompt_token_ids = self.history;
+        prompt_token_ids.truncate(self.prompt_len);
+        Generation {
+            text: self.committer.text().to_string(),
+            token_ids: self.committer.tokens().to_vec(),
+            prompt_token_ids,
+            finish_reason: if self.cancelled {
+                FinishReason::Cancelled
+            } else {
+                self.committer.finished().unwrap_or(FinishReason::Length)
+            },
+            stats,
+        }
     }
 }
 

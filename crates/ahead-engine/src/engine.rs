@@ -11,11 +11,11 @@
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use ahead_core::spec::{Controller, LookaheadConfig, MedusaTree};
+use ahead_core::spec::{cost_at, Controller, LookaheadConfig, MedusaTree};
 use ahead_model::medusa::MedusaHeads;
 use ahead_model::{load, LoadOptions, LoadedModel, Model, ModelSource, Tokenizer};
 
-use crate::decode::{Decoder, StepInspector};
+use crate::decode::{Sequence, StepInspector};
 use crate::error::{EngineError, Result};
 use crate::output::Generation;
 use crate::params::{GenerateParams, Method, Prompt};
@@ -346,9 +346,17 @@ impl Engine {
         prompt: &Prompt,
         params: &GenerateParams,
         on_text: &mut dyn FnMut(&str),
-        mut inspect: Option<StepInspector<'_, '_>>,
+        inspect: Option<StepInspector<'_, '_>>,
         cancel: Option<&std::sync::atomic::AtomicBool>,
     ) -> Result<Generation> {
+        let mut seq = self.sequence(prompt, params)?;
+        seq.run(on_text, inspect, cancel)?;
+        Ok(seq.finish())
+    }
+
+    /// A generation ready to step: the prompt checked and prefilled, its proposer and
+    /// controller chosen for `params`.
+    pub(crate) fn sequence(&self, prompt: &Prompt, params: &GenerateParams) -> Result<Sequence<'_>> {
         params.sampling.validate()?;
         if params.num_draft.is_some_and(|k| k > MAX_DRAFT) {
             return Err(EngineError::InvalidRequest(format!(
@@ -363,7 +371,7 @@ impl Engine {
             Method::Auto => Method::PromptLookup,
             m => m,
         };
-        let mut proposer: Box<dyn Proposer> = match method {
+        let proposer: Box<dyn Proposer> = match method {
             Method::Draft => {
                 let draft = self
                     .draft
@@ -426,16 +434,14 @@ impl Engine {
                 Controller::new(costs.verify.clone(), draft_cost)
             }
         };
-        let mut decoder = Decoder {
+        Sequence::start(
             model,
-            tokenizer: &self.loaded.tokenizer,
-            proposer: proposer.as_mut(),
+            &self.loaded.tokenizer,
+            proposer,
             controller,
-            acceptance: params.medusa_acceptance,
-            inspect: inspect.as_mut().map(|f| &mut **f as StepInspector<'_, '_>),
-            cancel,
-        };
-        decoder.run(prompt_ids, params, on_text)
+            prompt_ids,
+            params,
+        )
     }
 
     /// The verify cost curve (and the draft's step cost), measured once per engine.
@@ -484,7 +490,7 @@ impl Engine {
             _ => {
                 let verify = &self.costs()?.verify;
                 let fits = |c: &LookaheadConfig| {
-                    curve_at(verify, 1 + c.branch_rows() + c.guesses * (c.ngram - 1)) <= 2.0
+                    cost_at(verify, 1 + c.branch_rows() + c.guesses * (c.ngram - 1)) <= 2.0
                 };
                 let ladder = [
                     (15, 5, 15),
@@ -551,18 +557,6 @@ impl Engine {
     }
 }
 
-/// `curve[w]`, extended past its end along its last segment.
-fn curve_at(curve: &[f64], w: usize) -> f64 {
-    match curve.len() {
-        0..=1 => w as f64,
-        n if w < n => curve[w],
-        n => {
-            let (a, b) = (curve[n - 2], curve[n - 1]);
-            b + (b - a).max(0.0) * (w - (n - 1)) as f64
-        }
-    }
-}
-
 /// The verify curve of steps that carry `extra` side rows when they draft: index k+1 holds the
 /// cost of 1 + extra + k rows (index 1 stays a plain step).
 fn shift_curve(curve: &[f64], extra: usize) -> Vec<f64> {
@@ -570,7 +564,7 @@ fn shift_curve(curve: &[f64], extra: usize) -> Vec<f64> {
         .map(|w| match w {
             0 => 0.0,
             1 => 1.0,
-            _ => curve_at(curve, w + extra),
+            _ => cost_at(curve, w + extra),
         })
         .collect()
 }

@@ -17,6 +17,9 @@ pub enum EngineError {
     /// The requested method is not available in this build or for this model.
     #[error("method {method} is not available: {reason}")]
     MethodUnavailable { method: &'static str, reason: String },
+    /// The engine itself failed (a batch worker stopped, a step panicked); not the request's fault.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// Result alias of the engine.

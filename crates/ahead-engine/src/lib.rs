@@ -5,6 +5,7 @@
 //! Stop conditions live in [`commit`]: every token, even from a multi-token step, is committed
 //! one at a time.
 
+pub mod batch;
 pub mod commit;
 mod decode;
 pub use decode::StepInspector;
@@ -15,6 +16,7 @@ pub mod params;
 pub mod spec;
 
 pub use ahead_core::SamplingParams;
+pub use batch::{Job, Scheduler};
 pub use engine::{DraftMode, Engine, EngineBuilder, MAX_DRAFT};
 pub use error::{EngineError, Result};
 pub use output::{FinishReason, Generation, Stats};

@@ -85,6 +85,11 @@ pub struct GenerateParams {
     pub lookahead_window: Option<usize>,
     pub lookahead_ngram: Option<usize>,
     pub lookahead_guesses: Option<usize>,
+    /// Under sampling, keep the draft schedule independent of timing and load, so that a seed
+    /// gives the same text on every run and in any batch (greedy output never depends on the
+    /// schedule). Off, live timings and load steer k under sampling too, as they do at greedy;
+    /// servers turn it off for requests that give no seed.
+    pub reproducible: bool,
 }
 
 /// Verification of Medusa candidates under sampling (greedy is always exact).
@@ -128,6 +133,7 @@ impl Default for GenerateParams {
             lookahead_window: None,
             lookahead_ngram: None,
             lookahead_guesses: None,
+            reproducible: true,
         }
     }
 }

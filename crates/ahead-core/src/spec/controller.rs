@@ -105,16 +105,24 @@ impl Controller {
         self.accept.len()
     }
 
-    /// Expected tokens per step and cost of drafting `k`.
-    fn score(&self, k: usize, verify_cost: &[f64], draft_cost: f64) -> f64 {
+    /// Expected tokens per step when drafting `k`: E(k).
+    fn expected(&self, k: usize) -> f64 {
         let mut expected = 1.0;
         let mut run = 1.0;
         for a in &self.accept[..k] {
             run *= a;
             expected += run;
         }
-        let verify = verify_cost.get(k + 1).copied().unwrap_or(f64::INFINITY);
-        expected / (verify + k as f64 * draft_cost)
+        expected
+    }
+
+    /// Tokens per unit of time when drafting `k` in a forward that also carries `others` rows
+    /// of other sequences (each yielding about one token): (others + E(k)) / C(others + 1 + k).
+    /// With `others` = 0 this is E(k) / C(k + 1); a busy batch makes a draft row dearer
+    /// relative to what the step yields already, so k falls as load rises.
+    fn score(&self, k: usize, others: usize, verify_cost: &[f64], draft_cost: f64) -> f64 {
+        let verify = cost_at(verify_cost, others + k + 1);
+        (others as f64 + self.expected(k)) / (verify + k as f64 * draft_cost)
     }
 
     /// Verify cost per width and draft cost per token, relative to a 1-row forward, fitted to
@@ -190,6 +198,12 @@ impl Controller {
 
     /// The draft length for the next step (0: plain decoding).
     pub fn choose(&mut self) -> usize {
+        self.choose_under_load(0)
+    }
+
+    /// The draft length for the next step when `others` rows of other sequences share its
+    /// forward (batched serving): the k that maximises the whole forward's tokens per second.
+    pub fn choose_under_load(&mut self, others: usize) -> usize {
         if let Some(k) = self.fixed {
             return k;
         }
@@ -197,7 +211,7 @@ impl Controller {
             Some((v, d)) => (v.as_slice(), *d),
             None => (self.verify_cost.as_slice(), self.draft_cost),
         };
-        let score = |k| self.score(k, verify, draft);
+        let score = |k| self.score(k, others, verify, draft);
         let best = (0..=self.max_k())
             .max_by(|&a, &b| score(a).total_cmp(&score(b)).then(b.cmp(&a)))
             .unwrap_or(0);
@@ -214,9 +228,9 @@ impl Controller {
         self.idle += 1;
         // Probe only if drafting could pay at all: with every draft accepted, k drafts give
         // k + 1 tokens. When even that loses to plain decoding, a probe is pure cost.
-        let could_pay = (1..=self.max_k()).any(|k| {
-            (k + 1) as f64 / (verify.get(k + 1).copied().unwrap_or(f64::INFINITY) + k as f64 * draft) > 1.0
-        });
+        let plain = (others + 1) as f64 / cost_at(verify, others + 1);
+        let could_pay = (1..=self.max_k())
+            .any(|k| (others + k + 1) as f64 / (cost_at(verify, others + k + 1) + k as f64 * draft) > plain);
         if could_pay && self.idle >= self.probe_interval && self.max_k() > 0 {
             self.idle = 0;
             self.probing = true;
@@ -251,6 +265,19 @@ impl Controller {
     }
 }
 
+/// `curve[w]`, extended past its end along its last segment (a batch can be wider than the
+/// widths one sequence measured).
+pub fn cost_at(curve: &[f64], w: usize) -> f64 {
+    match curve.len() {
+        0..=1 => w as f64,
+        n if w < n => curve[w],
+        n => {
+            let (a, b) = (curve[n - 2], curve[n - 1]);
+            b + (b - a).max(0.0) * (w - (n - 1)) as f64
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,6 +293,35 @@ mod tests {
         // A fully rejected draft halves the allowed length.
         c.observe(4, 0);
         assert_eq!(c.choose(), 2);
+    }
+
+    #[test]
+    fn drafts_less_as_other_sequences_fill_the_forward() {
+        // Each row costs a tenth of a lone step; the first draft is accepted 3 times in 4.
+        // (A draft position accepted nearly always yields as much as another sequence's row,
+        // and drafting it pays at any load.)
+        let curve: Vec<f64> = (0..18)
+            .map(|w| if w == 0 { 0.0 } else { 1.0 + 0.1 * (w as f64 - 1.0) })
+            .collect();
+        let mut c = Controller::new(curve, 0.0);
+        for _ in 0..30 {
+            for (drafted, accepted) in [(8, 3), (8, 0), (8, 2), (8, 8)] {
+                c.observe(drafted, accepted);
+            }
+        }
+        let ks: Vec<usize> = [0, 2, 8, 32, 200]
+            .iter()
+            .map(|&l| c.choose_under_load(l))
+            .collect();
+        assert!(ks[0] >= 2, "alone it drafts: {ks:?}");
+        assert!(
+            ks.windows(2).all(|w| w[0] >= w[1]),
+            "never more drafts under more load: {ks:?}"
+        );
+        assert_eq!(ks[4], 0, "a full batch decodes plainly: {ks:?}");
+        // The same with load 0 as `choose`.
+        let mut d = c.clone();
+        assert_eq!(d.choose(), c.choose_under_load(0));
     }
 
     #[test]

@@ -9,7 +9,7 @@ pub mod medusa_tree;
 pub mod tree;
 
 pub use accept::{accept, accept_typical, Acceptance};
-pub use controller::Controller;
+pub use controller::{cost_at, Controller};
 pub use lookahead::{candidate_tree, LookaheadConfig, NgramPool};
 pub use lookup::{IndexedLookup, PromptLookup};
 pub use medusa_tree::MedusaTree;
