@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use ahead_engine::Engine;
-use ahead_server::{AppState, ServerConfig};
+use ahead_server::{AppState, HttpLimits, ServerConfig};
 use anyhow::{Context, Result};
 use clap::Args;
 
@@ -28,18 +28,41 @@ pub struct ServeArgs {
     /// The model id clients name (default: the model argument, or "stories260K").
     #[arg(long)]
     pub model_id: Option<String>,
-    /// Requests generating at once.
-    #[arg(long, default_value_t = 4)]
+    /// Requests generating at once (they advance together in batches).
+    #[arg(long, default_value_t = 8)]
     pub max_concurrent: usize,
+    /// Batch worker threads; each advances its share of the running requests in one forward
+    /// per step. 0: one per core for a small model, else one.
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
     /// Requests waiting for a slot (beyond: 503; with 0, a busy server answers 429).
     #[arg(long, default_value_t = 64)]
     pub max_queue: usize,
     /// Largest request body in bytes (beyond: 413).
     #[arg(long, default_value_t = 2 << 20)]
     pub max_body_bytes: usize,
+    /// Require `Authorization: Bearer KEY` on the API (401 otherwise); `/health` and
+    /// `/metrics` stay open. Prefer the environment variable to keep the key out of `ps`.
+    #[arg(long, env = "AHEAD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// A client must send its request head within this many seconds (else the connection is
+    /// closed) and its body within --body-read-seconds (else 408).
+    #[arg(long, default_value_t = 10.0)]
+    pub header_read_seconds: f64,
+    #[arg(long, default_value_t = 30.0)]
+    pub body_read_seconds: f64,
     /// Longest a request may generate, in seconds (then it ends with finish reason `length`).
     #[arg(long, default_value_t = 600.0)]
     pub max_generation_seconds: f64,
+}
+
+/// A positive, finite number of seconds.
+fn seconds(s: f64, flag: &str) -> Result<std::time::Duration> {
+    if s.is_finite() && s > 0.0 {
+        Ok(std::time::Duration::from_secs_f64(s))
+    } else {
+        anyhow::bail!("{flag} must be a positive number of seconds, got {s}")
+    }
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -61,6 +84,13 @@ async fn serve(a: ServeArgs) -> Result<()> {
         max_queue: a.max_queue,
         max_body_bytes: a.max_body_bytes,
         max_generation_seconds: a.max_generation_seconds,
+        workers: a.workers,
+        api_key: a.api_key.clone().filter(|k| !k.is_empty()),
+        http: HttpLimits {
+            header_read_timeout: seconds(a.header_read_seconds, "--header-read-seconds")?,
+            body_read_timeout: seconds(a.body_read_seconds, "--body-read-seconds")?,
+            ..HttpLimits::default()
+        },
         ..ServerConfig::default()
     };
     let state = AppState::new(cfg);

@@ -73,7 +73,39 @@ pub struct CompletionRequest {
 #[derive(Debug, Clone, Deserialize)]
 pub struct ChatMessageIn {
     pub role: String,
-    pub content: String,
+    pub content: MessageContent,
+}
+
+/// A message's content: a string, or OpenAI's list of parts (only text parts are served).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum MessageContent {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: Option<String>,
+}
+
+impl MessageContent {
+    /// The text, or the kind of the first part that is not text.
+    pub fn text(&self) -> Result<String, String> {
+        match self {
+            Self::Text(t) => Ok(t.clone()),
+            Self::Parts(parts) => parts
+                .iter()
+                .map(|p| match (p.kind.as_str(), &p.text) {
+                    ("text", Some(t)) => Ok(t.as_str()),
+                    (kind, _) => Err(kind.to_string()),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(|t| t.concat()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

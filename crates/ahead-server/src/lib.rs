@@ -3,13 +3,16 @@
 //! Every request goes through the same pipeline (RELIABILITY.md): parse (OpenAI-shaped 400s,
 //! 413 past the body limit), validate, tokenize and check the context, then admission (a free
 //! slot, else a bounded queue, else 429/503), and only then the 200 and, for streams, the SSE
-//! headers. Generation runs on a blocking thread; a client that goes away (the response future
-//! or the event stream is dropped) sets the request's cancel flag, which the engine checks
-//! before every step, so its cache is freed within one step. On shutdown the server stops
+//! headers. Generation runs on the engine's batch workers ([`Scheduler`]): the requests in
+//! flight advance together, one target forward per step for all of them, and each request's
+//! controller drafts less as the batch fills. A client that goes away (the response future or
+//! the event stream is dropped) sets the request's cancel flag, which the worker checks before
+//! every step, so its cache is freed within one step. On shutdown the server stops
 //! accepting, reports 503 on `/health`, and lets in-flight requests finish.
 
 pub mod api;
 pub mod error;
+pub mod http;
 pub mod metrics;
 
 use std::convert::Infallible;
@@ -17,20 +20,24 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use ahead_engine::{Engine, FinishReason, GenerateParams, Generation, Method, Prompt, SamplingParams};
+use ahead_engine::{
+    Engine, FinishReason, GenerateParams, Generation, Job, Method, Prompt, SamplingParams, Scheduler,
+};
 use ahead_model::tokenizer::ChatMessage;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::api::{ChatRequest, Common, CompletionRequest, PromptInput, SpecUsage, Usage};
 use crate::error::ApiError;
+pub use crate::http::HttpLimits;
 use crate::metrics::Metrics;
 
 /// Limits and identity of one server.
@@ -50,18 +57,30 @@ pub struct ServerConfig {
     pub n_cap: usize,
     /// Longest a request may generate, in seconds; then it ends with finish reason `length`.
     pub max_generation_seconds: f64,
+    /// Requests must carry `Authorization: Bearer KEY` (401 otherwise); `/health` and
+    /// `/metrics` stay open for probes and scrapers.
+    pub api_key: Option<String>,
+    /// Connection and request-read limits.
+    pub http: HttpLimits,
+    /// Batch worker threads; each advances its share of the requests in one batch. 0: one per
+    /// core for a model small enough that a forward stays on one core, else one (whose
+    /// forwards use every core).
+    pub workers: usize,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             model_id: "ahead".into(),
-            max_concurrent: 4,
+            max_concurrent: 8,
             max_queue: 64,
             max_body_bytes: 2 << 20,
             max_tokens_cap: 4096,
             n_cap: 4,
             max_generation_seconds: 600.0,
+            workers: 0,
+            api_key: None,
+            http: HttpLimits::default(),
         }
     }
 }
@@ -69,6 +88,7 @@ impl Default for ServerConfig {
 /// Shared by every handler.
 pub struct AppState {
     engine: OnceLock<Arc<Engine>>,
+    scheduler: OnceLock<Scheduler>,
     cfg: ServerConfig,
     slots: Arc<Semaphore>,
     queued: AtomicU64,
@@ -81,6 +101,7 @@ impl AppState {
     pub fn new(cfg: ServerConfig) -> Arc<Self> {
         Arc::new(Self {
             engine: OnceLock::new(),
+            scheduler: OnceLock::new(),
             slots: Arc::new(Semaphore::new(cfg.max_concurrent.max(1))),
             cfg,
             queued: AtomicU64::new(0),
@@ -92,6 +113,11 @@ impl AppState {
 
     /// Makes the server ready (until then `/health` says 503 and requests get 503).
     pub fn set_engine(&self, engine: Arc<Engine>) {
+        let workers = match self.cfg.workers {
+            0 => auto_workers(&engine),
+            w => w,
+        };
+        let _ = self.scheduler.set(Scheduler::start(engine.clone(), workers));
         let _ = self.engine.set(engine);
     }
 
@@ -107,18 +133,47 @@ impl AppState {
     }
 }
 
+/// Weights below which a forward stays on one core (the kernels go parallel above about this).
+const SMALL_MODEL_BYTES: usize = 16 << 20;
+
+/// Batch workers when not configured: a small model's forward runs on one core, so each core
+/// gets a batch; a larger one's matmuls already use every core, and one batch reads the
+/// weights once per step for all its requests.
+fn auto_workers(engine: &Engine) -> usize {
+    if engine.model().weight_bytes() < SMALL_MODEL_BYTES {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        1
+    }
+}
+
 /// The routes.
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.cfg.max_body_bytes;
-    Router::new()
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
+    // The API key guards the API; bodies are read whole (cap and deadline) once it passed.
+    let api = Router::new()
         .route("/v1/models", get(models))
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat))
+        .layer(from_fn_with_state(state.clone(), http::read_body))
+        .layer(from_fn_with_state(state.clone(), http::require_key));
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .merge(api)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        "method_not_allowed",
+        "this route does not take that method",
+    )
 }
 
 async fn not_found() -> ApiError {
@@ -198,16 +253,49 @@ async fn chat(State(s): State<Arc<AppState>>, body: Result<Json<ChatRequest>, Js
     if req.messages.is_empty() {
         return fail(&s, ApiError::invalid("messages is empty", Some("messages")));
     }
-    let messages: Vec<ChatMessage> = req
-        .messages
-        .iter()
-        .map(|m| ChatMessage::new(&m.role, &m.content))
-        .collect();
+    let mut messages = Vec::with_capacity(req.messages.len());
+    for m in &req.messages {
+        if !ROLES.contains(&m.role.as_str()) {
+            return fail(
+                &s,
+                ApiError::invalid(
+                    format!("unknown role {:?}: one of {ROLES:?}", truncated(&m.role)),
+                    Some("messages"),
+                ),
+            );
+        }
+        match m.content.text() {
+            Ok(text) => messages.push(ChatMessage::new(&m.role, &text)),
+            Err(kind) => {
+                return fail(
+                    &s,
+                    ApiError::invalid(
+                        format!(
+                            "content parts of type {:?} are not supported; only text",
+                            truncated(&kind)
+                        ),
+                        Some("messages"),
+                    ),
+                )
+            }
+        }
+    }
     let text = match render_chat(&engine, &messages) {
         Ok(t) => t,
         Err(e) => return fail(&s, e),
     };
     serve(s, Prompt::Text(text), req.common, Kind::Chat).await
+}
+
+/// Roles a chat message may have.
+const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
+
+/// At most the first 64 characters of a client's string, for error messages.
+fn truncated(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
 }
 
 /// The model's chat template, or for base models without one a plain transcript:
@@ -259,7 +347,7 @@ fn rejected(s: &AppState, e: JsonRejection) -> Response {
     fail(s, err)
 }
 
-fn fail(s: &AppState, e: ApiError) -> Response {
+pub(crate) fn fail(s: &AppState, e: ApiError) -> Response {
     s.metrics.outcome(&format!("{}", e.status.as_u16()));
     e.into_response()
 }
@@ -270,7 +358,11 @@ fn params(cfg: &ServerConfig, c: &Common) -> Result<(GenerateParams, usize, bool
         if m != &cfg.model_id {
             return Err(ApiError {
                 status: StatusCode::NOT_FOUND,
-                message: format!("model {m:?} is not served here; available: [{:?}]", cfg.model_id),
+                message: format!(
+                    "model {:?} is not served here; available: [{:?}]",
+                    truncated(m),
+                    cfg.model_id
+                ),
                 kind: "invalid_request_error",
                 param: Some("model".into()),
                 code: Some("model_not_found"),
@@ -310,7 +402,10 @@ fn params(cfg: &ServerConfig, c: &Common) -> Result<(GenerateParams, usize, bool
         Some("prompt-lookup") => Method::PromptLookup,
         Some(other) => {
             return Err(ApiError::invalid(
-                format!("unknown method {other:?}: vanilla, draft, medusa, lookahead, prompt-lookup or auto"),
+                format!(
+                    "unknown method {:?}: vanilla, draft, medusa, lookahead, prompt-lookup or auto",
+                    truncated(other)
+                ),
                 Some("ahead.method"),
             ))
         }
@@ -326,7 +421,10 @@ fn params(cfg: &ServerConfig, c: &Common) -> Result<(GenerateParams, usize, bool
     let params = GenerateParams {
         max_tokens,
         sampling,
-        seed: c.seed.unwrap_or(0),
+        // Without a seed, each request samples afresh (as OpenAI's API does), and the draft
+        // schedule may follow timing and load; with one, output is reproducible.
+        seed: c.seed.unwrap_or_else(fresh_seed),
+        reproducible: c.seed.is_some(),
         stop,
         method,
         num_draft: c.ahead.as_ref().and_then(|a| a.num_draft),
@@ -335,6 +433,22 @@ fn params(cfg: &ServerConfig, c: &Common) -> Result<(GenerateParams, usize, bool
     };
     let usage = c.stream_options.as_ref().is_some_and(|o| o.include_usage);
     Ok((params, n, usage))
+}
+
+/// A seed for a request that gave none.
+fn fresh_seed() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    // SplitMix64 of the clock and a counter: distinct for requests in the same nanosecond.
+    let mut z = nanos
+        ^ COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// A slot to generate in: taken at once, or after waiting in the bounded queue.
@@ -447,56 +561,85 @@ async fn serve(s: Arc<AppState>, prompt: Prompt, common: Common, kind: Kind) -> 
     let id = s.next_id.fetch_add(1, Ordering::Relaxed);
     let prompt = Prompt::Ids(ids);
     if common.stream {
-        return stream(s, engine, prompt, params, kind, include_usage, permit, id);
+        return match s.scheduler.get() {
+            Some(scheduler) => stream(
+                s.clone(),
+                scheduler,
+                prompt,
+                params,
+                kind,
+                include_usage,
+                permit,
+                id,
+            ),
+            None => fail(&s, loading()),
+        };
     }
+    let Some(scheduler) = s.scheduler.get() else {
+        return fail(&s, loading());
+    };
     let cancel = Arc::new(AtomicBool::new(false));
     let timed_out = Arc::new(AtomicBool::new(false));
     watchdog(s.cfg.max_generation_seconds, cancel.clone(), timed_out.clone());
     let guard = CancelOnDrop(cancel.clone());
-    let state = s.clone();
-    let job = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        state.metrics.running.fetch_add(1, Ordering::Relaxed);
-        let mut outs = Vec::with_capacity(n);
-        for i in 0..n {
-            let p = GenerateParams {
+    // The n choices generate side by side; the slot is free once the last one is answered.
+    let permit = Arc::new(permit);
+    s.metrics.running.fetch_add(1, Ordering::Relaxed);
+    let running = Running(s.clone());
+    let mut answers = Vec::with_capacity(n);
+    for i in 0..n {
+        let (tx, rx) = oneshot::channel();
+        let (state, permit) = (s.clone(), permit.clone());
+        let start = Instant::now();
+        scheduler.submit(Job {
+            prompt: prompt.clone(),
+            params: GenerateParams {
                 seed: params.seed.wrapping_add(i as u64),
                 ..params.clone()
-            };
-            let start = Instant::now();
-            let r = engine.generate_cancellable(&prompt, &p, &mut |_| {}, &cancel);
-            if let Ok(g) = &r {
-                record(&state, g, start.elapsed().as_secs_f64(), None);
-            }
-            outs.push(r);
-        }
-        state.metrics.running.fetch_sub(1, Ordering::Relaxed);
-        outs
-    });
-    let outs = match job.await {
-        Ok(o) => o,
-        Err(e) => {
-            return fail(
-                &s,
-                ApiError::status(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "server_error",
-                    "internal",
-                    e.to_string(),
-                ),
-            )
-        }
-    };
-    drop(guard);
-    let mut gens = Vec::with_capacity(outs.len());
-    for o in outs {
-        match o {
-            Ok(g) => gens.push(g),
-            Err(e) => return fail(&s, e.into()),
+            },
+            on_text: Box::new(|_| {}),
+            cancel: cancel.clone(),
+            done: Box::new(move |r| {
+                if let Ok(g) = &r {
+                    record(&state, g, start.elapsed().as_secs_f64(), None);
+                }
+                drop(permit);
+                let _ = tx.send(r);
+            }),
+        });
+        answers.push(rx);
+    }
+    drop(permit);
+    let mut gens = Vec::with_capacity(n);
+    for rx in answers {
+        match rx.await {
+            Ok(Ok(g)) => gens.push(g),
+            Ok(Err(e)) => return fail(&s, e.into()),
+            Err(_) => return fail(&s, internal("the generation ended without an answer")),
         }
     }
+    drop(running);
+    drop(guard);
     s.metrics.outcome("200");
     Json(full_response(&s.cfg.model_id, kind, id, &gens, &timed_out)).into_response()
+}
+
+/// Counts a request as running until dropped.
+struct Running(Arc<AppState>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.metrics.running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn internal(message: &str) -> ApiError {
+    ApiError::status(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "server_error",
+        "internal",
+        message,
+    )
 }
 
 /// Counts a finished generation in the metrics.
@@ -609,10 +752,10 @@ fn chunk(model: &str, kind: Kind, id: u64, text: Option<&str>, reason: Option<&s
 
 /// Server-sent events: a chunk per piece of final text, the finish chunk, an optional usage
 /// chunk, then `[DONE]`. An error after the headers is one error event, then `[DONE]`.
-#[allow(clippy::too_many_arguments)] // one request's parts, moved into the generation thread
+#[allow(clippy::too_many_arguments)] // one request's parts, handed to the batch worker
 fn stream(
     s: Arc<AppState>,
-    engine: Arc<Engine>,
+    scheduler: &Scheduler,
     prompt: Prompt,
     params: GenerateParams,
     kind: Kind,
@@ -620,31 +763,37 @@ fn stream(
     permit: OwnedSemaphorePermit,
     id: u64,
 ) -> Response {
-    let (tx, mut rx) = mpsc::channel::<String>(64);
+    // Unbounded: the worker must never wait on one slow client (a stream holds at most
+    // max_tokens chunks).
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     let model = s.cfg.model_id.clone();
-    let state = s.clone();
     let cancel = Arc::new(AtomicBool::new(false));
     let timed_out = Arc::new(AtomicBool::new(false));
     watchdog(s.cfg.max_generation_seconds, cancel.clone(), timed_out.clone());
-    tokio::task::spawn_blocking(move || {
+    s.metrics.running.fetch_add(1, Ordering::Relaxed);
+    let start = Instant::now();
+    let first = Arc::new(OnceLock::<f64>::new());
+    let on_text = {
+        let (tx, model, cancel, first) = (tx.clone(), model.clone(), cancel.clone(), first.clone());
+        move |delta: &str| {
+            let is_first = first.get().is_none();
+            first.get_or_init(|| start.elapsed().as_secs_f64());
+            // A closed channel means the client went away: stop within a step.
+            if tx
+                .send(chunk(&model, kind, id, Some(delta), None, is_first).to_string())
+                .is_err()
+            {
+                cancel.store(true, Ordering::Relaxed);
+            }
+        }
+    };
+    let state = s.clone();
+    let done = move |result: ahead_engine::Result<Generation>| {
         let _permit = permit;
-        state.metrics.running.fetch_add(1, Ordering::Relaxed);
-        let start = Instant::now();
-        let mut first = None;
-        let send = |v: &Value| tx.blocking_send(v.to_string()).is_ok();
-        let result = engine.generate_cancellable(
-            &prompt,
-            &params,
-            &mut |delta| {
-                let is_first = first.is_none();
-                first.get_or_insert_with(|| start.elapsed().as_secs_f64());
-                // A closed channel means the client went away: stop within a step.
-                if !send(&chunk(&model, kind, id, Some(delta), None, is_first)) {
-                    cancel.store(true, Ordering::Relaxed);
-                }
-            },
-            &cancel,
-        );
+        let send = |v: &Value| {
+            let _ = tx.send(v.to_string());
+        };
+        let first = first.get().copied();
         match result {
             Ok(g) => {
                 record(&state, &g, start.elapsed().as_secs_f64(), first);
@@ -665,10 +814,20 @@ fn stream(
                 send(&json!(ApiError::from(e).body()));
             }
         }
-        let _ = tx.blocking_send("[DONE]".into());
+        let _ = tx.send("[DONE]".into());
         state.metrics.running.fetch_sub(1, Ordering::Relaxed);
+    };
+    scheduler.submit(Job {
+        prompt,
+        params,
+        on_text: Box::new(on_text),
+        cancel: cancel.clone(),
+        done: Box::new(done),
     });
+    // Dropping the event stream (a client that went away) cancels the generation.
+    let guard = CancelOnDrop(cancel);
     let events = futures_util::stream::poll_fn(move |cx| {
+        let _ = &guard;
         rx.poll_recv(cx)
             .map(|m| m.map(|data| Ok::<Event, Infallible>(Event::default().data(data))))
     });
@@ -676,17 +835,12 @@ fn stream(
 }
 
 /// Serves on `listener` until `shutdown` resolves, then drains: no new connections, `/health`
-/// 503, in-flight requests finish.
+/// 503, in-flight requests and streams finish.
 pub async fn run(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let drain = state.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            drain.start_draining();
-        })
-        .await
+    let limits = state.cfg.http.clone();
+    http::serve(listener, router(state.clone()), state, limits, shutdown).await
 }
