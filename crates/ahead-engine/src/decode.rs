@@ -29,6 +29,8 @@ struct Counters {
     forwards: usize,
     drafted: usize,
     accepted: usize,
+    draft_seconds: f64,
+    verify_seconds: f64,
     /// Per draft depth (1 = the token after the pending one): steps that drafted that deep,
     /// and steps whose accepted path reached it.
     by_depth: Vec<(usize, usize)>,
@@ -269,6 +271,8 @@ impl<'a> Sequence<'a> {
         let tree = &plan.tree;
         let base = self.cache.len() - plan.rows();
         self.counters.forwards += 1;
+        self.counters.draft_seconds += plan.draft_seconds;
+        self.counters.verify_seconds += verify_seconds;
         if plan.n_side > 0 {
             let side_logits: Vec<&[f32]> = (1..=plan.n_side).map(|r| out.row(r)).collect();
             self.proposer.observe_side(&side_logits)?;
@@ -383,6 +387,8 @@ impl<'a> Sequence<'a> {
             },
             elapsed_ms: total.as_secs_f64() * 1e3,
             prefill_ms: self.prefill.as_secs_f64() * 1e3,
+            draft_ms: c.draft_seconds * 1e3,
+            verify_ms: c.verify_seconds * 1e3,
             pool_hits: self.proposer.pool_hits(),
             acceptance_by_position: self.counters.by_depth,
         };

@@ -32,6 +32,12 @@ pub struct Stats {
     /// Prefill alone (not in the CLI's JSON, whose fields are a fixed contract).
     #[serde(skip)]
     pub prefill_ms: f64,
+    /// Of the decoding time: drafting (proposers) and target verify forwards; the rest is
+    /// acceptance, commits and bookkeeping. For `ahead bench`; not in the CLI's JSON.
+    #[serde(skip)]
+    pub draft_ms: f64,
+    #[serde(skip)]
+    pub verify_ms: f64,
     /// Lookahead only: steps whose candidates from the n-gram pool were (partly) accepted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pool_hits: Option<usize>,

@@ -28,6 +28,52 @@ pub fn tinyllama_config() -> LlamaConfig {
     }
 }
 
+/// Qwen2.5-0.5B's shapes (24 layers, dim 896, GQA 14/2, biases on q/k/v, vocab 151,936).
+pub fn qwen2_5_0_5b_config() -> LlamaConfig {
+    LlamaConfig {
+        architecture: Architecture::Qwen2,
+        dim: 896,
+        hidden_dim: 4864,
+        n_layers: 24,
+        n_heads: 14,
+        n_kv_heads: 2,
+        head_dim: 64,
+        vocab_size: 151_936,
+        max_seq_len: 32_768,
+        rope_theta: 1_000_000.0,
+        rms_eps: 1e-6,
+        ..tinyllama_config()
+    }
+}
+
+/// Llama-3.2-1B's shapes (16 layers, dim 2048, GQA 32/8, vocab 128,256; RoPE scaling omitted,
+/// which does not change the cost).
+pub fn llama_3_2_1b_config() -> LlamaConfig {
+    LlamaConfig {
+        hidden_dim: 8192,
+        n_layers: 16,
+        n_kv_heads: 8,
+        vocab_size: 128_256,
+        max_seq_len: 131_072,
+        rope_theta: 500_000.0,
+        ..tinyllama_config()
+    }
+}
+
+/// The shapes of a known model by name, for benchmarks: `tinyllama-1.1b` (or `tinyllama`),
+/// `qwen2.5-0.5b`, `llama-3.2-1b`.
+pub fn named_config(name: &str) -> Option<LlamaConfig> {
+    match name {
+        "tinyllama" | "tinyllama-1.1b" => Some(tinyllama_config()),
+        "qwen2.5-0.5b" => Some(qwen2_5_0_5b_config()),
+        "llama-3.2-1b" => Some(llama_3_2_1b_config()),
+        _ => None,
+    }
+}
+
+/// Names `named_config` knows.
+pub const NAMED_CONFIGS: [&str; 3] = ["tinyllama-1.1b", "qwen2.5-0.5b", "llama-3.2-1b"];
+
 /// A tiny model shape for tests: 2 layers, dim 64, 4 query / 2 key-value heads of 16.
 pub fn tiny_config(architecture: Architecture, vocab_size: usize) -> LlamaConfig {
     LlamaConfig {

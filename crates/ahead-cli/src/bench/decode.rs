@@ -1,4 +1,4 @@
-//! `ahead bench`: plain-decoding speed set against the memory-bandwidth limit.
+//! `ahead bench decode`: plain-decoding speed set against the memory-bandwidth limit.
 //!
 //! Decoding one token reads every weight once, so tokens/s can not exceed
 //! copy bandwidth / weight bytes. The report gives both and their ratio.
@@ -7,24 +7,24 @@ use std::io::Write;
 use std::time::Instant;
 
 use ahead_core::sampling::argmax;
-use ahead_model::llama::synthetic::{random_model, tinyllama_config};
-use ahead_model::{ForwardInput, Model, ModelSource, TensorDType};
-use anyhow::{bail, Context, Result};
+use ahead_model::{ForwardInput, Model, ModelSource};
+use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
 
 #[derive(Debug, Args)]
-pub struct BenchArgs {
+pub struct DecodeArgs {
     /// Model to measure (default: the embedded stories260K). Ignored with --synthetic.
     #[arg(long)]
     pub model: Option<String>,
-    /// Measure a random-weight model of a known shape instead: `tinyllama` (1.1B).
+    /// Measure a random-weight model of a known shape instead: tinyllama-1.1b, qwen2.5-0.5b,
+    /// llama-3.2-1b.
     #[arg(long)]
     pub synthetic: Option<String>,
     /// Layers of the synthetic model (default: all).
     #[arg(long)]
     pub layers: Option<usize>,
-    /// Weight dtype of the synthetic model: f32, q8_0, q4_0, q4_k, q5_k, q6_k.
+    /// Weight dtype of the synthetic model: f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
     /// Tokens to decode per run.
@@ -51,27 +51,14 @@ struct Report {
     threads: usize,
 }
 
-pub fn run(a: BenchArgs) -> Result<()> {
+pub fn run(a: DecodeArgs) -> Result<()> {
     let (model, name, dtype) = match &a.synthetic {
-        Some(s) if s == "tinyllama" => {
-            let dtype = parse_dtype(&a.dtype)?;
-            let mut cfg = tinyllama_config();
-            if let Some(l) = a.layers {
-                cfg.n_layers = l;
-            }
-            eprintln!(
-                "building a random {} model with {} layers ({})...",
-                s,
-                cfg.n_layers,
-                dtype.name()
-            );
-            (
-                random_model(&cfg, dtype, 1)?,
-                format!("synthetic {s} ({} layers)", cfg.n_layers),
-                dtype.name().to_string(),
-            )
+        Some(s) => {
+            let dtype = super::parse_dtype(&a.dtype)?;
+            let model = super::synthetic(s, a.layers, dtype)?;
+            let name = format!("synthetic {s} ({} layers)", model.config().n_layers);
+            (model, name, dtype.name().to_string())
         }
-        Some(other) => bail!("unknown synthetic model {other:?}; known: tinyllama"),
         None => {
             let src = ModelSource::parse(a.model.as_deref().unwrap_or("default"))?;
             let loaded = ahead_model::load(&src, &Default::default()).context("loading the model")?;
@@ -126,18 +113,6 @@ pub fn run(a: BenchArgs) -> Result<()> {
         )?;
     }
     Ok(())
-}
-
-fn parse_dtype(s: &str) -> Result<TensorDType> {
-    Ok(match s {
-        "f32" => TensorDType::F32,
-        "q8_0" => TensorDType::Q8_0,
-        "q4_0" => TensorDType::Q4_0,
-        "q4_k" => TensorDType::Q4K,
-        "q5_k" => TensorDType::Q5K,
-        "q6_k" => TensorDType::Q6K,
-        other => bail!("unknown dtype {other:?}; one of f32, q8_0, q4_0, q4_k, q5_k, q6_k"),
-    })
 }
 
 /// Seconds to prefill one token and decode `tokens` more, greedily.

@@ -1,0 +1,179 @@
+//! `ahead bench cost`: the verify-cost curve. One forward of k rows (a chain, k = 1..32) and of
+//! Medusa-style trees, after a fixed context, on random weights of a real model's shapes.
+//! Speculation pays when T(k)/T(1) stays near 1: then k drafted tokens cost about one step.
+
+use std::io::Write;
+use std::time::Instant;
+
+use ahead_core::spec::MedusaTree;
+use ahead_model::{AttentionMask, ForwardInput};
+use anyhow::Result;
+use clap::Args;
+use serde::Serialize;
+
+#[derive(Debug, Args)]
+pub struct CostArgs {
+    /// Model shapes: tinyllama-1.1b, qwen2.5-0.5b, llama-3.2-1b.
+    #[arg(long)]
+    pub synthetic: String,
+    /// Layers to build (default: all; fewer keep the run short, and the ratio T(k)/T(1) barely
+    /// depends on it).
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Weight dtype: f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Tokens already in the cache when the rows are verified.
+    #[arg(long, default_value_t = 128)]
+    pub context: usize,
+    /// Timed repetitions per width; the best is kept (the machine is shared and noisy).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Widths timed.
+const WIDTHS: [usize; 6] = [1, 2, 4, 8, 16, 32];
+
+#[derive(Debug, Serialize)]
+struct Point {
+    k: usize,
+    ms: f64,
+    /// T(k) / T(1).
+    ratio: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct TreePoint {
+    /// Tree nodes verified, plus the pending row.
+    nodes: usize,
+    ms: f64,
+    ratio: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    model: String,
+    layers: usize,
+    dtype: String,
+    context: usize,
+    threads: usize,
+    points: Vec<Point>,
+    trees: Vec<TreePoint>,
+}
+
+pub fn run(a: CostArgs) -> Result<()> {
+    let dtype = super::parse_dtype(&a.dtype)?;
+    let model = super::synthetic(&a.synthetic, a.layers, dtype)?;
+    let context = a.context.min(model.config().max_seq_len.saturating_sub(64));
+    let mut cache = model.new_cache(context + 64)?;
+    let prefix: Vec<u32> = (0..context as u32).map(|i| 1 + i % 1000).collect();
+    if !prefix.is_empty() {
+        let pos: Vec<usize> = (0..context).collect();
+        model.forward(&ForwardInput::causal(&prefix, &pos), &mut cache)?;
+    }
+    let mut time = |input: ForwardInput<'_>| -> Result<f64> {
+        let mut best = f64::INFINITY;
+        for _ in 0..a.runs.max(1) {
+            let start = Instant::now();
+            model.forward(&input, &mut cache)?;
+            best = best.min(start.elapsed().as_secs_f64());
+            cache.truncate(context)?;
+        }
+        Ok(best * 1e3)
+    };
+    let mut points = Vec::new();
+    for k in WIDTHS {
+        let tokens: Vec<u32> = (0..k as u32).map(|i| 7 + i).collect();
+        let pos: Vec<usize> = (context..context + k).collect();
+        let ms = time(ForwardInput::causal(&tokens, &pos))?;
+        points.push(Point { k, ms, ratio: 0.0 });
+    }
+    let one = points[0].ms.max(1e-9);
+    for p in &mut points {
+        p.ratio = p.ms / one;
+    }
+    let mut trees = Vec::new();
+    for tree in [MedusaTree::default_cpu(), paper_tree()] {
+        let (tokens, parents, positions) = tree_rows(&tree, context);
+        let ms = time(ForwardInput {
+            tokens: &tokens,
+            positions: &positions,
+            mask: AttentionMask::Tree(&parents),
+            want_hidden: false,
+        })?;
+        trees.push(TreePoint {
+            nodes: tokens.len(),
+            ms,
+            ratio: ms / one,
+        });
+    }
+    let r = Report {
+        model: a.synthetic.clone(),
+        layers: model.config().n_layers,
+        dtype: dtype.name().to_string(),
+        context,
+        threads: rayon::current_num_threads(),
+        points,
+        trees,
+    };
+    print(&r, a.json)
+}
+
+/// A 12-node tree of the shape the Medusa paper puts at its top (top-1 chains and siblings).
+fn paper_tree() -> MedusaTree {
+    let paths = vec![
+        vec![0],
+        vec![1],
+        vec![2],
+        vec![0, 0],
+        vec![0, 1],
+        vec![0, 2],
+        vec![1, 0],
+        vec![2, 0],
+        vec![0, 0, 0],
+        vec![0, 0, 1],
+        vec![0, 1, 0],
+        vec![1, 0, 0],
+    ];
+    MedusaTree::new(paths).unwrap_or_else(|_| MedusaTree::default_cpu())
+}
+
+/// The pending row plus the tree's nodes: tokens, parent rows and positions after `context`.
+fn tree_rows(tree: &MedusaTree, context: usize) -> (Vec<u32>, Vec<Option<usize>>, Vec<usize>) {
+    let top: Vec<Vec<u32>> = (0..tree.depth())
+        .map(|d| (0..8).map(|r| 100 + 10 * d as u32 + r).collect())
+        .collect();
+    let t = tree.build(&top);
+    let tokens = std::iter::once(7).chain(t.tokens.iter().copied()).collect();
+    let parents = std::iter::once(None)
+        .chain(t.parents.iter().map(|p| Some(p.map_or(0, |p| p + 1))))
+        .collect();
+    let positions = std::iter::once(context)
+        .chain(t.depths().iter().map(|d| context + d))
+        .collect();
+    (tokens, parents, positions)
+}
+
+fn print(r: &Report, json: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string(r)?)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{} ({} layers, {}), context {}, {} threads",
+        r.model, r.layers, r.dtype, r.context, r.threads
+    )?;
+    writeln!(out, "| rows | ms | T(k)/T(1) |")?;
+    writeln!(out, "|---|---|---|")?;
+    for p in &r.points {
+        writeln!(out, "| {} | {:.3} | {:.2} |", p.k, p.ms, p.ratio)?;
+    }
+    for t in &r.trees {
+        writeln!(out, "| tree of {} | {:.3} | {:.2} |", t.nodes, t.ms, t.ratio)?;
+    }
+    Ok(())
+}

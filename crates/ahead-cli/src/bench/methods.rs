@@ -1,0 +1,356 @@
+//! `ahead bench`: vanilla and every speculative method, side by side, over a fixed suite of
+//! held-out prompts (TinyStories text and CPython code, embedded in the binary). Methods are
+//! interleaved per prompt, so the machine's noise hits them alike; speed is total generated
+//! tokens over total decoding time (prefill excluded), greedy, `max_tokens` each.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use ahead_engine::{Engine, EngineError, GenerateParams, Generation, Method, Prompt};
+use anyhow::{Context, Result};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Args)]
+pub struct MethodsArgs {
+    /// Model (default: the embedded stories260K, with its vendored draft and Medusa heads).
+    #[arg(long)]
+    pub model: Option<String>,
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Draft model for `draft` and `auto`.
+    #[arg(long)]
+    pub draft: Option<String>,
+    #[arg(long)]
+    pub draft_tokenizer: Option<PathBuf>,
+    /// Medusa heads folder.
+    #[arg(long)]
+    pub medusa: Option<String>,
+    /// Tokens generated per prompt.
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Prompts per suite (at most 12).
+    #[arg(long, default_value_t = 12)]
+    pub prompts: usize,
+    /// Passes over the suites; totals add up over passes.
+    #[arg(long, default_value_t = 2)]
+    pub runs: usize,
+    /// One JSON object with a `methods` list instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write an SVG chart of the speedups to this file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+}
+
+/// The embedded prompt suite.
+#[derive(Debug, Deserialize)]
+struct Suite {
+    stories: Vec<String>,
+    code: Vec<String>,
+}
+
+const SUITE: &str = include_str!("prompts.json");
+
+/// Totals of one method over some prompts.
+#[derive(Debug, Default, Clone)]
+struct Totals {
+    tokens: usize,
+    forwards: usize,
+    drafted: usize,
+    accepted: usize,
+    decode_ms: f64,
+    draft_ms: f64,
+    verify_ms: f64,
+    by_position: Vec<(usize, usize)>,
+}
+
+impl Totals {
+    fn of(g: &Generation) -> Self {
+        let s = &g.stats;
+        Self {
+            tokens: s.generated_tokens,
+            forwards: s.target_forwards,
+            drafted: s.drafted_tokens,
+            accepted: s.accepted_tokens,
+            decode_ms: s.elapsed_ms - s.prefill_ms,
+            draft_ms: s.draft_ms,
+            verify_ms: s.verify_ms,
+            by_position: s.acceptance_by_position.clone(),
+        }
+    }
+
+    fn merge(&mut self, o: &Totals) {
+        self.tokens += o.tokens;
+        self.forwards += o.forwards;
+        self.drafted += o.drafted;
+        self.accepted += o.accepted;
+        self.decode_ms += o.decode_ms;
+        self.draft_ms += o.draft_ms;
+        self.verify_ms += o.verify_ms;
+        if self.by_position.len() < o.by_position.len() {
+            self.by_position.resize(o.by_position.len(), (0, 0));
+        }
+        for (t, p) in self.by_position.iter_mut().zip(&o.by_position) {
+            t.0 += p.0;
+            t.1 += p.1;
+        }
+    }
+
+    fn tokens_per_second(&self) -> f64 {
+        self.tokens as f64 / (self.decode_ms / 1e3).max(1e-9)
+    }
+
+    fn mean_accepted_length(&self) -> f64 {
+        self.tokens as f64 / self.forwards.max(1) as f64
+    }
+}
+
+/// One method's row of the report.
+#[derive(Debug, Serialize)]
+pub(super) struct MethodReport {
+    pub method: String,
+    pub tokens_per_second: f64,
+    pub speedup_vs_vanilla: f64,
+    pub mean_accepted_length: f64,
+    pub drafted_tokens: usize,
+    pub accepted_tokens: usize,
+    /// Per draft position: of the steps that drafted that deep, the share whose accepted path
+    /// reached it.
+    pub acceptance_by_position: Vec<f64>,
+    /// Shares of decoding time: drafting, target verify forwards, and the rest (acceptance,
+    /// commits, detokenization).
+    pub time_split: TimeSplit,
+    /// The same figures per suite.
+    pub suites: BTreeMap<String, SuiteReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct TimeSplit {
+    pub draft: f64,
+    pub verify: f64,
+    pub other: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct SuiteReport {
+    pub tokens_per_second: f64,
+    pub speedup_vs_vanilla: f64,
+    pub mean_accepted_length: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    model: String,
+    prompts: BTreeMap<String, usize>,
+    max_tokens: usize,
+    runs: usize,
+    methods: Vec<MethodReport>,
+    /// Methods that could not run with this model (no draft, no heads), and why.
+    skipped: Vec<String>,
+}
+
+/// The methods compared: the controller's choice for each, plus fixed settings that show
+/// what acceptance each method reaches when it always drafts.
+fn methods() -> Vec<(&'static str, GenerateParams)> {
+    let with = |method, num_draft| GenerateParams {
+        method,
+        num_draft,
+        ..GenerateParams::default()
+    };
+    vec![
+        ("vanilla", with(Method::Vanilla, None)),
+        ("prompt-lookup", with(Method::PromptLookup, None)),
+        ("draft", with(Method::Draft, None)),
+        ("draft (k=4)", with(Method::Draft, Some(4))),
+        ("medusa", with(Method::Medusa, None)),
+        ("medusa (6 nodes)", with(Method::Medusa, Some(6))),
+        ("lookahead", with(Method::Lookahead, None)),
+        (
+            "lookahead (W4 N4 G4)",
+            GenerateParams {
+                lookahead_window: Some(4),
+                lookahead_ngram: Some(4),
+                lookahead_guesses: Some(4),
+                ..with(Method::Lookahead, Some(16))
+            },
+        ),
+        ("auto", with(Method::Auto, None)),
+    ]
+}
+
+pub fn run(a: MethodsArgs) -> Result<()> {
+    let mut builder = Engine::builder();
+    if let Some(m) = &a.model {
+        builder = builder.model(m);
+    }
+    if let Some(t) = &a.tokenizer {
+        builder = builder.tokenizer(t);
+    }
+    if let Some(d) = &a.draft {
+        builder = builder.draft(d);
+    }
+    if let Some(t) = &a.draft_tokenizer {
+        builder = builder.draft_tokenizer(t);
+    }
+    if let Some(m) = &a.medusa {
+        builder = builder.medusa(m);
+    }
+    let engine = builder.build().context("loading the model")?;
+    let suite: Suite = serde_json::from_str(SUITE).context("the embedded prompt suite")?;
+    let n = a.prompts.clamp(1, 12);
+    let suites: Vec<(&str, Vec<String>)> = vec![
+        ("stories", suite.stories.into_iter().take(n).collect()),
+        ("code", suite.code.into_iter().take(n).collect()),
+    ];
+    let mut methods = methods();
+    let mut skipped = Vec::new();
+    // Drop what this model cannot run, once, before measuring.
+    methods.retain(|(name, params)| {
+        let probe = GenerateParams {
+            max_tokens: 1,
+            ..params.clone()
+        };
+        match engine.generate_one(&Prompt::Text("Once".into()), &probe, &mut |_| {}) {
+            Err(EngineError::MethodUnavailable { reason, .. }) => {
+                skipped.push(format!("{name}: {reason}"));
+                false
+            }
+            _ => true,
+        }
+    });
+    // totals[method][suite]
+    let mut totals: Vec<BTreeMap<&str, Totals>> = vec![BTreeMap::new(); methods.len()];
+    let runs = a.runs.max(1);
+    for run in 0..runs {
+        eprintln!(
+            "pass {}/{runs}: {} methods x {} prompts...",
+            run + 1,
+            methods.len(),
+            2 * n
+        );
+        for (suite, prompts) in &suites {
+            for p in prompts {
+                for ((_, params), t) in methods.iter().zip(&mut totals) {
+                    let params = GenerateParams {
+                        max_tokens: a.max_tokens,
+                        ignore_eos: true,
+                        ..params.clone()
+                    };
+                    let g = engine
+                        .generate_one(&Prompt::Text(p.clone()), &params, &mut |_| {})
+                        .with_context(|| format!("{:?} on {p:?}", params.method))?;
+                    t.entry(suite).or_default().merge(&Totals::of(&g));
+                }
+            }
+        }
+    }
+    let reports = report(&methods, &totals);
+    let r = Report {
+        model: engine.loaded().info.source.clone(),
+        prompts: suites.iter().map(|(s, p)| (s.to_string(), p.len())).collect(),
+        max_tokens: a.max_tokens,
+        runs: a.runs.max(1),
+        methods: reports,
+        skipped,
+    };
+    if let Some(path) = &a.plot {
+        std::fs::write(path, super::plot::speedups_svg(&r.model, &r.methods))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    print(&r, a.json)
+}
+
+fn report(methods: &[(&str, GenerateParams)], totals: &[BTreeMap<&str, Totals>]) -> Vec<MethodReport> {
+    let all = |t: &BTreeMap<&str, Totals>| {
+        let mut sum = Totals::default();
+        t.values().for_each(|s| sum.merge(s));
+        sum
+    };
+    let vanilla = totals.first().map(all).unwrap_or_default();
+    methods
+        .iter()
+        .zip(totals)
+        .map(|((name, _), t)| {
+            let sum = all(t);
+            let decode = sum.decode_ms.max(1e-9);
+            MethodReport {
+                method: name.to_string(),
+                tokens_per_second: sum.tokens_per_second(),
+                speedup_vs_vanilla: sum.tokens_per_second() / vanilla.tokens_per_second().max(1e-9),
+                mean_accepted_length: sum.mean_accepted_length(),
+                drafted_tokens: sum.drafted,
+                accepted_tokens: sum.accepted,
+                acceptance_by_position: sum
+                    .by_position
+                    .iter()
+                    .map(|&(d, r)| r as f64 / d.max(1) as f64)
+                    .collect(),
+                time_split: TimeSplit {
+                    draft: sum.draft_ms / decode,
+                    verify: sum.verify_ms / decode,
+                    other: (1.0 - (sum.draft_ms + sum.verify_ms) / decode).max(0.0),
+                },
+                suites: t
+                    .iter()
+                    .map(|(suite, s)| {
+                        let base = totals
+                            .first()
+                            .and_then(|v| v.get(suite))
+                            .map_or(1.0, Totals::tokens_per_second);
+                        (
+                            suite.to_string(),
+                            SuiteReport {
+                                tokens_per_second: s.tokens_per_second(),
+                                speedup_vs_vanilla: s.tokens_per_second() / base.max(1e-9),
+                                mean_accepted_length: s.mean_accepted_length(),
+                            },
+                        )
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+fn print(r: &Report, json: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string(r)?)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{}: {} prompts x {} tokens, greedy, {} run(s)\n",
+        r.model,
+        r.prompts.values().sum::<usize>(),
+        r.max_tokens,
+        r.runs
+    )?;
+    writeln!(
+        out,
+        "| method | tokens/s | vs vanilla | stories | code | mean accepted | draft / verify / other |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|---|---|")?;
+    for m in &r.methods {
+        let suite = |s: &str| m.suites.get(s).map_or(0.0, |x| x.speedup_vs_vanilla);
+        writeln!(
+            out,
+            "| {} | {:.0} | {:.2}x | {:.2}x | {:.2}x | {:.2} | {:.0}% / {:.0}% / {:.0}% |",
+            m.method,
+            m.tokens_per_second,
+            m.speedup_vs_vanilla,
+            suite("stories"),
+            suite("code"),
+            m.mean_accepted_length,
+            m.time_split.draft * 100.0,
+            m.time_split.verify * 100.0,
+            m.time_split.other * 100.0
+        )?;
+    }
+    for s in &r.skipped {
+        writeln!(out, "skipped: {s}")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! `ahead bench`: measured speed, reproducible.
+//!
+//! - `ahead bench` runs vanilla and every speculative method side by side over a fixed suite of
+//!   held-out prompts (`methods`), as a table, JSON or an SVG chart (`plot`).
+//! - `ahead bench cost` times one forward of k rows and of tree masks on a model of real shapes
+//!   with random weights (`cost`): the verify-cost curve speculation lives on.
+//! - `ahead bench decode` sets plain decoding against the memory-bandwidth limit (`decode`).
+
+mod cost;
+mod decode;
+mod methods;
+mod plot;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: Option<BenchCommand>,
+    #[command(flatten)]
+    pub methods: methods::MethodsArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Time one forward of k rows (k = 1..32) and of tree masks on a model of real shapes.
+    Cost(cost::CostArgs),
+    /// Plain decoding speed against the memory-bandwidth limit.
+    Decode(decode::DecodeArgs),
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    match a.command {
+        Some(BenchCommand::Cost(c)) => cost::run(c),
+        Some(BenchCommand::Decode(d)) => decode::run(d),
+        None => methods::run(a.methods),
+    }
+}
+
+/// Parses a weight dtype name.
+fn parse_dtype(s: &str) -> Result<ahead_model::TensorDType> {
+    use ahead_model::TensorDType as D;
+    Ok(match s {
+        "f32" => D::F32,
+        "f16" => D::F16,
+        "bf16" => D::BF16,
+        "q8_0" => D::Q8_0,
+        "q4_0" => D::Q4_0,
+        "q4_k" => D::Q4K,
+        "q5_k" => D::Q5K,
+        "q6_k" => D::Q6K,
+        other => {
+            anyhow::bail!("unknown dtype {other:?}; one of f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k")
+        }
+    })
+}
+
+/// A random-weight model of a named shape, optionally cut to `layers`.
+fn synthetic(
+    name: &str,
+    layers: Option<usize>,
+    dtype: ahead_model::TensorDType,
+) -> Result<ahead_model::Model> {
+    use ahead_model::llama::synthetic::{named_config, random_model, NAMED_CONFIGS};
+    let mut cfg = named_config(name).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unknown synthetic model {name:?}; known: {}",
+            NAMED_CONFIGS.join(", ")
+        )
+    })?;
+    if let Some(l) = layers {
+        anyhow::ensure!(l >= 1, "--layers must be at least 1");
+        cfg.n_layers = l;
+    }
+    eprintln!(
+        "building a random {name} model with {} layers ({})...",
+        cfg.n_layers,
+        dtype.name()
+    );
+    random_model(&cfg, dtype, 1).map_err(|e| anyhow::anyhow!("{name} as {}: {e}", dtype.name()))
+}

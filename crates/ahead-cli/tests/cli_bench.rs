@@ -1,0 +1,128 @@
+//! `ahead bench`: every method side by side with the JSON contract and an SVG chart, the
+//! verify-cost curve on synthetic shapes, and plain decoding against the bandwidth limit.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+
+#[test]
+fn bench_reports_every_method_as_json_and_plots_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("f.svg");
+    let v = json(
+        &ahead(&[
+            "bench",
+            "--json",
+            "--plot",
+            svg.to_str().unwrap(),
+            "--prompts",
+            "2",
+            "--runs",
+            "1",
+            "--max-tokens",
+            "16",
+        ]),
+        "bench --json",
+    );
+    let methods = v["methods"].as_array().unwrap();
+    let names: Vec<&str> = methods.iter().map(|m| m["method"].as_str().unwrap()).collect();
+    for want in ["vanilla", "draft", "medusa", "lookahead", "prompt-lookup", "auto"] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    for m in methods {
+        for field in ["tokens_per_second", "speedup_vs_vanilla", "mean_accepted_length"] {
+            assert!(m[field].as_f64().is_some_and(|x| x > 0.0), "{field} of {m}");
+        }
+        let split = &m["time_split"];
+        let total: f64 = ["draft", "verify", "other"]
+            .iter()
+            .map(|k| split[k].as_f64().unwrap())
+            .sum();
+        assert!((total - 1.0).abs() < 1e-6, "time split of {m}");
+        for suite in ["stories", "code"] {
+            assert!(
+                m["suites"][suite]["speedup_vs_vanilla"].as_f64().is_some(),
+                "{suite} of {m}"
+            );
+        }
+    }
+    assert_eq!(methods[0]["method"], "vanilla");
+    assert!((methods[0]["speedup_vs_vanilla"].as_f64().unwrap() - 1.0).abs() < 1e-9);
+    // Every drafting method at a fixed k drafted, and its acceptance per position is a share.
+    let fixed = methods.iter().find(|m| m["method"] == "draft (k=4)").unwrap();
+    assert!(fixed["drafted_tokens"].as_u64().unwrap() > 0);
+    let by_pos = fixed["acceptance_by_position"].as_array().unwrap();
+    assert_eq!(by_pos.len(), 4);
+    assert!(by_pos.iter().all(|p| (0.0..=1.0).contains(&p.as_f64().unwrap())));
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    for name in names {
+        assert!(svg.contains(&name.replace('&', "&amp;")), "{name} in the chart");
+    }
+}
+
+#[test]
+fn bench_cost_gives_the_verify_curve_of_synthetic_shapes() {
+    for (model, dtype) in [("tinyllama-1.1b", "q8_0"), ("qwen2.5-0.5b", "f32")] {
+        let v = json(
+            &ahead(&[
+                "bench",
+                "cost",
+                "--synthetic",
+                model,
+                "--layers",
+                "1",
+                "--dtype",
+                dtype,
+                "--context",
+                "8",
+                "--runs",
+                "1",
+                "--json",
+            ]),
+            "bench cost --json",
+        );
+        let ks: Vec<u64> = v["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                assert!(p["ms"].as_f64().unwrap() > 0.0, "{p}");
+                p["k"].as_u64().unwrap()
+            })
+            .collect();
+        assert_eq!(ks, [1, 2, 4, 8, 16, 32], "{model}");
+        assert_eq!(v["trees"].as_array().unwrap().len(), 2);
+        assert_eq!(v["dtype"], dtype);
+    }
+    let o = ahead(&["bench", "cost", "--synthetic", "gpt-9", "--dtype", "f32"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("tinyllama-1.1b"));
+    // Qwen2.5-0.5B's width (896) is not a whole number of 256-value k-quant blocks.
+    let o = ahead(&[
+        "bench",
+        "cost",
+        "--synthetic",
+        "qwen2.5-0.5b",
+        "--layers",
+        "1",
+        "--dtype",
+        "q4_k",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("q4_k"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn bench_decode_sets_plain_decoding_against_the_bandwidth_limit() {
+    let v = json(
+        &ahead(&["bench", "decode", "--tokens", "32", "--runs", "1", "--json"]),
+        "bench decode",
+    );
+    assert!(v["tokens_per_second"].as_f64().unwrap() > 0.0);
+    assert!(v["bandwidth_bound_tokens_per_second"].as_f64().unwrap() > 0.0);
+}
