@@ -109,7 +109,7 @@ impl Totals {
 
 /// One method's row of the report.
 #[derive(Debug, Serialize)]
-pub(super) struct MethodReport {
+pub(crate) struct MethodReport {
     pub method: String,
     pub tokens_per_second: f64,
     pub speedup_vs_vanilla: f64,
@@ -127,14 +127,14 @@ pub(super) struct MethodReport {
 }
 
 #[derive(Debug, Serialize)]
-pub(super) struct TimeSplit {
+pub(crate) struct TimeSplit {
     pub draft: f64,
     pub verify: f64,
     pub other: f64,
 }
 
 #[derive(Debug, Serialize)]
-pub(super) struct SuiteReport {
+pub(crate) struct SuiteReport {
     pub tokens_per_second: f64,
     pub speedup_vs_vanilla: f64,
     pub mean_accepted_length: f64,
@@ -180,6 +180,84 @@ fn methods() -> Vec<(&'static str, GenerateParams)> {
     ]
 }
 
+/// A configuration to measure: a name, the engine it runs on, and its parameters.
+pub(crate) struct Candidate<'e> {
+    pub name: String,
+    pub engine: &'e Engine,
+    pub params: GenerateParams,
+}
+
+/// The embedded prompt suites, `n` prompts each (at most 12).
+pub(crate) fn suites(n: usize) -> Result<Vec<(&'static str, Vec<String>)>> {
+    let suite: Suite = serde_json::from_str(SUITE).context("the embedded prompt suite")?;
+    let n = n.clamp(1, 12);
+    Ok(vec![
+        ("stories", suite.stories.into_iter().take(n).collect()),
+        ("code", suite.code.into_iter().take(n).collect()),
+    ])
+}
+
+/// Drops the candidates their engine cannot run (no draft, no heads), saying why.
+pub(crate) fn runnable(candidates: &mut Vec<Candidate<'_>>) -> Vec<String> {
+    let mut skipped = Vec::new();
+    candidates.retain(|c| {
+        let probe = GenerateParams {
+            max_tokens: 1,
+            ..c.params.clone()
+        };
+        match c
+            .engine
+            .generate_one(&Prompt::Text("Once".into()), &probe, &mut |_| {})
+        {
+            Err(EngineError::MethodUnavailable { reason, .. }) => {
+                skipped.push(format!("{}: {reason}", c.name));
+                false
+            }
+            _ => true,
+        }
+    });
+    skipped
+}
+
+/// Runs every candidate on every prompt, interleaved per prompt, `runs` passes, greedy, and
+/// reports each against the first (the baseline, vanilla).
+pub(crate) fn measure(
+    candidates: &[Candidate<'_>],
+    suites: &[(&'static str, Vec<String>)],
+    max_tokens: usize,
+    runs: usize,
+) -> Result<Vec<MethodReport>> {
+    // totals[candidate][suite]
+    let mut totals: Vec<BTreeMap<&str, Totals>> = vec![BTreeMap::new(); candidates.len()];
+    let prompts: usize = suites.iter().map(|(_, p)| p.len()).sum();
+    for run in 0..runs.max(1) {
+        eprintln!(
+            "pass {}/{}: {} configurations x {prompts} prompts...",
+            run + 1,
+            runs.max(1),
+            candidates.len()
+        );
+        for (suite, prompts) in suites {
+            for p in prompts {
+                for (c, t) in candidates.iter().zip(&mut totals) {
+                    let params = GenerateParams {
+                        max_tokens,
+                        ignore_eos: true,
+                        ..c.params.clone()
+                    };
+                    let g = c
+                        .engine
+                        .generate_one(&Prompt::Text(p.clone()), &params, &mut |_| {})
+                        .with_context(|| format!("{} on {p:?}", c.name))?;
+                    t.entry(suite).or_default().merge(&Totals::of(&g));
+                }
+            }
+        }
+    }
+    let names: Vec<&str> = candidates.iter().map(|c| c.name.as_str()).collect();
+    Ok(report(&names, &totals))
+}
+
 pub fn run(a: MethodsArgs) -> Result<()> {
     let mut builder = Engine::builder();
     if let Some(m) = &a.model {
@@ -198,61 +276,23 @@ pub fn run(a: MethodsArgs) -> Result<()> {
         builder = builder.medusa(m);
     }
     let engine = builder.build().context("loading the model")?;
-    let suite: Suite = serde_json::from_str(SUITE).context("the embedded prompt suite")?;
-    let n = a.prompts.clamp(1, 12);
-    let suites: Vec<(&str, Vec<String>)> = vec![
-        ("stories", suite.stories.into_iter().take(n).collect()),
-        ("code", suite.code.into_iter().take(n).collect()),
-    ];
-    let mut methods = methods();
-    let mut skipped = Vec::new();
-    // Drop what this model cannot run, once, before measuring.
-    methods.retain(|(name, params)| {
-        let probe = GenerateParams {
-            max_tokens: 1,
-            ..params.clone()
-        };
-        match engine.generate_one(&Prompt::Text("Once".into()), &probe, &mut |_| {}) {
-            Err(EngineError::MethodUnavailable { reason, .. }) => {
-                skipped.push(format!("{name}: {reason}"));
-                false
-            }
-            _ => true,
-        }
-    });
-    // totals[method][suite]
-    let mut totals: Vec<BTreeMap<&str, Totals>> = vec![BTreeMap::new(); methods.len()];
-    let runs = a.runs.max(1);
-    for run in 0..runs {
-        eprintln!(
-            "pass {}/{runs}: {} methods x {} prompts...",
-            run + 1,
-            methods.len(),
-            2 * n
-        );
-        for (suite, prompts) in &suites {
-            for p in prompts {
-                for ((_, params), t) in methods.iter().zip(&mut totals) {
-                    let params = GenerateParams {
-                        max_tokens: a.max_tokens,
-                        ignore_eos: true,
-                        ..params.clone()
-                    };
-                    let g = engine
-                        .generate_one(&Prompt::Text(p.clone()), &params, &mut |_| {})
-                        .with_context(|| format!("{:?} on {p:?}", params.method))?;
-                    t.entry(suite).or_default().merge(&Totals::of(&g));
-                }
-            }
-        }
-    }
-    let reports = report(&methods, &totals);
+    let suites = suites(a.prompts)?;
+    let mut candidates: Vec<Candidate<'_>> = methods()
+        .into_iter()
+        .map(|(name, params)| Candidate {
+            name: name.to_string(),
+            engine: &engine,
+            params,
+        })
+        .collect();
+    let skipped = runnable(&mut candidates);
+    let methods = measure(&candidates, &suites, a.max_tokens, a.runs)?;
     let r = Report {
         model: engine.loaded().info.source.clone(),
         prompts: suites.iter().map(|(s, p)| (s.to_string(), p.len())).collect(),
         max_tokens: a.max_tokens,
         runs: a.runs.max(1),
-        methods: reports,
+        methods,
         skipped,
     };
     if let Some(path) = &a.plot {
@@ -262,17 +302,17 @@ pub fn run(a: MethodsArgs) -> Result<()> {
     print(&r, a.json)
 }
 
-fn report(methods: &[(&str, GenerateParams)], totals: &[BTreeMap<&str, Totals>]) -> Vec<MethodReport> {
+fn report(names: &[&str], totals: &[BTreeMap<&str, Totals>]) -> Vec<MethodReport> {
     let all = |t: &BTreeMap<&str, Totals>| {
         let mut sum = Totals::default();
         t.values().for_each(|s| sum.merge(s));
         sum
     };
     let vanilla = totals.first().map(all).unwrap_or_default();
-    methods
+    names
         .iter()
         .zip(totals)
-        .map(|((name, _), t)| {
+        .map(|(name, t)| {
             let sum = all(t);
             let decode = sum.decode_ms.max(1e-9);
             MethodReport {

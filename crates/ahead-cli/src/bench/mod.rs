@@ -8,7 +8,7 @@
 
 mod cost;
 mod decode;
-mod methods;
+pub(crate) mod methods;
 mod plot;
 
 use anyhow::Result;

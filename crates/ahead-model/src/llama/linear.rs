@@ -3,14 +3,16 @@
 //! One model type serves every dtype: the architecture code calls `Linear::forward` and never
 //! matches on the storage. Half-precision files are widened to f32 at load (compute stays f32;
 //! candle's f16/bf16 CPU paths are many times slower here, see PERFORMANCE-NOTES.md).
-//! Quantized weights keep their GGML blocks and run through candle's verified block kernels.
+//! Q8_0 weights are repacked for integer dot products (`q8`); the other quantized types keep
+//! their GGML blocks and run through candle's verified block kernels.
 
-use candle_core::quantized::k_quants::{BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ6K, BlockQ8_0};
+use candle_core::quantized::k_quants::{BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ6K};
 use candle_core::quantized::GgmlType;
 use half::{bf16, f16};
 
 use super::kernels;
 use super::packed::PackedF32;
+use super::q8::PackedQ8;
 use crate::error::{ModelError, Result};
 use crate::tensor::{RawTensor, TensorDType};
 
@@ -18,7 +20,7 @@ use crate::tensor::{RawTensor, TensorDType};
 #[derive(Debug, Clone)]
 enum Storage {
     F32(PackedF32),
-    Q8_0(Vec<BlockQ8_0>),
+    Q8_0(PackedQ8),
     Q4_0(Vec<BlockQ4_0>),
     Q4K(Vec<BlockQ4K>),
     Q5K(Vec<BlockQ5K>),
@@ -75,7 +77,17 @@ impl Linear {
                     ));
                 }
                 match q {
-                    TensorDType::Q8_0 => Storage::Q8_0(blocks(raw.data)?),
+                    TensorDType::Q8_0 => {
+                        let blocks = rows * cols / 32;
+                        if raw.data.len() != blocks * 34 {
+                            return Err(ModelError::format(
+                                "weights",
+                                name,
+                                format!("{} bytes are not {blocks} q8_0 blocks", raw.data.len()),
+                            ));
+                        }
+                        Storage::Q8_0(PackedQ8::from_ggml(raw.data, rows, cols))
+                    }
                     TensorDType::Q4_0 => Storage::Q4_0(blocks(raw.data)?),
                     TensorDType::Q4K => Storage::Q4K(blocks(raw.data)?),
                     TensorDType::Q5K => Storage::Q5K(blocks(raw.data)?),
@@ -109,7 +121,7 @@ impl Linear {
     pub fn bytes(&self) -> usize {
         match &self.storage {
             Storage::F32(w) => w.bytes(),
-            Storage::Q8_0(b) => std::mem::size_of_val(&b[..]),
+            Storage::Q8_0(w) => w.bytes(),
             Storage::Q4_0(b) => std::mem::size_of_val(&b[..]),
             Storage::Q4K(b) => std::mem::size_of_val(&b[..]),
             Storage::Q5K(b) => std::mem::size_of_val(&b[..]),
@@ -131,7 +143,7 @@ impl Linear {
         let (rows, cols) = (self.rows, self.cols);
         match &self.storage {
             Storage::F32(w) => w.matmul(x, k, out),
-            Storage::Q8_0(b) => quantized_matmul(x, k, b, rows, cols, out),
+            Storage::Q8_0(w) => w.matmul(x, k, out),
             Storage::Q4_0(b) => quantized_matmul(x, k, b, rows, cols, out),
             Storage::Q4K(b) => quantized_matmul(x, k, b, rows, cols, out),
             Storage::Q5K(b) => quantized_matmul(x, k, b, rows, cols, out),
@@ -152,7 +164,7 @@ impl Linear {
         let c = self.cols;
         match &self.storage {
             Storage::F32(w) => w.row(index, out),
-            Storage::Q8_0(b) => dequant_row(b, index, c, out),
+            Storage::Q8_0(w) => w.row(index, out),
             Storage::Q4_0(b) => dequant_row(b, index, c, out),
             Storage::Q4K(b) => dequant_row(b, index, c, out),
             Storage::Q5K(b) => dequant_row(b, index, c, out),
@@ -254,7 +266,7 @@ impl Linear {
             TensorDType::F32 | TensorDType::F16 | TensorDType::BF16 => {
                 Storage::F32(PackedF32::new(values, rows, cols))
             }
-            TensorDType::Q8_0 => Storage::Q8_0(q(values)),
+            TensorDType::Q8_0 => Storage::Q8_0(PackedQ8::quantize(values, rows, cols)),
             TensorDType::Q4_0 => Storage::Q4_0(q(values)),
             TensorDType::Q4K => Storage::Q4K(q(values)),
             TensorDType::Q5K => Storage::Q5K(q(values)),
@@ -284,6 +296,7 @@ impl Linear {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::quantized::k_quants::BlockQ8_0;
 
     #[test]
     fn block_layouts_match_the_file_format() {

@@ -7,6 +7,7 @@ pub mod kv_cache;
 pub mod linear;
 pub mod model;
 pub mod packed;
+pub mod q8;
 pub mod rope;
 pub mod synthetic;
 

@@ -119,6 +119,9 @@ fn kernel_fn() -> KernelFn {
 
 /// One instruction set's micro-kernel: `P` panels by `R` rows, one accumulator per (row, panel).
 trait Tile {
+    /// Most rows one block takes: what the accumulator registers hold.
+    const MAX_ROWS: usize;
+
     /// # Safety
     /// The CPU supports the instruction set; `x` holds rows `r0..r0+R` of `cols` values and
     /// panels `p..p+P` exist; `buf` is `[k][width]` with room for them.
@@ -135,8 +138,15 @@ struct TileArgs<'a> {
     width: usize,
 }
 
-/// Walks rows in blocks of up to 4 and panels in groups sized so that about eight
-/// accumulator chains are in flight (enough to hide the FMA latency).
+/// Panels per chunk when the rows need several blocks: every row block walks the chunk while
+/// it is in L2 (two panels of a 5632-column matrix are 720 KiB), so the weights come from
+/// memory once whatever k is.
+const CHUNK_PANELS: usize = 2;
+
+/// Walks rows in blocks of up to `T::MAX_ROWS` and panels in groups sized so that enough
+/// accumulator chains are in flight to hide the FMA latency. With one row block (k up to 8 on
+/// AVX-512) each panel is read once; with more, panels go in chunks and each chunk meets every
+/// row block before the next is read.
 ///
 /// # Safety
 /// `T`'s instruction set is available.
@@ -144,40 +154,50 @@ struct TileArgs<'a> {
 unsafe fn panels<T: Tile>(w: &PackedF32, x: &[f32], k: usize, p0: usize, n: usize, buf: &mut [f32]) {
     let width = buf.len() / k;
     debug_assert!(width >= n * PANEL && x.len() >= k * w.cols && (p0 + n) * w.cols * PANEL <= w.panels.len());
-    let mut r0 = 0;
-    while r0 < k {
-        let rows = (k - r0).min(4);
-        let args = TileArgs {
-            w,
-            x,
-            r0,
-            p0,
-            buf: buf.as_mut_ptr(),
-            width,
-        };
-        // SAFETY: the bounds above hold for every (panel, row) block visited.
-        unsafe {
-            match rows {
-                1 => row_block::<T, 8, 1>(&args, n),
-                2 => row_block::<T, 4, 2>(&args, n),
-                3 => row_block::<T, 2, 3>(&args, n),
-                _ => row_block::<T, 2, 4>(&args, n),
+    let chunk = if k <= T::MAX_ROWS { n.max(1) } else { CHUNK_PANELS };
+    let mut c0 = 0;
+    while c0 < n {
+        let c1 = (c0 + chunk).min(n);
+        let mut r0 = 0;
+        while r0 < k {
+            let rows = (k - r0).min(T::MAX_ROWS);
+            let args = TileArgs {
+                w,
+                x,
+                r0,
+                p0,
+                buf: buf.as_mut_ptr(),
+                width,
+            };
+            // SAFETY: the bounds above hold for every (panel, row) block visited.
+            unsafe {
+                match rows {
+                    1 => row_block::<T, 8, 1>(&args, c0, c1),
+                    2 => row_block::<T, 4, 2>(&args, c0, c1),
+                    3 => row_block::<T, 2, 3>(&args, c0, c1),
+                    4 => row_block::<T, 2, 4>(&args, c0, c1),
+                    5 => row_block::<T, 2, 5>(&args, c0, c1),
+                    6 => row_block::<T, 2, 6>(&args, c0, c1),
+                    7 => row_block::<T, 2, 7>(&args, c0, c1),
+                    _ => row_block::<T, 2, 8>(&args, c0, c1),
+                }
             }
+            r0 += rows;
         }
-        r0 += rows;
+        c0 = c1;
     }
 }
 
-/// Panels `0..n` of a block, `P` at a time, then one at a time.
+/// Panels `start..end` of a block, `P` at a time, then one at a time.
 #[inline(always)]
-unsafe fn row_block<T: Tile, const P: usize, const R: usize>(args: &TileArgs<'_>, n: usize) {
-    let mut p = 0;
-    while p + P <= n {
+unsafe fn row_block<T: Tile, const P: usize, const R: usize>(args: &TileArgs<'_>, start: usize, end: usize) {
+    let mut p = start;
+    while p + P <= end {
         // SAFETY: forwarded from `panels`.
         unsafe { T::tile::<P, R>(args, p) };
         p += P;
     }
-    while p < n {
+    while p < end {
         // SAFETY: forwarded from `panels`.
         unsafe { T::tile::<1, R>(args, p) };
         p += 1;
@@ -193,6 +213,8 @@ fn kernel_portable(w: &PackedF32, x: &[f32], k: usize, p0: usize, n: usize, buf:
 struct Portable;
 
 impl Tile for Portable {
+    const MAX_ROWS: usize = 4;
+
     #[inline(always)]
     unsafe fn tile<const P: usize, const R: usize>(t: &TileArgs<'_>, p: usize) {
         let cols = t.w.cols;
@@ -250,6 +272,9 @@ mod x86 {
     struct Avx512;
 
     impl Tile for Avx512 {
+        /// 8 rows x 2 panels: 16 of the 32 vector registers accumulate.
+        const MAX_ROWS: usize = 8;
+
         #[inline(always)]
         unsafe fn tile<const P: usize, const R: usize>(t: &TileArgs<'_>, p: usize) {
             let cols = t.w.cols;
@@ -282,6 +307,9 @@ mod x86 {
     struct Avx2;
 
     impl Tile for Avx2 {
+        /// 4 rows x 2 panels x 2 halves: all 16 vector registers but the operands'.
+        const MAX_ROWS: usize = 4;
+
         #[inline(always)]
         unsafe fn tile<const P: usize, const R: usize>(t: &TileArgs<'_>, p: usize) {
             let cols = t.w.cols;
@@ -326,7 +354,15 @@ mod tests {
 
     #[test]
     fn matches_naive_and_rows_are_batch_invariant() {
-        for (k, rows, cols) in [(1, 7, 3), (3, 64, 172), (5, 513, 64), (8, 600, 600), (9, 40, 1)] {
+        for (k, rows, cols) in [
+            (1, 7, 3),
+            (3, 64, 172),
+            (5, 513, 64),
+            (8, 600, 600),
+            (9, 40, 1),
+            (13, 100, 33),
+            (20, 70, 600),
+        ] {
             let x = data(k * cols, 1);
             let values = data(rows * cols, 2);
             let w = PackedF32::new(&values, rows, cols);

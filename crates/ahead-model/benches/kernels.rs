@@ -1,0 +1,42 @@
+//! Micro-benchmarks of the matrix kernels at TinyLlama-1.1B's shapes, for 1 and 8 input rows:
+//! the verify-cost question in isolation. `cargo bench -p ahead-model --bench kernels`.
+//! A flat verify needs time(8 rows) close to time(1 row); the report's throughput is in
+//! weight elements (one per multiply-add of one row).
+
+#![allow(clippy::expect_used)]
+
+use ahead_model::llama::Linear;
+use ahead_model::TensorDType;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+fn values(n: usize) -> Vec<f32> {
+    (0..n).map(|i| ((i * 7919) % 997) as f32 / 500.0 - 1.0).collect()
+}
+
+fn matmul(c: &mut Criterion) {
+    // (name, rows, cols): attention and FFN shapes, and a small one that stays in cache.
+    let shapes = [
+        ("wq 2048x2048", 2048, 2048),
+        ("w2 2048x5632", 2048, 5632),
+        ("cached 256x2048", 256, 2048),
+    ];
+    for dtype in [TensorDType::F32, TensorDType::Q8_0, TensorDType::Q4K] {
+        let mut group = c.benchmark_group(format!("linear/{}", dtype.name()));
+        group.sample_size(20);
+        for (name, rows, cols) in shapes {
+            let w = Linear::quantize(&values(rows * cols), rows, cols, dtype).expect("weights");
+            for k in [1usize, 8] {
+                let x = values(k * cols);
+                let mut out = vec![0f32; k * rows];
+                group.throughput(Throughput::Elements((k * rows * cols) as u64));
+                group.bench_with_input(BenchmarkId::new(name, k), &k, |b, &k| {
+                    b.iter(|| w.forward(&x, k, &mut out).expect("forward"))
+                });
+            }
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, matmul);
+criterion_main!(benches);
