@@ -7,6 +7,8 @@ use ahead_engine::{Engine, GenerateParams, MedusaAcceptance as Verify, Method, P
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
+use crate::tuned::Tuned;
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum MethodArg {
     Vanilla,
@@ -62,8 +64,12 @@ pub struct GenerateArgs {
     /// Stop when the text contains this string (repeatable); the text ends before it.
     #[arg(long)]
     pub stop: Vec<String>,
-    #[arg(long, value_enum, default_value = "auto")]
-    pub method: MethodArg,
+    /// Decoding method [default: auto, or the --config file's].
+    #[arg(long, value_enum)]
+    pub method: Option<MethodArg>,
+    /// A config written by `ahead tune`: its method and parameters apply unless --method is given.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
     #[arg(long)]
     pub draft: Option<String>,
     #[arg(long)]
@@ -113,8 +119,13 @@ pub struct GenerateArgs {
     pub json: bool,
 }
 
-pub fn run(a: GenerateArgs) -> Result<()> {
-    let method = match a.method {
+pub fn run(mut a: GenerateArgs) -> Result<()> {
+    let tuned = a.config.as_deref().map(Tuned::load).transpose()?;
+    // The tuned draft model, when the tuned method is used and no draft was named.
+    if let (Some(t), None, None) = (&tuned, &a.method, &a.draft) {
+        a.draft = t.draft.clone();
+    }
+    let method = match a.method.unwrap_or(MethodArg::Auto) {
         MethodArg::Vanilla => Method::Vanilla,
         MethodArg::Auto => Method::Auto,
         MethodArg::Draft => Method::Draft,
@@ -168,7 +179,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         builder = builder.draft_medusa(m);
     }
     let engine = builder.build().context("loading the model")?;
-    if matches!(a.method, MethodArg::Draft | MethodArg::Auto) && a.draft.is_some() {
+    if matches!(a.method, None | Some(MethodArg::Draft | MethodArg::Auto)) && a.draft.is_some() {
         if let Some(mode) = engine.draft_mode() {
             eprintln!("draft: {}", mode.describe());
         }
@@ -178,7 +189,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         (Some(text), None) => Prompt::Text(text),
         (None, None) => Prompt::Text(String::new()),
     };
-    let params = GenerateParams {
+    let mut params = GenerateParams {
         max_tokens: a.max_tokens,
         sampling: SamplingParams {
             temperature: a.temperature,
@@ -203,6 +214,9 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         lookahead_guesses: a.lookahead_guesses,
         reproducible: true,
     };
+    if let Some(t) = &tuned {
+        t.apply(&mut params, a.method.is_some())?;
+    }
     if a.lookup_min_ngram == 0 || a.lookup_min_ngram > a.lookup_max_ngram {
         bail!("--lookup-min-ngram must be at least 1 and at most --lookup-max-ngram");
     }

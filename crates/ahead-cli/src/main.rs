@@ -5,6 +5,8 @@ mod generate;
 mod inspect;
 mod serve;
 mod train;
+mod tune;
+mod tuned;
 
 use clap::{Parser, Subcommand};
 
@@ -22,8 +24,12 @@ enum Command {
     Generate(Box<generate::GenerateArgs>),
     /// Show what a model file holds: format, architecture, shapes, dtypes, tokenizer.
     Inspect(inspect::InspectArgs),
-    /// Measure decoding speed against the memory-bandwidth limit.
+    /// Measure every method side by side (`bench`), the verify-cost curve (`bench cost`) and
+    /// plain decoding against the memory-bandwidth limit (`bench decode`).
     Bench(bench::BenchArgs),
+    /// Measure methods and parameters (and candidate drafts) on this machine and write the
+    /// fastest lossless configuration for `generate --config` and `serve --config`.
+    Tune(tune::TuneArgs),
     /// Serve the OpenAI-compatible API (completions, chat, streaming, metrics).
     Serve(serve::ServeArgs),
     /// Train what speculation needs: `ahead train draft` distils a draft model.
@@ -37,6 +43,7 @@ fn main() -> std::process::ExitCode {
         Command::Generate(a) => generate::run(*a),
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Tune(a) => tune::run(a),
         Command::Train(c) => train::run(c),
         Command::Serve(a) => serve::run(a),
     };

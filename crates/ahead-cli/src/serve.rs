@@ -3,10 +3,12 @@
 
 use std::sync::Arc;
 
-use ahead_engine::Engine;
+use ahead_engine::{Engine, GenerateParams};
 use ahead_server::{AppState, HttpLimits, ServerConfig};
 use anyhow::{Context, Result};
 use clap::Args;
+
+use crate::tuned::Tuned;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -31,6 +33,10 @@ pub struct ServeArgs {
     /// Requests generating at once (they advance together in batches).
     #[arg(long, default_value_t = 8)]
     pub max_concurrent: usize,
+    /// A config written by `ahead tune`: its method and parameters serve requests that name no
+    /// method (and its draft model is loaded unless --draft is given).
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
     /// Batch worker threads; each advances its share of the running requests in one forward
     /// per step. 0: one per core for a small model, else one.
     #[arg(long, default_value_t = 0)]
@@ -73,8 +79,18 @@ pub fn run(a: ServeArgs) -> Result<()> {
     runtime.block_on(serve(a))
 }
 
-async fn serve(a: ServeArgs) -> Result<()> {
+async fn serve(mut a: ServeArgs) -> Result<()> {
+    let mut defaults = GenerateParams::default();
+    if let Some(path) = &a.config {
+        let tuned = Tuned::load(path)?;
+        tuned.apply(&mut defaults, false)?;
+        if a.draft.is_none() {
+            a.draft = tuned.draft.clone();
+        }
+        eprintln!("tuned config {}: method {}", path.display(), tuned.method);
+    }
     let cfg = ServerConfig {
+        defaults,
         model_id: a
             .model_id
             .clone()

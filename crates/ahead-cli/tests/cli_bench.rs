@@ -126,3 +126,83 @@ fn bench_decode_sets_plain_decoding_against_the_bandwidth_limit() {
     assert!(v["tokens_per_second"].as_f64().unwrap() > 0.0);
     assert!(v["bandwidth_bound_tokens_per_second"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn tune_writes_a_config_that_generate_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tuned.json");
+    let v = json(
+        &ahead(&[
+            "tune",
+            "--prompts",
+            "1",
+            "--max-tokens",
+            "12",
+            "--runs",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ]),
+        "tune --json",
+    );
+    let measured = v["measured"].as_array().unwrap();
+    assert!(measured.len() >= 10, "every method and setting measured: {v}");
+    assert!(measured.iter().any(|m| m["name"] == "vanilla"));
+    assert!(
+        measured.iter().all(|m| m["name"] != "typical"),
+        "lossy settings are never candidates"
+    );
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(written, v);
+    let method = v["method"].as_str().unwrap();
+    let g = json(
+        &ahead(&[
+            "generate",
+            "--config",
+            out.to_str().unwrap(),
+            "--prompt",
+            "Once",
+            "--max-tokens",
+            "8",
+            "--json",
+        ]),
+        "generate --config",
+    );
+    // `auto` reports the method it resolved to.
+    if method != "auto" {
+        assert_eq!(g["stats"]["method"], method);
+    }
+
+    // A config choosing a fixed draft length: generate follows it, and --method wins over it.
+    let cfg = dir.path().join("draft.json");
+    let mut fixed = v.clone();
+    fixed["method"] = "draft".into();
+    fixed["num_draft"] = 3.into();
+    std::fs::write(&cfg, fixed.to_string()).unwrap();
+    let args = [
+        "--config",
+        cfg.to_str().unwrap(),
+        "--prompt",
+        "Once upon a time",
+        "--max-tokens",
+        "30",
+        "--json",
+    ];
+    let g = json(
+        &ahead(&[&["generate"][..], &args[..]].concat()),
+        "generate --config draft",
+    );
+    assert_eq!(g["stats"]["method"], "draft");
+    assert!(g["stats"]["drafted_tokens"].as_u64().unwrap() >= 3);
+    let plain = json(
+        &ahead(&[&["generate", "--method", "vanilla"][..], &args[..]].concat()),
+        "generate --method over --config",
+    );
+    assert_eq!(plain["stats"]["method"], "vanilla");
+    assert_eq!(plain["token_ids"], g["token_ids"], "lossless either way");
+    // A broken config is a clear error.
+    std::fs::write(&cfg, "{\"method\": \"warp\"}").unwrap();
+    let o = ahead(&["generate", "--config", cfg.to_str().unwrap(), "--prompt", "x"]);
+    assert!(!o.status.success());
+}

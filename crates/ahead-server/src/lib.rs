@@ -62,6 +62,9 @@ pub struct ServerConfig {
     pub api_key: Option<String>,
     /// Connection and request-read limits.
     pub http: HttpLimits,
+    /// Method and parameters for requests that name none (e.g. from `ahead tune`); sampling,
+    /// limits and stops always come from the request.
+    pub defaults: GenerateParams,
     /// Batch worker threads; each advances its share of the requests in one batch. 0: one per
     /// core for a model small enough that a forward stays on one core, else one (whose
     /// forwards use every core).
@@ -79,6 +82,7 @@ impl Default for ServerConfig {
             n_cap: 4,
             max_generation_seconds: 600.0,
             workers: 0,
+            defaults: GenerateParams::default(),
             api_key: None,
             http: HttpLimits::default(),
         }
@@ -394,7 +398,8 @@ fn params(cfg: &ServerConfig, c: &Common) -> Result<(GenerateParams, usize, bool
         ));
     }
     let method = match c.ahead.as_ref().and_then(|a| a.method.as_deref()) {
-        None | Some("auto") => Method::Auto,
+        None => cfg.defaults.method,
+        Some("auto") => Method::Auto,
         Some("vanilla") => Method::Vanilla,
         Some("draft") => Method::Draft,
         Some("medusa") => Method::Medusa,
@@ -418,6 +423,8 @@ fn params(cfg: &ServerConfig, c: &Common) -> Result<(GenerateParams, usize, bool
     sampling
         .validate()
         .map_err(|e| ApiError::invalid(e.to_string(), None))?;
+    // The configured parameters go with the configured method only.
+    let tuned = (method == cfg.defaults.method).then_some(&cfg.defaults);
     let params = GenerateParams {
         max_tokens,
         sampling,
@@ -427,8 +434,16 @@ fn params(cfg: &ServerConfig, c: &Common) -> Result<(GenerateParams, usize, bool
         reproducible: c.seed.is_some(),
         stop,
         method,
-        num_draft: c.ahead.as_ref().and_then(|a| a.num_draft),
+        num_draft: c
+            .ahead
+            .as_ref()
+            .and_then(|a| a.num_draft)
+            .or(tuned.and_then(|t| t.num_draft)),
         ignore_eos: c.ahead.as_ref().is_some_and(|a| a.ignore_eos),
+        medusa_tree: tuned.and_then(|t| t.medusa_tree.clone()),
+        lookahead_window: tuned.and_then(|t| t.lookahead_window),
+        lookahead_ngram: tuned.and_then(|t| t.lookahead_ngram),
+        lookahead_guesses: tuned.and_then(|t| t.lookahead_guesses),
         ..GenerateParams::default()
     };
     let usage = c.stream_options.as_ref().is_some_and(|o| o.include_usage);

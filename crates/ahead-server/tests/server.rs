@@ -533,3 +533,29 @@ fn the_generation_time_limit_cuts_long_requests() {
     let last_chunk: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
     assert_eq!(last_chunk["choices"][0]["finish_reason"], "length");
 }
+
+#[test]
+fn configured_defaults_serve_requests_that_name_no_method() {
+    let s = start(ServerConfig {
+        defaults: GenerateParams {
+            method: ahead_engine::Method::Draft,
+            num_draft: Some(2),
+            ..GenerateParams::default()
+        },
+        ..ServerConfig::default()
+    });
+    let url = format!("{}/v1/completions", s.url);
+    let body = json!({"prompt": "Once upon a time", "max_tokens": 20, "temperature": 0});
+    let (code, v) = post(&url, &body);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["usage"]["ahead"]["method"], "draft");
+    assert!(v["usage"]["ahead"]["drafted_tokens"].as_u64().unwrap() >= 2);
+    let mut plain = body.clone();
+    plain["ahead"] = json!({"method": "vanilla"});
+    let (_, p) = post(&url, &plain);
+    assert_eq!(p["usage"]["ahead"]["method"], "vanilla");
+    assert_eq!(
+        p["choices"][0]["text"], v["choices"][0]["text"],
+        "lossless either way"
+    );
+}
