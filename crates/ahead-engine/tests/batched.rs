@@ -165,3 +165,43 @@ fn the_scheduler_answers_every_job_once_and_a_cancelled_job_stops_alone() {
     }
     assert_eq!(scheduler.load(), 0, "nothing left in flight");
 }
+
+#[test]
+fn a_panic_in_a_step_fails_its_batch_with_an_error_and_the_worker_keeps_serving() {
+    let e = Arc::new(Engine::builder().build().unwrap());
+    let scheduler = Scheduler::start(e.clone(), 1);
+    // A job whose text callback panics mid-generation (a fault inside a step), batched with a
+    // healthy one.
+    let (done_tx, faulty_done) = mpsc::channel();
+    scheduler.submit(Job {
+        prompt: Prompt::Text("Once upon a time".into()),
+        params: greedy_ignore_eos(50),
+        on_text: Box::new(|_| panic!("injected fault")),
+        cancel: Arc::new(AtomicBool::new(false)),
+        done: Box::new(move |r| {
+            let _ = done_tx.send(r.map_err(|e| e.to_string()));
+        }),
+    });
+    let (j, healthy_done, _) = job(
+        "The little bird",
+        greedy_ignore_eos(50),
+        Arc::new(AtomicBool::new(false)),
+    );
+    scheduler.submit(j);
+    let faulty = faulty_done.recv().unwrap();
+    assert!(
+        faulty.unwrap_err().contains("panicked"),
+        "the faulty job gets a terminal error"
+    );
+    // The healthy job either finished before the fault or was failed with it: never hangs.
+    let _ = healthy_done.recv().unwrap();
+    // The worker survives and serves the next job exactly.
+    let (j, done, _) = job("Tim", greedy(20), Arc::new(AtomicBool::new(false)));
+    scheduler.submit(j);
+    let got = done.recv().unwrap().unwrap();
+    assert_eq!(
+        got.token_ids,
+        gen(&e, &Prompt::Text("Tim".into()), &greedy(20)).token_ids
+    );
+    assert_eq!(scheduler.load(), 0);
+}

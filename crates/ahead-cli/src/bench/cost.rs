@@ -76,7 +76,12 @@ pub fn run(a: CostArgs) -> Result<()> {
     // Every input shape: k-row chains, then the trees (pending row + nodes).
     let chains: Vec<(Vec<u32>, Vec<usize>)> = WIDTHS
         .iter()
-        .map(|&k| ((0..k as u32).map(|i| 7 + i).collect(), (context..context + k).collect()))
+        .map(|&k| {
+            (
+                (0..k as u32).map(|i| 7 + i).collect(),
+                (context..context + k).collect(),
+            )
+        })
         .collect();
     let trees: Vec<_> = [MedusaTree::default_cpu(), paper_tree()]
         .iter()
@@ -107,7 +112,11 @@ pub fn run(a: CostArgs) -> Result<()> {
     let points: Vec<Point> = WIDTHS
         .iter()
         .zip(&best)
-        .map(|(&k, &ms)| Point { k, ms, ratio: ms / one })
+        .map(|(&k, &ms)| Point {
+            k,
+            ms,
+            ratio: ms / one,
+        })
         .collect();
     let trees: Vec<TreePoint> = inputs[WIDTHS.len()..]
         .iter()
