@@ -49,6 +49,8 @@ pub struct TuneArgs {
 /// Least speedup over vanilla for a speculative configuration to be chosen: less is within
 /// the noise of a shared machine, and plain decoding is the safer default then.
 const MIN_GAIN: f64 = 1.05;
+/// Least mean accepted length of a configuration that counts as speculating.
+const MIN_ACCEPTED: f64 = 1.05;
 
 /// A configuration: its name, its parameters, and which draft (index) it runs with.
 struct Config {
@@ -174,8 +176,11 @@ pub fn run(a: TuneArgs) -> Result<()> {
         .collect();
     measured.sort_by(|x, y| y.tokens_per_second.total_cmp(&x.tokens_per_second));
     // A configuration must beat plain decoding by more than the machine's noise to be chosen.
+    // And it must actually speculate: one that drafted (almost) nothing ran as plain decoding,
+    // and its lead is noise.
     let best = measured
-        .first()
+        .iter()
+        .find(|m| m.name == "vanilla" || m.mean_accepted_length >= MIN_ACCEPTED)
         .filter(|m| m.speedup_vs_vanilla >= MIN_GAIN)
         .map_or_else(|| "vanilla".to_string(), |m| m.name.clone());
     let chosen = configs

@@ -238,8 +238,12 @@ pub(crate) fn measure(
             candidates.len()
         );
         for (suite, prompts) in suites {
-            for p in prompts {
-                for (c, t) in candidates.iter().zip(&mut totals) {
+            for (pi, p) in prompts.iter().enumerate() {
+                // The order rotates from prompt to prompt, so that no configuration always
+                // runs first (or right after the heaviest one).
+                let n = candidates.len();
+                for i in (0..n).map(|i| (i + pi + run) % n) {
+                    let (c, t) = (&candidates[i], &mut totals[i]);
                     let params = GenerateParams {
                         max_tokens,
                         ignore_eos: true,
