@@ -323,10 +323,9 @@ impl<'a> Sequence<'a> {
         self.counters.drafted += tree.len();
         self.counters.accepted += acc.nodes.len();
         self.controller.observe(tree.len(), acc.nodes.len());
-        // Side rows ride along with every drafting step, so the controller's curve is indexed
-        // by tree width: a lone step's time is recorded under 1 + tree nodes.
+        // Recorded under the forward's true width (side rows included): the controller adds a
+        // drafting step's side rows itself when it weighs k.
         if self.timed {
-            let width = width - plan.n_side;
             self.controller
                 .observe_time(width, verify_seconds, tree.len(), plan.draft_seconds);
         }

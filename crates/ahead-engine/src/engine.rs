@@ -419,10 +419,10 @@ impl Engine {
             (Method::Vanilla, _) => Controller::fixed(0),
             (_, Some(k)) => Controller::fixed(k),
             (Method::Lookahead, None) => {
-                // Every drafting step also carries the window's rows: the curve is shifted so
-                // that k candidates cost the forward of 1 + window rows + k.
+                // Every drafting step also carries the window's rows: k candidates cost the
+                // forward of 1 + window rows + k, a plain step one row.
                 let cfg = self.lookahead_config(params)?;
-                Controller::new(shift_curve(&self.costs()?.verify, cfg.branch_rows()), 0.0)
+                Controller::new(self.costs()?.verify.clone(), 0.0).with_side_rows(cfg.branch_rows())
             }
             (m, None) => {
                 let costs = self.costs()?;
@@ -555,18 +555,6 @@ impl Engine {
             None => MedusaTree::default_cpu(),
         })
     }
-}
-
-/// The verify curve of steps that carry `extra` side rows when they draft: index k+1 holds the
-/// cost of 1 + extra + k rows (index 1 stays a plain step).
-fn shift_curve(curve: &[f64], extra: usize) -> Vec<f64> {
-    (0..curve.len())
-        .map(|w| match w {
-            0 => 0.0,
-            1 => 1.0,
-            _ => cost_at(curve, w + extra),
-        })
-        .collect()
 }
 
 /// Most draft tokens (or Medusa tree nodes) per step.

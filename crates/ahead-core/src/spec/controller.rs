@@ -36,6 +36,9 @@ pub struct Controller {
     /// Speculative steps since the last plain one: a plain step now and then measures the
     /// 1-row cost, which a line fitted to drafted widths alone cannot tell.
     since_plain: usize,
+    /// Rows every drafting step adds besides its drafts (lookahead's window); plain steps
+    /// carry none.
+    side_rows: usize,
 }
 
 /// Live timings, as ratios to the current 1-row forward time: the context grows during a
@@ -90,7 +93,20 @@ impl Controller {
             ramp: 1,
             timing: Timing::default(),
             since_plain: 0,
+            side_rows: 0,
         }
+    }
+
+    /// Every drafting step also carries `rows` rows that are not drafts (lookahead's Jacobi
+    /// window): k drafts then cost a forward of 1 + rows + k, a plain step still one row.
+    pub fn with_side_rows(mut self, rows: usize) -> Self {
+        self.side_rows = rows;
+        self
+    }
+
+    /// Rows of a step drafting `k`, with `others` rows of other sequences in the forward.
+    fn width(&self, k: usize, others: usize) -> usize {
+        others + 1 + k + if k > 0 { self.side_rows } else { 0 }
     }
 
     /// A controller that always drafts `k` (fixed `--num-draft`).
@@ -117,11 +133,12 @@ impl Controller {
     }
 
     /// Tokens per unit of time when drafting `k` in a forward that also carries `others` rows
-    /// of other sequences (each yielding about one token): (others + E(k)) / C(others + 1 + k).
+    /// of other sequences (each yielding about one token): (others + E(k)) / C(others + 1 + k)
+    /// (plus the side rows when k > 0).
     /// With `others` = 0 this is E(k) / C(k + 1); a busy batch makes a draft row dearer
     /// relative to what the step yields already, so k falls as load rises.
     fn score(&self, k: usize, others: usize, verify_cost: &[f64], draft_cost: f64) -> f64 {
-        let verify = cost_at(verify_cost, others + k + 1);
+        let verify = cost_at(verify_cost, self.width(k, others));
         (others as f64 + self.expected(k)) / (verify + k as f64 * draft_cost)
     }
 
@@ -322,6 +339,30 @@ mod tests {
         // The same with load 0 as `choose`.
         let mut d = c.clone();
         assert_eq!(d.choose(), c.choose_under_load(0));
+    }
+
+    #[test]
+    fn side_rows_are_charged_to_drafting_steps_only() {
+        let curve: Vec<f64> = (0..18)
+            .map(|w| if w == 0 { 0.0 } else { 1.0 + 0.1 * (w as f64 - 1.0) })
+            .collect();
+        let mut drafts_alone = Controller::new(curve.clone(), 0.0);
+        for _ in 0..10 {
+            drafts_alone.observe(4, 4);
+        }
+        assert!(
+            drafts_alone.choose() > 0,
+            "cheap rows and full acceptance: it drafts"
+        );
+        // The same, but every drafting step carries 200 more rows: drafting never pays, alone
+        // or in a batch, and a plain step is not charged for rows it does not carry.
+        let mut windowed = Controller::new(curve, 0.0).with_side_rows(200);
+        for _ in 0..10 {
+            windowed.observe(4, 4);
+        }
+        for others in [0, 8, 32] {
+            assert_eq!(windowed.choose_under_load(others), 0, "load {others}");
+        }
     }
 
     #[test]
