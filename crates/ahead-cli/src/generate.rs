@@ -3,10 +3,11 @@
 use std::io::Write;
 
 use ahead_core::spec::{MedusaTree, PromptLookup};
-use ahead_engine::{Engine, GenerateParams, MedusaAcceptance as Verify, Method, Prompt, SamplingParams};
+use ahead_engine::{GenerateParams, MedusaAcceptance as Verify, Method, Prompt, SamplingParams};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
+use crate::sources::Sources;
 use crate::tuned::Tuned;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -159,26 +160,15 @@ pub fn run(mut a: GenerateArgs) -> Result<()> {
         }
         _ => Verify::Exact,
     };
-    let mut builder = Engine::builder();
-    if let Some(m) = &a.model {
-        builder = builder.model(m);
+    let engine = Sources {
+        model: a.model.as_deref(),
+        tokenizer: a.tokenizer.as_deref(),
+        draft: a.draft.as_deref(),
+        draft_tokenizer: a.draft_tokenizer.as_deref(),
+        medusa: a.medusa.as_deref(),
+        draft_medusa: a.draft_medusa.as_deref(),
     }
-    if let Some(t) = &a.tokenizer {
-        builder = builder.tokenizer(t);
-    }
-    if let Some(d) = &a.draft {
-        builder = builder.draft(d);
-    }
-    if let Some(t) = &a.draft_tokenizer {
-        builder = builder.draft_tokenizer(t);
-    }
-    if let Some(m) = &a.medusa {
-        builder = builder.medusa(m);
-    }
-    if let Some(m) = &a.draft_medusa {
-        builder = builder.draft_medusa(m);
-    }
-    let engine = builder.build().context("loading the model")?;
+    .engine()?;
     if matches!(a.method, None | Some(MethodArg::Draft | MethodArg::Auto)) && a.draft.is_some() {
         if let Some(mode) = engine.draft_mode() {
             eprintln!("draft: {}", mode.describe());

@@ -4,6 +4,7 @@ mod bench;
 mod generate;
 mod inspect;
 mod serve;
+mod sources;
 mod train;
 mod tune;
 mod tuned;

@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
-use ahead_engine::{Engine, GenerateParams};
+use ahead_engine::GenerateParams;
 use ahead_server::{AppState, HttpLimits, ServerConfig};
 use anyhow::{Context, Result};
 use clap::Args;
 
+use crate::sources::Sources;
 use crate::tuned::Tuned;
 
 #[derive(Debug, Args)]
@@ -117,23 +118,15 @@ async fn serve(mut a: ServeArgs) -> Result<()> {
     eprintln!("listening on http://{}", listener.local_addr()?);
     let loading = state.clone();
     let load = tokio::task::spawn_blocking(move || -> Result<()> {
-        let mut b = Engine::builder();
-        if let Some(m) = &a.model {
-            b = b.model(m);
+        let engine = Sources {
+            model: a.model.as_deref(),
+            tokenizer: a.tokenizer.as_deref(),
+            draft: a.draft.as_deref(),
+            draft_tokenizer: a.draft_tokenizer.as_deref(),
+            medusa: a.medusa.as_deref(),
+            draft_medusa: None,
         }
-        if let Some(t) = &a.tokenizer {
-            b = b.tokenizer(t);
-        }
-        if let Some(d) = &a.draft {
-            b = b.draft(d);
-        }
-        if let Some(t) = &a.draft_tokenizer {
-            b = b.draft_tokenizer(t);
-        }
-        if let Some(m) = &a.medusa {
-            b = b.medusa(m);
-        }
-        let engine = b.build().context("loading the model")?;
+        .engine()?;
         loading.set_engine(Arc::new(engine));
         eprintln!("model loaded; ready");
         Ok(())

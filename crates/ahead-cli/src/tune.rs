@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::bench::methods::{measure, runnable, suites, Candidate};
+use crate::sources::Sources;
 use crate::tuned::{Measured, Tuned};
 
 #[derive(Debug, Args)]
@@ -119,23 +120,15 @@ fn configs(drafts: usize) -> Vec<Config> {
 }
 
 fn engine(a: &TuneArgs, draft: Option<&str>) -> Result<Engine> {
-    let mut b = Engine::builder();
-    if let Some(m) = &a.model {
-        b = b.model(m);
+    Sources {
+        model: a.model.as_deref(),
+        tokenizer: a.tokenizer.as_deref(),
+        draft,
+        draft_tokenizer: a.draft_tokenizer.as_deref(),
+        medusa: a.medusa.as_deref(),
+        draft_medusa: None,
     }
-    if let Some(t) = &a.tokenizer {
-        b = b.tokenizer(t);
-    }
-    if let Some(d) = draft {
-        b = b.draft(d);
-    }
-    if let Some(t) = &a.draft_tokenizer {
-        b = b.draft_tokenizer(t);
-    }
-    if let Some(m) = &a.medusa {
-        b = b.medusa(m);
-    }
-    b.build().context("loading the model")
+    .engine()
 }
 
 pub fn run(a: TuneArgs) -> Result<()> {

@@ -12,6 +12,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
+use crate::sources::Sources;
+
 #[derive(Debug, Args)]
 pub struct MethodsArgs {
     /// Model (default: the embedded stories260K, with its vendored draft and Medusa heads).
@@ -263,23 +265,15 @@ pub(crate) fn measure(
 }
 
 pub fn run(a: MethodsArgs) -> Result<()> {
-    let mut builder = Engine::builder();
-    if let Some(m) = &a.model {
-        builder = builder.model(m);
+    let engine = Sources {
+        model: a.model.as_deref(),
+        tokenizer: a.tokenizer.as_deref(),
+        draft: a.draft.as_deref(),
+        draft_tokenizer: a.draft_tokenizer.as_deref(),
+        medusa: a.medusa.as_deref(),
+        draft_medusa: None,
     }
-    if let Some(t) = &a.tokenizer {
-        builder = builder.tokenizer(t);
-    }
-    if let Some(d) = &a.draft {
-        builder = builder.draft(d);
-    }
-    if let Some(t) = &a.draft_tokenizer {
-        builder = builder.draft_tokenizer(t);
-    }
-    if let Some(m) = &a.medusa {
-        builder = builder.medusa(m);
-    }
-    let engine = builder.build().context("loading the model")?;
+    .engine()?;
     let suites = suites(a.prompts)?;
     let mut candidates: Vec<Candidate<'_>> = methods()
         .into_iter()

@@ -9,8 +9,7 @@ use rayon::prelude::*;
 /// Multiply-accumulates below which a product runs on the calling thread.
 pub(crate) const PARALLEL_MIN_MACS: usize = 1 << 20;
 /// Fills `out` (`[k][rows]`) with `element(o, r)` for every weight row o and input row r,
-/// weight-row-major so a weight row stays in L1 while it meets every input row. Small
-/// products run on the calling thread; large ones split the weight rows over rayon.
+/// weight-row-major so a weight row stays in L1 while it meets every input row.
 pub fn matmul_by(
     k: usize,
     rows: usize,
@@ -19,7 +18,7 @@ pub fn matmul_by(
     element: impl Fn(usize, usize) -> f32 + Sync,
 ) {
     debug_assert_eq!(out.len(), k * rows);
-    let block = |o0: usize, chunk: &mut [f32]| {
+    by_row_tiles(k, rows, cols, out, |o0, chunk| {
         // `chunk` holds outputs o0.. for every input row, laid out [k][chunk_rows].
         let n = chunk.len() / k;
         for o in 0..n {
@@ -27,13 +26,23 @@ pub fn matmul_by(
                 chunk[r * n + o] = element(o0 + o, r);
             }
         }
-    };
+    });
+}
+
+/// Runs `block(o0, chunk)` over tiles of weight rows, where `chunk` is `[k][n]` for rows
+/// o0..o0+n, and gathers the tiles into `out` (`[k][rows]`). Small products run as one tile on
+/// the calling thread; large ones split the weight rows over rayon.
+pub(crate) fn by_row_tiles(
+    k: usize,
+    rows: usize,
+    cols: usize,
+    out: &mut [f32],
+    block: impl Fn(usize, &mut [f32]) + Sync,
+) {
     if k * rows * cols < PARALLEL_MIN_MACS {
         block(0, out);
         return;
     }
-    // Parallel: each tile of weight rows computes all k rows into a scratch buffer, then
-    // scatters into `out`'s row-major [k][rows] layout.
     let threads = rayon::current_num_threads().max(1);
     let tile = rows.div_ceil(threads * 4).max(16);
     let tiles: Vec<(usize, Vec<f32>)> = (0..rows.div_ceil(tile))

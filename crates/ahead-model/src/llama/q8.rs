@@ -16,10 +16,8 @@
 //! Batch invariance: every output is the same sequence of operations whatever k is, so row r of
 //! a k-row product is bit-identical to a 1-row product (tested).
 
+use super::kernels::by_row_tiles;
 use half::f16;
-use rayon::prelude::*;
-
-use super::kernels::PARALLEL_MIN_MACS;
 
 /// Values per block, blocks per group, bytes per group.
 const BLOCK: usize = 32;
@@ -115,33 +113,9 @@ impl PackedQ8 {
         debug_assert_eq!(out.len(), k * self.rows);
         let input = self.quantize_input(x, k);
         let dot = dot_fn();
-        // Fills `chunk` ([k][n]) for weight rows o0..o0+n.
-        let block = |o0: usize, chunk: &mut [f32]| {
-            let n = chunk.len() / k;
-            dot(self, o0, n, &input, k, chunk);
-        };
-        if k * self.rows * self.cols < PARALLEL_MIN_MACS {
-            block(0, out);
-            return;
-        }
-        let threads = rayon::current_num_threads().max(1);
-        let tile = self.rows.div_ceil(threads * 4).max(16);
-        let tiles: Vec<(usize, Vec<f32>)> = (0..self.rows.div_ceil(tile))
-            .into_par_iter()
-            .map(|t| {
-                let o0 = t * tile;
-                let n = tile.min(self.rows - o0);
-                let mut buf = vec![0f32; n * k];
-                block(o0, &mut buf);
-                (o0, buf)
-            })
-            .collect();
-        for (o0, buf) in tiles {
-            let n = buf.len() / k;
-            for r in 0..k {
-                out[r * self.rows + o0..r * self.rows + o0 + n].copy_from_slice(&buf[r * n..(r + 1) * n]);
-            }
-        }
+        by_row_tiles(k, self.rows, self.cols, out, |o0, chunk| {
+            dot(self, o0, chunk.len() / k, &input, k, chunk);
+        });
     }
 
     /// Quantizes each input row to blocks of 32 (scale = max |x| / 127, as Q8_0's own
