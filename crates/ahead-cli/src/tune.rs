@@ -157,7 +157,7 @@ pub fn run(a: TuneArgs) -> Result<()> {
         eprintln!("skipped: {s}");
     }
     let suites = suites(a.prompts)?;
-    let reports = measure(&candidates, &suites, a.max_tokens, a.runs)?;
+    let reports = measure(&candidates, &suites, a.max_tokens, a.runs, 1)?;
     let mut measured: Vec<Measured> = reports
         .iter()
         .map(|r| Measured {

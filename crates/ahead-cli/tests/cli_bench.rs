@@ -62,6 +62,32 @@ fn bench_reports_every_method_as_json_and_plots_them() {
 }
 
 #[test]
+fn bench_batch_measures_sequences_generated_together() {
+    let v = json(
+        &ahead(&[
+            "bench",
+            "--json",
+            "--batch",
+            "2",
+            "--prompts",
+            "2",
+            "--runs",
+            "1",
+            "--max-tokens",
+            "8",
+        ]),
+        "bench --batch",
+    );
+    assert_eq!(v["batch"], 2);
+    let methods = v["methods"].as_array().unwrap();
+    assert!(methods.len() >= 6);
+    for m in methods {
+        assert!(m["tokens_per_second"].as_f64().unwrap() > 0.0, "{m}");
+        assert!(m["mean_accepted_length"].as_f64().unwrap() >= 1.0, "{m}");
+    }
+}
+
+#[test]
 fn bench_cost_gives_the_verify_curve_of_synthetic_shapes() {
     for (model, dtype) in [("tinyllama-1.1b", "q8_0"), ("qwen2.5-0.5b", "f32")] {
         let v = json(

@@ -38,6 +38,10 @@ pub struct MethodsArgs {
     /// Passes over the suites; totals add up over passes.
     #[arg(long, default_value_t = 2)]
     pub runs: usize,
+    /// Generate this many prompts together (`Engine::generate_batched`, one forward per step
+    /// for all of them, as `ahead serve` does under load) and report aggregate throughput.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
     /// One JSON object with a `methods` list instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -148,6 +152,7 @@ struct Report {
     prompts: BTreeMap<String, usize>,
     max_tokens: usize,
     runs: usize,
+    batch: usize,
     methods: Vec<MethodReport>,
     /// Methods that could not run with this model (no draft, no heads), and why.
     skipped: Vec<String>,
@@ -228,6 +233,7 @@ pub(crate) fn measure(
     suites: &[(&'static str, Vec<String>)],
     max_tokens: usize,
     runs: usize,
+    batch: usize,
 ) -> Result<Vec<MethodReport>> {
     // totals[candidate][suite]
     let mut totals: Vec<BTreeMap<&str, Totals>> = vec![BTreeMap::new(); candidates.len()];
@@ -240,7 +246,7 @@ pub(crate) fn measure(
             candidates.len()
         );
         for (suite, prompts) in suites {
-            for (pi, p) in prompts.iter().enumerate() {
+            for (pi, group) in prompts.chunks(batch.max(1)).enumerate() {
                 // The order rotates from prompt to prompt, so that no configuration always
                 // runs first (or right after the heaviest one).
                 let n = candidates.len();
@@ -251,17 +257,43 @@ pub(crate) fn measure(
                         ignore_eos: true,
                         ..c.params.clone()
                     };
-                    let g = c
-                        .engine
-                        .generate_one(&Prompt::Text(p.clone()), &params, &mut |_| {})
-                        .with_context(|| format!("{} on {p:?}", c.name))?;
-                    t.entry(suite).or_default().merge(&Totals::of(&g));
+                    let measured = if batch <= 1 {
+                        let p = &group[0];
+                        let g = c
+                            .engine
+                            .generate_one(&Prompt::Text(p.clone()), &params, &mut |_| {})
+                            .with_context(|| format!("{} on {p:?}", c.name))?;
+                        Totals::of(&g)
+                    } else {
+                        batched(c, group, &params)?
+                    };
+                    t.entry(suite).or_default().merge(&measured);
                 }
             }
         }
     }
     let names: Vec<&str> = candidates.iter().map(|c| c.name.as_str()).collect();
     Ok(report(&names, &totals))
+}
+
+/// Totals of one batch of prompts generated together (`Engine::generate_batched`): tokens and
+/// forwards add up; time is the batch's wall time, of which the forwards shared by all its
+/// sequences count once (the longest sequence saw every one).
+fn batched(c: &Candidate<'_>, prompts: &[String], params: &GenerateParams) -> Result<Totals> {
+    let prompts: Vec<Prompt> = prompts.iter().map(|p| Prompt::Text(p.clone())).collect();
+    let start = std::time::Instant::now();
+    let gens = c.engine.generate_batched(&prompts, params);
+    let wall_ms = start.elapsed().as_secs_f64() * 1e3;
+    let mut sum = Totals::default();
+    let mut verify_ms = 0f64;
+    for g in gens {
+        let g = g.with_context(|| format!("{} in a batch", c.name))?;
+        verify_ms = verify_ms.max(g.stats.verify_ms);
+        sum.merge(&Totals::of(&g));
+    }
+    sum.decode_ms = wall_ms;
+    sum.verify_ms = verify_ms;
+    Ok(sum)
 }
 
 pub fn run(a: MethodsArgs) -> Result<()> {
@@ -284,12 +316,13 @@ pub fn run(a: MethodsArgs) -> Result<()> {
         })
         .collect();
     let skipped = runnable(&mut candidates);
-    let methods = measure(&candidates, &suites, a.max_tokens, a.runs)?;
+    let methods = measure(&candidates, &suites, a.max_tokens, a.runs, a.batch)?;
     let r = Report {
         model: engine.loaded().info.source.clone(),
         prompts: suites.iter().map(|(s, p)| (s.to_string(), p.len())).collect(),
         max_tokens: a.max_tokens,
         runs: a.runs.max(1),
+        batch: a.batch.max(1),
         methods,
         skipped,
     };
@@ -360,11 +393,12 @@ fn print(r: &Report, json: bool) -> Result<()> {
     }
     writeln!(
         out,
-        "{}: {} prompts x {} tokens, greedy, {} run(s)\n",
+        "{}: {} prompts x {} tokens, greedy, {} run(s), batches of {}\n",
         r.model,
         r.prompts.values().sum::<usize>(),
         r.max_tokens,
-        r.runs
+        r.runs,
+        r.batch
     )?;
     writeln!(
         out,
