@@ -34,6 +34,11 @@ pub struct ServeArgs {
     /// Requests generating at once (they advance together in batches).
     #[arg(long, default_value_t = 8)]
     pub max_concurrent: usize,
+    /// KV-cache tokens all requests in flight may reserve (0: no budget). Each request reserves
+    /// prompt + max_tokens + 32 draft slots (at most the context) per choice; one that can never
+    /// fit gets 400, others wait for room.
+    #[arg(long, default_value_t = 0)]
+    pub max_kv_tokens: usize,
     /// A config written by `ahead tune`: its method and parameters serve requests that name no
     /// method (and its draft model is loaded unless --draft is given).
     #[arg(long)]
@@ -102,6 +107,7 @@ async fn serve(mut a: ServeArgs) -> Result<()> {
         max_body_bytes: a.max_body_bytes,
         max_generation_seconds: a.max_generation_seconds,
         workers: a.workers,
+        max_kv_tokens: a.max_kv_tokens,
         api_key: a.api_key.clone().filter(|k| !k.is_empty()),
         http: HttpLimits {
             header_read_timeout: seconds(a.header_read_seconds, "--header-read-seconds")?,

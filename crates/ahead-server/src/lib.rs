@@ -22,6 +22,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use ahead_engine::{
     Engine, FinishReason, GenerateParams, Generation, Job, Method, Prompt, SamplingParams, Scheduler,
+    MAX_DRAFT,
 };
 use ahead_model::tokenizer::ChatMessage;
 use axum::extract::rejection::JsonRejection;
@@ -62,6 +63,10 @@ pub struct ServerConfig {
     pub api_key: Option<String>,
     /// Connection and request-read limits.
     pub http: HttpLimits,
+    /// Total KV-cache tokens the requests in flight may reserve (0: no budget). A request
+    /// reserves prompt + max_tokens + draft slots (at most the context) for each choice; one
+    /// that could never fit gets 400, others wait until enough is free.
+    pub max_kv_tokens: usize,
     /// Method and parameters for requests that name none (e.g. from `ahead tune`); sampling,
     /// limits and stops always come from the request.
     pub defaults: GenerateParams,
@@ -82,6 +87,7 @@ impl Default for ServerConfig {
             n_cap: 4,
             max_generation_seconds: 600.0,
             workers: 0,
+            max_kv_tokens: 0,
             defaults: GenerateParams::default(),
             api_key: None,
             http: HttpLimits::default(),
@@ -95,6 +101,8 @@ pub struct AppState {
     scheduler: OnceLock<Scheduler>,
     cfg: ServerConfig,
     slots: Arc<Semaphore>,
+    /// KV-cache tokens still free, with a budget.
+    kv: Option<Arc<Semaphore>>,
     queued: AtomicU64,
     draining: AtomicBool,
     next_id: AtomicU64,
@@ -107,6 +115,7 @@ impl AppState {
             engine: OnceLock::new(),
             scheduler: OnceLock::new(),
             slots: Arc::new(Semaphore::new(cfg.max_concurrent.max(1))),
+            kv: (cfg.max_kv_tokens > 0).then(|| Arc::new(Semaphore::new(cfg.max_kv_tokens))),
             cfg,
             queued: AtomicU64::new(0),
             draining: AtomicBool::new(false),
@@ -129,6 +138,12 @@ impl AppState {
     #[doc(hidden)]
     pub fn take_slot(&self) -> Option<OwnedSemaphorePermit> {
         self.slots.clone().try_acquire_owned().ok()
+    }
+
+    /// KV-cache tokens not reserved by requests in flight (with a budget).
+    #[doc(hidden)]
+    pub fn kv_available(&self) -> Option<usize> {
+        self.kv.as_ref().map(|k| k.available_permits())
     }
 
     /// Stops admitting requests (`/health` 503); in-flight ones finish.
@@ -569,10 +584,38 @@ async fn serve(s: Arc<AppState>, prompt: Prompt, common: Common, kind: Kind) -> 
             ),
         );
     }
-    let permit = match admit(&s).await {
+    // Worst-case cache of each choice: prompt, completion and draft slots (lookahead's window
+    // included), never more than the context.
+    let need = (ids.len() + params.max_tokens + 2 * MAX_DRAFT).min(context) * n;
+    if s.kv.is_some() && need > s.cfg.max_kv_tokens {
+        return fail(
+            &s,
+            ApiError {
+                status: StatusCode::BAD_REQUEST,
+                message: format!(
+                    "the request may need {need} KV-cache tokens; the server's budget is {}: lower max_tokens or n",
+                    s.cfg.max_kv_tokens
+                ),
+                kind: "invalid_request_error",
+                param: Some("max_tokens".into()),
+                code: Some("kv_budget_exceeded"),
+            },
+        );
+    }
+    let slot = match admit(&s).await {
         Ok(p) => p,
         Err(e) => return fail(&s, e),
     };
+    // With a budget, wait (holding the slot) until the cache fits; a client that goes away
+    // while waiting drops this future and both reservations.
+    let kv = match &s.kv {
+        Some(k) => match k.clone().acquire_many_owned(need as u32).await {
+            Ok(p) => Some(p),
+            Err(_) => return fail(&s, internal("the KV budget is closed")),
+        },
+        None => None,
+    };
+    let permit = Admitted { _slot: slot, _kv: kv };
     let id = s.next_id.fetch_add(1, Ordering::Relaxed);
     let prompt = Prompt::Ids(ids);
     if common.stream {
@@ -637,6 +680,13 @@ async fn serve(s: Arc<AppState>, prompt: Prompt, common: Common, kind: Kind) -> 
     drop(guard);
     s.metrics.outcome("200");
     Json(full_response(&s.cfg.model_id, kind, id, &gens, &timed_out)).into_response()
+}
+
+/// What an admitted request holds until its last choice is answered: a generation slot and,
+/// with a KV budget, its caches' worth of tokens.
+struct Admitted {
+    _slot: OwnedSemaphorePermit,
+    _kv: Option<OwnedSemaphorePermit>,
 }
 
 /// Counts a request as running until dropped.
@@ -775,7 +825,7 @@ fn stream(
     params: GenerateParams,
     kind: Kind,
     include_usage: bool,
-    permit: OwnedSemaphorePermit,
+    permit: Admitted,
     id: u64,
 ) -> Response {
     // Unbounded: the worker must never wait on one slow client (a stream holds at most

@@ -559,3 +559,44 @@ fn configured_defaults_serve_requests_that_name_no_method() {
         "lossless either way"
     );
 }
+
+#[test]
+fn a_kv_budget_refuses_what_can_never_fit_and_returns_every_reservation() {
+    let s = start(ServerConfig {
+        max_kv_tokens: 300,
+        ..ServerConfig::default()
+    });
+    let url = format!("{}/v1/completions", s.url);
+    let (code, v) = post(&url, &json!({"prompt": "Once", "max_tokens": 400}));
+    assert_eq!(code, 400, "{v}");
+    assert_eq!(v["error"]["code"], "kv_budget_exceeded");
+    assert_eq!(v["error"]["param"], "max_tokens");
+    // Three choices of ~100 tokens each fit together.
+    let (code, v) = post(&url, &json!({"prompt": "Once", "max_tokens": 60, "n": 3}));
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["choices"].as_array().unwrap().len(), 3);
+    // Eight requests at once: at most three fit the budget at a time; all are served.
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let body =
+                    json!({"prompt": "Once upon a time", "max_tokens": 60, "seed": i, "stream": i % 2 == 0});
+                if i % 2 == 0 {
+                    assert_eq!(sse(&url, &body).last().map(String::as_str), Some("[DONE]"));
+                } else {
+                    assert_eq!(post(&url, &body).0, 200);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    // Streams and non-streams alike gave their reservations back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.state.kv_available() != Some(300) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(s.state.kv_available(), Some(300));
+}
