@@ -66,7 +66,7 @@ impl<'e> Batch<'e> {
 
     /// Prefills the job's prompt and adds it; a job that cannot start is answered at once.
     pub fn add(&mut self, job: Job) {
-        match self.engine.sequence(&job.prompt, &job.params) {
+        match self.engine.sequence(&job.prompt, &job.params, true) {
             Ok(seq) => self.active.push(Active {
                 seq,
                 on_text: job.on_text,

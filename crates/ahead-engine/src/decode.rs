@@ -60,7 +60,14 @@ pub(crate) struct Sequence<'a> {
     started: Instant,
     prefill: Duration,
     cancelled: bool,
+    /// Prompt tokens (of all but the last) not yet in the cache: a sequence started in a batch
+    /// prefills a chunk per step, beside the other sequences' rows.
+    unfilled: usize,
 }
+
+/// Most prompt rows a batched sequence feeds per step: a long prompt then delays the other
+/// sequences' steps by a chunk, not by its whole prefill.
+pub(crate) const PREFILL_CHUNK: usize = 64;
 
 /// The verify rows of one step: made by [`Sequence::plan`], fed to a forward (the `input`), and
 /// handed back to [`Sequence::complete`] with that forward's output.
@@ -74,6 +81,8 @@ pub(crate) struct Plan {
     tree: TokenTree,
     n_side: usize,
     draft_seconds: f64,
+    /// A chunk of the prompt, not a verify step.
+    prefill: bool,
 }
 
 impl Plan {
@@ -103,7 +112,8 @@ impl Plan {
 }
 
 impl<'a> Sequence<'a> {
-    /// Prefills the prompt (all but its last token, which the first step feeds).
+    /// Prefills the prompt (all but its last token, which the first step feeds), now or, when
+    /// `chunked`, a chunk per step (`plan` then returns prompt rows until it is all in).
     pub fn start(
         model: &'a Model,
         tokenizer: &'a Tokenizer,
@@ -111,6 +121,7 @@ impl<'a> Sequence<'a> {
         controller: Controller,
         prompt_ids: Vec<u32>,
         params: &GenerateParams,
+        chunked: bool,
     ) -> Result<Self> {
         let context = model.config().max_seq_len;
         let n = prompt_ids.len();
@@ -131,7 +142,7 @@ impl<'a> Sequence<'a> {
         };
         let committer = Committer::new(tokenizer, &prompt_ids, rules);
         let started = Instant::now();
-        if n > 1 {
+        if n > 1 && !chunked {
             let pos: Vec<usize> = (0..n - 1).collect();
             let input = ForwardInput {
                 want_hidden: proposer.wants_hidden(),
@@ -142,7 +153,8 @@ impl<'a> Sequence<'a> {
                 proposer.observe_hidden(h);
             }
         }
-        if controller.max_k() > 0 {
+        let unfilled = if chunked { n - 1 } else { 0 };
+        if unfilled == 0 && controller.max_k() > 0 {
             proposer.prefill(&prompt_ids)?;
         }
         Ok(Self {
@@ -162,7 +174,41 @@ impl<'a> Sequence<'a> {
             prefill: started.elapsed(),
             started,
             cancelled: false,
+            unfilled,
         })
+    }
+
+    /// The next chunk of the prompt, as causal rows after what the cache holds.
+    fn plan_prefill(&self) -> Plan {
+        let start = self.prompt_len - 1 - self.unfilled;
+        let rows = self.unfilled.min(PREFILL_CHUNK);
+        Plan {
+            tokens: self.history[start..start + rows].to_vec(),
+            positions: (start..start + rows).collect(),
+            // A chain: each row's parent is the row before it.
+            parents: (0..rows).map(|r| r.checked_sub(1)).collect(),
+            rows_mask: Vec::new(),
+            want_hidden: self.proposer.wants_hidden(),
+            tree: TokenTree::empty(),
+            n_side: 0,
+            draft_seconds: 0.0,
+            prefill: true,
+        }
+    }
+
+    /// Takes a prefill chunk's output; after the last chunk, the proposer sees the prompt.
+    fn complete_prefill(&mut self, plan: &Plan, out: &ForwardOutput) -> Result<String> {
+        self.unfilled -= plan.rows();
+        if self.unfilled == 0 {
+            if let Some(h) = hidden_row(out, plan.rows() - 1) {
+                self.proposer.observe_hidden(h);
+            }
+            if self.controller.max_k() > 0 {
+                self.proposer.prefill(&self.history)?;
+            }
+            self.prefill = self.started.elapsed();
+        }
+        Ok(String::new())
     }
 
     /// Whether generation has ended (finished or cancelled).
@@ -178,6 +224,9 @@ impl<'a> Sequence<'a> {
     /// Drafts this step's tree and lays out its verify rows. `others` is how many rows other
     /// sequences add to the same forward: the busier the batch, the less a draft row pays.
     pub fn plan(&mut self, others: usize) -> Result<Plan> {
+        if self.unfilled > 0 {
+            return Ok(self.plan_prefill());
+        }
         let cache = &self.cache;
         let history = &self.history;
         let base = cache.len();
@@ -250,6 +299,7 @@ impl<'a> Sequence<'a> {
             tree,
             n_side,
             draft_seconds,
+            prefill: false,
         })
     }
 
@@ -268,6 +318,9 @@ impl<'a> Sequence<'a> {
         verify_seconds: f64,
         width: usize,
     ) -> Result<String> {
+        if plan.prefill {
+            return self.complete_prefill(&plan, out);
+        }
         let tree = &plan.tree;
         let base = self.cache.len() - plan.rows();
         self.counters.forwards += 1;

@@ -349,14 +349,19 @@ impl Engine {
         inspect: Option<StepInspector<'_, '_>>,
         cancel: Option<&std::sync::atomic::AtomicBool>,
     ) -> Result<Generation> {
-        let mut seq = self.sequence(prompt, params)?;
+        let mut seq = self.sequence(prompt, params, false)?;
         seq.run(on_text, inspect, cancel)?;
         Ok(seq.finish())
     }
 
-    /// A generation ready to step: the prompt checked and prefilled, its proposer and
-    /// controller chosen for `params`.
-    pub(crate) fn sequence(&self, prompt: &Prompt, params: &GenerateParams) -> Result<Sequence<'_>> {
+    /// A generation ready to step: the prompt checked and prefilled (now, or a chunk per step
+    /// when `chunked`), its proposer and controller chosen for `params`.
+    pub(crate) fn sequence(
+        &self,
+        prompt: &Prompt,
+        params: &GenerateParams,
+        chunked: bool,
+    ) -> Result<Sequence<'_>> {
         params.sampling.validate()?;
         if params.num_draft.is_some_and(|k| k > MAX_DRAFT) {
             return Err(EngineError::InvalidRequest(format!(
@@ -441,6 +446,7 @@ impl Engine {
             controller,
             prompt_ids,
             params,
+            chunked,
         )
     }
 

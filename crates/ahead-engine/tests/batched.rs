@@ -205,3 +205,38 @@ fn a_panic_in_a_step_fails_its_batch_with_an_error_and_the_worker_keeps_serving(
     );
     assert_eq!(scheduler.load(), 0);
 }
+
+#[test]
+fn long_prompts_prefilled_in_chunks_beside_other_sequences_give_the_same_output() {
+    let e = engine();
+    // Prompts of several prefill chunks (64 rows each) mixed with short ones.
+    let long = "Once upon a time, there was a little girl named Lily. She loved to play in the park with her friends. "
+        .repeat(6);
+    let mut prompts = vec![Prompt::Text(long.clone()), Prompt::Text("Tim".into())];
+    prompts.push(Prompt::Text(format!("{long} The end. Then")));
+    let n_long = e.prompt_ids(&prompts[0]).unwrap().len();
+    assert!(
+        n_long > 2 * 64,
+        "the prompt spans several chunks ({n_long} tokens)"
+    );
+    for method in [
+        Method::Vanilla,
+        Method::Draft,
+        Method::Medusa,
+        Method::Lookahead,
+        Method::PromptLookup,
+    ] {
+        let params = with(method, greedy_ignore_eos(30));
+        let batched = e.generate_batched(&prompts, &params);
+        for (p, got) in prompts.iter().zip(batched) {
+            let got = got.unwrap();
+            let want = gen(e, p, &params);
+            assert_eq!(got.token_ids, want.token_ids, "{method:?}");
+            if method == Method::Vanilla {
+                // Prefill chunks are not counted as target forwards. (Drafting methods may take
+                // more steps in a batch: their controllers draft less under load.)
+                assert_eq!(got.stats.target_forwards, want.stats.target_forwards);
+            }
+        }
+    }
+}
