@@ -8,7 +8,8 @@
 //! about as much as another sequence's token and rarely pays.
 //!
 //! [`Scheduler`] runs batches on worker threads for a server: jobs arrive on a channel, join
-//! the running batch between steps, and leave it when finished or cancelled, freeing their
+//! the running batch between steps (their prompts fed `PREFILL_CHUNK` rows per step, in the
+//! same forward as the others' steps), and leave it when finished or cancelled, freeing their
 //! cache at once.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

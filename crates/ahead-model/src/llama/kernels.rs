@@ -1,5 +1,6 @@
-//! CPU kernels for the forward pass: the row-tiling driver the quantized products use
-//! (`matmul_by`), RMSNorm, SiLU and softmax. f32 products live in `packed`.
+//! CPU kernels for the forward pass: the row-tiling drivers the quantized products use
+//! (`matmul_by`, `by_row_tiles`), RMSNorm, SiLU and softmax. f32 products live in `packed`,
+//! Q8_0 products in `q8`.
 //!
 //! Small products stay on the calling thread: a thread-pool round trip costs more than a
 //! 64x172 product (see PERFORMANCE-NOTES.md).
