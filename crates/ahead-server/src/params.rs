@@ -1,0 +1,157 @@
+//! From a request to generation parameters: validation of the common fields, the method and
+//! its tuned defaults, seeds, and chat messages rendered through the model's template.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ahead_engine::{Engine, GenerateParams, Method, SamplingParams};
+use ahead_model::tokenizer::ChatMessage;
+use axum::http::StatusCode;
+
+use crate::api::{self, Common};
+use crate::error::ApiError;
+use crate::state::ServerConfig;
+
+/// Roles a chat message may have.
+pub(crate) const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
+
+/// At most the first 64 characters of a client's string, for error messages.
+pub(crate) fn truncated(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// The model's chat template, or for base models without one a plain transcript:
+/// `role: content` lines, then `assistant:`.
+pub(crate) fn render_chat(engine: &Engine, messages: &[ChatMessage]) -> Result<String, ApiError> {
+    let tok = engine.tokenizer();
+    match tok.chat_template() {
+        Some(t) => {
+            let piece = |id: Option<u32>| id.and_then(|i| tok.id_to_piece(i)).unwrap_or_default();
+            let bos = piece(tok.bos_id());
+            let eos = piece(tok.eos_ids().first().copied());
+            t.render(messages, true, &bos, &eos)
+                .map_err(|e| ApiError::invalid(format!("chat template: {e}"), Some("messages")))
+        }
+        None => {
+            let mut out = String::new();
+            for m in messages {
+                out.push_str(&format!("{}: {}\n", m.role, m.content));
+            }
+            out.push_str("assistant:");
+            Ok(out)
+        }
+    }
+}
+
+/// Checks and converts the common fields into generation parameters.
+pub(crate) fn params(cfg: &ServerConfig, c: &Common) -> Result<(GenerateParams, usize, bool), ApiError> {
+    if let Some(m) = &c.model {
+        if m != &cfg.model_id {
+            return Err(ApiError {
+                status: StatusCode::NOT_FOUND,
+                message: format!(
+                    "model {:?} is not served here; available: [{:?}]",
+                    truncated(m),
+                    cfg.model_id
+                ),
+                kind: "invalid_request_error",
+                param: Some("model".into()),
+                code: Some("model_not_found"),
+            });
+        }
+    }
+    let n = c.n.unwrap_or(1);
+    if n == 0 || n > cfg.n_cap {
+        return Err(ApiError::invalid(
+            format!("n must be between 1 and {}", cfg.n_cap),
+            Some("n"),
+        ));
+    }
+    if c.stream && n > 1 {
+        return Err(ApiError::invalid("n > 1 is not supported with stream", Some("n")));
+    }
+    let max_tokens = c.max_completion_tokens.or(c.max_tokens).unwrap_or(256);
+    if max_tokens == 0 || max_tokens > cfg.max_tokens_cap {
+        return Err(ApiError::invalid(
+            format!("max_tokens must be between 1 and {}", cfg.max_tokens_cap),
+            Some("max_tokens"),
+        ));
+    }
+    let stop = c.stop.clone().map(api::Stop::into_vec).unwrap_or_default();
+    if stop.len() > 4 || stop.iter().any(|s| s.is_empty() || s.len() > 256) {
+        return Err(ApiError::invalid(
+            "stop takes at most 4 non-empty strings of up to 256 bytes",
+            Some("stop"),
+        ));
+    }
+    let method = match c.ahead.as_ref().and_then(|a| a.method.as_deref()) {
+        None => cfg.defaults.method,
+        Some("auto") => Method::Auto,
+        Some("vanilla") => Method::Vanilla,
+        Some("draft") => Method::Draft,
+        Some("medusa") => Method::Medusa,
+        Some("lookahead") => Method::Lookahead,
+        Some("prompt-lookup") => Method::PromptLookup,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                format!(
+                    "unknown method {:?}: vanilla, draft, medusa, lookahead, prompt-lookup or auto",
+                    truncated(other)
+                ),
+                Some("ahead.method"),
+            ))
+        }
+    };
+    let sampling = SamplingParams {
+        temperature: c.temperature.unwrap_or(1.0),
+        top_p: c.top_p.unwrap_or(1.0),
+        ..SamplingParams::greedy()
+    };
+    sampling
+        .validate()
+        .map_err(|e| ApiError::invalid(e.to_string(), None))?;
+    // The configured parameters go with the configured method only.
+    let tuned = (method == cfg.defaults.method).then_some(&cfg.defaults);
+    let params = GenerateParams {
+        max_tokens,
+        sampling,
+        // Without a seed, each request samples afresh (as OpenAI's API does), and the draft
+        // schedule may follow timing and load; with one, output is reproducible.
+        seed: c.seed.unwrap_or_else(fresh_seed),
+        reproducible: c.seed.is_some(),
+        stop,
+        method,
+        num_draft: c
+            .ahead
+            .as_ref()
+            .and_then(|a| a.num_draft)
+            .or(tuned.and_then(|t| t.num_draft)),
+        ignore_eos: c.ahead.as_ref().is_some_and(|a| a.ignore_eos),
+        medusa_tree: tuned.and_then(|t| t.medusa_tree.clone()),
+        lookahead_window: tuned.and_then(|t| t.lookahead_window),
+        lookahead_ngram: tuned.and_then(|t| t.lookahead_ngram),
+        lookahead_guesses: tuned.and_then(|t| t.lookahead_guesses),
+        ..GenerateParams::default()
+    };
+    let usage = c.stream_options.as_ref().is_some_and(|o| o.include_usage);
+    Ok((params, n, usage))
+}
+
+/// A seed for a request that gave none.
+pub(crate) fn fresh_seed() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    // SplitMix64 of the clock and a counter: distinct for requests in the same nanosecond.
+    let mut z = nanos
+        ^ COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
