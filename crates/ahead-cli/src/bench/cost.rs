@@ -2,7 +2,6 @@
 //! Medusa-style trees, after a fixed context, on random weights of a real model's shapes.
 //! Speculation pays when T(k)/T(1) stays near 1: then k drafted tokens cost about one step.
 
-use std::io::Write;
 use std::time::Instant;
 
 use ahead_core::spec::MedusaTree;
@@ -175,23 +174,20 @@ fn tree_rows(tree: &MedusaTree, context: usize) -> (Vec<u32>, Vec<Option<usize>>
 }
 
 fn print(r: &Report, json: bool) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    if json {
-        writeln!(out, "{}", serde_json::to_string(r)?)?;
-        return Ok(());
-    }
-    writeln!(
-        out,
-        "{} ({} layers, {}), context {}, {} threads",
-        r.model, r.layers, r.dtype, r.context, r.threads
-    )?;
-    writeln!(out, "| rows | ms | T(k)/T(1) |")?;
-    writeln!(out, "|---|---|---|")?;
-    for p in &r.points {
-        writeln!(out, "| {} | {:.3} | {:.2} |", p.k, p.ms, p.ratio)?;
-    }
-    for t in &r.trees {
-        writeln!(out, "| tree of {} | {:.3} | {:.2} |", t.nodes, t.ms, t.ratio)?;
-    }
-    Ok(())
+    super::emit(r, json, |out| {
+        writeln!(
+            out,
+            "{} ({} layers, {}), context {}, {} threads",
+            r.model, r.layers, r.dtype, r.context, r.threads
+        )?;
+        writeln!(out, "| rows | ms | T(k)/T(1) |")?;
+        writeln!(out, "|---|---|---|")?;
+        for p in &r.points {
+            writeln!(out, "| {} | {:.3} | {:.2} |", p.k, p.ms, p.ratio)?;
+        }
+        for t in &r.trees {
+            writeln!(out, "| tree of {} | {:.3} | {:.2} |", t.nodes, t.ms, t.ratio)?;
+        }
+        Ok(())
+    })
 }

@@ -4,7 +4,6 @@
 //! tokens over total decoding time (prefill excluded), greedy, `max_tokens` each.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 
 use ahead_engine::{Engine, EngineError, GenerateParams, Generation, Method, Prompt};
@@ -386,43 +385,40 @@ fn report(names: &[&str], totals: &[BTreeMap<&str, Totals>]) -> Vec<MethodReport
 }
 
 fn print(r: &Report, json: bool) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    if json {
-        writeln!(out, "{}", serde_json::to_string(r)?)?;
-        return Ok(());
-    }
-    writeln!(
-        out,
-        "{}: {} prompts x {} tokens, greedy, {} run(s), batches of {}\n",
-        r.model,
-        r.prompts.values().sum::<usize>(),
-        r.max_tokens,
-        r.runs,
-        r.batch
-    )?;
-    writeln!(
-        out,
-        "| method | tokens/s | vs vanilla | stories | code | mean accepted | draft / verify / other |"
-    )?;
-    writeln!(out, "|---|---|---|---|---|---|---|")?;
-    for m in &r.methods {
-        let suite = |s: &str| m.suites.get(s).map_or(0.0, |x| x.speedup_vs_vanilla);
+    super::emit(r, json, |out| {
         writeln!(
             out,
-            "| {} | {:.0} | {:.2}x | {:.2}x | {:.2}x | {:.2} | {:.0}% / {:.0}% / {:.0}% |",
-            m.method,
-            m.tokens_per_second,
-            m.speedup_vs_vanilla,
-            suite("stories"),
-            suite("code"),
-            m.mean_accepted_length,
-            m.time_split.draft * 100.0,
-            m.time_split.verify * 100.0,
-            m.time_split.other * 100.0
+            "{}: {} prompts x {} tokens, greedy, {} run(s), batches of {}\n",
+            r.model,
+            r.prompts.values().sum::<usize>(),
+            r.max_tokens,
+            r.runs,
+            r.batch
         )?;
-    }
-    for s in &r.skipped {
-        writeln!(out, "skipped: {s}")?;
-    }
-    Ok(())
+        writeln!(
+            out,
+            "| method | tokens/s | vs vanilla | stories | code | mean accepted | draft / verify / other |"
+        )?;
+        writeln!(out, "|---|---|---|---|---|---|---|")?;
+        for m in &r.methods {
+            let suite = |s: &str| m.suites.get(s).map_or(0.0, |x| x.speedup_vs_vanilla);
+            writeln!(
+                out,
+                "| {} | {:.0} | {:.2}x | {:.2}x | {:.2}x | {:.2} | {:.0}% / {:.0}% / {:.0}% |",
+                m.method,
+                m.tokens_per_second,
+                m.speedup_vs_vanilla,
+                suite("stories"),
+                suite("code"),
+                m.mean_accepted_length,
+                m.time_split.draft * 100.0,
+                m.time_split.verify * 100.0,
+                m.time_split.other * 100.0
+            )?;
+        }
+        for s in &r.skipped {
+            writeln!(out, "skipped: {s}")?;
+        }
+        Ok(())
+    })
 }

@@ -11,6 +11,8 @@ mod decode;
 pub(crate) mod methods;
 mod plot;
 
+use std::io::Write;
+
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
@@ -37,6 +39,20 @@ pub fn run(a: BenchArgs) -> Result<()> {
         Some(BenchCommand::Decode(d)) => decode::run(d),
         None => methods::run(a.methods),
     }
+}
+
+/// Prints `report` as one JSON line with `json`, else as `table` writes it.
+pub(crate) fn emit<T: serde::Serialize>(
+    report: &T,
+    json: bool,
+    table: impl FnOnce(&mut dyn std::io::Write) -> Result<()>,
+) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string(report)?)?;
+        return Ok(());
+    }
+    table(&mut out)
 }
 
 /// Parses a weight dtype name.

@@ -204,6 +204,15 @@ impl Model {
         let vocab = cfg.vocab_size;
         let mut logits = vec![0f32; k * vocab];
         head.forward(&normed, k, &mut logits)?;
+        // One sequence (every unbatched forward) takes the buffers as they are.
+        if let [item] = items {
+            return Ok(vec![ForwardOutput {
+                logits,
+                vocab_size: vocab,
+                hidden: item.input.want_hidden.then_some(normed),
+                hidden_dim: dim,
+            }]);
+        }
         Ok(segments
             .iter()
             .zip(items.iter())
