@@ -49,6 +49,9 @@ impl Default for HttpLimits {
     }
 }
 
+/// Bytes past the body cap still read (and dropped) before answering 413.
+const DRAIN_BYTES: usize = 1 << 20;
+
 /// Reads the whole body under the size cap and the deadline, then passes the request on.
 pub(crate) async fn read_body(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let limit = s.cfg.max_body_bytes;
@@ -57,19 +60,29 @@ pub(crate) async fn read_body(State(s): State<Arc<AppState>>, req: Request, next
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    // Far past the cap: answer at once, whatever the client is still sending.
+    if declared.is_some_and(|n| n > (limit + DRAIN_BYTES) as u64) {
         return too_large(&s, limit);
     }
     let (parts, body) = req.into_parts();
     let read = async {
         let mut bytes = Vec::new();
+        let mut seen = 0usize;
         let mut stream = body.into_data_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|_| None)?;
-            if bytes.len() + chunk.len() > limit {
+            seen += chunk.len();
+            if seen > limit + DRAIN_BYTES {
                 return Err(Some(()));
             }
-            bytes.extend_from_slice(&chunk);
+            // Past the cap, the rest is read and dropped (memory stays bounded by the cap), so
+            // that the client finishes sending and reads the 413 instead of a broken pipe.
+            if seen <= limit {
+                bytes.extend_from_slice(&chunk);
+            }
+        }
+        if seen > limit {
+            return Err(Some(()));
         }
         Ok(bytes)
     };

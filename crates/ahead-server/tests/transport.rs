@@ -135,6 +135,18 @@ fn bodies_past_the_cap_get_413_with_or_without_a_length() {
         Duration::from_secs(5),
     );
     assert_eq!(status_of(&r), Some(413), "{r}");
+    // A declared length far past the cap is refused before the body arrives.
+    let t = Instant::now();
+    let r = raw(
+        &s,
+        b"POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 50000000\r\n\r\n{",
+        Duration::from_secs(10),
+    );
+    assert_eq!(status_of(&r), Some(413), "{r}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "answered without waiting for the body"
+    );
     // Chunked, no Content-Length: cut off while streaming.
     let mut chunked = b"POST /v1/completions HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..8 {
