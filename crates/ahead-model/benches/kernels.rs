@@ -19,6 +19,8 @@ fn matmul(c: &mut Criterion) {
         ("wq 2048x2048", 2048, 2048),
         ("w2 2048x5632", 2048, 5632),
         ("cached 256x2048", 256, 2048),
+        // 4 FFN matrices' worth, past L3: the weights stream from memory as in a real model.
+        ("streamed 8192x5632", 8192, 5632),
     ];
     for dtype in [TensorDType::F32, TensorDType::Q8_0, TensorDType::Q4K] {
         let mut group = c.benchmark_group(format!("linear/{}", dtype.name()));

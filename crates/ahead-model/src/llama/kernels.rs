@@ -1,5 +1,5 @@
 //! CPU kernels for the forward pass: the row-tiling drivers the quantized products use
-//! (`matmul_by`, `by_row_tiles`), RMSNorm, SiLU and softmax. f32 products live in `packed`,
+//! (`matmul_by`, `by_row_tiles`, `by_panels`, `row_blocks`), RMSNorm, SiLU and softmax. f32 products live in `packed`,
 //! Q8_0 products in `q8`.
 //!
 //! Small products stay on the calling thread: a thread-pool round trip costs more than a
@@ -40,27 +40,82 @@ pub(crate) fn by_row_tiles(
     out: &mut [f32],
     block: impl Fn(usize, &mut [f32]) + Sync,
 ) {
+    by_panels(k, rows, cols, 1, out, |p0, _, chunk| block(p0, chunk));
+}
+
+/// Runs `block(p0, n, buf)` over tiles of `n` panels (`panel` weight rows each, the last one
+/// padded), where `buf` is `[k][n * panel]` for weight rows `p0 * panel..`, and gathers the
+/// tiles into `out` (`[k][rows]`), dropping the padding. Small products run as one tile on the
+/// calling thread (a pool round trip costs more); large ones split the panels over rayon, four
+/// tiles per thread so a slow core does not hold the others up.
+pub(crate) fn by_panels(
+    k: usize,
+    rows: usize,
+    cols: usize,
+    panel: usize,
+    out: &mut [f32],
+    block: impl Fn(usize, usize, &mut [f32]) + Sync,
+) {
+    debug_assert_eq!(out.len(), k * rows);
+    let n_panels = rows.div_ceil(panel);
     if k * rows * cols < PARALLEL_MIN_MACS {
-        block(0, out);
+        if n_panels * panel == rows {
+            block(0, n_panels, out);
+        } else {
+            let mut buf = vec![0f32; k * n_panels * panel];
+            block(0, n_panels, &mut buf);
+            scatter(&buf, k, 0, n_panels * panel, rows, out);
+        }
         return;
     }
     let threads = rayon::current_num_threads().max(1);
-    let tile = rows.div_ceil(threads * 4).max(16);
-    let tiles: Vec<(usize, Vec<f32>)> = (0..rows.div_ceil(tile))
+    let tile = n_panels.div_ceil(threads * 4).max(16usize.div_ceil(panel));
+    let tiles: Vec<(usize, Vec<f32>)> = (0..n_panels.div_ceil(tile))
         .into_par_iter()
         .map(|t| {
-            let o0 = t * tile;
-            let n = tile.min(rows - o0);
-            let mut buf = vec![0f32; n * k];
-            block(o0, &mut buf);
-            (o0, buf)
+            let p0 = t * tile;
+            let n = tile.min(n_panels - p0);
+            let mut buf = vec![0f32; k * n * panel];
+            block(p0, n, &mut buf);
+            (p0, buf)
         })
         .collect();
-    for (o0, buf) in tiles {
-        let n = buf.len() / k;
-        for r in 0..k {
-            out[r * rows + o0..r * rows + o0 + n].copy_from_slice(&buf[r * n..(r + 1) * n]);
+    for (p0, buf) in tiles {
+        let width = buf.len() / k;
+        scatter(&buf, k, p0 * panel, width, rows, out);
+    }
+}
+
+/// Copies `buf` (`[k][width]`, outputs from `o0`) into `out` (`[k][rows]`), dropping padding.
+fn scatter(buf: &[f32], k: usize, o0: usize, width: usize, rows: usize, out: &mut [f32]) {
+    let n = width.min(rows.saturating_sub(o0));
+    for r in 0..k {
+        out[r * rows + o0..r * rows + o0 + n].copy_from_slice(&buf[r * width..r * width + n]);
+    }
+}
+
+/// Visits panels `0..n` and input rows `0..k` in blocks of at most `max_rows` rows, calling
+/// `visit(panels, r0, rows)`. With one row block each panel is visited once; with more, the
+/// panels go in chunks of `chunk_panels` and each chunk meets every row block before the next is
+/// read, so a chunk small enough for L2 comes from memory once whatever k is.
+pub(crate) fn row_blocks(
+    k: usize,
+    n: usize,
+    max_rows: usize,
+    chunk_panels: usize,
+    mut visit: impl FnMut(std::ops::Range<usize>, usize, usize),
+) {
+    let chunk = if k <= max_rows { n.max(1) } else { chunk_panels };
+    let mut c0 = 0;
+    while c0 < n {
+        let c1 = (c0 + chunk).min(n);
+        let mut r0 = 0;
+        while r0 < k {
+            let rows = (k - r0).min(max_rows);
+            visit(c0..c1, r0, rows);
+            r0 += rows;
         }
+        c0 = c1;
     }
 }
 

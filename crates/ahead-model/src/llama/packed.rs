@@ -12,9 +12,7 @@
 //! bit-identical to a 1-row product. Several (panel, row) chains are interleaved only for
 //! instruction-level parallelism.
 
-use rayon::prelude::*;
-
-use super::kernels::PARALLEL_MIN_MACS;
+use super::kernels::{by_panels, row_blocks};
 
 /// Outputs per panel: one AVX-512 register of f32.
 pub const PANEL: usize = 16;
@@ -61,38 +59,8 @@ impl PackedF32 {
     pub fn matmul(&self, x: &[f32], k: usize, out: &mut [f32]) {
         debug_assert_eq!(x.len(), k * self.cols);
         debug_assert_eq!(out.len(), k * self.rows);
-        let n_panels = self.rows.div_ceil(PANEL);
         let kernel = kernel_fn();
-        if k * self.rows * self.cols < PARALLEL_MIN_MACS {
-            let mut buf = vec![0f32; k * n_panels * PANEL];
-            kernel(self, x, k, 0, n_panels, &mut buf);
-            scatter(&buf, k, 0, n_panels * PANEL, self.rows, out);
-            return;
-        }
-        let threads = rayon::current_num_threads().max(1);
-        let tile = n_panels.div_ceil(threads * 4).max(1);
-        let tiles: Vec<(usize, Vec<f32>)> = (0..n_panels.div_ceil(tile))
-            .into_par_iter()
-            .map(|t| {
-                let p0 = t * tile;
-                let n = tile.min(n_panels - p0);
-                let mut buf = vec![0f32; k * n * PANEL];
-                kernel(self, x, k, p0, n, &mut buf);
-                (p0, buf)
-            })
-            .collect();
-        for (p0, buf) in tiles {
-            let width = buf.len() / k;
-            scatter(&buf, k, p0 * PANEL, width, self.rows, out);
-        }
-    }
-}
-
-/// Copies `buf` (`[k][width]`, outputs from `o0`) into `out` (`[k][rows]`), dropping padding.
-fn scatter(buf: &[f32], k: usize, o0: usize, width: usize, rows: usize, out: &mut [f32]) {
-    let n = width.min(rows.saturating_sub(o0));
-    for r in 0..k {
-        out[r * rows + o0..r * rows + o0 + n].copy_from_slice(&buf[r * width..r * width + n]);
+        by_panels(k, self.rows, self.cols, PANEL, out, |p0, n, buf| kernel(self, x, k, p0, n, buf));
     }
 }
 
@@ -143,10 +111,8 @@ struct TileArgs<'a> {
 /// memory once whatever k is.
 const CHUNK_PANELS: usize = 2;
 
-/// Walks rows in blocks of up to `T::MAX_ROWS` and panels in groups sized so that enough
-/// accumulator chains are in flight to hide the FMA latency. With one row block (k up to 8 on
-/// AVX-512) each panel is read once; with more, panels go in chunks and each chunk meets every
-/// row block before the next is read.
+/// Walks rows in blocks of up to `T::MAX_ROWS` (see `row_blocks`) and panels in groups sized
+/// so that enough accumulator chains are in flight to hide the FMA latency.
 ///
 /// # Safety
 /// `T`'s instruction set is available.
@@ -154,38 +120,30 @@ const CHUNK_PANELS: usize = 2;
 unsafe fn panels<T: Tile>(w: &PackedF32, x: &[f32], k: usize, p0: usize, n: usize, buf: &mut [f32]) {
     let width = buf.len() / k;
     debug_assert!(width >= n * PANEL && x.len() >= k * w.cols && (p0 + n) * w.cols * PANEL <= w.panels.len());
-    let chunk = if k <= T::MAX_ROWS { n.max(1) } else { CHUNK_PANELS };
-    let mut c0 = 0;
-    while c0 < n {
-        let c1 = (c0 + chunk).min(n);
-        let mut r0 = 0;
-        while r0 < k {
-            let rows = (k - r0).min(T::MAX_ROWS);
-            let args = TileArgs {
-                w,
-                x,
-                r0,
-                p0,
-                buf: buf.as_mut_ptr(),
-                width,
-            };
-            // SAFETY: the bounds above hold for every (panel, row) block visited.
-            unsafe {
-                match rows {
-                    1 => row_block::<T, 8, 1>(&args, c0, c1),
-                    2 => row_block::<T, 4, 2>(&args, c0, c1),
-                    3 => row_block::<T, 2, 3>(&args, c0, c1),
-                    4 => row_block::<T, 2, 4>(&args, c0, c1),
-                    5 => row_block::<T, 2, 5>(&args, c0, c1),
-                    6 => row_block::<T, 2, 6>(&args, c0, c1),
-                    7 => row_block::<T, 2, 7>(&args, c0, c1),
-                    _ => row_block::<T, 2, 8>(&args, c0, c1),
-                }
+    row_blocks(k, n, T::MAX_ROWS, CHUNK_PANELS, |chunk, r0, rows| {
+        let args = TileArgs {
+            w,
+            x,
+            r0,
+            p0,
+            buf: buf.as_mut_ptr(),
+            width,
+        };
+        let (c0, c1) = (chunk.start, chunk.end);
+        // SAFETY: the bounds above hold for every (panel, row) block visited.
+        unsafe {
+            match rows {
+                1 => row_block::<T, 8, 1>(&args, c0, c1),
+                2 => row_block::<T, 4, 2>(&args, c0, c1),
+                3 => row_block::<T, 2, 3>(&args, c0, c1),
+                4 => row_block::<T, 2, 4>(&args, c0, c1),
+                5 => row_block::<T, 2, 5>(&args, c0, c1),
+                6 => row_block::<T, 2, 6>(&args, c0, c1),
+                7 => row_block::<T, 2, 7>(&args, c0, c1),
+                _ => row_block::<T, 2, 8>(&args, c0, c1),
             }
-            r0 += rows;
         }
-        c0 = c1;
-    }
+    });
 }
 
 /// Panels `start..end` of a block, `P` at a time, then one at a time.
