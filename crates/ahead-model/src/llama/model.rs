@@ -261,22 +261,55 @@ struct HeadAttention<'a> {
 }
 
 impl HeadAttention<'_> {
-    /// Softmax(q . k / sqrt(d)) . v for query head `h` over `slots`, into `out`.
-    fn attend(&self, h: usize, q: &[f32], slots: &[usize], scores: &mut Vec<f32>, out: &mut [f32]) {
-        let (hd, kv) = (self.head_dim, self.kv_dim);
-        let off = (h / self.group) * hd;
+    /// Softmax(q . k / sqrt(d)) . v over `slots` for the query heads of key/value head `g`
+    /// (`q` and `out` hold them in turn, `head_dim` values each). The heads share each key and
+    /// value load, and every head's arithmetic is the same whatever else is computed beside it.
+    fn attend_group(&self, g: usize, q: &[f32], slots: &[usize], scores: &mut Vec<f32>, out: &mut [f32]) {
+        let (hd, kv, n) = (self.head_dim, self.kv_dim, slots.len());
+        let off = g * hd;
+        let heads = q.len() / hd;
         scores.clear();
-        scores.extend(
-            slots
-                .iter()
-                .map(|&s| kernels::dot_short(q, &self.keys[s * kv + off..s * kv + off + hd]) * self.scale),
-        );
-        kernels::softmax(scores);
-        out.iter_mut().for_each(|v| *v = 0.0);
-        for (&s, &p) in slots.iter().zip(scores.iter()) {
-            let v = &self.values[s * kv + off..s * kv + off + hd];
-            out.iter_mut().zip(v).for_each(|(a, b)| *a += p * b);
+        scores.resize(heads * n, 0.0);
+        for (i, &s) in slots.iter().enumerate() {
+            let key = &self.keys[s * kv + off..s * kv + off + hd];
+            for (h, qh) in q.chunks_exact(hd).enumerate() {
+                scores[h * n + i] = kernels::dot_short(qh, key) * self.scale;
+            }
         }
+        for (p, o) in scores.chunks_exact_mut(n.max(1)).zip(out.chunks_exact_mut(hd)) {
+            kernels::softmax(p);
+            // Output values 32, then 8, at a time, held in registers through all the slots.
+            let mut c = 0;
+            while c + 32 <= hd {
+                o[c..c + 32].copy_from_slice(&self.weighted_sum::<32>(off + c, slots, p));
+                c += 32;
+            }
+            while c + 8 <= hd {
+                o[c..c + 8].copy_from_slice(&self.weighted_sum::<8>(off + c, slots, p));
+                c += 8;
+            }
+            for (j, oj) in o.iter_mut().enumerate().skip(c) {
+                *oj = slots
+                    .iter()
+                    .zip(p.iter())
+                    .fold(0.0, |a, (&s, &w)| a + w * self.values[s * kv + off + j]);
+            }
+        }
+    }
+
+    /// Values `at..at + W` of each slot's value vector, weighted by `p` and summed in slot order
+    /// (each lane: multiply, round, add, as for any W).
+    #[inline(always)]
+    fn weighted_sum<const W: usize>(&self, at: usize, slots: &[usize], p: &[f32]) -> [f32; W] {
+        let mut acc = [0f32; W];
+        for (&s, &w) in slots.iter().zip(p) {
+            let start = s * self.kv_dim + at;
+            let v = &self.values[start..start + W];
+            for j in 0..W {
+                acc[j] += w * v[j];
+            }
+        }
+        acc
     }
 }
 
@@ -387,19 +420,21 @@ impl Model {
             scale: 1.0 / (hd as f32).sqrt(),
         };
         let work = seg.rows * n_heads * (seg.base + seg.rows) * hd;
+        // One task per (row, key/value head): its query heads are adjacent in `q` and `out`.
+        let span = head.group * hd;
+        let task = |i: usize, scores: &mut Vec<f32>, o: &mut [f32]| {
+            let (r, g) = (i / cfg.n_kv_heads, i % cfg.n_kv_heads);
+            head.attend_group(g, &q[i * span..(i + 1) * span], &seg.slots[r], scores, o);
+        };
         if work < PARALLEL_ATTENTION_MIN {
             let mut scores = Vec::new();
-            for (i, o) in out.chunks_exact_mut(hd).enumerate() {
-                let (r, h) = (i / n_heads, i % n_heads);
-                head.attend(h, &q[i * hd..(i + 1) * hd], &seg.slots[r], &mut scores, o);
+            for (i, o) in out.chunks_exact_mut(span).enumerate() {
+                task(i, &mut scores, o);
             }
         } else {
-            out.par_chunks_exact_mut(hd)
+            out.par_chunks_exact_mut(span)
                 .enumerate()
-                .for_each_init(Vec::new, |scores, (i, o)| {
-                    let (r, h) = (i / n_heads, i % n_heads);
-                    head.attend(h, &q[i * hd..(i + 1) * hd], &seg.slots[r], scores, o);
-                });
+                .for_each_init(Vec::new, |scores, (i, o)| task(i, scores, o));
         }
     }
 
