@@ -276,8 +276,31 @@ impl HeadAttention<'_> {
                 scores[h * n + i] = kernels::dot_short(qh, key) * self.scale;
             }
         }
-        for (p, o) in scores.chunks_exact_mut(n.max(1)).zip(out.chunks_exact_mut(hd)) {
+        for p in scores.chunks_exact_mut(n.max(1)) {
             kernels::softmax(p);
+        }
+        // Four heads at a time where the SIMD kernel applies (the same bits as the loop below).
+        let mut done = 0;
+        if hd.is_multiple_of(64) {
+            while done + 4 <= heads {
+                let probs: [&[f32]; 4] = std::array::from_fn(|j| &scores[(done + j) * n..(done + j + 1) * n]);
+                let mut all = true;
+                for col in (0..hd).step_by(64) {
+                    let Some(sums) = kernels::weighted_values_4x64(self.values, kv, off + col, slots, probs) else {
+                        all = false;
+                        break;
+                    };
+                    for (j, s) in sums.iter().enumerate() {
+                        out[(done + j) * hd + col..(done + j) * hd + col + 64].copy_from_slice(s);
+                    }
+                }
+                if !all {
+                    break;
+                }
+                done += 4;
+            }
+        }
+        for (p, o) in scores.chunks_exact(n.max(1)).zip(out.chunks_exact_mut(hd)).skip(done) {
             // Output values 32, then 8, at a time, held in registers through all the slots.
             let mut c = 0;
             while c + 32 <= hd {
