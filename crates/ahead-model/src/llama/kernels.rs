@@ -181,7 +181,8 @@ mod x86 {
             assert!(start + 64 <= values.len());
             // SAFETY: the assert keeps the 64 values in `values`; `i` is below every probs length.
             unsafe {
-                let v: [__m512; 4] = std::array::from_fn(|c| _mm512_loadu_ps(values.as_ptr().add(start + 16 * c)));
+                let v: [__m512; 4] =
+                    std::array::from_fn(|c| _mm512_loadu_ps(values.as_ptr().add(start + 16 * c)));
                 for (a, p) in acc.iter_mut().zip(&probs) {
                     let w = _mm512_set1_ps(*p.get_unchecked(i));
                     for c in 0..4 {
@@ -239,11 +240,18 @@ mod tests {
     #[test]
     fn four_head_value_sums_are_the_one_head_loop_bit_for_bit() {
         let (kv, slots) = (160, [3usize, 0, 7, 5, 1]);
-        let values: Vec<f32> = (0..8 * kv).map(|i| ((i * 37) % 101) as f32 / 30.0 - 1.5).collect();
-        let p: Vec<Vec<f32>> = (0..4)
-            .map(|h| (0..slots.len()).map(|i| ((h * 7 + i * 3) % 11) as f32 / 13.0).collect())
+        let values: Vec<f32> = (0..8 * kv)
+            .map(|i| ((i * 37) % 101) as f32 / 30.0 - 1.5)
             .collect();
-        let Some(got) = weighted_values_4x64(&values, kv, 96, &slots, std::array::from_fn(|h| &p[h][..])) else {
+        let p: Vec<Vec<f32>> = (0..4)
+            .map(|h| {
+                (0..slots.len())
+                    .map(|i| ((h * 7 + i * 3) % 11) as f32 / 13.0)
+                    .collect()
+            })
+            .collect();
+        let Some(got) = weighted_values_4x64(&values, kv, 96, &slots, std::array::from_fn(|h| &p[h][..]))
+        else {
             return; // no AVX-512 here: nothing to compare
         };
         for h in 0..4 {

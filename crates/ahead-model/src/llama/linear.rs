@@ -1,8 +1,9 @@
 //! `Linear`: one weight matrix `[rows, cols]`, float or block-quantized, applied to k input rows.
 //!
 //! One model type serves every dtype: the architecture code calls `Linear::forward` and never
-//! matches on the storage. Half-precision files are widened to f32 at load (compute stays f32;
-//! candle's f16/bf16 CPU paths are many times slower here, see PERFORMANCE-NOTES.md).
+//! matches on the storage. Half-precision weights stay half in memory and are widened exactly to
+//! f32 inside the product kernel (`packed`), so compute is f32 (candle's f16/bf16 CPU paths are
+//! many times slower here, see PERFORMANCE-NOTES.md).
 //! Q8_0 weights are repacked for integer dot products (`q8`); the other quantized types keep
 //! their GGML blocks and run through candle's verified block kernels.
 
@@ -11,7 +12,7 @@ use candle_core::quantized::GgmlType;
 use half::{bf16, f16};
 
 use super::kernels;
-use super::packed::PackedF32;
+use super::packed::{PackedF32, Panels};
 use super::q8::PackedQ8;
 use crate::error::{ModelError, Result};
 use crate::tensor::{RawTensor, TensorDType};
@@ -20,6 +21,8 @@ use crate::tensor::{RawTensor, TensorDType};
 #[derive(Debug, Clone)]
 enum Storage {
     F32(PackedF32),
+    F16(Panels<f16>),
+    BF16(Panels<bf16>),
     Q8_0(PackedQ8),
     Q4_0(Vec<BlockQ4_0>),
     Q4K(Vec<BlockQ4K>),
@@ -65,8 +68,10 @@ impl Linear {
         };
         raw.validate("weights", name)?;
         let storage = match raw.dtype {
-            TensorDType::F32 | TensorDType::F16 | TensorDType::BF16 => {
-                Storage::F32(PackedF32::new(&to_f32(raw), rows, cols))
+            TensorDType::F32 => Storage::F32(Panels::new(&decode(raw.data, f32::from_le_bytes), rows, cols)),
+            TensorDType::F16 => Storage::F16(Panels::new(&decode(raw.data, f16::from_le_bytes), rows, cols)),
+            TensorDType::BF16 => {
+                Storage::BF16(Panels::new(&decode(raw.data, bf16::from_le_bytes), rows, cols))
             }
             q => {
                 if !cols.is_multiple_of(q.block_size()) {
@@ -121,6 +126,8 @@ impl Linear {
     pub fn bytes(&self) -> usize {
         match &self.storage {
             Storage::F32(w) => w.bytes(),
+            Storage::F16(w) => w.bytes(),
+            Storage::BF16(w) => w.bytes(),
             Storage::Q8_0(w) => w.bytes(),
             Storage::Q4_0(b) => std::mem::size_of_val(&b[..]),
             Storage::Q4K(b) => std::mem::size_of_val(&b[..]),
@@ -143,6 +150,8 @@ impl Linear {
         let (rows, cols) = (self.rows, self.cols);
         match &self.storage {
             Storage::F32(w) => w.matmul(x, k, out),
+            Storage::F16(w) => w.matmul(x, k, out),
+            Storage::BF16(w) => w.matmul(x, k, out),
             Storage::Q8_0(w) => w.matmul(x, k, out),
             Storage::Q4_0(b) => quantized_matmul(x, k, b, rows, cols, out),
             Storage::Q4K(b) => quantized_matmul(x, k, b, rows, cols, out),
@@ -164,6 +173,8 @@ impl Linear {
         let c = self.cols;
         match &self.storage {
             Storage::F32(w) => w.row(index, out),
+            Storage::F16(w) => w.row(index, out),
+            Storage::BF16(w) => w.row(index, out),
             Storage::Q8_0(w) => w.row(index, out),
             Storage::Q4_0(b) => dequant_row(b, index, c, out),
             Storage::Q4K(b) => dequant_row(b, index, c, out),
@@ -208,22 +219,11 @@ fn dequant_row<T: GgmlType>(blocks: &[T], index: usize, cols: usize, out: &mut [
 }
 
 /// Widens float data to f32.
-fn to_f32(raw: &RawTensor<'_>) -> Vec<f32> {
-    let d = raw.data;
-    match raw.dtype {
-        TensorDType::F16 => d
-            .chunks_exact(2)
-            .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        TensorDType::BF16 => d
-            .chunks_exact(2)
-            .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        _ => d
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-    }
+/// Little-endian elements of `N` bytes each, decoded by `from`.
+fn decode<T, const N: usize>(data: &[u8], from: fn([u8; N]) -> T) -> Vec<T> {
+    data.chunks_exact(N)
+        .map(|b| from(std::array::from_fn(|i| b[i])))
+        .collect()
 }
 
 /// Copies GGML blocks out of (possibly unaligned) file bytes.
@@ -263,8 +263,14 @@ impl Linear {
             });
         }
         let storage = match dtype {
-            TensorDType::F32 | TensorDType::F16 | TensorDType::BF16 => {
-                Storage::F32(PackedF32::new(values, rows, cols))
+            TensorDType::F32 => Storage::F32(PackedF32::new(values, rows, cols)),
+            TensorDType::F16 => {
+                let v: Vec<f16> = values.iter().map(|&x| f16::from_f32(x)).collect();
+                Storage::F16(Panels::new(&v, rows, cols))
+            }
+            TensorDType::BF16 => {
+                let v: Vec<bf16> = values.iter().map(|&x| bf16::from_f32(x)).collect();
+                Storage::BF16(Panels::new(&v, rows, cols))
             }
             TensorDType::Q8_0 => Storage::Q8_0(PackedQ8::quantize(values, rows, cols)),
             TensorDType::Q4_0 => Storage::Q4_0(q(values)),
@@ -343,6 +349,52 @@ mod tests {
         let mut row = vec![0f32; cols];
         lin.row(5, &mut row).unwrap();
         assert_eq!(&row[..], &deq[5 * cols..6 * cols]);
+    }
+
+    #[test]
+    fn half_precision_files_stay_half_and_compute_as_their_f32_widening() {
+        let (rows, cols, k) = (21, 40, 3);
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919) % 997) as f32 / 300.0 - 1.5)
+            .collect();
+        let x: Vec<f32> = (0..k * cols)
+            .map(|i| ((i * 31) % 101) as f32 / 50.0 - 1.0)
+            .collect();
+        for dtype in [TensorDType::F16, TensorDType::BF16] {
+            let (bytes, widened): (Vec<u8>, Vec<f32>) = if dtype == TensorDType::F16 {
+                let h: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
+                (
+                    h.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    h.iter().map(|v| v.to_f32()).collect(),
+                )
+            } else {
+                let h: Vec<bf16> = values.iter().map(|&v| bf16::from_f32(v)).collect();
+                (
+                    h.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    h.iter().map(|v| v.to_f32()).collect(),
+                )
+            };
+            let raw = RawTensor {
+                dtype,
+                shape: vec![rows, cols],
+                data: &bytes,
+            };
+            let half = Linear::from_raw(&raw, "w").unwrap();
+            let full = Linear::from_f32(widened.clone(), rows, cols).unwrap();
+            assert_eq!(
+                half.bytes() * 2,
+                full.bytes(),
+                "{dtype:?} keeps two bytes a weight"
+            );
+            let (mut a, mut b) = (vec![0f32; k * rows], vec![0f32; k * rows]);
+            half.forward(&x, k, &mut a).unwrap();
+            full.forward(&x, k, &mut b).unwrap();
+            assert_eq!(a, b, "{dtype:?} products");
+            assert_eq!(half.to_f32().unwrap(), widened, "{dtype:?} rows");
+            // Synthetic models round to the type too.
+            let q = Linear::quantize(&values, rows, cols, dtype).unwrap();
+            assert_eq!(q.to_f32().unwrap(), widened, "{dtype:?} quantize");
+        }
     }
 
     #[test]

@@ -286,7 +286,8 @@ impl HeadAttention<'_> {
                 let probs: [&[f32]; 4] = std::array::from_fn(|j| &scores[(done + j) * n..(done + j + 1) * n]);
                 let mut all = true;
                 for col in (0..hd).step_by(64) {
-                    let Some(sums) = kernels::weighted_values_4x64(self.values, kv, off + col, slots, probs) else {
+                    let Some(sums) = kernels::weighted_values_4x64(self.values, kv, off + col, slots, probs)
+                    else {
                         all = false;
                         break;
                     };
@@ -300,7 +301,11 @@ impl HeadAttention<'_> {
                 done += 4;
             }
         }
-        for (p, o) in scores.chunks_exact(n.max(1)).zip(out.chunks_exact_mut(hd)).skip(done) {
+        for (p, o) in scores
+            .chunks_exact(n.max(1))
+            .zip(out.chunks_exact_mut(hd))
+            .skip(done)
+        {
             // Output values 32, then 8, at a time, held in registers through all the slots.
             let mut c = 0;
             while c + 32 <= hd {

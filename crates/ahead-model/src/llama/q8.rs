@@ -231,7 +231,14 @@ mod x86 {
     /// a 49 MB matrix took 1.64x one row without it, 1.13x with it; up to 4 rows gain nothing).
     const PREFETCH_BLOCKS: usize = 32;
 
-    pub(super) fn kernel_vnni(w: &PackedQ8, x: &QuantizedInput, k: usize, p0: usize, n: usize, buf: &mut [f32]) {
+    pub(super) fn kernel_vnni(
+        w: &PackedQ8,
+        x: &QuantizedInput,
+        k: usize,
+        p0: usize,
+        n: usize,
+        buf: &mut [f32],
+    ) {
         // SAFETY: chosen only when the CPU reports avx512f and avx512vnni.
         unsafe { kernel_vnni_impl(w, x, k, p0, n, buf) }
     }
@@ -239,11 +246,25 @@ mod x86 {
     /// Walks (panel chunk, row block) pairs; panels go 4, 2 or 1 at a time so that at least
     /// four independent `vpdpbusd` chains hide the instruction's latency.
     #[target_feature(enable = "avx512f,avx512vnni")]
-    unsafe fn kernel_vnni_impl(w: &PackedQ8, x: &QuantizedInput, k: usize, p0: usize, n: usize, buf: &mut [f32]) {
+    unsafe fn kernel_vnni_impl(
+        w: &PackedQ8,
+        x: &QuantizedInput,
+        k: usize,
+        p0: usize,
+        n: usize,
+        buf: &mut [f32],
+    ) {
         let width = buf.len() / k;
         assert!(width >= n * PANEL && buf.len() >= k * width);
-        assert!((p0 + n) * w.blocks * PANEL_BYTES <= w.quants.len() && (p0 + n) * w.blocks * PANEL <= w.scales.len());
-        assert!(x.quants.len() >= k * w.cols && x.scales.len() >= k * w.blocks && x.corrections.len() >= k * w.blocks);
+        assert!(
+            (p0 + n) * w.blocks * PANEL_BYTES <= w.quants.len()
+                && (p0 + n) * w.blocks * PANEL <= w.scales.len()
+        );
+        assert!(
+            x.quants.len() >= k * w.cols
+                && x.scales.len() >= k * w.blocks
+                && x.corrections.len() >= k * w.blocks
+        );
         row_blocks(k, n, MAX_ROWS, CHUNK_PANELS, |chunk, r0, rows| {
             let t = Args {
                 w,
@@ -325,7 +346,10 @@ mod x86 {
                         _mm512_loadu_si512(wq.add((j * blocks + b) * PANEL_BYTES + c * 64).cast())
                     });
                     for (r, s) in sums.iter_mut().enumerate() {
-                        let four = xq.add(r * cols + b * BLOCK + c * 4).cast::<i32>().read_unaligned();
+                        let four = xq
+                            .add(r * cols + b * BLOCK + c * 4)
+                            .cast::<i32>()
+                            .read_unaligned();
                         let xv = _mm512_set1_epi32(four);
                         for j in 0..P {
                             s[j] = _mm512_dpbusd_epi32(s[j], wv[j], xv);
@@ -338,7 +362,8 @@ mod x86 {
                 for (r, a) in acc.iter_mut().enumerate() {
                     let dx = _mm512_set1_ps(*xs.add(r * blocks + b));
                     for j in 0..P {
-                        a[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[r][j]), _mm512_mul_ps(dw[j], dx), a[j]);
+                        a[j] =
+                            _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[r][j]), _mm512_mul_ps(dw[j], dx), a[j]);
                     }
                 }
             }
@@ -370,7 +395,10 @@ mod x86 {
                     let q = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
                         _mm512_mul_ps(v, id),
                     );
-                    _mm512_cvtps_epi32(_mm512_max_ps(_mm512_min_ps(q, limit), _mm512_sub_ps(_mm512_setzero_ps(), limit)))
+                    _mm512_cvtps_epi32(_mm512_max_ps(
+                        _mm512_min_ps(q, limit),
+                        _mm512_sub_ps(_mm512_setzero_ps(), limit),
+                    ))
                 };
                 let (qlo, qhi) = (round(lo), round(hi));
                 let out = input.quants.as_mut_ptr().add(b * BLOCK);
@@ -444,7 +472,11 @@ mod tests {
             for r0 in (0..k - width).step_by(7) {
                 let mut some = vec![0f32; width * rows];
                 p.matmul(&x[r0 * cols..(r0 + width) * cols], width, &mut some);
-                assert_eq!(&some[..], &got[r0 * rows..(r0 + width) * rows], "rows {r0}+{width}");
+                assert_eq!(
+                    &some[..],
+                    &got[r0 * rows..(r0 + width) * rows],
+                    "rows {r0}+{width}"
+                );
             }
         }
         // The portable kernel does the same arithmetic in the same order: the same bits.
@@ -452,7 +484,11 @@ mod tests {
         let mut a = vec![0f32; k * 48];
         kernel_portable(&p, &input, k, 0, 3, &mut a);
         for r in 0..k {
-            assert_eq!(&a[r * 48..r * 48 + rows], &got[r * rows..(r + 1) * rows], "portable row {r}");
+            assert_eq!(
+                &a[r * 48..r * 48 + rows],
+                &got[r * rows..(r + 1) * rows],
+                "portable row {r}"
+            );
         }
     }
 
@@ -477,4 +513,3 @@ mod tests {
         assert!(scalar.scales[2] == 0.0 && scalar.quants[64..96].iter().all(|&q| q == 0));
     }
 }
-
