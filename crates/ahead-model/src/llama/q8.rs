@@ -75,7 +75,9 @@ impl PackedQ8 {
             let (p, lane) = (o / PANEL, o % PANEL);
             let base = (p * blocks + b) * PANEL_BYTES;
             for (e, &q) in block[2..].iter().enumerate() {
-                quants[base + interleaved(lane, e)] = (q as i8 as i16 + 128) as u8;
+                // GGML's quantizer writes -127..=127; a file's -128 is read as -127 so that
+                // every kernel sees the same weights (the AVX2 one negates them).
+                quants[base + interleaved(lane, e)] = ((q as i8).max(-127) as i16 + 128) as u8;
             }
             scales[(p * blocks + b) * PANEL + lane] = u16::from_le_bytes([block[0], block[1]]);
         }
@@ -184,6 +186,12 @@ fn kernel_fn() -> KernelFn {
         {
             if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni") {
                 return x86::kernel_vnni;
+            }
+            if is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+            {
+                return x86::kernel_avx2;
             }
         }
         kernel_portable
@@ -371,6 +379,124 @@ mod x86 {
                 for (j, v) in a.iter().enumerate() {
                     _mm512_storeu_ps(t.buf.add((t.r0 + r) * t.width + (p + j) * PANEL), *v);
                 }
+            }
+        }
+    }
+
+    /// Input rows per pass without AVX-512: 2 rows x 2 register halves of integer sums and of
+    /// float accumulators, with room for the operands in the 16 AVX2 registers.
+    const MAX_ROWS_AVX2: usize = 2;
+
+    /// For CPUs without AVX-512 VNNI (most AVX2 machines). There is no byte dot product, so
+    /// each chunk goes through `vpmaddubsw` (unsigned x signed bytes, pairs into 16 bits) and
+    /// `vpmaddwd` (pairs into 32 bits). The unsigned operand is |x| and the signed one is w with
+    /// x's sign, as in llama.cpp: with |w|, |x| <= 128 no 16-bit pair sum overflows. The block
+    /// sums are the same exact integers as the VNNI kernel's, and the scaling the same
+    /// operations, so the results are the same bits (tested).
+    pub(super) fn kernel_avx2(
+        w: &PackedQ8,
+        x: &QuantizedInput,
+        k: usize,
+        p0: usize,
+        n: usize,
+        buf: &mut [f32],
+    ) {
+        // SAFETY: chosen only when the CPU reports avx2, fma and f16c.
+        unsafe { kernel_avx2_impl(w, x, k, p0, n, buf) }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn kernel_avx2_impl(
+        w: &PackedQ8,
+        x: &QuantizedInput,
+        k: usize,
+        p0: usize,
+        n: usize,
+        buf: &mut [f32],
+    ) {
+        let width = buf.len() / k;
+        assert!(width >= n * PANEL && buf.len() >= k * width);
+        assert!(
+            (p0 + n) * w.blocks * PANEL_BYTES <= w.quants.len()
+                && (p0 + n) * w.blocks * PANEL <= w.scales.len()
+        );
+        assert!(x.quants.len() >= k * w.cols && x.scales.len() >= k * w.blocks);
+        row_blocks(k, n, MAX_ROWS_AVX2, CHUNK_PANELS, |chunk, r0, rows| {
+            let t = Args {
+                w,
+                x,
+                r0,
+                p0,
+                buf: buf.as_mut_ptr(),
+                width,
+            };
+            for p in chunk {
+                // SAFETY: the asserts above hold every panel and row the tiles touch in bounds.
+                unsafe {
+                    if rows == 1 {
+                        tile_avx2::<1>(&t, p);
+                    } else {
+                        tile_avx2::<2>(&t, p);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Panel p (of the tile's p0) times input rows r0..r0+R, in two 8-lane halves.
+    #[inline(always)]
+    unsafe fn tile_avx2<const R: usize>(t: &Args<'_>, p: usize) {
+        let (blocks, cols) = (t.w.blocks, t.w.cols);
+        // SAFETY (whole body): the caller guarantees the CPU features and the bounds.
+        unsafe {
+            let wq = t.w.quants.as_ptr().add((t.p0 + p) * blocks * PANEL_BYTES);
+            let ws = t.w.scales.as_ptr().add((t.p0 + p) * blocks * PANEL);
+            let xq = t.x.quants.as_ptr().add(t.r0 * cols);
+            let xs = t.x.scales.as_ptr().add(t.r0 * blocks);
+            let (bias, ones) = (_mm256_set1_epi8(-128), _mm256_set1_epi16(1));
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            for b in 0..blocks {
+                // One row alone would wait on its two chains of adds: give it two per half (even
+                // and odd chunks; integer sums, so the split changes nothing).
+                let split = if R == 1 { 2 } else { 1 };
+                let mut sums = [[[_mm256_setzero_si256(); 2]; 2]; R];
+                for c in 0..8 {
+                    let at = wq.add(b * PANEL_BYTES + c * 64);
+                    // Stored w + 128; flipping the top bit gives the signed w.
+                    let wv = [
+                        _mm256_xor_si256(_mm256_loadu_si256(at.cast()), bias),
+                        _mm256_xor_si256(_mm256_loadu_si256(at.add(32).cast()), bias),
+                    ];
+                    for (r, s) in sums.iter_mut().enumerate() {
+                        let four = xq
+                            .add(r * cols + b * BLOCK + c * 4)
+                            .cast::<i32>()
+                            .read_unaligned();
+                        let xv = _mm256_set1_epi32(four);
+                        let magnitude = _mm256_sign_epi8(xv, xv);
+                        let s = &mut s[c % split];
+                        for h in 0..2 {
+                            let products = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(wv[h], xv));
+                            s[h] = _mm256_add_epi32(s[h], _mm256_madd_epi16(products, ones));
+                        }
+                    }
+                }
+                let dw = [
+                    _mm256_cvtph_ps(_mm_loadu_si128(ws.add(b * PANEL).cast())),
+                    _mm256_cvtph_ps(_mm_loadu_si128(ws.add(b * PANEL + 8).cast())),
+                ];
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let dx = _mm256_set1_ps(*xs.add(r * blocks + b));
+                    for h in 0..2 {
+                        let sum = _mm256_add_epi32(sums[r][0][h], sums[r][1][h]);
+                        a[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_mul_ps(dw[h], dx), a[h]);
+                    }
+                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                let out = t.buf.add((t.r0 + r) * t.width + p * PANEL);
+                _mm256_storeu_ps(out, a[0]);
+                _mm256_storeu_ps(out.add(8), a[1]);
             }
         }
     }
