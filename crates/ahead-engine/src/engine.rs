@@ -127,6 +127,8 @@ pub struct Engine {
     draft: Option<Draft>,
     medusa: Option<Arc<MedusaHeads>>,
     costs: OnceLock<Costs>,
+    /// Costs from the models' sizes alone, for seeded sampling (see `costs_for`).
+    nominal: OnceLock<Costs>,
 }
 
 /// How a draft model's tokens reach the target.
@@ -190,6 +192,7 @@ impl Engine {
             draft: None,
             medusa: None,
             costs: OnceLock::new(),
+            nominal: OnceLock::new(),
         }
     }
 
@@ -427,10 +430,10 @@ impl Engine {
                 // Every drafting step also carries the window's rows: k candidates cost the
                 // forward of 1 + window rows + k, a plain step one row.
                 let cfg = self.lookahead_config(params)?;
-                Controller::new(self.costs()?.verify.clone(), 0.0).with_side_rows(cfg.branch_rows())
+                Controller::new(self.costs_for(params)?.verify.clone(), 0.0).with_side_rows(cfg.branch_rows())
             }
             (m, None) => {
-                let costs = self.costs()?;
+                let costs = self.costs_for(params)?;
                 let draft_cost = match m {
                     Method::Draft => costs.draft_step,
                     Method::Medusa => costs.medusa_step,
@@ -448,6 +451,24 @@ impl Engine {
             params,
             chunked,
         )
+    }
+
+    /// The costs that steer a request's drafting. Measured on this machine, except for seeded
+    /// sampling, whose tokens must be the same in every run: there, which positions get drafts
+    /// changes which random numbers are drawn where, so the drafting schedule must not depend
+    /// on timings (measured once per process, under whatever else the machine is doing).
+    /// Those requests use nominal costs, a function of the models' sizes alone.
+    fn costs_for(&self, params: &GenerateParams) -> Result<&Costs> {
+        if params.reproducible && !params.sampling.is_greedy() {
+            return Ok(self.nominal.get_or_init(|| {
+                Costs::nominal(
+                    &self.loaded.model,
+                    self.draft.as_ref().map(|d| d.model.weight_bytes()),
+                    self.medusa.as_deref().map(MedusaHeads::weight_bytes),
+                )
+            }));
+        }
+        self.costs()
     }
 
     /// The verify cost curve (and the draft's step cost), measured once per engine.
@@ -494,7 +515,7 @@ impl Engine {
                 guesses,
             },
             _ => {
-                let verify = &self.costs()?.verify;
+                let verify = &self.costs_for(params)?.verify;
                 let fits = |c: &LookaheadConfig| {
                     cost_at(verify, 1 + c.branch_rows() + c.guesses * (c.ngram - 1)) <= 2.0
                 };
@@ -549,15 +570,15 @@ impl Engine {
             })?;
         match &params.medusa_tree {
             Some(t) => Ok(t.clone()),
-            None => self.medusa_tree(heads),
+            None => self.medusa_tree(heads, params),
         }
     }
 
     /// The candidate tree for `heads`: chosen from their measured accuracy and this machine's
     /// verify cost when known, else a small default.
-    fn medusa_tree(&self, heads: &MedusaHeads) -> Result<MedusaTree> {
+    fn medusa_tree(&self, heads: &MedusaHeads, params: &GenerateParams) -> Result<MedusaTree> {
         Ok(match heads.accuracy() {
-            Some(acc) => MedusaTree::optimal(acc, &self.costs()?.verify, MAX_DRAFT)?,
+            Some(acc) => MedusaTree::optimal(acc, &self.costs_for(params)?.verify, MAX_DRAFT)?,
             None => MedusaTree::default_cpu(),
         })
     }
@@ -566,10 +587,69 @@ impl Engine {
 /// Most draft tokens (or Medusa tree nodes) per step.
 pub const MAX_DRAFT: usize = 16;
 
-/// Measured costs, relative to one plain decoding step of the target.
+/// Costs relative to one plain decoding step of the target.
 #[derive(Debug, Clone)]
 struct Costs {
+    /// `T(r) / T(1)` for r = 1..=MAX_DRAFT + 1 (index 0 unused).
     verify: Vec<f64>,
     draft_step: f64,
     medusa_step: f64,
+}
+
+impl Costs {
+    /// Costs from sizes alone. A model whose weights fit in cache pays about a step per verify
+    /// row (its forward is per-row work); a larger one streams its weights once for all rows,
+    /// so a row adds a few percent (BENCHMARKS.md: T(8)/T(1) of 1.1-1.4 on TinyLlama shapes).
+    /// Drafting costs its weights' share of the target's.
+    fn nominal(model: &Model, draft_bytes: Option<usize>, medusa_bytes: Option<usize>) -> Self {
+        let bytes = model.weight_bytes().max(1) as f64;
+        let per_row = if bytes <= NOMINAL_CACHE_BYTES { 1.0 } else { 0.05 };
+        let mut verify: Vec<f64> = (0..=MAX_DRAFT + 1)
+            .map(|r| 1.0 + (r as f64 - 1.0) * per_row)
+            .collect();
+        verify[0] = 0.0;
+        Self {
+            verify,
+            draft_step: draft_bytes.map_or(0.0, |b| b as f64 / bytes),
+            medusa_step: medusa_bytes
+                .map_or(0.0, |b| b as f64 / bytes / MedusaTree::default_cpu().len() as f64),
+        }
+    }
+}
+
+/// Weights up to this size are taken to sit in cache when costs are nominal.
+const NOMINAL_CACHE_BYTES: f64 = 8.0 * 1024.0 * 1024.0;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use ahead_core::sampling::SamplingParams;
+
+    #[test]
+    fn seeded_sampling_is_steered_by_nominal_costs_and_greedy_by_measured_ones() {
+        let loaded = load(&ModelSource::Default, &LoadOptions::default()).unwrap();
+        let engine = Engine::from_loaded(loaded);
+        let sampled = GenerateParams {
+            sampling: SamplingParams {
+                temperature: 0.8,
+                ..SamplingParams::greedy()
+            },
+            reproducible: true,
+            ..Default::default()
+        };
+        let nominal = engine.costs_for(&sampled).unwrap();
+        let expected = Costs::nominal(&engine.loaded.model, None, None);
+        assert_eq!(nominal.verify, expected.verify);
+        // stories260K fits in cache: each verify row costs a step.
+        assert_eq!(nominal.verify[1..4], [1.0, 2.0, 3.0]);
+        let measured = engine.costs_for(&GenerateParams::default()).unwrap();
+        assert!(std::ptr::eq(measured, engine.costs.get().unwrap()));
+        let unseeded = GenerateParams {
+            reproducible: false,
+            ..sampled
+        };
+        assert!(std::ptr::eq(engine.costs_for(&unseeded).unwrap(), measured));
+    }
 }

@@ -333,3 +333,44 @@ fn the_target_cache_after_every_step_equals_a_fresh_prefill() {
     }
     assert!(steps > 100, "only {steps} steps were checked");
 }
+
+/// Seeded sampling reproduces across engines (processes): which positions get drafts decides
+/// which random numbers are drawn where, so the drafting schedule must not follow the timings
+/// each engine measures (it did: the same seed gave different tokens under machine load).
+#[test]
+fn seeded_sampling_gives_the_same_tokens_in_every_engine_for_every_method() {
+    let fresh = || {
+        let loaded = load(&ModelSource::Default, &LoadOptions::default()).unwrap();
+        Engine::from_loaded(loaded)
+            .with_draft(quantized(
+                &load(&ModelSource::Default, &LoadOptions::default())
+                    .unwrap()
+                    .model,
+            ))
+            .with_medusa(ahead_model::load::default_medusa().unwrap())
+            .unwrap()
+    };
+    let (a, b) = (fresh(), fresh());
+    let sampling = SamplingParams {
+        temperature: 0.8,
+        top_k: 40,
+        ..SamplingParams::greedy()
+    };
+    for method in [
+        Method::Draft,
+        Method::PromptLookup,
+        Method::Medusa,
+        Method::Lookahead,
+        Method::Auto,
+    ] {
+        for prompt in prompts().into_iter().take(3) {
+            let p = params(method, None, sampling.clone(), 11, 80);
+            let (x, y) = (gen(&a, &prompt, &p), gen(&b, &prompt, &p));
+            assert_eq!(x.token_ids, y.token_ids, "{method:?} {prompt:?}");
+            assert_eq!(
+                x.stats.drafted_tokens, y.stats.drafted_tokens,
+                "{method:?} {prompt:?}"
+            );
+        }
+    }
+}

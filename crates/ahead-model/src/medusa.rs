@@ -124,6 +124,20 @@ impl MedusaHeads {
         &self.heads
     }
 
+    /// Bytes of weights one pass of every head reads.
+    pub fn weight_bytes(&self) -> usize {
+        self.heads
+            .iter()
+            .map(|h| {
+                h.out.bytes()
+                    + h.blocks
+                        .iter()
+                        .map(|b| b.w.bytes() + 4 * b.b.len())
+                        .sum::<usize>()
+            })
+            .sum()
+    }
+
     /// Logits of every head for one hidden state.
     pub fn forward(&self, hidden: &[f32]) -> Result<Vec<Vec<f32>>> {
         if hidden.len() != self.dim {

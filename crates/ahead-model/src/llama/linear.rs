@@ -7,13 +7,13 @@
 //! Q8_0 weights are repacked for integer dot products (`q8`); the other quantized types keep
 //! their GGML blocks and run through candle's verified block kernels.
 
-use candle_core::quantized::k_quants::{BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ6K};
+use candle_core::quantized::k_quants::{BlockQ4K, BlockQ5K, BlockQ6K};
 use candle_core::quantized::GgmlType;
 use half::{bf16, f16};
 
 use super::kernels;
 use super::packed::{PackedF32, Panels};
-use super::q8::PackedQ8;
+use super::q8::{Format, Packed, PackedQ4, PackedQ8, Q4, Q8};
 use crate::error::{ModelError, Result};
 use crate::tensor::{RawTensor, TensorDType};
 
@@ -24,7 +24,7 @@ enum Storage {
     F16(Panels<f16>),
     BF16(Panels<bf16>),
     Q8_0(PackedQ8),
-    Q4_0(Vec<BlockQ4_0>),
+    Q4_0(PackedQ4),
     Q4K(Vec<BlockQ4K>),
     Q5K(Vec<BlockQ5K>),
     Q6K(Vec<BlockQ6K>),
@@ -82,18 +82,8 @@ impl Linear {
                     ));
                 }
                 match q {
-                    TensorDType::Q8_0 => {
-                        let blocks = rows * cols / 32;
-                        if raw.data.len() != blocks * 34 {
-                            return Err(ModelError::format(
-                                "weights",
-                                name,
-                                format!("{} bytes are not {blocks} q8_0 blocks", raw.data.len()),
-                            ));
-                        }
-                        Storage::Q8_0(PackedQ8::from_ggml(raw.data, rows, cols))
-                    }
-                    TensorDType::Q4_0 => Storage::Q4_0(blocks(raw.data)?),
+                    TensorDType::Q8_0 => Storage::Q8_0(repack::<Q8>(raw, name, rows, cols)?),
+                    TensorDType::Q4_0 => Storage::Q4_0(repack::<Q4>(raw, name, rows, cols)?),
                     TensorDType::Q4K => Storage::Q4K(blocks(raw.data)?),
                     TensorDType::Q5K => Storage::Q5K(blocks(raw.data)?),
                     TensorDType::Q6K => Storage::Q6K(blocks(raw.data)?),
@@ -129,7 +119,7 @@ impl Linear {
             Storage::F16(w) => w.bytes(),
             Storage::BF16(w) => w.bytes(),
             Storage::Q8_0(w) => w.bytes(),
-            Storage::Q4_0(b) => std::mem::size_of_val(&b[..]),
+            Storage::Q4_0(w) => w.bytes(),
             Storage::Q4K(b) => std::mem::size_of_val(&b[..]),
             Storage::Q5K(b) => std::mem::size_of_val(&b[..]),
             Storage::Q6K(b) => std::mem::size_of_val(&b[..]),
@@ -153,7 +143,7 @@ impl Linear {
             Storage::F16(w) => w.matmul(x, k, out),
             Storage::BF16(w) => w.matmul(x, k, out),
             Storage::Q8_0(w) => w.matmul(x, k, out),
-            Storage::Q4_0(b) => quantized_matmul(x, k, b, rows, cols, out),
+            Storage::Q4_0(w) => w.matmul(x, k, out),
             Storage::Q4K(b) => quantized_matmul(x, k, b, rows, cols, out),
             Storage::Q5K(b) => quantized_matmul(x, k, b, rows, cols, out),
             Storage::Q6K(b) => quantized_matmul(x, k, b, rows, cols, out),
@@ -176,7 +166,7 @@ impl Linear {
             Storage::F16(w) => w.row(index, out),
             Storage::BF16(w) => w.row(index, out),
             Storage::Q8_0(w) => w.row(index, out),
-            Storage::Q4_0(b) => dequant_row(b, index, c, out),
+            Storage::Q4_0(w) => w.row(index, out),
             Storage::Q4K(b) => dequant_row(b, index, c, out),
             Storage::Q5K(b) => dequant_row(b, index, c, out),
             Storage::Q6K(b) => dequant_row(b, index, c, out),
@@ -226,6 +216,23 @@ fn decode<T, const N: usize>(data: &[u8], from: fn([u8; N]) -> T) -> Vec<T> {
         .collect()
 }
 
+/// Repacks a Q8_0 or Q4_0 tensor into integer-product panels, after checking its length.
+fn repack<F: Format>(raw: &RawTensor<'_>, name: &str, rows: usize, cols: usize) -> Result<Packed<F>> {
+    let blocks = rows * cols / 32;
+    if raw.data.len() != blocks * F::GGML_BLOCK {
+        return Err(ModelError::format(
+            "weights",
+            name,
+            format!(
+                "{} bytes are not {blocks} {} blocks",
+                raw.data.len(),
+                raw.dtype.name()
+            ),
+        ));
+    }
+    Ok(Packed::from_ggml(raw.data, rows, cols))
+}
+
 /// Copies GGML blocks out of (possibly unaligned) file bytes.
 fn blocks<T: GgmlType>(data: &[u8]) -> Result<Vec<T>> {
     let size = std::mem::size_of::<T>();
@@ -273,7 +280,7 @@ impl Linear {
                 Storage::BF16(Panels::new(&v, rows, cols))
             }
             TensorDType::Q8_0 => Storage::Q8_0(PackedQ8::quantize(values, rows, cols)),
-            TensorDType::Q4_0 => Storage::Q4_0(q(values)),
+            TensorDType::Q4_0 => Storage::Q4_0(PackedQ4::quantize(values, rows, cols)),
             TensorDType::Q4K => Storage::Q4K(q(values)),
             TensorDType::Q5K => Storage::Q5K(q(values)),
             TensorDType::Q6K => Storage::Q6K(q(values)),
@@ -307,7 +314,10 @@ mod tests {
     #[test]
     fn block_layouts_match_the_file_format() {
         assert_eq!(std::mem::size_of::<BlockQ8_0>(), TensorDType::Q8_0.block_bytes());
-        assert_eq!(std::mem::size_of::<BlockQ4_0>(), TensorDType::Q4_0.block_bytes());
+        assert_eq!(
+            std::mem::size_of::<candle_core::quantized::k_quants::BlockQ4_0>(),
+            TensorDType::Q4_0.block_bytes()
+        );
         assert_eq!(std::mem::size_of::<BlockQ4K>(), TensorDType::Q4K.block_bytes());
         assert_eq!(std::mem::size_of::<BlockQ5K>(), TensorDType::Q5K.block_bytes());
         assert_eq!(std::mem::size_of::<BlockQ6K>(), TensorDType::Q6K.block_bytes());
@@ -400,7 +410,7 @@ mod tests {
     #[test]
     fn quantized_types_match_their_dequantized_weights() {
         quantized_matches_dequantized::<BlockQ8_0>(TensorDType::Q8_0);
-        quantized_matches_dequantized::<BlockQ4_0>(TensorDType::Q4_0);
+        quantized_matches_dequantized::<candle_core::quantized::k_quants::BlockQ4_0>(TensorDType::Q4_0);
         quantized_matches_dequantized::<BlockQ4K>(TensorDType::Q4K);
         quantized_matches_dequantized::<BlockQ5K>(TensorDType::Q5K);
         quantized_matches_dequantized::<BlockQ6K>(TensorDType::Q6K);

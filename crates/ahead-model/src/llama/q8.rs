@@ -1,4 +1,5 @@
-//! Q8_0 weights repacked for integer dot products, and the product kernel that reads them.
+//! Q8_0 and Q4_0 weights repacked for 8-bit integer dot products, and the product kernels that
+//! read them.
 //!
 //! Q8_0 stores blocks of 32 signed bytes with one f16 scale. candle's `vec_dot` computes one
 //! (weight row, input row) pair per call with 16-bit multiplies; a k-row verify then costs k
@@ -16,6 +17,12 @@
 //! bytes, so weights are stored as w + 128 and each block sum starts at -128 x (sum of the input
 //! block), which leaves the exact signed sum.
 //!
+//! Q4_0 (blocks of 32 four-bit weights, w = nibble - 8) uses the same panels at half the bytes:
+//! each 64-byte load holds two chunks, chunk c in the low nibbles and chunk c + 4 in the high
+//! ones (as GGML splits a block), so an AND and a shift unpack them to the same unsigned bytes
+//! (stored w + 8; the block sum starts at -8 x the input's sum). The `Format` trait is all that
+//! differs between the two.
+//!
 //! Batch invariance: each output is the chain `acc = fma(block sum, dw x dx, acc)` over the
 //! blocks in order (block sums are exact integers), whatever other outputs are computed beside
 //! it, so row r of a k-row product is bit-identical to a 1-row product (tested).
@@ -32,18 +39,22 @@ const PANEL_BYTES: usize = BLOCK * PANEL;
 /// a 5632-column matrix are 360 KiB, well inside L2.
 const CHUNK_PANELS: usize = 4;
 
-/// A `[rows, cols]` Q8_0 matrix in panel layout (`cols` a multiple of 32; rows padded to a
-/// multiple of 16 with zero weights and zero scales).
+/// A `[rows, cols]` block-quantized matrix in panel layout (`cols` a multiple of 32; rows
+/// padded to a multiple of 16 with zero weights and zero scales).
 #[derive(Debug, Clone)]
-pub struct PackedQ8 {
-    /// `[panel][block][chunk 0..8][lane 0..16][4 bytes]`: weight + 128.
+pub struct Packed<F: Format> {
+    /// `[panel][block][F::PANEL_BLOCK bytes]`: weights + `F::BIAS`, laid out by `F::place`.
     quants: Vec<u8>,
     /// `[panel][block][lane]` f16 scales.
     scales: Vec<u16>,
     rows: usize,
     cols: usize,
     blocks: usize,
+    format: std::marker::PhantomData<F>,
 }
+
+pub type PackedQ8 = Packed<Q8>;
+pub type PackedQ4 = Packed<Q4>;
 
 /// Input rows quantized to blocks of 32, row-major.
 struct QuantizedInput {
@@ -51,8 +62,8 @@ struct QuantizedInput {
     quants: Vec<i8>,
     /// `[k][blocks]`: the block's scale (rounded through f16, as Q8_0 stores it).
     scales: Vec<f32>,
-    /// `[k][blocks]`: -128 x the sum of the block's quants (the unsigned-weight correction).
-    corrections: Vec<i32>,
+    /// `[k][blocks]`: the sum of the block's quants (for the unsigned-weight correction).
+    sums: Vec<i32>,
 }
 
 /// Offset in a (panel, block) of element `e` (0..32) of lane `l` (0..16).
@@ -61,25 +72,176 @@ fn interleaved(l: usize, e: usize) -> usize {
     (e / 4) * 64 + l * 4 + e % 4
 }
 
-impl PackedQ8 {
-    /// Repacks GGML Q8_0 data: `rows * cols / 32` blocks of 34 bytes (f16 scale, 32 quants),
-    /// row-major. The caller checks the length.
+/// What differs between the block formats: GGML's bytes, and how a panel stores the weights.
+pub trait Format: Copy + Send + Sync + std::fmt::Debug + 'static {
+    /// GGML bytes per block of 32 (the f16 scale first).
+    const GGML_BLOCK: usize;
+    /// Bytes of one block of one panel.
+    const PANEL_BLOCK: usize;
+    /// Weights are stored as w + BIAS, unsigned.
+    const BIAS: i32;
+
+    /// The 32 signed weights of a GGML block's quants (the bytes after the scale).
+    fn weights(quants: &[u8]) -> [i8; BLOCK];
+
+    /// A GGML block (scale and quants) for 32 values, as GGML's reference quantizer makes it.
+    fn quantize_block(values: &[f32], out: &mut Vec<u8>);
+
+    /// Byte offset in a panel block, and bit shift, of element `e` of lane `l`.
+    fn place(l: usize, e: usize) -> (usize, u32);
+
+    /// The stored (unsigned) value at a place.
+    fn stored(panel_block: &[u8], l: usize, e: usize) -> i32 {
+        let (at, shift) = Self::place(l, e);
+        let mask = if Self::PANEL_BLOCK == PANEL_BYTES {
+            0xff
+        } else {
+            0x0f
+        };
+        ((panel_block[at] >> shift) & mask) as i32
+    }
+
+    /// Chunk c (0..8) of a panel block: 16 lanes x 4 unsigned bytes (elements 4c..4c+4).
+    ///
+    /// # Safety
+    /// AVX-512F is available and `p` points to a whole panel block.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn chunk512(p: *const u8, c: usize) -> std::arch::x86_64::__m512i;
+
+    /// Lanes 8h..8h+8 of chunk c as signed weights.
+    ///
+    /// # Safety
+    /// AVX2 is available and `p` points to a whole panel block.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn chunk256_signed(p: *const u8, c: usize, h: usize) -> std::arch::x86_64::__m256i;
+}
+
+/// GGML Q8_0: an f16 scale and 32 signed bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Q8;
+
+impl Format for Q8 {
+    const GGML_BLOCK: usize = 34;
+    const PANEL_BLOCK: usize = PANEL_BYTES;
+    const BIAS: i32 = 128;
+
+    fn weights(quants: &[u8]) -> [i8; BLOCK] {
+        // GGML's quantizer writes -127..=127; a file's -128 is read as -127 so that every
+        // kernel sees the same weights (the AVX2 one negates them).
+        std::array::from_fn(|e| (quants[e] as i8).max(-127))
+    }
+
+    /// Scale = max |x| / 127 stored as f16, quants = round(x / scale).
+    fn quantize_block(values: &[f32], out: &mut Vec<u8>) {
+        let (d, id) = block_scale(values);
+        out.extend_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
+        out.extend(values.iter().map(|v| (v * id).round() as i8 as u8));
+    }
+
+    fn place(l: usize, e: usize) -> (usize, u32) {
+        (interleaved(l, e), 0)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn chunk512(p: *const u8, c: usize) -> std::arch::x86_64::__m512i {
+        // SAFETY: forwarded from the caller.
+        unsafe { std::arch::x86_64::_mm512_loadu_si512(p.add(c * 64).cast()) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn chunk256_signed(p: *const u8, c: usize, h: usize) -> std::arch::x86_64::__m256i {
+        use std::arch::x86_64::*;
+        // SAFETY: forwarded from the caller. Flipping the top bit of w + 128 gives w.
+        unsafe {
+            _mm256_xor_si256(
+                _mm256_loadu_si256(p.add(c * 64 + h * 32).cast()),
+                _mm256_set1_epi8(-128),
+            )
+        }
+    }
+}
+
+/// GGML Q4_0: an f16 scale and 16 bytes; byte j holds element j (low nibble) and j + 16
+/// (high nibble), each w + 8.
+#[derive(Debug, Clone, Copy)]
+pub struct Q4;
+
+impl Format for Q4 {
+    const GGML_BLOCK: usize = 18;
+    const PANEL_BLOCK: usize = PANEL_BYTES / 2;
+    const BIAS: i32 = 8;
+
+    fn weights(quants: &[u8]) -> [i8; BLOCK] {
+        std::array::from_fn(|e| ((quants[e % 16] >> (4 * (e / 16))) & 0x0f) as i8 - 8)
+    }
+
+    /// GGML's reference: d = (the value of largest magnitude) / -8, q = min(15, x / d + 8.5).
+    fn quantize_block(values: &[f32], out: &mut Vec<u8>) {
+        let max = values
+            .iter()
+            .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+        let d = max / -8.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
+        let q = |v: f32| ((v * id + 8.5) as i32).clamp(0, 15) as u8;
+        out.extend((0..16).map(|j| q(values[j]) | (q(values[j + 16]) << 4)));
+    }
+
+    fn place(l: usize, e: usize) -> (usize, u32) {
+        (interleaved(l, e % 16), 4 * (e / 16) as u32)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn chunk512(p: *const u8, c: usize) -> std::arch::x86_64::__m512i {
+        use std::arch::x86_64::*;
+        // SAFETY: forwarded from the caller; chunks c and c + 4 share a 64-byte load.
+        unsafe {
+            let v = _mm512_loadu_si512(p.add((c % 4) * 64).cast());
+            let v = if c < 4 { v } else { _mm512_srli_epi16::<4>(v) };
+            _mm512_and_si512(v, _mm512_set1_epi8(0x0f))
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn chunk256_signed(p: *const u8, c: usize, h: usize) -> std::arch::x86_64::__m256i {
+        use std::arch::x86_64::*;
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            let v = _mm256_loadu_si256(p.add((c % 4) * 64 + h * 32).cast());
+            let v = if c < 4 { v } else { _mm256_srli_epi16::<4>(v) };
+            _mm256_sub_epi8(_mm256_and_si256(v, _mm256_set1_epi8(0x0f)), _mm256_set1_epi8(8))
+        }
+    }
+}
+
+impl<F: Format> Packed<F> {
+    /// Repacks GGML data: `rows * cols / 32` blocks of `F::GGML_BLOCK` bytes, row-major. The
+    /// caller checks the length.
     pub fn from_ggml(data: &[u8], rows: usize, cols: usize) -> Self {
         let blocks = cols / BLOCK;
         let n_panels = rows.div_ceil(PANEL);
-        // Padding rows hold w = 0 (stored 128) and scale 0.
-        let mut quants = vec![128u8; n_panels * blocks * PANEL_BYTES];
+        let mut quants = vec![0u8; n_panels * blocks * F::PANEL_BLOCK];
         let mut scales = vec![0u16; n_panels * blocks * PANEL];
-        for (i, block) in data.chunks_exact(34).enumerate().take(rows * blocks) {
-            let (o, b) = (i / blocks, i % blocks);
-            let (p, lane) = (o / PANEL, o % PANEL);
-            let base = (p * blocks + b) * PANEL_BYTES;
-            for (e, &q) in block[2..].iter().enumerate() {
-                // GGML's quantizer writes -127..=127; a file's -128 is read as -127 so that
-                // every kernel sees the same weights (the AVX2 one negates them).
-                quants[base + interleaved(lane, e)] = ((q as i8).max(-127) as i16 + 128) as u8;
+        // Padding rows hold w = 0 (stored as the bias) and scale 0.
+        let zero = [0i8; BLOCK];
+        for o in 0..n_panels * PANEL {
+            for b in 0..blocks {
+                let (p, lane) = (o / PANEL, o % PANEL);
+                let block = data.get((o * blocks + b) * F::GGML_BLOCK..).filter(|_| o < rows);
+                let weights = block.map_or(zero, |blk| F::weights(&blk[2..F::GGML_BLOCK]));
+                let base = (p * blocks + b) * F::PANEL_BLOCK;
+                for (e, &w) in weights.iter().enumerate() {
+                    let (at, shift) = F::place(lane, e);
+                    quants[base + at] |= ((w as i32 + F::BIAS) as u8) << shift;
+                }
+                if let Some(blk) = block {
+                    scales[(p * blocks + b) * PANEL + lane] = u16::from_le_bytes([blk[0], blk[1]]);
+                }
             }
-            scales[(p * blocks + b) * PANEL + lane] = u16::from_le_bytes([block[0], block[1]]);
         }
         Self {
             quants,
@@ -87,24 +249,23 @@ impl PackedQ8 {
             rows,
             cols,
             blocks,
+            format: std::marker::PhantomData,
         }
     }
 
-    /// Quantizes row-major f32 values (`cols` a multiple of 32) as Q8_0 does: per block,
-    /// scale = max |x| / 127 stored as f16, quants = round(x / scale).
+    /// Quantizes row-major f32 values (`cols` a multiple of 32) with GGML's reference
+    /// quantizer for the format.
     pub fn quantize(values: &[f32], rows: usize, cols: usize) -> Self {
-        let mut data = Vec::with_capacity(values.len() / BLOCK * 34);
+        let mut data = Vec::with_capacity(values.len() / BLOCK * F::GGML_BLOCK);
         for block in values.chunks_exact(BLOCK) {
-            let (d, id) = block_scale(block);
-            data.extend_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
-            data.extend(block.iter().map(|v| (v * id).round() as i8 as u8));
+            F::quantize_block(block, &mut data);
         }
         Self::from_ggml(&data, rows, cols)
     }
 
-    /// Bytes of real weights (as GGML stores them: 34 per block).
+    /// Bytes of real weights (as GGML stores them).
     pub fn bytes(&self) -> usize {
-        self.rows * self.cols / BLOCK * 34
+        self.rows * self.cols / BLOCK * F::GGML_BLOCK
     }
 
     /// Weight row `o`, dequantized.
@@ -113,8 +274,9 @@ impl PackedQ8 {
         for (b, chunk) in out.chunks_exact_mut(BLOCK).enumerate() {
             let at = p * self.blocks + b;
             let d = f16::from_bits(self.scales[at * PANEL + lane]).to_f32();
+            let panel_block = &self.quants[at * F::PANEL_BLOCK..(at + 1) * F::PANEL_BLOCK];
             for (e, v) in chunk.iter_mut().enumerate() {
-                *v = (self.quants[at * PANEL_BYTES + interleaved(lane, e)] as i16 - 128) as f32 * d;
+                *v = (F::stored(panel_block, lane, e) - F::BIAS) as f32 * d;
             }
         }
     }
@@ -124,9 +286,13 @@ impl PackedQ8 {
         debug_assert_eq!(x.len(), k * self.cols);
         debug_assert_eq!(out.len(), k * self.rows);
         let input = quantize_input(x, self.cols);
-        let kernel = kernel_fn();
-        by_panels(k, self.rows, self.cols, PANEL, out, |p0, n, buf| {
-            kernel(self, &input, k, p0, n, buf);
+        let kernel = kernel_choice();
+        by_panels(k, self.rows, self.cols, PANEL, out, |p0, n, buf| match kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vnni => x86::kernel_vnni(self, &input, k, p0, n, buf),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => x86::kernel_avx2(self, &input, k, p0, n, buf),
+            Kernel::Portable => kernel_portable(self, &input, k, p0, n, buf),
         });
     }
 }
@@ -147,7 +313,7 @@ fn quantize_input(x: &[f32], cols: usize) -> QuantizedInput {
     let mut input = QuantizedInput {
         quants: vec![0i8; x.len()],
         scales: vec![0f32; n_blocks],
-        corrections: vec![0i32; n_blocks],
+        sums: vec![0i32; n_blocks],
     };
     debug_assert_eq!(cols % BLOCK, 0);
     #[cfg(target_arch = "x86_64")]
@@ -171,36 +337,50 @@ fn quantize_input_scalar(x: &[f32], input: &mut QuantizedInput) {
             sum += *q as i32;
         }
         input.scales[b] = f16::from_f32(exact).to_f32();
-        input.corrections[b] = -128 * sum;
+        input.sums[b] = sum;
     }
 }
 
-/// Computes panels `p0..p0+n` for all k input rows into `buf` (`[k][n * 16]`).
-type KernelFn = fn(&PackedQ8, &QuantizedInput, usize, usize, usize, &mut [f32]);
+/// The product kernels this CPU can run, best first.
+#[derive(Clone, Copy)]
+enum Kernel {
+    #[cfg(target_arch = "x86_64")]
+    Vnni,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    Portable,
+}
 
 /// The kernel for this CPU, chosen once.
-fn kernel_fn() -> KernelFn {
-    static CHOSEN: std::sync::OnceLock<KernelFn> = std::sync::OnceLock::new();
+fn kernel_choice() -> Kernel {
+    static CHOSEN: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
     *CHOSEN.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
             if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni") {
-                return x86::kernel_vnni;
+                return Kernel::Vnni;
             }
             if is_x86_feature_detected!("avx2")
                 && is_x86_feature_detected!("fma")
                 && is_x86_feature_detected!("f16c")
             {
-                return x86::kernel_avx2;
+                return Kernel::Avx2;
             }
         }
-        kernel_portable
+        Kernel::Portable
     })
 }
 
 /// The same arithmetic without SIMD: per (output, input row), each block's exact integer sum
 /// scaled and accumulated in block order.
-fn kernel_portable(w: &PackedQ8, x: &QuantizedInput, k: usize, p0: usize, n: usize, buf: &mut [f32]) {
+fn kernel_portable<F: Format>(
+    w: &Packed<F>,
+    x: &QuantizedInput,
+    k: usize,
+    p0: usize,
+    n: usize,
+    buf: &mut [f32],
+) {
     let (blocks, cols) = (w.blocks, w.cols);
     let width = buf.len() / k;
     for p in 0..n {
@@ -208,12 +388,13 @@ fn kernel_portable(w: &PackedQ8, x: &QuantizedInput, k: usize, p0: usize, n: usi
             let mut acc = [0f32; PANEL];
             for b in 0..blocks {
                 let at = (p0 + p) * blocks + b;
-                let wq = &w.quants[at * PANEL_BYTES..(at + 1) * PANEL_BYTES];
+                let wq = &w.quants[at * F::PANEL_BLOCK..(at + 1) * F::PANEL_BLOCK];
                 let xq = &x.quants[r * cols + b * BLOCK..][..BLOCK];
-                let mut sums = [x.corrections[r * blocks + b]; PANEL];
-                for (i, &q) in wq.iter().enumerate() {
-                    let (c, lane, e) = (i / 64, (i % 64) / 4, i % 4);
-                    sums[lane] += q as i32 * xq[c * 4 + e] as i32;
+                let mut sums = [-F::BIAS * x.sums[r * blocks + b]; PANEL];
+                for (lane, sum) in sums.iter_mut().enumerate() {
+                    for (e, &xv) in xq.iter().enumerate() {
+                        *sum += F::stored(wq, lane, e) * xv as i32;
+                    }
                 }
                 let dx = x.scales[r * blocks + b];
                 for (lane, a) in acc.iter_mut().enumerate() {
@@ -228,19 +409,19 @@ fn kernel_portable(w: &PackedQ8, x: &QuantizedInput, k: usize, p0: usize, n: usi
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{row_blocks, PackedQ8, QuantizedInput, BLOCK, CHUNK_PANELS, PANEL, PANEL_BYTES};
+    use super::{row_blocks, Format, Packed, QuantizedInput, BLOCK, CHUNK_PANELS, PANEL};
     use std::arch::x86_64::*;
 
     /// Input rows per pass: 8 rows x 1 panel keep 16 accumulators in the 32 registers.
     const MAX_ROWS: usize = 8;
-    /// How far ahead (in blocks of a panel: 16 KiB) weights are prefetched into L2 when several
+    /// How far ahead (16 KiB: 32 Q8_0 blocks of a panel) weights are prefetched into L2 when several
     /// input rows make the loop compute-bound: the hardware prefetcher alone falls behind there,
     /// and memory time adds to compute time instead of hiding under it (measured: 8 rows over
     /// a 49 MB matrix took 1.64x one row without it, 1.13x with it; up to 4 rows gain nothing).
-    const PREFETCH_BLOCKS: usize = 32;
+    const PREFETCH_BYTES: usize = 16 << 10;
 
-    pub(super) fn kernel_vnni(
-        w: &PackedQ8,
+    pub(super) fn kernel_vnni<F: Format>(
+        w: &Packed<F>,
         x: &QuantizedInput,
         k: usize,
         p0: usize,
@@ -254,8 +435,8 @@ mod x86 {
     /// Walks (panel chunk, row block) pairs; panels go 4, 2 or 1 at a time so that at least
     /// four independent `vpdpbusd` chains hide the instruction's latency.
     #[target_feature(enable = "avx512f,avx512vnni")]
-    unsafe fn kernel_vnni_impl(
-        w: &PackedQ8,
+    unsafe fn kernel_vnni_impl<F: Format>(
+        w: &Packed<F>,
         x: &QuantizedInput,
         k: usize,
         p0: usize,
@@ -265,13 +446,11 @@ mod x86 {
         let width = buf.len() / k;
         assert!(width >= n * PANEL && buf.len() >= k * width);
         assert!(
-            (p0 + n) * w.blocks * PANEL_BYTES <= w.quants.len()
+            (p0 + n) * w.blocks * F::PANEL_BLOCK <= w.quants.len()
                 && (p0 + n) * w.blocks * PANEL <= w.scales.len()
         );
         assert!(
-            x.quants.len() >= k * w.cols
-                && x.scales.len() >= k * w.blocks
-                && x.corrections.len() >= k * w.blocks
+            x.quants.len() >= k * w.cols && x.scales.len() >= k * w.blocks && x.sums.len() >= k * w.blocks
         );
         row_blocks(k, n, MAX_ROWS, CHUNK_PANELS, |chunk, r0, rows| {
             let t = Args {
@@ -285,22 +464,22 @@ mod x86 {
             // SAFETY: the asserts above hold every panel and row the tiles touch in bounds.
             unsafe {
                 match rows {
-                    1 => panels::<4, 1>(&t, chunk),
-                    2 => panels::<4, 2>(&t, chunk),
-                    3 => panels::<2, 3>(&t, chunk),
-                    4 => panels::<2, 4>(&t, chunk),
-                    5 => panels::<1, 5>(&t, chunk),
-                    6 => panels::<1, 6>(&t, chunk),
-                    7 => panels::<1, 7>(&t, chunk),
-                    _ => panels::<1, 8>(&t, chunk),
+                    1 => panels::<F, 4, 1>(&t, chunk),
+                    2 => panels::<F, 4, 2>(&t, chunk),
+                    3 => panels::<F, 2, 3>(&t, chunk),
+                    4 => panels::<F, 2, 4>(&t, chunk),
+                    5 => panels::<F, 1, 5>(&t, chunk),
+                    6 => panels::<F, 1, 6>(&t, chunk),
+                    7 => panels::<F, 1, 7>(&t, chunk),
+                    _ => panels::<F, 1, 8>(&t, chunk),
                 }
             }
         });
     }
 
     /// What every tile of one row block shares.
-    struct Args<'a> {
-        w: &'a PackedQ8,
+    struct Args<'a, F: Format> {
+        w: &'a Packed<F>,
         x: &'a QuantizedInput,
         r0: usize,
         p0: usize,
@@ -310,49 +489,51 @@ mod x86 {
 
     /// Panels of `chunk`, `P` at a time, then one at a time.
     #[inline(always)]
-    unsafe fn panels<const P: usize, const R: usize>(t: &Args<'_>, chunk: std::ops::Range<usize>) {
+    unsafe fn panels<F: Format, const P: usize, const R: usize>(
+        t: &Args<'_, F>,
+        chunk: std::ops::Range<usize>,
+    ) {
         let mut p = chunk.start;
         while p + P <= chunk.end {
             // SAFETY: forwarded from `kernel_vnni_impl`.
-            unsafe { tile::<P, R>(t, p) };
+            unsafe { tile::<F, P, R>(t, p) };
             p += P;
         }
         while p < chunk.end {
             // SAFETY: forwarded from `kernel_vnni_impl`.
-            unsafe { tile::<1, R>(t, p) };
+            unsafe { tile::<F, 1, R>(t, p) };
             p += 1;
         }
     }
 
     /// Panels p..p+P (of the tile's p0) times input rows r0..r0+R.
     #[inline(always)]
-    unsafe fn tile<const P: usize, const R: usize>(t: &Args<'_>, p: usize) {
+    unsafe fn tile<F: Format, const P: usize, const R: usize>(t: &Args<'_, F>, p: usize) {
         let (blocks, cols) = (t.w.blocks, t.w.cols);
         // SAFETY (whole body): the caller guarantees the CPU features and the bounds.
         unsafe {
-            let wq = t.w.quants.as_ptr().add((t.p0 + p) * blocks * PANEL_BYTES);
+            let wq = t.w.quants.as_ptr().add((t.p0 + p) * blocks * F::PANEL_BLOCK);
             let ws = t.w.scales.as_ptr().add((t.p0 + p) * blocks * PANEL);
             let xq = t.x.quants.as_ptr().add(t.r0 * cols);
             let xs = t.x.scales.as_ptr().add(t.r0 * blocks);
-            let xc = t.x.corrections.as_ptr().add(t.r0 * blocks);
+            let xsum = t.x.sums.as_ptr().add(t.r0 * blocks);
             let mut acc = [[_mm512_setzero_ps(); P]; R];
             for b in 0..blocks {
                 if R > 4 {
                     for j in 0..P {
                         // Past a panel's end this reads ahead into the next panel, which is
                         // next in memory; a prefetch never faults, so past the matrix is fine.
-                        let ahead = wq.wrapping_add((j * blocks + b + PREFETCH_BLOCKS) * PANEL_BYTES);
-                        for line in 0..PANEL_BYTES / 64 {
+                        let ahead = wq.wrapping_add((j * blocks + b) * F::PANEL_BLOCK + PREFETCH_BYTES);
+                        for line in 0..F::PANEL_BLOCK / 64 {
                             _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(line * 64).cast());
                         }
                     }
                 }
                 let mut sums: [[__m512i; P]; R] =
-                    std::array::from_fn(|r| [_mm512_set1_epi32(*xc.add(r * blocks + b)); P]);
+                    std::array::from_fn(|r| [_mm512_set1_epi32(-F::BIAS * *xsum.add(r * blocks + b)); P]);
                 for c in 0..8 {
-                    let wv: [__m512i; P] = std::array::from_fn(|j| {
-                        _mm512_loadu_si512(wq.add((j * blocks + b) * PANEL_BYTES + c * 64).cast())
-                    });
+                    let wv: [__m512i; P] =
+                        std::array::from_fn(|j| F::chunk512(wq.add((j * blocks + b) * F::PANEL_BLOCK), c));
                     for (r, s) in sums.iter_mut().enumerate() {
                         let four = xq
                             .add(r * cols + b * BLOCK + c * 4)
@@ -393,8 +574,8 @@ mod x86 {
     /// x's sign, as in llama.cpp: with |w|, |x| <= 128 no 16-bit pair sum overflows. The block
     /// sums are the same exact integers as the VNNI kernel's, and the scaling the same
     /// operations, so the results are the same bits (tested).
-    pub(super) fn kernel_avx2(
-        w: &PackedQ8,
+    pub(super) fn kernel_avx2<F: Format>(
+        w: &Packed<F>,
         x: &QuantizedInput,
         k: usize,
         p0: usize,
@@ -406,8 +587,8 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn kernel_avx2_impl(
-        w: &PackedQ8,
+    unsafe fn kernel_avx2_impl<F: Format>(
+        w: &Packed<F>,
         x: &QuantizedInput,
         k: usize,
         p0: usize,
@@ -417,7 +598,7 @@ mod x86 {
         let width = buf.len() / k;
         assert!(width >= n * PANEL && buf.len() >= k * width);
         assert!(
-            (p0 + n) * w.blocks * PANEL_BYTES <= w.quants.len()
+            (p0 + n) * w.blocks * F::PANEL_BLOCK <= w.quants.len()
                 && (p0 + n) * w.blocks * PANEL <= w.scales.len()
         );
         assert!(x.quants.len() >= k * w.cols && x.scales.len() >= k * w.blocks);
@@ -434,9 +615,9 @@ mod x86 {
                 // SAFETY: the asserts above hold every panel and row the tiles touch in bounds.
                 unsafe {
                     if rows == 1 {
-                        tile_avx2::<1>(&t, p);
+                        tile_avx2::<F, 1>(&t, p);
                     } else {
-                        tile_avx2::<2>(&t, p);
+                        tile_avx2::<F, 2>(&t, p);
                     }
                 }
             }
@@ -445,15 +626,15 @@ mod x86 {
 
     /// Panel p (of the tile's p0) times input rows r0..r0+R, in two 8-lane halves.
     #[inline(always)]
-    unsafe fn tile_avx2<const R: usize>(t: &Args<'_>, p: usize) {
+    unsafe fn tile_avx2<F: Format, const R: usize>(t: &Args<'_, F>, p: usize) {
         let (blocks, cols) = (t.w.blocks, t.w.cols);
         // SAFETY (whole body): the caller guarantees the CPU features and the bounds.
         unsafe {
-            let wq = t.w.quants.as_ptr().add((t.p0 + p) * blocks * PANEL_BYTES);
+            let wq = t.w.quants.as_ptr().add((t.p0 + p) * blocks * F::PANEL_BLOCK);
             let ws = t.w.scales.as_ptr().add((t.p0 + p) * blocks * PANEL);
             let xq = t.x.quants.as_ptr().add(t.r0 * cols);
             let xs = t.x.scales.as_ptr().add(t.r0 * blocks);
-            let (bias, ones) = (_mm256_set1_epi8(-128), _mm256_set1_epi16(1));
+            let ones = _mm256_set1_epi16(1);
             let mut acc = [[_mm256_setzero_ps(); 2]; R];
             for b in 0..blocks {
                 // One row alone would wait on its two chains of adds: give it two per half (even
@@ -461,12 +642,8 @@ mod x86 {
                 let split = if R == 1 { 2 } else { 1 };
                 let mut sums = [[[_mm256_setzero_si256(); 2]; 2]; R];
                 for c in 0..8 {
-                    let at = wq.add(b * PANEL_BYTES + c * 64);
-                    // Stored w + 128; flipping the top bit gives the signed w.
-                    let wv = [
-                        _mm256_xor_si256(_mm256_loadu_si256(at.cast()), bias),
-                        _mm256_xor_si256(_mm256_loadu_si256(at.add(32).cast()), bias),
-                    ];
+                    let at = wq.add(b * F::PANEL_BLOCK);
+                    let wv = [F::chunk256_signed(at, c, 0), F::chunk256_signed(at, c, 1)];
                     for (r, s) in sums.iter_mut().enumerate() {
                         let four = xq
                             .add(r * cols + b * BLOCK + c * 4)
@@ -507,7 +684,7 @@ mod x86 {
     pub(super) unsafe fn quantize_input_avx512(x: &[f32], input: &mut QuantizedInput) {
         let n_blocks = x.len() / BLOCK;
         assert!(input.quants.len() >= n_blocks * BLOCK && input.scales.len() >= n_blocks);
-        assert!(input.corrections.len() >= n_blocks);
+        assert!(input.sums.len() >= n_blocks);
         let limit = _mm512_set1_ps(127.0);
         for b in 0..n_blocks {
             // SAFETY: the asserts keep block b's 32 values and outputs in bounds.
@@ -530,7 +707,7 @@ mod x86 {
                 let out = input.quants.as_mut_ptr().add(b * BLOCK);
                 _mm_storeu_si128(out.cast(), _mm512_cvtepi32_epi8(qlo));
                 _mm_storeu_si128(out.add(16).cast(), _mm512_cvtepi32_epi8(qhi));
-                input.corrections[b] = -128 * _mm512_reduce_add_epi32(_mm512_add_epi32(qlo, qhi));
+                input.sums[b] = _mm512_reduce_add_epi32(_mm512_add_epi32(qlo, qhi));
                 let half = _mm_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT }>(_mm_set_ss(d));
                 input.scales[b] = _mm_cvtss_f32(_mm_cvtph_ps(half));
             }
@@ -541,7 +718,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::quantized::k_quants::BlockQ8_0;
+    use candle_core::quantized::k_quants::{BlockQ4_0, BlockQ8_0};
     use candle_core::quantized::GgmlType;
 
     fn matrix(rows: usize, cols: usize, seed: usize) -> Vec<f32> {
@@ -550,46 +727,57 @@ mod tests {
             .collect()
     }
 
-    fn packed(rows: usize, cols: usize) -> (PackedQ8, Vec<BlockQ8_0>) {
+    fn packed<F: Format, B: GgmlType>(rows: usize, cols: usize) -> (Packed<F>, Vec<B>) {
         let w = matrix(rows, cols, 3);
-        let mut blocks = vec![BlockQ8_0::zeros(); rows * cols / BLOCK];
-        BlockQ8_0::from_float(&w, &mut blocks);
-        let p = PackedQ8::quantize(&w, rows, cols);
+        let mut blocks = vec![B::zeros(); rows * cols / BLOCK];
+        B::from_float(&w, &mut blocks);
+        let p = Packed::<F>::quantize(&w, rows, cols);
         (p, blocks)
     }
 
-    #[test]
-    fn rows_dequantize_to_the_ggml_blocks() {
+    /// Our quantizer makes GGML's blocks, and our rows dequantize to them.
+    fn rows_dequantize_to_the_ggml_blocks<F: Format, B: GgmlType>() {
         let (rows, cols) = (5, 96 + 512);
-        let (p, blocks) = packed(rows, cols);
+        let (p, blocks) = packed::<F, B>(rows, cols);
         let mut want = vec![0f32; rows * cols];
-        BlockQ8_0::to_float(&blocks, &mut want);
+        B::to_float(&blocks, &mut want);
         let mut got = vec![0f32; cols];
         for o in 0..rows {
             p.row(o, &mut got);
-            assert_eq!(&got[..], &want[o * cols..(o + 1) * cols]);
+            assert_eq!(
+                &got[..],
+                &want[o * cols..(o + 1) * cols],
+                "{} row {o}",
+                std::any::type_name::<F>()
+            );
         }
     }
 
     #[test]
-    fn the_product_matches_candles_vec_dot_and_every_row_is_batch_invariant() {
+    fn q8_0_and_q4_0_rows_dequantize_to_the_ggml_blocks() {
+        rows_dequantize_to_the_ggml_blocks::<Q8, BlockQ8_0>();
+        rows_dequantize_to_the_ggml_blocks::<Q4, BlockQ4_0>();
+    }
+
+    fn the_product_matches_candle_and_every_row_is_batch_invariant<F: Format, B: GgmlType>() {
         // 37 rows: two whole panels and a padded one; k = 20 takes three passes of rows (8, 8, 4)
         // over chunks of panels, and every tile shape.
         let (rows, cols, k) = (37, 19 * 32, 20);
-        let (p, blocks) = packed(rows, cols);
+        let (p, blocks) = packed::<F, B>(rows, cols);
         let x = matrix(k, cols, 11);
         let mut got = vec![0f32; k * rows];
         p.matmul(&x, k, &mut got);
         let per_row = cols / BLOCK;
         for r in 0..k {
-            let mut xq = vec![BlockQ8_0::zeros(); per_row];
-            BlockQ8_0::from_float(&x[r * cols..(r + 1) * cols], &mut xq);
+            let mut xq = vec![B::VecDotType::zeros(); per_row];
+            B::VecDotType::from_float(&x[r * cols..(r + 1) * cols], &mut xq);
             for o in 0..rows {
-                let want = BlockQ8_0::vec_dot(cols, &blocks[o * per_row..(o + 1) * per_row], &xq);
+                let want = B::vec_dot(cols, &blocks[o * per_row..(o + 1) * per_row], &xq);
                 let g = got[r * rows + o];
                 assert!(
                     (g - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                    "row {r} out {o}: {g} vs {want}"
+                    "{} row {r} out {o}: {g} vs {want}",
+                    std::any::type_name::<F>()
                 );
             }
         }
@@ -601,21 +789,61 @@ mod tests {
                 assert_eq!(
                     &some[..],
                     &got[r0 * rows..(r0 + width) * rows],
-                    "rows {r0}+{width}"
+                    "{} rows {r0}+{width}",
+                    std::any::type_name::<F>()
                 );
             }
         }
-        // The portable kernel does the same arithmetic in the same order: the same bits.
+        // Every kernel does the same arithmetic in the same order: the same bits.
         let input = quantize_input(&x, cols);
-        let mut a = vec![0f32; k * 48];
-        kernel_portable(&p, &input, k, 0, 3, &mut a);
-        for r in 0..k {
-            assert_eq!(
-                &a[r * 48..r * 48 + rows],
-                &got[r * rows..(r + 1) * rows],
-                "portable row {r}"
-            );
+        let mut kernels: Vec<(&str, Kernel)> = vec![("portable", Kernel::Portable)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+            {
+                kernels.push(("avx2", Kernel::Avx2));
+            }
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni") {
+                kernels.push(("vnni", Kernel::Vnni));
+            }
         }
+        for (name, kernel) in kernels {
+            let mut a = vec![0f32; k * 48];
+            match kernel {
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Vnni => x86::kernel_vnni(&p, &input, k, 0, 3, &mut a),
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Avx2 => x86::kernel_avx2(&p, &input, k, 0, 3, &mut a),
+                Kernel::Portable => kernel_portable(&p, &input, k, 0, 3, &mut a),
+            }
+            for r in 0..k {
+                assert_eq!(
+                    &a[r * 48..r * 48 + rows],
+                    &got[r * rows..(r + 1) * rows],
+                    "{} {name} row {r}",
+                    std::any::type_name::<F>()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn q8_0_and_q4_0_products_match_candle_and_every_row_is_batch_invariant() {
+        the_product_matches_candle_and_every_row_is_batch_invariant::<Q8, BlockQ8_0>();
+        the_product_matches_candle_and_every_row_is_batch_invariant::<Q4, BlockQ4_0>();
+    }
+
+    #[test]
+    fn a_q8_0_file_s_minus_128_reads_as_minus_127() {
+        let mut data = vec![0u8; 34];
+        data[..2].copy_from_slice(&f16::from_f32(0.5).to_bits().to_le_bytes());
+        data[2] = 0x80; // -128
+        let p = PackedQ8::from_ggml(&data, 1, 32);
+        let mut row = vec![0f32; 32];
+        p.row(0, &mut row);
+        assert_eq!(row[0], -127.0 * 0.5);
     }
 
     #[test]
@@ -630,12 +858,12 @@ mod tests {
         let mut scalar = QuantizedInput {
             quants: vec![0; x.len()],
             scales: vec![0.0; x.len() / BLOCK],
-            corrections: vec![0; x.len() / BLOCK],
+            sums: vec![0; x.len() / BLOCK],
         };
         quantize_input_scalar(&x, &mut scalar);
         assert_eq!(simd.quants, scalar.quants);
         assert_eq!(simd.scales, scalar.scales);
-        assert_eq!(simd.corrections, scalar.corrections);
+        assert_eq!(simd.sums, scalar.sums);
         assert!(scalar.scales[2] == 0.0 && scalar.quants[64..96].iter().all(|&q| q == 0));
     }
 }
