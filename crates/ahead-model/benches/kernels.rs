@@ -22,7 +22,14 @@ fn matmul(c: &mut Criterion) {
         // 4 FFN matrices' worth, past L3: the weights stream from memory as in a real model.
         ("streamed 8192x5632", 8192, 5632),
     ];
-    for dtype in [TensorDType::F32, TensorDType::Q8_0, TensorDType::Q4K] {
+    for dtype in [
+        TensorDType::F32,
+        TensorDType::F16,
+        TensorDType::BF16,
+        TensorDType::Q8_0,
+        TensorDType::Q4_0,
+        TensorDType::Q4K,
+    ] {
         let mut group = c.benchmark_group(format!("linear/{}", dtype.name()));
         group.sample_size(20);
         for (name, rows, cols) in shapes {
