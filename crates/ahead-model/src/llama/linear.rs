@@ -13,7 +13,7 @@ use half::{bf16, f16};
 
 use super::kernels;
 use super::packed::{PackedF32, Panels};
-use super::q8::{Format, Packed, PackedQ4, PackedQ8, Q4, Q8};
+use super::q8::{Format, Packed, PackedQ4, PackedQ4K, PackedQ8, Q4, Q8};
 use crate::error::{ModelError, Result};
 use crate::tensor::{RawTensor, TensorDType};
 
@@ -25,7 +25,7 @@ enum Storage {
     BF16(Panels<bf16>),
     Q8_0(PackedQ8),
     Q4_0(PackedQ4),
-    Q4K(Vec<BlockQ4K>),
+    Q4K(PackedQ4K),
     Q5K(Vec<BlockQ5K>),
     Q6K(Vec<BlockQ6K>),
 }
@@ -84,7 +84,17 @@ impl Linear {
                 match q {
                     TensorDType::Q8_0 => Storage::Q8_0(repack::<Q8>(raw, name, rows, cols)?),
                     TensorDType::Q4_0 => Storage::Q4_0(repack::<Q4>(raw, name, rows, cols)?),
-                    TensorDType::Q4K => Storage::Q4K(blocks(raw.data)?),
+                    TensorDType::Q4K => {
+                        let blocks = rows * cols / 256;
+                        if raw.data.len() != blocks * 144 {
+                            return Err(ModelError::format(
+                                "weights",
+                                name,
+                                format!("{} bytes are not {blocks} q4_k blocks", raw.data.len()),
+                            ));
+                        }
+                        Storage::Q4K(PackedQ4K::from_ggml(raw.data, rows, cols))
+                    }
                     TensorDType::Q5K => Storage::Q5K(blocks(raw.data)?),
                     TensorDType::Q6K => Storage::Q6K(blocks(raw.data)?),
                     other => return Err(ModelError::Unsupported(format!("{name}: dtype {}", other.name()))),
@@ -120,7 +130,7 @@ impl Linear {
             Storage::BF16(w) => w.bytes(),
             Storage::Q8_0(w) => w.bytes(),
             Storage::Q4_0(w) => w.bytes(),
-            Storage::Q4K(b) => std::mem::size_of_val(&b[..]),
+            Storage::Q4K(w) => w.bytes(),
             Storage::Q5K(b) => std::mem::size_of_val(&b[..]),
             Storage::Q6K(b) => std::mem::size_of_val(&b[..]),
         }
@@ -144,7 +154,7 @@ impl Linear {
             Storage::BF16(w) => w.matmul(x, k, out),
             Storage::Q8_0(w) => w.matmul(x, k, out),
             Storage::Q4_0(w) => w.matmul(x, k, out),
-            Storage::Q4K(b) => quantized_matmul(x, k, b, rows, cols, out),
+            Storage::Q4K(w) => w.matmul(x, k, out),
             Storage::Q5K(b) => quantized_matmul(x, k, b, rows, cols, out),
             Storage::Q6K(b) => quantized_matmul(x, k, b, rows, cols, out),
         }
@@ -167,7 +177,7 @@ impl Linear {
             Storage::BF16(w) => w.row(index, out),
             Storage::Q8_0(w) => w.row(index, out),
             Storage::Q4_0(w) => w.row(index, out),
-            Storage::Q4K(b) => dequant_row(b, index, c, out),
+            Storage::Q4K(w) => w.row(index, out),
             Storage::Q5K(b) => dequant_row(b, index, c, out),
             Storage::Q6K(b) => dequant_row(b, index, c, out),
         }
@@ -281,7 +291,18 @@ impl Linear {
             }
             TensorDType::Q8_0 => Storage::Q8_0(PackedQ8::quantize(values, rows, cols)),
             TensorDType::Q4_0 => Storage::Q4_0(PackedQ4::quantize(values, rows, cols)),
-            TensorDType::Q4K => Storage::Q4K(q(values)),
+            TensorDType::Q4K => {
+                let blocks: Vec<BlockQ4K> = q(values);
+                // SAFETY: BlockQ4K is repr(C): 144 bytes of f16 and u8 fields, no padding
+                // (candle asserts its size), so its bytes are GGML's Q4_K layout.
+                let bytes = unsafe {
+                    std::slice::from_raw_parts(
+                        blocks.as_ptr().cast::<u8>(),
+                        std::mem::size_of_val(&blocks[..]),
+                    )
+                };
+                Storage::Q4K(PackedQ4K::from_ggml(bytes, rows, cols))
+            }
             TensorDType::Q5K => Storage::Q5K(q(values)),
             TensorDType::Q6K => Storage::Q6K(q(values)),
         };

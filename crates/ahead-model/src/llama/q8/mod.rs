@@ -408,8 +408,11 @@ fn kernel_portable<F: Format>(
     }
 }
 
+mod q4k;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+
+pub use q4k::PackedQ4K;
 
 #[cfg(test)]
 mod tests {

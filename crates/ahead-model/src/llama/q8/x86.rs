@@ -1,6 +1,7 @@
 //! The x86 kernels: AVX-512 VNNI, and AVX2 for CPUs without it, with the AVX-512 input
 //! quantizer. Each is chosen at run time (`kernel_choice`) and gives the same bits.
 
+use super::q4k::{PackedQ4K, SUB_BLOCKS};
 use super::{row_blocks, Format, Packed, QuantizedInput, BLOCK, CHUNK_PANELS, PANEL};
 use std::arch::x86_64::*;
 
@@ -12,8 +13,20 @@ const MAX_ROWS: usize = 8;
 /// a 49 MB matrix took 1.64x one row without it, 1.13x with it; up to 4 rows gain nothing).
 const PREFETCH_BYTES: usize = 16 << 10;
 
-pub(super) fn kernel_vnni<F: Format>(
-    w: &Packed<F>,
+/// A panel matrix the VNNI driver walks: the bounds it needs, and its micro-kernel.
+pub(super) trait VnniTiles: Sync + Sized {
+    /// Panics unless panels `p0..p0 + n` and `k` input rows lie inside the data.
+    fn check(&self, x: &QuantizedInput, k: usize, p0: usize, n: usize);
+
+    /// Panels p..p+P (of the tile's p0) times input rows r0..r0+R.
+    ///
+    /// # Safety
+    /// AVX-512F and VNNI are available, and `check` passed for the whole call.
+    unsafe fn tile<const P: usize, const R: usize>(t: &Args<'_, Self>, p: usize);
+}
+
+pub(super) fn kernel_vnni<W: VnniTiles>(
+    w: &W,
     x: &QuantizedInput,
     k: usize,
     p0: usize,
@@ -27,8 +40,8 @@ pub(super) fn kernel_vnni<F: Format>(
 /// Walks (panel chunk, row block) pairs; panels go 4, 2 or 1 at a time so that at least
 /// four independent `vpdpbusd` chains hide the instruction's latency.
 #[target_feature(enable = "avx512f,avx512vnni")]
-unsafe fn kernel_vnni_impl<F: Format>(
-    w: &Packed<F>,
+unsafe fn kernel_vnni_impl<W: VnniTiles>(
+    w: &W,
     x: &QuantizedInput,
     k: usize,
     p0: usize,
@@ -37,11 +50,7 @@ unsafe fn kernel_vnni_impl<F: Format>(
 ) {
     let width = buf.len() / k;
     assert!(width >= n * PANEL && buf.len() >= k * width);
-    assert!(
-        (p0 + n) * w.blocks * F::PANEL_BLOCK <= w.quants.len()
-            && (p0 + n) * w.blocks * PANEL <= w.scales.len()
-    );
-    assert!(x.quants.len() >= k * w.cols && x.scales.len() >= k * w.blocks && x.sums.len() >= k * w.blocks);
+    w.check(x, k, p0, n);
     row_blocks(k, n, MAX_ROWS, CHUNK_PANELS, |chunk, r0, rows| {
         let t = Args {
             w,
@@ -54,22 +63,22 @@ unsafe fn kernel_vnni_impl<F: Format>(
         // SAFETY: the asserts above hold every panel and row the tiles touch in bounds.
         unsafe {
             match rows {
-                1 => panels::<F, 4, 1>(&t, chunk),
-                2 => panels::<F, 4, 2>(&t, chunk),
-                3 => panels::<F, 2, 3>(&t, chunk),
-                4 => panels::<F, 2, 4>(&t, chunk),
-                5 => panels::<F, 1, 5>(&t, chunk),
-                6 => panels::<F, 1, 6>(&t, chunk),
-                7 => panels::<F, 1, 7>(&t, chunk),
-                _ => panels::<F, 1, 8>(&t, chunk),
+                1 => panels::<W, 4, 1>(&t, chunk),
+                2 => panels::<W, 4, 2>(&t, chunk),
+                3 => panels::<W, 2, 3>(&t, chunk),
+                4 => panels::<W, 2, 4>(&t, chunk),
+                5 => panels::<W, 1, 5>(&t, chunk),
+                6 => panels::<W, 1, 6>(&t, chunk),
+                7 => panels::<W, 1, 7>(&t, chunk),
+                _ => panels::<W, 1, 8>(&t, chunk),
             }
         }
     });
 }
 
 /// What every tile of one row block shares.
-struct Args<'a, F: Format> {
-    w: &'a Packed<F>,
+pub(super) struct Args<'a, W> {
+    w: &'a W,
     x: &'a QuantizedInput,
     r0: usize,
     p0: usize,
@@ -79,23 +88,46 @@ struct Args<'a, F: Format> {
 
 /// Panels of `chunk`, `P` at a time, then one at a time.
 #[inline(always)]
-unsafe fn panels<F: Format, const P: usize, const R: usize>(t: &Args<'_, F>, chunk: std::ops::Range<usize>) {
+unsafe fn panels<W: VnniTiles, const P: usize, const R: usize>(
+    t: &Args<'_, W>,
+    chunk: std::ops::Range<usize>,
+) {
     let mut p = chunk.start;
     while p + P <= chunk.end {
         // SAFETY: forwarded from `kernel_vnni_impl`.
-        unsafe { tile::<F, P, R>(t, p) };
+        unsafe { W::tile::<P, R>(t, p) };
         p += P;
     }
     while p < chunk.end {
         // SAFETY: forwarded from `kernel_vnni_impl`.
-        unsafe { tile::<F, 1, R>(t, p) };
+        unsafe { W::tile::<1, R>(t, p) };
         p += 1;
     }
 }
 
-/// Panels p..p+P (of the tile's p0) times input rows r0..r0+R.
+impl<F: Format> VnniTiles for Packed<F> {
+    fn check(&self, x: &QuantizedInput, k: usize, p0: usize, n: usize) {
+        assert!(
+            (p0 + n) * self.blocks * F::PANEL_BLOCK <= self.quants.len()
+                && (p0 + n) * self.blocks * PANEL <= self.scales.len()
+        );
+        assert!(
+            x.quants.len() >= k * self.cols
+                && x.scales.len() >= k * self.blocks
+                && x.sums.len() >= k * self.blocks
+        );
+    }
+
+    #[inline(always)]
+    unsafe fn tile<const P: usize, const R: usize>(t: &Args<'_, Self>, p: usize) {
+        // SAFETY: forwarded from the caller.
+        unsafe { tile_blocks::<F, P, R>(t, p) }
+    }
+}
+
+/// `VnniTiles::tile` for Q8_0 and Q4_0.
 #[inline(always)]
-unsafe fn tile<F: Format, const P: usize, const R: usize>(t: &Args<'_, F>, p: usize) {
+unsafe fn tile_blocks<F: Format, const P: usize, const R: usize>(t: &Args<'_, Packed<F>>, p: usize) {
     let (blocks, cols) = (t.w.blocks, t.w.cols);
     // SAFETY (whole body): the caller guarantees the CPU features and the bounds.
     unsafe {
@@ -145,6 +177,88 @@ unsafe fn tile<F: Format, const P: usize, const R: usize>(t: &Args<'_, F>, p: us
         for (r, a) in acc.iter().enumerate() {
             for (j, v) in a.iter().enumerate() {
                 _mm512_storeu_ps(t.buf.add((t.r0 + r) * t.width + (p + j) * PANEL), *v);
+            }
+        }
+    }
+}
+
+impl VnniTiles for PackedQ4K {
+    fn check(&self, x: &QuantizedInput, k: usize, p0: usize, n: usize) {
+        let supers = self.blocks / SUB_BLOCKS;
+        assert!((p0 + n) * self.blocks * super::Q4::PANEL_BLOCK <= self.quants.len());
+        assert!(
+            (p0 + n) * self.blocks * PANEL <= self.sc.len() && (p0 + n) * self.blocks * PANEL <= self.m.len()
+        );
+        assert!((p0 + n) * supers * PANEL <= self.d.len() && (p0 + n) * supers * PANEL <= self.dmin.len());
+        assert!(
+            x.quants.len() >= k * self.cols
+                && x.scales.len() >= k * self.blocks
+                && x.sums.len() >= k * self.blocks
+        );
+    }
+
+    /// Per sub-block: the integer sums S from zero (q is unsigned as stored), then per input
+    /// row `acc = fma(fmsub(d sc, S, (dmin m) X), dx, acc)`, as `q4k::kernel_portable`.
+    #[inline(always)]
+    unsafe fn tile<const P: usize, const R: usize>(t: &Args<'_, Self>, p: usize) {
+        use super::Q4;
+        let (blocks, cols, w) = (t.w.blocks, t.w.cols, t.w);
+        let supers = blocks / SUB_BLOCKS;
+        // SAFETY (whole body): the caller guarantees the CPU features and `check`.
+        unsafe {
+            let wq = w.quants.as_ptr().add((t.p0 + p) * blocks * Q4::PANEL_BLOCK);
+            let xq = t.x.quants.as_ptr().add(t.r0 * cols);
+            let xs = t.x.scales.as_ptr().add(t.r0 * blocks);
+            let xsum = t.x.sums.as_ptr().add(t.r0 * blocks);
+            let widen = |v: *const u8| _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(v.cast())));
+            let half = |v: *const u16| _mm512_cvtph_ps(_mm256_loadu_si256(v.cast()));
+            let mut acc = [[_mm512_setzero_ps(); P]; R];
+            for b in 0..blocks {
+                if R > 4 {
+                    for j in 0..P {
+                        let ahead = wq.wrapping_add((j * blocks + b) * Q4::PANEL_BLOCK + PREFETCH_BYTES);
+                        for line in 0..Q4::PANEL_BLOCK / 64 {
+                            _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(line * 64).cast());
+                        }
+                    }
+                }
+                let mut sums = [[_mm512_setzero_si512(); P]; R];
+                for c in 0..8 {
+                    let wv: [__m512i; P] =
+                        std::array::from_fn(|j| Q4::chunk512(wq.add((j * blocks + b) * Q4::PANEL_BLOCK), c));
+                    for (r, s) in sums.iter_mut().enumerate() {
+                        let four = xq
+                            .add(r * cols + b * BLOCK + c * 4)
+                            .cast::<i32>()
+                            .read_unaligned();
+                        let xv = _mm512_set1_epi32(four);
+                        for j in 0..P {
+                            s[j] = _mm512_dpbusd_epi32(s[j], wv[j], xv);
+                        }
+                    }
+                }
+                let (mut d1, mut m1) = ([_mm512_setzero_ps(); P], [_mm512_setzero_ps(); P]);
+                for j in 0..P {
+                    let panel = t.p0 + p + j;
+                    let s = (panel * supers + b / SUB_BLOCKS) * PANEL;
+                    let at = (panel * blocks + b) * PANEL;
+                    d1[j] = _mm512_mul_ps(half(w.d.as_ptr().add(s)), widen(w.sc.as_ptr().add(at)));
+                    m1[j] = _mm512_mul_ps(half(w.dmin.as_ptr().add(s)), widen(w.m.as_ptr().add(at)));
+                }
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let dx = _mm512_set1_ps(*xs.add(r * blocks + b));
+                    let sum = _mm512_set1_ps(*xsum.add(r * blocks + b) as f32);
+                    for j in 0..P {
+                        let t =
+                            _mm512_fmsub_ps(d1[j], _mm512_cvtepi32_ps(sums[r][j]), _mm512_mul_ps(m1[j], sum));
+                        a[j] = _mm512_fmadd_ps(t, dx, a[j]);
+                    }
+                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                for (j, v) in a.iter().enumerate() {
+                    _mm512_storeu_ps(t.buf.add((t.r0 + r) * t.width + (p + j) * PANEL), *v);
+                }
             }
         }
     }
@@ -212,7 +326,7 @@ unsafe fn kernel_avx2_impl<F: Format>(
 
 /// Panel p (of the tile's p0) times input rows r0..r0+R, in two 8-lane halves.
 #[inline(always)]
-unsafe fn tile_avx2<F: Format, const R: usize>(t: &Args<'_, F>, p: usize) {
+unsafe fn tile_avx2<F: Format, const R: usize>(t: &Args<'_, Packed<F>>, p: usize) {
     let (blocks, cols) = (t.w.blocks, t.w.cols);
     // SAFETY (whole body): the caller guarantees the CPU features and the bounds.
     unsafe {

@@ -1,0 +1,240 @@
+//! Q4_K weights in the integer-product panels.
+//!
+//! GGML's Q4_K packs 256 weights in 144 bytes: f16 `d` and `dmin`, 6-bit scale and min for
+//! each of 8 sub-blocks of 32, and 4-bit quants q; a weight is (d x sc) q - (dmin x m). Each
+//! sub-block is stored like a Q4_0 block (two chunks per 64-byte load) with q as is, and its
+//! scale and min stay 6-bit integers (4.6 bits a weight in all, against GGML's 4.5): the kernel
+//! multiplies them by `d` and `dmin` per sub-block, shared by every input row. With a sub-block
+//! integer sum S = q . x_q and the input block's sum X and scale dx, the sub-block adds
+//! dx ((d sc) S - (dmin m) X) to each output, the same operations whatever k is.
+
+use half::f16;
+
+use super::{by_panels, kernel_choice, quantize_input, Format, Kernel, QuantizedInput, BLOCK, PANEL, Q4};
+
+/// Weights per super-block, sub-blocks per super-block, GGML bytes per super-block.
+const SUPER: usize = 256;
+pub(super) const SUB_BLOCKS: usize = SUPER / BLOCK;
+const GGML_BYTES: usize = 144;
+
+/// A `[rows, cols]` Q4_K matrix in panel layout (`cols` a multiple of 256; rows padded to a
+/// multiple of 16 with zero weights and zero scales).
+#[derive(Debug, Clone)]
+pub struct PackedQ4K {
+    /// `[panel][sub-block][Q4::PANEL_BLOCK bytes]`: q (0..15), laid out as Q4_0's.
+    pub(super) quants: Vec<u8>,
+    /// `[panel][super-block][lane]` f16 `d` and `dmin`.
+    pub(super) d: Vec<u16>,
+    pub(super) dmin: Vec<u16>,
+    /// `[panel][sub-block][lane]` 6-bit scales and mins.
+    pub(super) sc: Vec<u8>,
+    pub(super) m: Vec<u8>,
+    pub(super) rows: usize,
+    pub(super) cols: usize,
+    /// Sub-blocks (of 32) per row.
+    pub(super) blocks: usize,
+}
+
+/// Scale and min of sub-block `j` from a super-block's 12 packed bytes (GGML's
+/// `get_scale_min_k4`).
+fn scale_min(j: usize, packed: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (packed[j] & 63, packed[j + 4] & 63)
+    } else {
+        (
+            (packed[j + 4] & 0x0f) | ((packed[j - 4] >> 6) << 4),
+            (packed[j + 4] >> 4) | ((packed[j] >> 6) << 4),
+        )
+    }
+}
+
+impl PackedQ4K {
+    /// Repacks GGML Q4_K data: `rows * cols / 256` blocks of 144 bytes, row-major. The caller
+    /// checks the length.
+    pub fn from_ggml(data: &[u8], rows: usize, cols: usize) -> Self {
+        let (blocks, supers, n_panels) = (cols / BLOCK, cols / SUPER, rows.div_ceil(PANEL));
+        let mut packed = Self {
+            quants: vec![0u8; n_panels * blocks * Q4::PANEL_BLOCK],
+            d: vec![0u16; n_panels * supers * PANEL],
+            dmin: vec![0u16; n_panels * supers * PANEL],
+            sc: vec![0u8; n_panels * blocks * PANEL],
+            m: vec![0u8; n_panels * blocks * PANEL],
+            rows,
+            cols,
+            blocks,
+        };
+        for (i, block) in data.chunks_exact(GGML_BYTES).enumerate().take(rows * supers) {
+            let (o, s) = (i / supers, i % supers);
+            let (p, lane) = (o / PANEL, o % PANEL);
+            packed.d[(p * supers + s) * PANEL + lane] = u16::from_le_bytes([block[0], block[1]]);
+            packed.dmin[(p * supers + s) * PANEL + lane] = u16::from_le_bytes([block[2], block[3]]);
+            let (scales, qs) = (&block[4..16], &block[16..GGML_BYTES]);
+            for j in 0..SUB_BLOCKS {
+                let (sc, m) = scale_min(j, scales);
+                let at = (p * blocks + s * SUB_BLOCKS + j) * PANEL + lane;
+                packed.sc[at] = sc;
+                packed.m[at] = m;
+            }
+            // Bytes 32g..32g+32 hold sub-block 2g in their low nibbles and 2g + 1 in the high.
+            for (l, &byte) in qs.iter().enumerate() {
+                for (half, q) in [byte & 0x0f, byte >> 4].into_iter().enumerate() {
+                    let b = s * SUB_BLOCKS + 2 * (l / 32) + half;
+                    let (at, shift) = Q4::place(lane, l % 32);
+                    packed.quants[(p * blocks + b) * Q4::PANEL_BLOCK + at] |= q << shift;
+                }
+            }
+        }
+        packed
+    }
+
+    /// Bytes of real weights (as GGML stores them).
+    pub fn bytes(&self) -> usize {
+        self.rows * self.cols / SUPER * GGML_BYTES
+    }
+
+    /// `d x sc` and `dmin x m` of sub-block `b` of lane `lane` in panel `p`, as GGML's
+    /// dequantization computes them.
+    fn scales(&self, p: usize, b: usize, lane: usize) -> (f32, f32) {
+        let s = (p * self.blocks / SUB_BLOCKS + b / SUB_BLOCKS) * PANEL + lane;
+        let at = (p * self.blocks + b) * PANEL + lane;
+        (
+            f16::from_bits(self.d[s]).to_f32() * self.sc[at] as f32,
+            f16::from_bits(self.dmin[s]).to_f32() * self.m[at] as f32,
+        )
+    }
+
+    /// Weight row `o`, dequantized.
+    pub fn row(&self, o: usize, out: &mut [f32]) {
+        let (p, lane) = (o / PANEL, o % PANEL);
+        for (b, chunk) in out.chunks_exact_mut(BLOCK).enumerate() {
+            let (d1, m1) = self.scales(p, b, lane);
+            let at = (p * self.blocks + b) * Q4::PANEL_BLOCK;
+            let panel_block = &self.quants[at..at + Q4::PANEL_BLOCK];
+            for (e, v) in chunk.iter_mut().enumerate() {
+                *v = d1 * Q4::stored(panel_block, lane, e) as f32 - m1;
+            }
+        }
+    }
+
+    /// `out[r][o] = x[r] . w[o]` for `k` rows (`x`: `[k, cols]`, `out`: `[k, rows]`). Without
+    /// AVX-512 VNNI the portable kernel runs (the same bits).
+    pub fn matmul(&self, x: &[f32], k: usize, out: &mut [f32]) {
+        debug_assert_eq!(x.len(), k * self.cols);
+        debug_assert_eq!(out.len(), k * self.rows);
+        let input = quantize_input(x, self.cols);
+        let kernel = kernel_choice();
+        by_panels(k, self.rows, self.cols, PANEL, out, |p0, n, buf| match kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vnni => super::x86::kernel_vnni(self, &input, k, p0, n, buf),
+            _ => kernel_portable(self, &input, k, p0, n, buf),
+        });
+    }
+}
+
+/// Per (output, input row): each sub-block's exact integer sum, scaled and accumulated in
+/// block order, in the operations of the VNNI tile.
+pub(super) fn kernel_portable(
+    w: &PackedQ4K,
+    x: &QuantizedInput,
+    k: usize,
+    p0: usize,
+    n: usize,
+    buf: &mut [f32],
+) {
+    let (blocks, cols) = (w.blocks, w.cols);
+    let width = buf.len() / k;
+    for p in 0..n {
+        for r in 0..k {
+            let mut acc = [0f32; PANEL];
+            for b in 0..blocks {
+                let at = ((p0 + p) * blocks + b) * Q4::PANEL_BLOCK;
+                let wq = &w.quants[at..at + Q4::PANEL_BLOCK];
+                let xq = &x.quants[r * cols + b * BLOCK..][..BLOCK];
+                let (sum, dx) = (x.sums[r * blocks + b] as f32, x.scales[r * blocks + b]);
+                for (lane, a) in acc.iter_mut().enumerate() {
+                    let s: i32 = xq
+                        .iter()
+                        .enumerate()
+                        .map(|(e, &v)| Q4::stored(wq, lane, e) * v as i32)
+                        .sum();
+                    let (d1, m1) = w.scales(p0 + p, b, lane);
+                    let t = d1.mul_add(s as f32, -(m1 * sum));
+                    *a = t.mul_add(dx, *a);
+                }
+            }
+            buf[r * width + p * PANEL..][..PANEL].copy_from_slice(&acc);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::k_quants::BlockQ4K;
+    use candle_core::quantized::GgmlType;
+
+    fn matrix(rows: usize, cols: usize, seed: usize) -> Vec<f32> {
+        (0..rows * cols)
+            .map(|i| (((i + seed) * 7919) % 997) as f32 / 500.0 - 1.0)
+            .collect()
+    }
+
+    fn packed(rows: usize, cols: usize) -> (PackedQ4K, Vec<f32>) {
+        let mut blocks = vec![BlockQ4K::zeros(); rows * cols / SUPER];
+        BlockQ4K::from_float(&matrix(rows, cols, 3), &mut blocks);
+        // SAFETY: BlockQ4K is repr(C), 144 bytes of plain integers (asserted in candle).
+        let bytes = unsafe {
+            std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), std::mem::size_of_val(&blocks[..]))
+        };
+        let mut deq = vec![0f32; rows * cols];
+        BlockQ4K::to_float(&blocks, &mut deq);
+        (PackedQ4K::from_ggml(bytes, rows, cols), deq)
+    }
+
+    #[test]
+    fn q4_k_rows_dequantize_as_ggml_products_match_and_every_kernel_gives_the_same_bits() {
+        // 37 rows: two whole panels and a padded one; k = 20: passes of 8, 8 and 4 rows.
+        let (rows, cols, k) = (37, 2 * SUPER, 20);
+        let (p, deq) = packed(rows, cols);
+        let mut row = vec![0f32; cols];
+        for o in 0..rows {
+            p.row(o, &mut row);
+            assert_eq!(&row[..], &deq[o * cols..(o + 1) * cols], "row {o}");
+        }
+        let x = matrix(k, cols, 11);
+        let mut got = vec![0f32; k * rows];
+        p.matmul(&x, k, &mut got);
+        for r in 0..k {
+            for o in 0..rows {
+                let want: f32 = (0..cols).map(|i| x[r * cols + i] * deq[o * cols + i]).sum();
+                let g = got[r * rows + o];
+                // Inputs are quantized to 8 bits: about 1% of the magnitude.
+                assert!(
+                    (g - want).abs() <= 0.02 * (1.0 + want.abs()),
+                    "row {r} out {o}: {g} vs {want}"
+                );
+            }
+        }
+        for width in [1, 2, 3, 5, 8, 9] {
+            for r0 in (0..k - width).step_by(7) {
+                let mut some = vec![0f32; width * rows];
+                p.matmul(&x[r0 * cols..(r0 + width) * cols], width, &mut some);
+                assert_eq!(
+                    &some[..],
+                    &got[r0 * rows..(r0 + width) * rows],
+                    "rows {r0}+{width}"
+                );
+            }
+        }
+        let input = quantize_input(&x, cols);
+        let mut a = vec![0f32; k * 48];
+        kernel_portable(&p, &input, k, 0, 3, &mut a);
+        for r in 0..k {
+            assert_eq!(
+                &a[r * 48..r * 48 + rows],
+                &got[r * rows..(r + 1) * rows],
+                "portable row {r}"
+            );
+        }
+    }
+}
