@@ -67,6 +67,16 @@ struct QuantizedInput {
     sums: Vec<i32>,
 }
 
+impl QuantizedInput {
+    /// Panics unless `k` rows of `cols` values are here.
+    fn check(&self, k: usize, cols: usize) {
+        let blocks = cols / BLOCK;
+        assert!(
+            self.quants.len() >= k * cols && self.scales.len() >= k * blocks && self.sums.len() >= k * blocks
+        );
+    }
+}
+
 /// Offset in a (panel, block) of element `e` (0..32) of lane `l` (0..16).
 #[inline]
 fn interleaved(l: usize, e: usize) -> usize {
@@ -284,18 +294,59 @@ impl<F: Format> Packed<F> {
 
     /// `out[r][o] = x[r] . w[o]` for `k` rows (`x`: `[k, cols]`, `out`: `[k, rows]`).
     pub fn matmul(&self, x: &[f32], k: usize, out: &mut [f32]) {
-        debug_assert_eq!(x.len(), k * self.cols);
-        debug_assert_eq!(out.len(), k * self.rows);
-        let input = quantize_input(x, self.cols);
-        let kernel = kernel_choice();
-        by_panels(k, self.rows, self.cols, PANEL, out, |p0, n, buf| match kernel {
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Vnni => x86::kernel_vnni(self, &input, k, p0, n, buf),
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => x86::kernel_avx2(self, &input, k, p0, n, buf),
-            Kernel::Portable => kernel_portable(self, &input, k, p0, n, buf),
-        });
+        panel_matmul(self, x, k, out);
     }
+}
+
+impl<F: Format> PanelKernels for Packed<F> {
+    fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    fn check(&self, x: &QuantizedInput, k: usize, p0: usize, n: usize) {
+        assert!(
+            (p0 + n) * self.blocks * F::PANEL_BLOCK <= self.quants.len()
+                && (p0 + n) * self.blocks * PANEL <= self.scales.len()
+        );
+        x.check(k, self.cols);
+    }
+
+    fn run(&self, kernel: Kernel, x: &QuantizedInput, k: usize, p0: usize, n: usize, buf: &mut [f32]) {
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vnni => x86::kernel_vnni(self, x, k, p0, n, buf),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => x86::kernel_avx2(self, x, k, p0, n, buf),
+            Kernel::Portable => kernel_portable(self, x, k, p0, n, buf),
+        }
+    }
+}
+
+/// A matrix in integer-product panels. The formats differ in their kernels; quantizing the
+/// input and walking the panels (`panel_matmul`) is shared.
+trait PanelKernels: Sync {
+    /// (rows, cols).
+    fn shape(&self) -> (usize, usize);
+
+    /// Panics unless panels `p0..p0 + n` and `k` rows of `x` lie inside the data: what the
+    /// SIMD kernels rely on for their unchecked loads.
+    fn check(&self, x: &QuantizedInput, k: usize, p0: usize, n: usize);
+
+    /// Panels `p0..p0 + n` for all k input rows into `buf` (`[k][n * 16]`) with `kernel`.
+    fn run(&self, kernel: Kernel, x: &QuantizedInput, k: usize, p0: usize, n: usize, buf: &mut [f32]);
+}
+
+/// `out[r][o] = x[r] . w[o]` for `k` rows: the input rows quantized once, then this CPU's best
+/// kernel over the panels.
+fn panel_matmul<W: PanelKernels>(w: &W, x: &[f32], k: usize, out: &mut [f32]) {
+    let (rows, cols) = w.shape();
+    debug_assert_eq!(x.len(), k * cols);
+    debug_assert_eq!(out.len(), k * rows);
+    let input = quantize_input(x, cols);
+    let kernel = kernel_choice();
+    by_panels(k, rows, cols, PANEL, out, |p0, n, buf| {
+        w.run(kernel, &input, k, p0, n, buf)
+    });
 }
 
 /// A block's scale (max |x| / 127) and its inverse, as Q8_0's quantizer computes them (the
@@ -342,8 +393,8 @@ fn quantize_input_scalar(x: &[f32], input: &mut QuantizedInput) {
     }
 }
 
-/// The product kernels this CPU can run, best first.
-#[derive(Clone, Copy)]
+/// The product kernels.
+#[derive(Clone, Copy, Debug)]
 enum Kernel {
     #[cfg(target_arch = "x86_64")]
     Vnni,
@@ -352,24 +403,29 @@ enum Kernel {
     Portable,
 }
 
+/// The kernels this CPU can run, best first (the tests compare them all).
+fn available_kernels() -> Vec<Kernel> {
+    let mut kernels = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni") {
+            kernels.push(Kernel::Vnni);
+        }
+        if is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+        {
+            kernels.push(Kernel::Avx2);
+        }
+    }
+    kernels.push(Kernel::Portable);
+    kernels
+}
+
 /// The kernel for this CPU, chosen once.
 fn kernel_choice() -> Kernel {
     static CHOSEN: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
-    *CHOSEN.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni") {
-                return Kernel::Vnni;
-            }
-            if is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-                && is_x86_feature_detected!("f16c")
-            {
-                return Kernel::Avx2;
-            }
-        }
-        Kernel::Portable
-    })
+    *CHOSEN.get_or_init(|| available_kernels()[0])
 }
 
 /// The same arithmetic without SIMD: per (output, input row), each block's exact integer sum
@@ -495,28 +551,10 @@ mod tests {
         }
         // Every kernel does the same arithmetic in the same order: the same bits.
         let input = quantize_input(&x, cols);
-        let mut kernels: Vec<(&str, Kernel)> = vec![("portable", Kernel::Portable)];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-                && is_x86_feature_detected!("f16c")
-            {
-                kernels.push(("avx2", Kernel::Avx2));
-            }
-            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni") {
-                kernels.push(("vnni", Kernel::Vnni));
-            }
-        }
-        for (name, kernel) in kernels {
+        for kernel in available_kernels() {
             let mut a = vec![0f32; k * 48];
-            match kernel {
-                #[cfg(target_arch = "x86_64")]
-                Kernel::Vnni => x86::kernel_vnni(&p, &input, k, 0, 3, &mut a),
-                #[cfg(target_arch = "x86_64")]
-                Kernel::Avx2 => x86::kernel_avx2(&p, &input, k, 0, 3, &mut a),
-                Kernel::Portable => kernel_portable(&p, &input, k, 0, 3, &mut a),
-            }
+            p.run(kernel, &input, k, 0, 3, &mut a);
+            let name = format!("{kernel:?}");
             for r in 0..k {
                 assert_eq!(
                     &a[r * 48..r * 48 + rows],

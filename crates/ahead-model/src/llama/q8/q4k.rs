@@ -10,7 +10,7 @@
 
 use half::f16;
 
-use super::{by_panels, kernel_choice, quantize_input, Format, Kernel, QuantizedInput, BLOCK, PANEL, Q4};
+use super::{panel_matmul, Format, Kernel, PanelKernels, QuantizedInput, BLOCK, PANEL, Q4};
 
 /// Weights per super-block, sub-blocks per super-block, GGML bytes per super-block.
 const SUPER: usize = 256;
@@ -119,15 +119,30 @@ impl PackedQ4K {
     /// `out[r][o] = x[r] . w[o]` for `k` rows (`x`: `[k, cols]`, `out`: `[k, rows]`). Without
     /// AVX-512 VNNI the portable kernel runs (the same bits).
     pub fn matmul(&self, x: &[f32], k: usize, out: &mut [f32]) {
-        debug_assert_eq!(x.len(), k * self.cols);
-        debug_assert_eq!(out.len(), k * self.rows);
-        let input = quantize_input(x, self.cols);
-        let kernel = kernel_choice();
-        by_panels(k, self.rows, self.cols, PANEL, out, |p0, n, buf| match kernel {
+        panel_matmul(self, x, k, out);
+    }
+}
+
+impl PanelKernels for PackedQ4K {
+    fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    fn check(&self, x: &QuantizedInput, k: usize, p0: usize, n: usize) {
+        let per_block = (p0 + n) * self.blocks * PANEL;
+        let per_super = (p0 + n) * self.blocks / SUB_BLOCKS * PANEL;
+        assert!((p0 + n) * self.blocks * Q4::PANEL_BLOCK <= self.quants.len());
+        assert!(per_block <= self.sc.len() && per_block <= self.m.len());
+        assert!(per_super <= self.d.len() && per_super <= self.dmin.len());
+        x.check(k, self.cols);
+    }
+
+    fn run(&self, kernel: Kernel, x: &QuantizedInput, k: usize, p0: usize, n: usize, buf: &mut [f32]) {
+        match kernel {
             #[cfg(target_arch = "x86_64")]
-            Kernel::Vnni => super::x86::kernel_vnni(self, &input, k, p0, n, buf),
-            _ => kernel_portable(self, &input, k, p0, n, buf),
-        });
+            Kernel::Vnni => super::x86::kernel_vnni(self, x, k, p0, n, buf),
+            _ => kernel_portable(self, x, k, p0, n, buf),
+        }
     }
 }
 
@@ -226,15 +241,17 @@ mod tests {
                 );
             }
         }
-        let input = quantize_input(&x, cols);
-        let mut a = vec![0f32; k * 48];
-        kernel_portable(&p, &input, k, 0, 3, &mut a);
-        for r in 0..k {
-            assert_eq!(
-                &a[r * 48..r * 48 + rows],
-                &got[r * rows..(r + 1) * rows],
-                "portable row {r}"
-            );
+        let input = super::super::quantize_input(&x, cols);
+        for kernel in super::super::available_kernels() {
+            let mut a = vec![0f32; k * 48];
+            p.run(kernel, &input, k, 0, 3, &mut a);
+            for r in 0..k {
+                assert_eq!(
+                    &a[r * 48..r * 48 + rows],
+                    &got[r * rows..(r + 1) * rows],
+                    "{kernel:?} row {r}"
+                );
+            }
         }
     }
 }

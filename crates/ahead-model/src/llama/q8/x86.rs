@@ -2,7 +2,7 @@
 //! quantizer. Each is chosen at run time (`kernel_choice`) and gives the same bits.
 
 use super::q4k::{PackedQ4K, SUB_BLOCKS};
-use super::{row_blocks, Format, Packed, QuantizedInput, BLOCK, CHUNK_PANELS, PANEL};
+use super::{row_blocks, Format, Packed, PanelKernels, QuantizedInput, BLOCK, CHUNK_PANELS, PANEL};
 use std::arch::x86_64::*;
 
 /// Input rows per pass: 8 rows x 1 panel keep 16 accumulators in the 32 registers.
@@ -13,11 +13,8 @@ const MAX_ROWS: usize = 8;
 /// a 49 MB matrix took 1.64x one row without it, 1.13x with it; up to 4 rows gain nothing).
 const PREFETCH_BYTES: usize = 16 << 10;
 
-/// A panel matrix the VNNI driver walks: the bounds it needs, and its micro-kernel.
-pub(super) trait VnniTiles: Sync + Sized {
-    /// Panics unless panels `p0..p0 + n` and `k` input rows lie inside the data.
-    fn check(&self, x: &QuantizedInput, k: usize, p0: usize, n: usize);
-
+/// A panel matrix the VNNI driver walks: its micro-kernel.
+pub(super) trait VnniTiles: PanelKernels + Sized {
     /// Panels p..p+P (of the tile's p0) times input rows r0..r0+R.
     ///
     /// # Safety
@@ -106,18 +103,6 @@ unsafe fn panels<W: VnniTiles, const P: usize, const R: usize>(
 }
 
 impl<F: Format> VnniTiles for Packed<F> {
-    fn check(&self, x: &QuantizedInput, k: usize, p0: usize, n: usize) {
-        assert!(
-            (p0 + n) * self.blocks * F::PANEL_BLOCK <= self.quants.len()
-                && (p0 + n) * self.blocks * PANEL <= self.scales.len()
-        );
-        assert!(
-            x.quants.len() >= k * self.cols
-                && x.scales.len() >= k * self.blocks
-                && x.sums.len() >= k * self.blocks
-        );
-    }
-
     #[inline(always)]
     unsafe fn tile<const P: usize, const R: usize>(t: &Args<'_, Self>, p: usize) {
         // SAFETY: forwarded from the caller.
@@ -183,20 +168,6 @@ unsafe fn tile_blocks<F: Format, const P: usize, const R: usize>(t: &Args<'_, Pa
 }
 
 impl VnniTiles for PackedQ4K {
-    fn check(&self, x: &QuantizedInput, k: usize, p0: usize, n: usize) {
-        let supers = self.blocks / SUB_BLOCKS;
-        assert!((p0 + n) * self.blocks * super::Q4::PANEL_BLOCK <= self.quants.len());
-        assert!(
-            (p0 + n) * self.blocks * PANEL <= self.sc.len() && (p0 + n) * self.blocks * PANEL <= self.m.len()
-        );
-        assert!((p0 + n) * supers * PANEL <= self.d.len() && (p0 + n) * supers * PANEL <= self.dmin.len());
-        assert!(
-            x.quants.len() >= k * self.cols
-                && x.scales.len() >= k * self.blocks
-                && x.sums.len() >= k * self.blocks
-        );
-    }
-
     /// Per sub-block: the integer sums S from zero (q is unsigned as stored), then per input
     /// row `acc = fma(fmsub(d sc, S, (dmin m) X), dx, acc)`, as `q4k::kernel_portable`.
     #[inline(always)]
@@ -297,11 +268,7 @@ unsafe fn kernel_avx2_impl<F: Format>(
 ) {
     let width = buf.len() / k;
     assert!(width >= n * PANEL && buf.len() >= k * width);
-    assert!(
-        (p0 + n) * w.blocks * F::PANEL_BLOCK <= w.quants.len()
-            && (p0 + n) * w.blocks * PANEL <= w.scales.len()
-    );
-    assert!(x.quants.len() >= k * w.cols && x.scales.len() >= k * w.blocks);
+    w.check(x, k, p0, n);
     row_blocks(k, n, MAX_ROWS_AVX2, CHUNK_PANELS, |chunk, r0, rows| {
         let t = Args {
             w,
