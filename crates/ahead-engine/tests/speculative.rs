@@ -321,7 +321,7 @@ fn the_target_cache_after_every_step_equals_a_fresh_prefill() {
                 for layer in 0..model.config().n_layers {
                     let (k, v) = cache.filled(layer).unwrap();
                     let (fk, fv) = fresh.filled(layer).unwrap();
-                    ahead_testutil::assert_close(k, fk, ahead_testutil::F32, "keys");
+                    ahead_testutil::assert_close(&k, &fk, ahead_testutil::F32, "keys");
                     ahead_testutil::assert_close(v, fv, ahead_testutil::F32, "values");
                 }
                 steps += 1;

@@ -1,5 +1,5 @@
 //! `ahead bench cost`: the verify-cost curve. One forward of k rows (a chain, k = 1..32) and of
-//! Medusa-style trees, after a fixed context, on random weights of a real model's shapes.
+//! Medusa-style trees, after a fixed context, on a real model or on random weights of a real model's shapes.
 //! Speculation pays when T(k)/T(1) stays near 1: then k drafted tokens cost about one step.
 
 use std::time::Instant;
@@ -12,14 +12,18 @@ use serde::Serialize;
 
 #[derive(Debug, Args)]
 pub struct CostArgs {
-    /// Model shapes: tinyllama-1.1b, qwen2.5-0.5b, llama-3.2-1b.
+    /// Model to measure (default: the embedded stories260K). Ignored with --synthetic.
     #[arg(long)]
-    pub synthetic: String,
+    pub model: Option<String>,
+    /// Measure random weights of a known model's shapes instead: tinyllama-1.1b, qwen2.5-0.5b,
+    /// llama-3.2-1b.
+    #[arg(long)]
+    pub synthetic: Option<String>,
     /// Layers to build (default: all; fewer keep the run short, and the ratio T(k)/T(1) barely
     /// depends on it).
     #[arg(long)]
     pub layers: Option<usize>,
-    /// Weight dtype: f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k.
+    /// Weight dtype of the synthetic model: f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
     /// Tokens already in the cache when the rows are verified.
@@ -63,11 +67,13 @@ struct Report {
 }
 
 pub fn run(a: CostArgs) -> Result<()> {
-    let dtype = super::parse_dtype(&a.dtype)?;
-    let model = super::synthetic(&a.synthetic, a.layers, dtype)?;
+    let (model, name, dtype) =
+        super::bench_model(a.model.as_deref(), a.synthetic.as_deref(), a.layers, &a.dtype)?;
     let context = a.context.min(model.config().max_seq_len.saturating_sub(64));
     let mut cache = model.new_cache(context + 64)?;
-    let prefix: Vec<u32> = (0..context as u32).map(|i| 1 + i % 1000).collect();
+    // Token ids stay inside the smallest vocabulary (stories260K's 512).
+    let vocab = model.config().vocab_size.clamp(2, 1001) as u32;
+    let prefix: Vec<u32> = (0..context as u32).map(|i| 1 + i % (vocab - 1)).collect();
     if !prefix.is_empty() {
         let pos: Vec<usize> = (0..context).collect();
         model.forward(&ForwardInput::causal(&prefix, &pos), &mut cache)?;
@@ -127,9 +133,9 @@ pub fn run(a: CostArgs) -> Result<()> {
         })
         .collect();
     let r = Report {
-        model: a.synthetic.clone(),
+        model: name,
         layers: model.config().n_layers,
-        dtype: dtype.name().to_string(),
+        dtype,
         context,
         threads: rayon::current_num_threads(),
         points,

@@ -7,8 +7,8 @@ use std::io::Write;
 use std::time::Instant;
 
 use ahead_core::sampling::argmax;
-use ahead_model::{ForwardInput, Model, ModelSource};
-use anyhow::{Context, Result};
+use ahead_model::{ForwardInput, Model};
+use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
@@ -52,26 +52,11 @@ struct Report {
 }
 
 pub fn run(a: DecodeArgs) -> Result<()> {
-    let (model, name, dtype) = match &a.synthetic {
-        Some(s) => {
-            let dtype = super::parse_dtype(&a.dtype)?;
-            let model = super::synthetic(s, a.layers, dtype)?;
-            let name = format!("synthetic {s} ({} layers)", model.config().n_layers);
-            (model, name, dtype.name().to_string())
-        }
-        None => {
-            let src = ModelSource::parse(a.model.as_deref().unwrap_or("default"))?;
-            let loaded = ahead_model::load(&src, &Default::default()).context("loading the model")?;
-            let dtype = loaded
-                .model
-                .weights()
-                .layers
-                .first()
-                .map_or("f32", |l| l.wq.dtype().name())
-                .to_string();
-            (loaded.model, loaded.info.source, dtype)
-        }
-    };
+    let (model, mut name, dtype) =
+        super::bench_model(a.model.as_deref(), a.synthetic.as_deref(), a.layers, &a.dtype)?;
+    if a.synthetic.is_some() {
+        name = format!("{name} ({} layers)", model.config().n_layers);
+    }
     let tokens = a.tokens.min(model.config().max_seq_len.saturating_sub(2)).max(1);
     let mut best = f64::INFINITY;
     for _ in 0..a.runs.max(1) {

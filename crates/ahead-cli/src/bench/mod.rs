@@ -73,6 +73,34 @@ fn parse_dtype(s: &str) -> Result<ahead_model::TensorDType> {
     })
 }
 
+/// The model a cost or decode bench measures: a random-weight model of a named shape with
+/// `synthetic`, else `model` (default: the embedded stories260K). Returns the model, a name for
+/// the report and the weights' dtype name.
+fn bench_model(
+    model: Option<&str>,
+    synthetic: Option<&str>,
+    layers: Option<usize>,
+    dtype: &str,
+) -> Result<(ahead_model::Model, String, String)> {
+    use anyhow::Context;
+    if let Some(s) = synthetic {
+        let dtype = parse_dtype(dtype)?;
+        let model = self::synthetic(s, layers, dtype)?;
+        let name = format!("synthetic {s}");
+        return Ok((model, name, dtype.name().to_string()));
+    }
+    let src = ahead_model::ModelSource::parse(model.unwrap_or("default"))?;
+    let loaded = ahead_model::load(&src, &Default::default()).context("loading the model")?;
+    let dtype = loaded
+        .model
+        .weights()
+        .layers
+        .first()
+        .map_or("f32", |l| l.wq.dtype().name())
+        .to_string();
+    Ok((loaded.model, loaded.info.source, dtype))
+}
+
 /// A random-weight model of a named shape, optionally cut to `layers`.
 fn synthetic(
     name: &str,

@@ -1,6 +1,6 @@
 //! CPU kernels for the forward pass: the row-tiling drivers the quantized products use
-//! (`matmul_by`, `by_row_tiles`, `by_panels`, `row_blocks`), RMSNorm, SiLU and softmax. f32 products live in `packed`,
-//! Q8_0 products in `q8`.
+//! (`matmul_by`, `by_row_tiles`, `by_panels`, `row_blocks`), RMSNorm and SiLU. f32 products live in `packed`,
+//! integer products in `q8`, attention in `attention`.
 //!
 //! Small products stay on the calling thread: a thread-pool round trip costs more than a
 //! 64x172 product (see PERFORMANCE-NOTES.md).
@@ -119,89 +119,6 @@ pub(crate) fn row_blocks(
     }
 }
 
-/// Dot product of short vectors (attention heads), inlined: a function call costs more than
-/// the work for head sizes of 8 to 128.
-#[inline(always)]
-pub fn dot_short(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for j in 0..8 {
-            acc[j] += x[j] * y[j];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// For four attention heads at once: `out[h][j] = sum over i of probs[h][i] x values[slots[i] *
-/// kv + col + j]` for j in 0..64, each lane a multiply then an add in slot order (the rounding
-/// of the one-head loop in `model`, so the same bits). The heads share each value load and keep
-/// 16 independent accumulator chains in flight. `None` where AVX-512 is missing.
-pub fn weighted_values_4x64(
-    values: &[f32],
-    kv: usize,
-    col: usize,
-    slots: &[usize],
-    probs: [&[f32]; 4],
-) -> Option<[[f32; 64]; 4]> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        if *AVX512.get_or_init(|| is_x86_feature_detected!("avx512f")) {
-            // SAFETY: avx512f is present; bounds are checked inside.
-            return Some(unsafe { x86::weighted_values_4x64(values, kv, col, slots, probs) });
-        }
-    }
-    let _ = (values, kv, col, slots, probs);
-    None
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use std::arch::x86_64::*;
-
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn weighted_values_4x64(
-        values: &[f32],
-        kv: usize,
-        col: usize,
-        slots: &[usize],
-        probs: [&[f32]; 4],
-    ) -> [[f32; 64]; 4] {
-        assert!(probs.iter().all(|p| p.len() >= slots.len()));
-        let mut acc = [[_mm512_setzero_ps(); 4]; 4];
-        for (i, &s) in slots.iter().enumerate() {
-            let start = s * kv + col;
-            assert!(start + 64 <= values.len());
-            // SAFETY: the assert keeps the 64 values in `values`; `i` is below every probs length.
-            unsafe {
-                let v: [__m512; 4] =
-                    std::array::from_fn(|c| _mm512_loadu_ps(values.as_ptr().add(start + 16 * c)));
-                for (a, p) in acc.iter_mut().zip(&probs) {
-                    let w = _mm512_set1_ps(*p.get_unchecked(i));
-                    for c in 0..4 {
-                        a[c] = _mm512_add_ps(a[c], _mm512_mul_ps(w, v[c]));
-                    }
-                }
-            }
-        }
-        let mut out = [[0f32; 64]; 4];
-        for (o, a) in out.iter_mut().zip(&acc) {
-            for (c, lanes) in a.iter().enumerate() {
-                // SAFETY: 16 lanes into o[16c..16c + 16].
-                unsafe { _mm512_storeu_ps(o.as_mut_ptr().add(16 * c), *lanes) };
-            }
-        }
-        out
-    }
-}
-
 /// RMSNorm of each `weight.len()`-wide row of `x` into `out`.
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let n = weight.len();
@@ -221,58 +138,12 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     }
 }
 
-/// In-place softmax of one row.
-pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    x.iter_mut().for_each(|v| *v *= inv);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn four_head_value_sums_are_the_one_head_loop_bit_for_bit() {
-        let (kv, slots) = (160, [3usize, 0, 7, 5, 1]);
-        let values: Vec<f32> = (0..8 * kv)
-            .map(|i| ((i * 37) % 101) as f32 / 30.0 - 1.5)
-            .collect();
-        let p: Vec<Vec<f32>> = (0..4)
-            .map(|h| {
-                (0..slots.len())
-                    .map(|i| ((h * 7 + i * 3) % 11) as f32 / 13.0)
-                    .collect()
-            })
-            .collect();
-        let Some(got) = weighted_values_4x64(&values, kv, 96, &slots, std::array::from_fn(|h| &p[h][..]))
-        else {
-            // Only a CPU without AVX-512 may decline, and then there is nothing to compare.
-            #[cfg(target_arch = "x86_64")]
-            assert!(!is_x86_feature_detected!("avx512f"));
-            return;
-        };
-        for h in 0..4 {
-            for j in 0..64 {
-                let mut want = 0f32;
-                for (i, &s) in slots.iter().enumerate() {
-                    want += p[h][i] * values[s * kv + 96 + j];
-                }
-                assert_eq!(got[h][j].to_bits(), want.to_bits(), "head {h} lane {j}");
-            }
-        }
-    }
-
-    #[test]
-    fn softmax_and_rms_norm() {
-        let mut x = vec![1.0, 2.0, 3.0];
-        softmax(&mut x);
-        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    fn rms_norm_scales_each_row() {
         let mut out = vec![0.0; 2];
         rms_norm(&[3.0, 4.0], &[1.0, 2.0], 0.0, &mut out);
         let r = (12.5f32).sqrt();

@@ -4,12 +4,27 @@
 //! order, not position order: tree nodes are fed flattened). `positions[s]` remembers its RoPE
 //! position for sliding-window masks. Both length operations refuse impossible requests with
 //! an error instead of silently keeping rejected tokens.
+//!
+//! Values are stored a row per slot (`[slot][kv_dim]`). Keys are stored in blocks of
+//! `KEY_BLOCK` slots, each component's `KEY_BLOCK` values side by side
+//! (`[slot / KEY_BLOCK][kv_dim][slot % KEY_BLOCK]`), so attention scores `KEY_BLOCK` slots per
+//! vector operation whatever the head size (see `attention`).
 
 use crate::error::{ModelError, Result};
+
+/// Slots per key block: the lanes of one f32 vector in `attention`.
+pub(crate) const KEY_BLOCK: usize = 8;
+
+/// Where component `c` of slot `slot`'s key lives in a layer's key buffer.
+#[inline(always)]
+pub(crate) fn key_index(kv_dim: usize, slot: usize, c: usize) -> usize {
+    ((slot / KEY_BLOCK) * kv_dim + c) * KEY_BLOCK + slot % KEY_BLOCK
+}
 
 /// Keys and values of one sequence, for every layer.
 #[derive(Debug, Clone)]
 pub struct KvCache {
+    /// Per layer, in key blocks (see the module notes).
     keys: Vec<Vec<f32>>,
     values: Vec<Vec<f32>>,
     positions: Vec<usize>,
@@ -21,11 +36,14 @@ pub struct KvCache {
 impl KvCache {
     /// A cache for `n_layers` layers of width `kv_dim`, room for `capacity` tokens, allocated now.
     pub fn new(n_layers: usize, kv_dim: usize, capacity: usize) -> Result<Self> {
-        let per_layer = kv_dim
-            .checked_mul(capacity)
-            .ok_or_else(|| ModelError::Cache(format!("capacity {capacity} x width {kv_dim} overflows")))?;
+        let overflow = || ModelError::Cache(format!("capacity {capacity} x width {kv_dim} overflows"));
+        let per_layer = kv_dim.checked_mul(capacity).ok_or_else(overflow)?;
+        // Keys fill whole blocks; the padding slots are never read as keys.
+        let key_len = kv_dim
+            .checked_mul(capacity.div_ceil(KEY_BLOCK) * KEY_BLOCK)
+            .ok_or_else(overflow)?;
         Ok(Self {
-            keys: (0..n_layers).map(|_| vec![0.0; per_layer]).collect(),
+            keys: (0..n_layers).map(|_| vec![0.0; key_len]).collect(),
             values: (0..n_layers).map(|_| vec![0.0; per_layer]).collect(),
             positions: vec![0; capacity],
             kv_dim,
@@ -92,8 +110,13 @@ impl KvCache {
             if dst == src {
                 continue;
             }
-            for layer in self.keys.iter_mut().chain(self.values.iter_mut()) {
+            for layer in &mut self.values {
                 layer.copy_within(src * d..(src + 1) * d, dst * d);
+            }
+            for layer in &mut self.keys {
+                for c in 0..d {
+                    layer[key_index(d, dst, c)] = layer[key_index(d, src, c)];
+                }
             }
             self.positions[dst] = self.positions[src];
         }
@@ -117,7 +140,10 @@ impl KvCache {
     /// Writes one token's key and value for `layer` at `slot`.
     pub(crate) fn write(&mut self, layer: usize, slot: usize, key: &[f32], value: &[f32]) {
         let d = self.kv_dim;
-        self.keys[layer][slot * d..(slot + 1) * d].copy_from_slice(key);
+        let keys = &mut self.keys[layer];
+        for (c, &k) in key.iter().enumerate() {
+            keys[key_index(d, slot, c)] = k;
+        }
         self.values[layer][slot * d..(slot + 1) * d].copy_from_slice(value);
     }
 
@@ -125,15 +151,20 @@ impl KvCache {
         self.positions[slot] = pos;
     }
 
+    /// One layer's keys (in key blocks) and values (`[slot][kv_dim]`).
     pub(crate) fn layer(&self, layer: usize) -> (&[f32], &[f32]) {
         (&self.keys[layer], &self.values[layer])
     }
 
     /// Keys and values of `layer` for the filled slots, `[len][kv_dim]` each (for checks that a
     /// cache equals a fresh prefill).
-    pub fn filled(&self, layer: usize) -> Option<(&[f32], &[f32])> {
-        let n = self.len * self.kv_dim;
-        Some((self.keys.get(layer)?.get(..n)?, self.values.get(layer)?.get(..n)?))
+    pub fn filled(&self, layer: usize) -> Option<(Vec<f32>, &[f32])> {
+        let (d, n) = (self.kv_dim, self.len);
+        let keys = self.keys.get(layer)?;
+        let rows = (0..n)
+            .flat_map(|s| (0..d).map(move |c| keys[key_index(d, s, c)]))
+            .collect();
+        Some((rows, self.values.get(layer)?.get(..n * d)?))
     }
 
     pub(crate) fn positions(&self) -> &[usize] {
@@ -166,6 +197,26 @@ mod tests {
     }
 
     #[test]
+    fn keys_written_in_blocks_read_back_as_rows() {
+        let (d, n) = (3, 2 * KEY_BLOCK + 3);
+        let mut c = KvCache::new(1, d, n).unwrap();
+        c.grow(n).unwrap();
+        let key = |s: usize| -> Vec<f32> { (0..d).map(|j| (s * 10 + j) as f32).collect() };
+        for s in 0..n {
+            c.write(0, s, &key(s), &key(s + 100));
+        }
+        let (keys, values) = c.filled(0).unwrap();
+        assert_eq!(keys, (0..n).flat_map(key).collect::<Vec<_>>());
+        assert_eq!(values, (100..100 + n).flat_map(key).collect::<Vec<_>>());
+        c.compact(KEY_BLOCK - 1, &[2, 4]).unwrap();
+        let keys = c.filled(0).unwrap().0;
+        assert_eq!(
+            &keys[(KEY_BLOCK - 1) * d..],
+            [key(KEY_BLOCK + 1), key(KEY_BLOCK + 3)].concat()
+        );
+    }
+
+    #[test]
     fn compact_moves_the_accepted_rows() {
         let mut c = KvCache::new(2, 1, 8).unwrap();
         c.grow(6).unwrap();
@@ -176,8 +227,8 @@ mod tests {
         }
         c.compact(2, &[1, 3]).unwrap();
         assert_eq!(c.len(), 4);
-        assert_eq!(&c.layer(0).0[..4], &[0.0, 1.0, 3.0, 5.0]);
-        assert_eq!(&c.layer(1).1[..4], &[30.0, 31.0, 33.0, 35.0]);
+        assert_eq!(c.filled(0).unwrap().0, [0.0, 1.0, 3.0, 5.0]);
+        assert_eq!(c.filled(1).unwrap().1, [30.0, 31.0, 33.0, 35.0]);
         assert_eq!(c.positions(), &[100, 101, 103, 105]);
     }
 }

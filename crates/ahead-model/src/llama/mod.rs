@@ -1,5 +1,6 @@
 //! The Llama-family model: config, kernels, KV cache, forward.
 
+mod attention;
 pub mod config;
 pub mod input;
 pub mod kernels;

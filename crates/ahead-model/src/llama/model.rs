@@ -2,6 +2,7 @@
 
 use rayon::prelude::*;
 
+use super::attention::{GroupAttention, Visible};
 use super::config::LlamaConfig;
 use super::input::{ForwardInput, ForwardOutput};
 use super::kernels;
@@ -47,8 +48,9 @@ pub struct Model {
     rope: Rope,
 }
 
-/// Attention work (rows x heads x visible tokens) below which it stays on one thread.
-const PARALLEL_ATTENTION_MIN: usize = 1 << 16;
+/// Attention work (rows x heads x visible tokens x head size) below which it stays on one
+/// thread: a pool round trip costs more.
+const PARALLEL_ATTENTION_MIN: usize = 1 << 18;
 
 impl Model {
     /// Builds a model, checking every weight's shape against the config.
@@ -245,100 +247,8 @@ struct Segment {
     rows: usize,
     /// Cache slot of its first row.
     base: usize,
-    /// The cache slots each row attends to, ascending.
-    slots: Vec<Vec<usize>>,
-}
-
-/// One layer's cached keys and values, read by every query head.
-struct HeadAttention<'a> {
-    keys: &'a [f32],
-    values: &'a [f32],
-    kv_dim: usize,
-    head_dim: usize,
-    /// Query heads per key/value head (grouped-query attention).
-    group: usize,
-    scale: f32,
-}
-
-impl HeadAttention<'_> {
-    /// Softmax(q . k / sqrt(d)) . v over `slots` for the query heads of key/value head `g`
-    /// (`q` and `out` hold them in turn, `head_dim` values each). The heads share each key and
-    /// value load, and every head's arithmetic is the same whatever else is computed beside it.
-    fn attend_group(&self, g: usize, q: &[f32], slots: &[usize], scores: &mut Vec<f32>, out: &mut [f32]) {
-        let (hd, kv, n) = (self.head_dim, self.kv_dim, slots.len());
-        let off = g * hd;
-        let heads = q.len() / hd;
-        scores.clear();
-        scores.resize(heads * n, 0.0);
-        for (i, &s) in slots.iter().enumerate() {
-            let key = &self.keys[s * kv + off..s * kv + off + hd];
-            for (h, qh) in q.chunks_exact(hd).enumerate() {
-                scores[h * n + i] = kernels::dot_short(qh, key) * self.scale;
-            }
-        }
-        for p in scores.chunks_exact_mut(n.max(1)) {
-            kernels::softmax(p);
-        }
-        // Four heads at a time where the SIMD kernel applies (the same bits as the loop below).
-        let mut done = 0;
-        if hd.is_multiple_of(64) {
-            while done + 4 <= heads {
-                let probs: [&[f32]; 4] = std::array::from_fn(|j| &scores[(done + j) * n..(done + j + 1) * n]);
-                let mut all = true;
-                for col in (0..hd).step_by(64) {
-                    let Some(sums) = kernels::weighted_values_4x64(self.values, kv, off + col, slots, probs)
-                    else {
-                        all = false;
-                        break;
-                    };
-                    for (j, s) in sums.iter().enumerate() {
-                        out[(done + j) * hd + col..(done + j) * hd + col + 64].copy_from_slice(s);
-                    }
-                }
-                if !all {
-                    break;
-                }
-                done += 4;
-            }
-        }
-        for (p, o) in scores
-            .chunks_exact(n.max(1))
-            .zip(out.chunks_exact_mut(hd))
-            .skip(done)
-        {
-            // Output values 32, then 8, at a time, held in registers through all the slots.
-            let mut c = 0;
-            while c + 32 <= hd {
-                o[c..c + 32].copy_from_slice(&self.weighted_sum::<32>(off + c, slots, p));
-                c += 32;
-            }
-            while c + 8 <= hd {
-                o[c..c + 8].copy_from_slice(&self.weighted_sum::<8>(off + c, slots, p));
-                c += 8;
-            }
-            for (j, oj) in o.iter_mut().enumerate().skip(c) {
-                *oj = slots
-                    .iter()
-                    .zip(p.iter())
-                    .fold(0.0, |a, (&s, &w)| a + w * self.values[s * kv + off + j]);
-            }
-        }
-    }
-
-    /// Values `at..at + W` of each slot's value vector, weighted by `p` and summed in slot order
-    /// (each lane: multiply, round, add, as for any W).
-    #[inline(always)]
-    fn weighted_sum<const W: usize>(&self, at: usize, slots: &[usize], p: &[f32]) -> [f32; W] {
-        let mut acc = [0f32; W];
-        for (&s, &w) in slots.iter().zip(p) {
-            let start = s * self.kv_dim + at;
-            let v = &self.values[start..start + W];
-            for j in 0..W {
-                acc[j] += w * v[j];
-            }
-        }
-        acc
-    }
+    /// The cache slots each row attends to.
+    slots: Vec<Visible>,
 }
 
 /// Buffers reused by every layer of one forward.
@@ -378,18 +288,29 @@ fn add_bias(x: &mut [f32], bias: Option<&Vec<f32>>) {
 
 impl Model {
     /// The cache slots each row sees: the committed prefix, its tree ancestors and itself,
-    /// minus what a sliding window hides. The same for every layer and head.
-    fn visible_slots(&self, visible: &[Vec<usize>], base: usize, cache: &KvCache) -> Vec<Vec<usize>> {
+    /// minus what a sliding window hides. The same for every layer and head. The window keeps
+    /// a contiguous run of the prefix when positions grow with slots (they do for everything
+    /// the engine commits); otherwise the row lists its prefix slots one by one.
+    fn visible_slots(&self, visible: &[Vec<usize>], base: usize, cache: &KvCache) -> Vec<Visible> {
         let positions = cache.positions();
         let window = self.config.sliding_window;
         (0..visible.len())
             .map(|r| {
                 let pos = positions[base + r];
                 let in_window = |slot: &usize| window.is_none_or(|w| pos - positions[*slot].min(pos) < w);
-                (0..base)
-                    .chain(visible[r].iter().map(|&j| base + j))
-                    .filter(in_window)
-                    .collect()
+                let tail = visible[r].iter().map(|&j| base + j).filter(in_window);
+                let lo = (0..base).find(in_window).unwrap_or(base);
+                if (lo..base).all(|s| in_window(&s)) {
+                    Visible {
+                        prefix: lo..base,
+                        tail: tail.collect(),
+                    }
+                } else {
+                    Visible {
+                        prefix: 0..0,
+                        tail: (0..base).filter(in_window).chain(tail).collect(),
+                    }
+                }
             })
             .collect()
     }
@@ -434,35 +355,42 @@ impl Model {
         Ok(())
     }
 
-    /// Scaled dot-product attention of every (row, head) of one sequence over the slots it may see.
+    /// Scaled dot-product attention of every (row, head) of one sequence over the slots it may
+    /// see: one task per key/value head (its query heads and all rows share each cache load).
     fn attend(&self, li: usize, seg: &Segment, cache: &KvCache, q: &[f32], out: &mut [f32]) {
         let cfg = &self.config;
-        let (hd, n_heads) = (cfg.head_dim, cfg.n_heads);
+        let (hd, q_dim, group) = (cfg.head_dim, cfg.q_dim(), cfg.n_heads / cfg.n_kv_heads);
         let (keys, values) = cache.layer(li);
-        let head = HeadAttention {
-            keys,
-            values,
-            kv_dim: cfg.kv_dim(),
-            head_dim: hd,
-            group: n_heads / cfg.n_kv_heads,
-            scale: 1.0 / (hd as f32).sqrt(),
+        let task = |g: usize, o: &mut [f32]| {
+            let head = GroupAttention {
+                keys,
+                values,
+                kv_dim: cfg.kv_dim(),
+                head_dim: hd,
+                group,
+                kv_head: g,
+                scale: 1.0 / (hd as f32).sqrt(),
+            };
+            head.run(q, q_dim, &seg.slots, seg.base..seg.base + seg.rows, o);
         };
-        let work = seg.rows * n_heads * (seg.base + seg.rows) * hd;
-        // One task per (row, key/value head): its query heads are adjacent in `q` and `out`.
-        let span = head.group * hd;
-        let task = |i: usize, scores: &mut Vec<f32>, o: &mut [f32]| {
-            let (r, g) = (i / cfg.n_kv_heads, i % cfg.n_kv_heads);
-            head.attend_group(g, &q[i * span..(i + 1) * span], &seg.slots[r], scores, o);
-        };
-        if work < PARALLEL_ATTENTION_MIN {
-            let mut scores = Vec::new();
-            for (i, o) in out.chunks_exact_mut(span).enumerate() {
-                task(i, &mut scores, o);
+        let span = group * hd;
+        let visible: usize = seg.slots.iter().map(Visible::len).sum();
+        let mut by_head = vec![0f32; cfg.n_kv_heads * seg.rows * span];
+        if visible * cfg.n_heads * hd < PARALLEL_ATTENTION_MIN {
+            for (g, o) in by_head.chunks_exact_mut(seg.rows * span).enumerate() {
+                task(g, o);
             }
         } else {
-            out.par_chunks_exact_mut(span)
+            by_head
+                .par_chunks_exact_mut(seg.rows * span)
                 .enumerate()
-                .for_each_init(Vec::new, |scores, (i, o)| task(i, scores, o));
+                .for_each(|(g, o)| task(g, o));
+        }
+        // `by_head` is [kv head][row][group x head_dim]; `out` is [row][kv head][...].
+        for (g, rows) in by_head.chunks_exact(seg.rows * span).enumerate() {
+            for (r, heads) in rows.chunks_exact(span).enumerate() {
+                out[r * q_dim + g * span..][..span].copy_from_slice(heads);
+            }
         }
     }
 

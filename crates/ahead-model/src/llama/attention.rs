@@ -1,0 +1,822 @@
+//! Scaled dot-product attention of one sequence's new rows over its KV cache.
+//!
+//! Each (row, query head) attends to its *visible list*: the cache slots it may see, ascending,
+//! as a contiguous prefix of committed tokens followed by its own tail (tree ancestors and
+//! itself). The arithmetic depends only on the keys and values of that list, in order: not on
+//! the rows computed beside it, nor on where the list splits into prefix and tail. So a verified
+//! row gives the bits of the same token decoded alone, and no greedy choice can differ between
+//! them. Per (row, head), with the query scaled by 1/sqrt(head_dim) first:
+//! - score i: a chain of fused multiply-adds over the head's components, from zero;
+//! - e_i = exp(score_i - max) by [`exp`], one polynomial for every backend;
+//! - sum: `LANES` partial sums by list index mod `LANES`, then a fixed pairwise reduction;
+//! - out = (a chain of fused multiply-adds over i of e_i x value_i) x (1 / sum).
+//!
+//! Keys are stored in blocks of `KEY_BLOCK` slots (`kv_cache`), so one vector operation scores
+//! `LANES` slots for one component whatever the head size. Rows that share a prefix (a
+//! verify's chain or tree) and the query heads of one key/value head share every key and value
+//! load: a k-row verify reads the cache once. The AVX2 backend and the portable one give the
+//! same bits (tested).
+
+use std::cell::RefCell;
+use std::ops::Range;
+
+use super::kv_cache::{key_index, KEY_BLOCK};
+
+/// f32 lanes per vector; equal to the key block so a block is one vector per component.
+const LANES: usize = KEY_BLOCK;
+/// Value rows visited per pass: their values stay in L1 while every query head meets them.
+const VALUE_SLOTS: usize = 64;
+
+/// The cache slots one row attends to: `prefix`, then `tail`, all ascending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Visible {
+    pub prefix: Range<usize>,
+    pub tail: Vec<usize>,
+}
+
+impl Visible {
+    pub fn len(&self) -> usize {
+        self.prefix.len() + self.tail.len()
+    }
+}
+
+/// One layer's cache as one key/value head's query heads see it.
+pub(crate) struct GroupAttention<'a> {
+    /// Keys in blocks (see `kv_cache`), values `[slot][kv_dim]`.
+    pub keys: &'a [f32],
+    pub values: &'a [f32],
+    pub kv_dim: usize,
+    pub head_dim: usize,
+    /// Query heads per key/value head (grouped-query attention).
+    pub group: usize,
+    /// The key/value head: query heads `kv_head * group..` use it.
+    pub kv_head: usize,
+    pub scale: f32,
+}
+
+impl GroupAttention<'_> {
+    /// Attention of this key/value head's query heads for every row. `q` holds each row's
+    /// queries (`q_dim` apart, all heads), `visible` each row's slots; `fresh` are the slots the
+    /// rows themselves were written to (most tail slots: scored together, a block at a time).
+    /// `out` is `[row][group][head_dim]`.
+    pub fn run(&self, q: &[f32], q_dim: usize, visible: &[Visible], fresh: Range<usize>, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+            if *AVX2.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+                // SAFETY: the CPU has AVX2 and FMA.
+                unsafe { x86::run_avx2(self, q, q_dim, visible, fresh, out) };
+                return;
+            }
+        }
+        self.run_portable(q, q_dim, visible, fresh, out);
+    }
+
+    /// The portable backend (also the reference the SIMD one is tested against).
+    pub fn run_portable(
+        &self,
+        q: &[f32],
+        q_dim: usize,
+        visible: &[Visible],
+        fresh: Range<usize>,
+        out: &mut [f32],
+    ) {
+        run_with::<Portable>(self, q, q_dim, visible, fresh, out);
+    }
+}
+
+/// The vector operations attention needs; every backend rounds each exactly as IEEE 754
+/// single precision does, so they all give the same bits.
+trait Lanes: Copy {
+    fn zero() -> Self;
+    fn splat(x: f32) -> Self;
+    /// The first `LANES` values of `s`.
+    fn load(s: &[f32]) -> Self;
+    /// Into the first `LANES` values of `s`.
+    fn store(self, s: &mut [f32]);
+    /// `self * b + c`, rounded once.
+    fn fma(self, b: Self, c: Self) -> Self;
+    fn add(self, b: Self) -> Self;
+    fn sub(self, b: Self) -> Self;
+    fn mul(self, b: Self) -> Self;
+    /// Per lane `if self > b { self } else { b }` (x86 `maxps`).
+    fn max(self, b: Self) -> Self;
+    /// To the nearest integer, ties to even.
+    fn round(self) -> Self;
+    /// 2^n for lanes holding integers n in -126..=127.
+    fn pow2(self) -> Self;
+}
+
+/// e^x for x <= 0 (softmax arguments), within 2 ulp; below -87 it returns e^-87 (about 1.6e-38,
+/// nothing next to the maximum's 1). Cody-Waite reduction to |r| <= ln 2 / 2, then a degree-7
+/// Taylor polynomial.
+#[inline(always)]
+fn exp<V: Lanes>(x: V) -> V {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const COEFFS: [f32; 7] = [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0];
+    let x = x.max(V::splat(-87.0));
+    let n = x.mul(V::splat(std::f32::consts::LOG2_E)).round();
+    let r = n.fma(V::splat(-LN2_HI), x);
+    let r = n.fma(V::splat(-LN2_LO), r);
+    let mut p = V::splat(1.0 / 5040.0);
+    for c in COEFFS {
+        p = p.fma(r, V::splat(c));
+    }
+    p.mul(n.pow2())
+}
+
+/// Plain arrays: the portable backend, lane by lane.
+#[derive(Clone, Copy)]
+struct Portable([f32; LANES]);
+
+impl Portable {
+    #[inline(always)]
+    fn map2(self, b: Self, f: impl Fn(f32, f32) -> f32) -> Self {
+        Self(std::array::from_fn(|i| f(self.0[i], b.0[i])))
+    }
+}
+
+impl Lanes for Portable {
+    fn zero() -> Self {
+        Self([0.0; LANES])
+    }
+    fn splat(x: f32) -> Self {
+        Self([x; LANES])
+    }
+    fn load(s: &[f32]) -> Self {
+        Self(std::array::from_fn(|i| s[i]))
+    }
+    fn store(self, s: &mut [f32]) {
+        s[..LANES].copy_from_slice(&self.0);
+    }
+    fn fma(self, b: Self, c: Self) -> Self {
+        Self(std::array::from_fn(|i| self.0[i].mul_add(b.0[i], c.0[i])))
+    }
+    fn add(self, b: Self) -> Self {
+        self.map2(b, |x, y| x + y)
+    }
+    fn sub(self, b: Self) -> Self {
+        self.map2(b, |x, y| x - y)
+    }
+    fn mul(self, b: Self) -> Self {
+        self.map2(b, |x, y| x * y)
+    }
+    fn max(self, b: Self) -> Self {
+        self.map2(b, |x, y| if x > y { x } else { y })
+    }
+    fn round(self) -> Self {
+        Self(self.0.map(f32::round_ties_even))
+    }
+    fn pow2(self) -> Self {
+        Self(self.0.map(|n| f32::from_bits(((n as i32 + 127) as u32) << 23)))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use std::ops::Range;
+
+    use super::{GroupAttention, Lanes, Visible, LANES};
+
+    /// AVX2 + FMA lanes.
+    #[derive(Clone, Copy)]
+    struct Avx2(__m256);
+
+    // SAFETY (every method): `Avx2` values exist only inside `run_avx2`, which runs where the
+    // CPU has AVX2 and FMA; loads and stores go through slices of at least `LANES` values.
+    impl Lanes for Avx2 {
+        #[inline(always)]
+        fn zero() -> Self {
+            Self(unsafe { _mm256_setzero_ps() })
+        }
+        #[inline(always)]
+        fn splat(x: f32) -> Self {
+            Self(unsafe { _mm256_set1_ps(x) })
+        }
+        #[inline(always)]
+        fn load(s: &[f32]) -> Self {
+            let s = &s[..LANES];
+            Self(unsafe { _mm256_loadu_ps(s.as_ptr()) })
+        }
+        #[inline(always)]
+        fn store(self, s: &mut [f32]) {
+            let s = &mut s[..LANES];
+            unsafe { _mm256_storeu_ps(s.as_mut_ptr(), self.0) }
+        }
+        #[inline(always)]
+        fn fma(self, b: Self, c: Self) -> Self {
+            Self(unsafe { _mm256_fmadd_ps(self.0, b.0, c.0) })
+        }
+        #[inline(always)]
+        fn add(self, b: Self) -> Self {
+            Self(unsafe { _mm256_add_ps(self.0, b.0) })
+        }
+        #[inline(always)]
+        fn sub(self, b: Self) -> Self {
+            Self(unsafe { _mm256_sub_ps(self.0, b.0) })
+        }
+        #[inline(always)]
+        fn mul(self, b: Self) -> Self {
+            Self(unsafe { _mm256_mul_ps(self.0, b.0) })
+        }
+        #[inline(always)]
+        fn max(self, b: Self) -> Self {
+            Self(unsafe { _mm256_max_ps(self.0, b.0) })
+        }
+        #[inline(always)]
+        fn round(self) -> Self {
+            Self(unsafe { _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(self.0) })
+        }
+        #[inline(always)]
+        fn pow2(self) -> Self {
+            Self(unsafe {
+                let n = _mm256_add_epi32(_mm256_cvtps_epi32(self.0), _mm256_set1_epi32(127));
+                _mm256_castsi256_ps(_mm256_slli_epi32::<23>(n))
+            })
+        }
+    }
+
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn run_avx2(
+        a: &GroupAttention<'_>,
+        q: &[f32],
+        q_dim: usize,
+        visible: &[Visible],
+        fresh: Range<usize>,
+        out: &mut [f32],
+    ) {
+        super::run_with::<Avx2>(a, q, q_dim, visible, fresh, out);
+    }
+
+    /// `out = exp(x)` lane by lane, for tests.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[cfg(test)]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn exp_lanes(x: &[f32], out: &mut [f32]) {
+        super::exp(Avx2::load(x)).store(out);
+    }
+}
+
+/// Per-thread buffers, reused so that a forward allocates nothing per head.
+#[derive(Default)]
+struct Scratch {
+    /// Scaled queries, `[pair][head_dim]` (pair = row x group + head).
+    q: Vec<f32>,
+    /// Scores, then e_i, `[pair][stride]`.
+    scores: Vec<f32>,
+    /// Scores against the fresh slots' blocks, `[pair][fresh width]`.
+    fresh: Vec<f32>,
+    inv_sums: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::default();
+}
+
+/// Where one row's list sits in its score rows: list index i at `offset + i`. The prefix is
+/// scored a whole key block at a time, so `offset` aligns its slots to blocks.
+struct ScoreRow {
+    offset: usize,
+    len: usize,
+    /// Values written, garbage lanes of the prefix's last block included.
+    width: usize,
+}
+
+impl ScoreRow {
+    fn new(v: &Visible) -> Self {
+        let offset = v.prefix.start % KEY_BLOCK;
+        let blocks = if v.prefix.is_empty() {
+            0
+        } else {
+            v.prefix.end.next_multiple_of(KEY_BLOCK) - (v.prefix.start - offset)
+        };
+        Self {
+            offset,
+            len: v.len(),
+            width: blocks.max(offset + v.len()),
+        }
+    }
+}
+
+#[inline(always)]
+fn run_with<V: Lanes>(
+    a: &GroupAttention<'_>,
+    q: &[f32],
+    q_dim: usize,
+    visible: &[Visible],
+    fresh: Range<usize>,
+    out: &mut [f32],
+) {
+    let (hd, group) = (a.head_dim, a.group);
+    let pairs = visible.len() * group;
+    assert!(out.len() >= pairs * hd && q.len() >= visible.len() * q_dim);
+    SCRATCH.with_borrow_mut(|s| {
+        s.q.clear();
+        for r in 0..visible.len() {
+            let heads = &q[r * q_dim + a.kv_head * group * hd..][..group * hd];
+            s.q.extend(heads.iter().map(|x| x * a.scale));
+        }
+        let layout: Vec<ScoreRow> = visible.iter().map(ScoreRow::new).collect();
+        let stride = layout.iter().map(|l| l.width).max().unwrap_or(0);
+        s.scores.resize(pairs * stride, 0.0);
+        for rows in same_prefix_runs(visible) {
+            let prefix = visible[rows.start].prefix.clone();
+            prefix_scores::<V>(
+                a,
+                &s.q,
+                rows.start * group..rows.end * group,
+                prefix,
+                &mut s.scores,
+                stride,
+            );
+        }
+        // Every pair against every fresh slot, then each row's tail picked from them.
+        let fresh_stride = ScoreRow::new(&Visible {
+            prefix: fresh.clone(),
+            tail: Vec::new(),
+        })
+        .width;
+        s.fresh.resize(pairs * fresh_stride, 0.0);
+        prefix_scores::<V>(a, &s.q, 0..pairs, fresh.clone(), &mut s.fresh, fresh_stride);
+        let fresh_first = fresh.start - fresh.start % KEY_BLOCK;
+        s.inv_sums.clear();
+        for (p, qp) in s.q.chunks_exact(hd).enumerate() {
+            let (v, l) = (&visible[p / group], &layout[p / group]);
+            let row = &mut s.scores[p * stride..][..stride];
+            for (j, &slot) in v.tail.iter().enumerate() {
+                row[l.offset + v.prefix.len() + j] = if fresh.contains(&slot) {
+                    s.fresh[p * fresh_stride + slot - fresh_first]
+                } else {
+                    tail_score(a, qp, slot)
+                };
+            }
+            s.inv_sums
+                .push(1.0 / exp_and_sum::<V>(&mut row[l.offset..][..l.len]));
+        }
+        let out = &mut out[..pairs * hd];
+        out.fill(0.0);
+        for rows in same_prefix_runs(visible) {
+            let prefix = visible[rows.start].prefix.clone();
+            let offset = layout[rows.start].offset;
+            prefix_values::<V>(
+                a,
+                &s.scores,
+                stride,
+                offset,
+                rows.start * group..rows.end * group,
+                prefix,
+                out,
+            );
+        }
+        for (p, o) in out.chunks_exact_mut(hd).enumerate() {
+            let (v, l) = (&visible[p / group], &layout[p / group]);
+            let e = &s.scores[p * stride + l.offset + v.prefix.len()..][..v.tail.len()];
+            tail_values::<V>(a, e, &v.tail, o);
+            let inv = s.inv_sums[p];
+            o.iter_mut().for_each(|x| *x *= inv);
+        }
+    });
+}
+
+/// Maximal runs of consecutive rows with the same prefix (they share its loads).
+fn same_prefix_runs(visible: &[Visible]) -> impl Iterator<Item = Range<usize>> + '_ {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= visible.len() {
+            return None;
+        }
+        let p = &visible[start].prefix;
+        let end = start + visible[start..].iter().take_while(|v| v.prefix == *p).count();
+        let run = start..end;
+        start = end;
+        Some(run)
+    })
+}
+
+/// Calls `f(first_pair, n)` over `pairs` in tiles of 8, 4, 2 and 1 pairs.
+#[inline(always)]
+fn tiles(pairs: Range<usize>, mut f: impl FnMut(usize, usize)) {
+    let mut p = pairs.start;
+    for n in [8, 4, 2, 1] {
+        while p + n <= pairs.end {
+            f(p, n);
+            p += n;
+        }
+    }
+}
+
+/// Scores of `pairs` over the `prefix` slots, a key block at a time: list index i of pair p at
+/// `scores[p * stride + prefix.start % KEY_BLOCK + i]`.
+#[inline(always)]
+fn prefix_scores<V: Lanes>(
+    a: &GroupAttention<'_>,
+    q: &[f32],
+    pairs: Range<usize>,
+    prefix: Range<usize>,
+    scores: &mut [f32],
+    stride: usize,
+) {
+    if prefix.is_empty() {
+        return;
+    }
+    let hd = a.head_dim;
+    let first = prefix.start / KEY_BLOCK;
+    for b in first..prefix.end.div_ceil(KEY_BLOCK) {
+        let block = &a.keys[key_index(a.kv_dim, b * KEY_BLOCK, a.kv_head * hd)..][..hd * KEY_BLOCK];
+        let at = (b - first) * KEY_BLOCK;
+        tiles(pairs.clone(), |p0, n| match n {
+            8 => score_tile::<V, 8>(block, q, hd, p0, scores, stride, at),
+            4 => score_tile::<V, 4>(block, q, hd, p0, scores, stride, at),
+            2 => score_tile::<V, 2>(block, q, hd, p0, scores, stride, at),
+            _ => score_tile::<V, 1>(block, q, hd, p0, scores, stride, at),
+        });
+    }
+}
+
+/// Scores of pairs p0..p0+T against one key block, its accumulators in registers.
+#[inline(always)]
+fn score_tile<V: Lanes, const T: usize>(
+    block: &[f32],
+    q: &[f32],
+    hd: usize,
+    p0: usize,
+    scores: &mut [f32],
+    stride: usize,
+    at: usize,
+) {
+    let q = &q[p0 * hd..][..T * hd];
+    let mut acc = [V::zero(); T];
+    for d in 0..hd {
+        let k = V::load(&block[d * LANES..]);
+        for (t, acc) in acc.iter_mut().enumerate() {
+            *acc = V::splat(q[t * hd + d]).fma(k, *acc);
+        }
+    }
+    for (t, acc) in acc.iter().enumerate() {
+        acc.store(&mut scores[(p0 + t) * stride + at..]);
+    }
+}
+
+/// One pair's score for a slot outside the blocks: the same fused chain as a block lane.
+fn tail_score(a: &GroupAttention<'_>, q: &[f32], slot: usize) -> f32 {
+    let c0 = a.kv_head * a.head_dim;
+    q.iter().enumerate().fold(0.0, |acc, (d, &x)| {
+        x.mul_add(a.keys[key_index(a.kv_dim, slot, c0 + d)], acc)
+    })
+}
+
+/// Replaces scores with e_i = exp(score_i - max) and returns their sum (see the module notes).
+#[inline(always)]
+fn exp_and_sum<V: Lanes>(e: &mut [f32]) -> f32 {
+    let mut chunks = e.chunks_exact(LANES);
+    let mut m = chunks
+        .by_ref()
+        .fold(V::splat(f32::NEG_INFINITY), |m, c| V::load(c).max(m));
+    let mut lanes = [0f32; LANES];
+    m.store(&mut lanes);
+    let max = lanes
+        .iter()
+        .chain(chunks.remainder())
+        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+    m = V::splat(max);
+    let mut sum = V::zero();
+    let mut chunks = e.chunks_exact_mut(LANES);
+    for c in chunks.by_ref() {
+        let v = exp(V::load(c).sub(m));
+        v.store(c);
+        sum = sum.add(v);
+    }
+    let rest = chunks.into_remainder();
+    if !rest.is_empty() {
+        let mut buf = [0f32; LANES];
+        buf[..rest.len()].copy_from_slice(rest);
+        exp(V::load(&buf).sub(m)).store(&mut buf);
+        buf[rest.len()..].fill(0.0);
+        rest.copy_from_slice(&buf[..rest.len()]);
+        sum = sum.add(V::load(&buf));
+    }
+    sum.store(&mut lanes);
+    let l = lanes;
+    ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
+}
+
+/// `out[p] += sum over the prefix of e_i x value_i` for `pairs`, `VALUE_SLOTS` slots at a time
+/// (each lane's chain still runs in list order).
+#[inline(always)]
+fn prefix_values<V: Lanes>(
+    a: &GroupAttention<'_>,
+    scores: &[f32],
+    stride: usize,
+    offset: usize,
+    pairs: Range<usize>,
+    prefix: Range<usize>,
+    out: &mut [f32],
+) {
+    let hd = a.head_dim;
+    let c0 = a.kv_head * hd;
+    let mut s0 = prefix.start;
+    while s0 < prefix.end {
+        let slots = s0..(s0 + VALUE_SLOTS).min(prefix.end);
+        let i0 = s0 - prefix.start;
+        let mut d = 0;
+        while d + LANES <= hd {
+            tiles(pairs.clone(), |p0, n| {
+                let args = (a, scores, stride, offset + i0, slots.clone(), c0 + d);
+                match n {
+                    8 => value_tile::<V, 8>(args, p0, &mut out[p0 * hd + d..]),
+                    4 => value_tile::<V, 4>(args, p0, &mut out[p0 * hd + d..]),
+                    2 => value_tile::<V, 2>(args, p0, &mut out[p0 * hd + d..]),
+                    _ => value_tile::<V, 1>(args, p0, &mut out[p0 * hd + d..]),
+                }
+            });
+            d += LANES;
+        }
+        for p in pairs.clone() {
+            let e = &scores[p * stride + offset + i0..][..slots.len()];
+            for j in d..hd {
+                let o = &mut out[p * hd + j];
+                *o = slots
+                    .clone()
+                    .zip(e)
+                    .fold(*o, |acc, (s, &w)| w.mul_add(a.values[s * a.kv_dim + c0 + j], acc));
+            }
+        }
+        s0 = slots.end;
+    }
+}
+
+/// Adds `LANES` value components (from column `col`) of `slots` to pairs p0..p0+T, whose e_i
+/// start at `scores[p * stride + at]`; `out` starts at pair p0's first component, `head_dim`
+/// apart.
+#[inline(always)]
+fn value_tile<V: Lanes, const T: usize>(
+    (a, scores, stride, at, slots, col): (&GroupAttention<'_>, &[f32], usize, usize, Range<usize>, usize),
+    p0: usize,
+    out: &mut [f32],
+) {
+    let hd = a.head_dim;
+    let mut acc: [V; T] = std::array::from_fn(|t| V::load(&out[t * hd..]));
+    let e: [&[f32]; T] = std::array::from_fn(|t| &scores[(p0 + t) * stride + at..][..slots.len()]);
+    for (i, s) in slots.enumerate() {
+        let v = V::load(&a.values[s * a.kv_dim + col..]);
+        for (acc, e) in acc.iter_mut().zip(&e) {
+            *acc = V::splat(e[i]).fma(v, *acc);
+        }
+    }
+    for (t, acc) in acc.iter().enumerate() {
+        acc.store(&mut out[t * hd..]);
+    }
+}
+
+/// Continues one pair's value chains over its tail slots (weights `e`).
+#[inline(always)]
+fn tail_values<V: Lanes>(a: &GroupAttention<'_>, e: &[f32], tail: &[usize], out: &mut [f32]) {
+    let c0 = a.kv_head * a.head_dim;
+    let mut d = 0;
+    while d + LANES <= a.head_dim {
+        let mut acc = V::load(&out[d..]);
+        for (&s, &w) in tail.iter().zip(e) {
+            acc = V::splat(w).fma(V::load(&a.values[s * a.kv_dim + c0 + d..]), acc);
+        }
+        acc.store(&mut out[d..]);
+        d += LANES;
+    }
+    for (j, o) in out.iter_mut().enumerate().skip(d) {
+        *o = tail.iter().zip(e).fold(*o, |acc, (&s, &w)| {
+            w.mul_add(a.values[s * a.kv_dim + c0 + j], acc)
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llama::kv_cache::KvCache;
+
+    /// A one-layer cache of `n` slots with deterministic, varied keys and values.
+    fn cache(kv_dim: usize, n: usize) -> KvCache {
+        let mut c = KvCache::new(1, kv_dim, n).unwrap();
+        c.grow(n).unwrap();
+        let f = |i: usize| ((i * 7919) % 1009) as f32 / 337.0 - 1.5;
+        for s in 0..n {
+            let key: Vec<f32> = (0..kv_dim).map(|j| f(s * kv_dim + j)).collect();
+            let value: Vec<f32> = (0..kv_dim).map(|j| f(s * kv_dim + j + 5000)).collect();
+            c.write(0, s, &key, &value);
+        }
+        c
+    }
+
+    struct Case {
+        head_dim: usize,
+        group: usize,
+        kv_heads: usize,
+    }
+
+    impl Case {
+        fn q_dim(&self) -> usize {
+            self.head_dim * self.group * self.kv_heads
+        }
+
+        fn queries(&self, rows: usize) -> Vec<f32> {
+            (0..rows * self.q_dim())
+                .map(|i| ((i * 104_729) % 613) as f32 / 97.0 - 3.0)
+                .collect()
+        }
+
+        /// Every backend's output for kv head 1 (the last when there is one), `[row][group][hd]`.
+        fn run(&self, c: &KvCache, q: &[f32], visible: &[Visible], fresh: Range<usize>) -> [Vec<f32>; 2] {
+            let (keys, values) = c.layer(0);
+            let a = GroupAttention {
+                keys,
+                values,
+                kv_dim: self.head_dim * self.kv_heads,
+                head_dim: self.head_dim,
+                group: self.group,
+                kv_head: self.kv_heads - 1,
+                scale: 1.0 / (self.head_dim as f32).sqrt(),
+            };
+            let n = visible.len() * self.group * self.head_dim;
+            let (mut fast, mut portable) = (vec![0f32; n], vec![0f32; n]);
+            a.run(q, self.q_dim(), visible, fresh.clone(), &mut fast);
+            a.run_portable(q, self.q_dim(), visible, fresh, &mut portable);
+            [fast, portable]
+        }
+    }
+
+    const CASES: [Case; 4] = [
+        Case {
+            head_dim: 8,
+            group: 2,
+            kv_heads: 4,
+        },
+        Case {
+            head_dim: 64,
+            group: 8,
+            kv_heads: 2,
+        },
+        Case {
+            head_dim: 12,
+            group: 1,
+            kv_heads: 3,
+        },
+        Case {
+            head_dim: 20,
+            group: 3,
+            kv_heads: 1,
+        },
+    ];
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// Every way of splitting the list 0..n into a contiguous prefix and a tail.
+    fn splits(n: usize) -> Vec<Visible> {
+        (0..=n)
+            .map(|b| Visible {
+                prefix: 0..b,
+                tail: (b..n).collect(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_bits_depend_on_the_list_alone_and_every_backend_agrees() {
+        for case in &CASES {
+            let n = 21;
+            let c = cache(case.head_dim * case.kv_heads, n + 3);
+            let q = case.queries(1);
+            let mut want: Option<Vec<u32>> = None;
+            for (i, v) in splits(n).into_iter().enumerate() {
+                // Tails come from fresh blocks in even splits, slot by slot in odd ones.
+                let fresh = if i % 2 == 0 {
+                    v.prefix.end.min(n - 1)..n
+                } else {
+                    0..0
+                };
+                let [fast, portable] = case.run(&c, &q, std::slice::from_ref(&v), fresh);
+                assert_eq!(bits(&fast), bits(&portable), "hd {} split {i}", case.head_dim);
+                let w = want.get_or_insert_with(|| bits(&fast));
+                assert_eq!(&bits(&fast), w, "hd {} split {i}", case.head_dim);
+            }
+        }
+    }
+
+    #[test]
+    fn rows_computed_together_give_the_bits_of_each_row_alone() {
+        for case in &CASES {
+            // A 5-row chain after 13 cached slots, then a tree row that skips slots 14 and 15.
+            let (base, rows) = (13, 5);
+            let c = cache(case.head_dim * case.kv_heads, base + rows + 1);
+            let mut visible: Vec<Visible> = (0..rows)
+                .map(|r| Visible {
+                    prefix: 0..base,
+                    tail: (base..=base + r).collect(),
+                })
+                .collect();
+            visible.push(Visible {
+                prefix: 0..base,
+                tail: vec![base, base + 3, base + 5],
+            });
+            let q = case.queries(visible.len());
+            let fresh = base..base + rows + 1;
+            let together = case.run(&c, &q, &visible, fresh.clone());
+            assert_eq!(bits(&together[0]), bits(&together[1]), "hd {}", case.head_dim);
+            let span = case.group * case.head_dim;
+            for (r, v) in visible.iter().enumerate() {
+                let alone = case.run(
+                    &c,
+                    &q[r * case.q_dim()..][..case.q_dim()],
+                    std::slice::from_ref(v),
+                    0..0,
+                );
+                assert_eq!(
+                    bits(&together[0][r * span..][..span]),
+                    bits(&alone[0]),
+                    "hd {} row {r}",
+                    case.head_dim
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn matches_softmax_attention_computed_in_f64() {
+        for case in &CASES {
+            let n = 37;
+            let kv_dim = case.head_dim * case.kv_heads;
+            let c = cache(kv_dim, n);
+            let q = case.queries(1);
+            let v = Visible {
+                prefix: 3..30,
+                tail: vec![31, 36],
+            };
+            let slots: Vec<usize> = v.prefix.clone().chain(v.tail.iter().copied()).collect();
+            let got = &case.run(&c, &q, std::slice::from_ref(&v), 0..0)[0];
+            let (keys, values) = c.filled(0).unwrap();
+            let hd = case.head_dim;
+            let c0 = (case.kv_heads - 1) * hd;
+            for h in 0..case.group {
+                let qh = &q[(case.kv_heads - 1) * case.group * hd + h * hd..][..hd];
+                let scores: Vec<f64> = slots
+                    .iter()
+                    .map(|&s| {
+                        (0..hd)
+                            .map(|d| qh[d] as f64 * keys[s * kv_dim + c0 + d] as f64)
+                            .sum::<f64>()
+                            / (hd as f64).sqrt()
+                    })
+                    .collect();
+                let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let sum: f64 = e.iter().sum();
+                for d in 0..hd {
+                    let want: f64 = slots
+                        .iter()
+                        .zip(&e)
+                        .map(|(&s, w)| w * values[s * kv_dim + c0 + d] as f64)
+                        .sum::<f64>()
+                        / sum;
+                    let g = got[h * hd + d] as f64;
+                    assert!(
+                        (g - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                        "hd {hd} head {h} d {d}: {g} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn exp_is_within_two_ulp_and_the_same_in_every_backend() {
+        let xs: Vec<f32> = (0..=87_000)
+            .map(|i| -(i as f32) / 1000.0)
+            .chain([-0.0, -1e-30, -86.99])
+            .collect();
+        for chunk in xs.chunks(LANES) {
+            let mut buf = [0f32; LANES];
+            buf[..chunk.len()].copy_from_slice(chunk);
+            let mut portable = [0f32; LANES];
+            exp(Portable::load(&buf)).store(&mut portable);
+            #[cfg(target_arch = "x86_64")]
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                let mut fast = [0f32; LANES];
+                // SAFETY: the CPU has AVX2 and FMA.
+                unsafe { x86::exp_lanes(&buf, &mut fast) };
+                assert_eq!(bits(&fast), bits(&portable), "{buf:?}");
+            }
+            for (&x, &y) in chunk.iter().zip(&portable) {
+                let want = (x as f64).exp();
+                let ulp = (want as f32).to_bits().abs_diff(y.to_bits());
+                assert!(ulp <= 2, "exp({x}) = {y}, want {want} ({ulp} ulp)");
+            }
+        }
+    }
+}
