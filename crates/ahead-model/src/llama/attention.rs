@@ -7,7 +7,7 @@
 //! row gives the bits of the same token decoded alone, and no greedy choice can differ between
 //! them. Per (row, head), with the query scaled by 1/sqrt(head_dim) first:
 //! - score i: a chain of fused multiply-adds over the head's components, from zero;
-//! - e_i = exp(score_i - max) by [`exp`], one polynomial for every backend;
+//! - e_i = exp(score_i - max) by `lanes::exp`, one polynomial for every backend;
 //! - sum: `LANES` partial sums by list index mod `LANES`, then a fixed pairwise reduction;
 //! - out = (a chain of fused multiply-adds over i of e_i x value_i) x (1 / sum).
 //!
@@ -21,9 +21,9 @@ use std::cell::RefCell;
 use std::ops::Range;
 
 use super::kv_cache::{key_index, KEY_BLOCK};
+use super::lanes::{exp, Lanes, Portable, LANES};
 
-/// f32 lanes per vector; equal to the key block so a block is one vector per component.
-const LANES: usize = KEY_BLOCK;
+const _: () = assert!(LANES == KEY_BLOCK, "a key block is one vector per component");
 /// Value rows visited per pass: their values stay in L1 while every query head meets them.
 const VALUE_SLOTS: usize = 64;
 
@@ -61,13 +61,10 @@ impl GroupAttention<'_> {
     /// `out` is `[row][group][head_dim]`.
     pub fn run(&self, q: &[f32], q_dim: usize, visible: &[Visible], fresh: Range<usize>, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        {
-            static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-            if *AVX2.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
-                // SAFETY: the CPU has AVX2 and FMA.
-                unsafe { x86::run_avx2(self, q, q_dim, visible, fresh, out) };
-                return;
-            }
+        if super::lanes::has_avx2_fma() {
+            // SAFETY: the CPU has AVX2 and FMA.
+            unsafe { x86::run_avx2(self, q, q_dim, visible, fresh, out) };
+            return;
         }
         self.run_portable(q, q_dim, visible, fresh, out);
     }
@@ -85,159 +82,12 @@ impl GroupAttention<'_> {
     }
 }
 
-/// The vector operations attention needs; every backend rounds each exactly as IEEE 754
-/// single precision does, so they all give the same bits.
-trait Lanes: Copy {
-    fn zero() -> Self;
-    fn splat(x: f32) -> Self;
-    /// The first `LANES` values of `s`.
-    fn load(s: &[f32]) -> Self;
-    /// Into the first `LANES` values of `s`.
-    fn store(self, s: &mut [f32]);
-    /// `self * b + c`, rounded once.
-    fn fma(self, b: Self, c: Self) -> Self;
-    fn add(self, b: Self) -> Self;
-    fn sub(self, b: Self) -> Self;
-    fn mul(self, b: Self) -> Self;
-    /// Per lane `if self > b { self } else { b }` (x86 `maxps`).
-    fn max(self, b: Self) -> Self;
-    /// To the nearest integer, ties to even.
-    fn round(self) -> Self;
-    /// 2^n for lanes holding integers n in -126..=127.
-    fn pow2(self) -> Self;
-}
-
-/// e^x for x <= 0 (softmax arguments), within 2 ulp; below -87 it returns e^-87 (about 1.6e-38,
-/// nothing next to the maximum's 1). Cody-Waite reduction to |r| <= ln 2 / 2, then a degree-7
-/// Taylor polynomial.
-#[inline(always)]
-fn exp<V: Lanes>(x: V) -> V {
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    const COEFFS: [f32; 7] = [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0];
-    let x = x.max(V::splat(-87.0));
-    let n = x.mul(V::splat(std::f32::consts::LOG2_E)).round();
-    let r = n.fma(V::splat(-LN2_HI), x);
-    let r = n.fma(V::splat(-LN2_LO), r);
-    let mut p = V::splat(1.0 / 5040.0);
-    for c in COEFFS {
-        p = p.fma(r, V::splat(c));
-    }
-    p.mul(n.pow2())
-}
-
-/// Plain arrays: the portable backend, lane by lane.
-#[derive(Clone, Copy)]
-struct Portable([f32; LANES]);
-
-impl Portable {
-    #[inline(always)]
-    fn map2(self, b: Self, f: impl Fn(f32, f32) -> f32) -> Self {
-        Self(std::array::from_fn(|i| f(self.0[i], b.0[i])))
-    }
-}
-
-impl Lanes for Portable {
-    fn zero() -> Self {
-        Self([0.0; LANES])
-    }
-    fn splat(x: f32) -> Self {
-        Self([x; LANES])
-    }
-    fn load(s: &[f32]) -> Self {
-        Self(std::array::from_fn(|i| s[i]))
-    }
-    fn store(self, s: &mut [f32]) {
-        s[..LANES].copy_from_slice(&self.0);
-    }
-    fn fma(self, b: Self, c: Self) -> Self {
-        Self(std::array::from_fn(|i| self.0[i].mul_add(b.0[i], c.0[i])))
-    }
-    fn add(self, b: Self) -> Self {
-        self.map2(b, |x, y| x + y)
-    }
-    fn sub(self, b: Self) -> Self {
-        self.map2(b, |x, y| x - y)
-    }
-    fn mul(self, b: Self) -> Self {
-        self.map2(b, |x, y| x * y)
-    }
-    fn max(self, b: Self) -> Self {
-        self.map2(b, |x, y| if x > y { x } else { y })
-    }
-    fn round(self) -> Self {
-        Self(self.0.map(f32::round_ties_even))
-    }
-    fn pow2(self) -> Self {
-        Self(self.0.map(|n| f32::from_bits(((n as i32 + 127) as u32) << 23)))
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use std::arch::x86_64::*;
-
     use std::ops::Range;
 
-    use super::{GroupAttention, Lanes, Visible, LANES};
-
-    /// AVX2 + FMA lanes.
-    #[derive(Clone, Copy)]
-    struct Avx2(__m256);
-
-    // SAFETY (every method): `Avx2` values exist only inside `run_avx2`, which runs where the
-    // CPU has AVX2 and FMA; loads and stores go through slices of at least `LANES` values.
-    impl Lanes for Avx2 {
-        #[inline(always)]
-        fn zero() -> Self {
-            Self(unsafe { _mm256_setzero_ps() })
-        }
-        #[inline(always)]
-        fn splat(x: f32) -> Self {
-            Self(unsafe { _mm256_set1_ps(x) })
-        }
-        #[inline(always)]
-        fn load(s: &[f32]) -> Self {
-            let s = &s[..LANES];
-            Self(unsafe { _mm256_loadu_ps(s.as_ptr()) })
-        }
-        #[inline(always)]
-        fn store(self, s: &mut [f32]) {
-            let s = &mut s[..LANES];
-            unsafe { _mm256_storeu_ps(s.as_mut_ptr(), self.0) }
-        }
-        #[inline(always)]
-        fn fma(self, b: Self, c: Self) -> Self {
-            Self(unsafe { _mm256_fmadd_ps(self.0, b.0, c.0) })
-        }
-        #[inline(always)]
-        fn add(self, b: Self) -> Self {
-            Self(unsafe { _mm256_add_ps(self.0, b.0) })
-        }
-        #[inline(always)]
-        fn sub(self, b: Self) -> Self {
-            Self(unsafe { _mm256_sub_ps(self.0, b.0) })
-        }
-        #[inline(always)]
-        fn mul(self, b: Self) -> Self {
-            Self(unsafe { _mm256_mul_ps(self.0, b.0) })
-        }
-        #[inline(always)]
-        fn max(self, b: Self) -> Self {
-            Self(unsafe { _mm256_max_ps(self.0, b.0) })
-        }
-        #[inline(always)]
-        fn round(self) -> Self {
-            Self(unsafe { _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(self.0) })
-        }
-        #[inline(always)]
-        fn pow2(self) -> Self {
-            Self(unsafe {
-                let n = _mm256_add_epi32(_mm256_cvtps_epi32(self.0), _mm256_set1_epi32(127));
-                _mm256_castsi256_ps(_mm256_slli_epi32::<23>(n))
-            })
-        }
-    }
+    use super::super::lanes::Avx2;
+    use super::{GroupAttention, Visible};
 
     /// # Safety
     /// The CPU has AVX2 and FMA.
@@ -251,16 +101,6 @@ mod x86 {
         out: &mut [f32],
     ) {
         super::run_with::<Avx2>(a, q, q_dim, visible, fresh, out);
-    }
-
-    /// `out = exp(x)` lane by lane, for tests.
-    ///
-    /// # Safety
-    /// The CPU has AVX2 and FMA.
-    #[cfg(test)]
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn exp_lanes(x: &[f32], out: &mut [f32]) {
-        super::exp(Avx2::load(x)).store(out);
     }
 }
 
@@ -790,32 +630,6 @@ mod tests {
                         "hd {hd} head {h} d {d}: {g} vs {want}"
                     );
                 }
-            }
-        }
-    }
-
-    #[test]
-    fn exp_is_within_two_ulp_and_the_same_in_every_backend() {
-        let xs: Vec<f32> = (0..=87_000)
-            .map(|i| -(i as f32) / 1000.0)
-            .chain([-0.0, -1e-30, -86.99])
-            .collect();
-        for chunk in xs.chunks(LANES) {
-            let mut buf = [0f32; LANES];
-            buf[..chunk.len()].copy_from_slice(chunk);
-            let mut portable = [0f32; LANES];
-            exp(Portable::load(&buf)).store(&mut portable);
-            #[cfg(target_arch = "x86_64")]
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                let mut fast = [0f32; LANES];
-                // SAFETY: the CPU has AVX2 and FMA.
-                unsafe { x86::exp_lanes(&buf, &mut fast) };
-                assert_eq!(bits(&fast), bits(&portable), "{buf:?}");
-            }
-            for (&x, &y) in chunk.iter().zip(&portable) {
-                let want = (x as f64).exp();
-                let ulp = (want as f32).to_bits().abs_diff(y.to_bits());
-                assert!(ulp <= 2, "exp({x}) = {y}, want {want} ({ulp} ulp)");
             }
         }
     }

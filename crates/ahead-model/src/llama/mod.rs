@@ -5,6 +5,7 @@ pub mod config;
 pub mod input;
 pub mod kernels;
 pub mod kv_cache;
+mod lanes;
 pub mod linear;
 pub mod model;
 pub mod packed;
