@@ -2,7 +2,7 @@
 //! mask equals separate chains, and truncate/compact leave the cache as a fresh prefill would.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ahead_model::llama::synthetic::{random_model, tiny_config};
+use ahead_model::llama::synthetic::{random_model, random_model_with, tiny_config, Recipe};
 use ahead_model::llama::{Architecture, AttentionMask, BatchItem, ForwardInput, LlamaConfig, Model};
 use ahead_model::{KvCache, TensorDType};
 use ahead_testutil::{argmax, assert_close, Tolerance, F32, QUANTIZED};
@@ -31,6 +31,11 @@ fn models() -> Vec<(String, Model, Tolerance)> {
     out.push((
         "llama/q4_k".into(),
         random_model(&big, TensorDType::Q4K, 3).unwrap(),
+        QUANTIZED,
+    ));
+    out.push((
+        "llama/q4_k_m".into(),
+        random_model_with(&big, Recipe::Q4KM, 3).unwrap(),
         QUANTIZED,
     ));
     out

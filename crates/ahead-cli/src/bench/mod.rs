@@ -13,6 +13,7 @@ mod plot;
 
 use std::io::Write;
 
+use ahead_model::llama::synthetic::Recipe;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
@@ -55,6 +56,14 @@ pub(crate) fn emit<T: serde::Serialize>(
     table(&mut out)
 }
 
+/// Parses a synthetic model's weight dtype: one dtype, or `q4_k_m` (llama.cpp's mix).
+fn parse_recipe(s: &str) -> Result<Recipe> {
+    if s == "q4_k_m" {
+        return Ok(Recipe::Q4KM);
+    }
+    parse_dtype(s).map(Recipe::Uniform)
+}
+
 /// Parses a weight dtype name.
 fn parse_dtype(s: &str) -> Result<ahead_model::TensorDType> {
     use ahead_model::TensorDType as D;
@@ -68,7 +77,9 @@ fn parse_dtype(s: &str) -> Result<ahead_model::TensorDType> {
         "q5_k" => D::Q5K,
         "q6_k" => D::Q6K,
         other => {
-            anyhow::bail!("unknown dtype {other:?}; one of f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k")
+            anyhow::bail!(
+                "unknown dtype {other:?}; one of f32, f16, bf16, q8_0, q4_0, q4_k, q4_k_m, q5_k, q6_k"
+            )
         }
     })
 }
@@ -84,7 +95,7 @@ fn bench_model(
 ) -> Result<(ahead_model::Model, String, String)> {
     use anyhow::Context;
     if let Some(s) = synthetic {
-        let dtype = parse_dtype(dtype)?;
+        let dtype = parse_recipe(dtype)?;
         let model = self::synthetic(s, layers, dtype)?;
         let name = format!("synthetic {s}");
         return Ok((model, name, dtype.name().to_string()));
@@ -102,12 +113,8 @@ fn bench_model(
 }
 
 /// A random-weight model of a named shape, optionally cut to `layers`.
-fn synthetic(
-    name: &str,
-    layers: Option<usize>,
-    dtype: ahead_model::TensorDType,
-) -> Result<ahead_model::Model> {
-    use ahead_model::llama::synthetic::{named_config, random_model, NAMED_CONFIGS};
+fn synthetic(name: &str, layers: Option<usize>, dtype: Recipe) -> Result<ahead_model::Model> {
+    use ahead_model::llama::synthetic::{named_config, random_model_with, NAMED_CONFIGS};
     let mut cfg = named_config(name).ok_or_else(|| {
         anyhow::anyhow!(
             "unknown synthetic model {name:?}; known: {}",
@@ -123,5 +130,5 @@ fn synthetic(
         cfg.n_layers,
         dtype.name()
     );
-    random_model(&cfg, dtype, 1).map_err(|e| anyhow::anyhow!("{name} as {}: {e}", dtype.name()))
+    random_model_with(&cfg, dtype, 1).map_err(|e| anyhow::anyhow!("{name} as {}: {e}", dtype.name()))
 }

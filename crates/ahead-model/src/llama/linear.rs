@@ -4,8 +4,8 @@
 //! matches on the storage. Half-precision weights stay half in memory and are widened exactly to
 //! f32 inside the product kernel (`packed`), so compute is f32 (candle's f16/bf16 CPU paths are
 //! many times slower here, see PERFORMANCE-NOTES.md).
-//! Q8_0 weights are repacked for integer dot products (`q8`); the other quantized types keep
-//! their GGML blocks and run through candle's verified block kernels.
+//! Q8_0, Q4_0, Q4_K and Q6_K weights are repacked for integer dot products (`q8`); Q5_K keeps
+//! its GGML blocks and runs through candle's verified block kernels.
 
 use candle_core::quantized::k_quants::{BlockQ4K, BlockQ5K, BlockQ6K};
 use candle_core::quantized::GgmlType;
@@ -13,7 +13,7 @@ use half::{bf16, f16};
 
 use super::kernels;
 use super::packed::{PackedF32, Panels};
-use super::q8::{Format, Packed, PackedQ4, PackedQ4K, PackedQ8, Q4, Q8};
+use super::q8::{Format, Packed, PackedQ4, PackedQ4K, PackedQ6K, PackedQ8, Q4, Q8};
 use crate::error::{ModelError, Result};
 use crate::tensor::{RawTensor, TensorDType};
 
@@ -27,7 +27,7 @@ enum Storage {
     Q4_0(PackedQ4),
     Q4K(PackedQ4K),
     Q5K(Vec<BlockQ5K>),
-    Q6K(Vec<BlockQ6K>),
+    Q6K(PackedQ6K),
 }
 
 /// A weight matrix of `rows` outputs by `cols` inputs.
@@ -85,18 +85,14 @@ impl Linear {
                     TensorDType::Q8_0 => Storage::Q8_0(repack::<Q8>(raw, name, rows, cols)?),
                     TensorDType::Q4_0 => Storage::Q4_0(repack::<Q4>(raw, name, rows, cols)?),
                     TensorDType::Q4K => {
-                        let blocks = rows * cols / 256;
-                        if raw.data.len() != blocks * 144 {
-                            return Err(ModelError::format(
-                                "weights",
-                                name,
-                                format!("{} bytes are not {blocks} q4_k blocks", raw.data.len()),
-                            ));
-                        }
+                        check_super_blocks(raw, name, 144)?;
                         Storage::Q4K(PackedQ4K::from_ggml(raw.data, rows, cols))
                     }
                     TensorDType::Q5K => Storage::Q5K(blocks(raw.data)?),
-                    TensorDType::Q6K => Storage::Q6K(blocks(raw.data)?),
+                    TensorDType::Q6K => {
+                        check_super_blocks(raw, name, 210)?;
+                        Storage::Q6K(PackedQ6K::from_ggml(raw.data, rows, cols))
+                    }
                     other => return Err(ModelError::Unsupported(format!("{name}: dtype {}", other.name()))),
                 }
             }
@@ -132,7 +128,7 @@ impl Linear {
             Storage::Q4_0(w) => w.bytes(),
             Storage::Q4K(w) => w.bytes(),
             Storage::Q5K(b) => std::mem::size_of_val(&b[..]),
-            Storage::Q6K(b) => std::mem::size_of_val(&b[..]),
+            Storage::Q6K(w) => w.bytes(),
         }
     }
 
@@ -156,7 +152,7 @@ impl Linear {
             Storage::Q4_0(w) => w.matmul(x, k, out),
             Storage::Q4K(w) => w.matmul(x, k, out),
             Storage::Q5K(b) => quantized_matmul(x, k, b, rows, cols, out),
-            Storage::Q6K(b) => quantized_matmul(x, k, b, rows, cols, out),
+            Storage::Q6K(w) => w.matmul(x, k, out),
         }
         Ok(())
     }
@@ -179,7 +175,7 @@ impl Linear {
             Storage::Q4_0(w) => w.row(index, out),
             Storage::Q4K(w) => w.row(index, out),
             Storage::Q5K(b) => dequant_row(b, index, c, out),
-            Storage::Q6K(b) => dequant_row(b, index, c, out),
+            Storage::Q6K(w) => w.row(index, out),
         }
         Ok(())
     }
@@ -295,16 +291,15 @@ impl Linear {
                 let blocks: Vec<BlockQ4K> = q(values);
                 // SAFETY: BlockQ4K is repr(C): 144 bytes of f16 and u8 fields, no padding
                 // (candle asserts its size), so its bytes are GGML's Q4_K layout.
-                let bytes = unsafe {
-                    std::slice::from_raw_parts(
-                        blocks.as_ptr().cast::<u8>(),
-                        std::mem::size_of_val(&blocks[..]),
-                    )
-                };
-                Storage::Q4K(PackedQ4K::from_ggml(bytes, rows, cols))
+                Storage::Q4K(PackedQ4K::from_ggml(unsafe { block_bytes(&blocks) }, rows, cols))
             }
             TensorDType::Q5K => Storage::Q5K(q(values)),
-            TensorDType::Q6K => Storage::Q6K(q(values)),
+            TensorDType::Q6K => {
+                let blocks: Vec<BlockQ6K> = q(values);
+                // SAFETY: BlockQ6K is repr(C): 210 bytes of u8, i8 and f16 fields, no padding
+                // (candle asserts its size), so its bytes are GGML's Q6_K layout.
+                Storage::Q6K(PackedQ6K::from_ggml(unsafe { block_bytes(&blocks) }, rows, cols))
+            }
         };
         Ok(Self {
             storage,
@@ -313,6 +308,32 @@ impl Linear {
             dtype,
         })
     }
+}
+
+/// The bytes of candle blocks.
+///
+/// # Safety
+/// `T` is `repr(C)` plain data without padding, laid out as GGML's block.
+unsafe fn block_bytes<T>(blocks: &[T]) -> &[u8] {
+    // SAFETY: forwarded from the caller; the length is the slice's size in bytes.
+    unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), std::mem::size_of_val(blocks)) }
+}
+
+/// Checks that a k-quant tensor holds whole super-blocks of 256 weights, `bytes` each.
+fn check_super_blocks(raw: &RawTensor<'_>, name: &str, bytes: usize) -> Result<()> {
+    let blocks = raw.shape.iter().product::<usize>() / 256;
+    if raw.data.len() != blocks * bytes {
+        return Err(ModelError::format(
+            "weights",
+            name,
+            format!(
+                "{} bytes are not {blocks} {} blocks",
+                raw.data.len(),
+                raw.dtype.name()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl Linear {

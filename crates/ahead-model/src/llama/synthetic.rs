@@ -114,36 +114,88 @@ impl Values {
     }
 }
 
+/// How a synthetic model's matrices are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recipe {
+    /// Every matrix in one dtype.
+    Uniform(TensorDType),
+    /// llama.cpp's Q4_K_M mix: Q6_K for the output matrix and for `attn_v` and `ffn_down` in
+    /// the layers llama.cpp gives more bits (the first and last eighth, and every third
+    /// between), Q4_K elsewhere.
+    Q4KM,
+}
+
+impl Recipe {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Recipe::Uniform(d) => d.name(),
+            Recipe::Q4KM => "q4_k_m",
+        }
+    }
+
+    /// The dtype of a layer's `attn_v` or `ffn_down` (`more_bits_candidate`) or other matrix.
+    fn layer_dtype(&self, layer: usize, n_layers: usize, more_bits_candidate: bool) -> TensorDType {
+        match self {
+            Recipe::Uniform(d) => *d,
+            Recipe::Q4KM => {
+                let eighth = n_layers / 8;
+                let more_bits = layer < eighth || layer >= 7 * n_layers / 8 || (layer - eighth) % 3 == 2;
+                if more_bits_candidate && more_bits {
+                    TensorDType::Q6K
+                } else {
+                    TensorDType::Q4K
+                }
+            }
+        }
+    }
+
+    fn output_dtype(&self) -> TensorDType {
+        match self {
+            Recipe::Uniform(d) => *d,
+            Recipe::Q4KM => TensorDType::Q6K,
+        }
+    }
+}
+
 /// A model with random weights of `cfg`'s shapes; matrices stored as `dtype`. Biases are added
 /// for Qwen2. Weights are scaled like a trained model's so activations stay in range.
 pub fn random_model(cfg: &LlamaConfig, dtype: TensorDType, seed: u64) -> Result<Model> {
+    random_model_with(cfg, Recipe::Uniform(dtype), seed)
+}
+
+/// `random_model` with the matrices' dtypes chosen by `recipe`.
+pub fn random_model_with(cfg: &LlamaConfig, recipe: Recipe, seed: u64) -> Result<Model> {
     let mut v = Values {
         state: seed ^ 0x5DEE_CE66_D1CE_4E5B,
     };
-    let mut lin = |rows: usize, cols: usize| {
+    let mut lin = |rows: usize, cols: usize, dtype: TensorDType| {
         let scale = 1.0 / (cols as f32).sqrt() * 1.7;
         Linear::quantize(&v.take(rows * cols, scale), rows, cols, dtype)
     };
     let (d, q, kv, h) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.hidden_dim);
     let mut layers = Vec::with_capacity(cfg.n_layers);
-    for _ in 0..cfg.n_layers {
+    for i in 0..cfg.n_layers {
+        let (base, more) = (
+            recipe.layer_dtype(i, cfg.n_layers, false),
+            recipe.layer_dtype(i, cfg.n_layers, true),
+        );
         layers.push(LayerWeights {
             attn_norm: vec![1.0; d],
-            wq: lin(q, d)?,
-            wk: lin(kv, d)?,
-            wv: lin(kv, d)?,
-            wo: lin(d, q)?,
+            wq: lin(q, d, base)?,
+            wk: lin(kv, d, base)?,
+            wv: lin(kv, d, more)?,
+            wo: lin(d, q, base)?,
             bq: None,
             bk: None,
             bv: None,
             ffn_norm: vec![1.0; d],
-            w1: lin(h, d)?,
-            w2: lin(d, h)?,
-            w3: lin(h, d)?,
+            w1: lin(h, d, base)?,
+            w2: lin(d, h, more)?,
+            w3: lin(h, d, base)?,
         });
     }
-    let embedding = lin(cfg.vocab_size, d)?;
-    let lm_head = Some(lin(cfg.vocab_size, d)?);
+    let embedding = lin(cfg.vocab_size, d, recipe.layer_dtype(0, 1, false))?;
+    let lm_head = Some(lin(cfg.vocab_size, d, recipe.output_dtype())?);
     let mut bias = Values {
         state: seed.wrapping_add(99),
     };
@@ -164,4 +216,37 @@ pub fn random_model(cfg: &LlamaConfig, dtype: TensorDType, seed: u64) -> Result<
             lm_head,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q4_k_m_puts_q6_k_where_llama_cpp_does() {
+        let cfg = LlamaConfig {
+            dim: 256,
+            hidden_dim: 256,
+            n_layers: 16,
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 64,
+            ..tiny_config(Architecture::Llama, 32)
+        };
+        let m = random_model_with(&cfg, Recipe::Q4KM, 1).unwrap();
+        let w = m.weights();
+        assert_eq!(w.lm_head.as_ref().map(|l| l.dtype()), Some(TensorDType::Q6K));
+        assert_eq!(w.embedding.dtype(), TensorDType::Q4K);
+        // llama.cpp's use_more_bits(i, 16): the first and last two layers, and every third from 2.
+        let more: Vec<usize> = (0..16)
+            .filter(|&i| w.layers[i].wv.dtype() == TensorDType::Q6K)
+            .collect();
+        assert_eq!(more, [0, 1, 4, 7, 10, 13, 14, 15]);
+        for l in &w.layers {
+            assert_eq!(l.w2.dtype(), l.wv.dtype());
+            assert!([&l.wq, &l.wk, &l.wo, &l.w1, &l.w3]
+                .iter()
+                .all(|x| x.dtype() == TensorDType::Q4K));
+        }
+    }
 }

@@ -65,6 +65,9 @@ struct QuantizedInput {
     scales: Vec<f32>,
     /// `[k][blocks]`: the sum of the block's quants (for the unsigned-weight correction).
     sums: Vec<i32>,
+    /// `[k][2 blocks]`: the sums of each half block's quants, for formats that scale every 16
+    /// weights (`PanelKernels::needs_half_sums`); empty otherwise.
+    half_sums: Vec<i32>,
 }
 
 impl QuantizedInput {
@@ -328,6 +331,11 @@ trait PanelKernels: Sync {
     /// (rows, cols).
     fn shape(&self) -> (usize, usize);
 
+    /// Whether the kernels read `QuantizedInput::half_sums`.
+    fn needs_half_sums(&self) -> bool {
+        false
+    }
+
     /// Panics unless panels `p0..p0 + n` and `k` rows of `x` lie inside the data: what the
     /// SIMD kernels rely on for their unchecked loads.
     fn check(&self, x: &QuantizedInput, k: usize, p0: usize, n: usize);
@@ -342,11 +350,24 @@ fn panel_matmul<W: PanelKernels>(w: &W, x: &[f32], k: usize, out: &mut [f32]) {
     let (rows, cols) = w.shape();
     debug_assert_eq!(x.len(), k * cols);
     debug_assert_eq!(out.len(), k * rows);
-    let input = quantize_input(x, cols);
+    let input = quantize_for(w, x);
     let kernel = kernel_choice();
     by_panels(k, rows, cols, PANEL, out, |p0, n, buf| {
         w.run(kernel, &input, k, p0, n, buf)
     });
+}
+
+/// `x` quantized for `w`'s kernels.
+fn quantize_for<W: PanelKernels>(w: &W, x: &[f32]) -> QuantizedInput {
+    let mut input = quantize_input(x, w.shape().1);
+    if w.needs_half_sums() {
+        input.half_sums = input
+            .quants
+            .chunks_exact(BLOCK / 2)
+            .map(|h| h.iter().map(|&q| q as i32).sum())
+            .collect();
+    }
+    input
 }
 
 /// A block's scale (max |x| / 127) and its inverse, as Q8_0's quantizer computes them (the
@@ -366,6 +387,7 @@ fn quantize_input(x: &[f32], cols: usize) -> QuantizedInput {
         quants: vec![0i8; x.len()],
         scales: vec![0f32; n_blocks],
         sums: vec![0i32; n_blocks],
+        half_sums: Vec::new(),
     };
     debug_assert_eq!(cols % BLOCK, 0);
     #[cfg(target_arch = "x86_64")]
@@ -465,10 +487,12 @@ fn kernel_portable<F: Format>(
 }
 
 mod q4k;
+mod q6k;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
 pub use q4k::PackedQ4K;
+pub use q6k::PackedQ6K;
 
 #[cfg(test)]
 mod tests {
@@ -596,6 +620,7 @@ mod tests {
             quants: vec![0; x.len()],
             scales: vec![0.0; x.len() / BLOCK],
             sums: vec![0; x.len() / BLOCK],
+            half_sums: Vec::new(),
         };
         quantize_input_scalar(&x, &mut scalar);
         assert_eq!(simd.quants, scalar.quants);

@@ -2,10 +2,12 @@
 //! quantizer. Each is chosen at run time (`kernel_choice`) and gives the same bits.
 
 use super::q4k::{PackedQ4K, SUB_BLOCKS};
+use super::q6k::PackedQ6K;
 use super::{row_blocks, Format, Packed, PanelKernels, QuantizedInput, BLOCK, CHUNK_PANELS, PANEL};
 use std::arch::x86_64::*;
 
-/// Input rows per pass: 8 rows x 1 panel keep 16 accumulators in the 32 registers.
+/// Input rows per pass: 8 rows x 1 panel keep 16 accumulators in the 32 registers (formats with
+/// two sums per row take fewer: `VnniTiles::ROWS`).
 const MAX_ROWS: usize = 8;
 /// How far ahead (16 KiB: 32 Q8_0 blocks of a panel) weights are prefetched into L2 when several
 /// input rows make the loop compute-bound: the hardware prefetcher alone falls behind there,
@@ -15,6 +17,12 @@ const PREFETCH_BYTES: usize = 16 << 10;
 
 /// A panel matrix the VNNI driver walks: its micro-kernel.
 pub(super) trait VnniTiles: PanelKernels + Sized {
+    /// Integer sums per (panel, input row) in a tile: two halves' sums use twice the
+    /// registers, so tiles get fewer panels and rows (spilling made them 1.5-2x slower).
+    const SUMS: usize = 1;
+    /// Input rows per pass (at most `MAX_ROWS`).
+    const ROWS: usize = MAX_ROWS;
+
     /// Panels p..p+P (of the tile's p0) times input rows r0..r0+R.
     ///
     /// # Safety
@@ -48,7 +56,7 @@ unsafe fn kernel_vnni_impl<W: VnniTiles>(
     let width = buf.len() / k;
     assert!(width >= n * PANEL && buf.len() >= k * width);
     w.check(x, k, p0, n);
-    row_blocks(k, n, MAX_ROWS, CHUNK_PANELS, |chunk, r0, rows| {
+    row_blocks(k, n, W::ROWS.min(MAX_ROWS), CHUNK_PANELS, |chunk, r0, rows| {
         let t = Args {
             w,
             x,
@@ -61,8 +69,10 @@ unsafe fn kernel_vnni_impl<W: VnniTiles>(
         unsafe {
             match rows {
                 1 => panels::<W, 4, 1>(&t, chunk),
+                2 if W::SUMS > 1 => panels::<W, 2, 2>(&t, chunk),
                 2 => panels::<W, 4, 2>(&t, chunk),
                 3 => panels::<W, 2, 3>(&t, chunk),
+                4 if W::SUMS > 1 => panels::<W, 1, 4>(&t, chunk),
                 4 => panels::<W, 2, 4>(&t, chunk),
                 5 => panels::<W, 1, 5>(&t, chunk),
                 6 => panels::<W, 1, 6>(&t, chunk),
@@ -223,6 +233,85 @@ impl VnniTiles for PackedQ4K {
                         let t =
                             _mm512_fmsub_ps(d1[j], _mm512_cvtepi32_ps(sums[r][j]), _mm512_mul_ps(m1[j], sum));
                         a[j] = _mm512_fmadd_ps(t, dx, a[j]);
+                    }
+                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                for (j, v) in a.iter().enumerate() {
+                    _mm512_storeu_ps(t.buf.add((t.r0 + r) * t.width + (p + j) * PANEL), *v);
+                }
+            }
+        }
+    }
+}
+
+impl VnniTiles for PackedQ6K {
+    /// One per half block.
+    const SUMS: usize = 2;
+    /// 12 sums and 6 accumulators (4 rows a pass measured the same).
+    const ROWS: usize = 6;
+
+    /// Per half block: the integer sum T from -32 x the input half's sum; per block and input
+    /// row `acc = fma(sc_0 T_0 + sc_1 T_1, d dx, acc)`, as `q6k::kernel_portable`.
+    #[inline(always)]
+    unsafe fn tile<const P: usize, const R: usize>(t: &Args<'_, Self>, p: usize) {
+        use super::q6k::{chunk512, BIAS, PANEL_BLOCK};
+        let (blocks, cols, w) = (t.w.blocks, t.w.cols, t.w);
+        let supers = blocks / (256 / BLOCK);
+        // SAFETY (whole body): the caller guarantees the CPU features and `check`.
+        unsafe {
+            let wq = w.quants.as_ptr().add((t.p0 + p) * blocks * PANEL_BLOCK);
+            let xq = t.x.quants.as_ptr().add(t.r0 * cols);
+            let xs = t.x.scales.as_ptr().add(t.r0 * blocks);
+            let xhalf = t.x.half_sums.as_ptr().add(t.r0 * 2 * blocks);
+            let mut acc = [[_mm512_setzero_ps(); P]; R];
+            for b in 0..blocks {
+                // Its unpacking makes the loop compute-bound from 3 rows on: prefetch there.
+                if R > 2 {
+                    for j in 0..P {
+                        let ahead = wq.wrapping_add((j * blocks + b) * PANEL_BLOCK + PREFETCH_BYTES);
+                        for line in 0..PANEL_BLOCK / 64 {
+                            _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(line * 64).cast());
+                        }
+                    }
+                }
+                let mut sums: [[[__m512i; 2]; P]; R] = std::array::from_fn(|r| {
+                    let half = |h: usize| _mm512_set1_epi32(-BIAS * *xhalf.add(r * 2 * blocks + 2 * b + h));
+                    [[half(0), half(1)]; P]
+                });
+                for c in 0..8 {
+                    let wv: [__m512i; P] =
+                        std::array::from_fn(|j| chunk512(wq.add((j * blocks + b) * PANEL_BLOCK), c));
+                    for (r, s) in sums.iter_mut().enumerate() {
+                        let four = xq
+                            .add(r * cols + b * BLOCK + c * 4)
+                            .cast::<i32>()
+                            .read_unaligned();
+                        let xv = _mm512_set1_epi32(four);
+                        for j in 0..P {
+                            s[j][c / 4] = _mm512_dpbusd_epi32(s[j][c / 4], wv[j], xv);
+                        }
+                    }
+                }
+                let mut d = [_mm512_setzero_ps(); P];
+                let mut sc = [[_mm512_setzero_si512(); 2]; P];
+                for j in 0..P {
+                    let panel = t.p0 + p + j;
+                    let s = (panel * supers + b / (256 / BLOCK)) * PANEL;
+                    d[j] = _mm512_cvtph_ps(_mm256_loadu_si256(w.d.as_ptr().add(s).cast()));
+                    for (h, sc) in sc[j].iter_mut().enumerate() {
+                        let at = (panel * 2 * blocks + 2 * b + h) * PANEL;
+                        *sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(w.sc.as_ptr().add(at).cast()));
+                    }
+                }
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let dx = _mm512_set1_ps(*xs.add(r * blocks + b));
+                    for j in 0..P {
+                        let t = _mm512_add_epi32(
+                            _mm512_mullo_epi32(sc[j][0], sums[r][j][0]),
+                            _mm512_mullo_epi32(sc[j][1], sums[r][j][1]),
+                        );
+                        a[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(d[j], dx), a[j]);
                     }
                 }
             }

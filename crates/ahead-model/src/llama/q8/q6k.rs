@@ -1,0 +1,299 @@
+//! Q6_K weights in the integer-product panels.
+//!
+//! GGML's Q6_K packs 256 weights in 210 bytes: 6-bit quants q (-32..=31) as low nibbles and
+//! high bit pairs, one signed 8-bit scale per 16 weights, and an f16 `d`; a weight is
+//! d x sc x q. Here each block of 32 keeps q + 32 (0..=63) as the same two parts: the low
+//! nibbles laid out as Q4_0's (two chunks per 64-byte load) and the high pairs four chunks to a
+//! 64-byte load, 6 bits a weight as in GGML. The kernel ORs them back into bytes for
+//! `vpdpbusd`. Each half block (16 weights, one scale) gets its own exact integer sum
+//! T = q . x_q (started at -32 x the input half's sum, as the bias needs); then
+//! t = sc_0 T_0 + sc_1 T_1 is still exact, and the block adds t x (d x dx) to its output, the
+//! same operations whatever k is.
+
+use half::f16;
+
+use super::{panel_matmul, Format, Kernel, PanelKernels, QuantizedInput, BLOCK, PANEL, Q4};
+
+/// Weights per super-block, blocks of 32 per super-block, GGML bytes per super-block.
+const SUPER: usize = 256;
+const BLOCKS_PER_SUPER: usize = SUPER / BLOCK;
+const GGML_BYTES: usize = 210;
+/// Stored weights are q + BIAS, unsigned.
+pub(super) const BIAS: i32 = 32;
+/// Bytes of one block of one panel: the low nibbles (as Q4_0), then the high pairs.
+pub(super) const PANEL_BLOCK: usize = Q4::PANEL_BLOCK + HIGH_BYTES;
+const HIGH_BYTES: usize = BLOCK * PANEL / 4;
+
+/// A `[rows, cols]` Q6_K matrix in panel layout (`cols` a multiple of 256; rows padded to a
+/// multiple of 16 with zero weights and zero scales).
+#[derive(Debug, Clone)]
+pub struct PackedQ6K {
+    /// `[panel][block][PANEL_BLOCK bytes]`: q + 32, see the module notes.
+    pub(super) quants: Vec<u8>,
+    /// `[panel][super-block][lane]` f16 `d`.
+    pub(super) d: Vec<u16>,
+    /// `[panel][half block][lane]`: the scale of each 16 weights.
+    pub(super) sc: Vec<i8>,
+    pub(super) rows: usize,
+    pub(super) cols: usize,
+    /// Blocks (of 32) per row.
+    pub(super) blocks: usize,
+}
+
+/// q of element `e` (0..256) of a GGML Q6_K block (`dequantize_row_q6_K`'s order).
+fn ggml_q(block: &[u8], e: usize) -> i32 {
+    let (half, j, l) = (e / 128, (e % 128) / 32, e % 32);
+    let low = block[64 * half + l + 32 * (j % 2)] >> (4 * (j / 2)) & 0x0f;
+    let high = (block[128 + 32 * half + l] >> (2 * j)) & 3;
+    (low | high << 4) as i32 - BIAS
+}
+
+/// Byte offset and shift of the high pair of element `e` (0..32) of lane `l` in a panel block.
+fn place_high(l: usize, e: usize) -> (usize, u32) {
+    let chunk = e / 4;
+    (
+        Q4::PANEL_BLOCK + (chunk / 4) * 64 + l * 4 + e % 4,
+        2 * (chunk % 4) as u32,
+    )
+}
+
+/// The stored q + 32 of element `e` of lane `l` in a panel block.
+pub(super) fn stored(panel_block: &[u8], l: usize, e: usize) -> i32 {
+    let (at, shift) = place_high(l, e);
+    Q4::stored(panel_block, l, e) | (((panel_block[at] >> shift) & 3) as i32) << 4
+}
+
+impl PackedQ6K {
+    /// Repacks GGML Q6_K data: `rows * cols / 256` blocks of 210 bytes, row-major. The caller
+    /// checks the length.
+    pub fn from_ggml(data: &[u8], rows: usize, cols: usize) -> Self {
+        let (blocks, supers, n_panels) = (cols / BLOCK, cols / SUPER, rows.div_ceil(PANEL));
+        let mut packed = Self {
+            quants: vec![0u8; n_panels * blocks * PANEL_BLOCK],
+            d: vec![0u16; n_panels * supers * PANEL],
+            sc: vec![0i8; n_panels * 2 * blocks * PANEL],
+            rows,
+            cols,
+            blocks,
+        };
+        // Padding rows: q = 0 (stored as the bias) with scale 0.
+        for o in 0..n_panels * PANEL {
+            let (p, lane) = (o / PANEL, o % PANEL);
+            for s in 0..supers {
+                let block = data.get((o * supers + s) * GGML_BYTES..).filter(|_| o < rows);
+                if let Some(blk) = block {
+                    packed.d[(p * supers + s) * PANEL + lane] = u16::from_le_bytes([blk[208], blk[209]]);
+                    for h in 0..2 * BLOCKS_PER_SUPER {
+                        packed.sc[(p * 2 * blocks + 2 * s * BLOCKS_PER_SUPER + h) * PANEL + lane] =
+                            blk[192 + h] as i8;
+                    }
+                }
+                for e in 0..SUPER {
+                    let u = (block.map_or(0, |blk| ggml_q(blk, e)) + BIAS) as u8;
+                    let (b, within) = (s * BLOCKS_PER_SUPER + e / BLOCK, e % BLOCK);
+                    let base = (p * blocks + b) * PANEL_BLOCK;
+                    let (at, shift) = Q4::place(lane, within);
+                    packed.quants[base + at] |= (u & 0x0f) << shift;
+                    let (at, shift) = place_high(lane, within);
+                    packed.quants[base + at] |= (u >> 4) << shift;
+                }
+            }
+        }
+        packed
+    }
+
+    /// Bytes of real weights (as GGML stores them).
+    pub fn bytes(&self) -> usize {
+        self.rows * self.cols / SUPER * GGML_BYTES
+    }
+
+    /// `d` of block `b` and the scales of its two halves, for lane `lane` of panel `p`.
+    fn scales(&self, p: usize, b: usize, lane: usize) -> (f32, [i32; 2]) {
+        let s = (p * self.blocks / BLOCKS_PER_SUPER + b / BLOCKS_PER_SUPER) * PANEL + lane;
+        let sc = |h: usize| self.sc[(p * 2 * self.blocks + 2 * b + h) * PANEL + lane] as i32;
+        (f16::from_bits(self.d[s]).to_f32(), [sc(0), sc(1)])
+    }
+
+    /// Weight row `o`, dequantized as GGML does: (d x sc) x q.
+    pub fn row(&self, o: usize, out: &mut [f32]) {
+        let (p, lane) = (o / PANEL, o % PANEL);
+        for (b, chunk) in out.chunks_exact_mut(BLOCK).enumerate() {
+            let (d, sc) = self.scales(p, b, lane);
+            let at = (p * self.blocks + b) * PANEL_BLOCK;
+            let panel_block = &self.quants[at..at + PANEL_BLOCK];
+            for (e, v) in chunk.iter_mut().enumerate() {
+                *v = d * sc[e / 16] as f32 * (stored(panel_block, lane, e) - BIAS) as f32;
+            }
+        }
+    }
+
+    /// `out[r][o] = x[r] . w[o]` for `k` rows (`x`: `[k, cols]`, `out`: `[k, rows]`). Without
+    /// AVX-512 VNNI the portable kernel runs (the same bits).
+    pub fn matmul(&self, x: &[f32], k: usize, out: &mut [f32]) {
+        panel_matmul(self, x, k, out);
+    }
+}
+
+impl PanelKernels for PackedQ6K {
+    fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    fn needs_half_sums(&self) -> bool {
+        true
+    }
+
+    fn check(&self, x: &QuantizedInput, k: usize, p0: usize, n: usize) {
+        assert!((p0 + n) * self.blocks * PANEL_BLOCK <= self.quants.len());
+        assert!((p0 + n) * 2 * self.blocks * PANEL <= self.sc.len());
+        assert!((p0 + n) * self.blocks / BLOCKS_PER_SUPER * PANEL <= self.d.len());
+        x.check(k, self.cols);
+        assert!(x.half_sums.len() >= k * 2 * self.blocks);
+    }
+
+    fn run(&self, kernel: Kernel, x: &QuantizedInput, k: usize, p0: usize, n: usize, buf: &mut [f32]) {
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vnni => super::x86::kernel_vnni(self, x, k, p0, n, buf),
+            _ => kernel_portable(self, x, k, p0, n, buf),
+        }
+    }
+}
+
+/// Per (output, input row): each half block's exact integer sum, the block's exact
+/// t = sc_0 T_0 + sc_1 T_1, then `acc = fma(t, d x dx, acc)` in block order, as the VNNI tile.
+pub(super) fn kernel_portable(
+    w: &PackedQ6K,
+    x: &QuantizedInput,
+    k: usize,
+    p0: usize,
+    n: usize,
+    buf: &mut [f32],
+) {
+    let (blocks, cols) = (w.blocks, w.cols);
+    let width = buf.len() / k;
+    for p in 0..n {
+        for r in 0..k {
+            let mut acc = [0f32; PANEL];
+            for b in 0..blocks {
+                let at = ((p0 + p) * blocks + b) * PANEL_BLOCK;
+                let wq = &w.quants[at..at + PANEL_BLOCK];
+                let xq = &x.quants[r * cols + b * BLOCK..][..BLOCK];
+                let half_sum = |h: usize| x.half_sums[r * 2 * blocks + 2 * b + h];
+                let dx = x.scales[r * blocks + b];
+                for (lane, a) in acc.iter_mut().enumerate() {
+                    let (d, sc) = w.scales(p0 + p, b, lane);
+                    let t: i32 = (0..2)
+                        .map(|h| {
+                            let sum: i32 = (16 * h..16 * h + 16)
+                                .map(|e| stored(wq, lane, e) * xq[e] as i32)
+                                .sum();
+                            sc[h] * (sum - BIAS * half_sum(h))
+                        })
+                        .sum();
+                    *a = (t as f32).mul_add(d * dx, *a);
+                }
+            }
+            buf[r * width + p * PANEL..][..PANEL].copy_from_slice(&acc);
+        }
+    }
+}
+
+/// Chunk c (0..8) of a Q6_K panel block as unsigned bytes q + 32: its low nibbles as Q4_0's,
+/// OR its high pair moved to bits 4 and 5.
+///
+/// # Safety
+/// AVX-512F is available and `p` points to a whole panel block.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(super) unsafe fn chunk512(p: *const u8, c: usize) -> std::arch::x86_64::__m512i {
+    use std::arch::x86_64::*;
+    // SAFETY: forwarded from the caller. 16-bit shifts move bits across bytes, but the mask
+    // keeps only bits 4 and 5, which come from the byte's own pair for every shift here.
+    unsafe {
+        let low = Q4::chunk512(p, c);
+        let h = _mm512_loadu_si512(p.add(Q4::PANEL_BLOCK + (c / 4) * 64).cast());
+        let h = match c % 4 {
+            0 => _mm512_slli_epi16::<4>(h),
+            1 => _mm512_slli_epi16::<2>(h),
+            2 => h,
+            _ => _mm512_srli_epi16::<2>(h),
+        };
+        _mm512_or_si512(low, _mm512_and_si512(h, _mm512_set1_epi8(0x30)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::k_quants::BlockQ6K;
+    use candle_core::quantized::GgmlType;
+
+    fn matrix(rows: usize, cols: usize, seed: usize) -> Vec<f32> {
+        (0..rows * cols)
+            .map(|i| (((i + seed) * 7919) % 997) as f32 / 500.0 - 1.0)
+            .collect()
+    }
+
+    fn packed(rows: usize, cols: usize) -> (PackedQ6K, Vec<f32>) {
+        let mut blocks = vec![BlockQ6K::zeros(); rows * cols / SUPER];
+        BlockQ6K::from_float(&matrix(rows, cols, 3), &mut blocks);
+        // SAFETY: BlockQ6K is repr(C), 210 bytes of u8, i8 and f16 fields (size asserted in
+        // candle), so its bytes are GGML's Q6_K layout.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), std::mem::size_of_val(&blocks[..]))
+        };
+        let mut deq = vec![0f32; rows * cols];
+        BlockQ6K::to_float(&blocks, &mut deq);
+        (PackedQ6K::from_ggml(bytes, rows, cols), deq)
+    }
+
+    #[test]
+    fn q6_k_rows_dequantize_as_ggml_products_match_and_every_kernel_gives_the_same_bits() {
+        // 37 rows: two whole panels and a padded one; k = 20: passes of 8, 8 and 4 rows.
+        let (rows, cols, k) = (37, 2 * SUPER, 20);
+        let (p, deq) = packed(rows, cols);
+        let mut row = vec![0f32; cols];
+        for o in 0..rows {
+            p.row(o, &mut row);
+            assert_eq!(&row[..], &deq[o * cols..(o + 1) * cols], "row {o}");
+        }
+        let x = matrix(k, cols, 11);
+        let mut got = vec![0f32; k * rows];
+        p.matmul(&x, k, &mut got);
+        for r in 0..k {
+            for o in 0..rows {
+                let want: f32 = (0..cols).map(|i| x[r * cols + i] * deq[o * cols + i]).sum();
+                let g = got[r * rows + o];
+                // Inputs are quantized to 8 bits: about 1% of the magnitude.
+                assert!(
+                    (g - want).abs() <= 0.02 * (1.0 + want.abs()),
+                    "row {r} out {o}: {g} vs {want}"
+                );
+            }
+        }
+        for width in [1, 2, 3, 5, 8, 9] {
+            for r0 in (0..k - width).step_by(7) {
+                let mut some = vec![0f32; width * rows];
+                p.matmul(&x[r0 * cols..(r0 + width) * cols], width, &mut some);
+                assert_eq!(
+                    &some[..],
+                    &got[r0 * rows..(r0 + width) * rows],
+                    "rows {r0}+{width}"
+                );
+            }
+        }
+        let input = super::super::quantize_for(&p, &x);
+        for kernel in super::super::available_kernels() {
+            let mut a = vec![0f32; k * 48];
+            p.run(kernel, &input, k, 0, 3, &mut a);
+            for r in 0..k {
+                assert_eq!(
+                    &a[r * 48..r * 48 + rows],
+                    &got[r * rows..(r + 1) * rows],
+                    "{kernel:?} row {r}"
+                );
+            }
+        }
+    }
+}
