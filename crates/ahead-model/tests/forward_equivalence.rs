@@ -88,6 +88,37 @@ fn row_i_of_a_batched_forward_equals_a_one_row_forward() {
 }
 
 #[test]
+fn a_long_prefill_equals_row_by_row_decoding_bit_for_bit() {
+    // 50 rows after 3 cached ones: several attention row blocks, a prefix shared by all.
+    for arch in [Architecture::Llama, Architecture::Mistral] {
+        let model = random_model(&config(arch), TensorDType::F32, 5).unwrap();
+        let tokens: Vec<u32> = (0..53).map(|i| (i * 37 % 299) as u32 + 1).collect();
+        let mut together = model.new_cache(60).unwrap();
+        model
+            .forward(
+                &ForwardInput::causal(&tokens[..3], &positions(0, 3)),
+                &mut together,
+            )
+            .unwrap();
+        let all = model
+            .forward(
+                &ForwardInput::causal(&tokens[3..], &positions(3, 50)),
+                &mut together,
+            )
+            .unwrap();
+        let mut alone = model.new_cache(60).unwrap();
+        for (i, &t) in tokens.iter().enumerate() {
+            let one = model
+                .forward(&ForwardInput::causal(&[t], &[i]), &mut alone)
+                .unwrap();
+            if i >= 3 {
+                assert_eq!(all.row(i - 3), one.row(0), "{} row {i}", arch.name());
+            }
+        }
+    }
+}
+
+#[test]
 fn greedy_decoding_row_by_row_equals_verifying_the_same_tokens_in_one_forward() {
     for (name, model, _) in models() {
         // Decode 12 tokens one at a time.

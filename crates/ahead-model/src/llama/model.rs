@@ -51,6 +51,9 @@ pub struct Model {
 /// Attention work (rows x heads x visible tokens x head size) below which it stays on one
 /// thread: a pool round trip costs more.
 const PARALLEL_ATTENTION_MIN: usize = 1 << 18;
+/// Rows per attention task: a verify's rows share each cache load, and a long prefill's
+/// scores (rows x heads x visible slots) stay a few MB per task.
+const ATTENTION_ROWS: usize = 16;
 
 impl Model {
     /// Builds a model, checking every weight's shape against the config.
@@ -356,12 +359,22 @@ impl Model {
     }
 
     /// Scaled dot-product attention of every (row, head) of one sequence over the slots it may
-    /// see: one task per key/value head (its query heads and all rows share each cache load).
+    /// see: one task per key/value head and block of up to `ATTENTION_ROWS` rows (its query
+    /// heads and rows share each cache load; the block bounds a task's scores).
     fn attend(&self, li: usize, seg: &Segment, cache: &KvCache, q: &[f32], out: &mut [f32]) {
         let cfg = &self.config;
         let (hd, q_dim, group) = (cfg.head_dim, cfg.q_dim(), cfg.n_heads / cfg.n_kv_heads);
         let (keys, values) = cache.layer(li);
-        let task = |g: usize, o: &mut [f32]| {
+        let span = group * hd;
+        // `by_head` is [kv head][row][group x head_dim]; `out` is [row][kv head][...].
+        let mut by_head = vec![0f32; cfg.n_kv_heads * seg.rows * span];
+        let mut tasks: Vec<(usize, usize, &mut [f32])> = Vec::new();
+        for (g, rows) in by_head.chunks_exact_mut(seg.rows * span).enumerate() {
+            for (i, o) in rows.chunks_mut(ATTENTION_ROWS * span).enumerate() {
+                tasks.push((g, i * ATTENTION_ROWS, o));
+            }
+        }
+        let run = |(g, r0, o): (usize, usize, &mut [f32])| {
             let head = GroupAttention {
                 keys,
                 values,
@@ -371,22 +384,17 @@ impl Model {
                 kv_head: g,
                 scale: 1.0 / (hd as f32).sqrt(),
             };
-            head.run(q, q_dim, &seg.slots, seg.base..seg.base + seg.rows, o);
+            let r1 = r0 + o.len() / span;
+            // The slots written by rows up to r1: every tail of these rows lies among them.
+            let fresh = seg.base..seg.base + r1;
+            head.run(&q[r0 * q_dim..r1 * q_dim], q_dim, &seg.slots[r0..r1], fresh, o);
         };
-        let span = group * hd;
         let visible: usize = seg.slots.iter().map(Visible::len).sum();
-        let mut by_head = vec![0f32; cfg.n_kv_heads * seg.rows * span];
         if visible * cfg.n_heads * hd < PARALLEL_ATTENTION_MIN {
-            for (g, o) in by_head.chunks_exact_mut(seg.rows * span).enumerate() {
-                task(g, o);
-            }
+            tasks.into_iter().for_each(run);
         } else {
-            by_head
-                .par_chunks_exact_mut(seg.rows * span)
-                .enumerate()
-                .for_each(|(g, o)| task(g, o));
+            tasks.into_par_iter().for_each(run);
         }
-        // `by_head` is [kv head][row][group x head_dim]; `out` is [row][kv head][...].
         for (g, rows) in by_head.chunks_exact(seg.rows * span).enumerate() {
             for (r, heads) in rows.chunks_exact(span).enumerate() {
                 out[r * q_dim + g * span..][..span].copy_from_slice(heads);
