@@ -486,6 +486,8 @@ fn kernel_portable<F: Format>(
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2_k;
 mod q4k;
 mod q6k;
 #[cfg(target_arch = "x86_64")]

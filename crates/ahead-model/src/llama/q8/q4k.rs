@@ -117,7 +117,7 @@ impl PackedQ4K {
     }
 
     /// `out[r][o] = x[r] . w[o]` for `k` rows (`x`: `[k, cols]`, `out`: `[k, rows]`). Without
-    /// AVX-512 VNNI the portable kernel runs (the same bits).
+    /// AVX-512 VNNI an AVX2 kernel runs, else portable code (the same bits).
     pub fn matmul(&self, x: &[f32], k: usize, out: &mut [f32]) {
         panel_matmul(self, x, k, out);
     }
@@ -141,7 +141,9 @@ impl PanelKernels for PackedQ4K {
         match kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Vnni => super::x86::kernel_vnni(self, x, k, p0, n, buf),
-            _ => kernel_portable(self, x, k, p0, n, buf),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => super::avx2_k::kernel_q4k(self, x, k, p0, n, buf),
+            Kernel::Portable => kernel_portable(self, x, k, p0, n, buf),
         }
     }
 }

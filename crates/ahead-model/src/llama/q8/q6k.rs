@@ -128,7 +128,7 @@ impl PackedQ6K {
     }
 
     /// `out[r][o] = x[r] . w[o]` for `k` rows (`x`: `[k, cols]`, `out`: `[k, rows]`). Without
-    /// AVX-512 VNNI the portable kernel runs (the same bits).
+    /// AVX-512 VNNI an AVX2 kernel runs, else portable code (the same bits).
     pub fn matmul(&self, x: &[f32], k: usize, out: &mut [f32]) {
         panel_matmul(self, x, k, out);
     }
@@ -155,7 +155,9 @@ impl PanelKernels for PackedQ6K {
         match kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Vnni => super::x86::kernel_vnni(self, x, k, p0, n, buf),
-            _ => kernel_portable(self, x, k, p0, n, buf),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => super::avx2_k::kernel_q6k(self, x, k, p0, n, buf),
+            Kernel::Portable => kernel_portable(self, x, k, p0, n, buf),
         }
     }
 }
