@@ -29,6 +29,7 @@ fn matmul(c: &mut Criterion) {
         TensorDType::Q8_0,
         TensorDType::Q4_0,
         TensorDType::Q4K,
+        TensorDType::Q5K,
         TensorDType::Q6K,
     ] {
         let mut group = c.benchmark_group(format!("linear/{}", dtype.name()));

@@ -1,5 +1,5 @@
-//! CPU kernels for the forward pass: the row-tiling drivers the quantized products use
-//! (`matmul_by`, `by_row_tiles`, `by_panels`, `row_blocks`), RMSNorm and SiLU. f32 products live in `packed`,
+//! CPU kernels for the forward pass: the panel drivers the matrix products share (`by_panels`,
+//! `row_blocks`), RMSNorm and SiLU. f32 products live in `packed`,
 //! integer products in `q8`, attention in `attention`.
 //!
 //! Small products stay on the calling thread: a thread-pool round trip costs more than a
@@ -11,40 +11,6 @@ use super::lanes::{self, Lanes, LANES};
 
 /// Multiply-accumulates below which a product runs on the calling thread.
 pub(crate) const PARALLEL_MIN_MACS: usize = 1 << 20;
-/// Fills `out` (`[k][rows]`) with `element(o, r)` for every weight row o and input row r,
-/// weight-row-major so a weight row stays in L1 while it meets every input row.
-pub fn matmul_by(
-    k: usize,
-    rows: usize,
-    cols: usize,
-    out: &mut [f32],
-    element: impl Fn(usize, usize) -> f32 + Sync,
-) {
-    debug_assert_eq!(out.len(), k * rows);
-    by_row_tiles(k, rows, cols, out, |o0, chunk| {
-        // `chunk` holds outputs o0.. for every input row, laid out [k][chunk_rows].
-        let n = chunk.len() / k;
-        for o in 0..n {
-            for r in 0..k {
-                chunk[r * n + o] = element(o0 + o, r);
-            }
-        }
-    });
-}
-
-/// Runs `block(o0, chunk)` over tiles of weight rows, where `chunk` is `[k][n]` for rows
-/// o0..o0+n, and gathers the tiles into `out` (`[k][rows]`). Small products run as one tile on
-/// the calling thread; large ones split the weight rows over rayon.
-pub(crate) fn by_row_tiles(
-    k: usize,
-    rows: usize,
-    cols: usize,
-    out: &mut [f32],
-    block: impl Fn(usize, &mut [f32]) + Sync,
-) {
-    by_panels(k, rows, cols, 1, out, |p0, _, chunk| block(p0, chunk));
-}
-
 /// Runs `block(p0, n, buf)` over tiles of `n` panels (`panel` weight rows each, the last one
 /// padded), where `buf` is `[k][n * panel]` for weight rows `p0 * panel..`, and gathers the
 /// tiles into `out` (`[k][rows]`), dropping the padding. Small products run as one tile on the

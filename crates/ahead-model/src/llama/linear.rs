@@ -4,16 +4,15 @@
 //! matches on the storage. Half-precision weights stay half in memory and are widened exactly to
 //! f32 inside the product kernel (`packed`), so compute is f32 (candle's f16/bf16 CPU paths are
 //! many times slower here, see PERFORMANCE-NOTES.md).
-//! Q8_0, Q4_0, Q4_K and Q6_K weights are repacked for integer dot products (`q8`); Q5_K keeps
-//! its GGML blocks and runs through candle's verified block kernels.
+//! Quantized weights (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) are repacked for integer dot products
+//! (`q8`); candle supplies the GGML block types and reference quantizers only.
 
 use candle_core::quantized::k_quants::{BlockQ4K, BlockQ5K, BlockQ6K};
 use candle_core::quantized::GgmlType;
 use half::{bf16, f16};
 
-use super::kernels;
 use super::packed::{PackedF32, Panels};
-use super::q8::{Format, Packed, PackedQ4, PackedQ4K, PackedQ6K, PackedQ8, Q4, Q8};
+use super::q8::{Format, Packed, PackedQ4, PackedQ4K, PackedQ5K, PackedQ6K, PackedQ8, Q4, Q8};
 use crate::error::{ModelError, Result};
 use crate::tensor::{RawTensor, TensorDType};
 
@@ -26,7 +25,7 @@ enum Storage {
     Q8_0(PackedQ8),
     Q4_0(PackedQ4),
     Q4K(PackedQ4K),
-    Q5K(Vec<BlockQ5K>),
+    Q5K(PackedQ5K),
     Q6K(PackedQ6K),
 }
 
@@ -88,7 +87,10 @@ impl Linear {
                         check_super_blocks(raw, name, 144)?;
                         Storage::Q4K(PackedQ4K::from_ggml(raw.data, rows, cols))
                     }
-                    TensorDType::Q5K => Storage::Q5K(blocks(raw.data)?),
+                    TensorDType::Q5K => {
+                        check_super_blocks(raw, name, 176)?;
+                        Storage::Q5K(PackedQ5K::from_ggml(raw.data, rows, cols))
+                    }
                     TensorDType::Q6K => {
                         check_super_blocks(raw, name, 210)?;
                         Storage::Q6K(PackedQ6K::from_ggml(raw.data, rows, cols))
@@ -127,7 +129,7 @@ impl Linear {
             Storage::Q8_0(w) => w.bytes(),
             Storage::Q4_0(w) => w.bytes(),
             Storage::Q4K(w) => w.bytes(),
-            Storage::Q5K(b) => std::mem::size_of_val(&b[..]),
+            Storage::Q5K(w) => w.bytes(),
             Storage::Q6K(w) => w.bytes(),
         }
     }
@@ -143,7 +145,6 @@ impl Linear {
                 out.len()
             )));
         }
-        let (rows, cols) = (self.rows, self.cols);
         match &self.storage {
             Storage::F32(w) => w.matmul(x, k, out),
             Storage::F16(w) => w.matmul(x, k, out),
@@ -151,7 +152,7 @@ impl Linear {
             Storage::Q8_0(w) => w.matmul(x, k, out),
             Storage::Q4_0(w) => w.matmul(x, k, out),
             Storage::Q4K(w) => w.matmul(x, k, out),
-            Storage::Q5K(b) => quantized_matmul(x, k, b, rows, cols, out),
+            Storage::Q5K(w) => w.matmul(x, k, out),
             Storage::Q6K(w) => w.matmul(x, k, out),
         }
         Ok(())
@@ -166,7 +167,6 @@ impl Linear {
                 out.len()
             )));
         }
-        let c = self.cols;
         match &self.storage {
             Storage::F32(w) => w.row(index, out),
             Storage::F16(w) => w.row(index, out),
@@ -174,47 +174,13 @@ impl Linear {
             Storage::Q8_0(w) => w.row(index, out),
             Storage::Q4_0(w) => w.row(index, out),
             Storage::Q4K(w) => w.row(index, out),
-            Storage::Q5K(b) => dequant_row(b, index, c, out),
+            Storage::Q5K(w) => w.row(index, out),
             Storage::Q6K(w) => w.row(index, out),
         }
         Ok(())
     }
 }
 
-/// Block-quantized weights times f32 activations: each input row is quantized once to the
-/// type's dot-product format (as llama.cpp does), then candle's verified `vec_dot` computes each
-/// element. Our own tiling instead of candle's `matmul`: small products stay on this thread
-/// (candle's spinning pool costs more than they do), and each element is one `vec_dot` whatever
-/// k is, so rows are batch-invariant.
-fn quantized_matmul<T: GgmlType>(
-    x: &[f32],
-    k: usize,
-    blocks: &[T],
-    rows: usize,
-    cols: usize,
-    out: &mut [f32],
-) {
-    let per_row = cols / T::BLCK_SIZE;
-    let per_x = cols / T::VecDotType::BLCK_SIZE;
-    let mut xq = vec![T::VecDotType::zeros(); k * per_x];
-    for (xr, qr) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(per_x)) {
-        T::VecDotType::from_float(xr, qr);
-    }
-    kernels::matmul_by(k, rows, cols, out, |o, r| {
-        T::vec_dot(
-            cols,
-            &blocks[o * per_row..(o + 1) * per_row],
-            &xq[r * per_x..(r + 1) * per_x],
-        )
-    });
-}
-
-fn dequant_row<T: GgmlType>(blocks: &[T], index: usize, cols: usize, out: &mut [f32]) {
-    let per_row = cols / T::BLCK_SIZE;
-    T::to_float(&blocks[index * per_row..(index + 1) * per_row], out);
-}
-
-/// Widens float data to f32.
 /// Little-endian elements of `N` bytes each, decoded by `from`.
 fn decode<T, const N: usize>(data: &[u8], from: fn([u8; N]) -> T) -> Vec<T> {
     data.chunks_exact(N)
@@ -237,27 +203,6 @@ fn repack<F: Format>(raw: &RawTensor<'_>, name: &str, rows: usize, cols: usize) 
         ));
     }
     Ok(Packed::from_ggml(raw.data, rows, cols))
-}
-
-/// Copies GGML blocks out of (possibly unaligned) file bytes.
-fn blocks<T: GgmlType>(data: &[u8]) -> Result<Vec<T>> {
-    let size = std::mem::size_of::<T>();
-    if !data.len().is_multiple_of(size) {
-        return Err(ModelError::format(
-            "weights",
-            "quantized data",
-            format!("{} bytes are not whole {size}-byte blocks", data.len()),
-        ));
-    }
-    let n = data.len() / size;
-    let mut out = vec![T::zeros(); n];
-    // SAFETY: GGML block types are `#[repr(C)]` plain data (f16 and integer fields, no padding
-    // or invalid bit patterns); `out` owns exactly `n * size == data.len()` bytes, and a byte
-    // copy has no alignment requirement on the source.
-    unsafe {
-        std::ptr::copy_nonoverlapping(data.as_ptr(), out.as_mut_ptr().cast::<u8>(), data.len());
-    }
-    Ok(out)
 }
 
 impl Linear {
@@ -293,7 +238,12 @@ impl Linear {
                 // (candle asserts its size), so its bytes are GGML's Q4_K layout.
                 Storage::Q4K(PackedQ4K::from_ggml(unsafe { block_bytes(&blocks) }, rows, cols))
             }
-            TensorDType::Q5K => Storage::Q5K(q(values)),
+            TensorDType::Q5K => {
+                let blocks: Vec<BlockQ5K> = q(values);
+                // SAFETY: BlockQ5K is repr(C): 176 bytes of f16 and u8 fields, no padding
+                // (candle asserts its size), so its bytes are GGML's Q5_K layout.
+                Storage::Q5K(PackedQ5K::from_ggml(unsafe { block_bytes(&blocks) }, rows, cols))
+            }
             TensorDType::Q6K => {
                 let blocks: Vec<BlockQ6K> = q(values);
                 // SAFETY: BlockQ6K is repr(C): 210 bytes of u8, i8 and f16 fields, no padding

@@ -1,7 +1,7 @@
-//! AVX2 kernels for the k-quant panels (Q4_K, Q6_K), for CPUs without AVX-512 VNNI (most AVX2
+//! AVX2 kernels for the k-quant panels (Q4_K, Q5_K, Q6_K), for CPUs without AVX-512 VNNI (most AVX2
 //! machines, AMD Zen 1-3 among them): the portable code would be many times slower there.
 //!
-//! The stored weights are unsigned (q for Q4_K, q + 32 for Q6_K), so `vpmaddubsw` multiplies
+//! The stored weights are unsigned (q for Q4_K and Q5_K, q + 32 for Q6_K), so `vpmaddubsw` multiplies
 //! them by the signed input bytes directly (no sign trick: |pair sum| <= 2 x 63 x 127 fits 16
 //! bits) and `vpmaddwd` adds the pairs into each output's 32-bit lane: the same exact integer
 //! sums as `vpdpbusd`. The scaling is the VNNI tiles' operations on 8 lanes at a time, so every
@@ -9,7 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::q4k::{PackedQ4K, SUB_BLOCKS};
+use super::q4k::{PackedK, HIGH_BYTES, SUB_BLOCKS};
 use super::q6k::{self, PackedQ6K};
 use super::{row_blocks, Format, PanelKernels, QuantizedInput, BLOCK, CHUNK_PANELS, PANEL, Q4};
 
@@ -59,6 +59,27 @@ unsafe fn nibbles(p: *const u8, c: usize, h: usize) -> __m256i {
     }
 }
 
+/// Lanes 8h..8h+8 of chunk c of a Q5_K fifth-bit block, moved to bit 4 (see
+/// `x86::fifth_bits512`).
+#[inline(always)]
+unsafe fn fifth_bits(p: *const u8, c: usize, h: usize) -> __m256i {
+    // SAFETY: the caller's block is whole; the mask keeps bit 4 alone.
+    unsafe {
+        let v = _mm256_loadu_si256(p.add(h * 32).cast());
+        let v = match c {
+            0 => _mm256_slli_epi16::<4>(v),
+            1 => _mm256_slli_epi16::<3>(v),
+            2 => _mm256_slli_epi16::<2>(v),
+            3 => _mm256_slli_epi16::<1>(v),
+            4 => v,
+            5 => _mm256_srli_epi16::<1>(v),
+            6 => _mm256_srli_epi16::<2>(v),
+            _ => _mm256_srli_epi16::<3>(v),
+        };
+        _mm256_and_si256(v, _mm256_set1_epi8(0x10))
+    }
+}
+
 /// Lanes 8h..8h+8 of chunk c of a Q6_K panel block as q + 32 (see `q6k::chunk512`).
 #[inline(always)]
 unsafe fn six_bits(p: *const u8, c: usize, h: usize) -> __m256i {
@@ -104,13 +125,27 @@ unsafe fn four(x: &QuantizedInput, row: usize, cols: usize, b: usize, c: usize) 
     }
 }
 
-pub(super) fn kernel_q4k(w: &PackedQ4K, x: &QuantizedInput, k: usize, p0: usize, n: usize, buf: &mut [f32]) {
+pub(super) fn kernel_q4k<const FIVE: bool>(
+    w: &PackedK<FIVE>,
+    x: &QuantizedInput,
+    k: usize,
+    p0: usize,
+    n: usize,
+    buf: &mut [f32],
+) {
     // SAFETY: chosen only when the CPU reports avx2, fma and f16c.
     unsafe { kernel_q4k_impl(w, x, k, p0, n, buf) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn kernel_q4k_impl(w: &PackedQ4K, x: &QuantizedInput, k: usize, p0: usize, n: usize, buf: &mut [f32]) {
+unsafe fn kernel_q4k_impl<const FIVE: bool>(
+    w: &PackedK<FIVE>,
+    x: &QuantizedInput,
+    k: usize,
+    p0: usize,
+    n: usize,
+    buf: &mut [f32],
+) {
     let width = buf.len() / k;
     assert!(width >= n * PANEL && buf.len() >= k * width);
     w.check(x, k, p0, n);
@@ -122,9 +157,9 @@ unsafe fn kernel_q4k_impl(w: &PackedQ4K, x: &QuantizedInput, k: usize, p0: usize
     unsafe {
         walk(k, n, 2, |p, r0, rows| {
             if rows == 1 {
-                q4k_tile::<1>(w, x, p0 + p, p, r0, out);
+                q4k_tile::<FIVE, 1>(w, x, p0 + p, p, r0, out);
             } else {
-                q4k_tile::<2>(w, x, p0 + p, p, r0, out);
+                q4k_tile::<FIVE, 2>(w, x, p0 + p, p, r0, out);
             }
         })
     }
@@ -133,8 +168,8 @@ unsafe fn kernel_q4k_impl(w: &PackedQ4K, x: &QuantizedInput, k: usize, p0: usize
 /// Panel `panel` times input rows r0..r0+R: `q4k::kernel_portable`'s operations, 8 lanes at
 /// a time.
 #[inline(always)]
-unsafe fn q4k_tile<const R: usize>(
-    w: &PackedQ4K,
+unsafe fn q4k_tile<const FIVE: bool, const R: usize>(
+    w: &PackedK<FIVE>,
     x: &QuantizedInput,
     panel: usize,
     p: usize,
@@ -152,8 +187,15 @@ unsafe fn q4k_tile<const R: usize>(
         for b in 0..blocks {
             let mut sums = [[_mm256_setzero_si256(); 2]; R];
             let at = wq.add(b * Q4::PANEL_BLOCK);
+            let fifth = w.high.as_ptr().wrapping_add((panel * blocks + b) * HIGH_BYTES);
             for c in 0..8 {
-                let u = [nibbles(at, c, 0), nibbles(at, c, 1)];
+                let u: [__m256i; 2] = std::array::from_fn(|h| {
+                    if FIVE {
+                        _mm256_or_si256(nibbles(at, c, h), fifth_bits(fifth, c, h))
+                    } else {
+                        nibbles(at, c, h)
+                    }
+                });
                 for (r, s) in sums.iter_mut().enumerate() {
                     dot_chunk(&u, four(x, r0 + r, cols, b, c), s);
                 }

@@ -493,7 +493,7 @@ mod q6k;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use q4k::PackedQ4K;
+pub use q4k::{PackedQ4K, PackedQ5K};
 pub use q6k::PackedQ6K;
 
 #[cfg(test)]

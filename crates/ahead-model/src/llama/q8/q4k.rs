@@ -1,4 +1,4 @@
-//! Q4_K weights in the integer-product panels.
+//! Q4_K and Q5_K weights in the integer-product panels.
 //!
 //! GGML's Q4_K packs 256 weights in 144 bytes: f16 `d` and `dmin`, 6-bit scale and min for
 //! each of 8 sub-blocks of 32, and 4-bit quants q; a weight is (d x sc) q - (dmin x m). Each
@@ -7,22 +7,29 @@
 //! multiplies them by `d` and `dmin` per sub-block, shared by every input row. With a sub-block
 //! integer sum S = q . x_q and the input block's sum X and scale dx, the sub-block adds
 //! dx ((d sc) S - (dmin m) X) to each output, the same operations whatever k is.
+//!
+//! Q5_K (176 bytes per 256) is Q4_K with a fifth bit per weight (q in 0..=31): the same panels
+//! plus a plane of fifth bits, 64 bytes per panel block, bit c of byte (lane, e % 4) holding
+//! chunk c's bit (`PackedK<true>`); the kernels OR it in as bit 4 before the products.
 
 use half::f16;
 
 use super::{panel_matmul, Format, Kernel, PanelKernels, QuantizedInput, BLOCK, PANEL, Q4};
 
-/// Weights per super-block, sub-blocks per super-block, GGML bytes per super-block.
+/// Weights per super-block, sub-blocks per super-block.
 const SUPER: usize = 256;
 pub(super) const SUB_BLOCKS: usize = SUPER / BLOCK;
-const GGML_BYTES: usize = 144;
+/// Bytes of the fifth-bit plane per panel block.
+pub(super) const HIGH_BYTES: usize = BLOCK * PANEL / 8;
 
-/// A `[rows, cols]` Q4_K matrix in panel layout (`cols` a multiple of 256; rows padded to a
-/// multiple of 16 with zero weights and zero scales).
+/// A `[rows, cols]` Q4_K (`FIVE` false) or Q5_K (`FIVE` true) matrix in panel layout (`cols` a
+/// multiple of 256; rows padded to a multiple of 16 with zero weights and zero scales).
 #[derive(Debug, Clone)]
-pub struct PackedQ4K {
-    /// `[panel][sub-block][Q4::PANEL_BLOCK bytes]`: q (0..15), laid out as Q4_0's.
+pub struct PackedK<const FIVE: bool> {
+    /// `[panel][sub-block][Q4::PANEL_BLOCK bytes]`: q's low 4 bits, laid out as Q4_0's.
     pub(super) quants: Vec<u8>,
+    /// `[panel][sub-block][HIGH_BYTES]`: q's fifth bits (Q5_K only; empty for Q4_K).
+    pub(super) high: Vec<u8>,
     /// `[panel][super-block][lane]` f16 `d` and `dmin`.
     pub(super) d: Vec<u16>,
     pub(super) dmin: Vec<u16>,
@@ -48,13 +55,37 @@ fn scale_min(j: usize, packed: &[u8]) -> (u8, u8) {
     }
 }
 
-impl PackedQ4K {
-    /// Repacks GGML Q4_K data: `rows * cols / 256` blocks of 144 bytes, row-major. The caller
+pub type PackedQ4K = PackedK<false>;
+pub type PackedQ5K = PackedK<true>;
+
+/// Byte offset and shift of the fifth bit of element `e` (0..32) of lane `l` in a panel block.
+fn place_high(l: usize, e: usize) -> (usize, u32) {
+    (l * 4 + e % 4, (e / 4) as u32)
+}
+
+impl<const FIVE: bool> PackedK<FIVE> {
+    /// GGML bytes per super-block: d, dmin, 12 bytes of scales, (Q5_K: 32 bytes of fifth bits,)
+    /// 128 bytes of low nibbles.
+    pub(super) const GGML_BYTES: usize = if FIVE { 176 } else { 144 };
+
+    /// The stored q (0..=15, or 0..=31 for Q5_K) of element `e` of lane `l` in panel block
+    /// `at` (its index among all panel blocks).
+    pub(super) fn stored(&self, at: usize, l: usize, e: usize) -> i32 {
+        let low = Q4::stored(&self.quants[at * Q4::PANEL_BLOCK..][..Q4::PANEL_BLOCK], l, e);
+        if !FIVE {
+            return low;
+        }
+        let (byte, shift) = place_high(l, e);
+        low | (((self.high[at * HIGH_BYTES + byte] >> shift) & 1) as i32) << 4
+    }
+
+    /// Repacks GGML data: `rows * cols / 256` blocks of `GGML_BYTES`, row-major. The caller
     /// checks the length.
     pub fn from_ggml(data: &[u8], rows: usize, cols: usize) -> Self {
         let (blocks, supers, n_panels) = (cols / BLOCK, cols / SUPER, rows.div_ceil(PANEL));
         let mut packed = Self {
             quants: vec![0u8; n_panels * blocks * Q4::PANEL_BLOCK],
+            high: vec![0u8; if FIVE { n_panels * blocks * HIGH_BYTES } else { 0 }],
             d: vec![0u16; n_panels * supers * PANEL],
             dmin: vec![0u16; n_panels * supers * PANEL],
             sc: vec![0u8; n_panels * blocks * PANEL],
@@ -63,12 +94,27 @@ impl PackedQ4K {
             cols,
             blocks,
         };
-        for (i, block) in data.chunks_exact(GGML_BYTES).enumerate().take(rows * supers) {
+        for (i, block) in data
+            .chunks_exact(Self::GGML_BYTES)
+            .enumerate()
+            .take(rows * supers)
+        {
             let (o, s) = (i / supers, i % supers);
             let (p, lane) = (o / PANEL, o % PANEL);
             packed.d[(p * supers + s) * PANEL + lane] = u16::from_le_bytes([block[0], block[1]]);
             packed.dmin[(p * supers + s) * PANEL + lane] = u16::from_le_bytes([block[2], block[3]]);
-            let (scales, qs) = (&block[4..16], &block[16..GGML_BYTES]);
+            let scales = &block[4..16];
+            let qs = &block[Self::GGML_BYTES - 128..];
+            if FIVE {
+                // Byte l of qh holds bit 4 of element l of sub-block j in its bit j.
+                for (l, &bits) in block[16..48].iter().enumerate() {
+                    for j in 0..SUB_BLOCKS {
+                        let (at, shift) = place_high(lane, l);
+                        let b = s * SUB_BLOCKS + j;
+                        packed.high[(p * blocks + b) * HIGH_BYTES + at] |= ((bits >> j) & 1) << shift;
+                    }
+                }
+            }
             for j in 0..SUB_BLOCKS {
                 let (sc, m) = scale_min(j, scales);
                 let at = (p * blocks + s * SUB_BLOCKS + j) * PANEL + lane;
@@ -89,7 +135,7 @@ impl PackedQ4K {
 
     /// Bytes of real weights (as GGML stores them).
     pub fn bytes(&self) -> usize {
-        self.rows * self.cols / SUPER * GGML_BYTES
+        self.rows * self.cols / SUPER * Self::GGML_BYTES
     }
 
     /// `d x sc` and `dmin x m` of sub-block `b` of lane `lane` in panel `p`, as GGML's
@@ -108,10 +154,8 @@ impl PackedQ4K {
         let (p, lane) = (o / PANEL, o % PANEL);
         for (b, chunk) in out.chunks_exact_mut(BLOCK).enumerate() {
             let (d1, m1) = self.scales(p, b, lane);
-            let at = (p * self.blocks + b) * Q4::PANEL_BLOCK;
-            let panel_block = &self.quants[at..at + Q4::PANEL_BLOCK];
             for (e, v) in chunk.iter_mut().enumerate() {
-                *v = d1 * Q4::stored(panel_block, lane, e) as f32 - m1;
+                *v = d1 * self.stored(p * self.blocks + b, lane, e) as f32 - m1;
             }
         }
     }
@@ -123,7 +167,7 @@ impl PackedQ4K {
     }
 }
 
-impl PanelKernels for PackedQ4K {
+impl<const FIVE: bool> PanelKernels for PackedK<FIVE> {
     fn shape(&self) -> (usize, usize) {
         (self.rows, self.cols)
     }
@@ -132,6 +176,7 @@ impl PanelKernels for PackedQ4K {
         let per_block = (p0 + n) * self.blocks * PANEL;
         let per_super = (p0 + n) * self.blocks / SUB_BLOCKS * PANEL;
         assert!((p0 + n) * self.blocks * Q4::PANEL_BLOCK <= self.quants.len());
+        assert!(!FIVE || (p0 + n) * self.blocks * HIGH_BYTES <= self.high.len());
         assert!(per_block <= self.sc.len() && per_block <= self.m.len());
         assert!(per_super <= self.d.len() && per_super <= self.dmin.len());
         x.check(k, self.cols);
@@ -150,8 +195,8 @@ impl PanelKernels for PackedQ4K {
 
 /// Per (output, input row): each sub-block's exact integer sum, scaled and accumulated in
 /// block order, in the operations of the VNNI tile.
-pub(super) fn kernel_portable(
-    w: &PackedQ4K,
+pub(super) fn kernel_portable<const FIVE: bool>(
+    w: &PackedK<FIVE>,
     x: &QuantizedInput,
     k: usize,
     p0: usize,
@@ -164,15 +209,14 @@ pub(super) fn kernel_portable(
         for r in 0..k {
             let mut acc = [0f32; PANEL];
             for b in 0..blocks {
-                let at = ((p0 + p) * blocks + b) * Q4::PANEL_BLOCK;
-                let wq = &w.quants[at..at + Q4::PANEL_BLOCK];
+                let at = (p0 + p) * blocks + b;
                 let xq = &x.quants[r * cols + b * BLOCK..][..BLOCK];
                 let (sum, dx) = (x.sums[r * blocks + b] as f32, x.scales[r * blocks + b]);
                 for (lane, a) in acc.iter_mut().enumerate() {
                     let s: i32 = xq
                         .iter()
                         .enumerate()
-                        .map(|(e, &v)| Q4::stored(wq, lane, e) * v as i32)
+                        .map(|(e, &v)| w.stored(at, lane, e) * v as i32)
                         .sum();
                     let (d1, m1) = w.scales(p0 + p, b, lane);
                     let t = d1.mul_add(s as f32, -(m1 * sum));
@@ -187,7 +231,7 @@ pub(super) fn kernel_portable(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::quantized::k_quants::BlockQ4K;
+    use candle_core::quantized::k_quants::{BlockQ4K, BlockQ5K};
     use candle_core::quantized::GgmlType;
 
     fn matrix(rows: usize, cols: usize, seed: usize) -> Vec<f32> {
@@ -196,27 +240,34 @@ mod tests {
             .collect()
     }
 
-    fn packed(rows: usize, cols: usize) -> (PackedQ4K, Vec<f32>) {
-        let mut blocks = vec![BlockQ4K::zeros(); rows * cols / SUPER];
-        BlockQ4K::from_float(&matrix(rows, cols, 3), &mut blocks);
-        // SAFETY: BlockQ4K is repr(C), 144 bytes of plain integers (asserted in candle).
+    /// GGML blocks of type `B` from candle's reference quantizer, repacked, with their
+    /// dequantization.
+    fn packed<B: GgmlType, const FIVE: bool>(rows: usize, cols: usize) -> (PackedK<FIVE>, Vec<f32>) {
+        let mut blocks = vec![B::zeros(); rows * cols / SUPER];
+        B::from_float(&matrix(rows, cols, 3), &mut blocks);
+        // SAFETY: BlockQ4K and BlockQ5K are repr(C) plain integers and f16 (sizes asserted in
+        // candle), laid out as GGML's blocks.
         let bytes = unsafe {
             std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), std::mem::size_of_val(&blocks[..]))
         };
+        assert_eq!(bytes.len(), rows * cols / SUPER * PackedK::<FIVE>::GGML_BYTES);
         let mut deq = vec![0f32; rows * cols];
-        BlockQ4K::to_float(&blocks, &mut deq);
-        (PackedQ4K::from_ggml(bytes, rows, cols), deq)
+        B::to_float(&blocks, &mut deq);
+        (PackedK::from_ggml(bytes, rows, cols), deq)
     }
 
-    #[test]
-    fn q4_k_rows_dequantize_as_ggml_products_match_and_every_kernel_gives_the_same_bits() {
+    fn rows_dequantize_as_ggml_products_match_and_every_kernel_gives_the_same_bits<
+        B: GgmlType,
+        const FIVE: bool,
+    >() {
         // 37 rows: two whole panels and a padded one; k = 20: passes of 8, 8 and 4 rows.
         let (rows, cols, k) = (37, 2 * SUPER, 20);
-        let (p, deq) = packed(rows, cols);
+        let (p, deq) = packed::<B, FIVE>(rows, cols);
+        let name = if FIVE { "q5_k" } else { "q4_k" };
         let mut row = vec![0f32; cols];
         for o in 0..rows {
             p.row(o, &mut row);
-            assert_eq!(&row[..], &deq[o * cols..(o + 1) * cols], "row {o}");
+            assert_eq!(&row[..], &deq[o * cols..(o + 1) * cols], "{name} row {o}");
         }
         let x = matrix(k, cols, 11);
         let mut got = vec![0f32; k * rows];
@@ -228,7 +279,7 @@ mod tests {
                 // Inputs are quantized to 8 bits: about 1% of the magnitude.
                 assert!(
                     (g - want).abs() <= 0.02 * (1.0 + want.abs()),
-                    "row {r} out {o}: {g} vs {want}"
+                    "{name} row {r} out {o}: {g} vs {want}"
                 );
             }
         }
@@ -239,7 +290,7 @@ mod tests {
                 assert_eq!(
                     &some[..],
                     &got[r0 * rows..(r0 + width) * rows],
-                    "rows {r0}+{width}"
+                    "{name} rows {r0}+{width}"
                 );
             }
         }
@@ -251,9 +302,19 @@ mod tests {
                 assert_eq!(
                     &a[r * 48..r * 48 + rows],
                     &got[r * rows..(r + 1) * rows],
-                    "{kernel:?} row {r}"
+                    "{name} {kernel:?} row {r}"
                 );
             }
         }
+    }
+
+    #[test]
+    fn q4_k_rows_dequantize_as_ggml_products_match_and_every_kernel_gives_the_same_bits() {
+        rows_dequantize_as_ggml_products_match_and_every_kernel_gives_the_same_bits::<BlockQ4K, false>();
+    }
+
+    #[test]
+    fn q5_k_rows_dequantize_as_ggml_products_match_and_every_kernel_gives_the_same_bits() {
+        rows_dequantize_as_ggml_products_match_and_every_kernel_gives_the_same_bits::<BlockQ5K, true>();
     }
 }

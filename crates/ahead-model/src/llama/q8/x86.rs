@@ -1,7 +1,7 @@
 //! The x86 kernels: AVX-512 VNNI, and AVX2 for CPUs without it, with the AVX-512 input
 //! quantizer. Each is chosen at run time (`kernel_choice`) and gives the same bits.
 
-use super::q4k::{PackedQ4K, SUB_BLOCKS};
+use super::q4k::{PackedK, HIGH_BYTES, SUB_BLOCKS};
 use super::q6k::PackedQ6K;
 use super::{row_blocks, Format, Packed, PanelKernels, QuantizedInput, BLOCK, CHUNK_PANELS, PANEL};
 use std::arch::x86_64::*;
@@ -177,7 +177,31 @@ unsafe fn tile_blocks<F: Format, const P: usize, const R: usize>(t: &Args<'_, Pa
     }
 }
 
-impl VnniTiles for PackedQ4K {
+/// Chunk c of a Q5_K panel block's fifth bits, moved to bit 4 of each byte.
+///
+/// # Safety
+/// AVX-512F is available and `p` points to a whole fifth-bit block.
+#[inline(always)]
+pub(super) unsafe fn fifth_bits512(p: *const u8, c: usize) -> __m512i {
+    // SAFETY: forwarded from the caller. The 16-bit shifts bring in bits of the neighbouring
+    // byte only below bit 4 (left) or above it (right), and the mask keeps bit 4 alone.
+    unsafe {
+        let v = _mm512_loadu_si512(p.cast());
+        let v = match c {
+            0 => _mm512_slli_epi16::<4>(v),
+            1 => _mm512_slli_epi16::<3>(v),
+            2 => _mm512_slli_epi16::<2>(v),
+            3 => _mm512_slli_epi16::<1>(v),
+            4 => v,
+            5 => _mm512_srli_epi16::<1>(v),
+            6 => _mm512_srli_epi16::<2>(v),
+            _ => _mm512_srli_epi16::<3>(v),
+        };
+        _mm512_and_si512(v, _mm512_set1_epi8(0x10))
+    }
+}
+
+impl<const FIVE: bool> VnniTiles for PackedK<FIVE> {
     /// Per sub-block: the integer sums S from zero (q is unsigned as stored), then per input
     /// row `acc = fma(fmsub(d sc, S, (dmin m) X), dx, acc)`, as `q4k::kernel_portable`.
     #[inline(always)]
@@ -188,6 +212,7 @@ impl VnniTiles for PackedQ4K {
         // SAFETY (whole body): the caller guarantees the CPU features and `check`.
         unsafe {
             let wq = w.quants.as_ptr().add((t.p0 + p) * blocks * Q4::PANEL_BLOCK);
+            let wh = w.high.as_ptr().wrapping_add((t.p0 + p) * blocks * HIGH_BYTES);
             let xq = t.x.quants.as_ptr().add(t.r0 * cols);
             let xs = t.x.scales.as_ptr().add(t.r0 * blocks);
             let xsum = t.x.sums.as_ptr().add(t.r0 * blocks);
@@ -205,8 +230,14 @@ impl VnniTiles for PackedQ4K {
                 }
                 let mut sums = [[_mm512_setzero_si512(); P]; R];
                 for c in 0..8 {
-                    let wv: [__m512i; P] =
-                        std::array::from_fn(|j| Q4::chunk512(wq.add((j * blocks + b) * Q4::PANEL_BLOCK), c));
+                    let wv: [__m512i; P] = std::array::from_fn(|j| {
+                        let low = Q4::chunk512(wq.add((j * blocks + b) * Q4::PANEL_BLOCK), c);
+                        if FIVE {
+                            _mm512_or_si512(low, fifth_bits512(wh.add((j * blocks + b) * HIGH_BYTES), c))
+                        } else {
+                            low
+                        }
+                    });
                     for (r, s) in sums.iter_mut().enumerate() {
                         let four = xq
                             .add(r * cols + b * BLOCK + c * 4)
