@@ -35,6 +35,25 @@ struct Out {
 }
 
 impl Out {
+    /// Checks `buf` (`[k][width]`) holds `n` panels for every row, and `w` and `x` hold the
+    /// panels from `p0` and k rows: what the tiles' unchecked loads and stores rely on.
+    fn new<W: PanelKernels>(
+        w: &W,
+        x: &QuantizedInput,
+        k: usize,
+        p0: usize,
+        n: usize,
+        buf: &mut [f32],
+    ) -> Self {
+        let width = buf.len() / k;
+        assert!(width >= n * PANEL && buf.len() >= k * width);
+        w.check(x, k, p0, n);
+        Self {
+            buf: buf.as_mut_ptr(),
+            width,
+        }
+    }
+
     /// # Safety
     /// Row r and panel p lie inside the buffer.
     #[inline(always)]
@@ -146,13 +165,7 @@ unsafe fn kernel_q4k_impl<const FIVE: bool>(
     n: usize,
     buf: &mut [f32],
 ) {
-    let width = buf.len() / k;
-    assert!(width >= n * PANEL && buf.len() >= k * width);
-    w.check(x, k, p0, n);
-    let out = Out {
-        buf: buf.as_mut_ptr(),
-        width,
-    };
+    let out = Out::new(w, x, k, p0, n, buf);
     // SAFETY (the walk): the asserts above hold every panel and row in bounds.
     unsafe {
         walk(k, n, 2, |p, r0, rows| {
@@ -236,13 +249,7 @@ pub(super) fn kernel_q6k(w: &PackedQ6K, x: &QuantizedInput, k: usize, p0: usize,
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn kernel_q6k_impl(w: &PackedQ6K, x: &QuantizedInput, k: usize, p0: usize, n: usize, buf: &mut [f32]) {
-    let width = buf.len() / k;
-    assert!(width >= n * PANEL && buf.len() >= k * width);
-    w.check(x, k, p0, n);
-    let out = Out {
-        buf: buf.as_mut_ptr(),
-        width,
-    };
+    let out = Out::new(w, x, k, p0, n, buf);
     // SAFETY (the walk): the asserts above hold every panel and row in bounds. One row per
     // tile: its four sums and two accumulators, with the operands, fill the 16 registers.
     unsafe { walk(k, n, 1, |p, r0, _| q6k_tile(w, x, p0 + p, p, r0, out)) }

@@ -496,6 +496,86 @@ mod x86;
 pub use q4k::{PackedQ4K, PackedQ5K};
 pub use q6k::PackedQ6K;
 
+/// Checks the k-quant panel matrices share: against candle's reference blocks.
+#[cfg(test)]
+mod k_tests {
+    use candle_core::quantized::GgmlType;
+
+    use super::{available_kernels, panel_matmul, quantize_for, PanelKernels};
+
+    pub(super) fn matrix(rows: usize, cols: usize, seed: usize) -> Vec<f32> {
+        (0..rows * cols)
+            .map(|i| (((i + seed) * 7919) % 997) as f32 / 500.0 - 1.0)
+            .collect()
+    }
+
+    /// Candle's blocks of type `B` for a fixed matrix: their bytes (GGML's layout) and values.
+    pub(super) fn ggml_blocks<B: GgmlType>(rows: usize, cols: usize) -> (Vec<u8>, Vec<f32>) {
+        let mut blocks = vec![B::zeros(); rows * cols / B::BLCK_SIZE];
+        B::from_float(&matrix(rows, cols, 3), &mut blocks);
+        // SAFETY: candle's k-quant blocks are repr(C) integers and f16 without padding (sizes
+        // asserted in candle), laid out as GGML's.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), std::mem::size_of_val(&blocks[..]))
+        };
+        let mut deq = vec![0f32; rows * cols];
+        B::to_float(&blocks, &mut deq);
+        (bytes.to_vec(), deq)
+    }
+
+    /// Rows dequantize exactly to `deq`; products match the f32 product within the input's
+    /// 8-bit quantization; any number of rows gives the same bits; every kernel this CPU has
+    /// gives the same bits. 37 rows: two whole panels and a padded one; k = 20 takes several
+    /// passes of rows.
+    pub(super) fn check<W: PanelKernels>(p: &W, row: impl Fn(usize, &mut [f32]), deq: &[f32], name: &str) {
+        let (rows, cols) = p.shape();
+        assert_eq!(rows, 37);
+        let k = 20;
+        let mut r = vec![0f32; cols];
+        for o in 0..rows {
+            row(o, &mut r);
+            assert_eq!(&r[..], &deq[o * cols..(o + 1) * cols], "{name} row {o}");
+        }
+        let x = matrix(k, cols, 11);
+        let mut got = vec![0f32; k * rows];
+        panel_matmul(p, &x, k, &mut got);
+        for r in 0..k {
+            for o in 0..rows {
+                let want: f32 = (0..cols).map(|i| x[r * cols + i] * deq[o * cols + i]).sum();
+                let g = got[r * rows + o];
+                // Inputs are quantized to 8 bits: about 1% of the magnitude.
+                assert!(
+                    (g - want).abs() <= 0.02 * (1.0 + want.abs()),
+                    "{name} row {r} out {o}: {g} vs {want}"
+                );
+            }
+        }
+        for width in [1, 2, 3, 5, 8, 9] {
+            for r0 in (0..k - width).step_by(7) {
+                let mut some = vec![0f32; width * rows];
+                panel_matmul(p, &x[r0 * cols..(r0 + width) * cols], width, &mut some);
+                assert_eq!(
+                    &some[..],
+                    &got[r0 * rows..(r0 + width) * rows],
+                    "{name} rows {r0}+{width}"
+                );
+            }
+        }
+        let input = quantize_for(p, &x);
+        for kernel in available_kernels() {
+            let mut a = vec![0f32; k * 48];
+            p.run(kernel, &input, k, 0, 3, &mut a);
+            for r in 0..k {
+                assert_eq!(
+                    &a[r * 48..r * 48 + rows],
+                    &got[r * rows..(r + 1) * rows],
+                    "{name} {kernel:?} row {r}"
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

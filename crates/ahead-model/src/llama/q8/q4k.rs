@@ -230,91 +230,23 @@ pub(super) fn kernel_portable<const FIVE: bool>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::k_tests::{check, ggml_blocks};
     use super::*;
     use candle_core::quantized::k_quants::{BlockQ4K, BlockQ5K};
-    use candle_core::quantized::GgmlType;
-
-    fn matrix(rows: usize, cols: usize, seed: usize) -> Vec<f32> {
-        (0..rows * cols)
-            .map(|i| (((i + seed) * 7919) % 997) as f32 / 500.0 - 1.0)
-            .collect()
-    }
-
-    /// GGML blocks of type `B` from candle's reference quantizer, repacked, with their
-    /// dequantization.
-    fn packed<B: GgmlType, const FIVE: bool>(rows: usize, cols: usize) -> (PackedK<FIVE>, Vec<f32>) {
-        let mut blocks = vec![B::zeros(); rows * cols / SUPER];
-        B::from_float(&matrix(rows, cols, 3), &mut blocks);
-        // SAFETY: BlockQ4K and BlockQ5K are repr(C) plain integers and f16 (sizes asserted in
-        // candle), laid out as GGML's blocks.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), std::mem::size_of_val(&blocks[..]))
-        };
-        assert_eq!(bytes.len(), rows * cols / SUPER * PackedK::<FIVE>::GGML_BYTES);
-        let mut deq = vec![0f32; rows * cols];
-        B::to_float(&blocks, &mut deq);
-        (PackedK::from_ggml(bytes, rows, cols), deq)
-    }
-
-    fn rows_dequantize_as_ggml_products_match_and_every_kernel_gives_the_same_bits<
-        B: GgmlType,
-        const FIVE: bool,
-    >() {
-        // 37 rows: two whole panels and a padded one; k = 20: passes of 8, 8 and 4 rows.
-        let (rows, cols, k) = (37, 2 * SUPER, 20);
-        let (p, deq) = packed::<B, FIVE>(rows, cols);
-        let name = if FIVE { "q5_k" } else { "q4_k" };
-        let mut row = vec![0f32; cols];
-        for o in 0..rows {
-            p.row(o, &mut row);
-            assert_eq!(&row[..], &deq[o * cols..(o + 1) * cols], "{name} row {o}");
-        }
-        let x = matrix(k, cols, 11);
-        let mut got = vec![0f32; k * rows];
-        p.matmul(&x, k, &mut got);
-        for r in 0..k {
-            for o in 0..rows {
-                let want: f32 = (0..cols).map(|i| x[r * cols + i] * deq[o * cols + i]).sum();
-                let g = got[r * rows + o];
-                // Inputs are quantized to 8 bits: about 1% of the magnitude.
-                assert!(
-                    (g - want).abs() <= 0.02 * (1.0 + want.abs()),
-                    "{name} row {r} out {o}: {g} vs {want}"
-                );
-            }
-        }
-        for width in [1, 2, 3, 5, 8, 9] {
-            for r0 in (0..k - width).step_by(7) {
-                let mut some = vec![0f32; width * rows];
-                p.matmul(&x[r0 * cols..(r0 + width) * cols], width, &mut some);
-                assert_eq!(
-                    &some[..],
-                    &got[r0 * rows..(r0 + width) * rows],
-                    "{name} rows {r0}+{width}"
-                );
-            }
-        }
-        let input = super::super::quantize_input(&x, cols);
-        for kernel in super::super::available_kernels() {
-            let mut a = vec![0f32; k * 48];
-            p.run(kernel, &input, k, 0, 3, &mut a);
-            for r in 0..k {
-                assert_eq!(
-                    &a[r * 48..r * 48 + rows],
-                    &got[r * rows..(r + 1) * rows],
-                    "{name} {kernel:?} row {r}"
-                );
-            }
-        }
-    }
 
     #[test]
     fn q4_k_rows_dequantize_as_ggml_products_match_and_every_kernel_gives_the_same_bits() {
-        rows_dequantize_as_ggml_products_match_and_every_kernel_gives_the_same_bits::<BlockQ4K, false>();
+        let (bytes, deq) = ggml_blocks::<BlockQ4K>(37, 2 * SUPER);
+        assert_eq!(bytes.len(), 37 * 2 * PackedQ4K::GGML_BYTES);
+        let p = PackedQ4K::from_ggml(&bytes, 37, 2 * SUPER);
+        check(&p, |o, out| p.row(o, out), &deq, "q4_k");
     }
 
     #[test]
     fn q5_k_rows_dequantize_as_ggml_products_match_and_every_kernel_gives_the_same_bits() {
-        rows_dequantize_as_ggml_products_match_and_every_kernel_gives_the_same_bits::<BlockQ5K, true>();
+        let (bytes, deq) = ggml_blocks::<BlockQ5K>(37, 2 * SUPER);
+        assert_eq!(bytes.len(), 37 * 2 * PackedQ5K::GGML_BYTES);
+        let p = PackedQ5K::from_ggml(&bytes, 37, 2 * SUPER);
+        check(&p, |o, out| p.row(o, out), &deq, "q5_k");
     }
 }

@@ -227,75 +227,15 @@ pub(super) unsafe fn chunk512(p: *const u8, c: usize) -> std::arch::x86_64::__m5
 
 #[cfg(test)]
 mod tests {
+    use super::super::k_tests::{check, ggml_blocks};
     use super::*;
     use candle_core::quantized::k_quants::BlockQ6K;
-    use candle_core::quantized::GgmlType;
-
-    fn matrix(rows: usize, cols: usize, seed: usize) -> Vec<f32> {
-        (0..rows * cols)
-            .map(|i| (((i + seed) * 7919) % 997) as f32 / 500.0 - 1.0)
-            .collect()
-    }
-
-    fn packed(rows: usize, cols: usize) -> (PackedQ6K, Vec<f32>) {
-        let mut blocks = vec![BlockQ6K::zeros(); rows * cols / SUPER];
-        BlockQ6K::from_float(&matrix(rows, cols, 3), &mut blocks);
-        // SAFETY: BlockQ6K is repr(C), 210 bytes of u8, i8 and f16 fields (size asserted in
-        // candle), so its bytes are GGML's Q6_K layout.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), std::mem::size_of_val(&blocks[..]))
-        };
-        let mut deq = vec![0f32; rows * cols];
-        BlockQ6K::to_float(&blocks, &mut deq);
-        (PackedQ6K::from_ggml(bytes, rows, cols), deq)
-    }
 
     #[test]
     fn q6_k_rows_dequantize_as_ggml_products_match_and_every_kernel_gives_the_same_bits() {
-        // 37 rows: two whole panels and a padded one; k = 20: passes of 8, 8 and 4 rows.
-        let (rows, cols, k) = (37, 2 * SUPER, 20);
-        let (p, deq) = packed(rows, cols);
-        let mut row = vec![0f32; cols];
-        for o in 0..rows {
-            p.row(o, &mut row);
-            assert_eq!(&row[..], &deq[o * cols..(o + 1) * cols], "row {o}");
-        }
-        let x = matrix(k, cols, 11);
-        let mut got = vec![0f32; k * rows];
-        p.matmul(&x, k, &mut got);
-        for r in 0..k {
-            for o in 0..rows {
-                let want: f32 = (0..cols).map(|i| x[r * cols + i] * deq[o * cols + i]).sum();
-                let g = got[r * rows + o];
-                // Inputs are quantized to 8 bits: about 1% of the magnitude.
-                assert!(
-                    (g - want).abs() <= 0.02 * (1.0 + want.abs()),
-                    "row {r} out {o}: {g} vs {want}"
-                );
-            }
-        }
-        for width in [1, 2, 3, 5, 8, 9] {
-            for r0 in (0..k - width).step_by(7) {
-                let mut some = vec![0f32; width * rows];
-                p.matmul(&x[r0 * cols..(r0 + width) * cols], width, &mut some);
-                assert_eq!(
-                    &some[..],
-                    &got[r0 * rows..(r0 + width) * rows],
-                    "rows {r0}+{width}"
-                );
-            }
-        }
-        let input = super::super::quantize_for(&p, &x);
-        for kernel in super::super::available_kernels() {
-            let mut a = vec![0f32; k * 48];
-            p.run(kernel, &input, k, 0, 3, &mut a);
-            for r in 0..k {
-                assert_eq!(
-                    &a[r * 48..r * 48 + rows],
-                    &got[r * rows..(r + 1) * rows],
-                    "{kernel:?} row {r}"
-                );
-            }
-        }
+        let (bytes, deq) = ggml_blocks::<BlockQ6K>(37, 2 * SUPER);
+        assert_eq!(bytes.len(), 37 * 2 * GGML_BYTES);
+        let p = PackedQ6K::from_ggml(&bytes, 37, 2 * SUPER);
+        check(&p, |o, out| p.row(o, out), &deq, "q6_k");
     }
 }
