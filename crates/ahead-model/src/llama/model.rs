@@ -302,6 +302,12 @@ impl Model {
                 let pos = positions[base + r];
                 let in_window = |slot: &usize| window.is_none_or(|w| pos - positions[*slot].min(pos) < w);
                 let tail = visible[r].iter().map(|&j| base + j).filter(in_window);
+                if window.is_none() {
+                    return Visible {
+                        prefix: 0..base,
+                        tail: tail.collect(),
+                    };
+                }
                 let lo = (0..base).find(in_window).unwrap_or(base);
                 if (lo..base).all(|s| in_window(&s)) {
                     Visible {
