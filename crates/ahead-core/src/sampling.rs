@@ -150,19 +150,22 @@ impl Distribution {
 
 /// The most likely token; ties go to the lowest id (as llama2.c and llama.cpp do).
 pub fn argmax(logits: &[f32]) -> Result<u32, CoreError> {
-    let mut best: Option<(usize, f32)> = None;
-    for (i, &x) in logits.iter().enumerate() {
-        if x.is_nan() {
-            return Err(CoreError::NonFinite {
-                what: "logits",
-                index: i,
-            });
-        }
-        if best.is_none_or(|(_, b)| x > b) {
-            best = Some((i, x));
-        }
+    // Two branch-free passes (they vectorize): the maximum and whether any value is NaN, then
+    // the first index holding the maximum (ties go to the lowest id).
+    let (max, nan) = logits.iter().fold((f32::NEG_INFINITY, false), |(m, nan), &x| {
+        (if x > m { x } else { m }, nan | x.is_nan())
+    });
+    if nan {
+        let index = logits.iter().position(|x| x.is_nan()).unwrap_or(0);
+        return Err(CoreError::NonFinite {
+            what: "logits",
+            index,
+        });
     }
-    best.map(|(i, _)| i as u32)
+    logits
+        .iter()
+        .position(|&x| x == max)
+        .map(|i| i as u32)
         .ok_or(CoreError::EmptyDistribution("no logits"))
 }
 

@@ -12,7 +12,13 @@ fn params(temperature: f32) -> SamplingParams {
 fn argmax_takes_the_lowest_id_on_ties_and_rejects_nan() {
     assert_eq!(argmax(&[0.0, 3.0, 3.0, 1.0]), Ok(1));
     assert!(argmax(&[0.0, f32::NAN]).is_err());
+    assert!(matches!(
+        argmax(&[f32::NAN, 9.0, f32::NAN]),
+        Err(CoreError::NonFinite { index: 0, .. })
+    ));
     assert!(argmax(&[]).is_err());
+    assert_eq!(argmax(&[f32::NEG_INFINITY; 3]), Ok(0));
+    assert_eq!(argmax(&[1.0, f32::INFINITY, f32::INFINITY]), Ok(1));
 }
 
 #[test]
