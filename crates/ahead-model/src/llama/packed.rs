@@ -255,7 +255,8 @@ unsafe fn panels<T: Tile, E: PanelElement>(
     });
 }
 
-/// Panels `start..end` of a block, `P` at a time, then one at a time.
+/// Panels `start..end` of a block, `P` at a time, then what is left in halves (4, 2, 1 at
+/// a time), so the last panels of a small matrix still run several chains side by side.
 #[inline(always)]
 unsafe fn row_block<T: Tile, E: PanelElement, const P: usize, const R: usize>(
     args: &TileArgs<'_, E>,
@@ -263,15 +264,24 @@ unsafe fn row_block<T: Tile, E: PanelElement, const P: usize, const R: usize>(
     end: usize,
 ) {
     let mut p = start;
-    while p + P <= end {
-        // SAFETY: forwarded from `panels`.
-        unsafe { T::tile::<E, P, R>(args, p) };
-        p += P;
-    }
-    while p < end {
-        // SAFETY: forwarded from `panels`.
-        unsafe { T::tile::<E, 1, R>(args, p) };
-        p += 1;
+    // SAFETY (every tile): forwarded from `panels`.
+    unsafe {
+        while p + P <= end {
+            T::tile::<E, P, R>(args, p);
+            p += P;
+        }
+        if P > 4 && p + 4 <= end {
+            T::tile::<E, 4, R>(args, p);
+            p += 4;
+        }
+        if P > 2 && p + 2 <= end {
+            T::tile::<E, 2, R>(args, p);
+            p += 2;
+        }
+        while p < end {
+            T::tile::<E, 1, R>(args, p);
+            p += 1;
+        }
     }
 }
 
