@@ -267,41 +267,56 @@ fn prefix_scores<V: Lanes>(
         return;
     }
     let hd = a.head_dim;
-    let first = prefix.start / KEY_BLOCK;
-    for b in first..prefix.end.div_ceil(KEY_BLOCK) {
-        let block = &a.keys[key_index(a.kv_dim, b * KEY_BLOCK, a.kv_head * hd)..][..hd * KEY_BLOCK];
+    let (first, end) = (prefix.start / KEY_BLOCK, prefix.end.div_ceil(KEY_BLOCK));
+    // Scores pairs p0..p0 + n against blocks from b; returns how many blocks it took. Up to 8
+    // accumulators: few pairs take several blocks at once, so that enough independent chains
+    // hide the FMA latency (each lane's chain is the same whatever the tile).
+    let tile = |b: usize, p0: usize, n: usize, scores: &mut [f32]| {
         let at = (b - first) * KEY_BLOCK;
-        tiles(pairs.clone(), |p0, n| match n {
-            8 => score_tile::<V, 8>(block, q, hd, p0, scores, stride, at),
-            4 => score_tile::<V, 4>(block, q, hd, p0, scores, stride, at),
-            2 => score_tile::<V, 2>(block, q, hd, p0, scores, stride, at),
-            _ => score_tile::<V, 1>(block, q, hd, p0, scores, stride, at),
-        });
-    }
+        let key = key_index(a.kv_dim, b * KEY_BLOCK, a.kv_head * hd);
+        let args = (&a.keys[key..], a.kv_dim * KEY_BLOCK, q, hd, p0, stride, at);
+        match (n, end - b) {
+            (8, _) => score_tile::<V, 8, 1>(args, scores),
+            (4, 2..) => score_tile::<V, 4, 2>(args, scores),
+            (4, _) => score_tile::<V, 4, 1>(args, scores),
+            (2, 4..) => score_tile::<V, 2, 4>(args, scores),
+            (2, _) => score_tile::<V, 2, 1>(args, scores),
+            (_, 8..) => score_tile::<V, 1, 8>(args, scores),
+            _ => score_tile::<V, 1, 1>(args, scores),
+        }
+    };
+    tiles(pairs, |p0, n| {
+        let mut b = first;
+        while b < end {
+            b += tile(b, p0, n, scores);
+        }
+    });
 }
 
-/// Scores of pairs p0..p0+T against one key block, its accumulators in registers.
+/// Scores of pairs p0..p0+T against key blocks b..b+B (`step` floats apart from `keys`), the
+/// T x B accumulators in registers.
 #[inline(always)]
-fn score_tile<V: Lanes, const T: usize>(
-    block: &[f32],
-    q: &[f32],
-    hd: usize,
-    p0: usize,
+fn score_tile<V: Lanes, const T: usize, const B: usize>(
+    (keys, step, q, hd, p0, stride, at): (&[f32], usize, &[f32], usize, usize, usize, usize),
     scores: &mut [f32],
-    stride: usize,
-    at: usize,
-) {
+) -> usize {
     let q = &q[p0 * hd..][..T * hd];
-    let mut acc = [V::zero(); T];
+    let mut acc = [[V::zero(); B]; T];
     for d in 0..hd {
-        let k = V::load(&block[d * LANES..]);
+        let k: [V; B] = std::array::from_fn(|j| V::load(&keys[j * step + d * LANES..]));
         for (t, acc) in acc.iter_mut().enumerate() {
-            *acc = V::splat(q[t * hd + d]).fma(k, *acc);
+            let qd = V::splat(q[t * hd + d]);
+            for (acc, k) in acc.iter_mut().zip(&k) {
+                *acc = qd.fma(*k, *acc);
+            }
         }
     }
     for (t, acc) in acc.iter().enumerate() {
-        acc.store(&mut scores[(p0 + t) * stride + at..]);
+        for (j, acc) in acc.iter().enumerate() {
+            acc.store(&mut scores[(p0 + t) * stride + at + j * KEY_BLOCK..]);
+        }
     }
+    B
 }
 
 /// One pair's score for a slot outside the blocks: the same fused chain as a block lane.
