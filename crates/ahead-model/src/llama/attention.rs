@@ -114,6 +114,8 @@ struct Scratch {
     /// Scores against the fresh slots' blocks, `[pair][fresh width]`.
     fresh: Vec<f32>,
     inv_sums: Vec<f32>,
+    /// Where each row's list sits in its score rows.
+    layout: Vec<ScoreRow>,
 }
 
 thread_local! {
@@ -163,7 +165,9 @@ fn run_with<V: Lanes>(
             let heads = &q[r * q_dim + a.kv_head * group * hd..][..group * hd];
             s.q.extend(heads.iter().map(|x| x * a.scale));
         }
-        let layout: Vec<ScoreRow> = visible.iter().map(ScoreRow::new).collect();
+        s.layout.clear();
+        s.layout.extend(visible.iter().map(ScoreRow::new));
+        let layout = &s.layout;
         let stride = layout.iter().map(|l| l.width).max().unwrap_or(0);
         s.scores.resize(pairs * stride, 0.0);
         for rows in same_prefix_runs(visible) {

@@ -8,11 +8,10 @@
 //! (`q8`); candle supplies the GGML block types and reference quantizers only.
 
 use candle_core::quantized::k_quants::{BlockQ4K, BlockQ5K, BlockQ6K};
-use candle_core::quantized::GgmlType;
 use half::{bf16, f16};
 
 use super::packed::{PackedF32, Panels};
-use super::q8::{Format, Packed, PackedQ4, PackedQ4K, PackedQ5K, PackedQ6K, PackedQ8, Q4, Q8};
+use super::q8::{ggml_bytes, Format, Packed, PackedQ4, PackedQ4K, PackedQ5K, PackedQ6K, PackedQ8, Q4, Q8};
 use crate::error::{ModelError, Result};
 use crate::tensor::{RawTensor, TensorDType};
 
@@ -84,15 +83,15 @@ impl Linear {
                     TensorDType::Q8_0 => Storage::Q8_0(repack::<Q8>(raw, name, rows, cols)?),
                     TensorDType::Q4_0 => Storage::Q4_0(repack::<Q4>(raw, name, rows, cols)?),
                     TensorDType::Q4K => {
-                        check_super_blocks(raw, name, 144)?;
+                        check_blocks(raw, name, 256, 144)?;
                         Storage::Q4K(PackedQ4K::from_ggml(raw.data, rows, cols))
                     }
                     TensorDType::Q5K => {
-                        check_super_blocks(raw, name, 176)?;
+                        check_blocks(raw, name, 256, 176)?;
                         Storage::Q5K(PackedQ5K::from_ggml(raw.data, rows, cols))
                     }
                     TensorDType::Q6K => {
-                        check_super_blocks(raw, name, 210)?;
+                        check_blocks(raw, name, 256, 210)?;
                         Storage::Q6K(PackedQ6K::from_ggml(raw.data, rows, cols))
                     }
                     other => return Err(ModelError::Unsupported(format!("{name}: dtype {}", other.name()))),
@@ -190,29 +189,13 @@ fn decode<T, const N: usize>(data: &[u8], from: fn([u8; N]) -> T) -> Vec<T> {
 
 /// Repacks a Q8_0 or Q4_0 tensor into integer-product panels, after checking its length.
 fn repack<F: Format>(raw: &RawTensor<'_>, name: &str, rows: usize, cols: usize) -> Result<Packed<F>> {
-    let blocks = rows * cols / 32;
-    if raw.data.len() != blocks * F::GGML_BLOCK {
-        return Err(ModelError::format(
-            "weights",
-            name,
-            format!(
-                "{} bytes are not {blocks} {} blocks",
-                raw.data.len(),
-                raw.dtype.name()
-            ),
-        ));
-    }
+    check_blocks(raw, name, 32, F::GGML_BLOCK)?;
     Ok(Packed::from_ggml(raw.data, rows, cols))
 }
 
 impl Linear {
     /// Quantizes f32 values into `dtype` blocks (synthetic models and tests).
     pub fn quantize(values: &[f32], rows: usize, cols: usize, dtype: TensorDType) -> Result<Self> {
-        fn q<T: GgmlType>(values: &[f32]) -> Vec<T> {
-            let mut b = vec![T::zeros(); values.len() / T::BLCK_SIZE];
-            T::from_float(values, &mut b);
-            b
-        }
         if values.len() != rows * cols || !cols.is_multiple_of(dtype.block_size()) {
             return Err(ModelError::Shape {
                 name: "quantize".into(),
@@ -233,22 +216,13 @@ impl Linear {
             TensorDType::Q8_0 => Storage::Q8_0(PackedQ8::quantize(values, rows, cols)),
             TensorDType::Q4_0 => Storage::Q4_0(PackedQ4::quantize(values, rows, cols)),
             TensorDType::Q4K => {
-                let blocks: Vec<BlockQ4K> = q(values);
-                // SAFETY: BlockQ4K is repr(C): 144 bytes of f16 and u8 fields, no padding
-                // (candle asserts its size), so its bytes are GGML's Q4_K layout.
-                Storage::Q4K(PackedQ4K::from_ggml(unsafe { block_bytes(&blocks) }, rows, cols))
+                Storage::Q4K(PackedQ4K::from_ggml(&ggml_bytes::<BlockQ4K>(values), rows, cols))
             }
             TensorDType::Q5K => {
-                let blocks: Vec<BlockQ5K> = q(values);
-                // SAFETY: BlockQ5K is repr(C): 176 bytes of f16 and u8 fields, no padding
-                // (candle asserts its size), so its bytes are GGML's Q5_K layout.
-                Storage::Q5K(PackedQ5K::from_ggml(unsafe { block_bytes(&blocks) }, rows, cols))
+                Storage::Q5K(PackedQ5K::from_ggml(&ggml_bytes::<BlockQ5K>(values), rows, cols))
             }
             TensorDType::Q6K => {
-                let blocks: Vec<BlockQ6K> = q(values);
-                // SAFETY: BlockQ6K is repr(C): 210 bytes of u8, i8 and f16 fields, no padding
-                // (candle asserts its size), so its bytes are GGML's Q6_K layout.
-                Storage::Q6K(PackedQ6K::from_ggml(unsafe { block_bytes(&blocks) }, rows, cols))
+                Storage::Q6K(PackedQ6K::from_ggml(&ggml_bytes::<BlockQ6K>(values), rows, cols))
             }
         };
         Ok(Self {
@@ -260,18 +234,9 @@ impl Linear {
     }
 }
 
-/// The bytes of candle blocks.
-///
-/// # Safety
-/// `T` is `repr(C)` plain data without padding, laid out as GGML's block.
-unsafe fn block_bytes<T>(blocks: &[T]) -> &[u8] {
-    // SAFETY: forwarded from the caller; the length is the slice's size in bytes.
-    unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), std::mem::size_of_val(blocks)) }
-}
-
-/// Checks that a k-quant tensor holds whole super-blocks of 256 weights, `bytes` each.
-fn check_super_blocks(raw: &RawTensor<'_>, name: &str, bytes: usize) -> Result<()> {
-    let blocks = raw.shape.iter().product::<usize>() / 256;
+/// Checks that a quantized tensor holds whole blocks of `weights` weights, `bytes` each.
+fn check_blocks(raw: &RawTensor<'_>, name: &str, weights: usize, bytes: usize) -> Result<()> {
+    let blocks = raw.shape.iter().product::<usize>() / weights;
     if raw.data.len() != blocks * bytes {
         return Err(ModelError::format(
             "weights",
@@ -297,11 +262,12 @@ impl Linear {
     }
 }
 
-/// The block size candle's type uses must equal the file format's, or the copy above is wrong.
+/// candle's block sizes must equal the file format's, or repacking their bytes is wrong.
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::quantized::k_quants::BlockQ8_0;
+    use candle_core::quantized::GgmlType;
 
     #[test]
     fn block_layouts_match_the_file_format() {

@@ -128,20 +128,14 @@ unsafe fn dot_chunk(u: &[__m256i; 2], four: i32, s: &mut [__m256i; 2]) {
     }
 }
 
-/// The 4 input bytes of chunk c of block b in row r (from the tile's first row).
+/// The 4 input bytes of chunk c of block b in input row `row`.
 ///
 /// # Safety
 /// Inside the quantized input.
 #[inline(always)]
 unsafe fn four(x: &QuantizedInput, row: usize, cols: usize, b: usize, c: usize) -> i32 {
     // SAFETY: forwarded from the caller.
-    unsafe {
-        x.quants
-            .as_ptr()
-            .add(row * cols + b * BLOCK + c * 4)
-            .cast::<i32>()
-            .read_unaligned()
-    }
+    unsafe { super::x86::four_bytes(x.quants.as_ptr(), row, cols, b, c) }
 }
 
 pub(super) fn kernel_q4k<const FIVE: bool>(

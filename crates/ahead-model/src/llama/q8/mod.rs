@@ -450,6 +450,29 @@ fn kernel_choice() -> Kernel {
     *CHOSEN.get_or_init(|| available_kernels()[0])
 }
 
+/// The portable kernels' walk: for every panel `p0..p0 + n` and input row r, `block(panel, r,
+/// b, acc)` adds each block b in order to the panel's 16 outputs; they land in `buf` (`[k][n *
+/// 16]`). The formats differ only in `block`.
+fn portable_walk(
+    k: usize,
+    p0: usize,
+    n: usize,
+    blocks: usize,
+    buf: &mut [f32],
+    block: impl Fn(usize, usize, usize, &mut [f32; PANEL]),
+) {
+    let width = buf.len() / k;
+    for p in 0..n {
+        for r in 0..k {
+            let mut acc = [0f32; PANEL];
+            for b in 0..blocks {
+                block(p0 + p, r, b, &mut acc);
+            }
+            buf[r * width + p * PANEL..][..PANEL].copy_from_slice(&acc);
+        }
+    }
+}
+
 /// The same arithmetic without SIMD: per (output, input row), each block's exact integer sum
 /// scaled and accumulated in block order.
 fn kernel_portable<F: Format>(
@@ -461,29 +484,22 @@ fn kernel_portable<F: Format>(
     buf: &mut [f32],
 ) {
     let (blocks, cols) = (w.blocks, w.cols);
-    let width = buf.len() / k;
-    for p in 0..n {
-        for r in 0..k {
-            let mut acc = [0f32; PANEL];
-            for b in 0..blocks {
-                let at = (p0 + p) * blocks + b;
-                let wq = &w.quants[at * F::PANEL_BLOCK..(at + 1) * F::PANEL_BLOCK];
-                let xq = &x.quants[r * cols + b * BLOCK..][..BLOCK];
-                let mut sums = [-F::BIAS * x.sums[r * blocks + b]; PANEL];
-                for (lane, sum) in sums.iter_mut().enumerate() {
-                    for (e, &xv) in xq.iter().enumerate() {
-                        *sum += F::stored(wq, lane, e) * xv as i32;
-                    }
-                }
-                let dx = x.scales[r * blocks + b];
-                for (lane, a) in acc.iter_mut().enumerate() {
-                    let dw = f16::from_bits(w.scales[at * PANEL + lane]).to_f32();
-                    *a = (sums[lane] as f32).mul_add(dw * dx, *a);
-                }
+    portable_walk(k, p0, n, blocks, buf, |panel, r, b, acc| {
+        let at = panel * blocks + b;
+        let wq = &w.quants[at * F::PANEL_BLOCK..(at + 1) * F::PANEL_BLOCK];
+        let xq = &x.quants[r * cols + b * BLOCK..][..BLOCK];
+        let mut sums = [-F::BIAS * x.sums[r * blocks + b]; PANEL];
+        for (lane, sum) in sums.iter_mut().enumerate() {
+            for (e, &xv) in xq.iter().enumerate() {
+                *sum += F::stored(wq, lane, e) * xv as i32;
             }
-            buf[r * width + p * PANEL..][..PANEL].copy_from_slice(&acc);
         }
-    }
+        let dx = x.scales[r * blocks + b];
+        for (lane, a) in acc.iter_mut().enumerate() {
+            let dw = f16::from_bits(w.scales[at * PANEL + lane]).to_f32();
+            *a = (sums[lane] as f32).mul_add(dw * dx, *a);
+        }
+    });
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -495,6 +511,16 @@ mod x86;
 
 pub use q4k::{PackedQ4K, PackedQ5K};
 pub use q6k::PackedQ6K;
+
+/// `values` quantized by candle's reference quantizer for the k-quant `B`, as GGML's bytes.
+pub(crate) fn ggml_bytes<B: candle_core::quantized::GgmlType>(values: &[f32]) -> Vec<u8> {
+    let mut blocks = vec![B::zeros(); values.len() / B::BLCK_SIZE];
+    B::from_float(values, &mut blocks);
+    // SAFETY: candle's k-quant blocks are repr(C) f16, u8 and i8 fields without padding (candle
+    // asserts their sizes), laid out as GGML's blocks; the length is the slice's size.
+    unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), std::mem::size_of_val(&blocks[..])) }
+        .to_vec()
+}
 
 /// Checks the k-quant panel matrices share: against candle's reference blocks.
 #[cfg(test)]
@@ -511,16 +537,12 @@ mod k_tests {
 
     /// Candle's blocks of type `B` for a fixed matrix: their bytes (GGML's layout) and values.
     pub(super) fn ggml_blocks<B: GgmlType>(rows: usize, cols: usize) -> (Vec<u8>, Vec<f32>) {
+        let values = matrix(rows, cols, 3);
         let mut blocks = vec![B::zeros(); rows * cols / B::BLCK_SIZE];
-        B::from_float(&matrix(rows, cols, 3), &mut blocks);
-        // SAFETY: candle's k-quant blocks are repr(C) integers and f16 without padding (sizes
-        // asserted in candle), laid out as GGML's.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), std::mem::size_of_val(&blocks[..]))
-        };
+        B::from_float(&values, &mut blocks);
         let mut deq = vec![0f32; rows * cols];
         B::to_float(&blocks, &mut deq);
-        (bytes.to_vec(), deq)
+        (super::ggml_bytes::<B>(&values), deq)
     }
 
     /// Rows dequantize exactly to `deq`; products match the f32 product within the input's

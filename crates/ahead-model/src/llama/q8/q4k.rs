@@ -204,28 +204,21 @@ pub(super) fn kernel_portable<const FIVE: bool>(
     buf: &mut [f32],
 ) {
     let (blocks, cols) = (w.blocks, w.cols);
-    let width = buf.len() / k;
-    for p in 0..n {
-        for r in 0..k {
-            let mut acc = [0f32; PANEL];
-            for b in 0..blocks {
-                let at = (p0 + p) * blocks + b;
-                let xq = &x.quants[r * cols + b * BLOCK..][..BLOCK];
-                let (sum, dx) = (x.sums[r * blocks + b] as f32, x.scales[r * blocks + b]);
-                for (lane, a) in acc.iter_mut().enumerate() {
-                    let s: i32 = xq
-                        .iter()
-                        .enumerate()
-                        .map(|(e, &v)| w.stored(at, lane, e) * v as i32)
-                        .sum();
-                    let (d1, m1) = w.scales(p0 + p, b, lane);
-                    let t = d1.mul_add(s as f32, -(m1 * sum));
-                    *a = t.mul_add(dx, *a);
-                }
-            }
-            buf[r * width + p * PANEL..][..PANEL].copy_from_slice(&acc);
+    super::portable_walk(k, p0, n, blocks, buf, |panel, r, b, acc| {
+        let at = panel * blocks + b;
+        let xq = &x.quants[r * cols + b * BLOCK..][..BLOCK];
+        let (sum, dx) = (x.sums[r * blocks + b] as f32, x.scales[r * blocks + b]);
+        for (lane, a) in acc.iter_mut().enumerate() {
+            let s: i32 = xq
+                .iter()
+                .enumerate()
+                .map(|(e, &v)| w.stored(at, lane, e) * v as i32)
+                .sum();
+            let (d1, m1) = w.scales(panel, b, lane);
+            let t = d1.mul_add(s as f32, -(m1 * sum));
+            *a = t.mul_add(dx, *a);
         }
-    }
+    });
 }
 
 #[cfg(test)]

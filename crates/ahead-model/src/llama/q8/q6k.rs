@@ -173,32 +173,25 @@ pub(super) fn kernel_portable(
     buf: &mut [f32],
 ) {
     let (blocks, cols) = (w.blocks, w.cols);
-    let width = buf.len() / k;
-    for p in 0..n {
-        for r in 0..k {
-            let mut acc = [0f32; PANEL];
-            for b in 0..blocks {
-                let at = ((p0 + p) * blocks + b) * PANEL_BLOCK;
-                let wq = &w.quants[at..at + PANEL_BLOCK];
-                let xq = &x.quants[r * cols + b * BLOCK..][..BLOCK];
-                let half_sum = |h: usize| x.half_sums[r * 2 * blocks + 2 * b + h];
-                let dx = x.scales[r * blocks + b];
-                for (lane, a) in acc.iter_mut().enumerate() {
-                    let (d, sc) = w.scales(p0 + p, b, lane);
-                    let t: i32 = (0..2)
-                        .map(|h| {
-                            let sum: i32 = (16 * h..16 * h + 16)
-                                .map(|e| stored(wq, lane, e) * xq[e] as i32)
-                                .sum();
-                            sc[h] * (sum - BIAS * half_sum(h))
-                        })
+    super::portable_walk(k, p0, n, blocks, buf, |panel, r, b, acc| {
+        let at = (panel * blocks + b) * PANEL_BLOCK;
+        let wq = &w.quants[at..at + PANEL_BLOCK];
+        let xq = &x.quants[r * cols + b * BLOCK..][..BLOCK];
+        let half_sum = |h: usize| x.half_sums[r * 2 * blocks + 2 * b + h];
+        let dx = x.scales[r * blocks + b];
+        for (lane, a) in acc.iter_mut().enumerate() {
+            let (d, sc) = w.scales(panel, b, lane);
+            let t: i32 = (0..2)
+                .map(|h| {
+                    let sum: i32 = (16 * h..16 * h + 16)
+                        .map(|e| stored(wq, lane, e) * xq[e] as i32)
                         .sum();
-                    *a = (t as f32).mul_add(d * dx, *a);
-                }
-            }
-            buf[r * width + p * PANEL..][..PANEL].copy_from_slice(&acc);
+                    sc[h] * (sum - BIAS * half_sum(h))
+                })
+                .sum();
+            *a = (t as f32).mul_add(d * dx, *a);
         }
-    }
+    });
 }
 
 /// Chunk c (0..8) of a Q6_K panel block as unsigned bytes q + 32: its low nibbles as Q4_0's,

@@ -120,6 +120,34 @@ impl<F: Format> VnniTiles for Packed<F> {
     }
 }
 
+/// Prefetches into L2 block b of P consecutive panels (`blocks` blocks of `bytes` each from
+/// `panels`), `PREFETCH_BYTES` ahead. Past a panel's end this reads ahead into the next panel,
+/// which is next in memory; a prefetch never faults, so past the matrix is fine.
+#[inline(always)]
+unsafe fn prefetch<const P: usize>(panels: *const u8, blocks: usize, b: usize, bytes: usize) {
+    for j in 0..P {
+        let ahead = panels.wrapping_add((j * blocks + b) * bytes + PREFETCH_BYTES);
+        for line in 0..bytes.div_ceil(64) {
+            // SAFETY: a prefetch reads nothing the program sees and never faults.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(line * 64).cast()) };
+        }
+    }
+}
+
+/// The 4 input bytes of chunk c of block b in row r of `xq` (rows `cols` apart).
+///
+/// # Safety
+/// They lie inside the quantized input.
+#[inline(always)]
+pub(super) unsafe fn four_bytes(xq: *const i8, r: usize, cols: usize, b: usize, c: usize) -> i32 {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        xq.add(r * cols + b * BLOCK + c * 4)
+            .cast::<i32>()
+            .read_unaligned()
+    }
+}
+
 /// `VnniTiles::tile` for Q8_0 and Q4_0.
 #[inline(always)]
 unsafe fn tile_blocks<F: Format, const P: usize, const R: usize>(t: &Args<'_, Packed<F>>, p: usize) {
@@ -134,14 +162,7 @@ unsafe fn tile_blocks<F: Format, const P: usize, const R: usize>(t: &Args<'_, Pa
         let mut acc = [[_mm512_setzero_ps(); P]; R];
         for b in 0..blocks {
             if R > 4 {
-                for j in 0..P {
-                    // Past a panel's end this reads ahead into the next panel, which is
-                    // next in memory; a prefetch never faults, so past the matrix is fine.
-                    let ahead = wq.wrapping_add((j * blocks + b) * F::PANEL_BLOCK + PREFETCH_BYTES);
-                    for line in 0..F::PANEL_BLOCK / 64 {
-                        _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(line * 64).cast());
-                    }
-                }
+                prefetch::<P>(wq, blocks, b, F::PANEL_BLOCK);
             }
             let mut sums: [[__m512i; P]; R] =
                 std::array::from_fn(|r| [_mm512_set1_epi32(-F::BIAS * *xsum.add(r * blocks + b)); P]);
@@ -149,10 +170,7 @@ unsafe fn tile_blocks<F: Format, const P: usize, const R: usize>(t: &Args<'_, Pa
                 let wv: [__m512i; P] =
                     std::array::from_fn(|j| F::chunk512(wq.add((j * blocks + b) * F::PANEL_BLOCK), c));
                 for (r, s) in sums.iter_mut().enumerate() {
-                    let four = xq
-                        .add(r * cols + b * BLOCK + c * 4)
-                        .cast::<i32>()
-                        .read_unaligned();
+                    let four = four_bytes(xq, r, cols, b, c);
                     let xv = _mm512_set1_epi32(four);
                     for j in 0..P {
                         s[j] = _mm512_dpbusd_epi32(s[j], wv[j], xv);
@@ -221,11 +239,9 @@ impl<const FIVE: bool> VnniTiles for PackedK<FIVE> {
             let mut acc = [[_mm512_setzero_ps(); P]; R];
             for b in 0..blocks {
                 if R > 4 {
-                    for j in 0..P {
-                        let ahead = wq.wrapping_add((j * blocks + b) * Q4::PANEL_BLOCK + PREFETCH_BYTES);
-                        for line in 0..Q4::PANEL_BLOCK / 64 {
-                            _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(line * 64).cast());
-                        }
+                    prefetch::<P>(wq, blocks, b, Q4::PANEL_BLOCK);
+                    if FIVE {
+                        prefetch::<P>(wh, blocks, b, HIGH_BYTES);
                     }
                 }
                 let mut sums = [[_mm512_setzero_si512(); P]; R];
@@ -239,10 +255,7 @@ impl<const FIVE: bool> VnniTiles for PackedK<FIVE> {
                         }
                     });
                     for (r, s) in sums.iter_mut().enumerate() {
-                        let four = xq
-                            .add(r * cols + b * BLOCK + c * 4)
-                            .cast::<i32>()
-                            .read_unaligned();
+                        let four = four_bytes(xq, r, cols, b, c);
                         let xv = _mm512_set1_epi32(four);
                         for j in 0..P {
                             s[j] = _mm512_dpbusd_epi32(s[j], wv[j], xv);
@@ -299,12 +312,7 @@ impl VnniTiles for PackedQ6K {
             for b in 0..blocks {
                 // Its unpacking makes the loop compute-bound from 3 rows on: prefetch there.
                 if R > 2 {
-                    for j in 0..P {
-                        let ahead = wq.wrapping_add((j * blocks + b) * PANEL_BLOCK + PREFETCH_BYTES);
-                        for line in 0..PANEL_BLOCK / 64 {
-                            _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(line * 64).cast());
-                        }
-                    }
+                    prefetch::<P>(wq, blocks, b, PANEL_BLOCK);
                 }
                 let mut sums: [[[__m512i; 2]; P]; R] = std::array::from_fn(|r| {
                     let half = |h: usize| _mm512_set1_epi32(-BIAS * *xhalf.add(r * 2 * blocks + 2 * b + h));
@@ -314,10 +322,7 @@ impl VnniTiles for PackedQ6K {
                     let wv: [__m512i; P] =
                         std::array::from_fn(|j| chunk512(wq.add((j * blocks + b) * PANEL_BLOCK), c));
                     for (r, s) in sums.iter_mut().enumerate() {
-                        let four = xq
-                            .add(r * cols + b * BLOCK + c * 4)
-                            .cast::<i32>()
-                            .read_unaligned();
+                        let four = four_bytes(xq, r, cols, b, c);
                         let xv = _mm512_set1_epi32(four);
                         for j in 0..P {
                             s[j][c / 4] = _mm512_dpbusd_epi32(s[j][c / 4], wv[j], xv);
@@ -432,10 +437,7 @@ unsafe fn tile_avx2<F: Format, const R: usize>(t: &Args<'_, Packed<F>>, p: usize
                 let at = wq.add(b * F::PANEL_BLOCK);
                 let wv = [F::chunk256_signed(at, c, 0), F::chunk256_signed(at, c, 1)];
                 for (r, s) in sums.iter_mut().enumerate() {
-                    let four = xq
-                        .add(r * cols + b * BLOCK + c * 4)
-                        .cast::<i32>()
-                        .read_unaligned();
+                    let four = four_bytes(xq, r, cols, b, c);
                     let xv = _mm256_set1_epi32(four);
                     let magnitude = _mm256_sign_epi8(xv, xv);
                     let s = &mut s[c % split];
