@@ -84,6 +84,14 @@ pub struct GenerateArgs {
     /// Prompt lookup: shortest n-gram to match.
     #[arg(long, default_value_t = 1)]
     pub lookup_min_ngram: usize,
+    /// Prompt lookup with an n-gram cache: stop a draft where the product of its tokens'
+    /// confidences falls below this.
+    #[arg(long, default_value_t = PromptLookup::default().min_confidence)]
+    pub lookup_min_confidence: f32,
+    /// Static n-gram cache for prompt lookup, from `ahead train ngram` (default: the embedded
+    /// model's vendored cache).
+    #[arg(long)]
+    pub ngram_cache: Option<std::path::PathBuf>,
     /// Medusa heads: a folder with config.json and medusa_lm_head.safetensors (default: the
     /// embedded model's vendored heads).
     #[arg(long)]
@@ -166,6 +174,7 @@ pub fn run(mut a: GenerateArgs) -> Result<()> {
         draft: a.draft.as_deref(),
         draft_tokenizer: a.draft_tokenizer.as_deref(),
         medusa: a.medusa.as_deref(),
+        ngram_cache: a.ngram_cache.as_deref(),
         draft_medusa: a.draft_medusa.as_deref(),
     }
     .engine()?;
@@ -196,6 +205,7 @@ pub fn run(mut a: GenerateArgs) -> Result<()> {
         lookup: PromptLookup {
             max_ngram: a.lookup_max_ngram,
             min_ngram: a.lookup_min_ngram,
+            min_confidence: a.lookup_min_confidence,
         },
         medusa_tree,
         medusa_acceptance,

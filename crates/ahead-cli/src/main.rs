@@ -6,6 +6,7 @@ mod inspect;
 mod serve;
 mod sources;
 mod train;
+mod train_ngram;
 mod tune;
 mod tuned;
 
@@ -33,7 +34,8 @@ enum Command {
     Tune(tune::TuneArgs),
     /// Serve the OpenAI-compatible API (completions, chat, streaming, metrics).
     Serve(serve::ServeArgs),
-    /// Train what speculation needs: `ahead train draft` distils a draft model.
+    /// Train what speculation needs: a draft model (`draft`), Medusa heads (`medusa`), an
+    /// n-gram cache for prompt lookup (`ngram`).
     #[command(subcommand)]
     Train(train::TrainCommand),
 }

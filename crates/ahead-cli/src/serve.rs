@@ -22,6 +22,10 @@ pub struct ServeArgs {
     pub draft: Option<String>,
     #[arg(long)]
     pub draft_tokenizer: Option<std::path::PathBuf>,
+    /// Static n-gram cache for prompt lookup, from `ahead train ngram` (default: the embedded
+    /// model's vendored cache).
+    #[arg(long)]
+    pub ngram_cache: Option<std::path::PathBuf>,
     #[arg(long)]
     pub medusa: Option<String>,
     #[arg(long, default_value = "127.0.0.1")]
@@ -130,6 +134,7 @@ async fn serve(mut a: ServeArgs) -> Result<()> {
             draft: a.draft.as_deref(),
             draft_tokenizer: a.draft_tokenizer.as_deref(),
             medusa: a.medusa.as_deref(),
+            ngram_cache: a.ngram_cache.as_deref(),
             draft_medusa: None,
         }
         .engine()?;

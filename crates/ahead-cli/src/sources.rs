@@ -1,5 +1,5 @@
 //! Where a command's model comes from: the flags every command shares (`--model`,
-//! `--tokenizer`, `--draft`, `--draft-tokenizer`, `--medusa`, `--draft-medusa`), turned into an
+//! `--tokenizer`, `--draft`, `--draft-tokenizer`, `--medusa`, `--draft-medusa`, `--ngram-cache`), turned into an
 //! engine in one place.
 
 use std::path::Path;
@@ -16,6 +16,7 @@ pub struct Sources<'a> {
     pub draft_tokenizer: Option<&'a Path>,
     pub medusa: Option<&'a str>,
     pub draft_medusa: Option<&'a str>,
+    pub ngram_cache: Option<&'a Path>,
 }
 
 impl Sources<'_> {
@@ -39,6 +40,9 @@ impl Sources<'_> {
         }
         if let Some(m) = self.draft_medusa {
             b = b.draft_medusa(m);
+        }
+        if let Some(c) = self.ngram_cache {
+            b = b.ngram_cache(c);
         }
         b.build().context("loading the model")
     }

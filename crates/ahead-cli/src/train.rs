@@ -1,4 +1,4 @@
-//! `ahead train draft`: distils a small draft from a target on a text corpus, writes it as a
+//! `ahead train draft|medusa|ngram`. `draft` distils a small draft from a target on a text corpus, writes it as a
 //! llama2.c checkpoint beside the target's tokenizer, and measures it: held-out agreement, its
 //! cost per token against the target's, and real speculative decoding on held-out prompts.
 
@@ -24,6 +24,8 @@ pub enum TrainCommand {
     Draft(DraftArgs),
     /// Train Medusa heads on a frozen base (Medusa-1).
     Medusa(MedusaArgs),
+    /// Build a static n-gram cache for prompt lookup from the model's own continuations.
+    Ngram(crate::train_ngram::NgramArgs),
 }
 
 #[derive(Debug, Args)]
@@ -137,20 +139,21 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
     match cmd {
         TrainCommand::Draft(a) => draft(a),
         TrainCommand::Medusa(a) => medusa(a),
+        TrainCommand::Ngram(a) => crate::train_ngram::ngram(a),
     }
 }
 
 /// Measured on held-out prompts with what was trained.
 #[derive(Debug, Serialize)]
-struct Measured {
-    prompts: usize,
+pub(crate) struct Measured {
+    pub prompts: usize,
     /// Drafted tokens (or tree nodes) per step; `None`: chosen by the controller.
-    num_draft: Option<usize>,
-    mean_accepted_length: f64,
+    pub num_draft: Option<usize>,
+    pub mean_accepted_length: f64,
     /// The proposer's cost per step (draft: per token) in target 1-row forwards.
-    proposer_cost_per_step: f64,
-    vanilla_tokens_per_second: f64,
-    speculative_tokens_per_second: f64,
+    pub proposer_cost_per_step: f64,
+    pub vanilla_tokens_per_second: f64,
+    pub speculative_tokens_per_second: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -409,7 +412,12 @@ fn medusa(a: MedusaArgs) -> Result<()> {
 
 /// Greedy speculative decoding with `params` on held-out prompts, against vanilla, side by side
 /// (alternating per prompt). Fails if any output differs from vanilla's.
-fn side_by_side(engine: &Engine, held_out: &str, n: usize, params: &GenerateParams) -> Result<Measured> {
+pub(crate) fn side_by_side(
+    engine: &Engine,
+    held_out: &str,
+    n: usize,
+    params: &GenerateParams,
+) -> Result<Measured> {
     let mut prompts: Vec<Prompt> = corpus::paragraphs(held_out)
         .filter(|p| p.len() > 80)
         .take(n)
@@ -419,12 +427,21 @@ fn side_by_side(engine: &Engine, held_out: &str, n: usize, params: &GeneratePara
     if prompts.is_empty() {
         prompts.push(Prompt::Ids(engine.tokenizer().bos_id().into_iter().collect()));
     }
+    side_by_side_on(engine, &prompts, params)
+}
+
+/// `side_by_side` on the given prompts.
+pub(crate) fn side_by_side_on(
+    engine: &Engine,
+    prompts: &[Prompt],
+    params: &GenerateParams,
+) -> Result<Measured> {
     let vanilla = GenerateParams {
         method: Method::Vanilla,
         ..params.clone()
     };
     let (mut generated, mut forwards, mut t_vanilla, mut t_method) = (0usize, 0usize, 0.0, 0.0);
-    for p in &prompts {
+    for p in prompts {
         let v = engine.generate_one(p, &vanilla, &mut |_| {})?;
         t_vanilla += v.stats.generated_tokens as f64 / v.stats.tokens_per_second.max(1e-9);
         let d = engine.generate_one(p, params, &mut |_| {})?;

@@ -29,6 +29,10 @@ pub struct TuneArgs {
     pub drafts: Vec<String>,
     #[arg(long)]
     pub draft_tokenizer: Option<PathBuf>,
+    /// Static n-gram cache for prompt lookup, from `ahead train ngram` (default: the embedded
+    /// model's vendored cache).
+    #[arg(long)]
+    pub ngram_cache: Option<std::path::PathBuf>,
     /// Medusa heads folder (default: the model's vendored heads, if any).
     #[arg(long)]
     pub medusa: Option<String>,
@@ -126,6 +130,7 @@ fn engine(a: &TuneArgs, draft: Option<&str>) -> Result<Engine> {
         draft,
         draft_tokenizer: a.draft_tokenizer.as_deref(),
         medusa: a.medusa.as_deref(),
+        ngram_cache: a.ngram_cache.as_deref(),
         draft_medusa: None,
     }
     .engine()

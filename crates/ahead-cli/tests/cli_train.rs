@@ -241,3 +241,86 @@ fn train_medusa_joint_writes_a_base_to_use_with_its_heads() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("llama2.c"));
 }
+
+#[test]
+fn train_ngram_writes_a_cache_that_prompt_lookup_uses_losslessly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(format!("{FIXTURES}/corpus/tinystories_valid_head.txt")).unwrap();
+    let mut cut = 60_000;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let corpus = tmp.path().join("corpus.txt");
+    std::fs::write(&corpus, &text[..cut]).unwrap();
+    let cache = tmp.path().join("cache.bin");
+    let o = ahead(&[
+        "train",
+        "ngram",
+        "--model",
+        STORIES_BIN,
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--out",
+        cache.to_str().unwrap(),
+        "--prompts",
+        "150",
+        "--max-tokens",
+        "48",
+        "--eval-prompts",
+        "2",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    // 150 evenly spaced starts, less the openings too short to keep.
+    let openings = report["openings"].as_u64().unwrap();
+    assert!((100..=150).contains(&openings), "{report}");
+    assert_eq!(report["generated_tokens"].as_u64(), Some(openings * 48));
+    assert!(report["contexts"].as_u64().unwrap() > 500, "{report}");
+    assert_eq!(
+        report["bytes"].as_u64().unwrap(),
+        std::fs::metadata(&cache).unwrap().len()
+    );
+    assert!(report["measured"][0]["mean_accepted_length"].as_f64().unwrap() >= 1.0);
+    let run = |method: &str| {
+        let o = ahead(&[
+            "generate",
+            "--model",
+            STORIES_BIN,
+            "--prompt",
+            "Once upon a time",
+            "--max-tokens",
+            "60",
+            "--method",
+            method,
+            "--num-draft",
+            "4",
+            "--ngram-cache",
+            cache.to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+        (
+            v["token_ids"].clone(),
+            v["stats"]["accepted_tokens"].as_u64().unwrap(),
+        )
+    };
+    let (lookup, accepted) = run("prompt-lookup");
+    assert_eq!(lookup, run("vanilla").0);
+    assert!(accepted > 0, "the cache never drafted an accepted token");
+    // A file that is not a cache is refused with its name.
+    let o = ahead(&[
+        "generate",
+        "--prompt",
+        "Hi",
+        "--ngram-cache",
+        corpus.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("n-gram cache"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use ahead_core::spec::{cost_at, Controller, LookaheadConfig, MedusaTree};
+use ahead_core::spec::{cost_at, Controller, LookaheadConfig, MedusaTree, NgramCache};
 use ahead_model::medusa::MedusaHeads;
 use ahead_model::{load, LoadOptions, LoadedModel, Model, ModelSource, Tokenizer};
 
@@ -33,6 +33,7 @@ pub struct EngineBuilder {
     draft_tokenizer: Option<PathBuf>,
     medusa: Option<PathBuf>,
     draft_medusa: Option<PathBuf>,
+    ngram_cache: Option<PathBuf>,
 }
 
 impl EngineBuilder {
@@ -67,6 +68,12 @@ impl EngineBuilder {
         self
     }
 
+    /// A static n-gram cache for prompt lookup (written by `ahead train ngram`).
+    pub fn ngram_cache(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ngram_cache = Some(path.into());
+        self
+    }
+
     /// The tokenizer of a llama2.c draft checkpoint, when it is not beside it.
     pub fn draft_tokenizer(mut self, path: impl Into<PathBuf>) -> Self {
         self.draft_tokenizer = Some(path.into());
@@ -93,6 +100,19 @@ impl EngineBuilder {
             if self.medusa.is_none() {
                 engine = engine.with_medusa(ahead_model::load::default_medusa()?)?;
             }
+            if self.ngram_cache.is_none() {
+                engine = engine.with_ngram_cache(default_ngram_cache()?)?;
+            }
+        }
+        if let Some(path) = &self.ngram_cache {
+            let bytes = std::fs::read(path).map_err(|e| {
+                EngineError::InvalidRequest(format!("cannot read n-gram cache {}: {e}", path.display()))
+            })?;
+            let cache = NgramCache::from_bytes(&bytes).map_err(|source| EngineError::NgramCache {
+                path: path.display().to_string(),
+                source,
+            })?;
+            engine = engine.with_ngram_cache(cache)?;
         }
         if let Some(src) = &self.medusa {
             engine = engine.with_medusa(MedusaHeads::load(&medusa_dir(src)?)?)?;
@@ -108,6 +128,17 @@ impl EngineBuilder {
         }
         Ok(engine)
     }
+}
+
+/// The default model's vendored n-gram cache (`ahead train ngram`, see models/stories260K).
+const DEFAULT_NGRAM_CACHE: &[u8] = include_bytes!("../../../models/stories260K/ngram-cache.bin");
+
+/// The embedded default model's vendored n-gram cache (the builder adds it to that model).
+pub fn default_ngram_cache() -> Result<NgramCache> {
+    NgramCache::from_bytes(DEFAULT_NGRAM_CACHE).map_err(|source| EngineError::NgramCache {
+        path: "stories260K ngram-cache.bin (embedded)".into(),
+        source,
+    })
 }
 
 /// The folder of Medusa heads given as a path or a hub id (resolved from the local cache first).
@@ -126,6 +157,7 @@ pub struct Engine {
     loaded: LoadedModel,
     draft: Option<Draft>,
     medusa: Option<Arc<MedusaHeads>>,
+    ngram_cache: Option<Arc<NgramCache>>,
     costs: OnceLock<Costs>,
     /// Costs from the models' sizes alone, for seeded sampling (see `costs_for`).
     nominal: OnceLock<Costs>,
@@ -191,6 +223,7 @@ impl Engine {
             loaded,
             draft: None,
             medusa: None,
+            ngram_cache: None,
             costs: OnceLock::new(),
             nominal: OnceLock::new(),
         }
@@ -239,6 +272,27 @@ impl Engine {
         }
         self.medusa = Some(Arc::new(heads));
         Ok(self)
+    }
+
+    /// Adds a static n-gram cache for prompt lookup; it must predict this model's vocabulary.
+    pub fn with_ngram_cache(mut self, cache: NgramCache) -> Result<Self> {
+        let vocab = self.loaded.model.config().vocab_size;
+        if cache.vocab_size() != vocab {
+            return Err(EngineError::MethodUnavailable {
+                method: "prompt-lookup",
+                reason: format!(
+                    "the n-gram cache was built for a vocabulary of {}; the model has {vocab}",
+                    cache.vocab_size()
+                ),
+            });
+        }
+        self.ngram_cache = Some(Arc::new(cache));
+        Ok(self)
+    }
+
+    /// The loaded n-gram cache, if any.
+    pub fn ngram_cache(&self) -> Option<&NgramCache> {
+        self.ngram_cache.as_deref()
     }
 
     /// Gives the loaded draft model Medusa heads of its own (the hybrid proposer).
@@ -408,7 +462,10 @@ impl Engine {
                     )?),
                 }
             }
-            Method::PromptLookup => Box::new(PromptLookupProposer::new(params.lookup)),
+            Method::PromptLookup => Box::new(PromptLookupProposer::with_cache(
+                params.lookup,
+                self.ngram_cache.clone(),
+            )),
             Method::Medusa => {
                 let tree = self.medusa_tree_for(params)?;
                 let heads = self

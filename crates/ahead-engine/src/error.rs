@@ -1,5 +1,6 @@
 //! Errors of the engine.
 
+use ahead_core::spec::NgramCacheError;
 use ahead_core::CoreError;
 use ahead_model::ModelError;
 
@@ -17,6 +18,13 @@ pub enum EngineError {
     /// The requested method is not available in this build or for this model.
     #[error("method {method} is not available: {reason}")]
     MethodUnavailable { method: &'static str, reason: String },
+    /// An n-gram cache file is unreadable or malformed.
+    #[error("n-gram cache {path}: {source}")]
+    NgramCache {
+        path: String,
+        #[source]
+        source: NgramCacheError,
+    },
     /// The engine itself failed (a batch worker stopped, a step panicked); not the request's fault.
     #[error("internal error: {0}")]
     Internal(String),

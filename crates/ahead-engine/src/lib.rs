@@ -17,7 +17,7 @@ pub mod spec;
 
 pub use ahead_core::SamplingParams;
 pub use batch::{Job, Scheduler};
-pub use engine::{DraftMode, Engine, EngineBuilder, MAX_DRAFT};
+pub use engine::{default_ngram_cache, DraftMode, Engine, EngineBuilder, MAX_DRAFT};
 pub use error::{EngineError, Result};
 pub use output::{FinishReason, Generation, Stats};
 pub use params::{GenerateParams, MedusaAcceptance, Method, Prompt};

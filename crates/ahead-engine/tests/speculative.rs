@@ -1,5 +1,6 @@
 //! Losslessness of speculative decoding on the real stories260K model: greedy output is
-//! token-identical to plain decoding for every method (draft, prompt lookup, Medusa, auto) and
+//! token-identical to plain decoding for every method (draft, prompt lookup with the vendored
+//! n-gram cache, Medusa, lookahead, auto) and
 //! draft length, and sampled output
 //! follows the target's distribution (chi-square tests with fixed seeds, alpha = 1e-4).
 
@@ -48,6 +49,8 @@ fn engine_with_draft() -> &'static Engine {
         Engine::from_loaded(loaded)
             .with_draft(draft)
             .with_medusa(medusa)
+            .unwrap()
+            .with_ngram_cache(ahead_engine::default_ngram_cache().unwrap())
             .unwrap()
     })
 }

@@ -69,9 +69,72 @@ pub fn prompts(tokenizer: &Tokenizer, text: &str) -> Result<Vec<Vec<u32>>> {
     Ok(out)
 }
 
+/// Up to `max` openings of `text` for self-distillation: text from the start of a line or a
+/// sentence to the end of the first line or sentence that reaches `min_chars`, at most
+/// `max_chars` long. With more candidates than `max`, evenly spaced ones are taken.
+pub fn openings(text: &str, min_chars: usize, max_chars: usize, max: usize) -> Vec<&str> {
+    let bytes = text.as_bytes();
+    let is_end = |i: usize| match bytes[i] {
+        b'\n' => true,
+        b'.' | b'!' | b'?' => bytes.get(i + 1).is_none_or(u8::is_ascii_whitespace),
+        _ => false,
+    };
+    // Starts: the text's, and the first non-blank byte after every line or sentence end.
+    let mut starts = vec![0];
+    for i in 0..bytes.len() {
+        if is_end(i) {
+            let next = (i + 1..bytes.len()).find(|&j| !bytes[j].is_ascii_whitespace());
+            if let Some(j) = next.filter(|j| starts.last() != Some(j)) {
+                starts.push(j);
+            }
+        }
+    }
+    let stride = starts.len().div_ceil(max.max(1)).max(1);
+    starts
+        .into_iter()
+        .step_by(stride)
+        .take(max)
+        .filter_map(|s| {
+            let from = (s + min_chars).min(bytes.len());
+            let mut end = (from..bytes.len())
+                .find(|&i| is_end(i))
+                .map_or(bytes.len(), |i| i + 1);
+            end = end.min(s + max_chars).min(bytes.len());
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            let piece = text[s..end].trim();
+            (piece.len() >= 8).then_some(piece)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn openings_start_at_lines_and_sentences() {
+        let text = "One day a cat sat. It was happy! Then it ran away.\n\ndef f(x):\n    return x + 1\n";
+        let o = openings(text, 10, 300, 100);
+        assert_eq!(
+            o,
+            [
+                "One day a cat sat.",
+                "It was happy!",
+                "Then it ran away.",
+                "def f(x):\n    return x + 1",
+                "return x + 1"
+            ]
+        );
+        assert!(openings(text, 10, 12, 100).iter().all(|p| p.len() <= 12));
+        // Five candidates, two wanted: every third.
+        assert_eq!(
+            openings(text, 10, 300, 2),
+            ["One day a cat sat.", "def f(x):\n    return x + 1"]
+        );
+        assert!(openings("", 10, 300, 5).is_empty());
+    }
 
     #[test]
     fn the_held_out_tail_starts_at_a_paragraph() {

@@ -25,6 +25,10 @@ pub struct MethodsArgs {
     pub draft: Option<String>,
     #[arg(long)]
     pub draft_tokenizer: Option<PathBuf>,
+    /// Static n-gram cache for prompt lookup, from `ahead train ngram` (default: the embedded
+    /// model's vendored cache).
+    #[arg(long)]
+    pub ngram_cache: Option<std::path::PathBuf>,
     /// Medusa heads folder.
     #[arg(long)]
     pub medusa: Option<String>,
@@ -168,6 +172,7 @@ fn methods() -> Vec<(&'static str, GenerateParams)> {
     vec![
         ("vanilla", with(Method::Vanilla, None)),
         ("prompt-lookup", with(Method::PromptLookup, None)),
+        ("prompt-lookup (k=8)", with(Method::PromptLookup, Some(8))),
         ("draft", with(Method::Draft, None)),
         ("draft (k=4)", with(Method::Draft, Some(4))),
         ("medusa", with(Method::Medusa, None)),
@@ -302,6 +307,7 @@ pub fn run(a: MethodsArgs) -> Result<()> {
         draft: a.draft.as_deref(),
         draft_tokenizer: a.draft_tokenizer.as_deref(),
         medusa: a.medusa.as_deref(),
+        ngram_cache: a.ngram_cache.as_deref(),
         draft_medusa: None,
     }
     .engine()?;

@@ -2,11 +2,14 @@
 //! context's last n-gram (in the prompt or the output). Deterministic, so its q is one-hot.
 
 /// n-gram sizes and draft length of prompt lookup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PromptLookup {
     /// Longest n-gram tried first; shorter ones down to `min_ngram` if it has no match.
     pub max_ngram: usize,
     pub min_ngram: usize,
+    /// With an n-gram cache: a draft stops before the token at which the product of the
+    /// cache's confidences along it falls below this.
+    pub min_confidence: f32,
 }
 
 impl Default for PromptLookup {
@@ -14,6 +17,7 @@ impl Default for PromptLookup {
         Self {
             max_ngram: 3,
             min_ngram: 1,
+            min_confidence: 0.5,
         }
     }
 }
@@ -65,16 +69,36 @@ impl IndexedLookup {
 
     /// Same result as [`PromptLookup::propose`].
     pub fn propose(&mut self, history: &[u32], k: usize) -> Vec<u32> {
-        let (lo, hi) = (self.config.min_ngram.max(1), self.config.max_ngram);
-        if k == 0 || hi < lo {
+        if k == 0 {
             return Vec::new();
+        }
+        self.update(history);
+        match self.find(history, history) {
+            Some((from, _)) => history[from..(from + k).min(history.len())].to_vec(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The token that followed the latest earlier occurrence of the longest n-gram ending
+    /// `tail` (committed tokens, perhaps followed by drafts), with that n; `history` is the
+    /// committed sequence.
+    pub fn next_after(&mut self, history: &[u32], tail: &[u32]) -> Option<(u32, usize)> {
+        self.update(history);
+        self.find(history, tail).map(|(from, n)| (history[from], n))
+    }
+
+    /// Indexes every n-gram of `history` not indexed yet that ends before its last token.
+    fn update(&mut self, history: &[u32]) {
+        let (lo, hi) = (self.config.min_ngram.max(1), self.config.max_ngram);
+        if hi < lo {
+            return;
         }
         if history.len() < self.seen {
             self.index.clear();
             self.seen = 0;
         }
         self.index.resize_with(hi - lo + 1, Default::default);
-        // Index every n-gram that ends before the last token: continuation start = end + 1.
+        // Continuation start = end + 1.
         let done = self.seen.saturating_sub(1);
         for end in done..history.len().saturating_sub(1) {
             for n in lo..=hi {
@@ -84,16 +108,19 @@ impl IndexedLookup {
             }
         }
         self.seen = history.len();
-        for n in (lo..=hi).rev() {
-            if history.len() <= n {
-                continue;
+    }
+
+    /// Start of the continuation of the longest indexed n-gram ending `tail`, and that n. An
+    /// n-gram must leave a token before it (as in the scan), so n < `tail.len()`.
+    fn find(&self, history: &[u32], tail: &[u32]) -> Option<(usize, usize)> {
+        let lo = self.config.min_ngram.max(1);
+        (lo..=self.config.max_ngram).rev().find_map(|n| {
+            if tail.len() <= n || history.len() <= n {
+                return None;
             }
-            if let Some(&from) = self.index[n - lo].get(&history[history.len() - n..]) {
-                let to = (from + k).min(history.len());
-                return history[from..to].to_vec();
-            }
-        }
-        Vec::new()
+            let from = *self.index.get(n - lo)?.get(&tail[tail.len() - n..])?;
+            Some((from, n))
+        })
     }
 }
 
@@ -106,6 +133,7 @@ mod tests {
         let l = PromptLookup {
             max_ngram: 2,
             min_ngram: 1,
+            ..PromptLookup::default()
         };
         // "a b c d a b" -> the bigram "a b" occurred at 0, followed by "c d a b".
         assert_eq!(l.propose(&[1, 2, 3, 4, 1, 2], 3), vec![3, 4, 1]);
@@ -123,6 +151,7 @@ mod tests {
         let config = PromptLookup {
             max_ngram: 3,
             min_ngram: 1,
+            min_confidence: 0.5,
         };
         let mut indexed = IndexedLookup::new(config);
         let mut state = 7u64;
@@ -138,6 +167,20 @@ mod tests {
                 config.propose(&history, k),
                 "step {step}"
             );
+            // One token at a time, with drafts after the committed tokens: the same as a scan
+            // of the committed history for the n-gram that ends the drafts.
+            let drafts = [((state >> 40) % 6) as u32];
+            let mut tail = history.clone();
+            tail.extend(drafts);
+            let scan = (1..=3).rev().find_map(|n| {
+                (history.len() > n).then_some(())?;
+                let gram = &tail[tail.len() - n..];
+                (0..history.len() - n)
+                    .rev()
+                    .find(|&s| &history[s..s + n] == gram)
+                    .map(|s| (history[s + n], n))
+            });
+            assert_eq!(indexed.next_after(&history, &tail), scan, "step {step}");
         }
         // A shorter history is another sequence: the index starts again.
         assert_eq!(indexed.propose(&[4, 5, 4], 2), config.propose(&[4, 5, 4], 2));

@@ -6,6 +6,7 @@ pub mod controller;
 pub mod lookahead;
 pub mod lookup;
 pub mod medusa_tree;
+pub mod ngram_cache;
 pub mod tree;
 
 pub use accept::{accept, accept_typical, Acceptance};
@@ -13,4 +14,5 @@ pub use controller::{cost_at, Controller};
 pub use lookahead::{candidate_tree, LookaheadConfig, NgramPool};
 pub use lookup::{IndexedLookup, PromptLookup};
 pub use medusa_tree::MedusaTree;
+pub use ngram_cache::{CacheHit, NgramCache, NgramCacheError, NgramCounter};
 pub use tree::{DraftDist, TokenTree};

@@ -1,6 +1,8 @@
 //! The `Proposer` trait: drafts a token tree continuing the committed tokens.
 
-use ahead_core::spec::{DraftDist, IndexedLookup, PromptLookup, TokenTree};
+use std::sync::Arc;
+
+use ahead_core::spec::{DraftDist, IndexedLookup, NgramCache, PromptLookup, TokenTree};
 use ahead_core::{Rng, SamplingParams};
 
 use crate::error::Result;
@@ -86,18 +88,55 @@ impl Proposer for NoDraft {
     }
 }
 
-/// Prompt lookup: copies what followed the last n-gram earlier in the context. One-hot q, so
-/// exact under sampling too.
+/// Prompt lookup: copies what followed the last n-gram earlier in the context, and, with a
+/// static n-gram cache, continues from the cache where the context has nothing as long. One-hot
+/// q, so exact under sampling too.
 #[derive(Debug, Default)]
 pub struct PromptLookupProposer {
     lookup: IndexedLookup,
+    cache: Option<Arc<NgramCache>>,
 }
+
+/// How sure a draft token copied from the context itself is, against the cache's counts: an
+/// n-gram repeated within one request is strong evidence (lookup decoding's premise).
+const CONTEXT_CONFIDENCE: f32 = 0.9;
 
 impl PromptLookupProposer {
     pub fn new(config: PromptLookup) -> Self {
+        Self::with_cache(config, None)
+    }
+
+    pub fn with_cache(config: PromptLookup, cache: Option<Arc<NgramCache>>) -> Self {
         Self {
             lookup: IndexedLookup::new(config),
+            cache,
         }
+    }
+
+    /// Up to `k` tokens, one at a time: each from the longer of the context's and the cache's
+    /// matches (the context's on a tie), until the product of their confidences falls below
+    /// `min_confidence`.
+    fn propose_with_cache(&mut self, cache: &NgramCache, history: &[u32], k: usize) -> Vec<u32> {
+        let config = self.lookup.config;
+        let keep = cache.max_n().max(config.max_ngram) + 1;
+        let mut tail = history[history.len().saturating_sub(keep)..].to_vec();
+        let mut drafts = Vec::with_capacity(k);
+        let mut confidence = 1.0;
+        while drafts.len() < k {
+            let hit = cache.lookup(&tail);
+            let (token, c) = match (self.lookup.next_after(history, &tail), hit) {
+                (Some((t, n)), h) if h.is_none_or(|h| n >= h.n) => (t, CONTEXT_CONFIDENCE),
+                (_, Some(h)) => (h.token, h.confidence),
+                _ => break,
+            };
+            confidence *= c;
+            if confidence < config.min_confidence {
+                break;
+            }
+            drafts.push(token);
+            tail.push(token);
+        }
+        drafts
     }
 }
 
@@ -107,7 +146,10 @@ impl Proposer for PromptLookupProposer {
     }
 
     fn propose(&mut self, history: &[u32], k: usize, _: &SamplingParams, _: &mut Rng) -> Result<TokenTree> {
-        let tokens = self.lookup.propose(history, k);
+        let tokens = match self.cache.clone() {
+            Some(cache) if k > 0 => self.propose_with_cache(&cache, history, k),
+            _ => self.lookup.propose(history, k),
+        };
         let q = vec![DraftDist::OneHot; tokens.len()];
         Ok(TokenTree::chain(tokens, q))
     }
