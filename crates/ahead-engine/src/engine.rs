@@ -496,7 +496,12 @@ impl Engine {
                     Method::Medusa => costs.medusa_step,
                     _ => 0.0,
                 };
-                Controller::new(costs.verify.clone(), draft_cost)
+                let c = Controller::new(costs.verify.clone(), draft_cost);
+                if m == Method::PromptLookup && self.ngram_cache.is_some() {
+                    c.with_proposer_limiting_length()
+                } else {
+                    c
+                }
             }
         };
         Sequence::start(

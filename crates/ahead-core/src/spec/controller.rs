@@ -39,6 +39,10 @@ pub struct Controller {
     /// Rows every drafting step adds besides its drafts (lookahead's window); plain steps
     /// carry none.
     side_rows: usize,
+    /// The proposer stops each draft where its own confidence runs out (prompt lookup with an
+    /// n-gram cache): a drafting step offers it the longest draft, and the controller only
+    /// decides whether to draft at all (and how much under load).
+    proposer_limits_length: bool,
 }
 
 /// Live timings, as ratios to the current 1-row forward time: the context grows during a
@@ -94,7 +98,14 @@ impl Controller {
             timing: Timing::default(),
             since_plain: 0,
             side_rows: 0,
+            proposer_limits_length: false,
         }
+    }
+
+    /// For proposers that end each draft where their confidence runs out (see the field).
+    pub fn with_proposer_limiting_length(mut self) -> Self {
+        self.proposer_limits_length = true;
+        self
     }
 
     /// Every drafting step also carries `rows` rows that are not drafts (lookahead's Jacobi
@@ -239,6 +250,9 @@ impl Controller {
                 self.since_plain = 0;
                 return 0;
             }
+            if self.proposer_limits_length && others == 0 {
+                return self.max_k();
+            }
             return best.min(self.ramp);
         }
         self.since_plain = 0;
@@ -298,6 +312,28 @@ pub fn cost_at(curve: &[f64], w: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_proposer_that_limits_itself_gets_the_longest_draft_when_drafting_pays() {
+        // Each row costs 0.3 of a step.
+        let curve: Vec<f64> = (0..10)
+            .map(|w| if w == 0 { 0.0 } else { 1.0 + 0.3 * (w as f64 - 1.0) })
+            .collect();
+        let mut c = Controller::new(curve.clone(), 0.0).with_proposer_limiting_length();
+        assert_eq!(c.choose(), 8, "no ramp: the proposer decides the length");
+        for _ in 0..20 {
+            c.observe(3, 2);
+        }
+        assert_eq!(c.choose(), 8);
+        // Drafts that are never accepted: back to plain decoding.
+        for _ in 0..40 {
+            c.observe(2, 0);
+        }
+        assert_eq!(c.choose(), 0);
+        // Under load the controller's own choice stands.
+        let mut c = Controller::new(curve, 0.0).with_proposer_limiting_length();
+        assert!(c.choose_under_load(6) < 8);
+    }
 
     #[test]
     fn drafts_long_when_verification_is_cheap_and_acceptance_high() {
