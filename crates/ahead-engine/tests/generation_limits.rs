@@ -302,9 +302,12 @@ fn cancellation_stops_generation_within_a_step() {
         )
         .unwrap();
     assert_eq!(out.finish_reason, FinishReason::Cancelled);
+    // Text arrives once per step (a speculative step can commit many tokens): the fifth piece
+    // cancels, and no step runs after it.
     assert!(
-        out.token_ids.len() < 20,
-        "{} tokens after cancelling",
+        out.stats.target_forwards <= 5 && out.token_ids.len() < 200,
+        "{} steps, {} tokens after cancelling",
+        out.stats.target_forwards,
         out.token_ids.len()
     );
 }
