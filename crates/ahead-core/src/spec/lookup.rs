@@ -1,6 +1,11 @@
 //! Prompt lookup: draft the tokens that followed the most recent earlier occurrence of the
 //! context's last n-gram (in the prompt or the output). Deterministic, so its q is one-hot.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use super::ngram_cache::{context_keys, MAX_CONTEXT};
+
 /// n-gram sizes and draft length of prompt lookup.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PromptLookup {
@@ -48,12 +53,15 @@ impl PromptLookup {
 
 /// Prompt lookup with an incremental index: each step costs O(n) instead of a scan of the
 /// whole context. Between calls the history may only grow (one sequence per index); a shorter
-/// history is taken as a new sequence and resets the index.
+/// history is taken as a new sequence and resets the index. N-grams are keyed by their 64-bit
+/// hash (the n-gram cache's, so no allocation per n-gram): a collision could only change a
+/// draft, never the output.
 #[derive(Debug, Clone, Default)]
 pub struct IndexedLookup {
     pub config: PromptLookup,
-    /// For each n-gram size (index n - min_ngram): n-gram -> start of its latest continuation.
-    index: Vec<std::collections::HashMap<Vec<u32>, usize>>,
+    /// For each n-gram size (index n - min_ngram): n-gram hash -> start of its latest
+    /// continuation.
+    index: Vec<HashMap<u64, usize, BuildHasherDefault<KeyIsHash>>>,
     /// Length of the history the index was built from.
     seen: usize,
 }
@@ -101,10 +109,8 @@ impl IndexedLookup {
         // Continuation start = end + 1.
         let done = self.seen.saturating_sub(1);
         for end in done..history.len().saturating_sub(1) {
-            for n in lo..=hi {
-                if end + 1 >= n {
-                    self.index[n - lo].insert(history[end + 1 - n..=end].to_vec(), end + 1);
-                }
+            for (n, key) in context_keys(&history[..=end], hi).skip(lo - 1) {
+                self.index[n - lo].insert(key, end + 1);
             }
         }
         self.seen = history.len();
@@ -114,13 +120,36 @@ impl IndexedLookup {
     /// n-gram must leave a token before it (as in the scan), so n < `tail.len()`.
     fn find(&self, history: &[u32], tail: &[u32]) -> Option<(usize, usize)> {
         let lo = self.config.min_ngram.max(1);
-        (lo..=self.config.max_ngram).rev().find_map(|n| {
+        let mut keys = [0u64; MAX_CONTEXT];
+        for (n, key) in context_keys(tail, self.config.max_ngram.min(MAX_CONTEXT)) {
+            keys[n - 1] = key;
+        }
+        (lo..=self.config.max_ngram.min(MAX_CONTEXT)).rev().find_map(|n| {
             if tail.len() <= n || history.len() <= n {
                 return None;
             }
-            let from = *self.index.get(n - lo)?.get(&tail[tail.len() - n..])?;
+            let from = *self.index.get(n - lo)?.get(&keys[n - 1])?;
             Some((from, n))
         })
+    }
+}
+
+/// A hasher for keys that are already uniform 64-bit hashes.
+#[derive(Debug, Clone, Copy, Default)]
+struct KeyIsHash(u64);
+
+impl Hasher for KeyIsHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; anything else is folded in, so the hasher stays correct.
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01B3);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
     }
 }
 

@@ -77,7 +77,7 @@ fn finish(state: u64, n: usize) -> u64 {
 const SEED: u64 = 0x2545_F491_4F6C_DD1D;
 
 /// Keys of the contexts ending at the end of `history`, for n = 1..=max_n (as far as it goes).
-fn context_keys(history: &[u32], max_n: usize) -> impl Iterator<Item = (usize, u64)> + '_ {
+pub(crate) fn context_keys(history: &[u32], max_n: usize) -> impl Iterator<Item = (usize, u64)> + '_ {
     history
         .iter()
         .rev()
