@@ -85,9 +85,9 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 1)]
     pub lookup_min_ngram: usize,
     /// Prompt lookup with an n-gram cache: stop a draft where the product of its tokens'
-    /// confidences falls below this.
-    #[arg(long, default_value_t = PromptLookup::default().min_confidence)]
-    pub lookup_min_confidence: f32,
+    /// confidences falls below this [default: 0.5, or the --config file's].
+    #[arg(long)]
+    pub lookup_min_confidence: Option<f32>,
     /// Static n-gram cache for prompt lookup, from `ahead train ngram` (default: the embedded
     /// model's vendored cache).
     #[arg(long)]
@@ -133,6 +133,10 @@ pub fn run(mut a: GenerateArgs) -> Result<()> {
     // The tuned draft model, when the tuned method is used and no draft was named.
     if let (Some(t), None, None) = (&tuned, &a.method, &a.draft) {
         a.draft = t.draft.clone();
+    }
+    // Likewise its n-gram cache.
+    if let (Some(t), None, None) = (&tuned, &a.method, &a.ngram_cache) {
+        a.ngram_cache = t.ngram_cache.as_ref().map(Into::into);
     }
     let method = match a.method.unwrap_or(MethodArg::Auto) {
         MethodArg::Vanilla => Method::Vanilla,
@@ -205,7 +209,7 @@ pub fn run(mut a: GenerateArgs) -> Result<()> {
         lookup: PromptLookup {
             max_ngram: a.lookup_max_ngram,
             min_ngram: a.lookup_min_ngram,
-            min_confidence: a.lookup_min_confidence,
+            min_confidence: PromptLookup::default().min_confidence,
         },
         medusa_tree,
         medusa_acceptance,
@@ -216,6 +220,12 @@ pub fn run(mut a: GenerateArgs) -> Result<()> {
     };
     if let Some(t) = &tuned {
         t.apply(&mut params, a.method.is_some())?;
+    }
+    if let Some(c) = a.lookup_min_confidence {
+        if !(0.0..=1.0).contains(&c) {
+            bail!("--lookup-min-confidence must be in [0, 1]");
+        }
+        params.lookup.min_confidence = c;
     }
     if a.lookup_min_ngram == 0 || a.lookup_min_ngram > a.lookup_max_ngram {
         bail!("--lookup-min-ngram must be at least 1 and at most --lookup-max-ngram");

@@ -97,6 +97,9 @@ async fn serve(mut a: ServeArgs) -> Result<()> {
         if a.draft.is_none() {
             a.draft = tuned.draft.clone();
         }
+        if a.ngram_cache.is_none() {
+            a.ngram_cache = tuned.ngram_cache.as_ref().map(Into::into);
+        }
         eprintln!("tuned config {}: method {}", path.display(), tuned.method);
     }
     let cfg = ServerConfig {

@@ -72,8 +72,12 @@ fn params(method: Method, num_draft: Option<usize>) -> GenerateParams {
     }
 }
 
-/// Everything tried: each method with the controller and with fixed settings.
-fn configs(drafts: usize) -> Vec<Config> {
+/// Prompt lookup's confidence stops tried besides the default, with an n-gram cache.
+const MIN_CONFIDENCES: [f32; 2] = [0.35, 0.65];
+
+/// Everything tried: each method with the controller and with fixed settings (and with an
+/// n-gram cache, prompt lookup's confidence stop).
+fn configs(drafts: usize, cache: bool) -> Vec<Config> {
     let plain = |name: &str, params| Config {
         name: name.to_string(),
         params,
@@ -84,6 +88,15 @@ fn configs(drafts: usize) -> Vec<Config> {
         plain("prompt-lookup", params(Method::PromptLookup, None)),
         plain("prompt-lookup k=2", params(Method::PromptLookup, Some(2))),
         plain("prompt-lookup k=4", params(Method::PromptLookup, Some(4))),
+    ];
+    if cache {
+        for c in MIN_CONFIDENCES {
+            let mut p = params(Method::PromptLookup, None);
+            p.lookup.min_confidence = c;
+            out.push(plain(&format!("prompt-lookup C={c}"), p));
+        }
+    }
+    out.extend([
         plain("medusa", params(Method::Medusa, None)),
         plain("medusa k=1", params(Method::Medusa, Some(1))),
         Config {
@@ -95,7 +108,7 @@ fn configs(drafts: usize) -> Vec<Config> {
             draft: None,
         },
         plain("lookahead", params(Method::Lookahead, None)),
-    ];
+    ]);
     for (w, n, g) in [(4, 4, 4), (8, 4, 8), (15, 5, 15)] {
         out.push(plain(
             &format!("lookahead W{w} N{n} G{g}"),
@@ -145,7 +158,7 @@ pub fn run(a: TuneArgs) -> Result<()> {
         .map(|d| engine(&a, Some(d)))
         .collect::<Result<_>>()?;
     let n_drafts = if a.drafts.is_empty() { 1 } else { a.drafts.len() };
-    let configs = configs(n_drafts);
+    let configs = configs(n_drafts, base.ngram_cache().is_some());
     let mut candidates: Vec<Candidate<'_>> = configs
         .iter()
         .map(|c| Candidate {
@@ -197,6 +210,9 @@ pub fn run(a: TuneArgs) -> Result<()> {
         lookahead_window: p.lookahead_window,
         lookahead_ngram: p.lookahead_ngram,
         lookahead_guesses: p.lookahead_guesses,
+        lookup_min_confidence: (p.method == Method::PromptLookup && base.ngram_cache().is_some())
+            .then_some(p.lookup.min_confidence),
+        ngram_cache: a.ngram_cache.as_ref().map(|c| c.display().to_string()),
         measured,
     };
     let text = serde_json::to_string_pretty(&tuned)?;

@@ -27,6 +27,12 @@ pub struct Tuned {
     pub lookahead_window: Option<usize>,
     pub lookahead_ngram: Option<usize>,
     pub lookahead_guesses: Option<usize>,
+    /// Prompt lookup's confidence stop (with an n-gram cache).
+    #[serde(default)]
+    pub lookup_min_confidence: Option<f32>,
+    /// The n-gram cache it was tuned with, when one was named (`--ngram-cache`).
+    #[serde(default)]
+    pub ngram_cache: Option<String>,
     /// Every configuration measured, fastest first.
     pub measured: Vec<Measured>,
 }
@@ -56,6 +62,9 @@ impl Tuned {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let t: Tuned = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         parse_method(&t.method)?;
+        if t.lookup_min_confidence.is_some_and(|c| !(0.0..=1.0).contains(&c)) {
+            bail!("lookup_min_confidence in {} is not in [0, 1]", path.display());
+        }
         if let Some(c) = &t.medusa_choices {
             MedusaTree::new(c.clone()).with_context(|| format!("medusa_choices in {}", path.display()))?;
         }
@@ -63,7 +72,7 @@ impl Tuned {
     }
 
     /// Fills what the command line left open: the method (when not given), and that method's
-    /// parameters (each only when not given).
+    /// parameters (each only when not given; the caller re-applies a given confidence stop).
     pub fn apply(&self, params: &mut GenerateParams, method_given: bool) -> Result<()> {
         if method_given {
             return Ok(());
@@ -78,6 +87,9 @@ impl Tuned {
         params.lookahead_window = params.lookahead_window.or(self.lookahead_window);
         params.lookahead_ngram = params.lookahead_ngram.or(self.lookahead_ngram);
         params.lookahead_guesses = params.lookahead_guesses.or(self.lookahead_guesses);
+        if let Some(c) = self.lookup_min_confidence {
+            params.lookup.min_confidence = c;
+        }
         Ok(())
     }
 }

@@ -225,6 +225,30 @@ fn tune_writes_a_config_that_generate_follows() {
     );
     assert_eq!(plain["stats"]["method"], "vanilla");
     assert_eq!(plain["token_ids"], g["token_ids"], "lossless either way");
+    // With the embedded model's n-gram cache, prompt lookup's confidence stop is tuned too,
+    // and generate follows the file's (the flag wins over it).
+    assert!(
+        measured.iter().any(|m| m["name"] == "prompt-lookup C=0.35"),
+        "{v}"
+    );
+    let drafted = |confidence: f64, flag: Option<&str>| {
+        let mut lookup = v.clone();
+        lookup["method"] = "prompt-lookup".into();
+        lookup["num_draft"] = 8.into();
+        lookup["lookup_min_confidence"] = confidence.into();
+        std::fs::write(&cfg, lookup.to_string()).unwrap();
+        let mut argv = vec!["generate"];
+        argv.extend(args);
+        argv.extend(flag.map(|f| ["--lookup-min-confidence", f]).into_iter().flatten());
+        let g = json(&ahead(&argv), "generate --config prompt-lookup");
+        assert_eq!(g["token_ids"], plain["token_ids"], "lossless");
+        g["stats"]["drafted_tokens"].as_u64().unwrap()
+    };
+    let (low, high) = (drafted(0.0, None), drafted(0.95, None));
+    assert!(high < low, "drafted {high} at 0.95, {low} at 0.0");
+    assert_eq!(drafted(0.95, Some("0")), low);
+    let o = ahead(&["generate", "--prompt", "x", "--lookup-min-confidence", "1.5"]);
+    assert!(!o.status.success());
     // A broken config is a clear error.
     std::fs::write(&cfg, "{\"method\": \"warp\"}").unwrap();
     let o = ahead(&["generate", "--config", cfg.to_str().unwrap(), "--prompt", "x"]);
