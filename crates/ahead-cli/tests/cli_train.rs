@@ -1,21 +1,47 @@
-//! `ahead train draft` end to end on a small slice of the TinyStories corpus: it writes a
-//! loadable draft, its tokenizer and a report, and the draft decodes losslessly.
+//! `ahead train draft|medusa|ngram` end to end on small slices of the TinyStories corpus: each
+//! writes what it trained and a report, and decoding with it is lossless.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 use common::*;
 
-#[test]
-fn train_draft_writes_a_draft_that_decodes_losslessly() {
-    let tmp = tempfile::tempdir().unwrap();
+/// The first `bytes` of the TinyStories corpus (cut at a character), written into `dir`.
+fn tinystories_head(dir: &std::path::Path, bytes: usize) -> std::path::PathBuf {
     let text = std::fs::read_to_string(format!("{FIXTURES}/corpus/tinystories_valid_head.txt")).unwrap();
-    let mut cut = 40_000;
+    let mut cut = bytes.min(text.len());
     while !text.is_char_boundary(cut) {
         cut -= 1;
     }
-    let corpus = tmp.path().join("corpus.txt");
+    let corpus = dir.join("corpus.txt");
     std::fs::write(&corpus, &text[..cut]).unwrap();
+    corpus
+}
+
+/// `ahead generate` of "Once upon a time" with `model`, `method` and `extra` flags, as JSON.
+fn once_upon_a_time(model: &str, max_tokens: &str, method: &str, extra: &[&str]) -> Value {
+    let mut argv = vec![
+        "generate",
+        "--model",
+        model,
+        "--prompt",
+        "Once upon a time",
+        "--max-tokens",
+        max_tokens,
+        "--method",
+        method,
+        "--json",
+    ];
+    argv.extend(extra);
+    let o = ahead(&argv);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_str(&stdout(&o)).unwrap()
+}
+
+#[test]
+fn train_draft_writes_a_draft_that_decodes_losslessly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tinystories_head(tmp.path(), 40_000);
     let out_dir = tmp.path().join("draft");
     let o = ahead(&[
         "train",
@@ -50,24 +76,10 @@ fn train_draft_writes_a_draft_that_decodes_losslessly() {
         assert!(out_dir.join(f).is_file(), "{f} missing");
     }
     // The written draft loads and gives the target's exact greedy output.
-    let run = |method: &str| {
-        let o = ahead(&[
-            "generate",
-            "--model",
-            STORIES_BIN,
-            "--prompt",
-            "Once upon a time",
-            "--max-tokens",
-            "60",
-            "--method",
-            method,
-            "--draft",
-            out_dir.join("draft.bin").to_str().unwrap(),
-            "--json",
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
-        v["token_ids"].clone()
+    let draft = out_dir.join("draft.bin");
+    let run = |method| {
+        once_upon_a_time(STORIES_BIN, "60", method, &["--draft", draft.to_str().unwrap()])["token_ids"]
+            .clone()
     };
     assert_eq!(run("draft"), run("vanilla"));
 }
@@ -110,13 +122,7 @@ fn train_draft_refuses_bad_options_clearly() {
 #[test]
 fn train_medusa_writes_heads_in_the_original_layout_that_decode_losslessly() {
     let tmp = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(format!("{FIXTURES}/corpus/tinystories_valid_head.txt")).unwrap();
-    let mut cut = 40_000;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    let corpus = tmp.path().join("corpus.txt");
-    std::fs::write(&corpus, &text[..cut]).unwrap();
+    let corpus = tinystories_head(tmp.path(), 40_000);
     let out_dir = tmp.path().join("heads");
     let o = ahead(&[
         "train",
@@ -152,24 +158,14 @@ fn train_medusa_writes_heads_in_the_original_layout_that_decode_losslessly() {
     let cfg: Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["medusa_num_heads"], 2);
-    let run = |method: &str| {
-        let o = ahead(&[
-            "generate",
-            "--model",
+    let run = |method| {
+        once_upon_a_time(
             STORIES_BIN,
-            "--prompt",
-            "Once upon a time",
-            "--max-tokens",
             "60",
-            "--method",
             method,
-            "--medusa",
-            out_dir.to_str().unwrap(),
-            "--json",
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
-        v["token_ids"].clone()
+            &["--medusa", out_dir.to_str().unwrap()],
+        )["token_ids"]
+            .clone()
     };
     assert_eq!(run("medusa"), run("vanilla"));
 }
@@ -206,24 +202,14 @@ fn train_medusa_joint_writes_a_base_to_use_with_its_heads() {
     assert!(report["training"]["base_kl"].as_f64().unwrap() >= 0.0);
     let base = out_dir.join("base.bin");
     assert!(base.is_file() && out_dir.join("tokenizer.bin").is_file());
-    let run = |method: &str| {
-        let o = ahead(&[
-            "generate",
-            "--model",
+    let run = |method| {
+        once_upon_a_time(
             base.to_str().unwrap(),
-            "--prompt",
-            "Once upon a time",
-            "--max-tokens",
             "40",
-            "--method",
             method,
-            "--medusa",
-            out_dir.to_str().unwrap(),
-            "--json",
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
-        v["token_ids"].clone()
+            &["--medusa", out_dir.to_str().unwrap()],
+        )["token_ids"]
+            .clone()
     };
     assert_eq!(run("medusa"), run("vanilla"));
     // A base that is not a llama2.c checkpoint cannot be written back for --joint.
@@ -245,13 +231,7 @@ fn train_medusa_joint_writes_a_base_to_use_with_its_heads() {
 #[test]
 fn train_ngram_writes_a_cache_that_prompt_lookup_uses_losslessly() {
     let tmp = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(format!("{FIXTURES}/corpus/tinystories_valid_head.txt")).unwrap();
-    let mut cut = 60_000;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    let corpus = tmp.path().join("corpus.txt");
-    std::fs::write(&corpus, &text[..cut]).unwrap();
+    let corpus = tinystories_head(tmp.path(), 60_000);
     let cache = tmp.path().join("cache.bin");
     let o = ahead(&[
         "train",
@@ -282,25 +262,13 @@ fn train_ngram_writes_a_cache_that_prompt_lookup_uses_losslessly() {
         std::fs::metadata(&cache).unwrap().len()
     );
     assert!(report["measured"][0]["mean_accepted_length"].as_f64().unwrap() >= 1.0);
-    let run = |method: &str| {
-        let o = ahead(&[
-            "generate",
-            "--model",
+    let run = |method| {
+        let v = once_upon_a_time(
             STORIES_BIN,
-            "--prompt",
-            "Once upon a time",
-            "--max-tokens",
             "60",
-            "--method",
             method,
-            "--num-draft",
-            "4",
-            "--ngram-cache",
-            cache.to_str().unwrap(),
-            "--json",
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+            &["--num-draft", "4", "--ngram-cache", cache.to_str().unwrap()],
+        );
         (
             v["token_ids"].clone(),
             v["stats"]["accepted_tokens"].as_u64().unwrap(),
