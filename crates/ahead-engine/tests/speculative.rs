@@ -197,9 +197,10 @@ fn target_dist(model: &Model, ids: &[u32], sampling: &SamplingParams) -> ahead_c
 fn sampled_tokens_follow_the_target_distribution_for_every_method_and_warper() {
     let e = engine_with_draft();
     let model = e.model();
-    // Repetitive text so that prompt lookup drafts too.
-    let prompt = Prompt::from("The cat sat on the mat. The cat sat on the mat. The cat");
-    let prompt_ids = e.prompt_ids(&prompt).unwrap();
+    // Repetitive text so that prompt lookup drafts from the context; plain text, so that it
+    // drafts from the n-gram cache.
+    let repetitive = Prompt::from("The cat sat on the mat. The cat sat on the mat. The cat");
+    let plain = Prompt::from("Once upon a time");
     let settings = [
         SamplingParams {
             temperature: 1.0,
@@ -223,13 +224,18 @@ fn sampled_tokens_follow_the_target_distribution_for_every_method_and_warper() {
     ];
     let n = 4000;
     for sampling in settings {
-        let p1 = target_dist(model, &prompt_ids, &sampling);
-        for (method, k) in [(Method::Draft, Some(3)), (Method::PromptLookup, Some(3))] {
+        for (method, k, prompt) in [
+            (Method::Draft, Some(3), &repetitive),
+            (Method::PromptLookup, Some(3), &repetitive),
+            (Method::PromptLookup, Some(3), &plain),
+        ] {
+            let prompt_ids = e.prompt_ids(prompt).unwrap();
+            let p1 = target_dist(model, &prompt_ids, &sampling);
             let mut first = vec![0u64; 512];
             let mut seconds: std::collections::HashMap<u32, Vec<u64>> = Default::default();
             let mut drafted = 0;
             for seed in 0..n {
-                let out = gen(e, &prompt, &params(method, k, sampling.clone(), seed, 2));
+                let out = gen(e, prompt, &params(method, k, sampling.clone(), seed, 2));
                 first[out.token_ids[0] as usize] += 1;
                 seconds.entry(out.token_ids[0]).or_insert_with(|| vec![0; 512])[out.token_ids[1] as usize] +=
                     1;
