@@ -18,6 +18,9 @@ const MAGIC: &[u8; 8] = b"AHEADNG1";
 const HEADER: usize = 8 + 4 + 4 + 8;
 /// Longest context a cache may use (a sanity bound on a file's header).
 pub const MAX_CONTEXT: usize = 64;
+/// Tokens are stored in 24 bits (beside an 8-bit confidence): ids from here on are never
+/// predicted (no real vocabulary comes near 16.7 million).
+const TOKEN_LIMIT: u32 = 1 << 24;
 /// A longer context is kept when its confidence differs from its suffix's by at least this.
 const CONFIDENCE_STEP: f32 = 0.15;
 
@@ -198,11 +201,17 @@ impl NgramCache {
             .and_then(|b| b.checked_add(HEADER))
             .filter(|&n| n <= u32::MAX as usize * 12)
             .ok_or_else(|| NgramCacheError::Malformed(format!("{count} entries")))?;
-        if bytes.len() != needed {
+        if bytes.len() < needed {
             return Err(NgramCacheError::Truncated {
                 needed,
                 len: bytes.len(),
             });
+        }
+        if bytes.len() > needed {
+            return Err(NgramCacheError::Malformed(format!(
+                "{} bytes after the last entry",
+                bytes.len() - needed
+            )));
         }
         let count = count as usize;
         let body = &bytes[HEADER..];
@@ -258,11 +267,12 @@ impl NgramCounter {
     }
 
     /// Counts the tokens of `sequence` from index `from` on (earlier ones, e.g. a prompt, only
-    /// serve as context). Tokens outside the vocabulary are skipped as predictions.
+    /// serve as context). Tokens outside the vocabulary (or past `TOKEN_LIMIT`) are skipped as
+    /// predictions.
     pub fn add(&mut self, sequence: &[u32], from: usize) {
         for j in from.max(1)..sequence.len() {
             let next = sequence[j];
-            if next as usize >= self.vocab_size {
+            if next as usize >= self.vocab_size || next >= TOKEN_LIMIT {
                 continue;
             }
             let mut suffix = 0;
@@ -389,6 +399,12 @@ mod tests {
         assert!(matches!(
             NgramCache::from_bytes(&bytes[..bytes.len() - 1]),
             Err(NgramCacheError::Truncated { .. })
+        ));
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(matches!(
+            NgramCache::from_bytes(&longer),
+            Err(NgramCacheError::Malformed(_))
         ));
         let mut bad = bytes.clone();
         bad[8..12].copy_from_slice(&3u32.to_le_bytes()); // vocabulary of 3: token 9 is outside
