@@ -1,12 +1,14 @@
 //! Micro-benchmarks of the matrix kernels at TinyLlama-1.1B's shapes, for 1 and 8 input rows:
 //! the verify-cost question in isolation. `cargo bench -p ahead-model --bench kernels`.
 //! A flat verify needs time(8 rows) close to time(1 row); the report's throughput is in
-//! weight elements (one per multiply-add of one row).
+//! weight elements (one per multiply-add of one row). `forward/stories260K` times a whole
+//! verify forward of the embedded model (attention over 128 cached tokens included), whose
+//! rows cost per-row arithmetic rather than weight reads.
 
 #![allow(clippy::expect_used)]
 
 use ahead_model::llama::Linear;
-use ahead_model::TensorDType;
+use ahead_model::{load, ForwardInput, LoadOptions, ModelSource, TensorDType};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 fn values(n: usize) -> Vec<f32> {
@@ -49,5 +51,32 @@ fn matmul(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, matmul);
+fn forward(c: &mut Criterion) {
+    let model = load(&ModelSource::Default, &LoadOptions::default())
+        .expect("embedded model")
+        .model;
+    let context = 128;
+    let mut cache = model.new_cache(context + 16).expect("cache");
+    let prefix: Vec<u32> = (0..context as u32).map(|i| 3 + i % 500).collect();
+    let pos: Vec<usize> = (0..context).collect();
+    model
+        .forward(&ForwardInput::causal(&prefix, &pos), &mut cache)
+        .expect("prefill");
+    let mut group = c.benchmark_group("forward/stories260K");
+    for k in [1usize, 2, 4, 8] {
+        let tokens: Vec<u32> = (0..k as u32).map(|i| 7 + i).collect();
+        let positions: Vec<usize> = (context..context + k).collect();
+        group.bench_with_input(BenchmarkId::new("rows after 128", k), &k, |b, _| {
+            b.iter(|| {
+                model
+                    .forward(&ForwardInput::causal(&tokens, &positions), &mut cache)
+                    .expect("forward");
+                cache.truncate(context).expect("truncate");
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, matmul, forward);
 criterion_main!(benches);
