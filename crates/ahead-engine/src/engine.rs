@@ -497,7 +497,7 @@ impl Engine {
                     _ => 0.0,
                 };
                 let c = Controller::new(costs.verify.clone(), draft_cost);
-                if m == Method::PromptLookup && self.ngram_cache.is_some() {
+                if proposer.stops_own_drafts() {
                     c.with_proposer_limiting_length()
                 } else {
                     c

@@ -64,6 +64,14 @@ fn the_vendored_cache_drafts_what_the_context_cannot_and_output_is_unchanged() {
 }
 
 #[test]
+fn only_prompt_lookup_with_a_cache_stops_its_own_drafts() {
+    use ahead_engine::spec::{PromptLookupProposer, Proposer};
+    let cache = std::sync::Arc::new(default_ngram_cache().unwrap());
+    assert!(PromptLookupProposer::with_cache(PromptLookup::default(), Some(cache)).stops_own_drafts());
+    assert!(!PromptLookupProposer::new(PromptLookup::default()).stops_own_drafts());
+}
+
+#[test]
 fn a_higher_confidence_bar_drafts_less() {
     let e = bare().with_ngram_cache(default_ngram_cache().unwrap()).unwrap();
     let prompt = Prompt::from("Once upon a time");

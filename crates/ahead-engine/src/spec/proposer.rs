@@ -44,6 +44,12 @@ pub trait Proposer {
         Ok(())
     }
 
+    /// Whether it ends each draft where its own confidence runs out (so a short draft means
+    /// "unsure", and the controller can offer its best k at once, without a slow start).
+    fn stops_own_drafts(&self) -> bool {
+        false
+    }
+
     /// How many of the last tree's nodes the target accepted.
     fn observe_accepted(&mut self, _accepted: usize) {}
 
@@ -116,15 +122,20 @@ impl PromptLookupProposer {
     /// Up to `k` tokens, one at a time: each from the longer of the context's and the cache's
     /// matches (the context's on a tie), until the product of their confidences falls below
     /// `min_confidence`.
-    fn propose_with_cache(&mut self, cache: &NgramCache, history: &[u32], k: usize) -> Vec<u32> {
-        let config = self.lookup.config;
+    fn propose_with_cache(
+        lookup: &mut IndexedLookup,
+        cache: &NgramCache,
+        history: &[u32],
+        k: usize,
+    ) -> Vec<u32> {
+        let config = lookup.config;
         let keep = cache.max_n().max(config.max_ngram) + 1;
         let mut tail = history[history.len().saturating_sub(keep)..].to_vec();
         let mut drafts = Vec::with_capacity(k);
         let mut confidence = 1.0;
         while drafts.len() < k {
             let hit = cache.lookup(&tail);
-            let (token, c) = match (self.lookup.next_after(history, &tail), hit) {
+            let (token, c) = match (lookup.next_after(history, &tail), hit) {
                 (Some((t, n)), h) if h.is_none_or(|h| n >= h.n) => (t, CONTEXT_CONFIDENCE),
                 (_, Some(h)) => (h.token, h.confidence),
                 _ => break,
@@ -145,9 +156,13 @@ impl Proposer for PromptLookupProposer {
         "prompt-lookup"
     }
 
+    fn stops_own_drafts(&self) -> bool {
+        self.cache.is_some()
+    }
+
     fn propose(&mut self, history: &[u32], k: usize, _: &SamplingParams, _: &mut Rng) -> Result<TokenTree> {
-        let tokens = match self.cache.clone() {
-            Some(cache) if k > 0 => self.propose_with_cache(&cache, history, k),
+        let tokens = match &self.cache {
+            Some(cache) if k > 0 => Self::propose_with_cache(&mut self.lookup, cache, history, k),
             _ => self.lookup.propose(history, k),
         };
         let q = vec![DraftDist::OneHot; tokens.len()];
