@@ -168,6 +168,7 @@ pub fn run(a: TuneArgs) -> Result<()> {
                 _ => &base,
             },
             params: c.params.clone(),
+            oracle: false,
         })
         .collect();
     let skipped = runnable(&mut candidates);

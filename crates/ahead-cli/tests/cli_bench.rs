@@ -54,6 +54,23 @@ fn bench_reports_every_method_as_json_and_plots_them() {
     let by_pos = fixed["acceptance_by_position"].as_array().unwrap();
     assert_eq!(by_pos.len(), 4);
     assert!(by_pos.iter().all(|p| (0.0..=1.0).contains(&p.as_f64().unwrap())));
+    // The perfect drafter is reported apart from the methods: every draft accepted, each step
+    // k drafts and the target's token (16 tokens: steps of 3, 5 and 9 but the last).
+    let ceiling = v["ceiling"].as_array().unwrap();
+    let lengths: Vec<f64> = ceiling
+        .iter()
+        .map(|m| m["mean_accepted_length"].as_f64().unwrap())
+        .collect();
+    assert_eq!(ceiling.len(), 3, "{ceiling:?}");
+    for (m, want) in ceiling.iter().zip([16.0 / 6.0, 16.0 / 4.0, 16.0 / 2.0]) {
+        assert_eq!(m["drafted_tokens"], m["accepted_tokens"], "{m}");
+        assert!(
+            (m["mean_accepted_length"].as_f64().unwrap() - want).abs() < 1e-9,
+            "{lengths:?}"
+        );
+        assert!(m["speedup_vs_vanilla"].as_f64().unwrap() > 0.0);
+    }
+    assert!(!names.iter().any(|n| n.starts_with("perfect")), "{names:?}");
     let svg = std::fs::read_to_string(&svg).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     for name in names {
@@ -79,6 +96,11 @@ fn bench_batch_measures_sequences_generated_together() {
         "bench --batch",
     );
     assert_eq!(v["batch"], 2);
+    assert_eq!(
+        v["ceiling"].as_array().unwrap().len(),
+        0,
+        "the perfect drafter runs unbatched"
+    );
     let methods = v["methods"].as_array().unwrap();
     assert!(methods.len() >= 6);
     for m in methods {
@@ -114,9 +136,16 @@ fn bench_cost_gives_the_verify_curve_of_synthetic_shapes() {
             .iter()
             .map(|p| {
                 assert!(p["ms"].as_f64().unwrap() > 0.0, "{p}");
-                p["k"].as_u64().unwrap()
+                let k = p["k"].as_u64().unwrap();
+                let ceiling = k as f64 / p["ratio"].as_f64().unwrap();
+                assert!(
+                    (p["ceiling"].as_f64().unwrap() - ceiling).abs() < 1e-6 * ceiling,
+                    "{p}"
+                );
+                k
             })
             .collect();
+        assert!(v["best_ceiling"].as_f64().unwrap() >= 1.0, "{v}");
         assert_eq!(ks, [1, 2, 4, 8, 16, 32], "{model}");
         assert_eq!(v["trees"].as_array().unwrap().len(), 2);
         assert_eq!(v["dtype"], dtype);

@@ -411,6 +411,61 @@ impl Engine {
         Ok(seq.finish())
     }
 
+    /// `generate_one` with a proposer of the caller's (a measuring instrument such as
+    /// [`OracleProposer`](crate::spec::OracleProposer)) in place of `params.method`'s. It drafts
+    /// `params.num_draft` tokens a step when given, else as many as the cost controller
+    /// chooses. Verification is the same exact acceptance as for every method.
+    pub fn generate_with_proposer(
+        &self,
+        prompt: &Prompt,
+        params: &GenerateParams,
+        proposer: Box<dyn Proposer>,
+    ) -> Result<Generation> {
+        let prompt_ids = self.checked_prompt(prompt, params)?;
+        let controller = match params.num_draft {
+            Some(k) => Controller::fixed(k),
+            None => self.cost_controller(params, 0.0, proposer.as_ref())?,
+        };
+        let mut seq = Sequence::start(
+            &self.loaded.model,
+            &self.loaded.tokenizer,
+            proposer,
+            controller,
+            prompt_ids,
+            params,
+            false,
+        )?;
+        seq.run(&mut |_| {}, None, None)?;
+        Ok(seq.finish())
+    }
+
+    /// The prompt's ids, after checking the request's sampling and draft length.
+    fn checked_prompt(&self, prompt: &Prompt, params: &GenerateParams) -> Result<Vec<u32>> {
+        params.sampling.validate()?;
+        if params.num_draft.is_some_and(|k| k > MAX_DRAFT) {
+            return Err(EngineError::InvalidRequest(format!(
+                "num_draft must be at most {MAX_DRAFT}"
+            )));
+        }
+        self.prompt_ids(prompt)
+    }
+
+    /// The cost-model controller for a proposer whose drafts cost `draft_cost` target steps
+    /// per token.
+    fn cost_controller(
+        &self,
+        params: &GenerateParams,
+        draft_cost: f64,
+        proposer: &dyn Proposer,
+    ) -> Result<Controller> {
+        let c = Controller::new(self.costs_for(params)?.verify.clone(), draft_cost);
+        Ok(if proposer.stops_own_drafts() {
+            c.with_proposer_limiting_length()
+        } else {
+            c
+        })
+    }
+
     /// A generation ready to step: the prompt checked and prefilled (now, or a chunk per step
     /// when `chunked`), its proposer and controller chosen for `params`.
     pub(crate) fn sequence(
@@ -419,13 +474,7 @@ impl Engine {
         params: &GenerateParams,
         chunked: bool,
     ) -> Result<Sequence<'_>> {
-        params.sampling.validate()?;
-        if params.num_draft.is_some_and(|k| k > MAX_DRAFT) {
-            return Err(EngineError::InvalidRequest(format!(
-                "num_draft must be at most {MAX_DRAFT}"
-            )));
-        }
-        let prompt_ids = self.prompt_ids(prompt)?;
+        let prompt_ids = self.checked_prompt(prompt, params)?;
         let model = &self.loaded.model;
         let capacity = (prompt_ids.len() + params.max_tokens + MAX_DRAFT).min(model.config().max_seq_len);
         let method = match params.method {
@@ -496,12 +545,7 @@ impl Engine {
                     Method::Medusa => costs.medusa_step,
                     _ => 0.0,
                 };
-                let c = Controller::new(costs.verify.clone(), draft_cost);
-                if proposer.stops_own_drafts() {
-                    c.with_proposer_limiting_length()
-                } else {
-                    c
-                }
+                self.cost_controller(params, draft_cost, proposer.as_ref())?
             }
         };
         Sequence::start(

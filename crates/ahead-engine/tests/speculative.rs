@@ -183,6 +183,29 @@ fn a_draft_equal_to_the_target_is_always_accepted() {
     assert!(out.stats.mean_accepted_length > 4.5, "{:?}", out.stats);
 }
 
+#[test]
+fn the_oracle_drafts_plain_decodings_output_and_every_draft_is_accepted() {
+    let e = engine_with_draft();
+    for prompt in [Prompt::from("Once upon a time"), Prompt::Ids(vec![1])] {
+        let want = gen(
+            e,
+            &prompt,
+            &params(Method::Vanilla, None, SamplingParams::greedy(), 0, 100),
+        );
+        let prompt_len = e.prompt_ids(&prompt).unwrap().len();
+        for k in [1, 3, 8] {
+            let oracle = ahead_engine::spec::OracleProposer::new(prompt_len, want.token_ids.clone());
+            let p = params(Method::Vanilla, Some(k), SamplingParams::greedy(), 0, 100);
+            let got = e.generate_with_proposer(&prompt, &p, Box::new(oracle)).unwrap();
+            assert_eq!(got.token_ids, want.token_ids, "k={k}");
+            let s = &got.stats;
+            assert_eq!(s.accepted_tokens, s.drafted_tokens, "k={k}");
+            // Every step but the last takes k drafts and the target's own token.
+            assert_eq!(s.target_forwards, 100usize.div_ceil(k + 1), "k={k}: {s:?}");
+        }
+    }
+}
+
 /// The target's warped next-token distribution after `ids`.
 fn target_dist(model: &Model, ids: &[u32], sampling: &SamplingParams) -> ahead_core::Distribution {
     let mut cache = model.new_cache(ids.len()).unwrap();

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use ahead_engine::spec::OracleProposer;
 use ahead_engine::{Engine, EngineError, GenerateParams, Generation, Method, Prompt};
 use anyhow::{Context, Result};
 use clap::Args;
@@ -157,6 +158,9 @@ struct Report {
     runs: usize,
     batch: usize,
     methods: Vec<MethodReport>,
+    /// Not methods: a drafter that knows plain decoding's output (every draft right, free)
+    /// at fixed draft lengths, measured beside the methods. The ceiling of any drafter here.
+    ceiling: Vec<MethodReport>,
     /// Methods that could not run with this model (no draft, no heads), and why.
     skipped: Vec<String>,
 }
@@ -191,11 +195,17 @@ fn methods() -> Vec<(&'static str, GenerateParams)> {
     ]
 }
 
+/// Draft lengths at which the perfect drafter is measured.
+const CEILING_DRAFTS: [usize; 3] = [2, 4, 8];
+
 /// A configuration to measure: a name, the engine it runs on, and its parameters.
 pub(crate) struct Candidate<'e> {
     pub name: String,
     pub engine: &'e Engine,
     pub params: GenerateParams,
+    /// Draft with `OracleProposer` (plain decoding's own output for the prompt) instead of
+    /// `params.method`.
+    pub oracle: bool,
 }
 
 /// The embedded prompt suites, `n` prompts each (at most 12).
@@ -242,6 +252,10 @@ pub(crate) fn measure(
     // totals[candidate][suite]
     let mut totals: Vec<BTreeMap<&str, Totals>> = vec![BTreeMap::new(); candidates.len()];
     let prompts: usize = suites.iter().map(|(_, p)| p.len()).sum();
+    let continuations = match candidates.iter().find(|c| c.oracle) {
+        Some(c) => plain_continuations(c.engine, suites, max_tokens)?,
+        None => BTreeMap::new(),
+    };
     for run in 0..runs.max(1) {
         eprintln!(
             "pass {}/{}: {} configurations x {prompts} prompts...",
@@ -261,7 +275,16 @@ pub(crate) fn measure(
                         ignore_eos: true,
                         ..c.params.clone()
                     };
-                    let measured = if batch <= 1 {
+                    let measured = if c.oracle {
+                        let p = &group[0];
+                        let (prompt_len, tokens) = &continuations[p.as_str()];
+                        let oracle = OracleProposer::new(*prompt_len, tokens.clone());
+                        let g = c
+                            .engine
+                            .generate_with_proposer(&Prompt::Text(p.clone()), &params, Box::new(oracle))
+                            .with_context(|| format!("{} on {p:?}", c.name))?;
+                        Totals::of(&g)
+                    } else if batch <= 1 {
                         let p = &group[0];
                         let g = c
                             .engine
@@ -278,6 +301,27 @@ pub(crate) fn measure(
     }
     let names: Vec<&str> = candidates.iter().map(|c| c.name.as_str()).collect();
     Ok(report(&names, &totals))
+}
+
+/// Each prompt's length in tokens and plain decoding's greedy continuation of it.
+fn plain_continuations<'p>(
+    engine: &Engine,
+    suites: &'p [(&'static str, Vec<String>)],
+    max_tokens: usize,
+) -> Result<BTreeMap<&'p str, (usize, Vec<u32>)>> {
+    let params = GenerateParams {
+        method: Method::Vanilla,
+        max_tokens,
+        ignore_eos: true,
+        ..GenerateParams::default()
+    };
+    let mut out = BTreeMap::new();
+    for p in suites.iter().flat_map(|(_, p)| p) {
+        let prompt = Prompt::Text(p.clone());
+        let g = engine.generate_one(&prompt, &params, &mut |_| {})?;
+        out.insert(p.as_str(), (engine.prompt_ids(&prompt)?.len(), g.token_ids));
+    }
+    Ok(out)
 }
 
 /// Totals of one batch of prompts generated together (`Engine::generate_batched`): tokens and
@@ -318,10 +362,25 @@ pub fn run(a: MethodsArgs) -> Result<()> {
             name: name.to_string(),
             engine: &engine,
             params,
+            oracle: false,
         })
         .collect();
     let skipped = runnable(&mut candidates);
-    let methods = measure(&candidates, &suites, a.max_tokens, a.runs, a.batch)?;
+    let n_methods = candidates.len();
+    // The perfect drafter runs through one sequence's steps; batches take methods only.
+    if a.batch <= 1 {
+        candidates.extend(CEILING_DRAFTS.map(|k| Candidate {
+            name: format!("perfect drafts (k={k})"),
+            engine: &engine,
+            params: GenerateParams {
+                num_draft: Some(k),
+                ..GenerateParams::default()
+            },
+            oracle: true,
+        }));
+    }
+    let mut methods = measure(&candidates, &suites, a.max_tokens, a.runs, a.batch)?;
+    let ceiling = methods.split_off(n_methods);
     let r = Report {
         model: engine.loaded().info.source.clone(),
         prompts: suites.iter().map(|(s, p)| (s.to_string(), p.len())).collect(),
@@ -329,6 +388,7 @@ pub fn run(a: MethodsArgs) -> Result<()> {
         runs: a.runs.max(1),
         batch: a.batch.max(1),
         methods,
+        ceiling,
         skipped,
     };
     if let Some(path) = &a.plot {
@@ -421,6 +481,31 @@ fn print(r: &Report, json: bool) -> Result<()> {
                 m.time_split.verify * 100.0,
                 m.time_split.other * 100.0
             )?;
+        }
+        if !r.ceiling.is_empty() {
+            writeln!(
+                out,
+                "\nCeiling of any drafter on this machine: drafts that are always right and free \
+                 (plain decoding's own output), side by side with the methods above:\n"
+            )?;
+            writeln!(
+                out,
+                "| drafter | tokens/s | vs vanilla | stories | code | mean accepted |"
+            )?;
+            writeln!(out, "|---|---|---|---|---|---|")?;
+            for m in &r.ceiling {
+                let suite = |s: &str| m.suites.get(s).map_or(0.0, |x| x.speedup_vs_vanilla);
+                writeln!(
+                    out,
+                    "| {} | {:.0} | {:.2}x | {:.2}x | {:.2}x | {:.2} |",
+                    m.method,
+                    m.tokens_per_second,
+                    m.speedup_vs_vanilla,
+                    suite("stories"),
+                    suite("code"),
+                    m.mean_accepted_length
+                )?;
+            }
         }
         for s in &r.skipped {
             writeln!(out, "skipped: {s}")?;

@@ -5,9 +5,11 @@ pub mod cost;
 pub mod draft;
 pub mod lookahead;
 pub mod medusa;
+pub mod oracle;
 pub mod proposer;
 
 pub use draft::{DraftModel, RetokenizingDraft};
 pub use lookahead::LookaheadProposer;
 pub use medusa::{HybridDraft, MedusaProposer};
+pub use oracle::OracleProposer;
 pub use proposer::{NoDraft, PromptLookupProposer, Proposer, SideBranch};
