@@ -7,7 +7,9 @@
 //! row gives the bits of the same token decoded alone, and no greedy choice can differ between
 //! them. Per (row, head), with the query scaled by 1/sqrt(head_dim) first:
 //! - score i: a chain of fused multiply-adds over the head's components, from zero;
-//! - e_i = exp(score_i - max) by `lanes::exp`, one polynomial for every backend;
+//! - e_i = exp(score_i - max) by `lanes::exp`, one polynomial for every backend, and 0 where
+//!   score_i - max < -64 (e_i < 1.7e-28: nothing a sum of at least 1 can hold, and products
+//!   with values would otherwise go subnormal, which costs microcode assists on x86);
 //! - sum: `LANES` partial sums by list index mod `LANES`, then a fixed pairwise reduction;
 //! - out = (a chain of fused multiply-adds over i of e_i x value_i) x (1 / sum).
 //!
@@ -15,17 +17,20 @@
 //! `LANES` slots for one component whatever the head size. Rows that share a prefix (a
 //! verify's chain or tree) and the query heads of one key/value head share every key and value
 //! load: a k-row verify reads the cache once. The AVX2 backend and the portable one give the
-//! same bits (tested).
+//! same bits (tested); on AVX-512 the exponentials (element-wise) go 16 lanes at a time, with
+//! the same bits again.
 
 use std::cell::RefCell;
 use std::ops::Range;
 
 use super::kv_cache::{key_index, KEY_BLOCK};
-use super::lanes::{exp, Lanes, Portable, LANES};
+use super::lanes::{exp, map_in_place, Lanes, Portable, LANES};
 
 const _: () = assert!(LANES == KEY_BLOCK, "a key block is one vector per component");
 /// Value rows visited per pass: their values stay in L1 while every query head meets them.
 const VALUE_SLOTS: usize = 64;
+/// Scores this far below a row's maximum get weight 0 (see the module notes).
+const EXP_FLOOR: f32 = -64.0;
 
 /// The cache slots one row attends to: `prefix`, then `tail`, all ascending.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +66,11 @@ impl GroupAttention<'_> {
     /// `out` is `[row][group][head_dim]`.
     pub fn run(&self, q: &[f32], q_dim: usize, visible: &[Visible], fresh: Range<usize>, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
+        if super::lanes::has_avx512f() {
+            // SAFETY: the CPU has AVX-512F, AVX2 and FMA.
+            unsafe { x86::run_avx512(self, q, q_dim, visible, fresh, out) };
+            return;
+        }
         if super::lanes::has_avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA.
             unsafe { x86::run_avx2(self, q, q_dim, visible, fresh, out) };
@@ -78,7 +88,7 @@ impl GroupAttention<'_> {
         fresh: Range<usize>,
         out: &mut [f32],
     ) {
-        run_with::<Portable>(self, q, q_dim, visible, fresh, out);
+        run_with::<Portable, Portable>(self, q, q_dim, visible, fresh, out);
     }
 }
 
@@ -86,7 +96,7 @@ impl GroupAttention<'_> {
 mod x86 {
     use std::ops::Range;
 
-    use super::super::lanes::Avx2;
+    use super::super::lanes::{Avx2, Avx512};
     use super::{GroupAttention, Visible};
 
     /// # Safety
@@ -100,7 +110,21 @@ mod x86 {
         fresh: Range<usize>,
         out: &mut [f32],
     ) {
-        super::run_with::<Avx2>(a, q, q_dim, visible, fresh, out);
+        super::run_with::<Avx2, Avx2>(a, q, q_dim, visible, fresh, out);
+    }
+
+    /// # Safety
+    /// The CPU has AVX-512F, AVX2 and FMA.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn run_avx512(
+        a: &GroupAttention<'_>,
+        q: &[f32],
+        q_dim: usize,
+        visible: &[Visible],
+        fresh: Range<usize>,
+        out: &mut [f32],
+    ) {
+        super::run_with::<Avx2, Avx512>(a, q, q_dim, visible, fresh, out);
     }
 }
 
@@ -147,8 +171,10 @@ impl ScoreRow {
     }
 }
 
+/// `V` is the backend of `LANES` lanes; `W` the one for element-wise work (the exponentials),
+/// perhaps wider.
 #[inline(always)]
-fn run_with<V: Lanes>(
+fn run_with<V: Lanes, W: Lanes>(
     a: &GroupAttention<'_>,
     q: &[f32],
     q_dim: usize,
@@ -202,7 +228,7 @@ fn run_with<V: Lanes>(
                 };
             }
             s.inv_sums
-                .push(1.0 / exp_and_sum::<V>(&mut row[l.offset..][..l.len]));
+                .push(1.0 / exp_and_sum::<V, W>(&mut row[l.offset..][..l.len]));
         }
         let out = &mut out[..pairs * hd];
         out.fill(0.0);
@@ -331,11 +357,13 @@ fn tail_score(a: &GroupAttention<'_>, q: &[f32], slot: usize) -> f32 {
     })
 }
 
-/// Replaces scores with e_i = exp(score_i - max) and returns their sum (see the module notes).
+/// Replaces scores with e_i = exp(score_i - max) (0 below `EXP_FLOOR`) and returns their sum
+/// (see the module notes). The exponentials are element-wise, so `W` may be any width; the sum
+/// goes `LANES` at a time in list order.
 #[inline(always)]
-fn exp_and_sum<V: Lanes>(e: &mut [f32]) -> f32 {
+fn exp_and_sum<V: Lanes, W: Lanes>(e: &mut [f32]) -> f32 {
     let mut chunks = e.chunks_exact(LANES);
-    let mut m = chunks
+    let m = chunks
         .by_ref()
         .fold(V::splat(f32::NEG_INFINITY), |m, c| V::load(c).max(m));
     let mut lanes = [0f32; LANES];
@@ -344,21 +372,17 @@ fn exp_and_sum<V: Lanes>(e: &mut [f32]) -> f32 {
         .iter()
         .chain(chunks.remainder())
         .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
-    m = V::splat(max);
-    let mut sum = V::zero();
-    let mut chunks = e.chunks_exact_mut(LANES);
-    for c in chunks.by_ref() {
-        let v = exp(V::load(c).sub(m));
-        v.store(c);
-        sum = sum.add(v);
-    }
-    let rest = chunks.into_remainder();
+    let (m, floor) = (W::splat(max), W::splat(EXP_FLOOR));
+    map_in_place::<W>(e, |x| {
+        let d = x.sub(m);
+        exp(d).zero_below(d, floor)
+    });
+    let mut chunks = e.chunks_exact(LANES);
+    let mut sum = chunks.by_ref().fold(V::zero(), |s, c| s.add(V::load(c)));
+    let rest = chunks.remainder();
     if !rest.is_empty() {
         let mut buf = [0f32; LANES];
         buf[..rest.len()].copy_from_slice(rest);
-        exp(V::load(&buf).sub(m)).store(&mut buf);
-        buf[rest.len()..].fill(0.0);
-        rest.copy_from_slice(&buf[..rest.len()]);
         sum = sum.add(V::load(&buf));
     }
     sum.store(&mut lanes);
@@ -504,7 +528,15 @@ mod tests {
             let n = visible.len() * self.group * self.head_dim;
             let (mut fast, mut portable) = (vec![0f32; n], vec![0f32; n]);
             a.run(q, self.q_dim(), visible, fresh.clone(), &mut fast);
-            a.run_portable(q, self.q_dim(), visible, fresh, &mut portable);
+            a.run_portable(q, self.q_dim(), visible, fresh.clone(), &mut portable);
+            // `run` takes the widest backend this CPU has: the narrower one must agree too.
+            #[cfg(target_arch = "x86_64")]
+            if crate::llama::lanes::has_avx2_fma() {
+                let mut avx2 = vec![0f32; n];
+                // SAFETY: the CPU has AVX2 and FMA.
+                unsafe { x86::run_avx2(&a, q, self.q_dim(), visible, fresh, &mut avx2) };
+                assert_eq!(bits(&avx2), bits(&portable), "AVX2 against portable");
+            }
             [fast, portable]
         }
     }
@@ -604,6 +636,42 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_slot_far_below_the_maximum_weighs_exactly_nothing() {
+        let case = &CASES[2];
+        let (hd, kv_dim, n) = (case.head_dim, case.head_dim * case.kv_heads, 20);
+        let mut c = cache(kv_dim, n);
+        let q = case.queries(1);
+        // The last slot's key points away from the query: its score is about -1000.
+        let c0 = (case.kv_heads - 1) * hd;
+        let mut key = vec![0f32; kv_dim];
+        for d in 0..hd {
+            key[c0 + d] = -100.0 * q[c0 + d];
+        }
+        // A huge value: any weight above 0 would show in the output.
+        c.write(0, n - 1, &key, &vec![1e30; kv_dim]);
+        let with = case.run(
+            &c,
+            &q,
+            &[Visible {
+                prefix: 0..n,
+                tail: vec![],
+            }],
+            0..0,
+        );
+        let without = case.run(
+            &c,
+            &q,
+            &[Visible {
+                prefix: 0..n - 1,
+                tail: vec![],
+            }],
+            0..0,
+        );
+        assert_eq!(bits(&with[0]), bits(&without[0]));
+        assert_eq!(bits(&with[1]), bits(&without[1]));
     }
 
     #[test]

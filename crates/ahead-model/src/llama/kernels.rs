@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::lanes::{self, Lanes, LANES};
+use super::lanes::{self, Lanes, MAX_N};
 
 /// Multiply-accumulates below which a product runs on the calling thread.
 pub(crate) const PARALLEL_MIN_MACS: usize = 1 << 20;
@@ -104,12 +104,26 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     assert_eq!(gate.len(), up.len(), "gate and up differ in length");
     #[cfg(target_arch = "x86_64")]
+    if lanes::has_avx512f() {
+        // SAFETY: the CPU has AVX-512F.
+        unsafe { silu_mul_avx512(gate, up) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if lanes::has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA.
         unsafe { silu_mul_avx2(gate, up) };
         return;
     }
     silu_mul_with::<lanes::Portable>(gate, up);
+}
+
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn silu_mul_avx512(gate: &mut [f32], up: &[f32]) {
+    silu_mul_with::<lanes::Avx512>(gate, up);
 }
 
 /// # Safety
@@ -124,14 +138,14 @@ unsafe fn silu_mul_avx2(gate: &mut [f32], up: &[f32]) {
 fn silu_mul_with<V: Lanes>(gate: &mut [f32], up: &[f32]) {
     let one = V::splat(1.0);
     let silu = |g: V, u: V| g.div(one.add(lanes::exp(V::zero().sub(g)))).mul(u);
-    let mut g = gate.chunks_exact_mut(LANES);
-    let mut u = up.chunks_exact(LANES);
+    let mut g = gate.chunks_exact_mut(V::N);
+    let mut u = up.chunks_exact(V::N);
     for (g, u) in g.by_ref().zip(u.by_ref()) {
         silu(V::load(g), V::load(u)).store(g);
     }
     let (g, u) = (g.into_remainder(), u.remainder());
     if !g.is_empty() {
-        let (mut gb, mut ub) = ([0f32; LANES], [0f32; LANES]);
+        let (mut gb, mut ub) = ([0f32; MAX_N], [0f32; MAX_N]);
         gb[..g.len()].copy_from_slice(g);
         ub[..u.len()].copy_from_slice(u);
         silu(V::load(&gb), V::load(&ub)).store(&mut gb);
@@ -154,6 +168,17 @@ mod tests {
         silu_mul(&mut fast, &up);
         let mut portable = gate.clone();
         silu_mul_with::<lanes::Portable>(&mut portable, &up);
+        #[cfg(target_arch = "x86_64")]
+        if lanes::has_avx2_fma() {
+            // The dispatch above may have taken AVX-512: AVX2 must agree as well.
+            let mut avx2 = gate.clone();
+            // SAFETY: the CPU has AVX2 and FMA.
+            unsafe { silu_mul_avx2(&mut avx2, &up) };
+            assert!(avx2
+                .iter()
+                .zip(&portable)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
         for i in 0..gate.len() {
             assert_eq!(fast[i].to_bits(), portable[i].to_bits(), "gate {}", gate[i]);
             let g = gate[i] as f64;

@@ -1,8 +1,10 @@
-//! f32 vectors of `LANES` lanes for the hand-written kernels (attention, SiLU): one generic
-//! algorithm, an AVX2+FMA backend and a portable one. Every operation rounds as IEEE 754 single
-//! precision does (fused multiply-add included), so the backends give the same bits.
+//! f32 vectors for the hand-written kernels (attention, SiLU): one generic algorithm, an
+//! AVX2+FMA backend and a portable one of `LANES` lanes, and an AVX-512 one of 16 lanes for
+//! element-wise work (exp, SiLU). Every operation rounds as IEEE 754 single precision does
+//! (fused multiply-add included), so the backends give the same bits, whatever their width.
 
-/// f32 lanes per vector.
+/// f32 lanes per vector of the layouts and reductions that fix the order of a sum (attention's
+/// key blocks, its partial sums): every backend follows them.
 pub(crate) const LANES: usize = 8;
 
 /// Whether this CPU runs the AVX2 backend (checked once).
@@ -16,14 +18,27 @@ pub(crate) fn has_avx2_fma() -> bool {
     false
 }
 
+/// Whether this CPU runs the AVX-512 backend for element-wise work (checked once).
+pub(crate) fn has_avx512f() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVX512.get_or_init(|| is_x86_feature_detected!("avx512f") && has_avx2_fma())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// The vector operations the kernels need; every backend rounds each exactly as IEEE 754
 /// single precision does, so they all give the same bits.
 pub(crate) trait Lanes: Copy {
+    /// Lanes of this backend: `LANES`, or 16 for `Avx512` (element-wise work only).
+    const N: usize;
     fn zero() -> Self;
     fn splat(x: f32) -> Self;
-    /// The first `LANES` values of `s`.
+    /// The first `N` values of `s`.
     fn load(s: &[f32]) -> Self;
-    /// Into the first `LANES` values of `s`.
+    /// Into the first `N` values of `s`.
     fn store(self, s: &mut [f32]);
     /// `self * b + c`, rounded once.
     fn fma(self, b: Self, c: Self) -> Self;
@@ -39,7 +54,29 @@ pub(crate) trait Lanes: Copy {
     fn round(self) -> Self;
     /// 2^n for lanes holding integers n in -126..=127.
     fn pow2(self) -> Self;
+    /// Per lane `if x < bound { 0 } else { self }` (a NaN x keeps `self`).
+    fn zero_below(self, x: Self, bound: Self) -> Self;
 }
+
+/// `f(V::load(x)).store(out)` over whole vectors of `x`, the tail padded with zeros: element-wise
+/// work in any backend's width, lane for lane the same bits.
+#[inline(always)]
+pub(crate) fn map_in_place<V: Lanes>(x: &mut [f32], f: impl Fn(V) -> V) {
+    let mut chunks = x.chunks_exact_mut(V::N);
+    for c in chunks.by_ref() {
+        f(V::load(c)).store(c);
+    }
+    let rest = chunks.into_remainder();
+    if !rest.is_empty() {
+        let mut buf = [0f32; MAX_N];
+        buf[..rest.len()].copy_from_slice(rest);
+        f(V::load(&buf)).store(&mut buf);
+        rest.copy_from_slice(&buf[..rest.len()]);
+    }
+}
+
+/// The widest backend's lanes.
+pub(crate) const MAX_N: usize = 16;
 
 /// e^x within 2 ulp for x in -87..=88; outside, x is clamped to that range (e^-87 is about
 /// 1.6e-38, e^88 about 1.7e38: below and above everything softmax and SiLU can tell apart).
@@ -72,6 +109,7 @@ impl Portable {
 }
 
 impl Lanes for Portable {
+    const N: usize = LANES;
     fn zero() -> Self {
         Self([0.0; LANES])
     }
@@ -111,10 +149,19 @@ impl Lanes for Portable {
     fn pow2(self) -> Self {
         Self(self.0.map(|n| f32::from_bits(((n as i32 + 127) as u32) << 23)))
     }
+    fn zero_below(self, x: Self, bound: Self) -> Self {
+        Self(std::array::from_fn(|i| {
+            if x.0[i] < bound.0[i] {
+                0.0
+            } else {
+                self.0[i]
+            }
+        }))
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) use x86::Avx2;
+pub(crate) use x86::{Avx2, Avx512};
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -130,6 +177,7 @@ mod x86 {
     // SAFETY (every method): by the type's contract the CPU has AVX2 and FMA; loads and stores
     // go through slices of at least `LANES` values.
     impl Lanes for Avx2 {
+        const N: usize = LANES;
         #[inline(always)]
         fn zero() -> Self {
             Self(unsafe { _mm256_setzero_ps() })
@@ -140,12 +188,12 @@ mod x86 {
         }
         #[inline(always)]
         fn load(s: &[f32]) -> Self {
-            let s = &s[..LANES];
+            let s = &s[..Self::N];
             Self(unsafe { _mm256_loadu_ps(s.as_ptr()) })
         }
         #[inline(always)]
         fn store(self, s: &mut [f32]) {
-            let s = &mut s[..LANES];
+            let s = &mut s[..Self::N];
             unsafe { _mm256_storeu_ps(s.as_mut_ptr(), self.0) }
         }
         #[inline(always)]
@@ -187,6 +235,83 @@ mod x86 {
                 _mm256_castsi256_ps(_mm256_slli_epi32::<23>(n))
             })
         }
+        #[inline(always)]
+        fn zero_below(self, x: Self, bound: Self) -> Self {
+            Self(unsafe { _mm256_andnot_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(x.0, bound.0), self.0) })
+        }
+    }
+
+    /// AVX-512 lanes, 16 wide: for element-wise work, where width does not change the bits.
+    /// Use them only inside functions compiled with `#[target_feature(enable = "avx512f")]`
+    /// and called where `has_avx512f()` holds.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Avx512(__m512);
+
+    // SAFETY (every method): by the type's contract the CPU has AVX-512F; loads and stores go
+    // through slices of at least 16 values.
+    impl Lanes for Avx512 {
+        const N: usize = 16;
+        #[inline(always)]
+        fn zero() -> Self {
+            Self(unsafe { _mm512_setzero_ps() })
+        }
+        #[inline(always)]
+        fn splat(x: f32) -> Self {
+            Self(unsafe { _mm512_set1_ps(x) })
+        }
+        #[inline(always)]
+        fn load(s: &[f32]) -> Self {
+            let s = &s[..Self::N];
+            Self(unsafe { _mm512_loadu_ps(s.as_ptr()) })
+        }
+        #[inline(always)]
+        fn store(self, s: &mut [f32]) {
+            let s = &mut s[..Self::N];
+            unsafe { _mm512_storeu_ps(s.as_mut_ptr(), self.0) }
+        }
+        #[inline(always)]
+        fn fma(self, b: Self, c: Self) -> Self {
+            Self(unsafe { _mm512_fmadd_ps(self.0, b.0, c.0) })
+        }
+        #[inline(always)]
+        fn add(self, b: Self) -> Self {
+            Self(unsafe { _mm512_add_ps(self.0, b.0) })
+        }
+        #[inline(always)]
+        fn sub(self, b: Self) -> Self {
+            Self(unsafe { _mm512_sub_ps(self.0, b.0) })
+        }
+        #[inline(always)]
+        fn mul(self, b: Self) -> Self {
+            Self(unsafe { _mm512_mul_ps(self.0, b.0) })
+        }
+        #[inline(always)]
+        fn div(self, b: Self) -> Self {
+            Self(unsafe { _mm512_div_ps(self.0, b.0) })
+        }
+        #[inline(always)]
+        fn max(self, b: Self) -> Self {
+            Self(unsafe { _mm512_max_ps(self.0, b.0) })
+        }
+        #[inline(always)]
+        fn min(self, b: Self) -> Self {
+            Self(unsafe { _mm512_min_ps(self.0, b.0) })
+        }
+        #[inline(always)]
+        fn round(self) -> Self {
+            Self(unsafe { _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(self.0) })
+        }
+        #[inline(always)]
+        fn pow2(self) -> Self {
+            Self(unsafe {
+                let n = _mm512_add_epi32(_mm512_cvtps_epi32(self.0), _mm512_set1_epi32(127));
+                _mm512_castsi512_ps(_mm512_slli_epi32::<23>(n))
+            })
+        }
+        #[inline(always)]
+        fn zero_below(self, x: Self, bound: Self) -> Self {
+            Self(unsafe { _mm512_maskz_mov_ps(!_mm512_cmp_ps_mask::<_CMP_LT_OQ>(x.0, bound.0), self.0) })
+        }
     }
 
     /// `out = exp(x)` lane by lane, for tests.
@@ -197,6 +322,18 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     pub(crate) unsafe fn exp_lanes(x: &[f32], out: &mut [f32]) {
         super::exp(Avx2::load(x)).store(out);
+    }
+
+    /// `out = exp(x)` for 16 lanes, and `zero_below(x, bound)` of it, for tests.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[cfg(test)]
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn exp_lanes512(x: &[f32], bound: f32, out: &mut [f32], kept: &mut [f32]) {
+        let e = super::exp(Avx512::load(x));
+        e.store(out);
+        e.zero_below(Avx512::load(x), Avx512::splat(bound)).store(kept);
     }
 }
 
@@ -214,17 +351,34 @@ mod tests {
             .map(|i| i as f32 / 1000.0)
             .chain([-0.0, -1e-30, 1e-30, -86.99, 87.99])
             .collect();
-        for chunk in xs.chunks(LANES) {
-            let mut buf = [0f32; LANES];
+        for chunk in xs.chunks(MAX_N) {
+            let mut buf = [0f32; MAX_N];
             buf[..chunk.len()].copy_from_slice(chunk);
-            let mut portable = [0f32; LANES];
-            exp(Portable::load(&buf)).store(&mut portable);
+            let mut portable = [0f32; MAX_N];
+            for (x, out) in buf.chunks(LANES).zip(portable.chunks_mut(LANES)) {
+                exp(Portable::load(x)).store(out);
+            }
             #[cfg(target_arch = "x86_64")]
             if has_avx2_fma() {
-                let mut fast = [0f32; LANES];
-                // SAFETY: the CPU has AVX2 and FMA.
-                unsafe { x86::exp_lanes(&buf, &mut fast) };
+                let mut fast = [0f32; MAX_N];
+                for (x, out) in buf.chunks(LANES).zip(fast.chunks_mut(LANES)) {
+                    // SAFETY: the CPU has AVX2 and FMA.
+                    unsafe { x86::exp_lanes(x, out) };
+                }
                 assert_eq!(bits(&fast), bits(&portable), "{buf:?}");
+            }
+            #[cfg(target_arch = "x86_64")]
+            if has_avx512f() {
+                let (mut wide, mut kept) = ([0f32; MAX_N], [0f32; MAX_N]);
+                // SAFETY: the CPU has AVX-512F.
+                unsafe { x86::exp_lanes512(&buf, -1.0, &mut wide, &mut kept) };
+                assert_eq!(bits(&wide), bits(&portable), "{buf:?}");
+                let want: Vec<f32> = buf
+                    .iter()
+                    .zip(&wide)
+                    .map(|(&x, &e)| if x < -1.0 { 0.0 } else { e })
+                    .collect();
+                assert_eq!(bits(&kept), bits(&want), "{buf:?}");
             }
             for (&x, &y) in chunk.iter().zip(&portable) {
                 let want = (x as f64).exp();
@@ -232,5 +386,38 @@ mod tests {
                 assert!(ulp <= 2, "exp({x}) = {y}, want {want} ({ulp} ulp)");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod zero_below_tests {
+    use super::*;
+
+    #[test]
+    fn zero_below_keeps_nan_and_the_bound_itself_in_every_backend() {
+        let x = [-3.0, -2.0, -1.0, f32::NAN, 0.0, -f32::INFINITY, 5.0, -2.0000002];
+        let v = [1.5f32; LANES];
+        let mut portable = [0f32; LANES];
+        Portable::load(&v)
+            .zero_below(Portable::load(&x), Portable::splat(-2.0))
+            .store(&mut portable);
+        assert_eq!(portable, [0.0, 1.5, 1.5, 1.5, 1.5, 0.0, 1.5, 0.0]);
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() {
+            let mut fast = [0f32; LANES];
+            // SAFETY: the CPU has AVX2 and FMA.
+            unsafe { x86_zero_below(&v, &x, &mut fast) };
+            assert_eq!(fast, portable);
+        }
+    }
+
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn x86_zero_below(v: &[f32], x: &[f32], out: &mut [f32]) {
+        Avx2::load(v)
+            .zero_below(Avx2::load(x), Avx2::splat(-2.0))
+            .store(out);
     }
 }
