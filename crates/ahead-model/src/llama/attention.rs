@@ -198,7 +198,7 @@ fn run_with<V: Lanes, W: Lanes>(
         s.scores.resize(pairs * stride, 0.0);
         for rows in same_prefix_runs(visible) {
             let prefix = visible[rows.start].prefix.clone();
-            prefix_scores::<V>(
+            prefix_scores::<V, W>(
                 a,
                 &s.q,
                 rows.start * group..rows.end * group,
@@ -214,7 +214,7 @@ fn run_with<V: Lanes, W: Lanes>(
         })
         .width;
         s.fresh.resize(pairs * fresh_stride, 0.0);
-        prefix_scores::<V>(a, &s.q, 0..pairs, fresh.clone(), &mut s.fresh, fresh_stride);
+        prefix_scores::<V, W>(a, &s.q, 0..pairs, fresh.clone(), &mut s.fresh, fresh_stride);
         let fresh_first = fresh.start - fresh.start % KEY_BLOCK;
         s.inv_sums.clear();
         for (p, qp) in s.q.chunks_exact(hd).enumerate() {
@@ -285,7 +285,7 @@ fn tiles(pairs: Range<usize>, mut f: impl FnMut(usize, usize)) {
 /// Scores of `pairs` over the `prefix` slots, a key block at a time: list index i of pair p at
 /// `scores[p * stride + prefix.start % KEY_BLOCK + i]`.
 #[inline(always)]
-fn prefix_scores<V: Lanes>(
+fn prefix_scores<V: Lanes, W: Lanes>(
     a: &GroupAttention<'_>,
     q: &[f32],
     pairs: Range<usize>,
@@ -305,6 +305,18 @@ fn prefix_scores<V: Lanes>(
         let at = (b - first) * KEY_BLOCK;
         let key = key_index(a.kv_dim, b * KEY_BLOCK, a.kv_head * hd);
         let args = (&a.keys[key..], a.kv_dim * KEY_BLOCK, q, hd, p0, stride, at);
+        // A wide backend takes two blocks per vector where two are left.
+        if W::N == 2 * KEY_BLOCK && end - b >= 2 {
+            return match (n, end - b) {
+                (8, _) => score_tile_wide::<W, 8, 1>(args, scores),
+                (4, 4..) => score_tile_wide::<W, 4, 2>(args, scores),
+                (4, _) => score_tile_wide::<W, 4, 1>(args, scores),
+                (2, 8..) => score_tile_wide::<W, 2, 4>(args, scores),
+                (2, _) => score_tile_wide::<W, 2, 1>(args, scores),
+                (_, 16..) => score_tile_wide::<W, 1, 8>(args, scores),
+                _ => score_tile_wide::<W, 1, 1>(args, scores),
+            };
+        }
         match (n, end - b) {
             (8, _) => score_tile::<V, 8, 1>(args, scores),
             (4, 2..) => score_tile::<V, 4, 2>(args, scores),
@@ -347,6 +359,37 @@ fn score_tile<V: Lanes, const T: usize, const B: usize>(
         }
     }
     B
+}
+
+/// `score_tile` for a backend of two key blocks per vector: pairs p0..p0+T against key blocks
+/// b..b+2B, the T x B accumulators in registers. Each lane is the same chain as in `score_tile`.
+#[inline(always)]
+fn score_tile_wide<W: Lanes, const T: usize, const B: usize>(
+    (keys, step, q, hd, p0, stride, at): (&[f32], usize, &[f32], usize, usize, usize, usize),
+    scores: &mut [f32],
+) -> usize {
+    let q = &q[p0 * hd..][..T * hd];
+    let mut acc = [[W::zero(); B]; T];
+    for d in 0..hd {
+        let k: [W; B] = std::array::from_fn(|j| {
+            W::load_halves(
+                &keys[2 * j * step + d * LANES..],
+                &keys[(2 * j + 1) * step + d * LANES..],
+            )
+        });
+        for (t, acc) in acc.iter_mut().enumerate() {
+            let qd = W::splat(q[t * hd + d]);
+            for (acc, k) in acc.iter_mut().zip(&k) {
+                *acc = qd.fma(*k, *acc);
+            }
+        }
+    }
+    for (t, acc) in acc.iter().enumerate() {
+        for (j, acc) in acc.iter().enumerate() {
+            acc.store(&mut scores[(p0 + t) * stride + at + 2 * j * KEY_BLOCK..]);
+        }
+    }
+    2 * B
 }
 
 /// One pair's score for a slot outside the blocks: the same fused chain as a block lane.
@@ -634,6 +677,26 @@ mod tests {
                     "hd {} row {r}",
                     case.head_dim
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn long_lists_give_the_same_bits_in_every_backend() {
+        // 150 slots are 19 key blocks: every tile shape, narrow and wide, is visited.
+        for case in &CASES {
+            let n = 150;
+            let c = cache(case.head_dim * case.kv_heads, n + 2);
+            for rows in [1, 3] {
+                let q = case.queries(rows);
+                let visible: Vec<Visible> = (0..rows)
+                    .map(|r| Visible {
+                        prefix: 5 * r..n - rows + r,
+                        tail: vec![n - rows + r],
+                    })
+                    .collect();
+                let [fast, portable] = case.run(&c, &q, &visible, n - rows..n);
+                assert_eq!(bits(&fast), bits(&portable), "hd {} rows {rows}", case.head_dim);
             }
         }
     }

@@ -40,6 +40,8 @@ pub(crate) trait Lanes: Copy {
     fn load(s: &[f32]) -> Self;
     /// Into the first `N` values of `s`.
     fn store(self, s: &mut [f32]);
+    /// Lanes 0..N/2 from the first values of `lo`, N/2..N from the first values of `hi`.
+    fn load_halves(lo: &[f32], hi: &[f32]) -> Self;
     /// `self * b + c`, rounded once.
     fn fma(self, b: Self, c: Self) -> Self;
     fn add(self, b: Self) -> Self;
@@ -122,6 +124,15 @@ impl Lanes for Portable {
     fn store(self, s: &mut [f32]) {
         s[..LANES].copy_from_slice(&self.0);
     }
+    fn load_halves(lo: &[f32], hi: &[f32]) -> Self {
+        Self(std::array::from_fn(|i| {
+            if i < LANES / 2 {
+                lo[i]
+            } else {
+                hi[i - LANES / 2]
+            }
+        }))
+    }
     fn fma(self, b: Self, c: Self) -> Self {
         Self(std::array::from_fn(|i| self.0[i].mul_add(b.0[i], c.0[i])))
     }
@@ -197,6 +208,11 @@ mod x86 {
             unsafe { _mm256_storeu_ps(s.as_mut_ptr(), self.0) }
         }
         #[inline(always)]
+        fn load_halves(lo: &[f32], hi: &[f32]) -> Self {
+            let (lo, hi) = (&lo[..Self::N / 2], &hi[..Self::N / 2]);
+            Self(unsafe { _mm256_loadu2_m128(hi.as_ptr(), lo.as_ptr()) })
+        }
+        #[inline(always)]
         fn fma(self, b: Self, c: Self) -> Self {
             Self(unsafe { _mm256_fmadd_ps(self.0, b.0, c.0) })
         }
@@ -268,6 +284,15 @@ mod x86 {
         fn store(self, s: &mut [f32]) {
             let s = &mut s[..Self::N];
             unsafe { _mm512_storeu_ps(s.as_mut_ptr(), self.0) }
+        }
+        #[inline(always)]
+        fn load_halves(lo: &[f32], hi: &[f32]) -> Self {
+            let (lo, hi) = (&lo[..Self::N / 2], &hi[..Self::N / 2]);
+            Self(unsafe {
+                let lo = _mm512_castps_pd(_mm512_castps256_ps512(_mm256_loadu_ps(lo.as_ptr())));
+                let hi = _mm256_castps_pd(_mm256_loadu_ps(hi.as_ptr()));
+                _mm512_castpd_ps(_mm512_insertf64x4::<1>(lo, hi))
+            })
         }
         #[inline(always)]
         fn fma(self, b: Self, c: Self) -> Self {
