@@ -467,16 +467,10 @@ fn print(r: &Report, json: bool) -> Result<()> {
         )?;
         writeln!(out, "|---|---|---|---|---|---|---|")?;
         for m in &r.methods {
-            let suite = |s: &str| m.suites.get(s).map_or(0.0, |x| x.speedup_vs_vanilla);
             writeln!(
                 out,
-                "| {} | {:.0} | {:.2}x | {:.2}x | {:.2}x | {:.2} | {:.0}% / {:.0}% / {:.0}% |",
-                m.method,
-                m.tokens_per_second,
-                m.speedup_vs_vanilla,
-                suite("stories"),
-                suite("code"),
-                m.mean_accepted_length,
+                "{} {:.0}% / {:.0}% / {:.0}% |",
+                cells(m),
                 m.time_split.draft * 100.0,
                 m.time_split.verify * 100.0,
                 m.time_split.other * 100.0
@@ -494,17 +488,7 @@ fn print(r: &Report, json: bool) -> Result<()> {
             )?;
             writeln!(out, "|---|---|---|---|---|---|")?;
             for m in &r.ceiling {
-                let suite = |s: &str| m.suites.get(s).map_or(0.0, |x| x.speedup_vs_vanilla);
-                writeln!(
-                    out,
-                    "| {} | {:.0} | {:.2}x | {:.2}x | {:.2}x | {:.2} |",
-                    m.method,
-                    m.tokens_per_second,
-                    m.speedup_vs_vanilla,
-                    suite("stories"),
-                    suite("code"),
-                    m.mean_accepted_length
-                )?;
+                writeln!(out, "{}", cells(m))?;
             }
         }
         for s in &r.skipped {
@@ -512,4 +496,18 @@ fn print(r: &Report, json: bool) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// A report row's first cells: name, tokens/s, speedup overall and per suite, mean accepted.
+fn cells(m: &MethodReport) -> String {
+    let suite = |s: &str| m.suites.get(s).map_or(0.0, |x| x.speedup_vs_vanilla);
+    format!(
+        "| {} | {:.0} | {:.2}x | {:.2}x | {:.2}x | {:.2} |",
+        m.method,
+        m.tokens_per_second,
+        m.speedup_vs_vanilla,
+        suite("stories"),
+        suite("code"),
+        m.mean_accepted_length
+    )
 }
