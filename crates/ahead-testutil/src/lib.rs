@@ -115,3 +115,46 @@ pub fn chi_square_critical(dof: usize) -> f64 {
     let z = 3.719; // standard normal quantile of 1 - 1e-4
     k * (1.0 - 2.0 / (9.0 * k) + z * (2.0 / (9.0 * k)).sqrt()).powi(3)
 }
+
+/// A real model file fetched by `scripts/fetch-models.sh` (into `models/cache/`, or the
+/// folder `AHEAD_MODELS` names). `None` when it is not there, after one line on stderr saying
+/// the test is skipped; with `AHEAD_REQUIRE_MODELS=1` (what CI sets) its absence fails the test.
+pub fn real_model(name: &str) -> Option<PathBuf> {
+    let dir = match std::env::var_os("AHEAD_MODELS") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/cache")),
+    };
+    let path = dir.join(name);
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("AHEAD_REQUIRE_MODELS").as_deref() != Ok("1"),
+        "{} is missing and AHEAD_REQUIRE_MODELS=1: run scripts/fetch-models.sh",
+        path.display()
+    );
+    eprintln!(
+        "skipped: {} is missing (scripts/fetch-models.sh fetches it)",
+        path.display()
+    );
+    None
+}
+
+/// Where two greedy decodings part: `None` if `got` equals `want`, else the first differing
+/// step. A difference is excused (returns `None`) when the reference's top-2 margin at that step
+/// or before is under `near_tie` (a near-tie: a tiny numerical difference may flip it).
+pub fn greedy_divergence(got: &[u32], want: &[u32], margins: &[f32], near_tie: f32) -> Option<usize> {
+    let first = got.iter().zip(want).position(|(a, b)| a != b);
+    match first {
+        Some(i)
+            if margins[..=i.min(margins.len().saturating_sub(1))]
+                .iter()
+                .any(|&m| m < near_tie) =>
+        {
+            None
+        }
+        Some(i) => Some(i),
+        None if got.len() != want.len() => Some(got.len().min(want.len())),
+        None => None,
+    }
+}

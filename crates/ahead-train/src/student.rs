@@ -4,7 +4,9 @@
 //! forward computes the same function (tested).
 
 use ahead_core::Rng;
-use ahead_model::llama::{Architecture, LayerWeights, Linear, LlamaConfig, ModelWeights, RopeStyle};
+use ahead_model::llama::{
+    Architecture, LayerWeights, Linear, LlamaConfig, ModelWeights, RopeScaling, RopeStyle,
+};
 use ahead_model::Model;
 use candle_core::{DType, Device, Tensor, Var, D};
 
@@ -51,7 +53,7 @@ impl DraftShape {
             max_seq_len: target.max_seq_len,
             rope_theta: target.rope_theta,
             rope_style: RopeStyle::Interleaved,
-            llama3_scaling: None,
+            rope_scaling: RopeScaling::None,
             rope_freq_factors: None,
             rms_eps: target.rms_eps,
             sliding_window: None,
@@ -146,7 +148,7 @@ impl Student {
             return unsupported("a classifier tied to the embedding");
         }
         if cfg.rope_style != RopeStyle::Interleaved
-            || cfg.llama3_scaling.is_some()
+            || cfg.rope_scaling != RopeScaling::None
             || cfg.rope_freq_factors.is_some()
             || cfg.sliding_window.is_some()
         {

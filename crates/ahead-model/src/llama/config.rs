@@ -32,13 +32,43 @@ pub enum RopeStyle {
     Half,
 }
 
-/// Llama 3.1-style frequency scaling (`rope_scaling.rope_type == "llama3"`).
+/// How RoPE's frequencies are stretched beyond the trained context (`rope_parameters.rope_type`
+/// in transformers, `rope.scaling.type` in GGUF).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum RopeScaling {
+    /// Plain RoPE (`default`).
+    #[default]
+    None,
+    /// Position interpolation: every frequency divided by `factor` (`linear`).
+    Linear { factor: f32 },
+    /// Llama 3.1's banded scaling (`llama3`).
+    Llama3(Llama3RopeScaling),
+    /// YaRN (`yarn`).
+    Yarn(YarnRopeScaling),
+}
+
+/// Llama 3.1-style frequency scaling (`rope_type == "llama3"`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Llama3RopeScaling {
     pub factor: f32,
     pub low_freq_factor: f32,
     pub high_freq_factor: f32,
     pub original_max_position_embeddings: usize,
+}
+
+/// YaRN (Peng et al., 2023) as transformers computes it: frequencies ramp from interpolated
+/// (divided by `factor`) to kept between two correction dimensions set by `beta_fast` and
+/// `beta_slow` rotations over the original context, and cos/sin are scaled by
+/// `attention_factor`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct YarnRopeScaling {
+    pub factor: f32,
+    pub original_max_position_embeddings: usize,
+    pub beta_fast: f32,
+    pub beta_slow: f32,
+    pub attention_factor: f32,
+    /// Round the correction range outwards to whole dimensions (transformers' default).
+    pub truncate: bool,
 }
 
 /// Everything the forward pass needs to know about the model's shape.
@@ -56,7 +86,7 @@ pub struct LlamaConfig {
     pub max_seq_len: usize,
     pub rope_theta: f32,
     pub rope_style: RopeStyle,
-    pub llama3_scaling: Option<Llama3RopeScaling>,
+    pub rope_scaling: RopeScaling,
     /// Per-frequency divisors stored in some GGUF files (`rope_freqs.weight`).
     pub rope_freq_factors: Option<Vec<f32>>,
     pub rms_eps: f32,

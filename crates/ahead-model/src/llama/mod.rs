@@ -13,7 +13,7 @@ pub mod q8;
 pub mod rope;
 pub mod synthetic;
 
-pub use config::{Architecture, Llama3RopeScaling, LlamaConfig, RopeStyle};
+pub use config::{Architecture, Llama3RopeScaling, LlamaConfig, RopeScaling, RopeStyle, YarnRopeScaling};
 pub use input::{AttentionMask, ForwardInput, ForwardOutput};
 pub use kv_cache::KvCache;
 pub use linear::Linear;

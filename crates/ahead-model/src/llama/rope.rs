@@ -1,35 +1,33 @@
 //! Rotary position embeddings with per-token positions (tree nodes share depths, not slots).
 
-use super::config::{LlamaConfig, RopeStyle};
+use super::config::{Llama3RopeScaling, LlamaConfig, RopeScaling, RopeStyle, YarnRopeScaling};
 
-/// Inverse frequencies of one head, with Llama 3 scaling and GGUF frequency factors applied.
+/// Inverse frequencies of one head, with the configured scaling and GGUF frequency factors
+/// applied, and YaRN's cos/sin scale.
 #[derive(Debug, Clone)]
 pub struct Rope {
     inv_freq: Vec<f32>,
+    /// Multiplies cos and sin (YaRN's attention factor; 1 otherwise).
+    scale: f32,
     style: RopeStyle,
 }
 
 impl Rope {
     pub fn new(cfg: &LlamaConfig) -> Self {
         let half = cfg.head_dim / 2;
-        let mut inv_freq: Vec<f32> = (0..half)
-            .map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f32 / cfg.head_dim as f32))
+        // As transformers: theta^(2i/d) in f32, then its reciprocal.
+        let base: Vec<f32> = (0..half)
+            .map(|i| cfg.rope_theta.powf((2 * i) as f32 / cfg.head_dim as f32))
             .collect();
-        if let Some(s) = cfg.llama3_scaling {
-            // Llama 3.1: long wavelengths are slowed by `factor`, short ones kept, and the band
-            // between is interpolated smoothly.
-            let old = s.original_max_position_embeddings as f32;
-            let low_wavelen = old / s.low_freq_factor;
-            let high_wavelen = old / s.high_freq_factor;
-            for f in &mut inv_freq {
-                let wavelen = 2.0 * std::f32::consts::PI / *f;
-                if wavelen > low_wavelen {
-                    *f /= s.factor;
-                } else if wavelen >= high_wavelen {
-                    let smooth =
-                        (old / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
-                    *f = (1.0 - smooth) * *f / s.factor + smooth * *f;
-                }
+        let mut inv_freq: Vec<f32> = base.iter().map(|b| 1.0 / b).collect();
+        let mut scale = 1.0;
+        match cfg.rope_scaling {
+            RopeScaling::None => {}
+            RopeScaling::Linear { factor } => inv_freq.iter_mut().for_each(|f| *f /= factor),
+            RopeScaling::Llama3(s) => llama3(&mut inv_freq, s),
+            RopeScaling::Yarn(y) => {
+                inv_freq = yarn(&base, cfg.rope_theta, cfg.head_dim, y);
+                scale = y.attention_factor;
             }
         }
         if let Some(factors) = &cfg.rope_freq_factors {
@@ -39,6 +37,7 @@ impl Rope {
         }
         Self {
             inv_freq,
+            scale,
             style: cfg.rope_style,
         }
     }
@@ -48,8 +47,8 @@ impl Rope {
         let half = self.inv_freq.len();
         for (i, &f) in self.inv_freq.iter().enumerate() {
             let a = pos as f32 * f;
-            out[i] = a.cos();
-            out[half + i] = a.sin();
+            out[i] = a.cos() * self.scale;
+            out[half + i] = a.sin() * self.scale;
         }
     }
 
@@ -71,10 +70,56 @@ impl Rope {
     }
 }
 
+/// Llama 3.1: long wavelengths are slowed by `factor`, short ones kept, and the band between is
+/// interpolated smoothly.
+fn llama3(inv_freq: &mut [f32], s: Llama3RopeScaling) {
+    let old = s.original_max_position_embeddings as f32;
+    let low_wavelen = old / s.low_freq_factor;
+    let high_wavelen = old / s.high_freq_factor;
+    for f in inv_freq {
+        let wavelen = 2.0 * std::f32::consts::PI / *f;
+        if wavelen > low_wavelen {
+            *f /= s.factor;
+        } else if wavelen >= high_wavelen {
+            let smooth = (old / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+            *f = (1.0 - smooth) * *f / s.factor + smooth * *f;
+        }
+    }
+}
+
+/// YaRN's frequencies (transformers' `_compute_yarn_parameters`): dimensions below the
+/// correction range keep their frequency, those above are interpolated, with a linear ramp
+/// between. `base` holds theta^(2i/d).
+fn yarn(base: &[f32], theta: f32, head_dim: usize, y: YarnRopeScaling) -> Vec<f32> {
+    let (theta, dim) = (f64::from(theta), head_dim as f64);
+    let original = y.original_max_position_embeddings as f64;
+    // The dimension whose wavelength makes `rotations` turns over the original context.
+    let correction = |rotations: f32| {
+        dim * (original / (f64::from(rotations) * 2.0 * std::f64::consts::PI)).ln() / (2.0 * theta.ln())
+    };
+    let (mut low, mut high) = (correction(y.beta_fast), correction(y.beta_slow));
+    if y.truncate {
+        (low, high) = (low.floor(), high.ceil());
+    }
+    let (low, mut high) = (low.max(0.0) as f32, high.min(dim - 1.0) as f32);
+    if low == high {
+        high += 0.001;
+    }
+    base.iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            let ramp = ((i as f32 - low) / (high - low)).clamp(0.0, 1.0);
+            let extrapolation = 1.0 - ramp;
+            let (kept, interpolated) = (1.0 / b, 1.0 / (y.factor * b));
+            interpolated * (1.0 - extrapolation) + kept * extrapolation
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llama::config::{Architecture, Llama3RopeScaling};
+    use crate::llama::config::Architecture;
     use crate::llama::synthetic::tinyllama_config;
 
     /// Llama 3.1's scaled frequencies, head_dim 64, theta 500000, factor 8, low 1, high 4,
@@ -84,7 +129,7 @@ mod tests {
         let cfg = LlamaConfig {
             architecture: Architecture::Llama,
             rope_theta: 500000.0,
-            llama3_scaling: Some(Llama3RopeScaling {
+            rope_scaling: RopeScaling::Llama3(Llama3RopeScaling {
                 factor: 8.0,
                 low_freq_factor: 1.0,
                 high_freq_factor: 4.0,

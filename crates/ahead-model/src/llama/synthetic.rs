@@ -1,7 +1,7 @@
 //! Random-weight models of any shape: for tests (every architecture, every dtype) and for
 //! benchmarks at real model sizes without downloading one.
 
-use super::config::{Architecture, LlamaConfig, RopeStyle};
+use super::config::{Architecture, LlamaConfig, RopeScaling, RopeStyle};
 use super::linear::Linear;
 use super::model::{LayerWeights, Model, ModelWeights};
 use crate::error::Result;
@@ -21,7 +21,7 @@ pub fn tinyllama_config() -> LlamaConfig {
         max_seq_len: 2048,
         rope_theta: 10000.0,
         rope_style: RopeStyle::Half,
-        llama3_scaling: None,
+        rope_scaling: RopeScaling::None,
         rope_freq_factors: None,
         rms_eps: 1e-5,
         sliding_window: None,
@@ -88,7 +88,7 @@ pub fn tiny_config(architecture: Architecture, vocab_size: usize) -> LlamaConfig
         max_seq_len: 64,
         rope_theta: 10000.0,
         rope_style: RopeStyle::Half,
-        llama3_scaling: None,
+        rope_scaling: RopeScaling::None,
         rope_freq_factors: None,
         rms_eps: 1e-5,
         sliding_window: None,

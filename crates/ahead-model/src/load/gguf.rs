@@ -3,7 +3,7 @@
 use super::weights::{gguf_name, vector, WeightSource};
 use crate::error::{ModelError, Result};
 use crate::format::gguf::GgufFile;
-use crate::llama::{Architecture, LlamaConfig, Model, RopeStyle};
+use crate::llama::{Architecture, LlamaConfig, Model, RopeScaling, RopeStyle};
 
 /// Builds the model described by a parsed GGUF file over its bytes.
 pub fn load(gguf: &GgufFile, bytes: &[u8]) -> Result<Model> {
@@ -62,7 +62,7 @@ pub fn load(gguf: &GgufFile, bytes: &[u8]) -> Result<Model> {
         max_seq_len: req("context_length")?,
         rope_theta: gguf.get_f32(&key("rope.freq_base"))?.unwrap_or(10000.0),
         rope_style,
-        llama3_scaling: None,
+        rope_scaling: RopeScaling::None,
         rope_freq_factors,
         rms_eps: gguf
             .get_f32(&key("attention.layer_norm_rms_epsilon"))?

@@ -9,7 +9,9 @@ use serde::Deserialize;
 use super::weights::{hf_name, WeightSource};
 use crate::error::{ModelError, Result};
 use crate::format::safetensors::{parse_safetensors, parse_safetensors_index, SafetensorsFile};
-use crate::llama::{Architecture, Llama3RopeScaling, LlamaConfig, Model, RopeStyle};
+use crate::llama::{
+    Architecture, Llama3RopeScaling, LlamaConfig, Model, RopeScaling, RopeStyle, YarnRopeScaling,
+};
 
 /// The fields of `config.json` ahead reads.
 #[derive(Debug, Deserialize)]
@@ -26,7 +28,12 @@ struct HfConfig {
     max_position_embeddings: usize,
     rms_norm_eps: Option<f32>,
     rope_theta: Option<f32>,
+    /// transformers 4's RoPE scaling.
     rope_scaling: Option<serde_json::Value>,
+    /// transformers 5's RoPE settings: `rope_theta`, `rope_type` and the type's parameters.
+    rope_parameters: Option<serde_json::Value>,
+    /// transformers 5: the attention of each layer (`full_attention`, `sliding_attention`).
+    layer_types: Option<Vec<String>>,
     tie_word_embeddings: Option<bool>,
     attention_bias: Option<bool>,
     sliding_window: Option<usize>,
@@ -114,6 +121,8 @@ fn config(hf: &HfConfig, label: &str) -> Result<(LlamaConfig, bool, bool)> {
         Architecture::Qwen2 if hf.use_sliding_window != Some(true) => None,
         _ => hf.sliding_window.filter(|&w| w < hf.max_position_embeddings),
     };
+    check_layer_types(hf, sliding_window.is_some(), label)?;
+    let (rope_theta, rope_scaling) = rope(hf, label)?;
     let bias = architecture == Architecture::Qwen2 || hf.attention_bias == Some(true);
     let n_heads = hf.num_attention_heads;
     let cfg = LlamaConfig {
@@ -128,9 +137,9 @@ fn config(hf: &HfConfig, label: &str) -> Result<(LlamaConfig, bool, bool)> {
             .unwrap_or(hf.hidden_size.checked_div(n_heads).unwrap_or(0)),
         vocab_size: hf.vocab_size,
         max_seq_len: hf.max_position_embeddings,
-        rope_theta: hf.rope_theta.unwrap_or(10000.0),
+        rope_theta,
         rope_style: RopeStyle::Half,
-        llama3_scaling: rope_scaling(hf.rope_scaling.as_ref(), label)?,
+        rope_scaling,
         rope_freq_factors: None,
         rms_eps: hf.rms_norm_eps.unwrap_or(1e-6),
         sliding_window,
@@ -139,35 +148,206 @@ fn config(hf: &HfConfig, label: &str) -> Result<(LlamaConfig, bool, bool)> {
     Ok((cfg, bias, hf.tie_word_embeddings.unwrap_or(false)))
 }
 
-/// `rope_scaling`: none, or Llama 3's; other kinds are refused rather than ignored.
-fn rope_scaling(v: Option<&serde_json::Value>, label: &str) -> Result<Option<Llama3RopeScaling>> {
-    let Some(v) = v.filter(|v| !v.is_null()) else {
-        return Ok(None);
+/// `layer_types` (transformers 5) must agree with the one attention every layer here has: all
+/// `full_attention`, or all `sliding_attention` when the model has a window.
+fn check_layer_types(hf: &HfConfig, sliding: bool, label: &str) -> Result<()> {
+    let Some(types) = &hf.layer_types else {
+        return Ok(());
     };
-    let kind = v
-        .get("rope_type")
-        .or_else(|| v.get("type"))
-        .and_then(|t| t.as_str())
-        .unwrap_or("");
-    if kind == "default" {
-        return Ok(None);
+    let want = if sliding {
+        "sliding_attention"
+    } else {
+        "full_attention"
+    };
+    if types.len() != hf.num_hidden_layers {
+        return Err(ModelError::format(
+            label,
+            "layer_types",
+            format!("{} entries for {} layers", types.len(), hf.num_hidden_layers),
+        ));
     }
-    if kind != "llama3" {
+    match types.iter().find(|t| *t != want) {
+        Some(other) => Err(ModelError::Unsupported(format!(
+            "{label}: layer_types mixes {other:?} with {want:?}; per-layer attention is not supported for this architecture"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Keys of a RoPE settings object that ahead reads; any other is refused.
+const ROPE_KEYS: &[&str] = &[
+    "rope_type",
+    "type",
+    "rope_theta",
+    "factor",
+    "low_freq_factor",
+    "high_freq_factor",
+    "original_max_position_embeddings",
+    "beta_fast",
+    "beta_slow",
+    "attention_factor",
+    "mscale",
+    "mscale_all_dim",
+    "truncate",
+    "partial_rotary_factor",
+];
+
+/// RoPE's base and scaling, from transformers 5's `rope_parameters` or transformers 4's
+/// top-level `rope_theta` and `rope_scaling`. Types and keys ahead does not implement are
+/// refused rather than ignored.
+fn rope(hf: &HfConfig, label: &str) -> Result<(f32, RopeScaling)> {
+    let present = |v: &Option<serde_json::Value>| v.as_ref().filter(|v| !v.is_null()).cloned();
+    let (params, field) = match (present(&hf.rope_parameters), present(&hf.rope_scaling)) {
+        (Some(p), _) => (p, "rope_parameters"),
+        (None, Some(s)) => (s, "rope_scaling"),
+        (None, None) => (serde_json::json!({}), "rope_scaling"),
+    };
+    let obj = params
+        .as_object()
+        .ok_or_else(|| ModelError::format(label, field, "expected an object"))?;
+    if let Some(key) = obj.keys().find(|k| !ROPE_KEYS.contains(&k.as_str())) {
+        let hint = if obj.values().all(serde_json::Value::is_object) {
+            " (RoPE settings per layer type are not supported for this architecture)"
+        } else {
+            ""
+        };
         return Err(ModelError::Unsupported(format!(
-            "{label}: rope_scaling type {kind:?}; only llama3"
+            "{label}: {field}.{key} is not understood{hint}"
         )));
     }
-    let num = |k: &str| {
-        v.get(k)
-            .and_then(|x| x.as_f64())
-            .ok_or_else(|| ModelError::format(label, format!("rope_scaling.{k}"), "missing or not a number"))
+    let num = |k: &str| -> Result<Option<f64>> {
+        match obj.get(k) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| ModelError::format(label, format!("{field}.{k}"), "not a number")),
+        }
     };
-    Ok(Some(Llama3RopeScaling {
-        factor: num("factor")? as f32,
-        low_freq_factor: num("low_freq_factor")? as f32,
-        high_freq_factor: num("high_freq_factor")? as f32,
-        original_max_position_embeddings: num("original_max_position_embeddings")? as usize,
+    let need = |k: &str| num(k)?.ok_or_else(|| ModelError::format(label, format!("{field}.{k}"), "missing"));
+    let theta = match (num("rope_theta")?, hf.rope_theta) {
+        (Some(a), Some(b)) if a as f32 != b => {
+            return Err(ModelError::format(
+                label,
+                "rope_theta",
+                format!("{b} at the top level but {a} in {field}"),
+            ))
+        }
+        (Some(a), _) => a as f32,
+        (None, Some(b)) => b,
+        // transformers' own default for these families.
+        (None, None) => 10000.0,
+    };
+    if let Some(p) = num("partial_rotary_factor")?.filter(|&p| p != 1.0) {
+        return Err(ModelError::Unsupported(format!(
+            "{label}: {field}.partial_rotary_factor {p}; only 1"
+        )));
+    }
+    let kind = obj
+        .get("rope_type")
+        .or_else(|| obj.get("type"))
+        .map(|t| {
+            t.as_str()
+                .ok_or_else(|| ModelError::format(label, format!("{field}.rope_type"), "not a string"))
+        })
+        .transpose()?
+        .unwrap_or("default");
+    let scaling = match kind {
+        "default" => RopeScaling::None,
+        "linear" => RopeScaling::Linear {
+            factor: need("factor")? as f32,
+        },
+        "llama3" => RopeScaling::Llama3(Llama3RopeScaling {
+            factor: need("factor")? as f32,
+            low_freq_factor: need("low_freq_factor")? as f32,
+            high_freq_factor: need("high_freq_factor")? as f32,
+            original_max_position_embeddings: need("original_max_position_embeddings")? as usize,
+        }),
+        "yarn" => yarn(hf, &num, label, field)?,
+        other => {
+            return Err(ModelError::Unsupported(format!(
+                "{label}: {field}.rope_type {other:?}; supported: default, linear, llama3, yarn"
+            )))
+        }
+    };
+    if let RopeScaling::Linear { factor } | RopeScaling::Llama3(Llama3RopeScaling { factor, .. }) = scaling {
+        if !(factor.is_finite() && factor > 0.0) {
+            return Err(ModelError::format(
+                label,
+                format!("{field}.factor"),
+                format!("{factor}"),
+            ));
+        }
+    }
+    Ok((theta, scaling))
+}
+
+/// YaRN's parameters with transformers' rules for what is left out: the factor from the two
+/// context lengths, the attention factor from the factor (and `mscale`s), betas 32 and 1.
+fn yarn(
+    hf: &HfConfig,
+    num: &dyn Fn(&str) -> Result<Option<f64>>,
+    label: &str,
+    field: &str,
+) -> Result<RopeScaling> {
+    let original = num("original_max_position_embeddings")?.unwrap_or(hf.max_position_embeddings as f64);
+    let factor = match num("factor")? {
+        Some(f) => f,
+        None => hf.max_position_embeddings as f64 / original,
+    };
+    if !(factor.is_finite() && factor > 0.0 && original >= 1.0) {
+        return Err(ModelError::format(
+            label,
+            format!("{field}.factor"),
+            format!("{factor}"),
+        ));
+    }
+    let mscale = |scale: f64, m: f64| {
+        if scale <= 1.0 {
+            1.0
+        } else {
+            0.1 * m * scale.ln() + 1.0
+        }
+    };
+    let attention_factor = match (num("attention_factor")?, num("mscale")?, num("mscale_all_dim")?) {
+        (Some(a), _, _) => a,
+        (None, Some(m), Some(all)) if m != 0.0 && all != 0.0 => mscale(factor, m) / mscale(factor, all),
+        _ => mscale(factor, 1.0),
+    };
+    // `or 32` in transformers: a zero means the default too.
+    let beta = |k: &str, default: f64| -> Result<f32> {
+        Ok(num(k)?.filter(|&b| b != 0.0).unwrap_or(default) as f32)
+    };
+    let truncate = match params_bool(hf, "truncate") {
+        Some(Ok(b)) => b,
+        Some(Err(())) => {
+            return Err(ModelError::format(
+                label,
+                format!("{field}.truncate"),
+                "not a boolean",
+            ))
+        }
+        None => true,
+    };
+    Ok(RopeScaling::Yarn(YarnRopeScaling {
+        factor: factor as f32,
+        original_max_position_embeddings: original as usize,
+        beta_fast: beta("beta_fast", 32.0)?,
+        beta_slow: beta("beta_slow", 1.0)?,
+        attention_factor: attention_factor as f32,
+        truncate,
     }))
+}
+
+/// A boolean RoPE setting, from whichever of the two fields holds the settings.
+fn params_bool(hf: &HfConfig, key: &str) -> Option<std::result::Result<bool, ()>> {
+    let v = hf
+        .rope_parameters
+        .as_ref()
+        .filter(|v| !v.is_null())
+        .or(hf.rope_scaling.as_ref())?
+        .get(key)?;
+    Some(v.as_bool().ok_or(()))
 }
 
 /// Reads `model.safetensors`, or every shard named by `model.safetensors.index.json`.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::weights::{gguf_name, LayerSlot, Slot, WeightSource};
 use crate::error::{ModelError, Result};
-use crate::llama::{Architecture, LlamaConfig, Model, RopeStyle};
+use crate::llama::{Architecture, LlamaConfig, Model, RopeScaling, RopeStyle};
 use crate::tensor::{RawTensor, TensorDType};
 
 const HEADER_BYTES: usize = 7 * 4;
@@ -67,7 +67,7 @@ pub fn load(bytes: &[u8], file: &str) -> Result<Model> {
         max_seq_len,
         rope_theta: 10000.0,
         rope_style: RopeStyle::Interleaved,
-        llama3_scaling: None,
+        rope_scaling: RopeScaling::None,
         rope_freq_factors: None,
         rms_eps: 1e-5,
         sliding_window: None,

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::hf::HfBackend;
 use super::spm::{parse_byte_piece, PieceKind, SpmFlavor, SpmParts, SpmVocab};
-use super::SpecialTokens;
+use super::{SpecialTokens, END_OF_TURN_TEXTS};
 use crate::error::{ModelError, Result};
 use crate::format::gguf::{GgufFile, GgufValue};
 
@@ -21,17 +21,6 @@ const TYPE_BYTE: i32 = 6;
 const GPT2_REGEX: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-
-/// Control tokens llama.cpp also treats as end of generation.
-const EOG_TEXTS: &[&str] = &[
-    "<|eot_id|>",
-    "<|im_end|>",
-    "<|end|>",
-    "<end_of_turn>",
-    "<|endoftext|>",
-    "<|end_of_text|>",
-    "<|eom_id|>",
-];
 
 /// Typed access to GGUF metadata with errors naming the key.
 struct Meta<'a> {
@@ -152,6 +141,8 @@ pub(crate) struct GgufLoaded {
     pub tokenizer: GgufTokenizer,
     pub special: SpecialTokens,
     pub chat_template: Option<String>,
+    /// Control and user-defined tokens: `(text, id)`.
+    pub control_tokens: Vec<(String, u32)>,
 }
 
 pub(crate) fn load(file: &GgufFile) -> Result<GgufLoaded> {
@@ -206,7 +197,7 @@ pub(crate) fn load(file: &GgufFile) -> Result<GgufLoaded> {
     }
     for (id, (tok, ty)) in tokens.iter().zip(&types).enumerate() {
         let id = id as u32;
-        if *ty == TYPE_CONTROL && EOG_TEXTS.contains(tok) && !eos.contains(&id) && Some(id) != bos {
+        if *ty == TYPE_CONTROL && END_OF_TURN_TEXTS.contains(tok) && !eos.contains(&id) && Some(id) != bos {
             eos.push(id);
         }
     }
@@ -277,10 +268,18 @@ pub(crate) fn load(file: &GgufFile) -> Result<GgufLoaded> {
             )))
         }
     };
+    let control_tokens = tokens
+        .iter()
+        .zip(&types)
+        .enumerate()
+        .filter(|(_, (_, &ty))| ty == TYPE_CONTROL || ty == TYPE_USER_DEFINED)
+        .map(|(id, (tok, _))| ((*tok).to_owned(), id as u32))
+        .collect();
     Ok(GgufLoaded {
         tokenizer,
         special,
         chat_template,
+        control_tokens,
     })
 }
 
@@ -299,14 +298,16 @@ fn build_bpe(m: &Meta<'_>, tokens: &[&str], types: &[i32], pre: &str) -> Result<
                 format!("duplicate token {tok:?} (id {id})"),
             ));
         }
+        // Added tokens stay in the model's vocabulary too: `tokenizers` gives an added token
+        // the model's id for its text, and a new id past the vocabulary's size otherwise, which
+        // would leave `<|im_end|>` without its id 2.
         if ty == TYPE_CONTROL || ty == TYPE_USER_DEFINED {
             added.push(json!({
                 "id": id, "content": tok, "single_word": false, "lstrip": false, "rstrip": false,
                 "normalized": false, "special": ty == TYPE_CONTROL,
             }));
-        } else {
-            vocab.insert(tok.to_owned(), json!(id));
         }
+        vocab.insert(tok.to_owned(), json!(id));
     }
     let mut pairs = Vec::with_capacity(merges.len());
     for (i, merge) in merges.iter().enumerate() {

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde_json::Value as Json;
 
 use super::chat_template::ChatTemplate;
-use super::SpecialTokens;
+use super::{SpecialTokens, END_OF_TURN_TEXTS};
 use crate::error::{ModelError, Result};
 
 /// A `tokenizers::Tokenizer` set up so that special-token strings in user text stay literal.
@@ -55,6 +55,16 @@ impl HfBackend {
         self.tok
             .decode(&kept, true)
             .map_err(|e| ModelError::Tokenizer(format!("decode: {e}")))
+    }
+
+    /// Every added token (special or not) as `(text, id)`: `tokenizers` splits text at these
+    /// before anything else, so a chat template's output finds its control tokens among them.
+    pub(crate) fn added_tokens(&self) -> Vec<(String, u32)> {
+        self.tok
+            .get_added_tokens_decoder()
+            .into_iter()
+            .map(|(id, t)| (t.content, id))
+            .collect()
     }
 
     pub(crate) fn id_to_piece(&self, id: u32) -> Option<String> {
@@ -180,6 +190,20 @@ pub(crate) fn load(
     let mut eos = id_list(gen.get("eos_token_id"), &gen_label, "eos_token_id")?;
     if let Some(s) = token_string(cfg.get("eos_token")) {
         let id = lookup(s, "eos_token")?;
+        if !eos.contains(&id) {
+            eos.push(id);
+        }
+    }
+    // Special added tokens that end a turn end generation too (as in the GGUF loader).
+    let mut turn_ends: Vec<u32> = backend
+        .tok
+        .get_added_tokens_decoder()
+        .into_iter()
+        .filter(|(id, t)| t.special && END_OF_TURN_TEXTS.contains(&t.content.as_str()) && Some(*id) != bos)
+        .map(|(id, _)| id)
+        .collect();
+    turn_ends.sort_unstable();
+    for id in turn_ends {
         if !eos.contains(&id) {
             eos.push(id);
         }

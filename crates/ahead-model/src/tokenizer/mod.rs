@@ -12,6 +12,7 @@
 //! tokenized as text, never as a control token. [`Tokenizer::encode`] adds BOS (at most once)
 //! only when asked.
 
+mod chat_prompt;
 mod chat_template;
 mod detokenize;
 mod from_gguf;
@@ -21,11 +22,13 @@ mod spm;
 
 use std::path::Path;
 
+pub use chat_prompt::ChatPrompt;
 pub use chat_template::{ChatMessage, ChatTemplate};
 pub use detokenize::IncrementalDecoder;
 
 use crate::error::{ModelError, Result};
 use crate::format::gguf::GgufFile;
+use chat_prompt::ControlTokens;
 use from_gguf::GgufTokenizer;
 use hf::HfBackend;
 use spm::SpmVocab;
@@ -55,7 +58,21 @@ pub struct Tokenizer {
     backend: Backend,
     special: SpecialTokens,
     chat_template: Option<ChatTemplate>,
+    /// Texts that the chat template's own output turns into control ids.
+    control: ControlTokens,
 }
+
+/// End-of-turn tokens that end generation wherever a vocabulary has them as control tokens, as
+/// llama.cpp treats them.
+pub(crate) const END_OF_TURN_TEXTS: &[&str] = &[
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "<|eom_id|>",
+];
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -64,6 +81,7 @@ impl std::fmt::Debug for Tokenizer {
             .field("vocab_size", &self.vocab_size())
             .field("special", &self.special)
             .field("chat_template", &self.chat_template.is_some())
+            .field("control_tokens", &self.control.len())
             .finish()
     }
 }
@@ -82,6 +100,7 @@ impl Tokenizer {
                 add_bos: true,
             },
             chat_template: None,
+            control: ControlTokens::new(Vec::new())?,
         })
     }
 
@@ -103,11 +122,14 @@ impl Tokenizer {
         generation_config_json: Option<&Path>,
     ) -> Result<Self> {
         let loaded = hf::load(tokenizer_json, tokenizer_config_json, generation_config_json)?;
-        Ok(Self {
+        let mut tok = Self {
+            control: ControlTokens::new(loaded.backend.added_tokens())?,
             backend: Backend::Hf(loaded.backend),
             special: loaded.special,
             chat_template: loaded.chat_template,
-        })
+        };
+        tok.add_template_end_of_turn();
+        Ok(tok)
     }
 
     /// Builds the tokenizer embedded in a GGUF file (`tokenizer.ggml.*`), `llama`
@@ -117,16 +139,20 @@ impl Tokenizer {
     /// llama.cpp recognises (`<|eot_id|>`, `<|im_end|>`, ...).
     pub fn from_gguf(file: &GgufFile) -> Result<Self> {
         let loaded = from_gguf::load(file)?;
+        let control = ControlTokens::new(loaded.control_tokens)?;
         let backend = match loaded.tokenizer {
             GgufTokenizer::Spm(v) => Backend::SpmGguf(v),
             GgufTokenizer::Bpe(b) => Backend::BpeGguf(*b),
         };
         let chat_template = loaded.chat_template.map(ChatTemplate::new).transpose()?;
-        Ok(Self {
+        let mut tok = Self {
             backend,
             special: loaded.special,
             chat_template,
-        })
+            control,
+        };
+        tok.add_template_end_of_turn();
+        Ok(tok)
     }
 
     /// The chat template, if the model ships one.
@@ -134,9 +160,19 @@ impl Tokenizer {
         self.chat_template.as_ref()
     }
 
-    /// Replaces the chat template (e.g. with a user-supplied one).
+    /// Replaces the chat template (e.g. with a user-supplied one); its end-of-turn token joins
+    /// the end-of-generation ids.
     pub fn set_chat_template(&mut self, template: Option<ChatTemplate>) {
         self.chat_template = template;
+        self.add_template_end_of_turn();
+    }
+
+    fn add_template_end_of_turn(&mut self) {
+        if let Some(id) = self.template_end_of_turn() {
+            if !self.special.eos.contains(&id) && Some(id) != self.special.bos {
+                self.special.eos.push(id);
+            }
+        }
     }
 
     /// Encodes `text` literally; prepends BOS when `add_bos` is true and the tokenizer has one.

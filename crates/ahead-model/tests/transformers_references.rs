@@ -1,0 +1,228 @@
+//! ahead against Hugging Face transformers, an implementation nobody here wrote: greedy ids and
+//! logits stored in `tests/fixtures/` by `scripts/make_tf5_fixtures.py` (tiny models saved by
+//! transformers 5, whose `config.json` carries `rope_parameters`) and
+//! `scripts/make_references.py` (the real SmolLM2-135M-Instruct Q4_1 file, fetched by
+//! `scripts/fetch-models.sh`). Ids must agree up to the first near-tie of the reference.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+use ahead_model::format::gguf::parse_gguf;
+use ahead_model::llama::RopeScaling;
+use ahead_model::tokenizer::{ChatMessage, Tokenizer};
+use ahead_model::{load, ForwardInput, LoadOptions, LoadedModel, Model, ModelSource};
+use ahead_testutil::{argmax, fixture, greedy_divergence, real_model};
+use serde_json::Value;
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn load_path(path: &Path) -> LoadedModel {
+    load(&ModelSource::Path(path.to_owned()), &LoadOptions::default()).unwrap()
+}
+
+/// Greedy ids after `prompt` (stopping after any of `eos`), and the first step's logits.
+fn greedy(model: &Model, prompt: &[u32], max_new: usize, eos: &[u32]) -> (Vec<u32>, Vec<f32>) {
+    let mut cache = model.new_cache(prompt.len() + max_new + 1).unwrap();
+    let positions: Vec<usize> = (0..prompt.len()).collect();
+    let out = model
+        .forward(&ForwardInput::causal(prompt, &positions), &mut cache)
+        .unwrap();
+    let first = out.last().to_vec();
+    let mut logits = first.clone();
+    let mut got = Vec::new();
+    while got.len() < max_new {
+        let next = argmax(&logits) as u32;
+        got.push(next);
+        if eos.contains(&next) {
+            break;
+        }
+        let pos = [prompt.len() + got.len() - 1];
+        logits = model
+            .forward(&ForwardInput::causal(&[next], &pos), &mut cache)
+            .unwrap()
+            .last()
+            .to_vec();
+    }
+    (got, first)
+}
+
+const TF5: [&str; 4] = ["qwen2-theta1e6", "llama3-rope", "llama-linear", "llama-yarn"];
+
+#[test]
+fn transformers5_configs_decode_as_transformers_does() {
+    for name in TF5 {
+        let dir = fixture(&format!("tf5/{name}"));
+        let reference = read_json(&dir.join("reference.json"));
+        let loaded = load_path(&dir);
+        let cfg = loaded.model.config();
+        let theta = reference["rope_parameters"]["rope_theta"].as_f64().unwrap() as f32;
+        assert_eq!(cfg.rope_theta, theta, "{name}");
+        let kind = reference["rope_parameters"]["rope_type"].as_str().unwrap();
+        let scaled = match cfg.rope_scaling {
+            RopeScaling::None => "default",
+            RopeScaling::Linear { .. } => "linear",
+            RopeScaling::Llama3(_) => "llama3",
+            RopeScaling::Yarn(y) => {
+                let want = reference["rope_attention_scaling"].as_f64().unwrap() as f32;
+                assert!((y.attention_factor - want).abs() < 1e-6, "{name}: {y:?}");
+                "yarn"
+            }
+        };
+        assert_eq!(scaled, kind, "{name}");
+
+        let prompt = ids(&reference["prompt_ids"]);
+        let want = ids(&reference["greedy_ids"]);
+        let margins = floats(&reference["top2_margins"]);
+        let (got, first) = greedy(&loaded.model, &prompt, want.len(), &[]);
+        let want_first = floats(&reference["first_step_logits"]);
+        let worst = first
+            .iter()
+            .zip(&want_first)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 2e-3, "{name}: first-step logits differ by {worst}");
+        assert_eq!(
+            greedy_divergence(&got, &want, &margins, 0.05),
+            None,
+            "{name}: {got:?}\nvs {want:?}"
+        );
+        // The same weights with plain RoPE give other ids: the scaling is what is tested.
+        assert_ne!(want, ids(&reference["plain_rope_greedy_ids"]), "{name}");
+    }
+}
+
+/// A copy of a tf5 fixture folder with `config.json` edited by `edit`.
+fn with_config(name: &str, edit: impl Fn(&mut Value)) -> tempfile::TempDir {
+    let src = fixture(&format!("tf5/{name}"));
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    let mut cfg = read_json(&src.join("config.json"));
+    edit(&mut cfg);
+    std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+    dir
+}
+
+fn load_err(dir: &Path) -> String {
+    match load(&ModelSource::Path(dir.to_owned()), &LoadOptions::default()) {
+        Ok(_) => panic!("{} loaded", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn rope_settings_ahead_does_not_implement_are_refused() {
+    let dynamic = with_config("llama-linear", |c| {
+        c["rope_parameters"]["rope_type"] = "dynamic".into()
+    });
+    assert!(load_err(dynamic.path()).contains("rope_type \"dynamic\""));
+    let unknown = with_config("llama-linear", |c| {
+        c["rope_parameters"]["short_factor"] = 1.0.into()
+    });
+    assert!(load_err(unknown.path()).contains("rope_parameters.short_factor"));
+    let conflict = with_config("qwen2-theta1e6", |c| c["rope_theta"] = 10000.0.into());
+    assert!(load_err(conflict.path()).contains("rope_theta"));
+    let mixed = with_config("qwen2-theta1e6", |c| {
+        c["layer_types"] = serde_json::json!(["full_attention", "sliding_attention"]);
+    });
+    assert!(load_err(mixed.path()).contains("layer_types"));
+    // transformers 4's shape still loads, with the same numbers.
+    let v4 = with_config("llama-linear", |c| {
+        let params = c["rope_parameters"].take();
+        c["rope_theta"] = params["rope_theta"].clone();
+        c["rope_scaling"] = serde_json::json!({"type": "linear", "factor": params["factor"]});
+        c.as_object_mut().unwrap().remove("rope_parameters");
+    });
+    let cfg = load_path(v4.path()).model.config().clone();
+    assert_eq!(cfg.rope_scaling, RopeScaling::Linear { factor: 2.0 });
+}
+
+const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+fn smollm2_reference() -> Value {
+    read_json(&fixture("reference/smollm2-135m-instruct-q4_1.json"))
+}
+
+fn messages(case: &Value) -> Vec<ChatMessage> {
+    case["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| ChatMessage::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
+        .collect()
+}
+
+#[test]
+fn smollm2_chat_prompts_tokenize_as_apply_chat_template() {
+    let Some(path) = real_model(SMOLLM2) else { return };
+    let bytes = std::fs::read(&path).unwrap();
+    let tok = &Tokenizer::from_gguf(&parse_gguf(&bytes, SMOLLM2).unwrap()).unwrap();
+    let reference = smollm2_reference();
+    assert_eq!(tok.piece_to_id("<|im_end|>"), Some(2));
+    assert!(tok.eos_ids().contains(&2), "{:?}", tok.eos_ids());
+    for case in reference["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let want = ids(&case["prompt_ids"]);
+        let got = if case["kind"] == "chat" {
+            let chat = tok.encode_chat(&messages(case), true).unwrap();
+            assert_eq!(chat.text, case["prompt_text"].as_str().unwrap(), "{name}");
+            chat.ids
+        } else {
+            tok.encode(case["prompt"].as_str().unwrap(), tok.add_bos())
+                .unwrap()
+        };
+        assert_eq!(got, want, "{name}");
+        if case.get("naive_prompt_ids").is_some() {
+            // The user's `<|im_end|>` is text: no turn ends inside their message.
+            assert_ne!(got, ids(&case["naive_prompt_ids"]), "{name}");
+        }
+    }
+}
+
+/// Greedy decoding of the Q4_1 file against transformers' float32 run of the same weights.
+/// ahead quantizes activations to 8 bits for the integer kernels, so ids must agree up to the
+/// first step whose reference margin is below `QUANTIZED_NEAR_TIE`.
+const QUANTIZED_NEAR_TIE: f32 = 0.5;
+
+#[test]
+fn smollm2_q4_1_decodes_as_transformers_does() {
+    let Some(path) = real_model(SMOLLM2) else { return };
+    let loaded = load_path(&path);
+    let reference = smollm2_reference();
+    let eos = loaded.tokenizer.eos_ids().to_vec();
+    let mut agreed = 0;
+    for case in reference["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let prompt = ids(&case["prompt_ids"]);
+        let want = ids(&case["greedy_ids"]);
+        let margins = floats(&case["top2_margins"]);
+        let (got, _) = greedy(&loaded.model, &prompt, want.len(), &eos);
+        assert_eq!(
+            greedy_divergence(&got, &want, &margins, QUANTIZED_NEAR_TIE),
+            None,
+            "{name}: {got:?}\nvs {want:?}\nmargins {margins:?}"
+        );
+        agreed += got.iter().zip(&want).take_while(|(a, b)| a == b).count();
+    }
+    eprintln!("smollm2 q4_1: {agreed} greedy tokens agree with transformers");
+}
