@@ -1,240 +1,96 @@
-//! `ahead generate`.
+//! `ahead generate`: one completion, of a raw prompt or (with `--chat`) of a chat through the
+//! model's template.
 
 use std::io::Write;
+use std::path::PathBuf;
 
-use ahead_core::spec::{MedusaTree, PromptLookup};
-use ahead_engine::{GenerateParams, MedusaAcceptance as Verify, Method, Prompt, SamplingParams};
+use ahead_engine::{Engine, Prompt};
+use ahead_model::tokenizer::ChatMessage;
 use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
+use serde::Deserialize;
 
-use crate::sources::Sources;
-use crate::tuned::Tuned;
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum MethodArg {
-    Vanilla,
-    Draft,
-    Medusa,
-    Lookahead,
-    PromptLookup,
-    Auto,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum MedusaAcceptance {
-    /// Rejection sampling over the tree: the model's own distribution (the default).
-    Exact,
-    /// Medusa's typical acceptance: LOSSY when sampling; the output no longer follows the
-    /// model's distribution exactly (greedy output is unaffected).
-    Typical,
-}
+use crate::decoding::DecodeArgs;
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// Model: llama2.c .bin, .gguf, Hugging Face folder or hub id (default: embedded stories260K).
-    #[arg(long)]
-    pub model: Option<String>,
-    /// llama2.c tokenizer .bin (default: tokenizer.bin or the single tok*.bin beside the model).
-    #[arg(long)]
-    pub tokenizer: Option<std::path::PathBuf>,
-    /// Prompt text (the model's BOS rule applies).
+    /// Prompt text (the model's BOS rule applies); with --chat, the user's message.
     #[arg(long, conflicts_with = "prompt_ids")]
     pub prompt: Option<String>,
-    /// Prompt as exact token ids, comma-separated (e.g. 1,403,407).
+    /// Prompt as exact token ids, comma-separated (e.g. 1,403,407); control tokens included.
     #[arg(long, value_delimiter = ',')]
     pub prompt_ids: Option<Vec<u32>>,
-    #[arg(long, default_value_t = 256)]
-    pub max_tokens: usize,
-    /// 0 is greedy.
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f32,
-    /// 0 disables.
-    #[arg(long, default_value_t = 0)]
-    pub top_k: usize,
-    #[arg(long, default_value_t = 1.0)]
-    pub top_p: f32,
-    #[arg(long, default_value_t = 0.0)]
-    pub min_p: f32,
-    #[arg(long, default_value_t = 1.0)]
-    pub repetition_penalty: f32,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Emit the end-of-sequence token like any other and go on to --max-tokens.
-    #[arg(long)]
-    pub ignore_eos: bool,
-    /// Stop when the text contains this string (repeatable); the text ends before it.
-    #[arg(long)]
-    pub stop: Vec<String>,
-    /// Decoding method [default: auto, or the --config file's].
-    #[arg(long, value_enum)]
-    pub method: Option<MethodArg>,
-    /// A config written by `ahead tune`: its method and parameters apply unless --method is given.
-    #[arg(long)]
-    pub config: Option<std::path::PathBuf>,
-    #[arg(long)]
-    pub draft: Option<String>,
-    #[arg(long)]
-    pub draft_tokenizer: Option<std::path::PathBuf>,
-    /// Draft exactly K tokens per step (default: chosen per step from measured costs).
-    #[arg(long)]
-    pub num_draft: Option<usize>,
-    /// Prompt lookup: longest n-gram to match (tried first).
-    #[arg(long, default_value_t = 3)]
-    pub lookup_max_ngram: usize,
-    /// Prompt lookup: shortest n-gram to match.
-    #[arg(long, default_value_t = 1)]
-    pub lookup_min_ngram: usize,
-    /// Prompt lookup with an n-gram cache: stop a draft where the product of its tokens'
-    /// confidences falls below this [default: 0.5, or the --config file's].
-    #[arg(long)]
-    pub lookup_min_confidence: Option<f32>,
-    /// Static n-gram cache for prompt lookup, from `ahead train ngram` (default: the embedded
-    /// model's vendored cache).
-    #[arg(long)]
-    pub ngram_cache: Option<std::path::PathBuf>,
-    /// Medusa heads: a folder with config.json and medusa_lm_head.safetensors (default: the
-    /// embedded model's vendored heads).
-    #[arg(long)]
-    pub medusa: Option<String>,
-    /// Medusa heads trained on the draft model (`ahead train medusa --base DRAFT`): the draft
-    /// then drafts a whole tree per step (the hybrid).
-    #[arg(long)]
-    pub draft_medusa: Option<String>,
-    /// How Medusa candidates are verified when sampling. `typical` is LOSSY.
-    #[arg(long, value_enum)]
-    pub medusa_acceptance: Option<MedusaAcceptance>,
-    /// Typical acceptance: the probability a candidate must beat (capped by the entropy rule).
-    #[arg(long, default_value_t = 0.09)]
-    pub posterior_threshold: f64,
-    /// Typical acceptance: alpha in min(threshold, alpha * exp(-entropy)).
-    #[arg(long, default_value_t = 0.3)]
-    pub posterior_alpha: f64,
-    /// Medusa candidate tree as JSON paths of top-k ranks (e.g. "[[0],[0,0],[1]]") or a file
-    /// holding them (default: chosen from the heads' measured accuracy and this machine's
-    /// verify cost, else a small CPU tree).
-    #[arg(long)]
-    pub medusa_choices: Option<String>,
-    /// Lookahead: window size W (default: chosen from this machine's verify cost).
-    #[arg(long)]
-    pub lookahead_window: Option<usize>,
-    /// Lookahead: n-gram size N.
-    #[arg(long)]
-    pub lookahead_ngram: Option<usize>,
-    /// Lookahead: most candidate n-grams verified per step G.
-    #[arg(long)]
-    pub lookahead_guesses: Option<usize>,
-    /// Print one JSON object (text, ids, finish reason, stats) instead of streaming text.
+    /// Treat the prompt as a chat: --prompt is the user's message, rendered through the model's
+    /// chat template (with the template's default system message unless --system is given).
+    #[arg(long, conflicts_with = "prompt_ids")]
+    pub chat: bool,
+    /// With --chat: the system message.
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
+    /// With --chat: the whole conversation, an OpenAI-style JSON list of
+    /// {"role", "content"} (instead of --prompt and --system).
+    #[arg(long, requires = "chat", conflicts_with_all = ["prompt", "system"])]
+    pub messages: Option<PathBuf>,
+    /// Print one JSON object (text, ids, the prompt's ids, finish reason, stats) instead of
+    /// streaming text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub decode: DecodeArgs,
 }
 
-pub fn run(mut a: GenerateArgs) -> Result<()> {
-    let tuned = a.config.as_deref().map(Tuned::load).transpose()?;
-    // The tuned draft model, when the tuned method is used and no draft was named.
-    if let (Some(t), None, None) = (&tuned, &a.method, &a.draft) {
-        a.draft = t.draft.clone();
-    }
-    // Likewise its n-gram cache.
-    if let (Some(t), None, None) = (&tuned, &a.method, &a.ngram_cache) {
-        a.ngram_cache = t.ngram_cache.as_ref().map(Into::into);
-    }
-    let method = match a.method.unwrap_or(MethodArg::Auto) {
-        MethodArg::Vanilla => Method::Vanilla,
-        MethodArg::Auto => Method::Auto,
-        MethodArg::Draft => Method::Draft,
-        MethodArg::PromptLookup => Method::PromptLookup,
-        MethodArg::Medusa => Method::Medusa,
-        MethodArg::Lookahead => Method::Lookahead,
-    };
-    let medusa_tree = match &a.medusa_choices {
-        None => None,
-        Some(c) => {
-            let json = if std::path::Path::new(c).is_file() {
-                std::fs::read_to_string(c).with_context(|| format!("reading {c}"))?
-            } else {
-                c.clone()
-            };
-            Some(MedusaTree::parse(&json)?)
+/// One message of `--messages FILE.json`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageFile {
+    role: String,
+    content: String,
+}
+
+/// The conversation `--chat` describes.
+fn chat_messages(a: &GenerateArgs) -> Result<Vec<ChatMessage>> {
+    if let Some(path) = &a.messages {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let list: Vec<MessageFile> = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{}: expected a JSON list of {{\"role\", \"content\"}}",
+                path.display()
+            )
+        })?;
+        if list.is_empty() {
+            bail!("{}: the conversation is empty", path.display());
         }
-    };
-    let medusa_acceptance = match a.medusa_acceptance {
-        Some(MedusaAcceptance::Typical) => {
-            if !(0.0..=1.0).contains(&a.posterior_threshold) || !(0.0..=1.0).contains(&a.posterior_alpha) {
-                bail!("--posterior-threshold and --posterior-alpha must be in [0, 1]");
-            }
-            if a.temperature > 0.0 {
-                eprintln!("medusa: typical acceptance is lossy: sampled output may differ from the model's distribution");
-            }
-            Verify::Typical {
-                posterior_threshold: a.posterior_threshold,
-                posterior_alpha: a.posterior_alpha,
-            }
-        }
-        _ => Verify::Exact,
-    };
-    let engine = Sources {
-        model: a.model.as_deref(),
-        tokenizer: a.tokenizer.as_deref(),
-        draft: a.draft.as_deref(),
-        draft_tokenizer: a.draft_tokenizer.as_deref(),
-        medusa: a.medusa.as_deref(),
-        ngram_cache: a.ngram_cache.as_deref(),
-        draft_medusa: a.draft_medusa.as_deref(),
+        return Ok(list
+            .into_iter()
+            .map(|m| ChatMessage::new(m.role, m.content))
+            .collect());
     }
-    .engine()?;
-    if matches!(a.method, None | Some(MethodArg::Draft | MethodArg::Auto)) && a.draft.is_some() {
-        if let Some(mode) = engine.draft_mode() {
-            eprintln!("draft: {}", mode.describe());
-        }
+    let mut messages = Vec::new();
+    if let Some(system) = &a.system {
+        messages.push(ChatMessage::new("system", system.as_str()));
     }
-    let prompt = match (a.prompt, a.prompt_ids) {
-        (_, Some(ids)) => Prompt::Ids(ids),
-        (Some(text), None) => Prompt::Text(text),
-        (None, None) => Prompt::Text(String::new()),
-    };
-    let mut params = GenerateParams {
-        max_tokens: a.max_tokens,
-        sampling: SamplingParams {
-            temperature: a.temperature,
-            top_k: a.top_k,
-            top_p: a.top_p,
-            min_p: a.min_p,
-            repetition_penalty: a.repetition_penalty,
-        },
-        seed: a.seed,
-        stop: a.stop,
-        ignore_eos: a.ignore_eos,
-        method,
-        num_draft: a.num_draft,
-        lookup: PromptLookup {
-            max_ngram: a.lookup_max_ngram,
-            min_ngram: a.lookup_min_ngram,
-            min_confidence: PromptLookup::default().min_confidence,
-        },
-        medusa_tree,
-        medusa_acceptance,
-        lookahead_window: a.lookahead_window,
-        lookahead_ngram: a.lookahead_ngram,
-        lookahead_guesses: a.lookahead_guesses,
-        reproducible: true,
-    };
-    if let Some(t) = &tuned {
-        t.apply(&mut params, a.method.is_some())?;
+    messages.push(ChatMessage::new("user", a.prompt.clone().unwrap_or_default()));
+    Ok(messages)
+}
+
+/// The exact prompt ids to feed.
+fn prompt(a: &GenerateArgs, engine: &Engine) -> Result<Prompt> {
+    if a.chat {
+        let chat = engine.chat_prompt(&chat_messages(a)?, true)?;
+        return Ok(Prompt::Ids(chat.ids));
     }
-    if let Some(c) = a.lookup_min_confidence {
-        if !(0.0..=1.0).contains(&c) {
-            bail!("--lookup-min-confidence must be in [0, 1]");
-        }
-        params.lookup.min_confidence = c;
-    }
-    if a.lookup_min_ngram == 0 || a.lookup_min_ngram > a.lookup_max_ngram {
-        bail!("--lookup-min-ngram must be at least 1 and at most --lookup-max-ngram");
-    }
-    let prompt = match prompt {
+    Ok(match (&a.prompt, &a.prompt_ids) {
+        (_, Some(ids)) => Prompt::Ids(ids.clone()),
         // An empty text prompt starts from BOS alone, as llama2.c does.
-        Prompt::Text(t) if t.is_empty() => Prompt::Ids(engine.tokenizer().bos_id().into_iter().collect()),
-        p => p,
-    };
+        (None, None) => Prompt::Ids(engine.tokenizer().bos_id().into_iter().collect()),
+        (Some(t), None) if t.is_empty() => Prompt::Ids(engine.tokenizer().bos_id().into_iter().collect()),
+        (Some(text), None) => Prompt::Text(text.clone()),
+    })
+}
+
+pub fn run(a: GenerateArgs) -> Result<()> {
+    let (engine, params) = a.decode.load()?;
+    let prompt = prompt(&a, &engine)?;
     if a.json {
         let out = engine.generate_one(&prompt, &params, &mut |_| {})?;
         let line = serde_json::to_string(&out)?;

@@ -1,6 +1,9 @@
 //! `ahead`: the command-line tool. `anyhow` lives only here.
 
 mod bench;
+mod chat;
+mod convert;
+mod decoding;
 mod generate;
 mod inspect;
 mod serve;
@@ -24,6 +27,10 @@ struct Cli {
 enum Command {
     /// Generate text from a prompt.
     Generate(Box<generate::GenerateArgs>),
+    /// Chat with the model in the terminal, through its chat template.
+    Chat(Box<chat::ChatArgs>),
+    /// Re-encode a GGUF file's weights as F32, F16 or Q8_0 (same tokenizer and metadata).
+    Convert(convert::ConvertArgs),
     /// Show what a model file holds: format, architecture, shapes, dtypes, tokenizer.
     Inspect(inspect::InspectArgs),
     /// Measure every method side by side (`bench`), the verify-cost curve (`bench cost`) and
@@ -44,6 +51,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(a) => generate::run(*a),
+        Command::Chat(a) => chat::run(*a),
+        Command::Convert(a) => convert::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Tune(a) => tune::run(a),

@@ -13,6 +13,7 @@ use std::sync::{Arc, OnceLock};
 
 use ahead_core::spec::{cost_at, Controller, LookaheadConfig, MedusaTree, NgramCache};
 use ahead_model::medusa::MedusaHeads;
+use ahead_model::tokenizer::{ChatMessage, ChatPrompt, ChatTemplate};
 use ahead_model::{load, LoadOptions, LoadedModel, Model, ModelSource, Tokenizer};
 
 use crate::decode::{Sequence, StepInspector};
@@ -341,6 +342,21 @@ impl Engine {
 
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.loaded.tokenizer
+    }
+
+    /// Renders and tokenizes a chat through the model's template (message content stays text:
+    /// only the template's own text yields control tokens).
+    pub fn chat_prompt(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<ChatPrompt> {
+        Ok(self
+            .loaded
+            .tokenizer
+            .encode_chat(messages, add_generation_prompt)?)
+    }
+
+    /// Uses `template` for chats instead of the model's own; its end-of-turn token then ends
+    /// generation too.
+    pub fn set_chat_template(&mut self, template: ChatTemplate) {
+        self.loaded.tokenizer.set_chat_template(Some(template));
     }
 
     pub fn loaded(&self) -> &LoadedModel {

@@ -170,11 +170,11 @@ async fn chat(State(s): State<Arc<AppState>>, body: Result<Json<ChatRequest>, Js
             }
         }
     }
-    let text = match render_chat(&engine, &messages) {
-        Ok(t) => t,
+    let prompt = match render_chat(&engine, &messages) {
+        Ok(p) => p,
         Err(e) => return fail(&s, e),
     };
-    serve(s, Prompt::Text(text), req.common, Kind::Chat).await
+    serve(s, prompt, req.common, Kind::Chat).await
 }
 
 fn loading() -> ApiError {

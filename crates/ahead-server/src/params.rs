@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ahead_engine::{Engine, GenerateParams, Method, SamplingParams};
+use ahead_engine::{Engine, GenerateParams, Method, Prompt, SamplingParams};
 use ahead_model::tokenizer::ChatMessage;
 use axum::http::StatusCode;
 
@@ -23,27 +23,22 @@ pub(crate) fn truncated(s: &str) -> String {
     }
 }
 
-/// The model's chat template, or for base models without one a plain transcript:
-/// `role: content` lines, then `assistant:`.
-pub(crate) fn render_chat(engine: &Engine, messages: &[ChatMessage]) -> Result<String, ApiError> {
+/// The chat as the model's template renders it, tokenized so that only the template's own text
+/// yields control tokens (a client's `<|im_end|>` stays text); for base models without a
+/// template, a plain transcript: `role: content` lines, then `assistant:`.
+pub(crate) fn render_chat(engine: &Engine, messages: &[ChatMessage]) -> Result<Prompt, ApiError> {
     let tok = engine.tokenizer();
-    match tok.chat_template() {
-        Some(t) => {
-            let piece = |id: Option<u32>| id.and_then(|i| tok.id_to_piece(i)).unwrap_or_default();
-            let bos = piece(tok.bos_id());
-            let eos = piece(tok.eos_ids().first().copied());
-            t.render(messages, true, &bos, &eos)
-                .map_err(|e| ApiError::invalid(format!("chat template: {e}"), Some("messages")))
+    if tok.chat_template().is_none() {
+        let mut out = String::new();
+        for m in messages {
+            out.push_str(&format!("{}: {}\n", m.role, m.content));
         }
-        None => {
-            let mut out = String::new();
-            for m in messages {
-                out.push_str(&format!("{}: {}\n", m.role, m.content));
-            }
-            out.push_str("assistant:");
-            Ok(out)
-        }
+        out.push_str("assistant:");
+        return Ok(Prompt::Text(out));
     }
+    tok.encode_chat(messages, true)
+        .map(|chat| Prompt::Ids(chat.ids))
+        .map_err(|e| ApiError::invalid(e.to_string(), Some("messages")))
 }
 
 /// Checks and converts the common fields into generation parameters.

@@ -33,8 +33,13 @@ pub fn engine() -> Arc<Engine> {
 }
 
 pub fn start(cfg: ServerConfig) -> Server {
+    start_with(engine(), cfg)
+}
+
+/// The server on `engine`.
+pub fn start_with(engine: Arc<Engine>, cfg: ServerConfig) -> Server {
     let state = AppState::new(cfg);
-    state.set_engine(engine());
+    state.set_engine(engine);
     let shared = state.clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();

@@ -1,0 +1,244 @@
+//! The flags every decoding command shares (`generate`, `chat`): where the model comes from,
+//! the sampler, the method and its parameters, turned into an engine and `GenerateParams` in
+//! one place.
+
+use std::path::Path;
+
+use ahead_core::spec::{MedusaTree, PromptLookup};
+use ahead_engine::{Engine, GenerateParams, MedusaAcceptance as Verify, Method, SamplingParams};
+use ahead_model::tokenizer::ChatTemplate;
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+
+use crate::sources::Sources;
+use crate::tuned::Tuned;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum MethodArg {
+    Vanilla,
+    Draft,
+    Medusa,
+    Lookahead,
+    PromptLookup,
+    Auto,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum MedusaAcceptance {
+    /// Rejection sampling over the tree: the model's own distribution (the default).
+    Exact,
+    /// Medusa's typical acceptance: LOSSY when sampling; the output no longer follows the
+    /// model's distribution exactly (greedy output is unaffected).
+    Typical,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DecodeArgs {
+    /// Model: llama2.c .bin, .gguf, Hugging Face folder or hub id (default: embedded stories260K).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// llama2.c tokenizer .bin (default: tokenizer.bin or the single tok*.bin beside the model).
+    #[arg(long)]
+    pub tokenizer: Option<std::path::PathBuf>,
+    /// A Jinja chat template to use instead of the model's own (or for a model without one).
+    #[arg(long)]
+    pub chat_template: Option<std::path::PathBuf>,
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// 0 disables.
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Emit the end-of-sequence token like any other and go on to --max-tokens.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Stop when the text contains this string (repeatable); the text ends before it.
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Decoding method [default: auto, or the --config file's].
+    #[arg(long, value_enum)]
+    pub method: Option<MethodArg>,
+    /// A config written by `ahead tune`: its method and parameters apply unless --method is given.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    #[arg(long)]
+    pub draft: Option<String>,
+    #[arg(long)]
+    pub draft_tokenizer: Option<std::path::PathBuf>,
+    /// Draft exactly K tokens per step (default: chosen per step from measured costs).
+    #[arg(long)]
+    pub num_draft: Option<usize>,
+    /// Prompt lookup: longest n-gram to match (tried first).
+    #[arg(long, default_value_t = 3)]
+    pub lookup_max_ngram: usize,
+    /// Prompt lookup: shortest n-gram to match.
+    #[arg(long, default_value_t = 1)]
+    pub lookup_min_ngram: usize,
+    /// Prompt lookup with an n-gram cache: stop a draft where the product of its tokens'
+    /// confidences falls below this [default: 0.5, or the --config file's].
+    #[arg(long)]
+    pub lookup_min_confidence: Option<f32>,
+    /// Static n-gram cache for prompt lookup, from `ahead train ngram` (default: the embedded
+    /// model's vendored cache).
+    #[arg(long)]
+    pub ngram_cache: Option<std::path::PathBuf>,
+    /// Medusa heads: a folder with config.json and medusa_lm_head.safetensors (default: the
+    /// embedded model's vendored heads).
+    #[arg(long)]
+    pub medusa: Option<String>,
+    /// Medusa heads trained on the draft model (`ahead train medusa --base DRAFT`): the draft
+    /// then drafts a whole tree per step (the hybrid).
+    #[arg(long)]
+    pub draft_medusa: Option<String>,
+    /// How Medusa candidates are verified when sampling. `typical` is LOSSY.
+    #[arg(long, value_enum)]
+    pub medusa_acceptance: Option<MedusaAcceptance>,
+    /// Typical acceptance: the probability a candidate must beat (capped by the entropy rule).
+    #[arg(long, default_value_t = 0.09)]
+    pub posterior_threshold: f64,
+    /// Typical acceptance: alpha in min(threshold, alpha * exp(-entropy)).
+    #[arg(long, default_value_t = 0.3)]
+    pub posterior_alpha: f64,
+    /// Medusa candidate tree as JSON paths of top-k ranks (e.g. "[[0],[0,0],[1]]") or a file
+    /// holding them (default: chosen from the heads' measured accuracy and this machine's
+    /// verify cost, else a small CPU tree).
+    #[arg(long)]
+    pub medusa_choices: Option<String>,
+    /// Lookahead: window size W (default: chosen from this machine's verify cost).
+    #[arg(long)]
+    pub lookahead_window: Option<usize>,
+    /// Lookahead: n-gram size N.
+    #[arg(long)]
+    pub lookahead_ngram: Option<usize>,
+    /// Lookahead: most candidate n-grams verified per step G.
+    #[arg(long)]
+    pub lookahead_guesses: Option<usize>,
+}
+
+impl DecodeArgs {
+    /// Loads the engine and turns the flags (and the tuned config) into generation parameters.
+    pub fn load(&self) -> Result<(Engine, GenerateParams)> {
+        let a = &mut self.clone();
+        let tuned = a.config.as_deref().map(Tuned::load).transpose()?;
+        // The tuned draft model, when the tuned method is used and no draft was named.
+        if let (Some(t), None, None) = (&tuned, &a.method, &a.draft) {
+            a.draft = t.draft.clone();
+        }
+        // Likewise its n-gram cache.
+        if let (Some(t), None, None) = (&tuned, &a.method, &a.ngram_cache) {
+            a.ngram_cache = t.ngram_cache.as_ref().map(Into::into);
+        }
+        let method = match a.method.unwrap_or(MethodArg::Auto) {
+            MethodArg::Vanilla => Method::Vanilla,
+            MethodArg::Auto => Method::Auto,
+            MethodArg::Draft => Method::Draft,
+            MethodArg::PromptLookup => Method::PromptLookup,
+            MethodArg::Medusa => Method::Medusa,
+            MethodArg::Lookahead => Method::Lookahead,
+        };
+        let medusa_tree = match &a.medusa_choices {
+            None => None,
+            Some(c) => {
+                let json = if std::path::Path::new(c).is_file() {
+                    std::fs::read_to_string(c).with_context(|| format!("reading {c}"))?
+                } else {
+                    c.clone()
+                };
+                Some(MedusaTree::parse(&json)?)
+            }
+        };
+        let medusa_acceptance = match a.medusa_acceptance {
+            Some(MedusaAcceptance::Typical) => {
+                if !(0.0..=1.0).contains(&a.posterior_threshold) || !(0.0..=1.0).contains(&a.posterior_alpha)
+                {
+                    bail!("--posterior-threshold and --posterior-alpha must be in [0, 1]");
+                }
+                if a.temperature > 0.0 {
+                    eprintln!("medusa: typical acceptance is lossy: sampled output may differ from the model's distribution");
+                }
+                Verify::Typical {
+                    posterior_threshold: a.posterior_threshold,
+                    posterior_alpha: a.posterior_alpha,
+                }
+            }
+            _ => Verify::Exact,
+        };
+        let engine = Sources {
+            model: a.model.as_deref(),
+            tokenizer: a.tokenizer.as_deref(),
+            draft: a.draft.as_deref(),
+            draft_tokenizer: a.draft_tokenizer.as_deref(),
+            medusa: a.medusa.as_deref(),
+            ngram_cache: a.ngram_cache.as_deref(),
+            draft_medusa: a.draft_medusa.as_deref(),
+        }
+        .engine()?;
+        let engine = with_chat_template(engine, a.chat_template.as_deref())?;
+        if matches!(a.method, None | Some(MethodArg::Draft | MethodArg::Auto)) && a.draft.is_some() {
+            if let Some(mode) = engine.draft_mode() {
+                eprintln!("draft: {}", mode.describe());
+            }
+        }
+        let mut params = GenerateParams {
+            max_tokens: a.max_tokens,
+            sampling: SamplingParams {
+                temperature: a.temperature,
+                top_k: a.top_k,
+                top_p: a.top_p,
+                min_p: a.min_p,
+                repetition_penalty: a.repetition_penalty,
+            },
+            seed: a.seed,
+            stop: a.stop.clone(),
+            ignore_eos: a.ignore_eos,
+            method,
+            num_draft: a.num_draft,
+            lookup: PromptLookup {
+                max_ngram: a.lookup_max_ngram,
+                min_ngram: a.lookup_min_ngram,
+                min_confidence: PromptLookup::default().min_confidence,
+            },
+            medusa_tree,
+            medusa_acceptance,
+            lookahead_window: a.lookahead_window,
+            lookahead_ngram: a.lookahead_ngram,
+            lookahead_guesses: a.lookahead_guesses,
+            reproducible: true,
+        };
+        if let Some(t) = &tuned {
+            t.apply(&mut params, a.method.is_some())?;
+        }
+        if let Some(c) = a.lookup_min_confidence {
+            if !(0.0..=1.0).contains(&c) {
+                bail!("--lookup-min-confidence must be in [0, 1]");
+            }
+            params.lookup.min_confidence = c;
+        }
+        if a.lookup_min_ngram == 0 || a.lookup_min_ngram > a.lookup_max_ngram {
+            bail!("--lookup-min-ngram must be at least 1 and at most --lookup-max-ngram");
+        }
+        Ok((engine, params))
+    }
+}
+
+/// Replaces the model's chat template with the one in `path` (a Jinja file), if given.
+pub fn with_chat_template(mut engine: Engine, path: Option<&Path>) -> Result<Engine> {
+    if let Some(path) = path {
+        let source = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the chat template {}", path.display()))?;
+        let template =
+            ChatTemplate::new(source).with_context(|| format!("the chat template {}", path.display()))?;
+        engine.set_chat_template(template);
+    }
+    Ok(engine)
+}
