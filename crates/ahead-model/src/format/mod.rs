@@ -1,5 +1,6 @@
 //! File formats: each module turns bytes into validated metadata and raw tensors.
 
+pub mod convert;
 pub mod gguf;
 pub mod gguf_write;
 pub mod llama2c_write;
