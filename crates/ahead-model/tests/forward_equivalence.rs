@@ -15,7 +15,8 @@ fn config(architecture: Architecture) -> LlamaConfig {
     }
 }
 
-/// Every architecture at f32 and two quantized dtypes (dims are multiples of 256 for k-quants).
+/// Every architecture at f32 and Q8_0, Llama at the other quantized dtypes (dims are multiples of
+/// 256 for k-quants).
 fn models() -> Vec<(String, Model, Tolerance)> {
     let mut out = Vec::new();
     for arch in [Architecture::Llama, Architecture::Mistral, Architecture::Qwen2] {
@@ -23,6 +24,11 @@ fn models() -> Vec<(String, Model, Tolerance)> {
             let m = random_model(&config(arch), dtype, 7).unwrap();
             out.push((format!("{}/{}", arch.name(), dtype.name()), m, tol));
         }
+    }
+    // GGML's blocks of 32 with a minimum or a fifth bit (64 and 96 are whole blocks).
+    for dtype in [TensorDType::Q4_1, TensorDType::Q5_0, TensorDType::Q5_1] {
+        let m = random_model(&config(Architecture::Llama), dtype, 5).unwrap();
+        out.push((format!("llama/{}", dtype.name()), m, QUANTIZED));
     }
     let mut big = config(Architecture::Llama);
     big.dim = 256;

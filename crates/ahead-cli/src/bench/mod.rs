@@ -73,12 +73,15 @@ fn parse_dtype(s: &str) -> Result<ahead_model::TensorDType> {
         "bf16" => D::BF16,
         "q8_0" => D::Q8_0,
         "q4_0" => D::Q4_0,
+        "q4_1" => D::Q4_1,
+        "q5_0" => D::Q5_0,
+        "q5_1" => D::Q5_1,
         "q4_k" => D::Q4K,
         "q5_k" => D::Q5K,
         "q6_k" => D::Q6K,
         other => {
             anyhow::bail!(
-                "unknown dtype {other:?}; one of f32, f16, bf16, q8_0, q4_0, q4_k, q4_k_m, q5_k, q6_k"
+                "unknown dtype {other:?}; one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q4_k_m, q5_k, q6_k"
             )
         }
     })

@@ -286,6 +286,9 @@ pub fn ggml_id(dtype: TensorDType) -> u32 {
         TensorDType::F32 => 0,
         TensorDType::F16 => 1,
         TensorDType::Q4_0 => 2,
+        TensorDType::Q4_1 => 3,
+        TensorDType::Q5_0 => 6,
+        TensorDType::Q5_1 => 7,
         TensorDType::Q8_0 => 8,
         TensorDType::Q4K => 12,
         TensorDType::Q5K => 13,
@@ -379,6 +382,61 @@ mod tests {
             (q.dtype, q.shape, q.data.len()),
             (TensorDType::Q4K, vec![2, 256], 288)
         );
+    }
+
+    #[test]
+    fn every_dtype_s_id_round_trips_and_quantized_tensors_read_back_whole() {
+        use candle_core::quantized::k_quants::{BlockQ4_1, BlockQ5_0, BlockQ5_1};
+        for dtype in [
+            TensorDType::F32,
+            TensorDType::F16,
+            TensorDType::BF16,
+            TensorDType::Q8_0,
+            TensorDType::Q4_0,
+            TensorDType::Q4_1,
+            TensorDType::Q5_0,
+            TensorDType::Q5_1,
+            TensorDType::Q4K,
+            TensorDType::Q5K,
+            TensorDType::Q6K,
+        ] {
+            assert_eq!(TensorDType::from_ggml_id(ggml_id(dtype)), Some(dtype));
+        }
+        let values: Vec<f32> = (0..3 * 64)
+            .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+            .collect();
+        let tensors = [
+            (
+                "a",
+                TensorDType::Q4_1,
+                crate::llama::q8::ggml_bytes::<BlockQ4_1>(&values),
+            ),
+            (
+                "b",
+                TensorDType::Q5_0,
+                crate::llama::q8::ggml_bytes::<BlockQ5_0>(&values),
+            ),
+            (
+                "c",
+                TensorDType::Q5_1,
+                crate::llama::q8::ggml_bytes::<BlockQ5_1>(&values),
+            ),
+        ];
+        let mut w = GgufWriter::new();
+        for (name, dtype, data) in &tensors {
+            w.add_tensor_raw(*name, *dtype, &[3, 64], data.clone()).unwrap();
+        }
+        let bytes = w.to_bytes().unwrap();
+        let f = parse_gguf(&bytes, "mem").unwrap();
+        for (name, dtype, data) in &tensors {
+            let t = f.tensor(&bytes, name).unwrap();
+            assert_eq!(
+                (t.dtype, &t.shape[..], t.data),
+                (*dtype, &[3, 64][..], &data[..]),
+                "{name}"
+            );
+            t.validate("mem", name).unwrap();
+        }
     }
 
     #[test]

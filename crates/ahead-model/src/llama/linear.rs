@@ -4,14 +4,17 @@
 //! matches on the storage. Half-precision weights stay half in memory and are widened exactly to
 //! f32 inside the product kernel (`packed`), so compute is f32 (candle's f16/bf16 CPU paths are
 //! many times slower here, see PERFORMANCE-NOTES.md).
-//! Quantized weights (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) are repacked for integer dot products
+//! Quantized weights (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) are repacked for integer dot products
 //! (`q8`); candle supplies the GGML block types and reference quantizers only.
 
 use candle_core::quantized::k_quants::{BlockQ4K, BlockQ5K, BlockQ6K};
 use half::{bf16, f16};
 
 use super::packed::{PackedF32, Panels};
-use super::q8::{ggml_bytes, Format, Packed, PackedQ4, PackedQ4K, PackedQ5K, PackedQ6K, PackedQ8, Q4, Q8};
+use super::q8::{
+    ggml_bytes, Format, Packed, PackedQ4, PackedQ4K, PackedQ4_1, PackedQ5K, PackedQ5_0, PackedQ5_1,
+    PackedQ6K, PackedQ8, Q4, Q4_1, Q5_0, Q5_1, Q8,
+};
 use crate::error::{ModelError, Result};
 use crate::tensor::{RawTensor, TensorDType};
 
@@ -23,6 +26,9 @@ enum Storage {
     BF16(Panels<bf16>),
     Q8_0(PackedQ8),
     Q4_0(PackedQ4),
+    Q4_1(PackedQ4_1),
+    Q5_0(PackedQ5_0),
+    Q5_1(PackedQ5_1),
     Q4K(PackedQ4K),
     Q5K(PackedQ5K),
     Q6K(PackedQ6K),
@@ -82,6 +88,9 @@ impl Linear {
                 match q {
                     TensorDType::Q8_0 => Storage::Q8_0(repack::<Q8>(raw, name, rows, cols)?),
                     TensorDType::Q4_0 => Storage::Q4_0(repack::<Q4>(raw, name, rows, cols)?),
+                    TensorDType::Q4_1 => Storage::Q4_1(repack::<Q4_1>(raw, name, rows, cols)?),
+                    TensorDType::Q5_0 => Storage::Q5_0(repack::<Q5_0>(raw, name, rows, cols)?),
+                    TensorDType::Q5_1 => Storage::Q5_1(repack::<Q5_1>(raw, name, rows, cols)?),
                     TensorDType::Q4K => {
                         check_blocks(raw, name, 256, 144)?;
                         Storage::Q4K(PackedQ4K::from_ggml(raw.data, rows, cols))
@@ -127,6 +136,9 @@ impl Linear {
             Storage::BF16(w) => w.bytes(),
             Storage::Q8_0(w) => w.bytes(),
             Storage::Q4_0(w) => w.bytes(),
+            Storage::Q4_1(w) => w.bytes(),
+            Storage::Q5_0(w) => w.bytes(),
+            Storage::Q5_1(w) => w.bytes(),
             Storage::Q4K(w) => w.bytes(),
             Storage::Q5K(w) => w.bytes(),
             Storage::Q6K(w) => w.bytes(),
@@ -150,6 +162,9 @@ impl Linear {
             Storage::BF16(w) => w.matmul(x, k, out),
             Storage::Q8_0(w) => w.matmul(x, k, out),
             Storage::Q4_0(w) => w.matmul(x, k, out),
+            Storage::Q4_1(w) => w.matmul(x, k, out),
+            Storage::Q5_0(w) => w.matmul(x, k, out),
+            Storage::Q5_1(w) => w.matmul(x, k, out),
             Storage::Q4K(w) => w.matmul(x, k, out),
             Storage::Q5K(w) => w.matmul(x, k, out),
             Storage::Q6K(w) => w.matmul(x, k, out),
@@ -172,6 +187,9 @@ impl Linear {
             Storage::BF16(w) => w.row(index, out),
             Storage::Q8_0(w) => w.row(index, out),
             Storage::Q4_0(w) => w.row(index, out),
+            Storage::Q4_1(w) => w.row(index, out),
+            Storage::Q5_0(w) => w.row(index, out),
+            Storage::Q5_1(w) => w.row(index, out),
             Storage::Q4K(w) => w.row(index, out),
             Storage::Q5K(w) => w.row(index, out),
             Storage::Q6K(w) => w.row(index, out),
@@ -187,7 +205,7 @@ fn decode<T, const N: usize>(data: &[u8], from: fn([u8; N]) -> T) -> Vec<T> {
         .collect()
 }
 
-/// Repacks a Q8_0 or Q4_0 tensor into integer-product panels, after checking its length.
+/// Repacks a tensor of blocks of 32 (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) into integer-product panels, after checking its length.
 fn repack<F: Format>(raw: &RawTensor<'_>, name: &str, rows: usize, cols: usize) -> Result<Packed<F>> {
     check_blocks(raw, name, 32, F::GGML_BLOCK)?;
     Ok(Packed::from_ggml(raw.data, rows, cols))
@@ -215,6 +233,9 @@ impl Linear {
             }
             TensorDType::Q8_0 => Storage::Q8_0(PackedQ8::quantize(values, rows, cols)),
             TensorDType::Q4_0 => Storage::Q4_0(PackedQ4::quantize(values, rows, cols)),
+            TensorDType::Q4_1 => Storage::Q4_1(PackedQ4_1::quantize(values, rows, cols)),
+            TensorDType::Q5_0 => Storage::Q5_0(PackedQ5_0::quantize(values, rows, cols)),
+            TensorDType::Q5_1 => Storage::Q5_1(PackedQ5_1::quantize(values, rows, cols)),
             TensorDType::Q4K => {
                 Storage::Q4K(PackedQ4K::from_ggml(&ggml_bytes::<BlockQ4K>(values), rows, cols))
             }
@@ -266,7 +287,7 @@ impl Linear {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::quantized::k_quants::BlockQ8_0;
+    use candle_core::quantized::k_quants::{BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
     use candle_core::quantized::GgmlType;
 
     #[test]
@@ -276,6 +297,9 @@ mod tests {
             std::mem::size_of::<candle_core::quantized::k_quants::BlockQ4_0>(),
             TensorDType::Q4_0.block_bytes()
         );
+        assert_eq!(std::mem::size_of::<BlockQ4_1>(), TensorDType::Q4_1.block_bytes());
+        assert_eq!(std::mem::size_of::<BlockQ5_0>(), TensorDType::Q5_0.block_bytes());
+        assert_eq!(std::mem::size_of::<BlockQ5_1>(), TensorDType::Q5_1.block_bytes());
         assert_eq!(std::mem::size_of::<BlockQ4K>(), TensorDType::Q4K.block_bytes());
         assert_eq!(std::mem::size_of::<BlockQ5K>(), TensorDType::Q5K.block_bytes());
         assert_eq!(std::mem::size_of::<BlockQ6K>(), TensorDType::Q6K.block_bytes());
@@ -369,6 +393,9 @@ mod tests {
     fn quantized_types_match_their_dequantized_weights() {
         quantized_matches_dequantized::<BlockQ8_0>(TensorDType::Q8_0);
         quantized_matches_dequantized::<candle_core::quantized::k_quants::BlockQ4_0>(TensorDType::Q4_0);
+        quantized_matches_dequantized::<BlockQ4_1>(TensorDType::Q4_1);
+        quantized_matches_dequantized::<BlockQ5_0>(TensorDType::Q5_0);
+        quantized_matches_dequantized::<BlockQ5_1>(TensorDType::Q5_1);
         quantized_matches_dequantized::<BlockQ4K>(TensorDType::Q4K);
         quantized_matches_dequantized::<BlockQ5K>(TensorDType::Q5K);
         quantized_matches_dequantized::<BlockQ6K>(TensorDType::Q6K);

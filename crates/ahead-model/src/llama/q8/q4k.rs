@@ -14,32 +14,31 @@
 
 use half::f16;
 
-use super::{panel_matmul, Format, Kernel, PanelKernels, QuantizedInput, BLOCK, PANEL, Q4};
+use super::layout::{self, FIFTH_BYTES, NIBBLE_BYTES};
+use super::{panel_matmul, portable_walk, Kernel, PanelKernels, QuantizedInput, BLOCK, PANEL};
 
 /// Weights per super-block, sub-blocks per super-block.
 const SUPER: usize = 256;
-pub(super) const SUB_BLOCKS: usize = SUPER / BLOCK;
-/// Bytes of the fifth-bit plane per panel block.
-pub(super) const HIGH_BYTES: usize = BLOCK * PANEL / 8;
+const SUB_BLOCKS: usize = SUPER / BLOCK;
 
 /// A `[rows, cols]` Q4_K (`FIVE` false) or Q5_K (`FIVE` true) matrix in panel layout (`cols` a
 /// multiple of 256; rows padded to a multiple of 16 with zero weights and zero scales).
 #[derive(Debug, Clone)]
 pub struct PackedK<const FIVE: bool> {
-    /// `[panel][sub-block][Q4::PANEL_BLOCK bytes]`: q's low 4 bits, laid out as Q4_0's.
-    pub(super) quants: Vec<u8>,
-    /// `[panel][sub-block][HIGH_BYTES]`: q's fifth bits (Q5_K only; empty for Q4_K).
-    pub(super) high: Vec<u8>,
+    /// `[panel][sub-block][NIBBLE_BYTES bytes]`: q's low 4 bits, laid out as Q4_0's.
+    quants: Vec<u8>,
+    /// `[panel][sub-block][FIFTH_BYTES]`: q's fifth bits (Q5_K only; empty for Q4_K).
+    high: Vec<u8>,
     /// `[panel][super-block][lane]` f16 `d` and `dmin`.
-    pub(super) d: Vec<u16>,
-    pub(super) dmin: Vec<u16>,
+    d: Vec<u16>,
+    dmin: Vec<u16>,
     /// `[panel][sub-block][lane]` 6-bit scales and mins.
-    pub(super) sc: Vec<u8>,
-    pub(super) m: Vec<u8>,
-    pub(super) rows: usize,
-    pub(super) cols: usize,
+    sc: Vec<u8>,
+    m: Vec<u8>,
+    rows: usize,
+    cols: usize,
     /// Sub-blocks (of 32) per row.
-    pub(super) blocks: usize,
+    blocks: usize,
 }
 
 /// Scale and min of sub-block `j` from a super-block's 12 packed bytes (GGML's
@@ -58,25 +57,19 @@ fn scale_min(j: usize, packed: &[u8]) -> (u8, u8) {
 pub type PackedQ4K = PackedK<false>;
 pub type PackedQ5K = PackedK<true>;
 
-/// Byte offset and shift of the fifth bit of element `e` (0..32) of lane `l` in a panel block.
-fn place_high(l: usize, e: usize) -> (usize, u32) {
-    (l * 4 + e % 4, (e / 4) as u32)
-}
-
 impl<const FIVE: bool> PackedK<FIVE> {
     /// GGML bytes per super-block: d, dmin, 12 bytes of scales, (Q5_K: 32 bytes of fifth bits,)
     /// 128 bytes of low nibbles.
-    pub(super) const GGML_BYTES: usize = if FIVE { 176 } else { 144 };
+    const GGML_BYTES: usize = if FIVE { 176 } else { 144 };
 
     /// The stored q (0..=15, or 0..=31 for Q5_K) of element `e` of lane `l` in panel block
     /// `at` (its index among all panel blocks).
-    pub(super) fn stored(&self, at: usize, l: usize, e: usize) -> i32 {
-        let low = Q4::stored(&self.quants[at * Q4::PANEL_BLOCK..][..Q4::PANEL_BLOCK], l, e);
+    fn stored(&self, at: usize, l: usize, e: usize) -> i32 {
+        let low = layout::read_nibble(&self.quants[at * NIBBLE_BYTES..][..NIBBLE_BYTES], l, e);
         if !FIVE {
             return low;
         }
-        let (byte, shift) = place_high(l, e);
-        low | (((self.high[at * HIGH_BYTES + byte] >> shift) & 1) as i32) << 4
+        low | layout::read_fifth(&self.high[at * FIFTH_BYTES..][..FIFTH_BYTES], l, e) << 4
     }
 
     /// Repacks GGML data: `rows * cols / 256` blocks of `GGML_BYTES`, row-major. The caller
@@ -84,8 +77,8 @@ impl<const FIVE: bool> PackedK<FIVE> {
     pub fn from_ggml(data: &[u8], rows: usize, cols: usize) -> Self {
         let (blocks, supers, n_panels) = (cols / BLOCK, cols / SUPER, rows.div_ceil(PANEL));
         let mut packed = Self {
-            quants: vec![0u8; n_panels * blocks * Q4::PANEL_BLOCK],
-            high: vec![0u8; if FIVE { n_panels * blocks * HIGH_BYTES } else { 0 }],
+            quants: vec![0u8; n_panels * blocks * NIBBLE_BYTES],
+            high: vec![0u8; if FIVE { n_panels * blocks * FIFTH_BYTES } else { 0 }],
             d: vec![0u16; n_panels * supers * PANEL],
             dmin: vec![0u16; n_panels * supers * PANEL],
             sc: vec![0u8; n_panels * blocks * PANEL],
@@ -109,9 +102,8 @@ impl<const FIVE: bool> PackedK<FIVE> {
                 // Byte l of qh holds bit 4 of element l of sub-block j in its bit j.
                 for (l, &bits) in block[16..48].iter().enumerate() {
                     for j in 0..SUB_BLOCKS {
-                        let (at, shift) = place_high(lane, l);
-                        let b = s * SUB_BLOCKS + j;
-                        packed.high[(p * blocks + b) * HIGH_BYTES + at] |= ((bits >> j) & 1) << shift;
+                        let at = (p * blocks + s * SUB_BLOCKS + j) * FIFTH_BYTES;
+                        layout::put_fifth(&mut packed.high[at..at + FIFTH_BYTES], lane, l, bits >> j);
                     }
                 }
             }
@@ -124,9 +116,8 @@ impl<const FIVE: bool> PackedK<FIVE> {
             // Bytes 32g..32g+32 hold sub-block 2g in their low nibbles and 2g + 1 in the high.
             for (l, &byte) in qs.iter().enumerate() {
                 for (half, q) in [byte & 0x0f, byte >> 4].into_iter().enumerate() {
-                    let b = s * SUB_BLOCKS + 2 * (l / 32) + half;
-                    let (at, shift) = Q4::place(lane, l % 32);
-                    packed.quants[(p * blocks + b) * Q4::PANEL_BLOCK + at] |= q << shift;
+                    let at = (p * blocks + s * SUB_BLOCKS + 2 * (l / 32) + half) * NIBBLE_BYTES;
+                    layout::put_nibble(&mut packed.quants[at..at + NIBBLE_BYTES], lane, l % 32, q);
                 }
             }
         }
@@ -175,8 +166,8 @@ impl<const FIVE: bool> PanelKernels for PackedK<FIVE> {
     fn check(&self, x: &QuantizedInput, k: usize, p0: usize, n: usize) {
         let per_block = (p0 + n) * self.blocks * PANEL;
         let per_super = (p0 + n) * self.blocks / SUB_BLOCKS * PANEL;
-        assert!((p0 + n) * self.blocks * Q4::PANEL_BLOCK <= self.quants.len());
-        assert!(!FIVE || (p0 + n) * self.blocks * HIGH_BYTES <= self.high.len());
+        assert!((p0 + n) * self.blocks * NIBBLE_BYTES <= self.quants.len());
+        assert!(!FIVE || (p0 + n) * self.blocks * FIFTH_BYTES <= self.high.len());
         assert!(per_block <= self.sc.len() && per_block <= self.m.len());
         assert!(per_super <= self.d.len() && per_super <= self.dmin.len());
         x.check(k, self.cols);
@@ -187,7 +178,7 @@ impl<const FIVE: bool> PanelKernels for PackedK<FIVE> {
             #[cfg(target_arch = "x86_64")]
             Kernel::Vnni => super::x86::kernel_vnni(self, x, k, p0, n, buf),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => super::avx2_k::kernel_q4k(self, x, k, p0, n, buf),
+            Kernel::Avx2 => simd::kernel_avx2(self, x, k, p0, n, buf),
             Kernel::Portable => kernel_portable(self, x, k, p0, n, buf),
         }
     }
@@ -195,7 +186,7 @@ impl<const FIVE: bool> PanelKernels for PackedK<FIVE> {
 
 /// Per (output, input row): each sub-block's exact integer sum, scaled and accumulated in
 /// block order, in the operations of the VNNI tile.
-pub(super) fn kernel_portable<const FIVE: bool>(
+fn kernel_portable<const FIVE: bool>(
     w: &PackedK<FIVE>,
     x: &QuantizedInput,
     k: usize,
@@ -204,7 +195,7 @@ pub(super) fn kernel_portable<const FIVE: bool>(
     buf: &mut [f32],
 ) {
     let (blocks, cols) = (w.blocks, w.cols);
-    super::portable_walk(k, p0, n, blocks, buf, |panel, r, b, acc| {
+    portable_walk(k, p0, n, blocks, buf, |panel, r, b, acc| {
         let at = panel * blocks + b;
         let xq = &x.quants[r * cols + b * BLOCK..][..BLOCK];
         let (sum, dx) = (x.sums[r * blocks + b] as f32, x.scales[r * blocks + b]);
@@ -219,6 +210,189 @@ pub(super) fn kernel_portable<const FIVE: bool>(
             *a = t.mul_add(dx, *a);
         }
     });
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+
+    use super::super::x86::{
+        avx2_walk, dot_unsigned, fifth_bits256, fifth_bits512, four_bytes, nibbles256, nibbles512, prefetch,
+        Args, Out, VnniTiles,
+    };
+    use super::super::{QuantizedInput, PANEL};
+    use super::{PackedK, FIFTH_BYTES, NIBBLE_BYTES, SUB_BLOCKS};
+
+    impl<const FIVE: bool> VnniTiles for PackedK<FIVE> {
+        /// Per sub-block: the integer sums S from zero (q is unsigned as stored), then per input
+        /// row `acc = fma(fmsub(d sc, S, (dmin m) X), dx, acc)`, as `kernel_portable`.
+        #[inline(always)]
+        unsafe fn tile<const P: usize, const R: usize>(t: &Args<'_, Self>, p: usize) {
+            let (blocks, cols, w) = (t.w.blocks, t.w.cols, t.w);
+            let supers = blocks / SUB_BLOCKS;
+            // SAFETY (whole body): the caller guarantees the CPU features and `check`.
+            unsafe {
+                let wq = w.quants.as_ptr().add((t.p0 + p) * blocks * NIBBLE_BYTES);
+                let wh = w.high.as_ptr().wrapping_add((t.p0 + p) * blocks * FIFTH_BYTES);
+                let xq = t.x.quants.as_ptr().add(t.r0 * cols);
+                let xs = t.x.scales.as_ptr().add(t.r0 * blocks);
+                let xsum = t.x.sums.as_ptr().add(t.r0 * blocks);
+                let widen =
+                    |v: *const u8| _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(v.cast())));
+                let half = |v: *const u16| _mm512_cvtph_ps(_mm256_loadu_si256(v.cast()));
+                let mut acc = [[_mm512_setzero_ps(); P]; R];
+                for b in 0..blocks {
+                    if R > 4 {
+                        prefetch::<P>(wq, blocks, b, NIBBLE_BYTES);
+                        if FIVE {
+                            prefetch::<P>(wh, blocks, b, FIFTH_BYTES);
+                        }
+                    }
+                    let mut sums = [[_mm512_setzero_si512(); P]; R];
+                    for c in 0..8 {
+                        let wv: [__m512i; P] = std::array::from_fn(|j| {
+                            let low = nibbles512(wq.add((j * blocks + b) * NIBBLE_BYTES), c);
+                            if FIVE {
+                                _mm512_or_si512(low, fifth_bits512(wh.add((j * blocks + b) * FIFTH_BYTES), c))
+                            } else {
+                                low
+                            }
+                        });
+                        for (r, s) in sums.iter_mut().enumerate() {
+                            let xv = _mm512_set1_epi32(four_bytes(xq, r, cols, b, c));
+                            for j in 0..P {
+                                s[j] = _mm512_dpbusd_epi32(s[j], wv[j], xv);
+                            }
+                        }
+                    }
+                    let (mut d1, mut m1) = ([_mm512_setzero_ps(); P], [_mm512_setzero_ps(); P]);
+                    for j in 0..P {
+                        let panel = t.p0 + p + j;
+                        let s = (panel * supers + b / SUB_BLOCKS) * PANEL;
+                        let at = (panel * blocks + b) * PANEL;
+                        d1[j] = _mm512_mul_ps(half(w.d.as_ptr().add(s)), widen(w.sc.as_ptr().add(at)));
+                        m1[j] = _mm512_mul_ps(half(w.dmin.as_ptr().add(s)), widen(w.m.as_ptr().add(at)));
+                    }
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        let dx = _mm512_set1_ps(*xs.add(r * blocks + b));
+                        let sum = _mm512_set1_ps(*xsum.add(r * blocks + b) as f32);
+                        for j in 0..P {
+                            let t = _mm512_fmsub_ps(
+                                d1[j],
+                                _mm512_cvtepi32_ps(sums[r][j]),
+                                _mm512_mul_ps(m1[j], sum),
+                            );
+                            a[j] = _mm512_fmadd_ps(t, dx, a[j]);
+                        }
+                    }
+                }
+                t.store(p, &acc);
+            }
+        }
+    }
+
+    /// For CPUs without AVX-512 VNNI (AMD Zen 1-3 among them): the portable code would be
+    /// many times slower there. q is unsigned as stored, so `dot_unsigned` takes it directly;
+    /// the scaling is the VNNI tile's on 8 lanes at a time: the same bits (tested).
+    pub(super) fn kernel_avx2<const FIVE: bool>(
+        w: &PackedK<FIVE>,
+        x: &QuantizedInput,
+        k: usize,
+        p0: usize,
+        n: usize,
+        buf: &mut [f32],
+    ) {
+        // SAFETY: chosen only when the CPU reports avx2, fma and f16c.
+        unsafe { kernel_avx2_impl(w, x, k, p0, n, buf) }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn kernel_avx2_impl<const FIVE: bool>(
+        w: &PackedK<FIVE>,
+        x: &QuantizedInput,
+        k: usize,
+        p0: usize,
+        n: usize,
+        buf: &mut [f32],
+    ) {
+        let out = Out::new(w, x, k, p0, n, buf);
+        avx2_walk(k, n, 2, |p, r0, rows| {
+            // SAFETY: `Out::new` checked every panel and row the tiles touch.
+            unsafe {
+                if rows == 1 {
+                    tile_avx2::<FIVE, 1>(w, x, p0 + p, p, r0, out);
+                } else {
+                    tile_avx2::<FIVE, 2>(w, x, p0 + p, p, r0, out);
+                }
+            }
+        });
+    }
+
+    /// Panel `panel` times input rows r0..r0+R: `kernel_portable`'s operations, 8 lanes at a
+    /// time.
+    #[inline(always)]
+    unsafe fn tile_avx2<const FIVE: bool, const R: usize>(
+        w: &PackedK<FIVE>,
+        x: &QuantizedInput,
+        panel: usize,
+        p: usize,
+        r0: usize,
+        out: Out,
+    ) {
+        let (blocks, cols) = (w.blocks, w.cols);
+        let supers = blocks / SUB_BLOCKS;
+        // SAFETY (whole body): the caller guarantees the CPU features and `check`.
+        unsafe {
+            let wq = w.quants.as_ptr().add(panel * blocks * NIBBLE_BYTES);
+            let xq = x.quants.as_ptr();
+            let half = |v: *const u16| _mm256_cvtph_ps(_mm_loadu_si128(v.cast()));
+            let widen = |v: *const u8| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(v.cast())));
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            for b in 0..blocks {
+                let mut sums = [[_mm256_setzero_si256(); 2]; R];
+                let at = wq.add(b * NIBBLE_BYTES);
+                let fifth = w.high.as_ptr().wrapping_add((panel * blocks + b) * FIFTH_BYTES);
+                for c in 0..8 {
+                    let u: [__m256i; 2] = std::array::from_fn(|h| {
+                        if FIVE {
+                            _mm256_or_si256(nibbles256(at, c, h), fifth_bits256(fifth, c, h))
+                        } else {
+                            nibbles256(at, c, h)
+                        }
+                    });
+                    for (r, s) in sums.iter_mut().enumerate() {
+                        dot_unsigned(&u, four_bytes(xq, r0 + r, cols, b, c), s);
+                    }
+                }
+                let s = (panel * supers + b / SUB_BLOCKS) * PANEL;
+                let at = (panel * blocks + b) * PANEL;
+                let d1: [__m256; 2] = std::array::from_fn(|h| {
+                    _mm256_mul_ps(
+                        half(w.d.as_ptr().add(s + 8 * h)),
+                        widen(w.sc.as_ptr().add(at + 8 * h)),
+                    )
+                });
+                let m1: [__m256; 2] = std::array::from_fn(|h| {
+                    _mm256_mul_ps(
+                        half(w.dmin.as_ptr().add(s + 8 * h)),
+                        widen(w.m.as_ptr().add(at + 8 * h)),
+                    )
+                });
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let dx = _mm256_set1_ps(x.scales[(r0 + r) * blocks + b]);
+                    let sum = _mm256_set1_ps(x.sums[(r0 + r) * blocks + b] as f32);
+                    for h in 0..2 {
+                        let t =
+                            _mm256_fmsub_ps(d1[h], _mm256_cvtepi32_ps(sums[r][h]), _mm256_mul_ps(m1[h], sum));
+                        a[h] = _mm256_fmadd_ps(t, dx, a[h]);
+                    }
+                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                out.store(r0 + r, p, *a);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

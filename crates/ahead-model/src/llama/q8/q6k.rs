@@ -3,7 +3,7 @@
 //! GGML's Q6_K packs 256 weights in 210 bytes: 6-bit quants q (-32..=31) as low nibbles and
 //! high bit pairs, one signed 8-bit scale per 16 weights, and an f16 `d`; a weight is
 //! d x sc x q. Here each block of 32 keeps q + 32 (0..=63) as the same two parts: the low
-//! nibbles laid out as Q4_0's (two chunks per 64-byte load) and the high pairs four chunks to a
+//! nibbles in the nibble layout (`layout`: two chunks per 64-byte load) and the high pairs four chunks to a
 //! 64-byte load, 6 bits a weight as in GGML. The kernel ORs them back into bytes for
 //! `vpdpbusd`. Each half block (16 weights, one scale) gets its own exact integer sum
 //! T = q . x_q (started at -32 x the input half's sum, as the bias needs); then
@@ -12,16 +12,17 @@
 
 use half::f16;
 
-use super::{panel_matmul, Format, Kernel, PanelKernels, QuantizedInput, BLOCK, PANEL, Q4};
+use super::layout::{self, NIBBLE_BYTES};
+use super::{panel_matmul, portable_walk, Kernel, PanelKernels, QuantizedInput, BLOCK, PANEL};
 
 /// Weights per super-block, blocks of 32 per super-block, GGML bytes per super-block.
 const SUPER: usize = 256;
 const BLOCKS_PER_SUPER: usize = SUPER / BLOCK;
 const GGML_BYTES: usize = 210;
 /// Stored weights are q + BIAS, unsigned.
-pub(super) const BIAS: i32 = 32;
+const BIAS: i32 = 32;
 /// Bytes of one block of one panel: the low nibbles (as Q4_0), then the high pairs.
-pub(super) const PANEL_BLOCK: usize = Q4::PANEL_BLOCK + HIGH_BYTES;
+const PANEL_BLOCK: usize = NIBBLE_BYTES + HIGH_BYTES;
 const HIGH_BYTES: usize = BLOCK * PANEL / 4;
 
 /// A `[rows, cols]` Q6_K matrix in panel layout (`cols` a multiple of 256; rows padded to a
@@ -29,15 +30,15 @@ const HIGH_BYTES: usize = BLOCK * PANEL / 4;
 #[derive(Debug, Clone)]
 pub struct PackedQ6K {
     /// `[panel][block][PANEL_BLOCK bytes]`: q + 32, see the module notes.
-    pub(super) quants: Vec<u8>,
+    quants: Vec<u8>,
     /// `[panel][super-block][lane]` f16 `d`.
-    pub(super) d: Vec<u16>,
+    d: Vec<u16>,
     /// `[panel][half block][lane]`: the scale of each 16 weights.
-    pub(super) sc: Vec<i8>,
-    pub(super) rows: usize,
-    pub(super) cols: usize,
+    sc: Vec<i8>,
+    rows: usize,
+    cols: usize,
     /// Blocks (of 32) per row.
-    pub(super) blocks: usize,
+    blocks: usize,
 }
 
 /// q of element `e` (0..256) of a GGML Q6_K block (`dequantize_row_q6_K`'s order).
@@ -52,15 +53,15 @@ fn ggml_q(block: &[u8], e: usize) -> i32 {
 fn place_high(l: usize, e: usize) -> (usize, u32) {
     let chunk = e / 4;
     (
-        Q4::PANEL_BLOCK + (chunk / 4) * 64 + l * 4 + e % 4,
+        NIBBLE_BYTES + (chunk / 4) * 64 + l * 4 + e % 4,
         2 * (chunk % 4) as u32,
     )
 }
 
 /// The stored q + 32 of element `e` of lane `l` in a panel block.
-pub(super) fn stored(panel_block: &[u8], l: usize, e: usize) -> i32 {
+fn stored(panel_block: &[u8], l: usize, e: usize) -> i32 {
     let (at, shift) = place_high(l, e);
-    Q4::stored(panel_block, l, e) | (((panel_block[at] >> shift) & 3) as i32) << 4
+    layout::read_nibble(panel_block, l, e) | (((panel_block[at] >> shift) & 3) as i32) << 4
 }
 
 impl PackedQ6K {
@@ -92,8 +93,7 @@ impl PackedQ6K {
                     let u = (block.map_or(0, |blk| ggml_q(blk, e)) + BIAS) as u8;
                     let (b, within) = (s * BLOCKS_PER_SUPER + e / BLOCK, e % BLOCK);
                     let base = (p * blocks + b) * PANEL_BLOCK;
-                    let (at, shift) = Q4::place(lane, within);
-                    packed.quants[base + at] |= (u & 0x0f) << shift;
+                    layout::put_nibble(&mut packed.quants[base..base + NIBBLE_BYTES], lane, within, u);
                     let (at, shift) = place_high(lane, within);
                     packed.quants[base + at] |= (u >> 4) << shift;
                 }
@@ -156,7 +156,7 @@ impl PanelKernels for PackedQ6K {
             #[cfg(target_arch = "x86_64")]
             Kernel::Vnni => super::x86::kernel_vnni(self, x, k, p0, n, buf),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => super::avx2_k::kernel_q6k(self, x, k, p0, n, buf),
+            Kernel::Avx2 => simd::kernel_avx2(self, x, k, p0, n, buf),
             Kernel::Portable => kernel_portable(self, x, k, p0, n, buf),
         }
     }
@@ -164,16 +164,9 @@ impl PanelKernels for PackedQ6K {
 
 /// Per (output, input row): each half block's exact integer sum, the block's exact
 /// t = sc_0 T_0 + sc_1 T_1, then `acc = fma(t, d x dx, acc)` in block order, as the VNNI tile.
-pub(super) fn kernel_portable(
-    w: &PackedQ6K,
-    x: &QuantizedInput,
-    k: usize,
-    p0: usize,
-    n: usize,
-    buf: &mut [f32],
-) {
+fn kernel_portable(w: &PackedQ6K, x: &QuantizedInput, k: usize, p0: usize, n: usize, buf: &mut [f32]) {
     let (blocks, cols) = (w.blocks, w.cols);
-    super::portable_walk(k, p0, n, blocks, buf, |panel, r, b, acc| {
+    portable_walk(k, p0, n, blocks, buf, |panel, r, b, acc| {
         let at = (panel * blocks + b) * PANEL_BLOCK;
         let wq = &w.quants[at..at + PANEL_BLOCK];
         let xq = &x.quants[r * cols + b * BLOCK..][..BLOCK];
@@ -194,27 +187,196 @@ pub(super) fn kernel_portable(
     });
 }
 
-/// Chunk c (0..8) of a Q6_K panel block as unsigned bytes q + 32: its low nibbles as Q4_0's,
-/// OR its high pair moved to bits 4 and 5.
-///
-/// # Safety
-/// AVX-512F is available and `p` points to a whole panel block.
 #[cfg(target_arch = "x86_64")]
-#[inline(always)]
-pub(super) unsafe fn chunk512(p: *const u8, c: usize) -> std::arch::x86_64::__m512i {
+mod simd {
     use std::arch::x86_64::*;
-    // SAFETY: forwarded from the caller. 16-bit shifts move bits across bytes, but the mask
-    // keeps only bits 4 and 5, which come from the byte's own pair for every shift here.
-    unsafe {
-        let low = Q4::chunk512(p, c);
-        let h = _mm512_loadu_si512(p.add(Q4::PANEL_BLOCK + (c / 4) * 64).cast());
-        let h = match c % 4 {
-            0 => _mm512_slli_epi16::<4>(h),
-            1 => _mm512_slli_epi16::<2>(h),
-            2 => h,
-            _ => _mm512_srli_epi16::<2>(h),
-        };
-        _mm512_or_si512(low, _mm512_and_si512(h, _mm512_set1_epi8(0x30)))
+
+    use super::super::x86::{
+        avx2_walk, dot_unsigned, four_bytes, nibbles256, nibbles512, prefetch, Args, Out, VnniTiles,
+    };
+    use super::super::{QuantizedInput, BLOCK, PANEL};
+    use super::{PackedQ6K, BIAS, NIBBLE_BYTES, PANEL_BLOCK};
+
+    /// Chunk c (0..8) of a Q6_K panel block as unsigned bytes q + 32: its low nibbles, OR its
+    /// high pair moved to bits 4 and 5.
+    ///
+    /// # Safety
+    /// AVX-512F is available and `p` points to a whole panel block.
+    #[inline(always)]
+    unsafe fn chunk512(p: *const u8, c: usize) -> __m512i {
+        // SAFETY: forwarded from the caller. 16-bit shifts move bits across bytes, but the mask
+        // keeps only bits 4 and 5, which come from the byte's own pair for every shift here.
+        unsafe {
+            let low = nibbles512(p, c);
+            let h = _mm512_loadu_si512(p.add(NIBBLE_BYTES + (c / 4) * 64).cast());
+            let h = match c % 4 {
+                0 => _mm512_slli_epi16::<4>(h),
+                1 => _mm512_slli_epi16::<2>(h),
+                2 => h,
+                _ => _mm512_srli_epi16::<2>(h),
+            };
+            _mm512_or_si512(low, _mm512_and_si512(h, _mm512_set1_epi8(0x30)))
+        }
+    }
+
+    /// Lanes 8h..8h+8 of chunk c of a Q6_K panel block as q + 32 (as `chunk512`).
+    ///
+    /// # Safety
+    /// AVX2 is available and `p` points to a whole panel block.
+    #[inline(always)]
+    unsafe fn chunk256(p: *const u8, c: usize, h: usize) -> __m256i {
+        // SAFETY: forwarded from the caller; the mask keeps bits that stay in their byte.
+        unsafe {
+            let hv = _mm256_loadu_si256(p.add(NIBBLE_BYTES + (c / 4) * 64 + h * 32).cast());
+            let hv = match c % 4 {
+                0 => _mm256_slli_epi16::<4>(hv),
+                1 => _mm256_slli_epi16::<2>(hv),
+                2 => hv,
+                _ => _mm256_srli_epi16::<2>(hv),
+            };
+            _mm256_or_si256(nibbles256(p, c, h), _mm256_and_si256(hv, _mm256_set1_epi8(0x30)))
+        }
+    }
+
+    impl VnniTiles for PackedQ6K {
+        /// One per half block.
+        const SUMS: usize = 2;
+        /// 12 sums and 6 accumulators (4 rows a pass measured the same).
+        const ROWS: usize = 6;
+
+        /// Per half block: the integer sum T from -32 x the input half's sum; per block and input
+        /// row `acc = fma(sc_0 T_0 + sc_1 T_1, d dx, acc)`, as `kernel_portable`.
+        #[inline(always)]
+        unsafe fn tile<const P: usize, const R: usize>(t: &Args<'_, Self>, p: usize) {
+            let (blocks, cols, w) = (t.w.blocks, t.w.cols, t.w);
+            let supers = blocks / (256 / BLOCK);
+            // SAFETY (whole body): the caller guarantees the CPU features and `check`.
+            unsafe {
+                let wq = w.quants.as_ptr().add((t.p0 + p) * blocks * PANEL_BLOCK);
+                let xq = t.x.quants.as_ptr().add(t.r0 * cols);
+                let xs = t.x.scales.as_ptr().add(t.r0 * blocks);
+                let xhalf = t.x.half_sums.as_ptr().add(t.r0 * 2 * blocks);
+                let mut acc = [[_mm512_setzero_ps(); P]; R];
+                for b in 0..blocks {
+                    // Its unpacking makes the loop compute-bound from 3 rows on: prefetch there.
+                    if R > 2 {
+                        prefetch::<P>(wq, blocks, b, PANEL_BLOCK);
+                    }
+                    let mut sums: [[[__m512i; 2]; P]; R] = std::array::from_fn(|r| {
+                        let half =
+                            |h: usize| _mm512_set1_epi32(-BIAS * *xhalf.add(r * 2 * blocks + 2 * b + h));
+                        [[half(0), half(1)]; P]
+                    });
+                    for c in 0..8 {
+                        let wv: [__m512i; P] =
+                            std::array::from_fn(|j| chunk512(wq.add((j * blocks + b) * PANEL_BLOCK), c));
+                        for (r, s) in sums.iter_mut().enumerate() {
+                            let xv = _mm512_set1_epi32(four_bytes(xq, r, cols, b, c));
+                            for j in 0..P {
+                                s[j][c / 4] = _mm512_dpbusd_epi32(s[j][c / 4], wv[j], xv);
+                            }
+                        }
+                    }
+                    let mut d = [_mm512_setzero_ps(); P];
+                    let mut sc = [[_mm512_setzero_si512(); 2]; P];
+                    for j in 0..P {
+                        let panel = t.p0 + p + j;
+                        let s = (panel * supers + b / (256 / BLOCK)) * PANEL;
+                        d[j] = _mm512_cvtph_ps(_mm256_loadu_si256(w.d.as_ptr().add(s).cast()));
+                        for (h, sc) in sc[j].iter_mut().enumerate() {
+                            let at = (panel * 2 * blocks + 2 * b + h) * PANEL;
+                            *sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(w.sc.as_ptr().add(at).cast()));
+                        }
+                    }
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        let dx = _mm512_set1_ps(*xs.add(r * blocks + b));
+                        for j in 0..P {
+                            let t = _mm512_add_epi32(
+                                _mm512_mullo_epi32(sc[j][0], sums[r][j][0]),
+                                _mm512_mullo_epi32(sc[j][1], sums[r][j][1]),
+                            );
+                            a[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(d[j], dx), a[j]);
+                        }
+                    }
+                }
+                t.store(p, &acc);
+            }
+        }
+    }
+
+    /// For CPUs without AVX-512 VNNI: q + 32 is unsigned (below 64), so `dot_unsigned` takes
+    /// it directly; the scaling is the VNNI tile's on 8 lanes at a time: the same bits.
+    pub(super) fn kernel_avx2(
+        w: &PackedQ6K,
+        x: &QuantizedInput,
+        k: usize,
+        p0: usize,
+        n: usize,
+        buf: &mut [f32],
+    ) {
+        // SAFETY: chosen only when the CPU reports avx2, fma and f16c.
+        unsafe { kernel_avx2_impl(w, x, k, p0, n, buf) }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn kernel_avx2_impl(
+        w: &PackedQ6K,
+        x: &QuantizedInput,
+        k: usize,
+        p0: usize,
+        n: usize,
+        buf: &mut [f32],
+    ) {
+        let out = Out::new(w, x, k, p0, n, buf);
+        // One row per tile: its four sums and two accumulators, with the operands, fill the 16
+        // registers.
+        avx2_walk(k, n, 1, |p, r0, _| {
+            // SAFETY: `Out::new` checked every panel and row the tiles touch.
+            unsafe { tile_avx2(w, x, p0 + p, p, r0, out) }
+        });
+    }
+
+    /// Panel `panel` times input row r0: `kernel_portable`'s operations, 8 lanes at a time.
+    #[inline(always)]
+    unsafe fn tile_avx2(w: &PackedQ6K, x: &QuantizedInput, panel: usize, p: usize, r0: usize, out: Out) {
+        let (blocks, cols) = (w.blocks, w.cols);
+        let supers = blocks / (256 / BLOCK);
+        // SAFETY (whole body): the caller guarantees the CPU features and `check`.
+        unsafe {
+            let wq = w.quants.as_ptr().add(panel * blocks * PANEL_BLOCK);
+            let mut acc = [_mm256_setzero_ps(); 2];
+            for b in 0..blocks {
+                let half_sum = |hb: usize| x.half_sums[r0 * 2 * blocks + 2 * b + hb];
+                let mut sums = [
+                    [_mm256_set1_epi32(-BIAS * half_sum(0)); 2],
+                    [_mm256_set1_epi32(-BIAS * half_sum(1)); 2],
+                ];
+                let at = wq.add(b * PANEL_BLOCK);
+                for c in 0..8 {
+                    let u = [chunk256(at, c, 0), chunk256(at, c, 1)];
+                    dot_unsigned(
+                        &u,
+                        four_bytes(x.quants.as_ptr(), r0, cols, b, c),
+                        &mut sums[c / 4],
+                    );
+                }
+                let s = (panel * supers + b / (256 / BLOCK)) * PANEL;
+                let dx = _mm256_set1_ps(x.scales[r0 * blocks + b]);
+                for (h, a) in acc.iter_mut().enumerate() {
+                    let d = _mm256_cvtph_ps(_mm_loadu_si128(w.d.as_ptr().add(s + 8 * h).cast()));
+                    let sc = |hb: usize| {
+                        let at = (panel * 2 * blocks + 2 * b + hb) * PANEL + 8 * h;
+                        _mm256_cvtepi8_epi32(_mm_loadl_epi64(w.sc.as_ptr().add(at).cast()))
+                    };
+                    let t = _mm256_add_epi32(
+                        _mm256_mullo_epi32(sc(0), sums[0][h]),
+                        _mm256_mullo_epi32(sc(1), sums[1][h]),
+                    );
+                    *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), _mm256_mul_ps(d, dx), *a);
+                }
+            }
+            out.store(r0, p, acc);
+        }
     }
 }
 
