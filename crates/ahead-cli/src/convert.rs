@@ -46,6 +46,11 @@ pub fn run(a: ConvertArgs) -> Result<()> {
     let tmp = a.out.with_extension("gguf.partial");
     std::fs::write(&tmp, &out).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &a.out).with_context(|| format!("renaming to {}", a.out.display()))?;
-    eprintln!("wrote {} ({} MB, {})", a.out.display(), out.len() / 1_000_000, target.name());
+    eprintln!(
+        "wrote {} ({} MB, {})",
+        a.out.display(),
+        out.len() / 1_000_000,
+        target.name()
+    );
     Ok(())
 }

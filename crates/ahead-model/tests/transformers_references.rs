@@ -7,10 +7,11 @@
 
 use std::path::Path;
 
+use ahead_model::format::convert::convert_gguf;
 use ahead_model::format::gguf::parse_gguf;
 use ahead_model::llama::RopeScaling;
 use ahead_model::tokenizer::{ChatMessage, Tokenizer};
-use ahead_model::{load, ForwardInput, LoadOptions, LoadedModel, Model, ModelSource};
+use ahead_model::{load, ForwardInput, LoadOptions, LoadedModel, Model, ModelSource, TensorDType};
 use ahead_testutil::{argmax, fixture, greedy_divergence, real_model};
 use serde_json::Value;
 
@@ -225,4 +226,32 @@ fn smollm2_q4_1_decodes_as_transformers_does() {
         agreed += got.iter().zip(&want).take_while(|(a, b)| a == b).count();
     }
     eprintln!("smollm2 q4_1: {agreed} greedy tokens agree with transformers");
+}
+
+/// `ahead convert --to f32` holds the Q4_1 weights exactly, and float32 throughout is what
+/// transformers computed: token for token, up to the reference's own near-ties.
+#[test]
+fn smollm2_converted_to_f32_decodes_token_for_token() {
+    let Some(path) = real_model(SMOLLM2) else { return };
+    let bytes = std::fs::read(&path).unwrap();
+    let f32_file = convert_gguf(&bytes, SMOLLM2, TensorDType::F32).unwrap();
+    drop(bytes);
+    let dir = tempfile::tempdir().unwrap();
+    let converted = dir.path().join("smollm2-f32.gguf");
+    std::fs::write(&converted, f32_file).unwrap();
+    let loaded = load_path(&converted);
+    assert_eq!(loaded.model.weights().layers[0].wq.dtype(), TensorDType::F32);
+    let eos = loaded.tokenizer.eos_ids().to_vec();
+    for case in smollm2_reference()["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let want = ids(&case["greedy_ids"]);
+        let margins = floats(&case["top2_margins"]);
+        let (got, _) = greedy(&loaded.model, &ids(&case["prompt_ids"]), want.len(), &eos);
+        assert_eq!(
+            greedy_divergence(&got, &want, &margins, 0.05),
+            None,
+            "{name}: {got:?}\nvs {want:?}"
+        );
+        assert_eq!(got, want, "{name}: not even past a near-tie");
+    }
 }

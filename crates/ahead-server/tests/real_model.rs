@@ -19,12 +19,18 @@ fn reference() -> Value {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 #[test]
 fn smollm2_chat_completions_feed_the_templates_ids() {
-    let Some(path) = ahead_testutil::real_model("SmolLM2-135M-Instruct.Q4_1.gguf") else { return };
+    let Some(path) = ahead_testutil::real_model("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
     let engine = Arc::new(Engine::builder().model(path.to_str().unwrap()).build().unwrap());
     let s = start_with(
         engine.clone(),
@@ -51,8 +57,14 @@ fn smollm2_chat_completions_feed_the_templates_ids() {
             method: Method::Vanilla,
             ..GenerateParams::default()
         };
-        let plain = engine.generate_one(&Prompt::Ids(want_prompt.clone()), &params, &mut |_| {}).unwrap();
-        assert_eq!(got["choices"][0]["message"]["content"], plain.text.as_str(), "{name}");
+        let plain = engine
+            .generate_one(&Prompt::Ids(want_prompt.clone()), &params, &mut |_| {})
+            .unwrap();
+        assert_eq!(
+            got["choices"][0]["message"]["content"],
+            plain.text.as_str(),
+            "{name}"
+        );
         assert!(!plain.text.contains("<|im_"), "{name}: {}", plain.text);
     }
 

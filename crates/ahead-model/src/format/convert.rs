@@ -31,7 +31,10 @@ pub const CONVERT_TARGETS: [TensorDType; 3] = [TensorDType::F32, TensorDType::F1
 /// decoded.
 pub fn convert_gguf(bytes: &[u8], label: &str, target: TensorDType) -> Result<Vec<u8>> {
     let ftype = file_type(target).ok_or_else(|| {
-        ModelError::Unsupported(format!("converting to {}; supported: f32, f16, q8_0", target.name()))
+        ModelError::Unsupported(format!(
+            "converting to {}; supported: f32, f16, q8_0",
+            target.name()
+        ))
     })?;
     let file = parse_gguf(bytes, label)?;
     let mut w = GgufWriter::new();
@@ -93,7 +96,9 @@ mod tests {
 
     /// A tiny file with a Q4_0 matrix, an F32 norm and metadata.
     fn file() -> (Vec<u8>, Vec<f32>) {
-        let values: Vec<f32> = (0..4 * 64).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+        let values: Vec<f32> = (0..4 * 64)
+            .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+            .collect();
         let q4 = ggml_bytes::<candle_core::quantized::k_quants::BlockQ4_0>(&values);
         let mut w = GgufWriter::new();
         w.add_string("general.architecture", "llama");
@@ -111,7 +116,10 @@ mod tests {
         for target in CONVERT_TARGETS {
             let out = convert_gguf(&bytes, "src", target).unwrap();
             let f = parse_gguf(&out, "out").unwrap();
-            assert_eq!(f.get("tokenizer.chat_template").and_then(GgufValue::as_str), Some("{{ x }}"));
+            assert_eq!(
+                f.get("tokenizer.chat_template").and_then(GgufValue::as_str),
+                Some("{{ x }}")
+            );
             assert_eq!(f.tensor_info("m").unwrap().dtype, target);
             assert_eq!(f.tensor_info("norm").unwrap().dtype, TensorDType::F32);
             let got = dequantize(&f.tensor(&out, "m").unwrap(), "m").unwrap();
@@ -120,7 +128,11 @@ mod tests {
                 TensorDType::F16 => 1e-3,
                 _ => 2e-2,
             };
-            let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
             assert!(worst <= tol, "{}: {worst}", target.name());
         }
         assert!(convert_gguf(&bytes, "src", TensorDType::Q4K).is_err());

@@ -10,7 +10,8 @@
 //! trimmed content); where it does not, the chat is tokenized as one text only when no content
 //! holds control-token text, and refused otherwise. Control tokens are then found in the
 //! template text alone, and the text between them (template text and content together, as
-//! `tokenizers` sees it after splitting at added tokens) is encoded literally.
+//! `tokenizers` sees it after splitting at added tokens) is encoded literally, as a text of its
+//! own.
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
@@ -167,9 +168,12 @@ impl Tokenizer {
         after[..start].trim().is_empty().then_some(id)
     }
 
+    /// Encodes the text between two control tokens as a text of its own: as `tokenizers` (which
+    /// normalizes each split between added tokens apart) and llama.cpp (which gives a
+    /// sentencepiece text its dummy space after every control token) do.
     fn flush_literal(&self, literal: &mut String, ids: &mut Vec<u32>) -> Result<()> {
         if !literal.is_empty() {
-            ids.extend(self.encode_continuation(literal)?);
+            ids.extend(self.encode(literal, false)?);
             literal.clear();
         }
         Ok(())
