@@ -391,17 +391,12 @@ mod simd {
 pub(super) mod tests {
     use candle_core::quantized::GgmlType;
 
+    use super::super::k_tests::matrix;
     use super::super::{available_kernels, quantize_input};
     use super::*;
 
-    pub(in super::super) fn matrix(rows: usize, cols: usize, seed: usize) -> Vec<f32> {
-        (0..rows * cols)
-            .map(|i| (((i + seed) * 7919) % 997) as f32 / 500.0 - 1.0)
-            .collect()
-    }
-
-    /// Values from a fixed-seed generator (xorshift), in -scale..scale plus an offset per row,
-    /// so that blocks have minimums away from zero.
+    /// Values from a fixed-seed generator (xorshift) in -0.8..0.8, plus an offset that changes
+    /// every 96 values (-0.6..0.6), so that many blocks have minimums away from zero.
     fn random(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed | 1;
         (0..n)

@@ -288,13 +288,15 @@ pub(crate) fn ggml_bytes<B: candle_core::quantized::GgmlType>(values: &[f32]) ->
         .to_vec()
 }
 
-/// Checks the k-quant panel matrices share: against candle's reference blocks.
+/// Test data, and the checks the k-quant panel matrices share: against candle's reference
+/// blocks.
 #[cfg(test)]
 mod k_tests {
     use candle_core::quantized::GgmlType;
 
     use super::{available_kernels, panel_matmul, quantize_for, PanelKernels};
 
+    /// A fixed `[rows, cols]` matrix of values in -1..1.
     pub(super) fn matrix(rows: usize, cols: usize, seed: usize) -> Vec<f32> {
         (0..rows * cols)
             .map(|i| (((i + seed) * 7919) % 997) as f32 / 500.0 - 1.0)
@@ -370,7 +372,7 @@ mod tests {
 
     #[test]
     fn input_quantization_is_the_same_with_and_without_simd() {
-        let mut x = legacy::tests::matrix(3, 256, 5);
+        let mut x = k_tests::matrix(3, 256, 5);
         x[40] = 0.0; // a block's ties and extremes: exact halves of the scale, and zeros
         x[64..96].iter_mut().for_each(|v| *v = 0.0);
         for (i, v) in x[96..128].iter_mut().enumerate() {
