@@ -2,20 +2,26 @@
 //! `row_blocks`), RMSNorm and SiLU. f32 products live in `packed`,
 //! integer products in `q8`, attention in `attention`.
 //!
-//! Small products stay on the calling thread: a thread-pool round trip costs more than a
-//! 64x172 product (see PERFORMANCE-NOTES.md).
+//! Small products stay on the calling thread: a thread round trip costs more than a 64x172
+//! product (see PERFORMANCE-NOTES.md). The others split their panels over `SpinPool`'s spinning
+//! workers (a decoding step's products are too short to wake rayon's), or over rayon when
+//! another thread's product holds the pool.
+
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 
 use super::lanes::{self, Lanes, MAX_N};
+use super::spin_pool::SpinPool;
 
 /// Multiply-accumulates below which a product runs on the calling thread.
-pub(crate) const PARALLEL_MIN_MACS: usize = 1 << 20;
+pub(crate) const PARALLEL_MIN_MACS: usize = 1 << 16;
+
 /// Runs `block(p0, n, buf)` over tiles of `n` panels (`panel` weight rows each, the last one
 /// padded), where `buf` is `[k][n * panel]` for weight rows `p0 * panel..`, and gathers the
 /// tiles into `out` (`[k][rows]`), dropping the padding. Small products run as one tile on the
-/// calling thread (a pool round trip costs more); large ones split the panels over rayon, four
-/// tiles per thread so a slow core does not hold the others up.
+/// calling thread; larger ones split the panels over the threads, four tiles per thread so a
+/// slow core does not hold the others up. Tiles never change an output's arithmetic.
 pub(crate) fn by_panels(
     k: usize,
     rows: usize,
@@ -26,7 +32,8 @@ pub(crate) fn by_panels(
 ) {
     debug_assert_eq!(out.len(), k * rows);
     let n_panels = rows.div_ceil(panel);
-    if k * rows * cols < PARALLEL_MIN_MACS {
+    let threads = rayon::current_num_threads().max(1);
+    if k * rows * cols < PARALLEL_MIN_MACS || threads == 1 {
         if n_panels * panel == rows {
             block(0, n_panels, out);
         } else {
@@ -36,21 +43,27 @@ pub(crate) fn by_panels(
         }
         return;
     }
-    let threads = rayon::current_num_threads().max(1);
     let tile = n_panels.div_ceil(threads * 4).max(16usize.div_ceil(panel));
-    let tiles: Vec<(usize, Vec<f32>)> = (0..n_panels.div_ceil(tile))
-        .into_par_iter()
-        .map(|t| {
-            let p0 = t * tile;
-            let n = tile.min(n_panels - p0);
-            let mut buf = vec![0f32; k * n * panel];
-            block(p0, n, &mut buf);
-            (p0, buf)
-        })
+    let tiles = n_panels.div_ceil(tile);
+    let span = |t: usize| (t * tile, tile.min(n_panels - t * tile));
+    let bufs: Vec<Mutex<Vec<f32>>> = (0..tiles)
+        .map(|t| Mutex::new(vec![0f32; k * span(t).1 * panel]))
         .collect();
-    for (p0, buf) in tiles {
+    let run = |t: usize| {
+        let (p0, n) = span(t);
+        // Each tile's buffer is its own: the lock is never contended.
+        if let Ok(mut buf) = bufs[t].lock() {
+            block(p0, n, &mut buf);
+        }
+    };
+    let spun = SpinPool::global().is_some_and(|pool| pool.run(tiles, &run));
+    if !spun {
+        (0..tiles).into_par_iter().for_each(run);
+    }
+    for (t, buf) in bufs.into_iter().enumerate() {
+        let buf = buf.into_inner().unwrap_or_else(|e| e.into_inner());
         let width = buf.len() / k;
-        scatter(&buf, k, p0 * panel, width, rows, out);
+        scatter(&buf, k, span(t).0 * panel, width, rows, out);
     }
 }
 

@@ -11,6 +11,7 @@ pub mod model;
 pub mod packed;
 pub mod q8;
 pub mod rope;
+mod spin_pool;
 pub mod synthetic;
 
 pub use config::{Architecture, Llama3RopeScaling, LlamaConfig, RopeScaling, RopeStyle, YarnRopeScaling};

@@ -258,14 +258,27 @@ mod simd {
                     }
                     let mut sums: [[__m512i; P]; R] =
                         std::array::from_fn(|r| [_mm512_set1_epi32(-F::BIAS * *xsum.add(r * blocks + b)); P]);
+                    // With few tiles (one input row: decoding) the 8 chunks' `vpdpbusd` chain
+                    // is latency-bound; odd chunks then go to a second chain, added at the end.
+                    // Integer sums are exact in any order, so the bits do not change.
+                    let split = R * P <= 4;
+                    let mut odd = [[_mm512_setzero_si512(); P]; R];
                     for c in 0..8 {
                         let wv: [__m512i; P] = std::array::from_fn(|j| {
                             F::chunk512(wq.add((j * blocks + b) * F::PANEL_BLOCK), c)
                         });
-                        for (r, s) in sums.iter_mut().enumerate() {
+                        let target = if split && c % 2 == 1 { &mut odd } else { &mut sums };
+                        for (r, s) in target.iter_mut().enumerate() {
                             let xv = _mm512_set1_epi32(four_bytes(xq, r, cols, b, c));
                             for j in 0..P {
                                 s[j] = _mm512_dpbusd_epi32(s[j], wv[j], xv);
+                            }
+                        }
+                    }
+                    if split {
+                        for (s, o) in sums.iter_mut().zip(&odd) {
+                            for j in 0..P {
+                                s[j] = _mm512_add_epi32(s[j], o[j]);
                             }
                         }
                     }
