@@ -8,6 +8,7 @@ use ahead_server::{AppState, HttpLimits, ServerConfig};
 use anyhow::{Context, Result};
 use clap::Args;
 
+use crate::decoding::with_chat_template;
 use crate::sources::Sources;
 use crate::tuned::Tuned;
 
@@ -18,6 +19,10 @@ pub struct ServeArgs {
     pub model: Option<String>,
     #[arg(long)]
     pub tokenizer: Option<std::path::PathBuf>,
+    /// A Jinja chat template for /v1/chat/completions instead of the model's own (or for a model
+    /// without one).
+    #[arg(long)]
+    pub chat_template: Option<std::path::PathBuf>,
     #[arg(long)]
     pub draft: Option<String>,
     #[arg(long)]
@@ -141,6 +146,7 @@ async fn serve(mut a: ServeArgs) -> Result<()> {
             draft_medusa: None,
         }
         .engine()?;
+        let engine = with_chat_template(engine, a.chat_template.as_deref())?;
         loading.set_engine(Arc::new(engine));
         eprintln!("model loaded; ready");
         Ok(())

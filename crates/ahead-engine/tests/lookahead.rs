@@ -8,9 +8,7 @@
 mod common;
 use common::*;
 
-use ahead_core::sampling::warp;
 use ahead_engine::Method;
-use ahead_model::ForwardInput;
 use ahead_testutil::{chi_square, chi_square_critical as critical};
 
 fn engine() -> &'static Engine {
@@ -74,21 +72,6 @@ fn greedy_output_is_token_identical_for_every_setting() {
         hits > 50,
         "the pool's candidates were almost never accepted ({hits})"
     );
-}
-
-fn target_dist(e: &Engine, ids: &[u32], sampling: &SamplingParams) -> Vec<f64> {
-    let model = e.model();
-    let mut cache = model.new_cache(ids.len()).unwrap();
-    let pos: Vec<usize> = (0..ids.len()).collect();
-    let out = model
-        .forward(&ForwardInput::causal(ids, &pos), &mut cache)
-        .unwrap();
-    warp(out.last(), sampling, ids)
-        .unwrap()
-        .probs()
-        .iter()
-        .map(|&p| p as f64)
-        .collect()
 }
 
 #[test]

@@ -8,10 +8,8 @@
 mod common;
 use common::*;
 
-use ahead_core::sampling::warp;
 use ahead_core::spec::MedusaTree;
 use ahead_engine::{MedusaAcceptance, Method};
-use ahead_model::ForwardInput;
 use ahead_testutil::{chi_square, chi_square_critical as critical};
 
 fn engine() -> &'static Engine {
@@ -90,21 +88,6 @@ fn greedy_output_is_token_identical_to_plain_decoding() {
         accepted > 200,
         "Medusa candidates were almost never accepted ({accepted})"
     );
-}
-
-fn target_dist(e: &Engine, ids: &[u32], sampling: &SamplingParams) -> Vec<f64> {
-    let model = e.model();
-    let mut cache = model.new_cache(ids.len()).unwrap();
-    let pos: Vec<usize> = (0..ids.len()).collect();
-    let out = model
-        .forward(&ForwardInput::causal(ids, &pos), &mut cache)
-        .unwrap();
-    warp(out.last(), sampling, ids)
-        .unwrap()
-        .probs()
-        .iter()
-        .map(|&p| p as f64)
-        .collect()
 }
 
 #[test]

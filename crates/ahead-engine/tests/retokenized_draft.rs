@@ -7,9 +7,8 @@
 mod common;
 use common::*;
 
-use ahead_core::sampling::warp;
 use ahead_engine::{DraftMode, Method};
-use ahead_model::{load, ForwardInput, LoadOptions, ModelSource};
+use ahead_model::{load, LoadOptions, ModelSource};
 use ahead_testutil::{chi_square, chi_square_critical as critical};
 
 fn engine() -> &'static Engine {
@@ -74,17 +73,6 @@ fn greedy_output_is_token_identical_to_plain_decoding() {
         accepted > 100,
         "re-tokenized drafts were almost never accepted ({accepted})"
     );
-}
-
-fn target_dist(e: &Engine, ids: &[u32], sampling: &SamplingParams) -> Vec<f64> {
-    let model = e.model();
-    let mut cache = model.new_cache(ids.len()).unwrap();
-    let pos: Vec<usize> = (0..ids.len()).collect();
-    let out = model
-        .forward(&ForwardInput::causal(ids, &pos), &mut cache)
-        .unwrap();
-    let d = warp(out.last(), sampling, ids).unwrap();
-    d.probs().iter().map(|&p| p as f64).collect()
 }
 
 #[test]

@@ -11,32 +11,12 @@ use common::*;
 
 use ahead_core::sampling::warp;
 use ahead_engine::Method;
-use ahead_model::llama::{Linear, Model};
-use ahead_model::{load, ForwardInput, LoadOptions, ModelSource, TensorDType};
+use ahead_model::llama::Model;
+use ahead_model::{load, ForwardInput, LoadOptions, ModelSource};
 use ahead_testutil::{chi_square, chi_square_critical as critical};
 
 fn f64s(p: &[f32]) -> Vec<f64> {
     p.iter().map(|&v| v as f64).collect()
-}
-
-/// The same weights quantized to q8_0: a draft that agrees with the target most of the time.
-fn quantized(model: &Model) -> Model {
-    // Rows of 172 (w2) are not whole q8_0 blocks: those stay f32.
-    let q = |l: &Linear| match l.cols() % 32 {
-        0 => Linear::quantize(&l.to_f32().unwrap(), l.rows(), l.cols(), TensorDType::Q8_0).unwrap(),
-        _ => l.clone(),
-    };
-    let mut w = model.weights().clone();
-    w.embedding = q(&w.embedding);
-    w.lm_head = w.lm_head.as_ref().map(q);
-    for l in &mut w.layers {
-        for m in [
-            &mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w1, &mut l.w2, &mut l.w3,
-        ] {
-            *m = q(m);
-        }
-    }
-    Model::new(model.config().clone(), w).unwrap()
 }
 
 /// stories260K with a q8_0 copy of itself as the draft.
@@ -44,7 +24,7 @@ fn engine_with_draft() -> &'static Engine {
     static E: OnceLock<Engine> = OnceLock::new();
     E.get_or_init(|| {
         let loaded = load(&ModelSource::Default, &LoadOptions::default()).unwrap();
-        let draft = quantized(&loaded.model);
+        let draft = quantized_copy(&loaded.model);
         let medusa = ahead_model::load::default_medusa().unwrap();
         Engine::from_loaded(loaded)
             .with_draft(draft)
@@ -374,7 +354,7 @@ fn seeded_sampling_gives_the_same_tokens_in_every_engine_for_every_method() {
     let fresh = || {
         let loaded = load(&ModelSource::Default, &LoadOptions::default()).unwrap();
         Engine::from_loaded(loaded)
-            .with_draft(quantized(
+            .with_draft(quantized_copy(
                 &load(&ModelSource::Default, &LoadOptions::default())
                     .unwrap()
                     .model,

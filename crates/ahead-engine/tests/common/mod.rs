@@ -165,3 +165,41 @@ pub fn expected_stop(stop: &str) -> (Vec<u32>, String) {
     }
     panic!("{stop:?} is not in the golden text");
 }
+
+/// The same weights quantized to q8_0 (rows that are not whole blocks stay as they are): a
+/// draft that agrees with the target most of the time.
+pub fn quantized_copy(model: &ahead_model::Model) -> ahead_model::Model {
+    let q = |l: &ahead_model::llama::Linear| match l.cols() % 32 {
+        0 => ahead_model::llama::Linear::quantize(
+            &l.to_f32().unwrap(),
+            l.rows(),
+            l.cols(),
+            ahead_model::TensorDType::Q8_0,
+        )
+        .unwrap(),
+        _ => l.clone(),
+    };
+    let mut w = model.weights().clone();
+    w.embedding = q(&w.embedding);
+    w.lm_head = w.lm_head.as_ref().map(q);
+    for l in &mut w.layers {
+        for m in [
+            &mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w1, &mut l.w2, &mut l.w3,
+        ] {
+            *m = q(m);
+        }
+    }
+    ahead_model::Model::new(model.config().clone(), w).unwrap()
+}
+
+/// The target's warped next-token distribution after `ids`, as f64 probabilities.
+pub fn target_dist(e: &Engine, ids: &[u32], sampling: &SamplingParams) -> Vec<f64> {
+    let model = e.model();
+    let mut cache = model.new_cache(ids.len()).unwrap();
+    let pos: Vec<usize> = (0..ids.len()).collect();
+    let out = model
+        .forward(&ahead_model::ForwardInput::causal(ids, &pos), &mut cache)
+        .unwrap();
+    let d = ahead_core::sampling::warp(out.last(), sampling, ids).unwrap();
+    d.probs().iter().map(|&p| p as f64).collect()
+}

@@ -153,7 +153,7 @@ fn worker(s: &Shared) {
                 break;
             }
             spins = spins.wrapping_add(1);
-            if spins % 1024 == 0 && idle.elapsed() > SPIN {
+            if spins.is_multiple_of(1024) && idle.elapsed() > SPIN {
                 // `unpark` before this `park` makes it return at once: no wake-up is lost.
                 std::thread::park();
             } else {

@@ -1,0 +1,158 @@
+//! Losslessness on a real chat model, SmolLM2-135M-Instruct Q4_1 (fetched by
+//! `scripts/fetch-models.sh`; skipped with one line without it, a failure under
+//! `AHEAD_REQUIRE_MODELS=1`): every method's greedy output is token-identical to plain decoding
+//! on chat prompts, and sampled output follows the target's distribution (chi-square, fixed
+//! seeds, alpha = 1e-4).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+
+use std::sync::OnceLock;
+
+use ahead_engine::Method;
+use ahead_model::tokenizer::ChatMessage;
+use ahead_testutil::{chi_square, chi_square_critical as critical, real_model};
+
+/// SmolLM2 with a Q8_0 copy of itself as its draft model; `None` when the file is missing.
+fn engine() -> Option<&'static Engine> {
+    static E: OnceLock<Option<Engine>> = OnceLock::new();
+    E.get_or_init(|| {
+        let path = real_model("SmolLM2-135M-Instruct.Q4_1.gguf")?;
+        let e = Engine::builder().model(path.to_str().unwrap()).build().unwrap();
+        let draft = quantized_copy(e.model());
+        Some(e.with_draft(draft))
+    })
+    .as_ref()
+}
+
+fn chat(e: &Engine, system: Option<&str>, user: &str) -> Prompt {
+    let mut messages: Vec<ChatMessage> = system
+        .map(|s| ChatMessage::new("system", s))
+        .into_iter()
+        .collect();
+    messages.push(ChatMessage::new("user", user));
+    Prompt::Ids(e.chat_prompt(&messages, true).unwrap().ids)
+}
+
+fn params(
+    method: Method,
+    num_draft: Option<usize>,
+    sampling: SamplingParams,
+    seed: u64,
+    max_tokens: usize,
+) -> GenerateParams {
+    GenerateParams {
+        max_tokens,
+        sampling,
+        seed,
+        method,
+        num_draft,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn every_method_is_token_identical_to_plain_decoding_on_chats() {
+    let Some(e) = engine() else { return };
+    let prompts = [
+        chat(
+            e,
+            None,
+            "Write a Python function that reverses a list, then explain it.",
+        ),
+        chat(
+            e,
+            Some("You are a concise assistant."),
+            "Summarize: The cat sat on the mat. The cat was happy. The mat was red.",
+        ),
+        chat(
+            e,
+            None,
+            "Repeat after me: the quick brown fox jumps over the lazy dog, the quick brown fox.",
+        ),
+    ];
+    for prompt in &prompts {
+        let want = gen(
+            e,
+            prompt,
+            &params(Method::Vanilla, None, SamplingParams::greedy(), 0, 64),
+        );
+        for (method, k) in [
+            (Method::Draft, Some(4)),
+            (Method::Draft, None),
+            (Method::PromptLookup, None),
+            (Method::PromptLookup, Some(8)),
+            (Method::Lookahead, None),
+            (Method::Auto, None),
+        ] {
+            let got = gen(e, prompt, &params(method, k, SamplingParams::greedy(), 0, 64));
+            assert_eq!(got.token_ids, want.token_ids, "{method:?} k={k:?}");
+            assert_eq!(got.finish_reason, want.finish_reason, "{method:?} k={k:?}");
+            if method == Method::Draft && k.is_some() {
+                assert!(
+                    got.stats.accepted_tokens > 0,
+                    "the Q8_0 draft never agreed: {:?}",
+                    got.stats
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn sampled_tokens_follow_the_target_distribution() {
+    let Some(e) = engine() else { return };
+    // A short repetitive text (each sample prefills it), so that prompt lookup drafts from
+    // the first token on.
+    let prompt = Prompt::from("I like apples, I like pears, I like plums, I like");
+    let prompt_ids = e.prompt_ids(&prompt).unwrap();
+    // One warper setting per method: each sample prefills a 135M model (the toy model's tests
+    // cross every method with every warper).
+    let cases = [
+        (
+            Method::Draft,
+            SamplingParams {
+                temperature: 0.8,
+                top_k: 20,
+                ..SamplingParams::greedy()
+            },
+        ),
+        (
+            Method::PromptLookup,
+            SamplingParams {
+                temperature: 1.0,
+                top_p: 0.9,
+                min_p: 0.02,
+                ..SamplingParams::greedy()
+            },
+        ),
+    ];
+    let n = 500;
+    let vocab = e.model().config().vocab_size;
+    for (method, sampling) in cases {
+        let p1 = target_dist(e, &prompt_ids, &sampling);
+        let mut first = vec![0u64; vocab];
+        let mut drafted = 0;
+        for seed in 0..n {
+            let mut p = params(method, Some(3), sampling.clone(), seed, 2);
+            p.ignore_eos = true;
+            let out = gen(e, &prompt, &p);
+            first[out.token_ids[0] as usize] += 1;
+            drafted += out.stats.drafted_tokens;
+        }
+        assert!(
+            drafted > 0,
+            "{method:?} never drafted: the test would not test speculation"
+        );
+        let (s, dof) = chi_square(&first, &p1);
+        assert!(
+            dof >= 2,
+            "{method:?}: the distribution is too peaked to test ({dof} dof)"
+        );
+        assert!(
+            s < critical(dof),
+            "{method:?} {sampling:?}: first token chi2 {s}, dof {dof}"
+        );
+    }
+}
