@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
+use ahead_model::llama::RopeScaling;
 use ahead_model::{LoadOptions, ModelSource};
 use anyhow::{Context, Result};
 use clap::Args;
@@ -34,6 +35,8 @@ struct Inspection {
     context_length: usize,
     rope_theta: f32,
     rope_style: String,
+    /// `none`, or the scaling and its parameters.
+    rope_scaling: String,
     rms_eps: f32,
     sliding_window: Option<usize>,
     tied_classifier: bool,
@@ -95,6 +98,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
         context_length: c.max_seq_len,
         rope_theta: c.rope_theta,
         rope_style: format!("{:?}", c.rope_style).to_lowercase(),
+        rope_scaling: describe_scaling(&c.rope_scaling),
         rms_eps: c.rms_eps,
         sliding_window: c.sliding_window,
         tied_classifier: w.lm_head.is_none(),
@@ -131,8 +135,8 @@ pub fn run(a: InspectArgs) -> Result<()> {
     )?;
     writeln!(
         out,
-        "context       {} tokens, rope theta {} ({}), rms eps {:e}",
-        c.max_seq_len, c.rope_theta, info.rope_style, c.rms_eps
+        "context       {} tokens, rope theta {} ({}, scaling {}), rms eps {:e}",
+        c.max_seq_len, c.rope_theta, info.rope_style, info.rope_scaling, c.rms_eps
     )?;
     writeln!(
         out,
@@ -156,4 +160,20 @@ pub fn run(a: InspectArgs) -> Result<()> {
         if tk.chat_template { "yes" } else { "none" }
     )?;
     Ok(())
+}
+
+/// RoPE scaling as one phrase, e.g. `yarn x4 (original context 64, attention 1.1386)`.
+fn describe_scaling(s: &RopeScaling) -> String {
+    match s {
+        RopeScaling::None => "none".into(),
+        RopeScaling::Linear { factor } => format!("linear x{factor}"),
+        RopeScaling::Llama3(l) => format!(
+            "llama3 x{} (low {}, high {}, original context {})",
+            l.factor, l.low_freq_factor, l.high_freq_factor, l.original_max_position_embeddings
+        ),
+        RopeScaling::Yarn(y) => format!(
+            "yarn x{} (original context {}, attention {:.4}, beta {}/{})",
+            y.factor, y.original_max_position_embeddings, y.attention_factor, y.beta_fast, y.beta_slow
+        ),
+    }
 }

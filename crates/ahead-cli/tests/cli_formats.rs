@@ -103,6 +103,29 @@ fn inspect_every_format() {
     }
 }
 
+/// Configs saved by transformers 5 carry RoPE in `rope_parameters`; inspect shows what was read.
+#[test]
+fn inspect_reports_rope_as_transformers_5_configures_it() {
+    for (dir, theta, scaling) in [
+        ("qwen2-theta1e6", 1e6, "none"),
+        (
+            "llama3-rope",
+            5e5,
+            "llama3 x8 (low 1, high 4, original context 64)",
+        ),
+        (
+            "llama-yarn",
+            1e4,
+            "yarn x4 (original context 64, attention 1.1386, beta 32/1)",
+        ),
+    ] {
+        let src = format!("{FIXTURES}/tf5/{dir}");
+        let v: Value = serde_json::from_str(&ok(&ahead(&["inspect", &src, "--json"]), dir)).unwrap();
+        assert_eq!(v["rope_theta"].as_f64(), Some(theta), "{dir}: {v}");
+        assert_eq!(v["rope_scaling"], scaling, "{dir}");
+    }
+}
+
 #[test]
 fn inspect_errors() {
     let dir = tempfile::tempdir().unwrap();
