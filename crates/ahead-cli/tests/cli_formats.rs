@@ -143,3 +143,36 @@ fn inspect_errors() {
         "inspect pickle",
     );
 }
+
+#[test]
+fn convert_writes_gguf_types_and_refuses_what_it_cannot_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("q8.gguf");
+    let o = ahead(&["convert", STORIES_GGUF, "--to", "q8_0", "--out", s(&out)]);
+    ok(&o, "convert --to q8_0");
+    let text = ok(&ahead(&["inspect", s(&out)]), "inspect the converted file");
+    assert!(text.contains("q8_0"), "{text}");
+    // The same greedy text as the source, up to q8_0's rounding: at least it decodes.
+    ok(
+        &ahead(&["generate", "--model", s(&out), "--max-tokens", "8"]),
+        "generate",
+    );
+    fails(
+        &ahead(&["convert", STORIES_GGUF, "--to", "f32", "--out", s(&out)]),
+        &["exists", "--force"],
+        "existing --out",
+    );
+    // stories260K's sentencepiece tokenizer has no tokenizer.json form here.
+    fails(
+        &ahead(&[
+            "convert",
+            STORIES_GGUF,
+            "--to",
+            "hf",
+            "--out",
+            s(&dir.path().join("hf")),
+        ]),
+        &["tokenizer.json", "sentencepiece"],
+        "convert --to hf",
+    );
+}

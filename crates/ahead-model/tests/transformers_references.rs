@@ -9,6 +9,7 @@ use std::path::Path;
 
 use ahead_model::format::convert::convert_gguf;
 use ahead_model::format::gguf::parse_gguf;
+use ahead_model::format::hf_write::write_hf_folder;
 use ahead_model::llama::RopeScaling;
 use ahead_model::tokenizer::{ChatMessage, Tokenizer};
 use ahead_model::{load, ForwardInput, LoadOptions, LoadedModel, Model, ModelSource, TensorDType};
@@ -253,5 +254,35 @@ fn smollm2_converted_to_f32_decodes_token_for_token() {
             "{name}: {got:?}\nvs {want:?}"
         );
         assert_eq!(got, want, "{name}: not even past a near-tie");
+    }
+}
+
+/// The Hugging Face folder ahead writes (`ahead convert --to hf`) loads back through the
+/// `tokenizer.json` path with the same chat ids as `apply_chat_template` and decodes as
+/// transformers does (transformers loads the folder too: checked by hand, same ids).
+#[test]
+fn smollm2_hf_folder_written_by_ahead_chats_and_decodes_as_transformers() {
+    let Some(path) = real_model(SMOLLM2) else { return };
+    let gguf = load_path(&path);
+    let dir = tempfile::tempdir().unwrap();
+    write_hf_folder(&gguf.model, &gguf.tokenizer, dir.path()).unwrap();
+    drop(gguf);
+    let hf = load_path(dir.path());
+    assert_eq!(hf.tokenizer.kind(), "huggingface");
+    let eos = hf.tokenizer.eos_ids().to_vec();
+    for case in smollm2_reference()["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let prompt = ids(&case["prompt_ids"]);
+        if case["kind"] == "chat" {
+            assert_eq!(
+                hf.tokenizer.encode_chat(&messages(case), true).unwrap().ids,
+                prompt,
+                "{name}"
+            );
+        }
+        if name == "chat_two_turn" || name == "raw_code_fibonacci" {
+            let (got, _) = greedy(&hf.model, &prompt, ids(&case["greedy_ids"]).len(), &eos);
+            assert_eq!(got, ids(&case["greedy_ids"]), "{name}");
+        }
     }
 }

@@ -3,5 +3,6 @@
 pub mod convert;
 pub mod gguf;
 pub mod gguf_write;
+pub mod hf_write;
 pub mod llama2c_write;
 pub mod safetensors;

@@ -67,6 +67,13 @@ impl HfBackend {
             .collect()
     }
 
+    /// The pipeline as `tokenizer.json`.
+    pub(crate) fn to_json(&self) -> Result<String> {
+        self.tok
+            .to_string(true)
+            .map_err(|e| ModelError::Tokenizer(format!("serializing tokenizer.json: {e}")))
+    }
+
     pub(crate) fn id_to_piece(&self, id: u32) -> Option<String> {
         self.tok.id_to_token(id)
     }

@@ -275,6 +275,18 @@ impl Tokenizer {
         }
     }
 
+    /// The tokenizer as a Hugging Face `tokenizer.json`, for the byte-level BPE and Hugging Face
+    /// backends (the others are not `tokenizers` pipelines here).
+    pub fn hf_json(&self) -> Result<String> {
+        match &self.backend {
+            Backend::BpeGguf(b) | Backend::Hf(b) => b.to_json(),
+            _ => Err(ModelError::Unsupported(format!(
+                "writing a {} tokenizer as tokenizer.json",
+                self.kind()
+            ))),
+        }
+    }
+
     /// `"llama2c"`, `"sentencepiece-gguf"`, `"bpe-gguf"` or `"huggingface"`.
     pub fn kind(&self) -> &'static str {
         match &self.backend {
