@@ -14,14 +14,16 @@ use rayon::prelude::*;
 use super::lanes::{self, Lanes, MAX_N};
 use super::spin_pool::SpinPool;
 
-/// Multiply-accumulates below which a product runs on the calling thread.
-pub(crate) const PARALLEL_MIN_MACS: usize = 1 << 16;
+/// Multiply-accumulates below which a product runs on the calling thread: measured, 1 << 16
+/// made stories260K's 8- and 16-row verifies 10-20% slower and SmolLM2's decoding 3% slower.
+pub(crate) const PARALLEL_MIN_MACS: usize = 1 << 18;
 
 /// Runs `block(p0, n, buf)` over tiles of `n` panels (`panel` weight rows each, the last one
 /// padded), where `buf` is `[k][n * panel]` for weight rows `p0 * panel..`, and gathers the
 /// tiles into `out` (`[k][rows]`), dropping the padding. Small products run as one tile on the
-/// calling thread; larger ones split the panels over the threads, four tiles per thread so a
-/// slow core does not hold the others up. Tiles never change an output's arithmetic.
+/// calling thread; larger ones split the panels over the threads, two tiles per thread so a
+/// slow core does not hold the others up (more cost more than they balance: measured on
+/// SmolLM2). Tiles never change an output's arithmetic.
 pub(crate) fn by_panels(
     k: usize,
     rows: usize,
@@ -43,7 +45,7 @@ pub(crate) fn by_panels(
         }
         return;
     }
-    let tile = n_panels.div_ceil(threads * 4).max(16usize.div_ceil(panel));
+    let tile = n_panels.div_ceil(threads * 2).max(16usize.div_ceil(panel));
     let tiles = n_panels.div_ceil(tile);
     let span = |t: usize| (t * tile, tile.min(n_panels - t * tile));
     let bufs: Vec<Mutex<Vec<f32>>> = (0..tiles)
