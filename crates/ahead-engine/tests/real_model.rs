@@ -35,20 +35,11 @@ fn chat(e: &Engine, system: Option<&str>, user: &str) -> Prompt {
     Prompt::Ids(e.chat_prompt(&messages, true).unwrap().ids)
 }
 
-fn params(
-    method: Method,
-    num_draft: Option<usize>,
-    sampling: SamplingParams,
-    seed: u64,
-    max_tokens: usize,
-) -> GenerateParams {
+/// Stops at the end of the turn, as a chat does.
+fn until_eos(p: GenerateParams) -> GenerateParams {
     GenerateParams {
-        max_tokens,
-        sampling,
-        seed,
-        method,
-        num_draft,
-        ..Default::default()
+        ignore_eos: false,
+        ..p
     }
 }
 
@@ -76,7 +67,13 @@ fn every_method_is_token_identical_to_plain_decoding_on_chats() {
         let want = gen(
             e,
             prompt,
-            &params(Method::Vanilla, None, SamplingParams::greedy(), 0, 64),
+            &until_eos(method_params(
+                Method::Vanilla,
+                None,
+                SamplingParams::greedy(),
+                0,
+                64,
+            )),
         );
         for (method, k) in [
             (Method::Draft, Some(4)),
@@ -86,7 +83,11 @@ fn every_method_is_token_identical_to_plain_decoding_on_chats() {
             (Method::Lookahead, None),
             (Method::Auto, None),
         ] {
-            let got = gen(e, prompt, &params(method, k, SamplingParams::greedy(), 0, 64));
+            let got = gen(
+                e,
+                prompt,
+                &until_eos(method_params(method, k, SamplingParams::greedy(), 0, 64)),
+            );
             assert_eq!(got.token_ids, want.token_ids, "{method:?} k={k:?}");
             assert_eq!(got.finish_reason, want.finish_reason, "{method:?} k={k:?}");
             if method == Method::Draft && k.is_some() {
@@ -135,9 +136,11 @@ fn sampled_tokens_follow_the_target_distribution() {
         let mut first = vec![0u64; vocab];
         let mut drafted = 0;
         for seed in 0..n {
-            let mut p = params(method, Some(3), sampling.clone(), seed, 2);
-            p.ignore_eos = true;
-            let out = gen(e, &prompt, &p);
+            let out = gen(
+                e,
+                &prompt,
+                &method_params(method, Some(3), sampling.clone(), seed, 2),
+            );
             first[out.token_ids[0] as usize] += 1;
             drafted += out.stats.drafted_tokens;
         }

@@ -20,18 +20,6 @@ fn engine() -> &'static Engine {
     })
 }
 
-fn params(method: Method, k: Option<usize>, sampling: SamplingParams, seed: u64, n: usize) -> GenerateParams {
-    GenerateParams {
-        max_tokens: n,
-        sampling,
-        seed,
-        method,
-        num_draft: k,
-        ignore_eos: true,
-        ..Default::default()
-    }
-}
-
 #[test]
 fn the_mode_is_detected_at_load() {
     assert_eq!(engine().draft_mode(), Some(DraftMode::Retokenized));
@@ -54,13 +42,13 @@ fn greedy_output_is_token_identical_to_plain_decoding() {
         let want = gen(
             e,
             &prompt,
-            &params(Method::Vanilla, None, SamplingParams::greedy(), 0, 150),
+            &method_params(Method::Vanilla, None, SamplingParams::greedy(), 0, 150),
         );
         for k in [Some(1), Some(2), Some(4), Some(8), None] {
             let got = gen(
                 e,
                 &prompt,
-                &params(Method::Draft, k, SamplingParams::greedy(), 0, 150),
+                &method_params(Method::Draft, k, SamplingParams::greedy(), 0, 150),
             );
             assert_eq!(got.token_ids, want.token_ids, "k={k:?} {prompt:?}");
             assert_eq!(got.text, want.text);
@@ -98,7 +86,7 @@ fn sampled_tokens_follow_the_target_distribution() {
             let out = gen(
                 e,
                 &prompt,
-                &params(Method::Draft, Some(3), sampling.clone(), seed, 2),
+                &method_params(Method::Draft, Some(3), sampling.clone(), seed, 2),
             );
             first[out.token_ids[0] as usize] += 1;
             second

@@ -52,24 +52,6 @@ fn prompts() -> Vec<Prompt> {
     p
 }
 
-fn params(
-    method: Method,
-    num_draft: Option<usize>,
-    sampling: SamplingParams,
-    seed: u64,
-    max_tokens: usize,
-) -> GenerateParams {
-    GenerateParams {
-        max_tokens,
-        sampling,
-        seed,
-        method,
-        num_draft,
-        ignore_eos: true,
-        ..Default::default()
-    }
-}
-
 #[test]
 fn greedy_output_is_token_identical_for_every_method_and_draft_length() {
     let e = engine_with_draft();
@@ -77,7 +59,7 @@ fn greedy_output_is_token_identical_for_every_method_and_draft_length() {
         let want = gen(
             e,
             &prompt,
-            &params(Method::Vanilla, None, SamplingParams::greedy(), 0, 120),
+            &method_params(Method::Vanilla, None, SamplingParams::greedy(), 0, 120),
         );
         for method in [
             Method::Draft,
@@ -87,7 +69,11 @@ fn greedy_output_is_token_identical_for_every_method_and_draft_length() {
             Method::Auto,
         ] {
             for k in [Some(1), Some(2), Some(4), Some(8), None] {
-                let got = gen(e, &prompt, &params(method, k, SamplingParams::greedy(), 0, 120));
+                let got = gen(
+                    e,
+                    &prompt,
+                    &method_params(method, k, SamplingParams::greedy(), 0, 120),
+                );
                 assert_eq!(got.token_ids, want.token_ids, "{method:?} k={k:?} {prompt:?}");
                 assert_eq!(got.text, want.text, "{method:?} k={k:?}");
                 let s = &got.stats;
@@ -121,7 +107,7 @@ fn greedy_with_stops_eos_and_penalties_matches_plain_decoding() {
                 repetition_penalty: penalty,
                 ..SamplingParams::greedy()
             };
-            let mut p = params(Method::Vanilla, None, sampling, 0, 200);
+            let mut p = method_params(Method::Vanilla, None, sampling, 0, 200);
             p.stop = stop.clone();
             p.ignore_eos = false;
             let want = gen(e, &prompt, &p);
@@ -157,7 +143,7 @@ fn a_draft_equal_to_the_target_is_always_accepted() {
     let out = gen(
         &e,
         &Prompt::Ids(vec![1]),
-        &params(Method::Draft, Some(4), SamplingParams::greedy(), 0, 100),
+        &method_params(Method::Draft, Some(4), SamplingParams::greedy(), 0, 100),
     );
     assert_eq!(out.stats.accepted_tokens, out.stats.drafted_tokens);
     assert!(out.stats.mean_accepted_length > 4.5, "{:?}", out.stats);
@@ -170,12 +156,12 @@ fn the_oracle_drafts_plain_decodings_output_and_every_draft_is_accepted() {
         let want = gen(
             e,
             &prompt,
-            &params(Method::Vanilla, None, SamplingParams::greedy(), 0, 100),
+            &method_params(Method::Vanilla, None, SamplingParams::greedy(), 0, 100),
         );
         let prompt_len = e.prompt_ids(&prompt).unwrap().len();
         for k in [1, 3, 8] {
             let oracle = ahead_engine::spec::OracleProposer::new(prompt_len, want.token_ids.clone());
-            let p = params(Method::Vanilla, Some(k), SamplingParams::greedy(), 0, 100);
+            let p = method_params(Method::Vanilla, Some(k), SamplingParams::greedy(), 0, 100);
             let got = e.generate_with_proposer(&prompt, &p, Box::new(oracle)).unwrap();
             assert_eq!(got.token_ids, want.token_ids, "k={k}");
             let s = &got.stats;
@@ -238,7 +224,7 @@ fn sampled_tokens_follow_the_target_distribution_for_every_method_and_warper() {
             let mut seconds: std::collections::HashMap<u32, Vec<u64>> = Default::default();
             let mut drafted = 0;
             for seed in 0..n {
-                let out = gen(e, prompt, &params(method, k, sampling.clone(), seed, 2));
+                let out = gen(e, prompt, &method_params(method, k, sampling.clone(), seed, 2));
                 first[out.token_ids[0] as usize] += 1;
                 seconds.entry(out.token_ids[0]).or_insert_with(|| vec![0; 512])[out.token_ids[1] as usize] +=
                     1;
@@ -338,7 +324,7 @@ fn the_target_cache_after_every_step_equals_a_fresh_prefill() {
                 }
                 steps += 1;
             };
-            let p = params(method, Some(4), sampling.clone(), 7, 60);
+            let p = method_params(method, Some(4), sampling.clone(), 7, 60);
             e.generate_inspected(&prompt, &p, &mut |_| {}, Some(&mut check), None)
                 .unwrap();
         }
@@ -376,7 +362,7 @@ fn seeded_sampling_gives_the_same_tokens_in_every_engine_for_every_method() {
         Method::Auto,
     ] {
         for prompt in prompts().into_iter().take(3) {
-            let p = params(method, None, sampling.clone(), 11, 80);
+            let p = method_params(method, None, sampling.clone(), 11, 80);
             let (x, y) = (gen(&a, &prompt, &p), gen(&b, &prompt, &p));
             assert_eq!(x.token_ids, y.token_ids, "{method:?} {prompt:?}");
             assert_eq!(

@@ -202,9 +202,13 @@ fn smollm2_chat_prompts_tokenize_as_apply_chat_template() {
 }
 
 /// Greedy decoding of the Q4_1 file against transformers' float32 run of the same weights.
-/// ahead quantizes activations to 8 bits for the integer kernels, so ids must agree up to the
-/// first step whose reference margin is below `QUANTIZED_NEAR_TIE`.
+/// ahead quantizes activations to 8 bits for the integer kernels (as llama.cpp does), so the
+/// ids may part, but only at a step where the reference's top two are within
+/// `QUANTIZED_NEAR_TIE` (measured: four cases part at margins 0.08, 0.03, 0.41 and 0.16, two
+/// not at all), and no fewer tokens may agree than when this was written.
 const QUANTIZED_NEAR_TIE: f32 = 0.5;
+/// Tokens of the six cases that agreed before their first divergence (of 354), measured.
+const QUANTIZED_AGREED: usize = 187;
 
 #[test]
 fn smollm2_q4_1_decodes_as_transformers_does() {
@@ -219,14 +223,22 @@ fn smollm2_q4_1_decodes_as_transformers_does() {
         let want = ids(&case["greedy_ids"]);
         let margins = floats(&case["top2_margins"]);
         let (got, _) = greedy(&loaded.model, &prompt, want.len(), &eos);
-        assert_eq!(
-            greedy_divergence(&got, &want, &margins, QUANTIZED_NEAR_TIE),
-            None,
-            "{name}: {got:?}\nvs {want:?}\nmargins {margins:?}"
-        );
-        agreed += got.iter().zip(&want).take_while(|(a, b)| a == b).count();
+        let same = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
+        if same < want.len() {
+            // The step where they part must itself be a near-tie of the reference.
+            assert!(
+                margins[same] < QUANTIZED_NEAR_TIE,
+                "{name}: parts at step {same}, where the reference's margin is {}\n{got:?}\nvs {want:?}",
+                margins[same]
+            );
+        }
+        agreed += same;
     }
     eprintln!("smollm2 q4_1: {agreed} greedy tokens agree with transformers");
+    assert!(
+        agreed >= QUANTIZED_AGREED,
+        "{agreed} tokens agree; {QUANTIZED_AGREED} did"
+    );
 }
 
 /// `ahead convert --to f32` holds the Q4_1 weights exactly, and float32 throughout is what

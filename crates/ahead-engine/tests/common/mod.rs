@@ -203,3 +203,22 @@ pub fn target_dist(e: &Engine, ids: &[u32], sampling: &SamplingParams) -> Vec<f6
     let d = ahead_core::sampling::warp(out.last(), sampling, ids).unwrap();
     d.probs().iter().map(|&p| p as f64).collect()
 }
+
+/// `method` with `num_draft`, `sampling` and `seed`, exactly `max_tokens` tokens (EOS ignored).
+pub fn method_params(
+    method: ahead_engine::Method,
+    num_draft: Option<usize>,
+    sampling: SamplingParams,
+    seed: u64,
+    max_tokens: usize,
+) -> GenerateParams {
+    GenerateParams {
+        max_tokens,
+        sampling,
+        seed,
+        method,
+        num_draft,
+        ignore_eos: true,
+        ..Default::default()
+    }
+}

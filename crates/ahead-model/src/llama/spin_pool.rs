@@ -3,10 +3,10 @@
 //! Decoding one token of a 100M-parameter model is a few hundred products of 0.1-1M
 //! multiply-adds, each done in tens of microseconds. Waking a sleeping rayon worker for each
 //! costs about as much as the product (measured: splitting them over rayon's two threads made
-//! SmolLM2-135M decode 1.4x slower than keeping them on one), so they ran on one core while
+//! SmolLM2-135M decode 1.3-1.4x slower than keeping them on one), so they ran on one core while
 //! llama.cpp, whose threads spin at barriers, used both. Here the workers spin on an epoch
-//! counter for a while after each job (then park), so a product's second half starts within
-//! nanoseconds; the caller takes tasks too and waits, spinning, for the last one.
+//! counter for a while after each job (then park), so a product's second half starts without a
+//! wake-up; the caller takes tasks too and waits, spinning, for the last one.
 //!
 //! One job at a time: a caller that finds the pool busy (another thread's product) gets `false`
 //! and runs its own way. Which thread computes a task never changes its numbers.
