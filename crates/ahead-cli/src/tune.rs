@@ -13,7 +13,7 @@ use ahead_engine::{Engine, GenerateParams, Method};
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::bench::methods::{measure, runnable, suites, Candidate};
+use crate::bench::methods::{embedded_workload, measure, runnable, Candidate};
 use crate::sources::Sources;
 use crate::tuned::{Measured, Tuned};
 
@@ -175,8 +175,8 @@ pub fn run(a: TuneArgs) -> Result<()> {
     for s in &skipped {
         eprintln!("skipped: {s}");
     }
-    let suites = suites(a.prompts)?;
-    let reports = measure(&candidates, &suites, a.max_tokens, a.runs, 1)?;
+    let work = embedded_workload(a.prompts, a.max_tokens, Default::default(), 0)?;
+    let reports = measure(&candidates, &work, a.runs, 1)?;
     let mut measured: Vec<Measured> = reports
         .iter()
         .map(|r| Measured {

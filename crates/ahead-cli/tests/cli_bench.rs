@@ -41,7 +41,7 @@ fn bench_reports_every_method_as_json_and_plots_them() {
         assert!((total - 1.0).abs() < 1e-6, "time split of {m}");
         for suite in ["stories", "code"] {
             assert!(
-                m["suites"][suite]["speedup_vs_vanilla"].as_f64().is_some(),
+                m["by_group"][suite]["speedup_vs_vanilla"].as_f64().is_some(),
                 "{suite} of {m}"
             );
         }

@@ -1,13 +1,15 @@
-//! `ahead bench`: vanilla and every speculative method, side by side, over a fixed suite of
-//! held-out prompts (TinyStories text and CPython code, embedded in the binary). Methods are
+//! `ahead bench`: vanilla and every speculative method, side by side, over a workload: the
+//! fixed suite of held-out prompts embedded in the binary (TinyStories text and CPython code),
+//! or a question file through the model's chat template (`--suite`, see `suite`). Methods are
 //! interleaved per prompt, so the machine's noise hits them alike; speed is total generated
-//! tokens over total decoding time (prefill excluded), greedy, `max_tokens` each.
+//! tokens over total decoding time (prefill excluded). Every method's tokens are compared with
+//! vanilla's on every prompt.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use ahead_engine::spec::OracleProposer;
-use ahead_engine::{Engine, EngineError, GenerateParams, Generation, Method, Prompt};
+use ahead_engine::{Engine, EngineError, GenerateParams, Generation, Method, Prompt, SamplingParams};
 use anyhow::{Context, Result};
 use clap::Args;
 use serde::{Deserialize, Serialize};
@@ -33,12 +35,30 @@ pub struct MethodsArgs {
     /// Medusa heads folder.
     #[arg(long)]
     pub medusa: Option<String>,
-    /// Tokens generated per prompt.
-    #[arg(long, default_value_t = 128)]
-    pub max_tokens: usize,
-    /// Prompts per suite (at most 12).
-    #[arg(long, default_value_t = 12)]
+    /// Questions in Spec-Bench's format (JSON lines: `question_id`, `category`, `turns`), each
+    /// through the model's chat template, instead of the embedded prompt suite.
+    #[arg(long)]
+    pub suite: Option<PathBuf>,
+    /// With --suite: at most this many questions per group, evenly spaced over its questions.
+    #[arg(long, requires = "suite")]
+    pub limit_per_category: Option<usize>,
+    /// A Jinja chat template to use instead of the model's own (--suite).
+    #[arg(long, requires = "suite")]
+    pub chat_template: Option<PathBuf>,
+    /// Tokens generated per prompt [default: 128; 256 with --suite, which also stops at the end
+    /// of the answer, as Spec-Bench does].
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+    /// Prompts per embedded suite (at most 12).
+    #[arg(long, default_value_t = 12, conflicts_with = "suite")]
     pub prompts: usize,
+    /// 0 is greedy. When sampling, outputs are not compared with vanilla's (the methods
+    /// promise vanilla's distribution, not its draws) and the perfect drafter is not run.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Seed of every generation's sampler.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
     /// Passes over the suites; totals add up over passes.
     #[arg(long, default_value_t = 2)]
     pub runs: usize,
@@ -46,6 +66,13 @@ pub struct MethodsArgs {
     /// for all of them, as `ahead serve` does under load) and report aggregate throughput.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
+    /// Only these rows (comma-separated names as the table gives them, e.g.
+    /// `prompt-lookup,auto`); vanilla always runs, as the baseline.
+    #[arg(long, value_delimiter = ',')]
+    pub methods: Vec<String>,
+    /// Leave out the perfect drafter's rows (which need plain decoding's output first).
+    #[arg(long)]
+    pub no_ceiling: bool,
     /// One JSON object with a `methods` list instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -132,8 +159,12 @@ pub(crate) struct MethodReport {
     /// Shares of decoding time: drafting, target verify forwards, and the rest (acceptance,
     /// commits, detokenization).
     pub time_split: TimeSplit,
-    /// The same figures per suite.
-    pub suites: BTreeMap<String, SuiteReport>,
+    /// Whether every prompt's tokens equal vanilla's on every run (`None` when sampling).
+    pub identical_to_vanilla: Option<bool>,
+    /// The prompts whose tokens differed from vanilla's (with the run).
+    pub mismatches: Vec<String>,
+    /// The same figures per group of prompts.
+    pub by_group: BTreeMap<String, GroupReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -144,30 +175,37 @@ pub(crate) struct TimeSplit {
 }
 
 #[derive(Debug, Serialize)]
-pub(crate) struct SuiteReport {
+pub(crate) struct GroupReport {
     pub tokens_per_second: f64,
     pub speedup_vs_vanilla: f64,
     pub mean_accepted_length: f64,
 }
 
 #[derive(Debug, Serialize)]
-struct Report {
-    model: String,
-    prompts: BTreeMap<String, usize>,
-    max_tokens: usize,
-    runs: usize,
-    batch: usize,
-    methods: Vec<MethodReport>,
+pub(crate) struct Report {
+    /// The question file, or `embedded`.
+    pub suite: String,
+    pub model: String,
+    /// The groups, in the order reported.
+    pub groups: Vec<String>,
+    /// Prompts per group (an MT-bench question's turns are two prompts).
+    pub prompts: BTreeMap<String, usize>,
+    pub max_tokens: usize,
+    pub temperature: f32,
+    pub seed: u64,
+    pub runs: usize,
+    pub batch: usize,
+    pub methods: Vec<MethodReport>,
     /// Not methods: a drafter that knows plain decoding's output (every draft right, free)
     /// at fixed draft lengths, measured beside the methods. The ceiling of any drafter here.
-    ceiling: Vec<MethodReport>,
+    pub ceiling: Vec<MethodReport>,
     /// Methods that could not run with this model (no draft, no heads), and why.
-    skipped: Vec<String>,
+    pub skipped: Vec<String>,
 }
 
 /// The methods compared: the controller's choice for each, plus fixed settings that show
 /// what acceptance each method reaches when it always drafts.
-fn methods() -> Vec<(&'static str, GenerateParams)> {
+pub(crate) fn methods() -> Vec<(&'static str, GenerateParams)> {
     let with = |method, num_draft| GenerateParams {
         method,
         num_draft,
@@ -196,7 +234,7 @@ fn methods() -> Vec<(&'static str, GenerateParams)> {
 }
 
 /// Draft lengths at which the perfect drafter is measured.
-const CEILING_DRAFTS: [usize; 3] = [2, 4, 8];
+pub(crate) const CEILING_DRAFTS: [usize; 3] = [2, 4, 8];
 
 /// A configuration to measure: a name, the engine it runs on, and its parameters.
 pub(crate) struct Candidate<'e> {
@@ -208,14 +246,79 @@ pub(crate) struct Candidate<'e> {
     pub oracle: bool,
 }
 
-/// The embedded prompt suites, `n` prompts each (at most 12).
-pub(crate) fn suites(n: usize) -> Result<Vec<(&'static str, Vec<String>)>> {
+/// One prompt of a workload.
+pub(crate) struct Item {
+    /// The group it is reported in (`stories`, `qa`, ...).
+    pub group: String,
+    /// How a mismatch names it.
+    pub label: String,
+    pub prompt: Prompt,
+}
+
+/// What every configuration runs: the prompts, in order, and the parameters that are the
+/// workload's rather than the method's (length, end of sequence, sampler, seed).
+pub(crate) struct Workload {
+    pub items: Vec<Item>,
+    /// The groups in the order reported.
+    pub groups: Vec<String>,
+    pub params: GenerateParams,
+}
+
+impl Workload {
+    /// `params` with the workload's length, end-of-sequence rule, sampler and seed.
+    fn apply(&self, params: &GenerateParams) -> GenerateParams {
+        GenerateParams {
+            max_tokens: self.params.max_tokens,
+            ignore_eos: self.params.ignore_eos,
+            sampling: self.params.sampling.clone(),
+            seed: self.params.seed,
+            ..params.clone()
+        }
+    }
+
+    fn greedy(&self) -> bool {
+        self.params.sampling.temperature == 0.0
+    }
+
+    /// Prompts per group.
+    fn counts(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for item in &self.items {
+            *counts.entry(item.group.clone()).or_default() += 1;
+        }
+        counts
+    }
+}
+
+/// The embedded prompt suites, `n` prompts each (at most 12), raw text generated to
+/// `max_tokens` whatever the model would end on.
+pub(crate) fn embedded_workload(
+    n: usize,
+    max_tokens: usize,
+    sampling: SamplingParams,
+    seed: u64,
+) -> Result<Workload> {
     let suite: Suite = serde_json::from_str(SUITE).context("the embedded prompt suite")?;
     let n = n.clamp(1, 12);
-    Ok(vec![
-        ("stories", suite.stories.into_iter().take(n).collect()),
-        ("code", suite.code.into_iter().take(n).collect()),
-    ])
+    let mut items = Vec::new();
+    for (group, prompts) in [("stories", suite.stories), ("code", suite.code)] {
+        items.extend(prompts.into_iter().take(n).enumerate().map(|(i, p)| Item {
+            group: group.to_string(),
+            label: format!("{group} #{}", i + 1),
+            prompt: Prompt::Text(p),
+        }));
+    }
+    Ok(Workload {
+        items,
+        groups: vec!["stories".into(), "code".into()],
+        params: GenerateParams {
+            max_tokens,
+            ignore_eos: true,
+            sampling,
+            seed,
+            ..GenerateParams::default()
+        },
+    })
 }
 
 /// Drops the candidates their engine cannot run (no draft, no heads), saying why.
@@ -240,108 +343,140 @@ pub(crate) fn runnable(candidates: &mut Vec<Candidate<'_>>) -> Vec<String> {
     skipped
 }
 
-/// Runs every candidate on every prompt, interleaved per prompt, `runs` passes, greedy, and
-/// reports each against the first (the baseline, vanilla).
+/// A progress bar on stderr (drawn only on a terminal).
+pub(crate) fn progress(len: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{elapsed_precise} [{bar:32}] {pos}/{len} generations, ETA {eta} {msg}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// Runs every candidate on every prompt of `work`, interleaved per prompt, `runs` passes, and
+/// reports each against the first (the baseline, vanilla), comparing tokens when greedy.
 pub(crate) fn measure(
     candidates: &[Candidate<'_>],
-    suites: &[(&'static str, Vec<String>)],
-    max_tokens: usize,
+    work: &Workload,
     runs: usize,
     batch: usize,
 ) -> Result<Vec<MethodReport>> {
-    // totals[candidate][suite]
-    let mut totals: Vec<BTreeMap<&str, Totals>> = vec![BTreeMap::new(); candidates.len()];
-    let prompts: usize = suites.iter().map(|(_, p)| p.len()).sum();
-    let continuations = match candidates.iter().find(|c| c.oracle) {
-        Some(c) => plain_continuations(c.engine, suites, max_tokens)?,
-        None => BTreeMap::new(),
+    let (n, runs, batch) = (candidates.len(), runs.max(1), batch.max(1));
+    // totals[candidate][group]
+    let mut totals: Vec<BTreeMap<&str, Totals>> = vec![BTreeMap::new(); n];
+    let mut mismatches: Vec<Vec<String>> = vec![Vec::new(); n];
+    let continuations = if candidates.iter().any(|c| c.oracle) {
+        plain_continuations(candidates[0].engine, work)?
+    } else {
+        Vec::new()
     };
-    for run in 0..runs.max(1) {
-        eprintln!(
-            "pass {}/{}: {} configurations x {prompts} prompts...",
-            run + 1,
-            runs.max(1),
-            candidates.len()
-        );
-        for (suite, prompts) in suites {
-            for (pi, group) in prompts.chunks(batch.max(1)).enumerate() {
-                // The order rotates from prompt to prompt, so that no configuration always
-                // runs first (or right after the heaviest one).
-                let n = candidates.len();
-                for i in (0..n).map(|i| (i + pi + run) % n) {
-                    let (c, t) = (&candidates[i], &mut totals[i]);
-                    let params = GenerateParams {
-                        max_tokens,
-                        ignore_eos: true,
-                        ..c.params.clone()
-                    };
-                    let measured = if c.oracle {
-                        let p = &group[0];
-                        let (prompt_len, tokens) = &continuations[p.as_str()];
-                        let oracle = OracleProposer::new(*prompt_len, tokens.clone());
-                        let g = c
-                            .engine
-                            .generate_with_proposer(&Prompt::Text(p.clone()), &params, Box::new(oracle))
-                            .with_context(|| format!("{} on {p:?}", c.name))?;
-                        Totals::of(&g)
-                    } else if batch <= 1 {
-                        let p = &group[0];
-                        let g = c
-                            .engine
-                            .generate_one(&Prompt::Text(p.clone()), &params, &mut |_| {})
-                            .with_context(|| format!("{} on {p:?}", c.name))?;
-                        Totals::of(&g)
-                    } else {
-                        batched(c, group, &params)?
-                    };
-                    t.entry(suite).or_default().merge(&measured);
+    let bar = progress(runs * work.items.len() * n);
+    // Consecutive prompts of one group form a batch.
+    let mut groups: Vec<&[Item]> = Vec::new();
+    for chunk in work.items.chunk_by(|a, b| a.group == b.group) {
+        groups.extend(chunk.chunks(batch));
+    }
+    for run in 0..runs {
+        if bar.is_hidden() {
+            eprintln!(
+                "pass {}/{runs}: {n} configurations x {} prompts...",
+                run + 1,
+                work.items.len()
+            );
+        }
+        let mut first = 0;
+        for (gi, group) in groups.iter().enumerate() {
+            let mut outputs: Vec<Vec<Vec<u32>>> = vec![Vec::new(); n];
+            // The order rotates from prompt to prompt, so that no configuration always
+            // runs first (or right after the heaviest one).
+            for i in (0..n).map(|i| (i + gi + run) % n) {
+                let c = &candidates[i];
+                bar.set_message(c.name.clone());
+                let params = work.apply(&c.params);
+                let what = |item: &Item| format!("{} on {}", c.name, item.label);
+                let (measured, ids) = if c.oracle {
+                    let (prompt_len, tokens) = &continuations[first];
+                    let oracle = OracleProposer::new(*prompt_len, tokens.clone());
+                    let g = c
+                        .engine
+                        .generate_with_proposer(&group[0].prompt, &params, Box::new(oracle))
+                        .with_context(|| what(&group[0]))?;
+                    (Totals::of(&g), vec![g.token_ids])
+                } else if batch <= 1 {
+                    let g = c
+                        .engine
+                        .generate_one(&group[0].prompt, &params, &mut |_| {})
+                        .with_context(|| what(&group[0]))?;
+                    (Totals::of(&g), vec![g.token_ids])
+                } else {
+                    batched(c, group, &params)?
+                };
+                totals[i]
+                    .entry(group[0].group.as_str())
+                    .or_default()
+                    .merge(&measured);
+                outputs[i] = ids;
+                bar.inc(group.len() as u64);
+            }
+            if work.greedy() {
+                for (i, out) in outputs.iter().enumerate().skip(1) {
+                    for (j, (ids, item)) in out.iter().zip(group.iter()).enumerate() {
+                        if outputs[0].get(j) != Some(ids) {
+                            mismatches[i].push(format!("{} (run {})", item.label, run + 1));
+                        }
+                    }
                 }
             }
+            first += group.len();
         }
     }
+    bar.finish_and_clear();
     let names: Vec<&str> = candidates.iter().map(|c| c.name.as_str()).collect();
-    Ok(report(&names, &totals))
+    Ok(report(&names, &totals, mismatches, work.greedy()))
 }
 
-/// Each prompt's length in tokens and plain decoding's greedy continuation of it.
-fn plain_continuations<'p>(
-    engine: &Engine,
-    suites: &'p [(&'static str, Vec<String>)],
-    max_tokens: usize,
-) -> Result<BTreeMap<&'p str, (usize, Vec<u32>)>> {
-    let params = GenerateParams {
+/// Each prompt's length in tokens and plain decoding's continuation of it, in workload order.
+fn plain_continuations(engine: &Engine, work: &Workload) -> Result<Vec<(usize, Vec<u32>)>> {
+    let params = work.apply(&GenerateParams {
         method: Method::Vanilla,
-        max_tokens,
-        ignore_eos: true,
         ..GenerateParams::default()
-    };
-    let mut out = BTreeMap::new();
-    for p in suites.iter().flat_map(|(_, p)| p) {
-        let prompt = Prompt::Text(p.clone());
-        let g = engine.generate_one(&prompt, &params, &mut |_| {})?;
-        out.insert(p.as_str(), (engine.prompt_ids(&prompt)?.len(), g.token_ids));
-    }
-    Ok(out)
+    });
+    let bar = progress(work.items.len());
+    bar.set_message("plain decoding's output, for the perfect drafter");
+    let out = work
+        .items
+        .iter()
+        .map(|item| {
+            let g = engine.generate_one(&item.prompt, &params, &mut |_| {})?;
+            bar.inc(1);
+            Ok((engine.prompt_ids(&item.prompt)?.len(), g.token_ids))
+        })
+        .collect();
+    bar.finish_and_clear();
+    out
 }
 
-/// Totals of one batch of prompts generated together (`Engine::generate_batched`): tokens and
-/// forwards add up; time is the batch's wall time, of which the forwards shared by all its
-/// sequences count once (the longest sequence saw every one).
-fn batched(c: &Candidate<'_>, prompts: &[String], params: &GenerateParams) -> Result<Totals> {
-    let prompts: Vec<Prompt> = prompts.iter().map(|p| Prompt::Text(p.clone())).collect();
+/// Totals of one batch of prompts generated together (`Engine::generate_batched`) and each
+/// prompt's tokens: tokens and forwards add up; time is the batch's wall time, of which the
+/// forwards shared by all its sequences count once (the longest sequence saw every one).
+fn batched(c: &Candidate<'_>, items: &[Item], params: &GenerateParams) -> Result<(Totals, Vec<Vec<u32>>)> {
+    let prompts: Vec<Prompt> = items.iter().map(|i| i.prompt.clone()).collect();
     let start = std::time::Instant::now();
     let gens = c.engine.generate_batched(&prompts, params);
     let wall_ms = start.elapsed().as_secs_f64() * 1e3;
     let mut sum = Totals::default();
     let mut verify_ms = 0f64;
+    let mut ids = Vec::new();
     for g in gens {
         let g = g.with_context(|| format!("{} in a batch", c.name))?;
         verify_ms = verify_ms.max(g.stats.verify_ms);
         sum.merge(&Totals::of(&g));
+        ids.push(g.token_ids);
     }
     sum.decode_ms = wall_ms;
     sum.verify_ms = verify_ms;
-    Ok(sum)
+    Ok((sum, ids))
 }
 
 pub fn run(a: MethodsArgs) -> Result<()> {
@@ -355,8 +490,28 @@ pub fn run(a: MethodsArgs) -> Result<()> {
         draft_medusa: None,
     }
     .engine()?;
-    let suites = suites(a.prompts)?;
-    let mut candidates: Vec<Candidate<'_>> = methods()
+    let engine = crate::decoding::with_chat_template(engine, a.chat_template.as_deref())?;
+    let sampling = SamplingParams {
+        temperature: a.temperature,
+        ..SamplingParams::default()
+    };
+    sampling.validate().context("--temperature")?;
+    let (suite, work) = match &a.suite {
+        Some(path) => {
+            let max_tokens = a.max_tokens.unwrap_or(256);
+            let work =
+                super::suite::workload(&engine, path, a.limit_per_category, max_tokens, sampling, a.seed)?;
+            (path.display().to_string(), work)
+        }
+        None => {
+            let max_tokens = a.max_tokens.unwrap_or(128);
+            (
+                "embedded".to_string(),
+                embedded_workload(a.prompts, max_tokens, sampling, a.seed)?,
+            )
+        }
+    };
+    let mut candidates: Vec<Candidate<'_>> = pick(methods(), &a.methods)?
         .into_iter()
         .map(|(name, params)| Candidate {
             name: name.to_string(),
@@ -367,8 +522,9 @@ pub fn run(a: MethodsArgs) -> Result<()> {
         .collect();
     let skipped = runnable(&mut candidates);
     let n_methods = candidates.len();
-    // The perfect drafter runs through one sequence's steps; batches take methods only.
-    if a.batch <= 1 {
+    // The perfect drafter knows plain decoding's greedy output and runs through one
+    // sequence's steps; batches and sampled runs take methods only.
+    if a.batch <= 1 && work.greedy() && !a.no_ceiling {
         candidates.extend(CEILING_DRAFTS.map(|k| Candidate {
             name: format!("perfect drafts (k={k})"),
             engine: &engine,
@@ -379,12 +535,16 @@ pub fn run(a: MethodsArgs) -> Result<()> {
             oracle: true,
         }));
     }
-    let mut methods = measure(&candidates, &suites, a.max_tokens, a.runs, a.batch)?;
+    let mut methods = measure(&candidates, &work, a.runs, a.batch)?;
     let ceiling = methods.split_off(n_methods);
     let r = Report {
+        suite,
         model: engine.loaded().info.source.clone(),
-        prompts: suites.iter().map(|(s, p)| (s.to_string(), p.len())).collect(),
-        max_tokens: a.max_tokens,
+        prompts: work.counts(),
+        groups: work.groups.clone(),
+        max_tokens: work.params.max_tokens,
+        temperature: a.temperature,
+        seed: a.seed,
         runs: a.runs.max(1),
         batch: a.batch.max(1),
         methods,
@@ -392,13 +552,36 @@ pub fn run(a: MethodsArgs) -> Result<()> {
         skipped,
     };
     if let Some(path) = &a.plot {
-        std::fs::write(path, super::plot::speedups_svg(&r.model, &r.methods))
+        std::fs::write(path, super::plot::speedups_svg(&r.model, &r.groups, &r.methods))
             .with_context(|| format!("writing {}", path.display()))?;
     }
     print(&r, a.json)
 }
 
-fn report(names: &[&str], totals: &[BTreeMap<&str, Totals>]) -> Vec<MethodReport> {
+/// The rows `names` asks for, vanilla first; all of them when `names` is empty.
+fn pick(
+    all: Vec<(&'static str, GenerateParams)>,
+    names: &[String],
+) -> Result<Vec<(&'static str, GenerateParams)>> {
+    if let Some(unknown) = names.iter().find(|n| !all.iter().any(|(m, _)| m == n)) {
+        let known: Vec<&str> = all.iter().map(|(m, _)| *m).collect();
+        anyhow::bail!(
+            "unknown method {unknown:?} for --methods; one of: {}",
+            known.join(", ")
+        );
+    }
+    Ok(all
+        .into_iter()
+        .filter(|(m, _)| names.is_empty() || *m == "vanilla" || names.iter().any(|n| n == m))
+        .collect())
+}
+
+fn report(
+    names: &[&str],
+    totals: &[BTreeMap<&str, Totals>],
+    mismatches: Vec<Vec<String>>,
+    compared: bool,
+) -> Vec<MethodReport> {
     let all = |t: &BTreeMap<&str, Totals>| {
         let mut sum = Totals::default();
         t.values().for_each(|s| sum.merge(s));
@@ -408,7 +591,8 @@ fn report(names: &[&str], totals: &[BTreeMap<&str, Totals>]) -> Vec<MethodReport
     names
         .iter()
         .zip(totals)
-        .map(|(name, t)| {
+        .zip(mismatches)
+        .map(|((name, t), mismatches)| {
             let sum = all(t);
             let decode = sum.decode_ms.max(1e-9);
             MethodReport {
@@ -428,16 +612,18 @@ fn report(names: &[&str], totals: &[BTreeMap<&str, Totals>]) -> Vec<MethodReport
                     verify: sum.verify_ms / decode,
                     other: (1.0 - (sum.draft_ms + sum.verify_ms) / decode).max(0.0),
                 },
-                suites: t
+                identical_to_vanilla: compared.then_some(mismatches.is_empty()),
+                mismatches,
+                by_group: t
                     .iter()
-                    .map(|(suite, s)| {
+                    .map(|(group, s)| {
                         let base = totals
                             .first()
-                            .and_then(|v| v.get(suite))
+                            .and_then(|v| v.get(group))
                             .map_or(1.0, Totals::tokens_per_second);
                         (
-                            suite.to_string(),
-                            SuiteReport {
+                            group.to_string(),
+                            GroupReport {
                                 tokens_per_second: s.tokens_per_second(),
                                 speedup_vs_vanilla: s.tokens_per_second() / base.max(1e-9),
                                 mean_accepted_length: s.mean_accepted_length(),
@@ -452,25 +638,38 @@ fn report(names: &[&str], totals: &[BTreeMap<&str, Totals>]) -> Vec<MethodReport
 
 fn print(r: &Report, json: bool) -> Result<()> {
     super::emit(r, json, |out| {
+        let sampler = if r.temperature == 0.0 {
+            "greedy".to_string()
+        } else {
+            format!("temperature {} (seed {})", r.temperature, r.seed)
+        };
         writeln!(
             out,
-            "{}: {} prompts x {} tokens, greedy, {} run(s), batches of {}\n",
+            "{} on {}: {} prompts, up to {} tokens, {sampler}, {} run(s), batches of {}\n",
             r.model,
+            r.suite,
             r.prompts.values().sum::<usize>(),
             r.max_tokens,
             r.runs,
             r.batch
         )?;
-        writeln!(
-            out,
-            "| method | tokens/s | vs vanilla | stories | code | mean accepted | draft / verify / other |"
-        )?;
-        writeln!(out, "|---|---|---|---|---|---|---|")?;
+        let header = |first: &str| {
+            let groups: String = r.groups.iter().map(|g| format!(" {g} |")).collect();
+            format!("| {first} | tokens/s | overall |{groups} mean accepted |")
+        };
+        let rule = |extra: usize| "|---".repeat(r.groups.len() + 4 + extra) + "|";
+        writeln!(out, "{} identical | draft / verify / other |", header("method"))?;
+        writeln!(out, "{}", rule(2))?;
         for m in &r.methods {
+            let identical = match m.identical_to_vanilla {
+                Some(true) => "yes".to_string(),
+                Some(false) => format!("NO ({})", m.mismatches.len()),
+                None => "-".to_string(),
+            };
             writeln!(
                 out,
-                "{} {:.0}% / {:.0}% / {:.0}% |",
-                cells(m),
+                "{} {identical} | {:.0}% / {:.0}% / {:.0}% |",
+                cells(m, &r.groups),
                 m.time_split.draft * 100.0,
                 m.time_split.verify * 100.0,
                 m.time_split.other * 100.0
@@ -482,14 +681,19 @@ fn print(r: &Report, json: bool) -> Result<()> {
                 "\nCeiling of any drafter on this machine: drafts that are always right and free \
                  (plain decoding's own output), side by side with the methods above:\n"
             )?;
+            writeln!(out, "{}", header("drafter"))?;
+            writeln!(out, "{}", rule(0))?;
+            for m in &r.ceiling {
+                writeln!(out, "{}", cells(m, &r.groups))?;
+            }
+        }
+        for m in r.methods.iter().filter(|m| !m.mismatches.is_empty()) {
             writeln!(
                 out,
-                "| drafter | tokens/s | vs vanilla | stories | code | mean accepted |"
+                "{} differed from vanilla on: {}",
+                m.method,
+                m.mismatches.join(", ")
             )?;
-            writeln!(out, "|---|---|---|---|---|---|")?;
-            for m in &r.ceiling {
-                writeln!(out, "{}", cells(m))?;
-            }
         }
         for s in &r.skipped {
             writeln!(out, "skipped: {s}")?;
@@ -498,16 +702,18 @@ fn print(r: &Report, json: bool) -> Result<()> {
     })
 }
 
-/// A report row's first cells: name, tokens/s, speedup overall and per suite, mean accepted.
-fn cells(m: &MethodReport) -> String {
-    let suite = |s: &str| m.suites.get(s).map_or(0.0, |x| x.speedup_vs_vanilla);
+/// A report row's first cells: name, tokens/s, speedup overall and per group, mean accepted.
+fn cells(m: &MethodReport, groups: &[String]) -> String {
+    let by_group: String = groups
+        .iter()
+        .map(|g| {
+            m.by_group
+                .get(g)
+                .map_or(" - |".to_string(), |x| format!(" {:.2}x |", x.speedup_vs_vanilla))
+        })
+        .collect();
     format!(
-        "| {} | {:.0} | {:.2}x | {:.2}x | {:.2}x | {:.2} |",
-        m.method,
-        m.tokens_per_second,
-        m.speedup_vs_vanilla,
-        suite("stories"),
-        suite("code"),
-        m.mean_accepted_length
+        "| {} | {:.0} | {:.2}x |{by_group} {:.2} |",
+        m.method, m.tokens_per_second, m.speedup_vs_vanilla, m.mean_accepted_length
     )
 }

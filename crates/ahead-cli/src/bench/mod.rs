@@ -1,7 +1,8 @@
 //! `ahead bench`: measured speed, reproducible.
 //!
 //! - `ahead bench` runs vanilla and every speculative method side by side over a fixed suite of
-//!   held-out prompts (`methods`), as a table, JSON or an SVG chart (`plot`).
+//!   held-out prompts (`methods`), or over Spec-Bench's questions through the model's chat
+//!   template (`--suite`, `suite`), as a table, JSON or an SVG chart (`plot`).
 //! - `ahead bench cost` times one forward of k rows and of tree masks on a model of real shapes
 //!   with random weights (`cost`): the verify-cost curve speculation lives on.
 //! - `ahead bench decode` sets plain decoding against the memory-bandwidth limit (`decode`).
@@ -10,6 +11,7 @@ mod cost;
 mod decode;
 pub(crate) mod methods;
 mod plot;
+mod suite;
 
 use std::io::Write;
 
