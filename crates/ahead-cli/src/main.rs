@@ -9,6 +9,7 @@ mod inspect;
 mod serve;
 mod sources;
 mod train;
+mod train_chat_data;
 mod train_ngram;
 mod tune;
 mod tuned;

@@ -11,8 +11,8 @@ use ahead_engine::{spec::cost, Engine, GenerateParams, Method, Prompt, MAX_DRAFT
 use ahead_model::format::llama2c_write::write_llama2c;
 use ahead_model::{LoadOptions, ModelSource};
 use ahead_train::{
-    corpus, distill_draft, train_medusa, DistillOptions, DistillReport, DraftShape, MedusaOptions,
-    MedusaReport, Progress,
+    corpus, distill_draft, train_medusa, train_medusa_on_chat, DistillOptions, DistillReport, DraftShape,
+    MedusaOptions, MedusaReport, Progress,
 };
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -26,6 +26,9 @@ pub enum TrainCommand {
     Medusa(MedusaArgs),
     /// Build a static n-gram cache for prompt lookup from the model's own continuations.
     Ngram(crate::train_ngram::NgramArgs),
+    /// Record a chat model's own answers to instructions made from corpora (self-distillation
+    /// data for `ngram --data` and `medusa --data`).
+    ChatData(crate::train_chat_data::ChatDataArgs),
 }
 
 #[derive(Debug, Args)]
@@ -42,6 +45,14 @@ pub struct MedusaArgs {
     /// without one) instead of the corpus text.
     #[arg(long, default_value_t = 0)]
     pub self_distill: usize,
+    /// Train on a chat model's own answers recorded by `ahead train chat-data` (its last
+    /// --held-out share of records is held out and measured on).
+    #[arg(long, conflicts_with_all = ["corpus", "self_distill", "joint"])]
+    pub data: Option<PathBuf>,
+    /// FR-Spec: the heads score only the N tokens most frequent in the training answers
+    /// (--data); 0 scores the whole vocabulary.
+    #[arg(long, default_value_t = 0, requires = "data")]
+    pub vocab_subset: usize,
     /// Number of heads K (head i predicts the token i + 2 ahead).
     #[arg(long, default_value_t = 3)]
     pub heads: usize,
@@ -140,6 +151,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
         TrainCommand::Draft(a) => draft(a),
         TrainCommand::Medusa(a) => medusa(a),
         TrainCommand::Ngram(a) => crate::train_ngram::ngram(a),
+        TrainCommand::ChatData(a) => crate::train_chat_data::run(a),
     }
 }
 
@@ -309,6 +321,11 @@ fn medusa(a: MedusaArgs) -> Result<()> {
         base_weight: a.base_weight,
         base_lr_scale: a.base_lr_scale,
         seed: a.seed,
+        vocab_subset: a.vocab_subset,
+    };
+    let records = match &a.data {
+        Some(d) => Some(ahead_train::chat_data::read(d, loaded.model.config().vocab_size)?),
+        None => None,
     };
     let tokenizer_bytes = ahead_model::load::llama2c_tokenizer_bytes(
         &source,
@@ -324,13 +341,16 @@ fn medusa(a: MedusaArgs) -> Result<()> {
         loaded.info.source, a.heads, a.layers
     );
     let mut bar = ProgressBar::new();
-    let trained = train_medusa(
-        &loaded.model,
-        &loaded.tokenizer,
-        text.as_deref(),
-        &options,
-        &mut |p| bar.update(p),
-    )?;
+    let trained = match &records {
+        Some(r) => train_medusa_on_chat(&loaded.model, r, &options, &mut |p| bar.update(p))?,
+        None => train_medusa(
+            &loaded.model,
+            &loaded.tokenizer,
+            text.as_deref(),
+            &options,
+            &mut |p| bar.update(p),
+        )?,
+    };
     bar.finish();
     let (heads, training) = (trained.heads, trained.report);
     heads.save(&a.out, Some(&a.base))?;
@@ -354,15 +374,33 @@ fn medusa(a: MedusaArgs) -> Result<()> {
         medusa_tree: Some(eval_tree.clone()),
         ..GenerateParams::default()
     };
-    let held_out = match &text {
-        Some(t) => corpus::split(t, a.held_out)?.held_out.to_string(),
-        None => String::new(),
+    let mut measured = match &records {
+        // The records held out of training, as the chats they were.
+        Some(r) => {
+            let held = ((r.len() as f64 * a.held_out).round() as usize).max(1);
+            let prompts: Vec<Prompt> = r[r.len() - held..]
+                .iter()
+                .take(a.eval_prompts)
+                .map(|r| Prompt::Ids(r.prompt_ids.clone()))
+                .collect();
+            side_by_side_on(&engine, &prompts, &params)?
+        }
+        None => {
+            let held_out = match &text {
+                Some(t) => corpus::split(t, a.held_out)?.held_out.to_string(),
+                None => String::new(),
+            };
+            side_by_side(&engine, &held_out, a.eval_prompts, &params)?
+        }
     };
-    let mut measured = side_by_side(&engine, &held_out, a.eval_prompts, &params)?;
     measured.proposer_cost_per_step = heads_cost;
     let report = MedusaTrainReport {
         base: a.base.clone(),
-        corpus: a.corpus.as_ref().map(|c| c.display().to_string()),
+        corpus: a
+            .corpus
+            .as_ref()
+            .or(a.data.as_ref())
+            .map(|c| c.display().to_string()),
         heads: a.heads,
         layers: a.layers,
         training,
@@ -390,6 +428,13 @@ fn medusa(a: MedusaArgs) -> Result<()> {
             a.out.display(),
             agree,
             kl
+        )?;
+    }
+    if let (Some(n), Some(coverage)) = (t.vocab_subset, t.subset_coverage) {
+        writeln!(
+            out,
+            "heads score the {n} most frequent tokens: {:.1}% of held-out answer tokens",
+            coverage * 100.0
         )?;
     }
     for (i, (t1, t5)) in t.top1.iter().zip(&t.top5).enumerate() {

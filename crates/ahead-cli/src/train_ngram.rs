@@ -1,7 +1,8 @@
 //! `ahead train ngram`: builds a static n-gram cache for prompt lookup from the target's own
-//! greedy continuations of openings of one or more corpora (self-distillation: the cache
-//! learns what this model writes, not what the corpus says), then measures prompt lookup with
-//! it against plain decoding on each corpus's held-out tail.
+//! greedy continuations of openings of one or more corpora, or from its chat answers recorded
+//! by `train chat-data` (self-distillation: the cache learns what this model writes, not what
+//! the corpus says), then measures prompt lookup with it against plain decoding on each
+//! corpus's held-out tail, or on the records held out of the count.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -25,8 +26,12 @@ pub struct NgramArgs {
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     /// UTF-8 text to take openings from (repeatable); each one's tail is held out.
-    #[arg(long, required = true)]
+    #[arg(long, required_unless_present = "data")]
     pub corpus: Vec<PathBuf>,
+    /// The model's chat answers (`ahead train chat-data`) to count instead of continuations
+    /// of corpus openings; the last --held-out fraction of records is measured on.
+    #[arg(long, conflicts_with = "corpus")]
+    pub data: Option<PathBuf>,
     /// The cache file to write.
     #[arg(long)]
     pub out: PathBuf,
@@ -78,6 +83,9 @@ pub fn ngram(a: NgramArgs) -> Result<()> {
         builder = builder.tokenizer(t);
     }
     let engine = builder.build().context("loading the model")?;
+    if let Some(data) = &a.data {
+        return from_chat_data(engine, data, &a);
+    }
     let texts = a
         .corpus
         .iter()
@@ -152,9 +160,13 @@ pub fn ngram(a: NgramArgs) -> Result<()> {
         bytes: bytes.len(),
         measured,
     };
+    print(&report, &a)
+}
+
+fn print(report: &NgramReport, a: &NgramArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if a.json {
-        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+        writeln!(out, "{}", serde_json::to_string(report)?)?;
         return Ok(());
     }
     writeln!(
@@ -179,6 +191,50 @@ pub fn ngram(a: NgramArgs) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The cache counted from recorded chat answers, measured on the records held out of it.
+fn from_chat_data(engine: Engine, data: &std::path::Path, a: &NgramArgs) -> Result<()> {
+    let records = ahead_train::chat_data::read(data, engine.model().config().vocab_size)?;
+    let held = ((records.len() as f64 * a.held_out).round() as usize).min(records.len() - 1);
+    let (train, held_out) = records.split_at(records.len() - held);
+    let mut counter = NgramCounter::new(engine.model().config().vocab_size, a.max_n);
+    for r in train {
+        let (seq, prompt_len) = r.sequence();
+        counter.add(&seq, prompt_len);
+    }
+    let cache = counter.build(a.min_count);
+    let bytes = cache.to_bytes();
+    std::fs::write(&a.out, &bytes).with_context(|| format!("writing {}", a.out.display()))?;
+    let engine = engine.with_ngram_cache(cache)?;
+    let lookup = GenerateParams {
+        max_tokens: a.max_tokens,
+        method: Method::PromptLookup,
+        ..GenerateParams::default()
+    };
+    let prompts: Vec<Prompt> = held_out
+        .iter()
+        .take(a.eval_prompts)
+        .map(|r| Prompt::Ids(r.prompt_ids.clone()))
+        .collect();
+    let measured = if prompts.is_empty() {
+        Vec::new()
+    } else {
+        vec![side_by_side_on(&engine, &prompts, &lookup)?]
+    };
+    let report = NgramReport {
+        model: a.model.clone(),
+        corpora: vec![data.display().to_string()],
+        openings: train.len(),
+        generated_tokens: train.iter().map(|r| r.answer_ids.len()).sum(),
+        generate_seconds: 0.0,
+        max_n: a.max_n,
+        min_count: a.min_count,
+        contexts: engine.ngram_cache().map_or(0, |c| c.len()),
+        bytes: bytes.len(),
+        measured,
+    };
+    print(&report, a)
 }
 
 /// Every opening's prompt ids and greedy continuation, in order, generated on all cores.

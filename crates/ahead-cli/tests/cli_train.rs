@@ -292,3 +292,139 @@ fn train_ngram_writes_a_cache_that_prompt_lookup_uses_losslessly() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// Self-distillation for a chat model: `train chat-data` records the model's own answers to
+/// instructions made from corpora, through a chat template; `train ngram --data` and
+/// `train medusa --data --vocab-subset` learn from them, and decoding with either is lossless.
+#[test]
+fn chat_data_trains_a_cache_and_pruned_heads_that_decode_losslessly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prose = tinystories_head(tmp.path(), 60_000);
+    let code = format!("{FIXTURES}/corpus/cpython311_stdlib_sample.py.txt");
+    let template = tmp.path().join("chat.jinja");
+    std::fs::write(
+        &template,
+        "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}",
+    )
+    .unwrap();
+    let data = tmp.path().join("chat.jsonl");
+    let o = ahead(&[
+        "train",
+        "chat-data",
+        "--model",
+        STORIES_BIN,
+        "--chat-template",
+        template.to_str().unwrap(),
+        "--prose",
+        prose.to_str().unwrap(),
+        "--code",
+        &code,
+        "--instructions",
+        "24",
+        "--max-tokens",
+        "48",
+        "--out",
+        data.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    // Two-turn instructions and self-written questions give two records each.
+    let records = summary["records"].as_u64().unwrap();
+    assert!(records > 24, "{summary}");
+    let lines: Vec<Value> = std::fs::read_to_string(&data)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len() as u64, records);
+    for kind in [
+        "math",
+        "translate",
+        "two-turn",
+        "self-question",
+        "answer-own-question",
+    ] {
+        assert!(lines.iter().any(|l| l["kind"] == kind), "{kind} in the data");
+    }
+    assert!(lines
+        .iter()
+        .all(|l| !l["prompt_ids"].as_array().unwrap().is_empty()));
+
+    let cache = tmp.path().join("chat.ngram");
+    let o = ahead(&[
+        "train",
+        "ngram",
+        "--model",
+        STORIES_BIN,
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        cache.to_str().unwrap(),
+        "--max-tokens",
+        "24",
+        "--eval-prompts",
+        "2",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(report["contexts"].as_u64().unwrap() > 0, "{report}");
+
+    let heads = tmp.path().join("heads");
+    let o = ahead(&[
+        "train",
+        "medusa",
+        "--base",
+        STORIES_BIN,
+        "--data",
+        data.to_str().unwrap(),
+        "--vocab-subset",
+        "128",
+        "--heads",
+        "2",
+        "--epochs",
+        "1",
+        "--batch",
+        "4",
+        "--eval-prompts",
+        "2",
+        "--out",
+        heads.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(report["training"]["vocab_subset"], 128);
+    let coverage = report["training"]["subset_coverage"].as_f64().unwrap();
+    assert!(coverage > 0.5 && coverage <= 1.0, "{report}");
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(heads.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["ahead_token_subset"].as_array().unwrap().len(), 128);
+    assert_eq!(cfg["ahead_vocab_size"], 512);
+    for (flag, path, method) in [
+        ("--medusa", &heads, "medusa"),
+        ("--ngram-cache", &cache, "prompt-lookup"),
+    ] {
+        let got = once_upon_a_time(STORIES_BIN, "60", method, &[flag, path.to_str().unwrap()]);
+        let want = once_upon_a_time(STORIES_BIN, "60", "vanilla", &[]);
+        assert_eq!(got["token_ids"], want["token_ids"], "{method}");
+    }
+    // Data made for another vocabulary is refused.
+    std::fs::write(
+        &data,
+        "{\"kind\":\"x\",\"prompt_ids\":[1],\"answer_ids\":[99999]}\n",
+    )
+    .unwrap();
+    let o = ahead(&[
+        "train",
+        "ngram",
+        "--model",
+        STORIES_BIN,
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        cache.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("99999"));
+}

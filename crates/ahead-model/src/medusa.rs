@@ -7,6 +7,12 @@
 //! `medusa_lm_head.safetensors` with `{head}.{block}.linear.weight` `[dim, dim]`,
 //! `{head}.{block}.linear.bias` `[dim]` and `{head}.{L}.weight` `[vocab, dim]`. The original
 //! `medusa_lm_head.pt` is a pickle and is refused.
+//!
+//! Vocabulary-pruned heads (FR-Spec, Zhao et al., 2025) score only a subset of the tokens, the
+//! most frequent in the target's own outputs: their output layer is `[subset, dim]`, and
+//! `config.json` carries ahead's `ahead_token_subset` (row r is that token) and
+//! `ahead_vocab_size`. The projection is most of a head's cost, so this is what makes heads pay
+//! on a large vocabulary. Verification always scores the whole vocabulary, so output is unchanged.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -38,7 +44,10 @@ pub struct MedusaHead {
 pub struct MedusaHeads {
     heads: Vec<MedusaHead>,
     dim: usize,
+    /// The target's vocabulary the heads predict into.
     vocab: usize,
+    /// FR-Spec: output row r scores token `subset[r]`; `None`: row r is token r.
+    subset: Option<Vec<u32>>,
     /// Measured held-out top-k accuracy per head (`accuracy[head][rank]`), when known: what
     /// the candidate tree is chosen from.
     accuracy: Option<Vec<Vec<f64>>>,
@@ -54,6 +63,12 @@ struct MedusaConfigFile {
     /// ahead's extension: per head, the held-out chance that its rank-r token is right.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ahead_rank_accuracy: Option<Vec<Vec<f64>>>,
+    /// ahead's extension for pruned heads: the token of each output row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ahead_token_subset: Option<Vec<u32>>,
+    /// ahead's extension for pruned heads: the full vocabulary's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ahead_vocab_size: Option<usize>,
 }
 
 const CONFIG: &str = "config.json";
@@ -64,6 +79,33 @@ pub const FILES: [&str; 2] = [CONFIG, WEIGHTS];
 impl MedusaHeads {
     /// Heads over `dim`-wide hidden states predicting `vocab` tokens; checks every shape.
     pub fn new(heads: Vec<MedusaHead>, dim: usize, vocab: usize) -> Result<Self> {
+        Self::with_rows(heads, dim, vocab, None)
+    }
+
+    /// Heads that score only `subset` of a `vocab`-token vocabulary (output row r is token
+    /// `subset[r]`); the ids must be distinct and below `vocab`.
+    pub fn pruned(heads: Vec<MedusaHead>, dim: usize, vocab: usize, subset: Vec<u32>) -> Result<Self> {
+        let mut seen = vec![false; vocab];
+        for &id in &subset {
+            match seen.get_mut(id as usize) {
+                Some(s) if !*s => *s = true,
+                Some(_) => {
+                    return Err(ModelError::Input(format!(
+                        "token {id} appears twice in the heads' subset"
+                    )))
+                }
+                None => {
+                    return Err(ModelError::Input(format!(
+                        "the heads' subset holds token {id}, outside the vocabulary of {vocab}"
+                    )))
+                }
+            }
+        }
+        Self::with_rows(heads, dim, vocab, Some(subset))
+    }
+
+    fn with_rows(heads: Vec<MedusaHead>, dim: usize, vocab: usize, subset: Option<Vec<u32>>) -> Result<Self> {
+        let rows = subset.as_ref().map_or(vocab, Vec::len);
         if heads.is_empty() {
             return Err(ModelError::Input("Medusa needs at least one head".into()));
         }
@@ -81,16 +123,27 @@ impl MedusaHeads {
                     return Err(bad("bias", vec![b.b.len()], vec![dim]));
                 }
             }
-            if h.out.rows() != vocab || h.out.cols() != dim {
-                return Err(bad("output", vec![h.out.rows(), h.out.cols()], vec![vocab, dim]));
+            if h.out.rows() != rows || h.out.cols() != dim {
+                return Err(bad("output", vec![h.out.rows(), h.out.cols()], vec![rows, dim]));
             }
         }
         Ok(Self {
             heads,
             dim,
             vocab,
+            subset,
             accuracy: None,
         })
+    }
+
+    /// The tokens the heads score, when pruned.
+    pub fn subset(&self) -> Option<&[u32]> {
+        self.subset.as_deref()
+    }
+
+    /// The token an output row scores.
+    pub fn token(&self, row: usize) -> u32 {
+        self.subset.as_ref().map_or(row as u32, |s| s[row])
     }
 
     /// Per head, the measured chance that its rank-r token is right, if known.
@@ -138,7 +191,7 @@ impl MedusaHeads {
             .sum()
     }
 
-    /// Logits of every head for one hidden state.
+    /// Logits of every head for one hidden state, one per output row (see `token`).
     pub fn forward(&self, hidden: &[f32]) -> Result<Vec<Vec<f32>>> {
         if hidden.len() != self.dim {
             return Err(ModelError::Input(format!(
@@ -158,7 +211,7 @@ impl MedusaHeads {
                     *xv += z / (1.0 + (-z).exp());
                 }
             }
-            let mut logits = vec![0f32; self.vocab];
+            let mut logits = vec![0f32; h.out.rows()];
             h.out.forward(&x, 1, &mut logits)?;
             out.push(logits);
         }
@@ -226,8 +279,18 @@ impl MedusaHeads {
                 out: Linear::from_raw(&get(&on)?, &on)?,
             });
         }
-        let (vocab, dim) = (heads[0].out.rows(), heads[0].out.cols());
-        let mut out = Self::new(heads, dim, vocab)?;
+        let (rows, dim) = (heads[0].out.rows(), heads[0].out.cols());
+        let mut out = match (cfg.ahead_token_subset, cfg.ahead_vocab_size) {
+            (None, None) => Self::new(heads, dim, rows)?,
+            (Some(subset), Some(vocab)) => Self::pruned(heads, dim, vocab, subset)?,
+            _ => {
+                return Err(ModelError::format(
+                    config_label,
+                    "ahead_token_subset",
+                    "pruned heads need both ahead_token_subset and ahead_vocab_size".to_string(),
+                ))
+            }
+        };
         out.accuracy = cfg.ahead_rank_accuracy;
         Ok(out)
     }
@@ -250,7 +313,7 @@ impl MedusaHeads {
             let o = h.out.to_f32()?;
             tensors.push((
                 format!("{i}.{}.weight", h.blocks.len()),
-                vec![self.vocab, self.dim],
+                vec![h.out.rows(), self.dim],
                 bytes(&o),
             ));
         }
@@ -269,6 +332,8 @@ impl MedusaHeads {
             medusa_num_layers: self.num_layers(),
             base_model_name_or_path: base_model.map(str::to_string),
             ahead_rank_accuracy: self.accuracy.clone(),
+            ahead_token_subset: self.subset.clone(),
+            ahead_vocab_size: self.subset.as_ref().map(|_| self.vocab),
         };
         let cfg_path = dir.join(CONFIG);
         let text = serde_json::to_string_pretty(&cfg)

@@ -157,3 +157,62 @@ fn pickles_and_malformed_folders_are_refused_clearly() {
     std::fs::write(&w, &bytes[..bytes.len() / 2]).unwrap();
     assert!(MedusaHeads::load(tmp.path()).is_err());
 }
+
+/// FR-Spec heads: a file whose output rows are a subset of the vocabulary, named in
+/// `config.json`. Row r scores token `subset[r]`; saving and loading keeps the subset.
+#[test]
+fn pruned_heads_score_a_token_subset_and_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_original(tmp.path(), 2, 1);
+    let full = MedusaHeads::load(tmp.path()).unwrap();
+    // Keep rows 4 and 1 of each head's output layer, as tokens 4 and 1.
+    let subset = vec![4u32, 1];
+    let heads: Vec<_> = full
+        .heads()
+        .iter()
+        .map(|h| {
+            let w = h.out.to_f32().unwrap();
+            let rows: Vec<f32> = subset
+                .iter()
+                .flat_map(|&t| w[t as usize * DIM..(t as usize + 1) * DIM].to_vec())
+                .collect();
+            ahead_model::medusa::MedusaHead {
+                blocks: h.blocks.clone(),
+                out: ahead_model::llama::Linear::from_f32(rows, subset.len(), DIM).unwrap(),
+            }
+        })
+        .collect();
+    let pruned = MedusaHeads::pruned(heads.clone(), DIM, VOCAB, subset.clone()).unwrap();
+    assert_eq!(pruned.vocab_size(), VOCAB);
+    assert_eq!(pruned.subset(), Some(&subset[..]));
+    assert_eq!((pruned.token(0), pruned.token(1)), (4, 1));
+    let hidden = [0.3, -0.2, 0.5, 0.1];
+    let (a, b) = (full.forward(&hidden).unwrap(), pruned.forward(&hidden).unwrap());
+    for (fa, pb) in a.iter().zip(&b) {
+        assert_eq!(
+            pb,
+            &vec![fa[4], fa[1]],
+            "a pruned row is the full head's row of its token"
+        );
+    }
+    let out = tmp.path().join("pruned");
+    pruned.save(&out, None).unwrap();
+    let back = MedusaHeads::load(&out).unwrap();
+    assert_eq!(back.subset(), Some(&subset[..]));
+    assert_eq!(back.vocab_size(), VOCAB);
+    assert_eq!(back.forward(&hidden).unwrap(), b);
+
+    // Ids out of range or repeated, a subset that does not match the rows, or half the
+    // config's keys: refused.
+    for bad in [vec![4u32, 6], vec![1, 1]] {
+        assert!(MedusaHeads::pruned(heads.clone(), DIM, VOCAB, bad).is_err());
+    }
+    assert!(MedusaHeads::pruned(heads.clone(), DIM, VOCAB, vec![1, 2, 3]).is_err());
+    let cfg_path = out.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg.as_object_mut().unwrap().remove("ahead_vocab_size");
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let e = MedusaHeads::load(&out).unwrap_err().to_string();
+    assert!(e.contains("ahead_vocab_size"), "{e}");
+}

@@ -8,6 +8,8 @@ pub enum TrainError {
     Options(String),
     #[error("corpus: {0}")]
     Corpus(String),
+    #[error("training data: {0}")]
+    Data(String),
     #[error(transparent)]
     Model(#[from] ahead_model::ModelError),
     #[error(transparent)]

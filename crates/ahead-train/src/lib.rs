@@ -5,15 +5,18 @@
 //! reports how often the draft's top choice matches the target's on held-out text, which is what
 //! greedy acceptance depends on. The draft is built with candle's autograd (`student`), then
 //! copied into an inference [`ahead_model::Model`]. `medusa` trains Medusa heads on a frozen
-//! base's hidden states (Medusa-1).
+//! base's hidden states (Medusa-1). `instructions` makes chat tasks from corpora, and
+//! `chat_data` holds the target's own answers to them (self-distillation data for every trainer).
 
+pub mod chat_data;
 pub mod corpus;
 pub mod distill;
 pub mod error;
+pub mod instructions;
 pub mod medusa;
 pub mod student;
 
 pub use distill::{distill_draft, DistillOptions, DistillReport, Progress};
 pub use error::{Result, TrainError};
-pub use medusa::{train_medusa, MedusaOptions, MedusaReport, TrainedMedusa};
+pub use medusa::{train_medusa, train_medusa_on_chat, MedusaOptions, MedusaReport, TrainedMedusa};
 pub use student::DraftShape;

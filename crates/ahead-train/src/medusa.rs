@@ -15,6 +15,7 @@ use candle_core::{Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use serde::Serialize;
 
+use crate::chat_data::ChatRecord;
 use crate::corpus;
 use crate::distill::{batch, continuations, cosine_lr, label, shuffled, soft_cross_entropy, Progress};
 use crate::error::{Result, TrainError};
@@ -42,6 +43,9 @@ pub struct MedusaOptions {
     pub base_weight: f64,
     pub base_lr_scale: f64,
     pub seed: u64,
+    /// FR-Spec: the heads score only this many tokens, the most frequent in the training
+    /// targets; 0 scores the whole vocabulary.
+    pub vocab_subset: usize,
 }
 
 impl Default for MedusaOptions {
@@ -59,6 +63,7 @@ impl Default for MedusaOptions {
             base_weight: 1.0,
             base_lr_scale: 0.01,
             seed: 1,
+            vocab_subset: 0,
         }
     }
 }
@@ -85,12 +90,20 @@ pub struct MedusaReport {
     pub base_agreement: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base_kl: Option<f64>,
+    /// Pruned heads: tokens scored, and the share of held-out targets among them (no head can
+    /// be right on the others).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vocab_subset: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subset_coverage: Option<f64>,
 }
 
-/// Hidden states `[t][dim]` and tokens of every window.
+/// Tokens of every window and the base's hidden states from position `from` on (`[t - from][dim]`):
+/// heads learn from those positions only (a chat's answer, not its prompt).
 struct Features {
     hidden: Vec<Vec<f32>>,
     tokens: Vec<Vec<u32>>,
+    from: Vec<usize>,
 }
 
 /// What training returns: the heads, the base they read (the original for Medusa-1, the jointly
@@ -160,38 +173,15 @@ pub fn train_medusa(
             opts.seq_len
         )));
     }
-    let (dim, vocab) = (cfg.dim, cfg.vocab_size);
-    let classifier = base
-        .weights()
-        .lm_head
-        .as_ref()
-        .unwrap_or(&base.weights().embedding)
-        .to_f32()?;
-    let dev = Device::Cpu;
-    let mut vars = Vec::new();
-    let mut heads = Vec::new();
-    for _ in 0..opts.heads {
-        let mut blocks = Vec::new();
-        for _ in 0..opts.layers {
-            let w = Var::zeros((dim, dim), candle_core::DType::F32, &dev)?;
-            let b = Var::zeros(dim, candle_core::DType::F32, &dev)?;
-            vars.extend([w.clone(), b.clone()]);
-            blocks.push((w, b));
-        }
-        let out = Var::from_tensor(&Tensor::from_vec(classifier.clone(), (vocab, dim), &dev)?)?;
-        vars.push(out.clone());
-        heads.push((blocks, out));
+    if opts.vocab_subset > 0 {
+        return Err(TrainError::Options(
+            "a vocabulary subset is trained on chat data (--data); corpus windows use the whole vocabulary"
+                .into(),
+        ));
     }
-    let adamw = |vars: Vec<Var>, lr: f64| {
-        AdamW::new(
-            vars,
-            ParamsAdamW {
-                lr,
-                weight_decay: 0.0,
-                ..Default::default()
-            },
-        )
-    };
+    let dim = cfg.dim;
+    let vocab = cfg.vocab_size;
+    let (heads, vars) = init_heads(base, opts, None)?;
     let mut optimizer = adamw(vars.clone(), opts.learning_rate)?;
     let steps = train_windows.len().div_ceil(opts.batch) * opts.epochs;
     let mut rng = Rng::new(opts.seed);
@@ -233,26 +223,7 @@ pub fn train_medusa(
     } else {
         // Medusa-1: the base is frozen, so its hidden states are computed once.
         let train = features(base, train_windows.clone())?;
-        for _ in 0..opts.epochs {
-            for chunk in shuffled(train.tokens.len(), &mut rng).chunks(opts.batch) {
-                optimizer.set_learning_rate(cosine_lr(opts.learning_rate, step, steps));
-                let mut loss = Tensor::zeros((), candle_core::DType::F32, &dev)?;
-                for (i, head) in heads.iter().enumerate() {
-                    let (x, labels) = examples(&train, chunk, i, dim)?;
-                    let logits = head_forward(head, &x)?;
-                    let ce = candle_nn::loss::cross_entropy(&logits, &labels)?;
-                    loss = (loss + (ce * 0.8f64.powi(i as i32))?)?;
-                }
-                optimizer.backward_step(&loss)?;
-                step += 1;
-                on_progress(Progress {
-                    step,
-                    steps,
-                    kl: f64::from(loss.to_scalar::<f32>()?),
-                    elapsed_s: start.elapsed().as_secs_f64(),
-                });
-            }
-        }
+        fit(&heads, &mut optimizer, &train, None, opts, start, on_progress)?;
         None
     };
     let final_base = trained_base.as_ref().unwrap_or(base);
@@ -264,14 +235,213 @@ pub fn train_medusa(
         }
         None => (None, None),
     };
+    let rank_accuracy = rank_accuracy(&heads, &held, None, dim)?;
+    let mut report = report(
+        &vars,
+        &rank_accuracy,
+        train_windows.len() * opts.seq_len,
+        held.tokens.len() * opts.seq_len,
+        steps,
+        start,
+    );
+    report.base_agreement = base_agreement;
+    report.base_kl = base_kl;
+    let mut medusa = export(&heads, dim, vocab, None)?;
+    medusa.set_accuracy(rank_accuracy);
+    Ok(TrainedMedusa {
+        heads: medusa,
+        base: trained_base,
+        report,
+    })
+}
 
-    // Held-out rank accuracy per head.
+/// Medusa-1 on a chat model's own answers (`chat_data`): the last `held_out` share of records
+/// is held out; heads learn from every answer position (reading the hidden state before each
+/// answer token, as decoding does). With `vocab_subset`, the heads score only the most frequent
+/// tokens of the training answers (FR-Spec).
+pub fn train_medusa_on_chat(
+    base: &Model,
+    records: &[ChatRecord],
+    opts: &MedusaOptions,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<TrainedMedusa> {
+    let start = Instant::now();
+    let cfg = base.config();
+    if opts.heads == 0 || opts.batch == 0 || opts.epochs == 0 || opts.joint {
+        return Err(TrainError::Options(
+            "chat data trains Medusa-1 heads: need heads > 0, batch > 0, epochs > 0 and no --joint".into(),
+        ));
+    }
+    let held = ((records.len() as f64 * opts.held_out).round() as usize).max(1);
+    if held >= records.len() {
+        return Err(TrainError::Data(format!(
+            "{} records leave none to train on after holding out {held}",
+            records.len()
+        )));
+    }
+    let (train_records, held_records) = records.split_at(records.len() - held);
+    let subset =
+        (opts.vocab_subset > 0).then(|| frequent_tokens(train_records, opts.vocab_subset, cfg.vocab_size));
+    let rows = subset.as_ref().map(|s| row_of(s, cfg.vocab_size));
+    let (heads, vars) = init_heads(base, opts, subset.as_deref())?;
+    let mut optimizer = adamw(vars.clone(), opts.learning_rate)?;
+    let train = chat_features(base, train_records, cfg.max_seq_len)?;
+    let held_out = chat_features(base, held_records, cfg.max_seq_len)?;
+    let steps = fit(
+        &heads,
+        &mut optimizer,
+        &train,
+        rows.as_deref(),
+        opts,
+        start,
+        on_progress,
+    )?;
+    let rank_accuracy = rank_accuracy(&heads, &held_out, rows.as_deref(), cfg.dim)?;
+    let positions = |f: &Features| f.hidden.iter().map(|h| h.len() / cfg.dim).sum::<usize>();
+    let mut report = report(
+        &vars,
+        &rank_accuracy,
+        positions(&train),
+        positions(&held_out),
+        steps,
+        start,
+    );
+    if let Some(rows) = &rows {
+        let targets: Vec<u32> = held_records
+            .iter()
+            .flat_map(|r| r.answer_ids.iter().copied())
+            .collect();
+        let inside = targets.iter().filter(|&&t| rows[t as usize] >= 0).count();
+        report.vocab_subset = Some(opts.vocab_subset.min(cfg.vocab_size));
+        report.subset_coverage = Some(inside as f64 / targets.len().max(1) as f64);
+    }
+    let mut medusa = export(&heads, cfg.dim, cfg.vocab_size, subset)?;
+    medusa.set_accuracy(rank_accuracy);
+    Ok(TrainedMedusa {
+        heads: medusa,
+        base: None,
+        report,
+    })
+}
+
+/// A head's trainable blocks and output layer.
+type HeadVars = (Vec<(Var, Var)>, Var);
+
+/// Heads that start as "repeat the base's next-token guess": residual blocks at zero, output
+/// the base's classifier (its rows of `subset`, when pruned).
+fn init_heads(
+    base: &Model,
+    opts: &MedusaOptions,
+    subset: Option<&[u32]>,
+) -> Result<(Vec<HeadVars>, Vec<Var>)> {
+    let cfg = base.config();
+    let dim = cfg.dim;
+    let classifier = base
+        .weights()
+        .lm_head
+        .as_ref()
+        .unwrap_or(&base.weights().embedding)
+        .to_f32()?;
+    let (out, rows) = match subset {
+        Some(s) => (
+            s.iter()
+                .flat_map(|&t| {
+                    classifier[t as usize * dim..(t as usize + 1) * dim]
+                        .iter()
+                        .copied()
+                })
+                .collect(),
+            s.len(),
+        ),
+        None => (classifier, cfg.vocab_size),
+    };
+    let dev = Device::Cpu;
+    let mut vars = Vec::new();
+    let mut heads = Vec::new();
+    for _ in 0..opts.heads {
+        let mut blocks = Vec::new();
+        for _ in 0..opts.layers {
+            let w = Var::zeros((dim, dim), candle_core::DType::F32, &dev)?;
+            let b = Var::zeros(dim, candle_core::DType::F32, &dev)?;
+            vars.extend([w.clone(), b.clone()]);
+            blocks.push((w, b));
+        }
+        let o = Var::from_tensor(&Tensor::from_vec(out.clone(), (rows, dim), &dev)?)?;
+        vars.push(o.clone());
+        heads.push((blocks, o));
+    }
+    Ok((heads, vars))
+}
+
+fn adamw(vars: Vec<Var>, lr: f64) -> candle_core::Result<AdamW> {
+    AdamW::new(
+        vars,
+        ParamsAdamW {
+            lr,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )
+}
+
+/// Medusa-1 epochs over frozen features (head i weighted 0.8^i); returns the steps taken.
+fn fit(
+    heads: &[HeadVars],
+    optimizer: &mut AdamW,
+    train: &Features,
+    rows: Option<&[i32]>,
+    opts: &MedusaOptions,
+    start: Instant,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<usize> {
+    let dim = heads.first().map_or(0, |h| h.1.dims()[1]);
+    let steps = train.tokens.len().div_ceil(opts.batch) * opts.epochs;
+    let mut rng = Rng::new(opts.seed);
+    let mut step = 0;
+    for _ in 0..opts.epochs {
+        for chunk in shuffled(train.tokens.len(), &mut rng).chunks(opts.batch) {
+            optimizer.set_learning_rate(cosine_lr(opts.learning_rate, step, steps));
+            let mut loss = Tensor::zeros((), candle_core::DType::F32, &Device::Cpu)?;
+            for (i, head) in heads.iter().enumerate() {
+                let (x, labels, _) = examples(train, chunk, i, dim, rows)?;
+                if labels.dims1()? == 0 {
+                    continue;
+                }
+                let logits = head_forward(head, &x)?;
+                let ce = candle_nn::loss::cross_entropy(&logits, &labels)?;
+                loss = (loss + (ce * 0.8f64.powi(i as i32))?)?;
+            }
+            optimizer.backward_step(&loss)?;
+            step += 1;
+            on_progress(Progress {
+                step,
+                steps,
+                kl: f64::from(loss.to_scalar::<f32>()?),
+                elapsed_s: start.elapsed().as_secs_f64(),
+            });
+        }
+    }
+    Ok(steps)
+}
+
+/// Held-out chance, per head, that its rank-r token is the target (targets a pruned head
+/// cannot score count as misses).
+fn rank_accuracy(
+    heads: &[HeadVars],
+    held: &Features,
+    rows: Option<&[i32]>,
+    dim: usize,
+) -> Result<Vec<Vec<f64>>> {
     let all: Vec<usize> = (0..held.tokens.len()).collect();
-    let mut rank_accuracy = Vec::with_capacity(opts.heads);
+    let mut out = Vec::with_capacity(heads.len());
     for (i, head) in heads.iter().enumerate() {
-        let (x, labels) = examples(&held, &all, i, dim)?;
-        let logits = head_forward(head, &x)?.to_vec2::<f32>()?;
+        let (x, labels, outside) = examples(held, &all, i, dim, rows)?;
         let labels = labels.to_vec1::<u32>()?;
+        let logits = if labels.is_empty() {
+            Vec::new()
+        } else {
+            head_forward(head, &x)?.to_vec2::<f32>()?
+        };
         let mut hits = [0usize; RANKS];
         for (row, &label) in logits.iter().zip(&labels) {
             let l = row[label as usize];
@@ -281,14 +451,41 @@ pub fn train_medusa(
                 hits[rank] += 1;
             }
         }
-        let n = labels.len().max(1) as f64;
-        rank_accuracy.push(hits.iter().map(|&h| h as f64 / n).collect::<Vec<f64>>());
+        let n = (labels.len() + outside).max(1) as f64;
+        out.push(hits.iter().map(|&h| h as f64 / n).collect::<Vec<f64>>());
     }
-    let top1 = rank_accuracy.iter().map(|r| r[0]).collect();
-    let top5 = rank_accuracy.iter().map(|r| r.iter().sum()).collect();
+    Ok(out)
+}
 
-    let mut out_heads = Vec::with_capacity(opts.heads);
-    for (blocks, out) in &heads {
+fn report(
+    vars: &[Var],
+    rank_accuracy: &[Vec<f64>],
+    train_tokens: usize,
+    held_out_tokens: usize,
+    steps: usize,
+    start: Instant,
+) -> MedusaReport {
+    MedusaReport {
+        parameters: vars.iter().map(|v| v.elem_count()).sum(),
+        train_tokens,
+        held_out_tokens,
+        steps,
+        seconds: start.elapsed().as_secs_f64(),
+        top1: rank_accuracy.iter().map(|r| r[0]).collect(),
+        top5: rank_accuracy.iter().map(|r| r.iter().sum()).collect(),
+        rank_accuracy: rank_accuracy.to_vec(),
+        base_agreement: None,
+        base_kl: None,
+        vocab_subset: None,
+        subset_coverage: None,
+    }
+}
+
+/// The trained variables as inference heads.
+fn export(heads: &[HeadVars], dim: usize, vocab: usize, subset: Option<Vec<u32>>) -> Result<MedusaHeads> {
+    let rows = subset.as_ref().map_or(vocab, Vec::len);
+    let mut out_heads = Vec::with_capacity(heads.len());
+    for (blocks, out) in heads {
         let mut bs = Vec::with_capacity(blocks.len());
         for (w, b) in blocks {
             bs.push(ResBlock {
@@ -298,28 +495,69 @@ pub fn train_medusa(
         }
         out_heads.push(MedusaHead {
             blocks: bs,
-            out: Linear::from_f32(out.flatten_all()?.to_vec1::<f32>()?, vocab, dim)?,
+            out: Linear::from_f32(out.flatten_all()?.to_vec1::<f32>()?, rows, dim)?,
         });
     }
-    let mut medusa = MedusaHeads::new(out_heads, dim, vocab)?;
-    medusa.set_accuracy(rank_accuracy.clone());
-    let report = MedusaReport {
-        parameters: vars.iter().map(|v| v.elem_count()).sum(),
-        train_tokens: train_windows.len() * opts.seq_len,
-        held_out_tokens: held.tokens.len() * opts.seq_len,
-        steps,
-        seconds: start.elapsed().as_secs_f64(),
-        top1,
-        top5,
-        rank_accuracy,
-        base_agreement,
-        base_kl,
-    };
-    Ok(TrainedMedusa {
-        heads: medusa,
-        base: trained_base,
-        report,
+    Ok(match subset {
+        Some(s) => MedusaHeads::pruned(out_heads, dim, vocab, s)?,
+        None => MedusaHeads::new(out_heads, dim, vocab)?,
     })
+}
+
+/// The `n` most frequent tokens of the records' answers (ties: lower id), at most `vocab`.
+fn frequent_tokens(records: &[ChatRecord], n: usize, vocab: usize) -> Vec<u32> {
+    let mut counts = vec![0u64; vocab];
+    for id in records.iter().flat_map(|r| &r.answer_ids) {
+        counts[*id as usize] += 1;
+    }
+    let mut ids: Vec<u32> = (0..vocab as u32).collect();
+    ids.sort_by(|a, b| counts[*b as usize].cmp(&counts[*a as usize]).then(a.cmp(b)));
+    ids.truncate(n.min(vocab));
+    ids
+}
+
+/// For each token, its row in `subset`, or -1.
+fn row_of(subset: &[u32], vocab: usize) -> Vec<i32> {
+    let mut rows = vec![-1; vocab];
+    for (r, &t) in subset.iter().enumerate() {
+        rows[t as usize] = r as i32;
+    }
+    rows
+}
+
+/// The base's hidden states over each record's prompt and answer, kept from the position
+/// before the answer on (the state decoding reads before each answer token).
+fn chat_features(base: &Model, records: &[ChatRecord], max_len: usize) -> Result<Features> {
+    let mut features = Features {
+        hidden: Vec::new(),
+        tokens: Vec::new(),
+        from: Vec::new(),
+    };
+    let dim = base.config().dim;
+    for r in records {
+        let (mut seq, answer_start) = r.sequence();
+        seq.truncate(max_len);
+        if answer_start == 0 || seq.len() <= answer_start {
+            continue;
+        }
+        let from = answer_start - 1;
+        let mut cache = base.new_cache(seq.len())?;
+        let pos: Vec<usize> = (0..seq.len()).collect();
+        let input = ForwardInput {
+            want_hidden: true,
+            ..ForwardInput::causal(&seq, &pos)
+        };
+        let hidden = base.forward(&input, &mut cache)?.hidden.unwrap_or_default();
+        features
+            .hidden
+            .push(hidden.get(from * dim..).unwrap_or_default().to_vec());
+        features.tokens.push(seq);
+        features.from.push(from);
+    }
+    if features.tokens.is_empty() {
+        return Err(TrainError::Data("no record has an answer to learn from".into()));
+    }
+    Ok(features)
 }
 
 /// KL(original || trained) per token and top-1 agreement of two bases over `windows`.
@@ -370,29 +608,48 @@ fn features(base: &Model, windows: Vec<Vec<u32>>) -> Result<Features> {
     }
     Ok(Features {
         hidden,
+        from: vec![0; windows.len()],
         tokens: windows,
     })
 }
 
-/// Inputs `[n, dim]` and labels `[n]` for head `i`: hidden state at t, token at t + i + 2.
-fn examples(data: &Features, chosen: &[usize], i: usize, dim: usize) -> Result<(Tensor, Tensor)> {
-    let (mut xs, mut ys) = (Vec::new(), Vec::new());
+/// Inputs `[n, dim]` and labels `[n]` for head `i`: hidden state at t, token at t + i + 2 (as
+/// its row, for pruned heads), and how many targets were left out for being outside the subset.
+fn examples(
+    data: &Features,
+    chosen: &[usize],
+    i: usize,
+    dim: usize,
+    rows: Option<&[i32]>,
+) -> Result<(Tensor, Tensor, usize)> {
+    let (mut xs, mut ys, mut outside) = (Vec::new(), Vec::new(), 0);
     for &w in chosen {
-        let tokens = &data.tokens[w];
-        for t in 0..tokens.len().saturating_sub(i + 2) {
-            xs.extend_from_slice(&data.hidden[w][t * dim..(t + 1) * dim]);
-            ys.push(tokens[t + i + 2]);
+        let (tokens, from) = (&data.tokens[w], data.from[w]);
+        for t in from..tokens.len().saturating_sub(i + 2) {
+            let target = tokens[t + i + 2];
+            let label = match rows {
+                Some(rows) if rows[target as usize] < 0 => {
+                    outside += 1;
+                    continue;
+                }
+                Some(rows) => rows[target as usize] as u32,
+                None => target,
+            };
+            let at = t - from;
+            xs.extend_from_slice(&data.hidden[w][at * dim..(at + 1) * dim]);
+            ys.push(label);
         }
     }
     let n = ys.len();
     Ok((
         Tensor::from_vec(xs, (n, dim), &Device::Cpu)?,
         Tensor::from_vec(ys, n, &Device::Cpu)?,
+        outside,
     ))
 }
 
 /// One head on `[n, dim]` inputs: residual SiLU blocks, then the vocabulary projection.
-fn head_forward(head: &(Vec<(Var, Var)>, Var), x: &Tensor) -> candle_core::Result<Tensor> {
+fn head_forward(head: &HeadVars, x: &Tensor) -> candle_core::Result<Tensor> {
     let mut x = x.clone();
     for (w, b) in &head.0 {
         let z = x.matmul(&w.t()?)?.broadcast_add(b)?;

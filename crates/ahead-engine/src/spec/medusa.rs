@@ -54,7 +54,7 @@ impl Proposer for MedusaProposer {
         let logits = self.heads.forward(hidden)?;
         let mut top = Vec::with_capacity(depth);
         for (d, l) in logits.iter().take(depth).enumerate() {
-            top.push(top_tokens(l, self.tree.top_k(d))?);
+            top.push(top_tokens(&self.heads, l, self.tree.top_k(d))?);
         }
         // The decoder keeps the first k nodes, which is a tree (paths are ordered by depth).
         Ok(self.tree.build(&top))
@@ -92,7 +92,7 @@ impl Proposer for HybridDraft {
         }
         let (logits, hidden) = self.draft.sync_hidden(history, true)?;
         let depth = self.tree.depth().min(self.heads.num_heads() + 1);
-        let mut top = vec![top_tokens(&logits, self.tree.top_k(0))?];
+        let mut top = vec![top_rows(&logits, self.tree.top_k(0))?];
         for (d, l) in self
             .heads
             .forward(&hidden)?
@@ -100,14 +100,22 @@ impl Proposer for HybridDraft {
             .take(depth.saturating_sub(1))
             .enumerate()
         {
-            top.push(top_tokens(l, self.tree.top_k(d + 1))?);
+            top.push(top_tokens(&self.heads, l, self.tree.top_k(d + 1))?);
         }
         Ok(self.tree.build(&top))
     }
 }
 
-/// The `n` highest-scoring token ids, best first (ties: lower id first).
-fn top_tokens(logits: &[f32], n: usize) -> Result<Vec<u32>> {
+/// The tokens of a head's `n` highest-scoring rows (a pruned head's rows are a subset).
+fn top_tokens(heads: &MedusaHeads, logits: &[f32], n: usize) -> Result<Vec<u32>> {
+    Ok(top_rows(logits, n)?
+        .into_iter()
+        .map(|r| heads.token(r as usize))
+        .collect())
+}
+
+/// The `n` highest-scoring rows, best first (ties: lower row first).
+fn top_rows(logits: &[f32], n: usize) -> Result<Vec<u32>> {
     if n <= 1 {
         return Ok(vec![argmax(logits)?]);
     }
@@ -129,8 +137,8 @@ mod tests {
     #[test]
     fn top_tokens_are_the_best_in_order_with_ties_by_id() {
         let logits = [0.5, 2.0, -1.0, 2.0, 1.0];
-        assert_eq!(top_tokens(&logits, 3).unwrap(), vec![1, 3, 4]);
-        assert_eq!(top_tokens(&logits, 1).unwrap(), vec![1]);
-        assert_eq!(top_tokens(&logits, 9).unwrap(), vec![1, 3, 4, 0, 2]);
+        assert_eq!(top_rows(&logits, 3).unwrap(), vec![1, 3, 4]);
+        assert_eq!(top_rows(&logits, 1).unwrap(), vec![1]);
+        assert_eq!(top_rows(&logits, 9).unwrap(), vec![1, 3, 4, 0, 2]);
     }
 }
