@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::bench::methods::{embedded_workload, measure, runnable, Candidate};
+use crate::bench::suite;
 use crate::sources::Sources;
 use crate::tuned::{Measured, Tuned};
 
@@ -40,8 +41,18 @@ pub struct TuneArgs {
     #[arg(long, default_value = "ahead-tuned.json")]
     pub out: PathBuf,
     /// Prompts per suite (stories and code), tokens per prompt, passes.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 6, conflicts_with = "suite")]
     pub prompts: usize,
+    /// Tune on questions in Spec-Bench's format through the model's chat template (as `bench
+    /// --suite`) instead of the embedded prompt suite: what a chat model is asked.
+    #[arg(long)]
+    pub suite: Option<PathBuf>,
+    /// With --suite: at most this many questions per group.
+    #[arg(long, requires = "suite")]
+    pub limit_per_category: Option<usize>,
+    /// A Jinja chat template to use instead of the model's own (--suite).
+    #[arg(long, requires = "suite")]
+    pub chat_template: Option<PathBuf>,
     #[arg(long, default_value_t = 96)]
     pub max_tokens: usize,
     #[arg(long, default_value_t = 2)]
@@ -150,12 +161,12 @@ fn engine(a: &TuneArgs, draft: Option<&str>) -> Result<Engine> {
 }
 
 pub fn run(a: TuneArgs) -> Result<()> {
-    let base = engine(&a, None)?;
+    let base = crate::decoding::with_chat_template(engine(&a, None)?, a.chat_template.as_deref())?;
     // One engine per candidate draft (the default engine carries the model's own, if any).
     let drafted: Vec<Engine> = a
         .drafts
         .iter()
-        .map(|d| engine(&a, Some(d)))
+        .map(|d| crate::decoding::with_chat_template(engine(&a, Some(d))?, a.chat_template.as_deref()))
         .collect::<Result<_>>()?;
     let n_drafts = if a.drafts.is_empty() { 1 } else { a.drafts.len() };
     let configs = configs(n_drafts, base.ngram_cache().is_some());
@@ -175,7 +186,17 @@ pub fn run(a: TuneArgs) -> Result<()> {
     for s in &skipped {
         eprintln!("skipped: {s}");
     }
-    let work = embedded_workload(a.prompts, a.max_tokens, Default::default(), 0)?;
+    let work = match &a.suite {
+        Some(path) => suite::workload(
+            &base,
+            path,
+            a.limit_per_category,
+            a.max_tokens,
+            Default::default(),
+            0,
+        )?,
+        None => embedded_workload(a.prompts, a.max_tokens, Default::default(), 0)?,
+    };
     let reports = measure(&candidates, &work, a.runs, 1)?;
     let mut measured: Vec<Measured> = reports
         .iter()

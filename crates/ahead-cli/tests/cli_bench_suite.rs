@@ -220,3 +220,31 @@ fn spec_bench_on_the_real_model_is_identical_to_vanilla_for_every_method() {
         assert_eq!(m["identical_to_vanilla"], true, "{m}");
     }
 }
+
+#[test]
+fn tune_on_a_suite_writes_a_config_from_chat_prompts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (suite, template) = files(dir.path(), QUESTIONS);
+    let out = dir.path().join("tuned.json");
+    let v = json(
+        &ahead(&[
+            "tune",
+            "--suite",
+            suite.to_str().unwrap(),
+            "--chat-template",
+            template.to_str().unwrap(),
+            "--limit-per-category",
+            "1",
+            "--max-tokens",
+            "8",
+            "--runs",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ]),
+        "tune --suite",
+    );
+    assert!(v["measured"].as_array().unwrap().len() >= 10, "{v}");
+    assert!(out.is_file());
+}

@@ -24,6 +24,7 @@ use crate::error::{ModelError, Result};
 use crate::format::safetensors::parse_safetensors;
 use crate::llama::Linear;
 use crate::load::weights::vector;
+use crate::tensor::TensorDType;
 
 /// One residual block: `x + SiLU(w x + b)`.
 #[derive(Debug, Clone)]
@@ -295,31 +296,80 @@ impl MedusaHeads {
         Ok(out)
     }
 
-    /// Writes the heads (f32) in the original layout into `dir`, which is created if needed.
+    /// The same heads with every matrix stored as `dtype` (F16 halves a file and the bytes
+    /// each step reads).
+    pub fn converted(&self, dtype: TensorDType) -> Result<Self> {
+        let convert = |l: &Linear| Linear::quantize(&l.to_f32()?, l.rows(), l.cols(), dtype);
+        let heads = self
+            .heads
+            .iter()
+            .map(|h| {
+                Ok(MedusaHead {
+                    blocks: h
+                        .blocks
+                        .iter()
+                        .map(|b| {
+                            Ok(ResBlock {
+                                w: convert(&b.w)?,
+                                b: b.b.clone(),
+                            })
+                        })
+                        .collect::<Result<_>>()?,
+                    out: convert(&h.out)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            heads,
+            ..self.clone()
+        })
+    }
+
+    /// Writes the heads in the original layout into `dir`, which is created if needed: matrices
+    /// stored as F16 are written as F16, all else as F32.
     pub fn save(&self, dir: &Path, base_model: Option<&str>) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-        let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let matrix = |l: &Linear| -> Result<(Dtype, Vec<u8>)> {
+            let v = l.to_f32()?;
+            Ok(if l.dtype() == TensorDType::F16 {
+                let bytes = v
+                    .iter()
+                    .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+                    .collect();
+                (Dtype::F16, bytes)
+            } else {
+                (Dtype::F32, f32s(&v))
+            })
+        };
         for (i, h) in self.heads.iter().enumerate() {
             for (j, b) in h.blocks.iter().enumerate() {
-                let w = b.w.to_f32()?;
+                let (dtype, w) = matrix(&b.w)?;
                 tensors.push((
                     format!("{i}.{j}.linear.weight"),
+                    dtype,
                     vec![self.dim, self.dim],
-                    bytes(&w),
+                    w,
                 ));
-                tensors.push((format!("{i}.{j}.linear.bias"), vec![self.dim], bytes(&b.b)));
+                tensors.push((
+                    format!("{i}.{j}.linear.bias"),
+                    Dtype::F32,
+                    vec![self.dim],
+                    f32s(&b.b),
+                ));
             }
-            let o = h.out.to_f32()?;
+            let (dtype, o) = matrix(&h.out)?;
             tensors.push((
                 format!("{i}.{}.weight", h.blocks.len()),
+                dtype,
                 vec![h.out.rows(), self.dim],
-                bytes(&o),
+                o,
             ));
         }
         let mut views = HashMap::new();
-        for (name, shape, data) in &tensors {
-            let view = TensorView::new(Dtype::F32, shape.clone(), data)
+        for (name, dtype, shape, data) in &tensors {
+            let view = TensorView::new(*dtype, shape.clone(), data)
                 .map_err(|e| ModelError::Input(format!("{name}: {e}")))?;
             views.insert(name.clone(), view);
         }

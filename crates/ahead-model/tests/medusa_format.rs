@@ -201,6 +201,22 @@ fn pruned_heads_score_a_token_subset_and_round_trip() {
     assert_eq!(back.subset(), Some(&subset[..]));
     assert_eq!(back.vocab_size(), VOCAB);
     assert_eq!(back.forward(&hidden).unwrap(), b);
+    // Stored as F16: the file's matrices are F16 and load back as they were.
+    let half = pruned.converted(ahead_model::TensorDType::F16).unwrap();
+    let out16 = tmp.path().join("pruned16");
+    half.save(&out16, None).unwrap();
+    let bytes = std::fs::read(out16.join("medusa_lm_head.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("0.1.weight").unwrap().dtype(), Dtype::F16);
+    assert_eq!(st.tensor("0.0.linear.bias").unwrap().dtype(), Dtype::F32);
+    let back16 = MedusaHeads::load(&out16).unwrap();
+    assert_eq!(back16.forward(&hidden).unwrap(), half.forward(&hidden).unwrap());
+    ahead_testutil::assert_close(
+        &back16.forward(&hidden).unwrap()[0],
+        &b[0],
+        ahead_testutil::QUANTIZED,
+        "f16 heads",
+    );
 
     // Ids out of range or repeated, a subset that does not match the rows, or half the
     // config's keys: refused.

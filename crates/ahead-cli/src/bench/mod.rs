@@ -11,7 +11,7 @@ mod cost;
 mod decode;
 pub(crate) mod methods;
 mod plot;
-mod suite;
+pub(crate) mod suite;
 
 use std::io::Write;
 
