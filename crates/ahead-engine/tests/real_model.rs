@@ -2,7 +2,8 @@
 //! `scripts/fetch-models.sh`; skipped with one line without it, a failure under
 //! `AHEAD_REQUIRE_MODELS=1`): every method's greedy output is token-identical to plain decoding
 //! on chat prompts, and sampled output follows the target's distribution (chi-square, fixed
-//! seeds, alpha = 1e-4).
+//! seeds, alpha = 1e-4). Its vendored drafters (`drafters/smollm2-135m-instruct`: the chat
+//! n-gram cache and the vocabulary-pruned Medusa heads) are loaded, as a user would.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -14,12 +15,23 @@ use ahead_engine::Method;
 use ahead_model::tokenizer::ChatMessage;
 use ahead_testutil::{chi_square, chi_square_critical as critical, real_model};
 
-/// SmolLM2 with a Q8_0 copy of itself as its draft model; `None` when the file is missing.
+const DRAFTERS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../drafters/smollm2-135m-instruct"
+);
+
+/// SmolLM2 with a Q8_0 copy of itself as its draft model and its vendored cache and heads;
+/// `None` when the file is missing.
 fn engine() -> Option<&'static Engine> {
     static E: OnceLock<Option<Engine>> = OnceLock::new();
     E.get_or_init(|| {
         let path = real_model("SmolLM2-135M-Instruct.Q4_1.gguf")?;
-        let e = Engine::builder().model(path.to_str().unwrap()).build().unwrap();
+        let e = Engine::builder()
+            .model(path.to_str().unwrap())
+            .ngram_cache(format!("{DRAFTERS}/chat.ngram"))
+            .medusa(format!("{DRAFTERS}/medusa"))
+            .build()
+            .unwrap();
         let draft = quantized_copy(e.model());
         Some(e.with_draft(draft))
     })
@@ -81,6 +93,8 @@ fn every_method_is_token_identical_to_plain_decoding_on_chats() {
             (Method::PromptLookup, None),
             (Method::PromptLookup, Some(8)),
             (Method::Lookahead, None),
+            (Method::Medusa, None),
+            (Method::Medusa, Some(6)),
             (Method::Auto, None),
         ] {
             let got = gen(
@@ -90,10 +104,10 @@ fn every_method_is_token_identical_to_plain_decoding_on_chats() {
             );
             assert_eq!(got.token_ids, want.token_ids, "{method:?} k={k:?}");
             assert_eq!(got.finish_reason, want.finish_reason, "{method:?} k={k:?}");
-            if method == Method::Draft && k.is_some() {
+            if matches!(method, Method::Draft | Method::Medusa) && k.is_some() {
                 assert!(
                     got.stats.accepted_tokens > 0,
-                    "the Q8_0 draft never agreed: {:?}",
+                    "{method:?}'s drafts were never accepted: {:?}",
                     got.stats
                 );
             }
@@ -125,6 +139,14 @@ fn sampled_tokens_follow_the_target_distribution() {
                 temperature: 1.0,
                 top_p: 0.9,
                 min_p: 0.02,
+                ..SamplingParams::greedy()
+            },
+        ),
+        (
+            Method::Medusa,
+            SamplingParams {
+                temperature: 0.7,
+                top_k: 40,
                 ..SamplingParams::greedy()
             },
         ),

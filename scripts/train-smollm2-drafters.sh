@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Trains the drafters vendored in drafters/smollm2-135m-instruct/ for SmolLM2-135M-Instruct
+# (Q4_1, as scripts/fetch-models.sh fetches it), from the model's own chat answers to
+# instructions made from tests/fixtures/corpus (never from Spec-Bench's questions).
+# Usage: scripts/train-smollm2-drafters.sh [DATA_DIR]   (DATA_DIR keeps the chat data; default
+# target/drafter-data). The chat data takes about half an hour on 2 cores; the rest minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL=${AHEAD_MODELS:-models/cache}/SmolLM2-135M-Instruct.Q4_1.gguf
+DATA_DIR=${1:-target/drafter-data}
+OUT=drafters/smollm2-135m-instruct
+AHEAD=target/release/ahead
+mkdir -p "$DATA_DIR" "$OUT"
+cargo build --release -p ahead
+DATA=$DATA_DIR/smollm2-chat.jsonl
+if [ ! -s "$DATA" ]; then
+  $AHEAD train chat-data --model "$MODEL" \
+    --prose tests/fixtures/corpus/tinystories_valid_head.txt \
+    --code tests/fixtures/corpus/cpython311_stdlib_sample.py.txt \
+    --instructions 1200 --max-tokens 256 --seed 1 --out "$DATA"
+fi
+$AHEAD train ngram --model "$MODEL" --data "$DATA" --out "$OUT/chat.ngram" \
+  --max-tokens 128 --eval-prompts 16 --json > "$OUT/chat.ngram.report.json"
+$AHEAD train medusa --base "$MODEL" --data "$DATA" --vocab-subset 4096 --dtype f16 \
+  --heads 3 --layers 1 --epochs 2 --batch 8 --lr 3e-3 --eval-prompts 12 --out "$OUT/medusa"
