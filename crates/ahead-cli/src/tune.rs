@@ -43,16 +43,10 @@ pub struct TuneArgs {
     /// Prompts per suite (stories and code), tokens per prompt, passes.
     #[arg(long, default_value_t = 6, conflicts_with = "suite")]
     pub prompts: usize,
-    /// Tune on questions in Spec-Bench's format through the model's chat template (as `bench
-    /// --suite`) instead of the embedded prompt suite: what a chat model is asked.
-    #[arg(long)]
-    pub suite: Option<PathBuf>,
-    /// With --suite: at most this many questions per group.
-    #[arg(long, requires = "suite")]
-    pub limit_per_category: Option<usize>,
-    /// A Jinja chat template to use instead of the model's own (--suite).
-    #[arg(long, requires = "suite")]
-    pub chat_template: Option<PathBuf>,
+    /// Tune on a question file through the model's chat template, as `bench --suite` runs it:
+    /// what a chat model is asked.
+    #[command(flatten)]
+    pub suite: suite::SuiteArgs,
     #[arg(long, default_value_t = 96)]
     pub max_tokens: usize,
     #[arg(long, default_value_t = 2)]
@@ -161,12 +155,12 @@ fn engine(a: &TuneArgs, draft: Option<&str>) -> Result<Engine> {
 }
 
 pub fn run(a: TuneArgs) -> Result<()> {
-    let base = crate::decoding::with_chat_template(engine(&a, None)?, a.chat_template.as_deref())?;
+    let base = crate::decoding::with_chat_template(engine(&a, None)?, a.suite.chat_template.as_deref())?;
     // One engine per candidate draft (the default engine carries the model's own, if any).
     let drafted: Vec<Engine> = a
         .drafts
         .iter()
-        .map(|d| crate::decoding::with_chat_template(engine(&a, Some(d))?, a.chat_template.as_deref()))
+        .map(|d| crate::decoding::with_chat_template(engine(&a, Some(d))?, a.suite.chat_template.as_deref()))
         .collect::<Result<_>>()?;
     let n_drafts = if a.drafts.is_empty() { 1 } else { a.drafts.len() };
     let configs = configs(n_drafts, base.ngram_cache().is_some());
@@ -186,11 +180,11 @@ pub fn run(a: TuneArgs) -> Result<()> {
     for s in &skipped {
         eprintln!("skipped: {s}");
     }
-    let work = match &a.suite {
+    let work = match &a.suite.suite {
         Some(path) => suite::workload(
             &base,
             path,
-            a.limit_per_category,
+            a.suite.limit_per_category,
             a.max_tokens,
             Default::default(),
             0,

@@ -227,27 +227,9 @@ fn a_draft_with_medusa_heads_drafts_trees_losslessly() {
 /// verification over the whole vocabulary keeps the output plain decoding's.
 #[test]
 fn heads_pruned_to_a_token_subset_stay_lossless() {
-    use ahead_model::medusa::{MedusaHead, MedusaHeads};
     let full = engine().medusa_heads().unwrap();
-    let (dim, vocab) = (full.dim(), full.vocab_size());
     // Every other token of the vocabulary's first 400: many targets fall outside.
-    let subset: Vec<u32> = (0..400).step_by(2).collect();
-    let heads: Vec<MedusaHead> = full
-        .heads()
-        .iter()
-        .map(|h| {
-            let w = h.out.to_f32().unwrap();
-            let rows: Vec<f32> = subset
-                .iter()
-                .flat_map(|&t| w[t as usize * dim..(t as usize + 1) * dim].to_vec())
-                .collect();
-            MedusaHead {
-                blocks: h.blocks.clone(),
-                out: ahead_model::llama::Linear::from_f32(rows, subset.len(), dim).unwrap(),
-            }
-        })
-        .collect();
-    let pruned = MedusaHeads::pruned(heads, dim, vocab, subset.clone()).unwrap();
+    let pruned = full.restricted_to((0..400).step_by(2).collect()).unwrap();
     let e = Engine::builder().build().unwrap().with_medusa(pruned).unwrap();
     let mut accepted = 0;
     for prompt in ["Once upon a time", "The little dog was sad."] {

@@ -137,6 +137,35 @@ impl MedusaHeads {
         })
     }
 
+    /// The same heads scoring only `subset` of their tokens (each output row kept is the row
+    /// of its token): pruning heads trained on the whole vocabulary.
+    pub fn restricted_to(&self, subset: Vec<u32>) -> Result<Self> {
+        let heads = self
+            .heads
+            .iter()
+            .map(|h| {
+                let mut rows = Vec::with_capacity(subset.len() * self.dim);
+                let mut row = vec![0f32; self.dim];
+                for &t in &subset {
+                    let r = match &self.subset {
+                        Some(s) => s.iter().position(|&x| x == t),
+                        None => Some(t as usize).filter(|&r| r < h.out.rows()),
+                    }
+                    .ok_or_else(|| ModelError::Input(format!("the heads do not score token {t}")))?;
+                    h.out.row(r, &mut row)?;
+                    rows.extend_from_slice(&row);
+                }
+                Ok(MedusaHead {
+                    blocks: h.blocks.clone(),
+                    out: Linear::from_f32(rows, subset.len(), self.dim)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let mut out = Self::pruned(heads, self.dim, self.vocab, subset)?;
+        out.accuracy = self.accuracy.clone();
+        Ok(out)
+    }
+
     /// The tokens the heads score, when pruned.
     pub fn subset(&self) -> Option<&[u32]> {
         self.subset.as_deref()

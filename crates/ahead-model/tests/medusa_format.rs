@@ -167,22 +167,8 @@ fn pruned_heads_score_a_token_subset_and_round_trip() {
     let full = MedusaHeads::load(tmp.path()).unwrap();
     // Keep rows 4 and 1 of each head's output layer, as tokens 4 and 1.
     let subset = vec![4u32, 1];
-    let heads: Vec<_> = full
-        .heads()
-        .iter()
-        .map(|h| {
-            let w = h.out.to_f32().unwrap();
-            let rows: Vec<f32> = subset
-                .iter()
-                .flat_map(|&t| w[t as usize * DIM..(t as usize + 1) * DIM].to_vec())
-                .collect();
-            ahead_model::medusa::MedusaHead {
-                blocks: h.blocks.clone(),
-                out: ahead_model::llama::Linear::from_f32(rows, subset.len(), DIM).unwrap(),
-            }
-        })
-        .collect();
-    let pruned = MedusaHeads::pruned(heads.clone(), DIM, VOCAB, subset.clone()).unwrap();
+    let pruned = full.restricted_to(subset.clone()).unwrap();
+    let heads = pruned.heads().to_vec();
     assert_eq!(pruned.vocab_size(), VOCAB);
     assert_eq!(pruned.subset(), Some(&subset[..]));
     assert_eq!((pruned.token(0), pruned.token(1)), (4, 1));
@@ -224,6 +210,11 @@ fn pruned_heads_score_a_token_subset_and_round_trip() {
         assert!(MedusaHeads::pruned(heads.clone(), DIM, VOCAB, bad).is_err());
     }
     assert!(MedusaHeads::pruned(heads.clone(), DIM, VOCAB, vec![1, 2, 3]).is_err());
+    assert!(
+        full.restricted_to(vec![9]).is_err(),
+        "a token the heads do not score"
+    );
+    assert!(pruned.restricted_to(vec![4]).is_ok() && pruned.restricted_to(vec![2]).is_err());
     let cfg_path = out.join("config.json");
     let mut cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();

@@ -35,16 +35,8 @@ pub struct MethodsArgs {
     /// Medusa heads folder.
     #[arg(long)]
     pub medusa: Option<String>,
-    /// Questions in Spec-Bench's format (JSON lines: `question_id`, `category`, `turns`), each
-    /// through the model's chat template, instead of the embedded prompt suite.
-    #[arg(long)]
-    pub suite: Option<PathBuf>,
-    /// With --suite: at most this many questions per group, evenly spaced over its questions.
-    #[arg(long, requires = "suite")]
-    pub limit_per_category: Option<usize>,
-    /// A Jinja chat template to use instead of the model's own (--suite).
-    #[arg(long, requires = "suite")]
-    pub chat_template: Option<PathBuf>,
+    #[command(flatten)]
+    pub suite: super::suite::SuiteArgs,
     /// Tokens generated per prompt [default: 128; 256 with --suite, which also stops at the end
     /// of the answer, as Spec-Bench does].
     #[arg(long)]
@@ -182,30 +174,30 @@ pub(crate) struct GroupReport {
 }
 
 #[derive(Debug, Serialize)]
-pub(crate) struct Report {
+struct Report {
     /// The question file, or `embedded`.
-    pub suite: String,
-    pub model: String,
+    suite: String,
+    model: String,
     /// The groups, in the order reported.
-    pub groups: Vec<String>,
+    groups: Vec<String>,
     /// Prompts per group (an MT-bench question's turns are two prompts).
-    pub prompts: BTreeMap<String, usize>,
-    pub max_tokens: usize,
-    pub temperature: f32,
-    pub seed: u64,
-    pub runs: usize,
-    pub batch: usize,
-    pub methods: Vec<MethodReport>,
+    prompts: BTreeMap<String, usize>,
+    max_tokens: usize,
+    temperature: f32,
+    seed: u64,
+    runs: usize,
+    batch: usize,
+    methods: Vec<MethodReport>,
     /// Not methods: a drafter that knows plain decoding's output (every draft right, free)
     /// at fixed draft lengths, measured beside the methods. The ceiling of any drafter here.
-    pub ceiling: Vec<MethodReport>,
+    ceiling: Vec<MethodReport>,
     /// Methods that could not run with this model (no draft, no heads), and why.
-    pub skipped: Vec<String>,
+    skipped: Vec<String>,
 }
 
 /// The methods compared: the controller's choice for each, plus fixed settings that show
 /// what acceptance each method reaches when it always drafts.
-pub(crate) fn methods() -> Vec<(&'static str, GenerateParams)> {
+fn methods() -> Vec<(&'static str, GenerateParams)> {
     let with = |method, num_draft| GenerateParams {
         method,
         num_draft,
@@ -234,7 +226,7 @@ pub(crate) fn methods() -> Vec<(&'static str, GenerateParams)> {
 }
 
 /// Draft lengths at which the perfect drafter is measured.
-pub(crate) const CEILING_DRAFTS: [usize; 3] = [2, 4, 8];
+const CEILING_DRAFTS: [usize; 3] = [2, 4, 8];
 
 /// A configuration to measure: a name, the engine it runs on, and its parameters.
 pub(crate) struct Candidate<'e> {
@@ -490,17 +482,23 @@ pub fn run(a: MethodsArgs) -> Result<()> {
         draft_medusa: None,
     }
     .engine()?;
-    let engine = crate::decoding::with_chat_template(engine, a.chat_template.as_deref())?;
+    let engine = crate::decoding::with_chat_template(engine, a.suite.chat_template.as_deref())?;
     let sampling = SamplingParams {
         temperature: a.temperature,
         ..SamplingParams::default()
     };
     sampling.validate().context("--temperature")?;
-    let (suite, work) = match &a.suite {
+    let (suite, work) = match &a.suite.suite {
         Some(path) => {
             let max_tokens = a.max_tokens.unwrap_or(256);
-            let work =
-                super::suite::workload(&engine, path, a.limit_per_category, max_tokens, sampling, a.seed)?;
+            let work = super::suite::workload(
+                &engine,
+                path,
+                a.suite.limit_per_category,
+                max_tokens,
+                sampling,
+                a.seed,
+            )?;
             (path.display().to_string(), work)
         }
         None => {

@@ -14,6 +14,21 @@ use serde::Deserialize;
 
 use super::methods::{progress, Item, Workload};
 
+/// The flags that choose a question file (`bench --suite`, `tune --suite`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SuiteArgs {
+    /// Questions in Spec-Bench's format (JSON lines: `question_id`, `category`, `turns`), each
+    /// through the model's chat template, instead of the embedded prompt suite.
+    #[arg(long)]
+    pub suite: Option<std::path::PathBuf>,
+    /// With --suite: at most this many questions per group, evenly spaced over its questions.
+    #[arg(long, requires = "suite")]
+    pub limit_per_category: Option<usize>,
+    /// A Jinja chat template to use instead of the model's own (--suite).
+    #[arg(long, requires = "suite")]
+    pub chat_template: Option<std::path::PathBuf>,
+}
+
 /// Spec-Bench's groups, in its table's order.
 pub(crate) const GROUPS: [&str; 6] = [
     "multi_turn",
