@@ -186,6 +186,12 @@ fn spec_bench_on_the_real_model_is_identical_to_vanilla_for_every_method() {
         env!("CARGO_MANIFEST_DIR"),
         "/../../benches/spec-bench/question-dev.jsonl"
     );
+    // With the vendored drafters, so that Medusa and the chat cache are among the methods.
+    let drafters = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../drafters/smollm2-135m-instruct"
+    );
+    let (cache, heads) = (format!("{drafters}/chat.ngram"), format!("{drafters}/medusa"));
     let v = json(
         &ahead(&[
             "bench",
@@ -200,6 +206,10 @@ fn spec_bench_on_the_real_model_is_identical_to_vanilla_for_every_method() {
             "--runs",
             "1",
             "--no-ceiling",
+            "--ngram-cache",
+            &cache,
+            "--medusa",
+            &heads,
             "--json",
         ]),
         "bench --suite on SmolLM2",
@@ -216,8 +226,12 @@ fn spec_bench_on_the_real_model_is_identical_to_vanilla_for_every_method() {
         ])
     );
     assert_eq!(v["prompts"]["multi_turn"], 2, "both turns");
-    for m in v["methods"].as_array().unwrap() {
+    let methods = v["methods"].as_array().unwrap();
+    for m in methods {
         assert_eq!(m["identical_to_vanilla"], true, "{m}");
+    }
+    for want in ["prompt-lookup", "medusa", "medusa (6 nodes)", "lookahead", "auto"] {
+        assert!(methods.iter().any(|m| m["method"] == want), "{want} ran");
     }
 }
 
