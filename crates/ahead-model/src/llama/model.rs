@@ -1,5 +1,7 @@
 //! The Llama-family transformer: immutable weights, `forward(&self, input, &mut KvCache)`.
 
+use std::sync::Mutex;
+
 use rayon::prelude::*;
 
 use super::attention::{GroupAttention, Visible};
@@ -9,6 +11,7 @@ use super::kernels;
 use super::kv_cache::KvCache;
 use super::linear::Linear;
 use super::rope::Rope;
+use super::spin_pool::SpinPool;
 use crate::error::{ModelError, Result};
 
 /// One transformer block's weights.
@@ -50,10 +53,18 @@ pub struct Model {
 
 /// Attention work (rows x heads x visible tokens x head size) below which it stays on one
 /// thread: a pool round trip costs more.
-const PARALLEL_ATTENTION_MIN: usize = 1 << 18;
+const PARALLEL_ATTENTION_MIN: usize = 1 << 16;
 /// Rows per attention task: a verify's rows share each cache load, and a long prefill's
 /// scores (rows x heads x visible slots) stay a few MB per task.
 const ATTENTION_ROWS: usize = 16;
+
+/// Rows per attention task when attention is split over `threads`: at least two tasks per
+/// thread where the rows allow (one slow task then holds no thread up long), and never more than
+/// `ATTENTION_ROWS`.
+fn attention_rows(rows: usize, kv_heads: usize, threads: usize) -> usize {
+    let blocks_per_head = (2 * threads).div_ceil(kv_heads.max(1));
+    rows.div_ceil(blocks_per_head).clamp(1, ATTENTION_ROWS)
+}
 
 impl Model {
     /// Builds a model, checking every weight's shape against the config.
@@ -374,10 +385,17 @@ impl Model {
         let span = group * hd;
         // `by_head` is [kv head][row][group x head_dim]; `out` is [row][kv head][...].
         let mut by_head = vec![0f32; cfg.n_kv_heads * seg.rows * span];
+        let visible: usize = seg.slots.iter().map(Visible::len).sum();
+        let parallel = visible * cfg.n_heads * hd >= PARALLEL_ATTENTION_MIN;
+        let block = if parallel {
+            attention_rows(seg.rows, cfg.n_kv_heads, rayon::current_num_threads())
+        } else {
+            ATTENTION_ROWS
+        };
         let mut tasks: Vec<(usize, usize, &mut [f32])> = Vec::new();
         for (g, rows) in by_head.chunks_exact_mut(seg.rows * span).enumerate() {
-            for (i, o) in rows.chunks_mut(ATTENTION_ROWS * span).enumerate() {
-                tasks.push((g, i * ATTENTION_ROWS, o));
+            for (i, o) in rows.chunks_mut(block * span).enumerate() {
+                tasks.push((g, i * block, o));
             }
         }
         let run = |(g, r0, o): (usize, usize, &mut [f32])| {
@@ -395,11 +413,21 @@ impl Model {
             let fresh = seg.base..seg.base + r1;
             head.run(&q[r0 * q_dim..r1 * q_dim], q_dim, &seg.slots[r0..r1], fresh, o);
         };
-        let visible: usize = seg.slots.iter().map(Visible::len).sum();
-        if visible * cfg.n_heads * hd < PARALLEL_ATTENTION_MIN {
+        if !parallel {
             tasks.into_iter().for_each(run);
         } else {
-            tasks.into_par_iter().for_each(run);
+            // The spinning pool starts a task without a wake-up; each task's output is its own.
+            let tasks: Vec<Mutex<Option<(usize, usize, &mut [f32])>>> =
+                tasks.into_iter().map(|t| Mutex::new(Some(t))).collect();
+            let take = |i: usize| {
+                if let Some(t) = tasks[i].lock().ok().and_then(|mut t| t.take()) {
+                    run(t);
+                }
+            };
+            let spun = SpinPool::global().is_some_and(|pool| pool.run(tasks.len(), &take));
+            if !spun {
+                (0..tasks.len()).into_par_iter().for_each(take);
+            }
         }
         for (g, rows) in by_head.chunks_exact(seg.rows * span).enumerate() {
             for (r, heads) in rows.chunks_exact(span).enumerate() {
