@@ -6,11 +6,13 @@
 //! next verify forward). Plain decoding is the same loop with empty drafts.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ahead_core::sampling::{apply_repetition_penalty, argmax, warp};
 use ahead_core::spec::{accept, accept_typical, Controller, TokenTree};
 use ahead_core::{Distribution, Rng, SamplingParams};
+use ahead_model::llama::run_tasks;
 use ahead_model::{AttentionMask, ForwardInput, ForwardOutput, KvCache, Model, Tokenizer};
 
 use crate::commit::{Committer, StopRules};
@@ -321,6 +323,9 @@ impl<'a> Sequence<'a> {
         if plan.prefill {
             return self.complete_prefill(&plan, out);
         }
+        // The controller weighs a step's whole cost: the forward and the acceptance that reads
+        // every row (when sampling, each row's distribution over the vocabulary).
+        let accepting = Instant::now();
         let tree = &plan.tree;
         let base = self.cache.len() - plan.rows();
         self.counters.forwards += 1;
@@ -336,16 +341,38 @@ impl<'a> Sequence<'a> {
         let mut rows = Vec::with_capacity(tree.len() + 1);
         // Only the repetition penalty reads the context: skip copying it otherwise (per token).
         let needs_context = sampling.repetition_penalty != 1.0;
-        for r in 0..=tree.len() {
+        let history = &self.history;
+        let distribution = |r: usize| {
             let mut seen = Vec::new();
             if needs_context {
-                seen.extend_from_slice(&self.history);
+                seen.extend_from_slice(history);
                 if r > 0 {
                     seen.extend(path(tree, r - 1).iter().map(|&i| tree.tokens[i]));
                 }
             }
             let row = if r == 0 { 0 } else { plan.node_row(r - 1) };
-            rows.push(target_distribution(out.row(row), sampling, &seen)?);
+            target_distribution(out.row(row), sampling, &seen)
+        };
+        if sampling.is_greedy() || tree.is_empty() {
+            for r in 0..=tree.len() {
+                rows.push(distribution(r)?);
+            }
+        } else {
+            // Warping a row reads the whole vocabulary (~0.2 ms for 49k tokens): the rows are
+            // independent, so they split over the decoding threads, each row's numbers its own.
+            let slots: Vec<Mutex<Option<Result<Distribution>>>> =
+                (0..=tree.len()).map(|_| Mutex::new(None)).collect();
+            run_tasks(slots.len(), &|r| {
+                if let Ok(mut slot) = slots[r].lock() {
+                    *slot = Some(distribution(r));
+                }
+            });
+            for slot in slots {
+                let d = slot.into_inner().ok().flatten();
+                rows.push(d.ok_or_else(|| {
+                    EngineError::Internal("a row's distribution was not computed".into())
+                })??);
+            }
         }
         let acc = match self.acceptance {
             MedusaAcceptance::Typical {
@@ -379,8 +406,9 @@ impl<'a> Sequence<'a> {
         // Recorded under the forward's true width (side rows included): the controller adds a
         // drafting step's side rows itself when it weighs k.
         if self.timed {
+            let step_seconds = verify_seconds + accepting.elapsed().as_secs_f64();
             self.controller
-                .observe_time(width, verify_seconds, tree.len(), plan.draft_seconds);
+                .observe_time(width, step_seconds, tree.len(), plan.draft_seconds);
         }
         let taken = self.committer.commit(&acc.tokens)?;
         self.history.extend_from_slice(&acc.tokens[..taken]);

@@ -223,6 +223,12 @@ impl MedusaHeads {
 
     /// Logits of every head for one hidden state, one per output row (see `token`).
     pub fn forward(&self, hidden: &[f32]) -> Result<Vec<Vec<f32>>> {
+        self.forward_first(hidden, self.heads.len())
+    }
+
+    /// Logits of the first `n` heads only (a short draft needs only the shallow heads, and
+    /// each head costs a classifier product).
+    pub fn forward_first(&self, hidden: &[f32], n: usize) -> Result<Vec<Vec<f32>>> {
         if hidden.len() != self.dim {
             return Err(ModelError::Input(format!(
                 "a hidden state of {} values for heads of width {}",
@@ -230,9 +236,9 @@ impl MedusaHeads {
                 self.dim
             )));
         }
-        let mut out = Vec::with_capacity(self.heads.len());
+        let mut out = Vec::with_capacity(n.min(self.heads.len()));
         let mut y = vec![0f32; self.dim];
-        for h in &self.heads {
+        for h in self.heads.iter().take(n) {
             let mut x = hidden.to_vec();
             for b in &h.blocks {
                 b.w.forward(&x, 1, &mut y)?;

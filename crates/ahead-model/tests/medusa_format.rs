@@ -92,6 +92,15 @@ fn heads_in_the_original_layout_load_and_compute_the_papers_formula() {
     for (h, logits) in got.iter().enumerate() {
         ahead_testutil::assert_close(logits, &reference(&hidden, h), ahead_testutil::F32, "head logits");
     }
+    // A short draft runs only its shallow heads, with the same numbers.
+    let first = heads.forward_first(&hidden, 1).unwrap();
+    assert_eq!(first, got[..1].to_vec());
+    assert!(heads.forward_first(&hidden, 0).unwrap().is_empty());
+    assert_eq!(
+        heads.forward_first(&hidden, 5).unwrap(),
+        got,
+        "more than there are: all"
+    );
 }
 
 #[test]

@@ -258,10 +258,12 @@ impl Controller {
         self.since_plain = 0;
         self.idle += 1;
         // Probe only if drafting could pay at all: with every draft accepted, k drafts give
-        // k + 1 tokens. When even that loses to plain decoding, a probe is pure cost.
-        let plain = (others + 1) as f64 / cost_at(verify, others + 1);
-        let could_pay = (1..=self.max_k())
-            .any(|k| (others + k + 1) as f64 / (cost_at(verify, others + k + 1) + k as f64 * draft) > plain);
+        // k + 1 tokens, in a forward that also carries the side rows. When even that loses to
+        // plain decoding, a probe is pure cost.
+        let plain = (others + 1) as f64 / cost_at(verify, self.width(0, others));
+        let could_pay = (1..=self.max_k()).any(|k| {
+            (others + k + 1) as f64 / (cost_at(verify, self.width(k, others)) + k as f64 * draft) > plain
+        });
         if could_pay && self.idle >= self.probe_interval && self.max_k() > 0 {
             self.idle = 0;
             self.probing = true;
@@ -448,6 +450,18 @@ mod tests {
     fn never_probes_when_even_full_acceptance_would_lose() {
         // Verifying k+1 rows costs k+1 single rows and drafting is not free: no k can pay.
         let mut c = Controller::new(vec![0.0, 1.0, 2.0, 3.0, 4.0], 0.1);
+        let picks: Vec<usize> = (0..10 * PROBE_EVERY).map(|_| c.choose()).collect();
+        assert!(picks.iter().all(|&k| k == 0), "{picks:?}");
+    }
+
+    #[test]
+    fn never_probes_when_the_side_rows_alone_outweigh_any_draft() {
+        // Rows cost a tenth of a step each, so drafts alone could pay; but every drafting step
+        // carries 76 side rows (lookahead's default window), which no accepted draft repays.
+        let curve: Vec<f64> = (0..10)
+            .map(|w| if w == 0 { 0.0 } else { 1.0 + 0.1 * (w as f64 - 1.0) })
+            .collect();
+        let mut c = Controller::new(curve, 0.0).with_side_rows(76);
         let picks: Vec<usize> = (0..10 * PROBE_EVERY).map(|_| c.choose()).collect();
         assert!(picks.iter().all(|&k| k == 0), "{picks:?}");
     }

@@ -46,12 +46,14 @@ impl Proposer for MedusaProposer {
         self.hidden = Some(hidden.to_vec());
     }
 
-    fn propose(&mut self, _: &[u32], _: usize, _: &SamplingParams, _: &mut Rng) -> Result<TokenTree> {
+    fn propose(&mut self, _: &[u32], k: usize, _: &SamplingParams, _: &mut Rng) -> Result<TokenTree> {
         let Some(hidden) = &self.hidden else {
             return Ok(TokenTree::empty());
         };
-        let depth = self.tree.depth().min(self.heads.num_heads());
-        let logits = self.heads.forward(hidden)?;
+        // The decoder keeps the first k nodes: only the heads of their depths are run.
+        let needed = self.tree.paths().iter().take(k).map(Vec::len).max().unwrap_or(0);
+        let depth = needed.min(self.heads.num_heads());
+        let logits = self.heads.forward_first(hidden, depth)?;
         let mut top = Vec::with_capacity(depth);
         for (d, l) in logits.iter().take(depth).enumerate() {
             top.push(top_tokens(&self.heads, l, self.tree.top_k(d))?);
@@ -86,20 +88,17 @@ impl Proposer for HybridDraft {
         self.draft.prefill(prompt)
     }
 
-    fn propose(&mut self, history: &[u32], _: usize, _: &SamplingParams, _: &mut Rng) -> Result<TokenTree> {
+    fn propose(&mut self, history: &[u32], k: usize, _: &SamplingParams, _: &mut Rng) -> Result<TokenTree> {
         if history.is_empty() || self.draft.room_after(history.len()) == 0 {
             return Ok(TokenTree::empty());
         }
         let (logits, hidden) = self.draft.sync_hidden(history, true)?;
-        let depth = self.tree.depth().min(self.heads.num_heads() + 1);
+        // As for Medusa alone: the first k nodes decide how many heads run.
+        let needed = self.tree.paths().iter().take(k).map(Vec::len).max().unwrap_or(0);
+        let depth = needed.min(self.heads.num_heads() + 1);
         let mut top = vec![top_rows(&logits, self.tree.top_k(0))?];
-        for (d, l) in self
-            .heads
-            .forward(&hidden)?
-            .iter()
-            .take(depth.saturating_sub(1))
-            .enumerate()
-        {
+        let heads = self.heads.forward_first(&hidden, depth.saturating_sub(1))?;
+        for (d, l) in heads.iter().enumerate() {
             top.push(top_tokens(&self.heads, l, self.tree.top_k(d + 1))?);
         }
         Ok(self.tree.build(&top))

@@ -19,3 +19,4 @@ pub use input::{AttentionMask, ForwardInput, ForwardOutput};
 pub use kv_cache::KvCache;
 pub use linear::Linear;
 pub use model::{BatchItem, LayerWeights, Model, ModelWeights};
+pub use spin_pool::run_tasks;

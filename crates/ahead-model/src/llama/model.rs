@@ -2,8 +2,6 @@
 
 use std::sync::Mutex;
 
-use rayon::prelude::*;
-
 use super::attention::{GroupAttention, Visible};
 use super::config::LlamaConfig;
 use super::input::{ForwardInput, ForwardOutput};
@@ -11,7 +9,7 @@ use super::kernels;
 use super::kv_cache::KvCache;
 use super::linear::Linear;
 use super::rope::Rope;
-use super::spin_pool::SpinPool;
+use super::spin_pool::run_tasks;
 use crate::error::{ModelError, Result};
 
 /// One transformer block's weights.
@@ -57,6 +55,9 @@ const PARALLEL_ATTENTION_MIN: usize = 1 << 16;
 /// Rows per attention task: a verify's rows share each cache load, and a long prefill's
 /// scores (rows x heads x visible slots) stay a few MB per task.
 const ATTENTION_ROWS: usize = 16;
+
+/// One attention task: key/value head, first row, and its output rows.
+type AttentionTask<'a> = (usize, usize, &'a mut [f32]);
 
 /// Rows per attention task when attention is split over `threads`: at least two tasks per
 /// thread where the rows allow (one slow task then holds no thread up long), and never more than
@@ -392,13 +393,13 @@ impl Model {
         } else {
             ATTENTION_ROWS
         };
-        let mut tasks: Vec<(usize, usize, &mut [f32])> = Vec::new();
+        let mut tasks: Vec<AttentionTask<'_>> = Vec::new();
         for (g, rows) in by_head.chunks_exact_mut(seg.rows * span).enumerate() {
             for (i, o) in rows.chunks_mut(block * span).enumerate() {
                 tasks.push((g, i * block, o));
             }
         }
-        let run = |(g, r0, o): (usize, usize, &mut [f32])| {
+        let run = |(g, r0, o): AttentionTask<'_>| {
             let head = GroupAttention {
                 keys,
                 values,
@@ -417,17 +418,14 @@ impl Model {
             tasks.into_iter().for_each(run);
         } else {
             // The spinning pool starts a task without a wake-up; each task's output is its own.
-            let tasks: Vec<Mutex<Option<(usize, usize, &mut [f32])>>> =
+            let tasks: Vec<Mutex<Option<AttentionTask<'_>>>> =
                 tasks.into_iter().map(|t| Mutex::new(Some(t))).collect();
             let take = |i: usize| {
                 if let Some(t) = tasks[i].lock().ok().and_then(|mut t| t.take()) {
                     run(t);
                 }
             };
-            let spun = SpinPool::global().is_some_and(|pool| pool.run(tasks.len(), &take));
-            if !spun {
-                (0..tasks.len()).into_par_iter().for_each(take);
-            }
+            run_tasks(tasks.len(), &take);
         }
         for (g, rows) in by_head.chunks_exact(seg.rows * span).enumerate() {
             for (r, heads) in rows.chunks_exact(span).enumerate() {

@@ -17,6 +17,16 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
+/// Runs `f(0)..f(tasks)` on the decoding threads: the spinning pool when it is free (no
+/// wake-up, and no rayon thread fighting its spinning workers for the cores), else rayon. For
+/// work of a decoding step that splits into independent tasks (attention, per-row sampling).
+pub fn run_tasks(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+    if !SpinPool::global().is_some_and(|pool| pool.run(tasks, f)) {
+        use rayon::prelude::*;
+        (0..tasks).into_par_iter().for_each(f);
+    }
+}
+
 /// How long an idle worker spins before parking: longer than the gaps between one token's
 /// products, short enough that an idle process does not hold a core.
 const SPIN: Duration = Duration::from_micros(500);
