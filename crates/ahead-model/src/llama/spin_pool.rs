@@ -1,4 +1,5 @@
-//! Worker threads that spin between products, for the mid-sized matrix products of decoding.
+//! Worker threads that spin between products, for the mid-sized matrix products (and attention,
+//! and a sampled verify's per-row warps) of decoding.
 //!
 //! Decoding one token of a 100M-parameter model is a few hundred products of 0.1-1M
 //! multiply-adds, each done in tens of microseconds. Waking a sleeping rayon worker for each
@@ -145,7 +146,7 @@ impl SpinPool {
         // A task that panicked is a bug in the product: surface it as rayon would.
         assert!(
             !job.panicked.load(Ordering::Relaxed),
-            "a matrix product task panicked"
+            "a task on the spinning pool panicked"
         );
         true
     }
