@@ -17,6 +17,7 @@ use ahead_model::{AttentionMask, ForwardInput, ForwardOutput, KvCache, Model, To
 
 use crate::commit::{Committer, StopRules};
 use crate::error::{EngineError, Result};
+use crate::learned::LearnedByMethod;
 use crate::output::{FinishReason, Generation, Stats};
 use crate::params::{GenerateParams, MedusaAcceptance};
 use crate::spec::Proposer;
@@ -65,6 +66,8 @@ pub(crate) struct Sequence<'a> {
     /// Prompt tokens (of all but the last) not yet in the cache: a sequence started in a batch
     /// prefills a chunk per step, beside the other sequences' rows.
     unfilled: usize,
+    /// Where the controller's acceptance goes when the request finishes, and under which key.
+    learning: Option<(&'a LearnedByMethod, String)>,
 }
 
 /// Most prompt rows a batched sequence feeds per step: a long prompt then delays the other
@@ -177,7 +180,14 @@ impl<'a> Sequence<'a> {
             started,
             cancelled: false,
             unfilled,
+            learning: None,
         })
+    }
+
+    /// At its finish, folds what the controller measured into `store` under `key`.
+    pub(crate) fn learning_into(mut self, store: &'a LearnedByMethod, key: String) -> Self {
+        self.learning = Some((store, key));
+        self
     }
 
     /// The next chunk of the prompt, as causal rows after what the cache holds.
@@ -445,6 +455,9 @@ impl<'a> Sequence<'a> {
 
     /// The result, once done.
     pub fn finish(self) -> Generation {
+        if let Some((store, key)) = &self.learning {
+            store.fold(key, &self.controller);
+        }
         let total = self.started.elapsed();
         let decode_s = (total - self.prefill).as_secs_f64();
         let generated = self.committer.tokens().len();

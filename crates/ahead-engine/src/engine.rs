@@ -18,6 +18,7 @@ use ahead_model::{load, LoadOptions, LoadedModel, Model, ModelSource, Tokenizer}
 
 use crate::decode::{Sequence, StepInspector};
 use crate::error::{EngineError, Result};
+use crate::learned::LearnedByMethod;
 use crate::output::Generation;
 use crate::params::{GenerateParams, Method, Prompt};
 use crate::spec::{
@@ -162,6 +163,9 @@ pub struct Engine {
     costs: OnceLock<Costs>,
     /// Costs from the models' sizes alone, for seeded sampling (see `costs_for`).
     nominal: OnceLock<Costs>,
+    /// Each method's acceptance as its finished requests measured it: a request's controller
+    /// starts there (see `learned`).
+    learned: LearnedByMethod,
 }
 
 /// How a draft model's tokens reach the target.
@@ -227,6 +231,7 @@ impl Engine {
             ngram_cache: None,
             costs: OnceLock::new(),
             nominal: OnceLock::new(),
+            learned: LearnedByMethod::default(),
         }
     }
 
@@ -493,11 +498,7 @@ impl Engine {
         let prompt_ids = self.checked_prompt(prompt, params)?;
         let model = &self.loaded.model;
         let capacity = (prompt_ids.len() + params.max_tokens + MAX_DRAFT).min(model.config().max_seq_len);
-        let method = match params.method {
-            Method::Auto if self.draft.as_ref().is_some_and(|d| !d.embedded) => Method::Draft,
-            Method::Auto => Method::PromptLookup,
-            m => m,
-        };
+        let method = self.resolved_method(params.method);
         let proposer: Box<dyn Proposer> = match method {
             Method::Draft => {
                 let draft = self
@@ -564,7 +565,12 @@ impl Engine {
                 self.cost_controller(params, draft_cost, proposer.as_ref())?
             }
         };
-        Sequence::start(
+        let learning = self.learning_key(method, params);
+        let controller = match &learning {
+            Some(key) => self.learned.start(key, controller),
+            None => controller,
+        };
+        let seq = Sequence::start(
             model,
             &self.loaded.tokenizer,
             proposer,
@@ -572,7 +578,55 @@ impl Engine {
             prompt_ids,
             params,
             chunked,
-        )
+        )?;
+        Ok(match learning {
+            Some(key) => seq.learning_into(&self.learned, key),
+            None => seq,
+        })
+    }
+
+    /// Under which key a request's controller learns from (and for) the method's other
+    /// requests: `None` for a fixed draft length, plain decoding, and seeded sampling (whose
+    /// tokens depend on the drafting schedule, which must then not depend on other requests).
+    /// The key holds what changes acceptance: the method, its settings, greedy or sampling.
+    fn learning_key(&self, method: Method, params: &GenerateParams) -> Option<String> {
+        let greedy = params.sampling.is_greedy();
+        let seeded_sampling = !greedy && params.reproducible;
+        if method == Method::Vanilla || params.num_draft.is_some() || seeded_sampling {
+            return None;
+        }
+        let settings = match method {
+            Method::Medusa => format!("{:?}", params.medusa_tree),
+            Method::Lookahead => format!(
+                "{:?}",
+                (
+                    params.lookahead_window,
+                    params.lookahead_ngram,
+                    params.lookahead_guesses
+                )
+            ),
+            Method::PromptLookup => format!("{:?}", params.lookup),
+            _ => String::new(),
+        };
+        let mode = if greedy { "greedy" } else { "sampled" };
+        Some(format!("{} {mode} {settings}", method.name()))
+    }
+
+    /// The acceptance per draft position that `params`' method has measured on this engine's
+    /// finished requests (the start of its next request's controller), if any.
+    pub fn learned_acceptance(&self, params: &GenerateParams) -> Option<Vec<f64>> {
+        let method = self.resolved_method(params.method);
+        let key = self.learning_key(method, params)?;
+        self.learned.get(&key).map(|l| l.acceptance().to_vec())
+    }
+
+    /// The method `Auto` stands for on this engine.
+    fn resolved_method(&self, method: Method) -> Method {
+        match method {
+            Method::Auto if self.draft.as_ref().is_some_and(|d| !d.embedded) => Method::Draft,
+            Method::Auto => Method::PromptLookup,
+            m => m,
+        }
     }
 
     /// The costs that steer a request's drafting. Measured on this machine, except for seeded

@@ -11,6 +11,7 @@ mod decode;
 pub use decode::StepInspector;
 pub mod engine;
 pub mod error;
+mod learned;
 pub mod output;
 pub mod params;
 pub mod spec;

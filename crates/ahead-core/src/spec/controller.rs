@@ -12,6 +12,11 @@
 //! ones, keep it measured); a moving average of T(w)/T(1) per width gives the marginal cost of a
 //! row, m, and the curve becomes 1 + m (w - 1). The startup curve stays only as a weak anchor. As the context grows, attention makes every row dearer, and
 //! the controller sees it.
+//!
+//! A request's acceptance starts from what the method's earlier requests measured
+//! ([`Learned`]), where the engine keeps that: starting every request from an optimistic prior
+//! re-learns, every request, that a method does not pay on this workload, and that slow start
+//! is most of what a method that does not pay costs over a 256-token answer.
 
 /// Acceptance statistics and cost curve of one request.
 #[derive(Debug, Clone)]
@@ -43,6 +48,8 @@ pub struct Controller {
     /// n-gram cache), so its drafts are short when it is unsure: the cost model's k is offered
     /// at once, as a cap, without the slow start.
     proposer_limits_length: bool,
+    /// The deepest draft position observed, so that only measured positions are learned.
+    drafted_positions: usize,
 }
 
 /// Live timings, as ratios to the current 1-row forward time: the context grows during a
@@ -82,6 +89,49 @@ const PRIOR: f64 = 0.7;
 const PROBE_EVERY: usize = 16;
 const PROBE_MAX: usize = 1024;
 
+/// What one method's finished requests measured: the acceptance per draft position (only the
+/// positions some request drafted; deeper ones keep the prior).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Learned {
+    accept: Vec<f64>,
+    /// Requests folded in so far.
+    requests: usize,
+}
+
+impl Learned {
+    /// Folds in one more request's final estimates: the mean of every request so far, with
+    /// the older ones fading once there are `LEARNED_WINDOW` of them (workloads drift).
+    pub fn fold(&mut self, finished: &Controller) {
+        let seen = finished.drafted_positions.min(finished.accept.len());
+        // A fixed draft length measured acceptance, but is not this method's controller.
+        if seen == 0 || finished.fixed.is_some() {
+            return;
+        }
+        self.requests += 1;
+        let weight = 1.0 / self.requests.min(LEARNED_WINDOW) as f64;
+        if self.accept.len() < seen {
+            let old = self.accept.len();
+            self.accept.extend_from_slice(&finished.accept[old..seen]);
+        }
+        for (mine, theirs) in self.accept.iter_mut().zip(&finished.accept[..seen]) {
+            *mine += weight * (theirs - *mine);
+        }
+    }
+
+    /// Acceptance per draft position, as far as measured.
+    pub fn acceptance(&self) -> &[f64] {
+        &self.accept
+    }
+
+    /// Requests folded in.
+    pub fn requests(&self) -> usize {
+        self.requests
+    }
+}
+
+/// Requests over which `Learned` averages before older ones fade.
+const LEARNED_WINDOW: usize = 16;
+
 impl Controller {
     /// `verify_cost[r]` for r = 1..=max_k+1 (index 0 ignored), `draft_cost` per drafted token.
     pub fn new(verify_cost: Vec<f64>, draft_cost: f64) -> Self {
@@ -99,7 +149,19 @@ impl Controller {
             since_plain: 0,
             side_rows: 0,
             proposer_limits_length: false,
+            drafted_positions: 0,
         }
+    }
+
+    /// Starts from the acceptance earlier requests of the same method measured, instead of
+    /// the optimistic prior (positions they never drafted keep the prior).
+    pub fn starting_from(mut self, learned: &Learned) -> Self {
+        if self.fixed.is_none() {
+            for (a, l) in self.accept.iter_mut().zip(&learned.accept) {
+                *a = *l;
+            }
+        }
+        self
     }
 
     /// For proposers that end each draft where their confidence runs out (see the field).
@@ -274,6 +336,8 @@ impl Controller {
 
     /// Records a step: `accepted` of `drafted` tokens were accepted (a prefix of the chain).
     pub fn observe(&mut self, drafted: usize, accepted: usize) {
+        // A rejection ends the chain: positions past it were not measured.
+        self.drafted_positions = self.drafted_positions.max(drafted.min(accepted + 1));
         if drafted > 0 && accepted == drafted {
             self.ramp = (self.ramp * 2).min(self.max_k().max(1));
         } else if drafted > 0 && accepted == 0 {
@@ -464,6 +528,52 @@ mod tests {
         let mut c = Controller::new(curve, 0.0).with_side_rows(76);
         let picks: Vec<usize> = (0..10 * PROBE_EVERY).map(|_| c.choose()).collect();
         assert!(picks.iter().all(|&k| k == 0), "{picks:?}");
+    }
+
+    #[test]
+    fn a_request_starts_from_what_earlier_requests_learned() {
+        let curve: Vec<f64> = (0..10)
+            .map(|w| if w == 0 { 0.0 } else { 1.0 + 0.2 * (w as f64 - 1.0) })
+            .collect();
+        // An earlier request whose first draft was rejected every time.
+        let mut earlier = Controller::new(curve.clone(), 0.05);
+        for _ in 0..40 {
+            earlier.observe(1, 0);
+        }
+        let mut learned = Learned::default();
+        learned.fold(&earlier);
+        assert_eq!(learned.requests(), 1);
+        assert_eq!(
+            learned.acceptance().len(),
+            1,
+            "only the drafted position is learned"
+        );
+        assert!(learned.acceptance()[0] < 0.01);
+        // A fresh controller tries drafting on its optimistic prior; one that starts from the
+        // learned acceptance decodes plainly from its first step (until a probe is due).
+        assert_eq!(Controller::new(curve.clone(), 0.05).choose(), 1);
+        let mut informed = Controller::new(curve.clone(), 0.05).starting_from(&learned);
+        let picks: Vec<usize> = (0..PROBE_EVERY - 1).map(|_| informed.choose()).collect();
+        assert!(picks.iter().all(|&k| k == 0), "{picks:?}");
+        // A later request that accepted everything moves the estimate halfway (two requests).
+        let mut later = Controller::new(curve, 0.05);
+        for _ in 0..40 {
+            later.observe(2, 2);
+        }
+        learned.fold(&later);
+        assert_eq!(learned.acceptance().len(), 2);
+        assert!(
+            (learned.acceptance()[0] - 0.5).abs() < 0.01,
+            "{:?}",
+            learned.acceptance()
+        );
+        // Fixed draft lengths and requests that never drafted teach nothing.
+        let before = learned.clone();
+        let mut fixed = Controller::fixed(3);
+        fixed.observe(3, 0);
+        learned.fold(&fixed);
+        learned.fold(&Controller::new(vec![0.0, 1.0, 1.2], 0.0));
+        assert_eq!(learned, before);
     }
 
     #[test]

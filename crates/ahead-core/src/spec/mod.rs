@@ -10,7 +10,7 @@ pub mod ngram_cache;
 pub mod tree;
 
 pub use accept::{accept, accept_typical, Acceptance};
-pub use controller::{cost_at, Controller};
+pub use controller::{cost_at, Controller, Learned};
 pub use lookahead::{candidate_tree, LookaheadConfig, NgramPool};
 pub use lookup::{IndexedLookup, PromptLookup};
 pub use medusa_tree::MedusaTree;
