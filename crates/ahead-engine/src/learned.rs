@@ -33,7 +33,12 @@ impl LearnedByMethod {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
         };
-        map.entry(key.to_string()).or_default().fold(finished);
+        let mut learned = map.get(key).cloned().unwrap_or_default();
+        learned.fold(finished);
+        // A request that never drafted measured nothing: no entry for it.
+        if learned.requests() > 0 {
+            map.insert(key.to_string(), learned);
+        }
     }
 
     /// What requests under `key` learned.
