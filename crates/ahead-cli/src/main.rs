@@ -10,6 +10,7 @@ mod serve;
 mod sources;
 mod train;
 mod train_chat_data;
+mod train_chat_draft;
 mod train_ngram;
 mod tune;
 mod tuned;

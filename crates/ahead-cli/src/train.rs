@@ -102,42 +102,66 @@ pub struct MedusaArgs {
 
 #[derive(Debug, Args)]
 pub struct DraftArgs {
-    /// The target: a llama2.c checkpoint or `default` (the embedded stories260K).
+    /// The target: with --corpus a llama2.c checkpoint or `default` (the embedded
+    /// stories260K); with --data a GGUF file.
     #[arg(long, default_value = "default")]
     pub target: String,
     /// Tokenizer of a llama2.c target, when it is not beside the checkpoint.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
-    /// UTF-8 text; paragraphs are separated by blank lines. Its tail is held out.
+    /// UTF-8 text; paragraphs are separated by blank lines. Its tail is held out. The draft
+    /// learns the target's full distributions there (written as a llama2.c checkpoint).
+    #[arg(long, required_unless_present = "data", conflicts_with = "data")]
+    pub corpus: Option<PathBuf>,
+    /// A chat target's own answers (`ahead train chat-data`): the draft reads and scores
+    /// tokens through the target's embedding (frozen), learns layers of the target's width on
+    /// the answers, scores only the --vocab-subset most frequent answer tokens when drafting,
+    /// and is written as OUT/draft.gguf with the target's tokenizer and chat template.
     #[arg(long)]
-    pub corpus: PathBuf,
-    /// Folder to write draft.bin, tokenizer.bin and report.json into.
+    pub data: Option<PathBuf>,
+    /// With --data: the tokens the draft's classifier scores (FR-Spec).
+    #[arg(long, default_value_t = 4096, requires = "data")]
+    pub vocab_subset: usize,
+    /// With --data: the type of the draft's embedding (its largest tensor) in the file.
+    #[arg(long, default_value = "q8_0", value_parser = ["f32", "f16", "q8_0", "q4_0"], requires = "data")]
+    pub embedding_dtype: String,
+    /// With --data: the type of the draft's other matrices.
+    #[arg(long, default_value = "q8_0", value_parser = ["f32", "f16", "q8_0", "q4_0"], requires = "data")]
+    pub dtype: String,
+    /// Folder to write the draft (draft.bin and tokenizer.bin, or draft.gguf) and
+    /// report.json into.
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 32)]
-    pub dim: usize,
-    #[arg(long, default_value_t = 64)]
-    pub hidden_dim: usize,
+    /// Width (default 32; with --data the target's, which the draft shares).
+    #[arg(long)]
+    pub dim: Option<usize>,
+    /// Feed-forward width (default 64; with --data the target's).
+    #[arg(long)]
+    pub hidden_dim: Option<usize>,
     #[arg(long, default_value_t = 1)]
     pub layers: usize,
-    #[arg(long, default_value_t = 4)]
-    pub heads: usize,
-    #[arg(long, default_value_t = 4)]
-    pub kv_heads: usize,
-    /// Tokens per training window.
-    #[arg(long, default_value_t = 128)]
-    pub seq_len: usize,
-    /// Windows per optimizer step.
+    /// Query heads (default 4; with --data the target's).
+    #[arg(long)]
+    pub heads: Option<usize>,
+    /// Key/value heads (default 4; with --data the target's).
+    #[arg(long)]
+    pub kv_heads: Option<usize>,
+    /// Tokens per training window (--corpus); with --data the longest record trained on.
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    /// Windows (--data: records) per optimizer step.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
-    #[arg(long, default_value_t = 4)]
-    pub epochs: usize,
-    #[arg(long, default_value_t = 4e-3)]
-    pub lr: f64,
-    /// Fraction of the corpus (its end) kept for evaluation only.
-    #[arg(long, default_value_t = 0.1)]
-    pub held_out: f64,
-    /// Also train on the target's own continuations of this many training prompts.
+    /// Passes over the training data (default 4; with --data 2).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Peak learning rate (default 4e-3; with --data 1e-3).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Fraction of the corpus (its end; with --data, of the records) kept for evaluation only.
+    #[arg(long)]
+    pub held_out: Option<f64>,
+    /// Also train on the target's own continuations of this many training prompts (--corpus).
     #[arg(long, default_value_t = 0)]
     pub generated: usize,
     #[arg(long, default_value_t = 1)]
@@ -182,6 +206,11 @@ struct Report {
 }
 
 fn draft(a: DraftArgs) -> Result<()> {
+    let corpus = match (&a.data, &a.corpus) {
+        (Some(data), _) => return crate::train_chat_draft::run(&a, data),
+        (None, Some(corpus)) => corpus.clone(),
+        (None, None) => bail!("give --corpus (text) or --data (a chat target's answers)"),
+    };
     let source = ModelSource::parse(&a.target)?;
     let opts = LoadOptions {
         tokenizer: a.tokenizer.clone(),
@@ -193,30 +222,31 @@ fn draft(a: DraftArgs) -> Result<()> {
              GGUF and Hugging Face targets are not supported by `ahead train draft` yet"
         );
     };
-    let text = std::fs::read_to_string(&a.corpus)
-        .with_context(|| format!("reading the corpus {}", a.corpus.display()))?;
+    let text = std::fs::read_to_string(&corpus)
+        .with_context(|| format!("reading the corpus {}", corpus.display()))?;
+    let shape = DraftShape {
+        dim: a.dim.unwrap_or(32),
+        hidden_dim: a.hidden_dim.unwrap_or(64),
+        n_layers: a.layers,
+        n_heads: a.heads.unwrap_or(4),
+        n_kv_heads: a.kv_heads.unwrap_or(4),
+    };
     let options = DistillOptions {
-        shape: DraftShape {
-            dim: a.dim,
-            hidden_dim: a.hidden_dim,
-            n_layers: a.layers,
-            n_heads: a.heads,
-            n_kv_heads: a.kv_heads,
-        },
-        seq_len: a.seq_len,
+        shape,
+        seq_len: a.seq_len.unwrap_or(128),
         batch: a.batch,
-        epochs: a.epochs,
-        learning_rate: a.lr,
-        held_out: a.held_out,
+        epochs: a.epochs.unwrap_or(4),
+        learning_rate: a.lr.unwrap_or(4e-3),
+        held_out: a.held_out.unwrap_or(0.1),
         generated: a.generated,
         seed: a.seed,
     };
     eprintln!(
         "labelling {} with {} and training a {}-layer dim-{} draft...",
-        a.corpus.display(),
+        corpus.display(),
         loaded.info.source,
         a.layers,
-        a.dim
+        shape.dim
     );
     let mut bar = ProgressBar::new();
     let (draft, training) = distill_draft(&loaded.model, &loaded.tokenizer, &text, &options, &mut |p| {
@@ -227,7 +257,7 @@ fn draft(a: DraftArgs) -> Result<()> {
     write_llama2c(&draft, &a.out.join("draft.bin"))?;
     std::fs::write(a.out.join("tokenizer.bin"), tokenizer_bytes)?;
 
-    let held_out = corpus::split(&text, a.held_out)?.held_out;
+    let held_out = corpus::split(&text, options.held_out)?.held_out;
     let draft_cost = cost::step_seconds(&draft)? / cost::step_seconds(&loaded.model)?.max(1e-12);
     let engine = Engine::from_loaded(loaded).with_draft(draft);
     let params = GenerateParams {
@@ -240,10 +270,10 @@ fn draft(a: DraftArgs) -> Result<()> {
     measured.proposer_cost_per_step = draft_cost;
     let report = Report {
         target: a.target.clone(),
-        corpus: a.corpus.display().to_string(),
+        corpus: corpus.display().to_string(),
         shape: format!(
             "dim {} hidden {} layers {} heads {}/{}",
-            a.dim, a.hidden_dim, a.layers, a.heads, a.kv_heads
+            shape.dim, shape.hidden_dim, shape.n_layers, shape.n_heads, shape.n_kv_heads
         ),
         training,
         measured,
@@ -516,14 +546,14 @@ pub(crate) fn side_by_side_on(
 }
 
 /// A one-line progress bar on a terminal; a line per tenth otherwise (logs stay short).
-struct ProgressBar {
+pub(crate) struct ProgressBar {
     tty: bool,
     last_tenth: usize,
     last_draw: Option<Instant>,
 }
 
 impl ProgressBar {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             tty: std::io::stderr().is_terminal(),
             last_tenth: 0,
@@ -531,7 +561,7 @@ impl ProgressBar {
         }
     }
 
-    fn update(&mut self, p: Progress) {
+    pub(crate) fn update(&mut self, p: Progress) {
         let eta = p.elapsed_s / p.step as f64 * (p.steps - p.step) as f64;
         if self.tty {
             if self.last_draw.is_some_and(|t| t.elapsed().as_millis() < 100) && p.step < p.steps {
@@ -541,7 +571,7 @@ impl ProgressBar {
             let width = 30;
             let done = width * p.step / p.steps.max(1);
             eprint!(
-                "\r[{}{}] step {}/{} KL {:.3} eta {:.0}s ",
+                "\r[{}{}] step {}/{} loss {:.3} eta {:.0}s ",
                 "=".repeat(done),
                 " ".repeat(width - done),
                 p.step,
@@ -553,12 +583,12 @@ impl ProgressBar {
             let tenth = 10 * p.step / p.steps.max(1);
             if tenth > self.last_tenth {
                 self.last_tenth = tenth;
-                eprintln!("step {}/{} KL {:.3} eta {:.0}s", p.step, p.steps, p.kl, eta);
+                eprintln!("step {}/{} loss {:.3} eta {:.0}s", p.step, p.steps, p.kl, eta);
             }
         }
     }
 
-    fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if self.tty {
             eprintln!();
         }

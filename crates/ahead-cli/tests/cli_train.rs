@@ -294,10 +294,11 @@ fn train_ngram_writes_a_cache_that_prompt_lookup_uses_losslessly() {
 }
 
 /// Self-distillation for a chat model: `train chat-data` records the model's own answers to
-/// instructions made from corpora, through a chat template; `train ngram --data` and
-/// `train medusa --data --vocab-subset` learn from them, and decoding with either is lossless.
+/// instructions made from corpora, through a chat template; `train ngram --data`,
+/// `train medusa --data --vocab-subset` and `train draft --data --vocab-subset` learn from
+/// them, and decoding with each is lossless.
 #[test]
-fn chat_data_trains_a_cache_and_pruned_heads_that_decode_losslessly() {
+fn chat_data_trains_a_cache_pruned_heads_and_a_draft_that_decode_losslessly() {
     let tmp = tempfile::tempdir().unwrap();
     let prose = tinystories_head(tmp.path(), 60_000);
     let code = format!("{FIXTURES}/corpus/cpython311_stdlib_sample.py.txt");
@@ -409,6 +410,79 @@ fn chat_data_trains_a_cache_and_pruned_heads_that_decode_losslessly() {
         let want = once_upon_a_time(STORIES_BIN, "60", "vanilla", &[]);
         assert_eq!(got["token_ids"], want["token_ids"], "{method}");
     }
+    // A draft for a GGUF target from the same answers: it reads and scores tokens through the
+    // target's embedding, drafts over 128 tokens, and is written as GGUF with the target's
+    // tokenizer, so it loads alone; drafting with it is lossless.
+    let draft_dir = tmp.path().join("draft");
+    let o = ahead(&[
+        "train",
+        "draft",
+        "--target",
+        STORIES_GGUF,
+        "--data",
+        data.to_str().unwrap(),
+        "--vocab-subset",
+        "128",
+        "--epochs",
+        "1",
+        "--batch",
+        "4",
+        "--eval-prompts",
+        "2",
+        "--out",
+        draft_dir.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(report["training"]["vocab_subset"], 128, "{report}");
+    let agreement = report["training"]["top1_agreement"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&agreement), "{report}");
+    assert_eq!(
+        report["training"]["expected_accepted_length"]
+            .as_array()
+            .unwrap()
+            .len(),
+        8
+    );
+    let draft = draft_dir.join("draft.gguf");
+    let inspected = ahead(&["inspect", draft.to_str().unwrap()]);
+    assert!(
+        inspected.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspected.stderr)
+    );
+    let text = stdout(&inspected);
+    assert!(text.contains("1 layers") && text.contains("vocab 512"), "{text}");
+    for k in ["3", "auto"] {
+        let extra = ["--draft", draft.to_str().unwrap(), "--num-draft", k];
+        let extra = if k == "auto" { &extra[..2] } else { &extra[..] };
+        let got = once_upon_a_time(STORIES_GGUF, "60", "draft", extra);
+        let want = once_upon_a_time(STORIES_GGUF, "60", "vanilla", &[]);
+        assert_eq!(got["token_ids"], want["token_ids"], "k {k}");
+        assert!(
+            got["stats"]["drafted_tokens"].as_u64().unwrap() > 0 || k == "auto",
+            "{got}"
+        );
+    }
+    // A target that is not GGUF is refused with the reason.
+    let o = ahead(&[
+        "train",
+        "draft",
+        "--target",
+        STORIES_BIN,
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        draft_dir.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("GGUF"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
     // Data made for another vocabulary is refused.
     std::fs::write(
         &data,

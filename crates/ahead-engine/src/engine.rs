@@ -123,7 +123,7 @@ impl EngineBuilder {
             let opts = LoadOptions {
                 tokenizer: self.draft_tokenizer,
             };
-            engine = engine.with_draft_loaded(load(&ModelSource::parse(d)?, &opts)?);
+            engine = engine.with_draft_loaded(load(&ModelSource::parse(d)?, &opts)?)?;
         }
         if let Some(src) = &self.draft_medusa {
             engine = engine.with_draft_medusa(MedusaHeads::load(&medusa_dir(src)?)?)?;
@@ -241,24 +241,30 @@ impl Engine {
         self
     }
 
-    /// Adds a draft model with its tokenizer; compares the vocabularies to choose the mode.
-    pub fn with_draft_loaded(mut self, draft: LoadedModel) -> Self {
+    /// Adds a draft model with its tokenizer; compares the vocabularies to choose the mode. A
+    /// draft whose file names a classifier subset (FR-Spec, `ahead train draft
+    /// --vocab-subset`) scores only those tokens.
+    pub fn with_draft_loaded(mut self, draft: LoadedModel) -> Result<Self> {
         let (dt, tt) = (&draft.tokenizer, &self.loaded.tokenizer);
         let shared = draft.model.config().vocab_size == self.loaded.model.config().vocab_size
             && dt.vocab_size() == tt.vocab_size()
             && (0..tt.vocab_size() as u32).all(|id| dt.id_to_piece(id) == tt.id_to_piece(id));
+        let model = match &draft.info.token_subset {
+            Some(subset) => draft.model.restricted_to(subset)?,
+            None => draft.model,
+        };
         self.draft = Some(if shared {
-            Draft::shared(draft.model, false)
+            Draft::shared(model, false)
         } else {
             Draft {
-                model: Arc::new(draft.model),
+                model: Arc::new(model),
                 mode: DraftMode::Retokenized,
                 tokenizers: Some((Arc::new(draft.tokenizer), Arc::new(tt.clone()))),
                 medusa: None,
                 embedded: false,
             }
         });
-        self
+        Ok(self)
     }
 
     /// Adds Medusa heads; they must read this model's hidden states and share its vocabulary.

@@ -16,7 +16,7 @@ fn engine() -> &'static Engine {
     E.get_or_init(|| {
         let target = load(&ModelSource::parse(BABY_BIN).unwrap(), &LoadOptions::default()).unwrap();
         let draft = load(&ModelSource::parse(STORIES_BIN).unwrap(), &LoadOptions::default()).unwrap();
-        Engine::from_loaded(target).with_draft_loaded(draft)
+        Engine::from_loaded(target).with_draft_loaded(draft).unwrap()
     })
 }
 
@@ -24,7 +24,7 @@ fn engine() -> &'static Engine {
 fn the_mode_is_detected_at_load() {
     assert_eq!(engine().draft_mode(), Some(DraftMode::Retokenized));
     let same = load(&ModelSource::parse(STORIES_BIN).unwrap(), &LoadOptions::default()).unwrap();
-    let e = Engine::from_loaded(same.clone()).with_draft_loaded(same);
+    let e = Engine::from_loaded(same.clone()).with_draft_loaded(same).unwrap();
     assert_eq!(e.draft_mode(), Some(DraftMode::SharedVocabulary));
 }
 

@@ -6,9 +6,12 @@
 //! greedy acceptance depends on. The draft is built with candle's autograd (`student`), then
 //! copied into an inference [`ahead_model::Model`]. `medusa` trains Medusa heads on a frozen
 //! base's hidden states (Medusa-1). `instructions` makes chat tasks from corpora, and
-//! `chat_data` holds the target's own answers to them (self-distillation data for every trainer).
+//! `chat_data` holds the target's own answers to them (self-distillation data for every trainer);
+//! `chat_draft` trains a draft for a chat target on them, over the target's own embedding and a
+//! vocabulary-pruned classifier.
 
 pub mod chat_data;
+pub mod chat_draft;
 pub mod corpus;
 pub mod distill;
 pub mod error;
@@ -16,6 +19,7 @@ pub mod instructions;
 pub mod medusa;
 pub mod student;
 
+pub use chat_draft::{train_draft_on_chat, ChatDraftOptions, ChatDraftReport, TrainedChatDraft};
 pub use distill::{distill_draft, DistillOptions, DistillReport, Progress};
 pub use error::{Result, TrainError};
 pub use medusa::{train_medusa, train_medusa_on_chat, MedusaOptions, MedusaReport, TrainedMedusa};

@@ -505,7 +505,7 @@ fn export(heads: &[HeadVars], dim: usize, vocab: usize, subset: Option<Vec<u32>>
 }
 
 /// The `n` most frequent tokens of the records' answers (ties: lower id), at most `vocab`.
-fn frequent_tokens(records: &[ChatRecord], n: usize, vocab: usize) -> Vec<u32> {
+pub(crate) fn frequent_tokens(records: &[ChatRecord], n: usize, vocab: usize) -> Vec<u32> {
     let mut counts = vec![0u64; vocab];
     for id in records.iter().flat_map(|r| &r.answer_ids) {
         counts[*id as usize] += 1;
@@ -517,7 +517,7 @@ fn frequent_tokens(records: &[ChatRecord], n: usize, vocab: usize) -> Vec<u32> {
 }
 
 /// For each token, its row in `subset`, or -1.
-fn row_of(subset: &[u32], vocab: usize) -> Vec<i32> {
+pub(crate) fn row_of(subset: &[u32], vocab: usize) -> Vec<i32> {
     let mut rows = vec![-1; vocab];
     for (r, &t) in subset.iter().enumerate() {
         rows[t as usize] = r as i32;

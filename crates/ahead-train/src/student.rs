@@ -82,6 +82,10 @@ pub struct Student {
     /// cos and sin of every (position, frequency), `[max_seq_len, head_dim / 2, 1]`.
     cos: Tensor,
     sin: Tensor,
+    /// The embedding is the target's and is not trained (`vars` leaves it out).
+    frozen_embedding: bool,
+    /// A classifier of its own (`[vocab, dim]`, frozen: the target's) when not tied.
+    lm_head: Option<Tensor>,
 }
 
 impl Student {
@@ -135,7 +139,54 @@ impl Student {
             norm,
             cos,
             sin,
+            frozen_embedding: false,
+            lm_head: None,
         })
+    }
+
+    /// A student over a given embedding (`[vocab, dim]` values, not trained: a target's, so
+    /// the draft reads tokens as the target does), classifier (the embedding when `None`,
+    /// else `[vocab, dim]` values, not trained) and final norm, with fresh layers.
+    pub fn over_embedding(
+        cfg: LlamaConfig,
+        embedding: Vec<f32>,
+        lm_head: Option<Vec<f32>>,
+        norm: Vec<f32>,
+        seed: u64,
+    ) -> Result<Self> {
+        let matrix = cfg.vocab_size * cfg.dim;
+        if embedding.len() != matrix
+            || lm_head.as_ref().is_some_and(|h| h.len() != matrix)
+            || norm.len() != cfg.dim
+        {
+            return Err(TrainError::Options(format!(
+                "an embedding of {} values and a norm of {} do not fit vocabulary {} x dim {}",
+                embedding.len(),
+                norm.len(),
+                cfg.vocab_size,
+                cfg.dim
+            )));
+        }
+        let s = Self::new(cfg, seed)?;
+        let dev = Device::Cpu;
+        s.embedding
+            .set(&Tensor::from_vec(embedding, s.embedding.shape(), &dev)?)?;
+        s.norm.set(&Tensor::from_vec(norm, s.norm.shape(), &dev)?)?;
+        let lm_head = lm_head
+            .map(|h| Tensor::from_vec(h, (s.cfg.vocab_size, s.cfg.dim), &dev))
+            .transpose()?;
+        Ok(Self {
+            frozen_embedding: true,
+            lm_head,
+            ..s
+        })
+    }
+
+    /// The classifier's rows of `tokens`, `[tokens, dim]` (a classifier over a subset).
+    pub fn classifier_rows(&self, tokens: &[u32]) -> Result<Tensor> {
+        let ids = Tensor::from_vec(tokens.to_vec(), tokens.len(), &Device::Cpu)?;
+        let head = self.lm_head.as_ref().unwrap_or(self.embedding.as_tensor());
+        Ok(head.index_select(&ids, 0)?)
     }
 
     /// A trainable copy of `model` (for joint training). It must have the shape this student
@@ -191,7 +242,11 @@ impl Student {
 
     /// Every trainable tensor.
     pub fn vars(&self) -> Vec<Var> {
-        let mut v = vec![self.embedding.clone(), self.norm.clone()];
+        let mut v = Vec::new();
+        if !self.frozen_embedding {
+            v.push(self.embedding.clone());
+        }
+        v.push(self.norm.clone());
         for l in &self.layers {
             v.extend(
                 [
@@ -225,6 +280,13 @@ impl Student {
     /// Logits and the final normalised hidden states `[batch, seq, dim]` (what Medusa heads
     /// read).
     pub fn forward_hidden(&self, tokens: &Tensor) -> Result<(Tensor, Tensor)> {
+        let hidden = self.hidden(tokens)?;
+        let head = self.lm_head.as_ref().unwrap_or(self.embedding.as_tensor());
+        Ok((linear(&hidden, head)?, hidden))
+    }
+
+    /// The final normalised hidden states `[batch, seq, dim]` for token ids `[batch, seq]`.
+    pub fn hidden(&self, tokens: &Tensor) -> Result<Tensor> {
         let (b, t) = tokens.dims2()?;
         let cfg = &self.cfg;
         if t > cfg.max_seq_len {
@@ -264,8 +326,7 @@ impl Student {
             let gate = linear(&h, &l.w1)?.silu()?;
             x = (x + linear(&(gate * linear(&h, &l.w3)?)?, &l.w2)?)?;
         }
-        let hidden = rms_norm(&x, &self.norm, cfg.rms_eps)?;
-        Ok((linear(&hidden, &self.embedding)?, hidden))
+        Ok(rms_norm(&x, &self.norm, cfg.rms_eps)?)
     }
 
     /// The trained weights as an inference model (f32, tied classifier).
@@ -296,7 +357,14 @@ impl Student {
             embedding: mat(&self.embedding)?,
             layers,
             norm: vec(&self.norm)?,
-            lm_head: None,
+            lm_head: match &self.lm_head {
+                Some(h) => Some(Linear::from_f32(
+                    h.flatten_all()?.to_vec1::<f32>()?,
+                    self.cfg.vocab_size,
+                    self.cfg.dim,
+                )?),
+                None => None,
+            },
         };
         Ok(Model::new(self.cfg.clone(), weights)?)
     }

@@ -17,6 +17,8 @@ use crate::error::{EngineError, Result};
 #[derive(Debug)]
 pub struct DraftModel {
     model: Arc<Model>,
+    /// The full vocabulary (a restricted classifier scores only part of it).
+    vocab: usize,
     cache: KvCache,
     /// The tokens whose keys and values `cache` holds, in order.
     cached: Vec<u32>,
@@ -42,10 +44,19 @@ impl DraftModel {
     fn any_vocab(model: Arc<Model>, capacity: usize) -> Result<Self> {
         let cache = model.new_cache(capacity.min(model.config().max_seq_len))?;
         Ok(Self {
+            vocab: model.config().vocab_size,
             model,
             cache,
             cached: Vec::new(),
         })
+    }
+
+    /// The token of logit row `row` (a restricted classifier scores a subset).
+    pub(crate) fn token_of(&self, row: u32) -> u32 {
+        match self.model.classifier_tokens() {
+            Some(tokens) => tokens.get(row as usize).copied().unwrap_or(row),
+            None => row,
+        }
     }
 
     /// Rolls the cache back to the longest prefix it shares with `history` (keeping at least
@@ -103,15 +114,24 @@ impl DraftModel {
         let mut logits = self.sync(history)?;
         let mut seen = history.to_vec();
         let (mut tokens, mut q) = (Vec::with_capacity(k), Vec::with_capacity(k));
+        let subset = self.model.classifier_tokens();
         for i in 0..k {
-            let (x, dist) = if sampling.is_greedy() {
-                (
-                    sampling::choose(&logits, sampling, &seen, rng)?,
-                    DraftDist::OneHot,
-                )
-            } else {
-                let d: Distribution = warp(&logits, sampling, &seen)?;
-                (d.sample(rng), DraftDist::Sampled(d))
+            let (x, dist) = match subset {
+                // A restricted classifier's best row is its best token: no penalty to apply.
+                Some(tokens) if sampling.is_greedy() && sampling.repetition_penalty == 1.0 => {
+                    (tokens[sampling::argmax(&logits)? as usize], DraftDist::OneHot)
+                }
+                _ => {
+                    let full = vocabulary_logits(&logits, subset, self.vocab);
+                    if sampling.is_greedy() {
+                        (sampling::choose(&full, sampling, &seen, rng)?, DraftDist::OneHot)
+                    } else {
+                        // q is over the subset (zero elsewhere), the distribution the token
+                        // was drawn from: rejection sampling stays exact.
+                        let d: Distribution = warp(&full, sampling, &seen)?;
+                        (d.sample(rng), DraftDist::Sampled(d))
+                    }
+                }
             };
             tokens.push(x);
             q.push(dist);
@@ -150,6 +170,25 @@ impl Proposer for DraftModel {
     ) -> Result<TokenTree> {
         let (tokens, q) = self.draft(history, k, sampling, rng)?;
         Ok(TokenTree::chain(tokens, q))
+    }
+}
+
+/// Logits over the whole vocabulary: a restricted classifier's rows scattered to their tokens,
+/// every other token at -inf (probability 0 after any warper).
+fn vocabulary_logits<'l>(
+    rows: &'l [f32],
+    subset: Option<&[u32]>,
+    vocab: usize,
+) -> std::borrow::Cow<'l, [f32]> {
+    match subset {
+        None => std::borrow::Cow::Borrowed(rows),
+        Some(tokens) => {
+            let mut full = vec![f32::NEG_INFINITY; vocab];
+            for (&t, &l) in tokens.iter().zip(rows) {
+                full[t as usize] = l;
+            }
+            std::borrow::Cow::Owned(full)
+        }
     }
 }
 

@@ -96,7 +96,8 @@ impl Proposer for HybridDraft {
         // As for Medusa alone: the first k nodes decide how many heads run.
         let needed = self.tree.paths().iter().take(k).map(Vec::len).max().unwrap_or(0);
         let depth = needed.min(self.heads.num_heads() + 1);
-        let mut top = vec![top_rows(&logits, self.tree.top_k(0))?];
+        let draft_top = top_rows(&logits, self.tree.top_k(0))?;
+        let mut top = vec![draft_top.into_iter().map(|r| self.draft.token_of(r)).collect()];
         let heads = self.heads.forward_first(&hidden, depth.saturating_sub(1))?;
         for (d, l) in heads.iter().enumerate() {
             top.push(top_tokens(&self.heads, l, self.tree.top_k(d + 1))?);

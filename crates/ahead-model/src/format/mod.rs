@@ -2,6 +2,7 @@
 
 pub mod convert;
 pub mod gguf;
+pub mod gguf_draft;
 pub mod gguf_write;
 pub mod hf_write;
 pub mod llama2c_write;

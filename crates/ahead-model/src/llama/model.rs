@@ -11,6 +11,7 @@ use super::linear::Linear;
 use super::rope::Rope;
 use super::spin_pool::run_tasks;
 use crate::error::{ModelError, Result};
+use crate::tensor::TensorDType;
 
 /// One transformer block's weights.
 #[derive(Debug, Clone)]
@@ -47,6 +48,9 @@ pub struct Model {
     config: LlamaConfig,
     weights: ModelWeights,
     rope: Rope,
+    /// When the classifier scores a subset of the vocabulary ([`Model::restricted_to`]): the
+    /// token of each logit row.
+    classifier_tokens: Option<Vec<u32>>,
 }
 
 /// Attention work (rows x heads x visible tokens x head size) below which it stays on one
@@ -77,7 +81,57 @@ impl Model {
             config,
             weights,
             rope,
+            classifier_tokens: None,
         })
+    }
+
+    /// This model with a classifier that scores only `tokens` (FR-Spec: a drafter's
+    /// classifier over the most frequent tokens of the target's outputs is a fraction of the
+    /// full one's cost). Logit row r is then token `tokens[r]` ([`Model::classifier_tokens`]).
+    /// For drafters only: a target must score the whole vocabulary. The rows keep the
+    /// classifier's own type where it can hold them, else Q8_0.
+    pub fn restricted_to(&self, tokens: &[u32]) -> Result<Model> {
+        let vocab = self.config.vocab_size;
+        if self.classifier_tokens.is_some() {
+            return Err(ModelError::Input("the classifier is restricted already".into()));
+        }
+        if tokens.is_empty() {
+            return Err(ModelError::Input(
+                "a classifier subset needs at least one token".into(),
+            ));
+        }
+        let mut seen = vec![false; vocab];
+        for &t in tokens {
+            match seen.get_mut(t as usize) {
+                None => {
+                    return Err(ModelError::Input(format!(
+                        "classifier subset token {t} is outside the vocabulary of {vocab}"
+                    )))
+                }
+                Some(true) => return Err(ModelError::Input(format!("classifier subset repeats token {t}"))),
+                Some(s) => *s = true,
+            }
+        }
+        let head = self.weights.lm_head.as_ref().unwrap_or(&self.weights.embedding);
+        let dim = self.config.dim;
+        let mut values = vec![0f32; tokens.len() * dim];
+        for (row, &t) in values.chunks_exact_mut(dim).zip(tokens) {
+            head.row(t as usize, row)?;
+        }
+        let dtype = match head.dtype() {
+            d @ (TensorDType::F32 | TensorDType::F16 | TensorDType::BF16 | TensorDType::Q8_0) => d,
+            _ => TensorDType::Q8_0,
+        };
+        let mut restricted = self.clone();
+        restricted.weights.lm_head = Some(Linear::quantize(&values, tokens.len(), dim, dtype)?);
+        restricted.classifier_tokens = Some(tokens.to_vec());
+        Ok(restricted)
+    }
+
+    /// The token of each logit row when the classifier is restricted to a subset; `None`
+    /// when row r is token r.
+    pub fn classifier_tokens(&self) -> Option<&[u32]> {
+        self.classifier_tokens.as_deref()
     }
 
     pub fn config(&self) -> &LlamaConfig {
@@ -218,7 +272,8 @@ impl Model {
         let mut normed = vec![0f32; k * dim];
         kernels::rms_norm(&x, &self.weights.norm, cfg.rms_eps, &mut normed);
         let head = self.weights.lm_head.as_ref().unwrap_or(&self.weights.embedding);
-        let vocab = cfg.vocab_size;
+        // The full vocabulary, or the subset a restricted classifier scores.
+        let vocab = head.rows();
         let mut logits = vec![0f32; k * vocab];
         head.forward(&normed, k, &mut logits)?;
         // One sequence (every unbatched forward) takes the buffers as they are.

@@ -113,6 +113,10 @@ pub struct ModelInfo {
     pub format: Format,
     /// A printable description of the source.
     pub source: String,
+    /// The tokens a drafter's classifier scores, when the file says (a draft trained by
+    /// `ahead train draft --vocab-subset`, GGUF key `ahead.token_subset`); the model as loaded
+    /// still scores the whole vocabulary.
+    pub token_subset: Option<Vec<u32>>,
 }
 
 /// A model with its tokenizer.
@@ -136,6 +140,7 @@ pub fn load(source: &ModelSource, opts: &LoadOptions) -> Result<LoadedModel> {
             let info = ModelInfo {
                 format: Format::Llama2c,
                 source: "stories260K (embedded default)".into(),
+                token_subset: None,
             };
             Ok(LoadedModel {
                 model,
@@ -179,6 +184,7 @@ fn load_path(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     let info = |format| ModelInfo {
         format,
         source: path.display().to_string(),
+        token_subset: None,
     };
     if path.is_dir() {
         let model = hf::load(path)?;
@@ -198,7 +204,10 @@ fn load_path(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         return Ok(LoadedModel {
             model,
             tokenizer,
-            info: info(Format::Gguf),
+            info: ModelInfo {
+                token_subset: crate::format::gguf_draft::token_subset(&file)?,
+                ..info(Format::Gguf)
+            },
         });
     }
     refuse_unloadable(path, &bytes)?;

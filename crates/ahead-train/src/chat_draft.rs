@@ -1,0 +1,337 @@
+//! A draft model for a chat target, trained on the target's own greedy answers (`chat_data`).
+//!
+//! The draft reads and scores tokens through the target's own embedding and classifier
+//! (frozen; tied when the target's are), starts from the target's final norm, and learns fresh layers of
+//! the target's width. Its loss is the cross-entropy of the target's next answer token (the
+//! answers are the target's argmax, so these hard labels are exactly what greedy verification
+//! accepts) over the `vocab_subset` tokens most frequent in the training answers (FR-Spec): the
+//! classifier it drafts with. Held-out answers measure it as decoding will: how often its top
+//! token is the target's, and the run of agreements from each position (a chain of k drafts
+//! yields 1 + min(run, k) tokens at greedy).
+
+use std::time::Instant;
+
+use ahead_core::Rng;
+use ahead_model::llama::{Architecture, LlamaConfig, RopeScaling, RopeStyle};
+use ahead_model::{Model, TensorDType};
+use candle_core::{Device, Tensor, D};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use serde::Serialize;
+
+use crate::chat_data::ChatRecord;
+use crate::distill::{cosine_lr, shuffled, Progress};
+use crate::error::{Result, TrainError};
+use crate::medusa::{frequent_tokens, row_of};
+use crate::student::Student;
+
+/// How to train.
+#[derive(Debug, Clone)]
+pub struct ChatDraftOptions {
+    pub layers: usize,
+    pub hidden_dim: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    /// The classifier scores this many tokens, the most frequent in the training answers
+    /// (at most the vocabulary).
+    pub vocab_subset: usize,
+    /// The type the embedding is written in: training sees its values after that rounding,
+    /// the values the draft will run with.
+    pub embedding_dtype: TensorDType,
+    pub epochs: usize,
+    /// Records per optimizer step.
+    pub batch: usize,
+    pub learning_rate: f64,
+    /// The last share of records, held out and measured on.
+    pub held_out: f64,
+    /// Longest record trained on (the prompt is cut from its start to fit).
+    pub max_len: usize,
+    pub seed: u64,
+}
+
+impl Default for ChatDraftOptions {
+    fn default() -> Self {
+        Self {
+            layers: 1,
+            hidden_dim: 1536,
+            heads: 9,
+            kv_heads: 3,
+            vocab_subset: 4096,
+            embedding_dtype: TensorDType::Q8_0,
+            epochs: 2,
+            batch: 8,
+            learning_rate: 1e-3,
+            held_out: 0.05,
+            max_len: 768,
+            seed: 1,
+        }
+    }
+}
+
+/// What training did and what the draft achieves on held-out answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatDraftReport {
+    pub parameters: usize,
+    pub trainable_parameters: usize,
+    pub train_records: usize,
+    pub held_out_records: usize,
+    /// Answer positions trained on (labels outside the subset are left out).
+    pub train_tokens: usize,
+    pub held_out_tokens: usize,
+    pub steps: usize,
+    pub seconds: f64,
+    pub vocab_subset: usize,
+    /// Share of held-out answer tokens the subset holds.
+    pub subset_coverage: f64,
+    /// Held-out share of answer positions where the draft's top token is the target's.
+    pub top1_agreement: f64,
+    /// Held-out tokens per greedy verify step with a chain of k drafts, k = 1..=8, from the
+    /// measured runs of agreement (not assuming independent positions).
+    pub expected_accepted_length: Vec<(usize, f64)>,
+    /// Mean cross-entropy of the last training step, nats.
+    pub final_loss: f64,
+}
+
+/// The trained draft (full classifier, tied to the target's embedding), the subset its
+/// classifier is meant to score, and the report.
+pub struct TrainedChatDraft {
+    pub model: Model,
+    pub token_subset: Vec<u32>,
+    pub report: ChatDraftReport,
+}
+
+/// Trains a draft for `target` on its chat answers.
+pub fn train_draft_on_chat(
+    target: &Model,
+    records: &[ChatRecord],
+    opts: &ChatDraftOptions,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<TrainedChatDraft> {
+    let start = Instant::now();
+    let tcfg = target.config();
+    if opts.layers == 0 || opts.batch == 0 || opts.epochs == 0 || opts.vocab_subset == 0 || opts.max_len < 2 {
+        return Err(TrainError::Options(
+            "need layers, batch, epochs and vocab_subset above 0, and max_len of at least 2".into(),
+        ));
+    }
+    let cfg = draft_config(tcfg, opts)?;
+    let held = ((records.len() as f64 * opts.held_out).round() as usize).max(1);
+    if held >= records.len() {
+        return Err(TrainError::Data(format!(
+            "{} records leave none to train on after holding out {held}",
+            records.len()
+        )));
+    }
+    let (train_records, held_records) = records.split_at(records.len() - held);
+    let subset = frequent_tokens(train_records, opts.vocab_subset, tcfg.vocab_size);
+    let rows = row_of(&subset, tcfg.vocab_size);
+
+    // The draft reads and scores tokens as the target does: its embedding and classifier
+    // (tied or not), rounded as the draft's file will store them.
+    let w = target.weights();
+    let round = |m: &ahead_model::llama::Linear| {
+        rounded(&m.to_f32()?, tcfg.vocab_size, tcfg.dim, opts.embedding_dtype)
+    };
+    let embedding = round(&w.embedding)?;
+    let lm_head = w.lm_head.as_ref().map(round).transpose()?;
+    let tied = lm_head.is_none();
+    let student = Student::over_embedding(cfg.clone(), embedding, lm_head, w.norm.clone(), opts.seed)?;
+    let classifier = student.classifier_rows(&subset)?;
+    let vars = student.vars();
+    let trainable_parameters = vars.iter().map(|v| v.elem_count()).sum();
+    let mut optimizer = AdamW::new(
+        vars,
+        ParamsAdamW {
+            lr: opts.learning_rate,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )?;
+    let train = examples(train_records, &rows, opts.max_len);
+    let held_out = examples(held_records, &rows, opts.max_len);
+    let steps = train.len().div_ceil(opts.batch) * opts.epochs;
+    let mut rng = Rng::new(opts.seed);
+    let (mut step, mut final_loss) = (0, f64::NAN);
+    for _ in 0..opts.epochs {
+        for chunk in shuffled(train.len(), &mut rng).chunks(opts.batch) {
+            optimizer.set_learning_rate(cosine_lr(opts.learning_rate, step, steps));
+            let mut losses = Vec::with_capacity(chunk.len());
+            for &i in chunk {
+                let ex = &train[i];
+                if ex.labels.is_empty() {
+                    continue;
+                }
+                let logits = answer_logits(&student, &classifier, ex)?;
+                let labels = Tensor::from_vec(ex.labels.clone(), ex.labels.len(), &Device::Cpu)?;
+                losses.push(candle_nn::loss::cross_entropy(&logits, &labels)?);
+            }
+            if losses.is_empty() {
+                continue;
+            }
+            let loss = (Tensor::stack(&losses, 0)?.mean_all())?;
+            optimizer.backward_step(&loss)?;
+            step += 1;
+            final_loss = f64::from(loss.to_scalar::<f32>()?);
+            on_progress(Progress {
+                step,
+                steps,
+                kl: final_loss,
+                elapsed_s: start.elapsed().as_secs_f64(),
+            });
+        }
+    }
+    let (agreement, runs) = measure(&student, &classifier, &held_out)?;
+    let answer_tokens = |r: &[ChatRecord]| r.iter().map(|r| r.answer_ids.len()).sum::<usize>();
+    let inside = held_records
+        .iter()
+        .flat_map(|r| &r.answer_ids)
+        .filter(|&&t| rows[t as usize] >= 0)
+        .count();
+    let model = student.to_model()?;
+    let report = ChatDraftReport {
+        // The frozen embedding (and classifier) count as the draft's too: they are in the file.
+        parameters: trainable_parameters + tcfg.vocab_size * tcfg.dim * if tied { 1 } else { 2 },
+        trainable_parameters,
+        train_records: train_records.len(),
+        held_out_records: held_records.len(),
+        train_tokens: train.iter().map(|e| e.labels.len()).sum(),
+        held_out_tokens: answer_tokens(held_records),
+        steps: step,
+        seconds: start.elapsed().as_secs_f64(),
+        vocab_subset: subset.len(),
+        subset_coverage: inside as f64 / answer_tokens(held_records).max(1) as f64,
+        top1_agreement: agreement,
+        expected_accepted_length: (1..=8)
+            .map(|k| {
+                let total: usize = runs.iter().map(|&r| 1 + r.min(k)).sum();
+                (k, total as f64 / runs.len().max(1) as f64)
+            })
+            .collect(),
+        final_loss,
+    };
+    Ok(TrainedChatDraft {
+        model,
+        token_subset: subset,
+        report,
+    })
+}
+
+/// The draft's config: the target's width, vocabulary, context and RoPE base; interleaved RoPE
+/// (GGUF's llama layout) of its own.
+fn draft_config(target: &LlamaConfig, opts: &ChatDraftOptions) -> Result<LlamaConfig> {
+    let dim = target.dim;
+    if !dim.is_multiple_of(opts.heads)
+        || !(dim / opts.heads).is_multiple_of(2)
+        || !opts.heads.is_multiple_of(opts.kv_heads.max(1))
+    {
+        return Err(TrainError::Options(format!(
+            "the target's width {dim} must split into {} heads of an even size, shared by {} key/value heads",
+            opts.heads, opts.kv_heads
+        )));
+    }
+    Ok(LlamaConfig {
+        architecture: Architecture::Llama,
+        dim,
+        hidden_dim: opts.hidden_dim,
+        n_layers: opts.layers,
+        n_heads: opts.heads,
+        n_kv_heads: opts.kv_heads,
+        head_dim: dim / opts.heads,
+        vocab_size: target.vocab_size,
+        max_seq_len: target.max_seq_len,
+        rope_theta: target.rope_theta,
+        rope_style: RopeStyle::Interleaved,
+        rope_scaling: RopeScaling::None,
+        rope_freq_factors: None,
+        rms_eps: target.rms_eps,
+        sliding_window: None,
+    })
+}
+
+/// `values` after a round trip through `dtype` (what a file of that type gives back).
+fn rounded(values: &[f32], rows: usize, cols: usize, dtype: TensorDType) -> Result<Vec<f32>> {
+    Ok(ahead_model::llama::Linear::quantize(values, rows, cols, dtype)?.to_f32()?)
+}
+
+/// One record as the trainer sees it: its tokens (cut to fit), the positions whose next token
+/// is an answer token inside the subset, and those tokens' subset rows.
+struct Example {
+    tokens: Vec<u32>,
+    positions: Vec<u32>,
+    labels: Vec<u32>,
+    /// Every answer position's label row, or `None` outside the subset (for measuring runs).
+    all_labels: Vec<Option<u32>>,
+}
+
+fn examples(records: &[ChatRecord], rows: &[i32], max_len: usize) -> Vec<Example> {
+    records
+        .iter()
+        .filter(|r| !r.answer_ids.is_empty())
+        .map(|r| {
+            let (mut seq, mut answer_start) = r.sequence();
+            if seq.len() > max_len {
+                let cut = (seq.len() - max_len).min(answer_start.saturating_sub(1));
+                seq.drain(..cut);
+                answer_start -= cut;
+                seq.truncate(max_len);
+            }
+            let (mut positions, mut labels, mut all_labels) = (Vec::new(), Vec::new(), Vec::new());
+            for p in answer_start.max(1)..seq.len() {
+                let row = rows[seq[p] as usize];
+                all_labels.push((row >= 0).then_some(row as u32));
+                if row >= 0 {
+                    positions.push((p - 1) as u32);
+                    labels.push(row as u32);
+                }
+            }
+            Example {
+                tokens: seq,
+                positions,
+                labels,
+                all_labels,
+            }
+        })
+        .collect()
+}
+
+/// Subset logits `[positions, subset]` at the example's labelled positions.
+fn answer_logits(student: &Student, classifier: &Tensor, ex: &Example) -> Result<Tensor> {
+    let ids = Tensor::from_vec(ex.tokens.clone(), (1, ex.tokens.len()), &Device::Cpu)?;
+    let hidden = student.hidden(&ids)?.squeeze(0)?;
+    let at = Tensor::from_vec(ex.positions.clone(), ex.positions.len(), &Device::Cpu)?;
+    Ok(hidden.index_select(&at, 0)?.matmul(&classifier.t()?)?)
+}
+
+/// Held-out top-1 agreement over every answer position (outside the subset: a miss), and the
+/// run of consecutive agreements starting at each answer position.
+fn measure(student: &Student, classifier: &Tensor, held_out: &[Example]) -> Result<(f64, Vec<usize>)> {
+    let (mut agree, mut total, mut runs) = (0usize, 0usize, Vec::new());
+    for ex in held_out {
+        if ex.all_labels.is_empty() {
+            continue;
+        }
+        let ids = Tensor::from_vec(ex.tokens.clone(), (1, ex.tokens.len()), &Device::Cpu)?;
+        let hidden = student.hidden(&ids)?.squeeze(0)?;
+        let first = ex.tokens.len() - ex.all_labels.len() - 1;
+        let n = ex.all_labels.len();
+        let top: Vec<u32> = hidden
+            .narrow(0, first, n)?
+            .matmul(&classifier.t()?)?
+            .argmax(D::Minus1)?
+            .to_vec1()?;
+        let hits: Vec<bool> = top
+            .iter()
+            .zip(&ex.all_labels)
+            .map(|(t, l)| Some(*t) == *l)
+            .collect();
+        agree += hits.iter().filter(|&&h| h).count();
+        total += n;
+        let mut run = 0;
+        let mut from_end = Vec::with_capacity(n);
+        for &h in hits.iter().rev() {
+            run = if h { run + 1 } else { 0 };
+            from_end.push(run);
+        }
+        runs.extend(from_end.into_iter().rev());
+    }
+    Ok((agree as f64 / total.max(1) as f64, runs))
+}
