@@ -23,3 +23,8 @@ $AHEAD train ngram --model "$MODEL" --data "$DATA" --out "$OUT/chat.ngram" \
   --max-tokens 128 --eval-prompts 16 --json > "$OUT/chat.ngram.report.json"
 $AHEAD train medusa --base "$MODEL" --data "$DATA" --vocab-subset 4096 --dtype f16 \
   --heads 3 --layers 1 --epochs 2 --batch 8 --lr 3e-3 --eval-prompts 12 --out "$OUT/medusa"
+# A draft model over the target's own embedding and classifier (frozen, stored as Q4_0 to keep
+# the file small), one fresh layer, drafting over the 4,096 most frequent answer tokens.
+$AHEAD train draft --target "$MODEL" --data "$DATA" --vocab-subset 4096 --layers 1 \
+  --embedding-dtype q4_0 --dtype q8_0 --epochs 2 --batch 16 --lr 2e-3 --eval-prompts 12 \
+  --out "$OUT/draft"

@@ -40,6 +40,9 @@ struct Inspection {
     rms_eps: f32,
     sliding_window: Option<usize>,
     tied_classifier: bool,
+    /// Tokens a drafter's classifier scores when it drafts (`ahead.token_subset`), if the file
+    /// names a subset.
+    drafting_subset: Option<usize>,
     parameters: usize,
     weight_bytes: usize,
     matrix_dtypes: BTreeMap<String, usize>,
@@ -102,6 +105,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
         rms_eps: c.rms_eps,
         sliding_window: c.sliding_window,
         tied_classifier: w.lm_head.is_none(),
+        drafting_subset: loaded.info.token_subset.as_ref().map(Vec::len),
         parameters: params,
         weight_bytes: loaded.model.weight_bytes(),
         matrix_dtypes: dtypes,
@@ -147,6 +151,12 @@ pub fn run(a: InspectArgs) -> Result<()> {
             "separate"
         }
     )?;
+    if let Some(n) = info.drafting_subset {
+        writeln!(
+            out,
+            "drafting      scores {n} tokens as a draft (ahead.token_subset)"
+        )?;
+    }
     writeln!(out, "matrices      {:?}", info.matrix_dtypes)?;
     let tk = &info.tokenizer;
     writeln!(

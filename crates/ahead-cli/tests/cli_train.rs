@@ -453,7 +453,10 @@ fn chat_data_trains_a_cache_pruned_heads_and_a_draft_that_decode_losslessly() {
         String::from_utf8_lossy(&inspected.stderr)
     );
     let text = stdout(&inspected);
-    assert!(text.contains("1 layers") && text.contains("vocab 512"), "{text}");
+    assert!(
+        text.contains("1 layers") && text.contains("vocab 512") && text.contains("scores 128 tokens"),
+        "{text}"
+    );
     for k in ["3", "auto"] {
         let extra = ["--draft", draft.to_str().unwrap(), "--num-draft", k];
         let extra = if k == "auto" { &extra[..2] } else { &extra[..] };

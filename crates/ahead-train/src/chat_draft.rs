@@ -325,13 +325,53 @@ fn measure(student: &Student, classifier: &Tensor, held_out: &[Example]) -> Resu
             .collect();
         agree += hits.iter().filter(|&&h| h).count();
         total += n;
-        let mut run = 0;
-        let mut from_end = Vec::with_capacity(n);
-        for &h in hits.iter().rev() {
-            run = if h { run + 1 } else { 0 };
-            from_end.push(run);
-        }
-        runs.extend(from_end.into_iter().rev());
+        runs.extend(runs_of(&hits));
     }
     Ok((agree as f64 / total.max(1) as f64, runs))
+}
+
+/// For each position, how many consecutive hits start there.
+fn runs_of(hits: &[bool]) -> Vec<usize> {
+    let mut run = 0;
+    let mut from_end: Vec<usize> = hits
+        .iter()
+        .rev()
+        .map(|&h| {
+            run = if h { run + 1 } else { 0 };
+            run
+        })
+        .collect();
+    from_end.reverse();
+    from_end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_count_consecutive_agreements_from_each_position() {
+        assert_eq!(runs_of(&[true, true, false, true]), vec![2, 1, 0, 1]);
+        assert_eq!(runs_of(&[]), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn a_long_record_loses_its_prompt_start_and_keeps_its_answer() {
+        let record = ChatRecord {
+            kind: "x".into(),
+            prompt_ids: (0..10).collect(),
+            answer_ids: vec![20, 21, 22],
+        };
+        // Token 21 is outside the subset: trained on nowhere, a miss when measuring.
+        let mut rows = vec![-1; 32];
+        for (r, t) in [20usize, 22].iter().enumerate() {
+            rows[*t] = r as i32;
+        }
+        let ex = &examples(&[record], &rows, 8)[0];
+        assert_eq!(ex.tokens, vec![5, 6, 7, 8, 9, 20, 21, 22]);
+        // The hidden state at position 4 (token 9) predicts 20, at 6 (token 21) predicts 22.
+        assert_eq!(ex.positions, vec![4, 6]);
+        assert_eq!(ex.labels, vec![0, 1]);
+        assert_eq!(ex.all_labels, vec![Some(0), None, Some(1)]);
+    }
 }

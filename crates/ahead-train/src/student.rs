@@ -182,11 +182,13 @@ impl Student {
         })
     }
 
-    /// The classifier's rows of `tokens`, `[tokens, dim]` (a classifier over a subset).
+    /// The classifier's rows of `tokens`, `[tokens, dim]`, as constants (a frozen classifier
+    /// over a subset).
     pub fn classifier_rows(&self, tokens: &[u32]) -> Result<Tensor> {
         let ids = Tensor::from_vec(tokens.to_vec(), tokens.len(), &Device::Cpu)?;
         let head = self.lm_head.as_ref().unwrap_or(self.embedding.as_tensor());
-        Ok(head.index_select(&ids, 0)?)
+        // Frozen: no gradient flows back into the table.
+        Ok(head.index_select(&ids, 0)?.detach())
     }
 
     /// A trainable copy of `model` (for joint training). It must have the shape this student
@@ -295,9 +297,13 @@ impl Student {
                 cfg.max_seq_len
             )));
         }
-        let mut x = self
-            .embedding
-            .as_tensor()
+        // A frozen embedding takes no gradient (49,152 x 576 of them for SmolLM2, every step).
+        let table = if self.frozen_embedding {
+            self.embedding.as_tensor().detach()
+        } else {
+            self.embedding.as_tensor().clone()
+        };
+        let mut x = table
             .index_select(&tokens.flatten_all()?, 0)?
             .reshape((b, t, cfg.dim))?;
         let mask = causal_mask(t, x.device())?;
