@@ -26,5 +26,5 @@ $AHEAD train medusa --base "$MODEL" --data "$DATA" --vocab-subset 4096 --dtype f
 # A draft model over the target's own embedding and classifier (frozen, stored as Q4_0 to keep
 # the file small), one fresh layer, drafting over the 4,096 most frequent answer tokens.
 $AHEAD train draft --target "$MODEL" --data "$DATA" --vocab-subset 4096 --layers 1 \
-  --embedding-dtype q4_0 --dtype q8_0 --epochs 2 --batch 16 --lr 2e-3 --eval-prompts 12 \
+  --embedding-dtype q4_0 --dtype q8_0 --epochs 5 --batch 4 --lr 1e-3 --eval-prompts 12 \
   --out "$OUT/draft"

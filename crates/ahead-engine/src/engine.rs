@@ -22,8 +22,8 @@ use crate::learned::LearnedByMethod;
 use crate::output::Generation;
 use crate::params::{GenerateParams, Method, Prompt};
 use crate::spec::{
-    cost, DraftModel, HybridDraft, LookaheadProposer, MedusaProposer, NoDraft, PromptLookupProposer,
-    Proposer, RetokenizingDraft,
+    cost, draft::DRAFT_MIN_CONFIDENCE, DraftModel, HybridDraft, LookaheadProposer, MedusaProposer, NoDraft,
+    PromptLookupProposer, Proposer, RetokenizingDraft,
 };
 
 /// Configures where the model comes from.
@@ -520,11 +520,14 @@ impl Engine {
                         heads.clone(),
                         params.medusa_tree.clone().unwrap_or_else(MedusaTree::default_cpu),
                     )),
-                    (None, None) => Box::new(DraftModel::new(
-                        draft.model.clone(),
-                        model.config().vocab_size,
-                        capacity,
-                    )?),
+                    (None, None) => {
+                        // Under the controller a greedy draft also stops where it is unsure.
+                        let confident = params.num_draft.is_none() && params.sampling.is_greedy();
+                        Box::new(
+                            DraftModel::new(draft.model.clone(), model.config().vocab_size, capacity)?
+                                .with_min_confidence(if confident { DRAFT_MIN_CONFIDENCE } else { 0.0 }),
+                        )
+                    }
                     // Re-tokenized text can take more draft tokens than target tokens.
                     (Some((dt, tt)), _) => Box::new(RetokenizingDraft::new(
                         draft.model.clone(),

@@ -3,7 +3,8 @@
 //! `AHEAD_REQUIRE_MODELS=1`): every method's greedy output is token-identical to plain decoding
 //! on chat prompts, and sampled output follows the target's distribution (chi-square, fixed
 //! seeds, alpha = 1e-4). Its vendored drafters (`drafters/smollm2-135m-instruct`: the chat
-//! n-gram cache and the vocabulary-pruned Medusa heads) are loaded, as a user would.
+//! n-gram cache, the vocabulary-pruned Medusa heads and the trained draft model over 4,096
+//! tokens) are loaded, as a user would.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -34,6 +35,22 @@ fn engine() -> Option<&'static Engine> {
             .unwrap();
         let draft = quantized_copy(e.model());
         Some(e.with_draft(draft))
+    })
+    .as_ref()
+}
+
+/// SmolLM2 with its vendored trained draft (`draft/draft.gguf`: its own tables, one trained
+/// layer, a classifier over 4,096 tokens); `None` when the model file is missing.
+fn engine_with_trained_draft() -> Option<&'static Engine> {
+    static E: OnceLock<Option<Engine>> = OnceLock::new();
+    E.get_or_init(|| {
+        let path = real_model("SmolLM2-135M-Instruct.Q4_1.gguf")?;
+        let e = Engine::builder()
+            .model(path.to_str().unwrap())
+            .draft(format!("{DRAFTERS}/draft/draft.gguf"))
+            .build()
+            .unwrap();
+        Some(e)
     })
     .as_ref()
 }
@@ -180,4 +197,51 @@ fn sampled_tokens_follow_the_target_distribution() {
             "{method:?} {sampling:?}: first token chi2 {s}, dof {dof}"
         );
     }
+}
+
+/// The vendored draft drafts only its 4,096 tokens (q zero elsewhere): greedy output stays
+/// plain decoding's, and sampled output the target's distribution.
+#[test]
+fn the_trained_pruned_draft_is_lossless() {
+    let Some(e) = engine_with_trained_draft() else {
+        return;
+    };
+    assert_eq!(e.model().config().vocab_size, 49_152);
+    for user in [
+        "Write a Python function that reverses a list, then explain it.",
+        "Summarize: The cat sat on the mat. The cat was happy. The mat was red.",
+    ] {
+        let prompt = chat(e, None, user);
+        let greedy = |method, k| until_eos(method_params(method, k, SamplingParams::greedy(), 0, 64));
+        let want = gen(e, &prompt, &greedy(Method::Vanilla, None));
+        for k in [Some(4), None] {
+            let got = gen(e, &prompt, &greedy(Method::Draft, k));
+            assert_eq!(got.token_ids, want.token_ids, "k={k:?}");
+            if k.is_some() {
+                assert!(got.stats.accepted_tokens > 0, "{:?}", got.stats);
+            }
+        }
+    }
+    let prompt = Prompt::from("I like apples, I like pears, I like plums, I like");
+    let prompt_ids = e.prompt_ids(&prompt).unwrap();
+    let sampling = SamplingParams {
+        temperature: 0.8,
+        top_k: 20,
+        ..SamplingParams::greedy()
+    };
+    let p1 = target_dist(e, &prompt_ids, &sampling);
+    let mut first = vec![0u64; e.model().config().vocab_size];
+    let mut drafted = 0;
+    for seed in 0..500 {
+        let out = gen(
+            e,
+            &prompt,
+            &method_params(Method::Draft, Some(3), sampling.clone(), seed, 2),
+        );
+        first[out.token_ids[0] as usize] += 1;
+        drafted += out.stats.drafted_tokens;
+    }
+    assert!(drafted > 0);
+    let (s, dof) = chi_square(&first, &p1);
+    assert!(dof >= 2 && s < critical(dof), "first token chi2 {s}, dof {dof}");
 }

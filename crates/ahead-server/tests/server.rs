@@ -512,8 +512,10 @@ fn two_hundred_mixed_requests_from_sixteen_clients_all_end_cleanly() {
 /// A generation that runs past the time limit ends early with finish reason `length`.
 #[test]
 fn the_generation_time_limit_cuts_long_requests() {
+    // A millisecond: 450 tokens of the toy model take 20 ms or more even on a fast machine
+    // (at 0.05 s a quiet machine finished them in time).
     let s = start(ServerConfig {
-        max_generation_seconds: 0.05,
+        max_generation_seconds: 0.001,
         ..ServerConfig::default()
     });
     let url = format!("{}/v1/completions", s.url);

@@ -30,6 +30,18 @@ impl ChatRecord {
     }
 }
 
+/// The records to train on and the last `share` of them (at least one), held out.
+pub fn split_held_out(records: &[ChatRecord], share: f64) -> Result<(&[ChatRecord], &[ChatRecord])> {
+    let held = ((records.len() as f64 * share).round() as usize).max(1);
+    if held >= records.len() {
+        return Err(TrainError::Data(format!(
+            "{} records leave none to train on after holding out {held}",
+            records.len()
+        )));
+    }
+    Ok(records.split_at(records.len() - held))
+}
+
 /// Writes `records` as JSON lines.
 pub fn write(path: &Path, records: &[ChatRecord]) -> Result<()> {
     let io = |e: std::io::Error| TrainError::Data(format!("writing {}: {e}", path.display()));

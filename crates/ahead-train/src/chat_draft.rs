@@ -12,7 +12,6 @@
 use std::time::Instant;
 
 use ahead_core::Rng;
-use ahead_model::llama::{Architecture, LlamaConfig, RopeScaling, RopeStyle};
 use ahead_model::{Model, TensorDType};
 use candle_core::{Device, Tensor, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -22,7 +21,7 @@ use crate::chat_data::ChatRecord;
 use crate::distill::{cosine_lr, shuffled, Progress};
 use crate::error::{Result, TrainError};
 use crate::medusa::{frequent_tokens, row_of};
-use crate::student::Student;
+use crate::student::{DraftShape, Student};
 
 /// How to train.
 #[derive(Debug, Clone)]
@@ -113,15 +112,17 @@ pub fn train_draft_on_chat(
             "need layers, batch, epochs and vocab_subset above 0, and max_len of at least 2".into(),
         ));
     }
-    let cfg = draft_config(tcfg, opts)?;
-    let held = ((records.len() as f64 * opts.held_out).round() as usize).max(1);
-    if held >= records.len() {
-        return Err(TrainError::Data(format!(
-            "{} records leave none to train on after holding out {held}",
-            records.len()
-        )));
+    // The target's width (the draft shares its tables), vocabulary, context and RoPE base;
+    // interleaved RoPE (GGUF's llama layout) of its own.
+    let cfg = DraftShape {
+        dim: tcfg.dim,
+        hidden_dim: opts.hidden_dim,
+        n_layers: opts.layers,
+        n_heads: opts.heads,
+        n_kv_heads: opts.kv_heads,
     }
-    let (train_records, held_records) = records.split_at(records.len() - held);
+    .config(tcfg)?;
+    let (train_records, held_records) = crate::chat_data::split_held_out(records, opts.held_out)?;
     let subset = frequent_tokens(train_records, opts.vocab_subset, tcfg.vocab_size);
     let rows = row_of(&subset, tcfg.vocab_size);
 
@@ -212,38 +213,6 @@ pub fn train_draft_on_chat(
         model,
         token_subset: subset,
         report,
-    })
-}
-
-/// The draft's config: the target's width, vocabulary, context and RoPE base; interleaved RoPE
-/// (GGUF's llama layout) of its own.
-fn draft_config(target: &LlamaConfig, opts: &ChatDraftOptions) -> Result<LlamaConfig> {
-    let dim = target.dim;
-    if !dim.is_multiple_of(opts.heads)
-        || !(dim / opts.heads).is_multiple_of(2)
-        || !opts.heads.is_multiple_of(opts.kv_heads.max(1))
-    {
-        return Err(TrainError::Options(format!(
-            "the target's width {dim} must split into {} heads of an even size, shared by {} key/value heads",
-            opts.heads, opts.kv_heads
-        )));
-    }
-    Ok(LlamaConfig {
-        architecture: Architecture::Llama,
-        dim,
-        hidden_dim: opts.hidden_dim,
-        n_layers: opts.layers,
-        n_heads: opts.heads,
-        n_kv_heads: opts.kv_heads,
-        head_dim: dim / opts.heads,
-        vocab_size: target.vocab_size,
-        max_seq_len: target.max_seq_len,
-        rope_theta: target.rope_theta,
-        rope_style: RopeStyle::Interleaved,
-        rope_scaling: RopeScaling::None,
-        rope_freq_factors: None,
-        rms_eps: target.rms_eps,
-        sliding_window: None,
     })
 }
 

@@ -272,14 +272,7 @@ pub fn train_medusa_on_chat(
             "chat data trains Medusa-1 heads: need heads > 0, batch > 0, epochs > 0 and no --joint".into(),
         ));
     }
-    let held = ((records.len() as f64 * opts.held_out).round() as usize).max(1);
-    if held >= records.len() {
-        return Err(TrainError::Data(format!(
-            "{} records leave none to train on after holding out {held}",
-            records.len()
-        )));
-    }
-    let (train_records, held_records) = records.split_at(records.len() - held);
+    let (train_records, held_records) = crate::chat_data::split_held_out(records, opts.held_out)?;
     let subset =
         (opts.vocab_subset > 0).then(|| frequent_tokens(train_records, opts.vocab_subset, cfg.vocab_size));
     let rows = subset.as_ref().map(|s| row_of(s, cfg.vocab_size));
