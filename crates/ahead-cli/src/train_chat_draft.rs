@@ -1,8 +1,10 @@
 //! `ahead train draft --data FILE`: a draft for a chat target, trained on the target's own
 //! answers (`ahead train chat-data`) over the target's embedding, with a vocabulary-pruned
 //! classifier (FR-Spec), written as a GGUF file with the target's tokenizer and chat template.
-//! Then measured as it will be used: loaded back from that file, drafting for the target on
-//! held-out records' prompts, against plain decoding.
+//! The classifier's size (FR-Spec's N) is chosen among `--vocab-subset` and its most frequent
+//! half, quarter and eighth by held-out agreement against the draft's measured cost. Then the
+//! draft is measured as it will be used: loaded back from that file, drafting for the target
+//! on held-out records' prompts, against plain decoding.
 
 use std::io::Write;
 use std::path::Path;
@@ -17,12 +19,28 @@ use serde::Serialize;
 
 use crate::train::{side_by_side_on, DraftArgs, Measured, ProgressBar};
 
+/// One candidate classifier size, priced on this machine.
+#[derive(Debug, Serialize)]
+struct SubsetChoice {
+    tokens: usize,
+    /// The draft's step over the target's.
+    draft_cost: f64,
+    /// The chain length that gives the most tokens per unit of time at greedy, by the
+    /// held-out runs of agreement and the measured verify costs, and that estimate.
+    best_k: usize,
+    estimated_speedup: f64,
+}
+
 #[derive(Debug, Serialize)]
 struct Report {
     target: String,
     data: String,
     shape: String,
     training: ChatDraftReport,
+    /// The classifier sizes weighed (`--vocab-subset` and its most frequent half, quarter
+    /// and eighth), and the one written.
+    subset_choices: Vec<SubsetChoice>,
+    chosen_subset: usize,
     /// The draft's step (subset classifier) over the target's, measured here.
     draft_cost_per_token: f64,
     /// Greedy, the controller choosing k.
@@ -85,6 +103,34 @@ pub fn run(a: &DraftArgs, data: &Path) -> Result<()> {
     let trained = train_draft_on_chat(&loaded.model, &records, &options, &mut |p| bar.update(p))?;
     bar.finish();
 
+    // FR-Spec's N, chosen by measurement: per candidate classifier size, the draft's cost per
+    // token here and the best chain length's estimated tokens per unit of time.
+    let verify = cost::verify_cost_curve(&loaded.model, 9)?;
+    let target_step = cost::step_seconds(&loaded.model)?.max(1e-12);
+    let mut choices = Vec::new();
+    for score in &trained.report.by_subset {
+        let restricted = trained
+            .model
+            .restricted_to(&trained.token_subset[..score.tokens])?;
+        let draft_cost = cost::step_seconds(&restricted)? / target_step;
+        let (best_k, speedup) = score
+            .expected_accepted_length
+            .iter()
+            .map(|&(k, tokens)| (k, tokens / (verify[k + 1] + k as f64 * draft_cost)))
+            .fold((0, 1.0), |best, c| if c.1 > best.1 { c } else { best });
+        choices.push(SubsetChoice {
+            tokens: score.tokens,
+            draft_cost,
+            best_k,
+            estimated_speedup: speedup,
+        });
+    }
+    let chosen = choices
+        .iter()
+        .max_by(|a, b| a.estimated_speedup.total_cmp(&b.estimated_speedup))
+        .map_or(trained.token_subset.len(), |c| c.tokens);
+    let subset = &trained.token_subset[..chosen];
+
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let name = format!(
         "draft for {}",
@@ -97,7 +143,7 @@ pub fn run(a: &DraftArgs, data: &Path) -> Result<()> {
             name,
             embedding: options.embedding_dtype,
             matrices: dtype(&a.dtype)?,
-            token_subset: Some(&trained.token_subset),
+            token_subset: Some(subset),
         },
     )?;
     let path = a.out.join("draft.gguf");
@@ -135,6 +181,8 @@ pub fn run(a: &DraftArgs, data: &Path) -> Result<()> {
         data: data.display().to_string(),
         shape,
         training: trained.report,
+        subset_choices: choices,
+        chosen_subset: chosen,
         draft_cost_per_token: draft_cost,
         measured,
         measured_k3,
@@ -172,6 +220,17 @@ pub fn run(a: &DraftArgs, data: &Path) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     )?;
+    for c in &report.subset_choices {
+        writeln!(
+            out,
+            "classifier over {:>6} tokens: draft cost {:.3} of a target step, best k {} for an estimated {:.2}x{}",
+            c.tokens,
+            c.draft_cost,
+            c.best_k,
+            c.estimated_speedup,
+            if c.tokens == report.chosen_subset { "  <- written" } else { "" }
+        )?;
+    }
     for (label, m) in [("controller", &report.measured), ("k=3", &report.measured_k3)] {
         writeln!(
             out,

@@ -453,8 +453,19 @@ fn chat_data_trains_a_cache_pruned_heads_and_a_draft_that_decode_losslessly() {
         String::from_utf8_lossy(&inspected.stderr)
     );
     let text = stdout(&inspected);
+    // The classifier size written was chosen among 128 and its most frequent half.
+    let chosen = report["chosen_subset"].as_u64().unwrap();
+    assert!(chosen == 64 || chosen == 128, "{report}");
+    assert_eq!(report["subset_choices"].as_array().unwrap().len(), 2, "{report}");
+    assert_eq!(
+        report["training"]["by_subset"].as_array().unwrap().len(),
+        2,
+        "{report}"
+    );
     assert!(
-        text.contains("1 layers") && text.contains("vocab 512") && text.contains("scores 128 tokens"),
+        text.contains("1 layers")
+            && text.contains("vocab 512")
+            && text.contains(&format!("scores {chosen} tokens")),
         "{text}"
     );
     for k in ["3", "auto"] {

@@ -86,8 +86,21 @@ pub struct ChatDraftReport {
     /// Held-out tokens per greedy verify step with a chain of k drafts, k = 1..=8, from the
     /// measured runs of agreement (not assuming independent positions).
     pub expected_accepted_length: Vec<(usize, f64)>,
+    /// The same held-out measures with the classifier cut to the most frequent part of the
+    /// subset (the last entry is the whole subset): a smaller classifier costs less per
+    /// drafted token and misses more tokens.
+    pub by_subset: Vec<SubsetScore>,
     /// Mean cross-entropy of the last training step, nats.
     pub final_loss: f64,
+}
+
+/// Held-out measures of the draft with its classifier over the `tokens` most frequent tokens.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubsetScore {
+    pub tokens: usize,
+    pub top1_agreement: f64,
+    /// Tokens per greedy verify step with a chain of k drafts, k = 1..=8.
+    pub expected_accepted_length: Vec<(usize, f64)>,
 }
 
 /// The trained draft (full classifier, tied to the target's embedding), the subset its
@@ -180,7 +193,11 @@ pub fn train_draft_on_chat(
             });
         }
     }
-    let (agreement, runs) = measure(&student, &classifier, &held_out)?;
+    let by_subset = measure(&student, &classifier, &held_out, &candidate_sizes(subset.len()))?;
+    let full = by_subset
+        .last()
+        .cloned()
+        .ok_or_else(|| TrainError::Data("nothing was measured".into()))?;
     let answer_tokens = |r: &[ChatRecord]| r.iter().map(|r| r.answer_ids.len()).sum::<usize>();
     let inside = held_records
         .iter()
@@ -200,13 +217,9 @@ pub fn train_draft_on_chat(
         seconds: start.elapsed().as_secs_f64(),
         vocab_subset: subset.len(),
         subset_coverage: inside as f64 / answer_tokens(held_records).max(1) as f64,
-        top1_agreement: agreement,
-        expected_accepted_length: (1..=8)
-            .map(|k| {
-                let total: usize = runs.iter().map(|&r| 1 + r.min(k)).sum();
-                (k, total as f64 / runs.len().max(1) as f64)
-            })
-            .collect(),
+        top1_agreement: full.top1_agreement,
+        expected_accepted_length: full.expected_accepted_length,
+        by_subset,
         final_loss,
     };
     Ok(TrainedChatDraft {
@@ -272,8 +285,14 @@ fn answer_logits(student: &Student, classifier: &Tensor, ex: &Example) -> Result
 
 /// Held-out top-1 agreement over every answer position (outside the subset: a miss), and the
 /// run of consecutive agreements starting at each answer position.
-fn measure(student: &Student, classifier: &Tensor, held_out: &[Example]) -> Result<(f64, Vec<usize>)> {
-    let (mut agree, mut total, mut runs) = (0usize, 0usize, Vec::new());
+fn measure(
+    student: &Student,
+    classifier: &Tensor,
+    held_out: &[Example],
+    sizes: &[usize],
+) -> Result<Vec<SubsetScore>> {
+    // Per candidate size: agreements, positions, runs.
+    let mut tallies: Vec<(usize, usize, Vec<usize>)> = vec![(0, 0, Vec::new()); sizes.len()];
     for ex in held_out {
         if ex.all_labels.is_empty() {
             continue;
@@ -282,21 +301,46 @@ fn measure(student: &Student, classifier: &Tensor, held_out: &[Example]) -> Resu
         let hidden = student.hidden(&ids)?.squeeze(0)?;
         let first = ex.tokens.len() - ex.all_labels.len() - 1;
         let n = ex.all_labels.len();
-        let top: Vec<u32> = hidden
-            .narrow(0, first, n)?
-            .matmul(&classifier.t()?)?
-            .argmax(D::Minus1)?
-            .to_vec1()?;
-        let hits: Vec<bool> = top
-            .iter()
-            .zip(&ex.all_labels)
-            .map(|(t, l)| Some(*t) == *l)
-            .collect();
-        agree += hits.iter().filter(|&&h| h).count();
-        total += n;
-        runs.extend(runs_of(&hits));
+        let logits = hidden.narrow(0, first, n)?.matmul(&classifier.t()?)?;
+        for (&size, tally) in sizes.iter().zip(tallies.iter_mut()) {
+            // The subset's rows are most frequent first: the first `size` are that subset.
+            let top: Vec<u32> = logits.narrow(1, 0, size)?.argmax(D::Minus1)?.to_vec1()?;
+            let hits: Vec<bool> = top
+                .iter()
+                .zip(&ex.all_labels)
+                .map(|(t, l)| Some(*t) == *l)
+                .collect();
+            tally.0 += hits.iter().filter(|&&h| h).count();
+            tally.1 += n;
+            tally.2.extend(runs_of(&hits));
+        }
     }
-    Ok((agree as f64 / total.max(1) as f64, runs))
+    Ok(sizes
+        .iter()
+        .zip(tallies)
+        .map(|(&tokens, (agree, total, runs))| SubsetScore {
+            tokens,
+            top1_agreement: agree as f64 / total.max(1) as f64,
+            expected_accepted_length: (1..=8)
+                .map(|k| {
+                    let sum: usize = runs.iter().map(|&r| 1 + r.min(k)).sum();
+                    (k, sum as f64 / runs.len().max(1) as f64)
+                })
+                .collect(),
+        })
+        .collect())
+}
+
+/// The classifier sizes measured: the trained subset and its most frequent half, quarter and
+/// eighth (at least 64 tokens).
+fn candidate_sizes(subset: usize) -> Vec<usize> {
+    let mut sizes: Vec<usize> = [8, 4, 2, 1]
+        .iter()
+        .map(|d| subset / d)
+        .filter(|&n| n >= 64.min(subset))
+        .collect();
+    sizes.dedup();
+    sizes
 }
 
 /// For each position, how many consecutive hits start there.
@@ -317,6 +361,13 @@ fn runs_of(hits: &[bool]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn candidate_sizes_halve_down_to_an_eighth() {
+        assert_eq!(candidate_sizes(4096), vec![512, 1024, 2048, 4096]);
+        assert_eq!(candidate_sizes(256), vec![64, 128, 256]);
+        assert_eq!(candidate_sizes(10), vec![10]);
+    }
 
     #[test]
     fn runs_count_consecutive_agreements_from_each_position() {

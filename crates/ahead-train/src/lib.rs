@@ -19,7 +19,7 @@ pub mod instructions;
 pub mod medusa;
 pub mod student;
 
-pub use chat_draft::{train_draft_on_chat, ChatDraftOptions, ChatDraftReport, TrainedChatDraft};
+pub use chat_draft::{train_draft_on_chat, ChatDraftOptions, ChatDraftReport, SubsetScore, TrainedChatDraft};
 pub use distill::{distill_draft, DistillOptions, DistillReport, Progress};
 pub use error::{Result, TrainError};
 pub use medusa::{train_medusa, train_medusa_on_chat, MedusaOptions, MedusaReport, TrainedMedusa};
