@@ -103,13 +103,39 @@ pub fn run(a: &DraftArgs, data: &Path) -> Result<()> {
     let trained = train_draft_on_chat(&loaded.model, &records, &options, &mut |p| bar.update(p))?;
     bar.finish();
 
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let path = a.out.join("draft.gguf");
+    let partial = path.with_extension("gguf.partial");
+    let name = format!(
+        "draft for {}",
+        target_file.get_str("general.name")?.unwrap_or("the target")
+    );
+    let write = |subset: &[u32]| -> Result<Vec<u8>> {
+        let file = write_draft_gguf(
+            &trained.model,
+            &target_file,
+            &DraftGgufOptions {
+                name: name.clone(),
+                embedding: options.embedding_dtype,
+                matrices: dtype(&a.dtype)?,
+                token_subset: Some(subset),
+            },
+        )?;
+        std::fs::write(&partial, &file).with_context(|| format!("writing {}", partial.display()))?;
+        Ok(file)
+    };
+
     // FR-Spec's N, chosen by measurement: per candidate classifier size, the draft's cost per
-    // token here and the best chain length's estimated tokens per unit of time.
+    // token here, as stored (the file with every candidate's rows, loaded back), and the best
+    // chain length's estimated tokens per unit of time.
+    write(&trained.token_subset)?;
+    let stored = ahead_model::load(&ModelSource::Path(partial.clone()), &LoadOptions::default())
+        .with_context(|| format!("loading {} back", partial.display()))?;
     let verify = cost::verify_cost_curve(&loaded.model, 9)?;
     let target_step = cost::step_seconds(&loaded.model)?.max(1e-12);
     let mut choices = Vec::new();
     for score in &trained.report.by_subset {
-        let restricted = trained
+        let restricted = stored
             .model
             .restricted_to(&trained.token_subset[..score.tokens])?;
         let draft_cost = cost::step_seconds(&restricted)? / target_step;
@@ -129,26 +155,7 @@ pub fn run(a: &DraftArgs, data: &Path) -> Result<()> {
         .iter()
         .max_by(|a, b| a.estimated_speedup.total_cmp(&b.estimated_speedup))
         .map_or(trained.token_subset.len(), |c| c.tokens);
-    let subset = &trained.token_subset[..chosen];
-
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let name = format!(
-        "draft for {}",
-        target_file.get_str("general.name")?.unwrap_or("the target")
-    );
-    let file = write_draft_gguf(
-        &trained.model,
-        &target_file,
-        &DraftGgufOptions {
-            name,
-            embedding: options.embedding_dtype,
-            matrices: dtype(&a.dtype)?,
-            token_subset: Some(subset),
-        },
-    )?;
-    let path = a.out.join("draft.gguf");
-    let partial = path.with_extension("gguf.partial");
-    std::fs::write(&partial, &file).with_context(|| format!("writing {}", partial.display()))?;
+    let file = write(&trained.token_subset[..chosen])?;
     std::fs::rename(&partial, &path).with_context(|| format!("renaming to {}", path.display()))?;
 
     // Measured as it will run: the file loaded back, its classifier restricted as it says.
