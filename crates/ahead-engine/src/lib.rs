@@ -6,6 +6,7 @@
 //! one at a time.
 
 pub mod batch;
+pub mod builder;
 pub mod commit;
 mod decode;
 pub use decode::StepInspector;
@@ -18,7 +19,8 @@ pub mod spec;
 
 pub use ahead_core::SamplingParams;
 pub use batch::{Job, Scheduler};
-pub use engine::{default_ngram_cache, DraftMode, Engine, EngineBuilder, MAX_DRAFT};
+pub use builder::{default_ngram_cache, EngineBuilder};
+pub use engine::{DraftMode, Engine, MAX_DRAFT};
 pub use error::{EngineError, Result};
 pub use output::{FinishReason, Generation, Stats};
 pub use params::{GenerateParams, MedusaAcceptance, Method, Prompt};

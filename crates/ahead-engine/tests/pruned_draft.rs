@@ -9,9 +9,8 @@
 mod common;
 use common::*;
 
-use ahead_core::sampling::warp;
 use ahead_engine::Method;
-use ahead_model::{load, ForwardInput, LoadOptions, ModelSource};
+use ahead_model::{load, LoadOptions, ModelSource};
 use ahead_testutil::{chi_square, chi_square_critical as critical};
 
 /// Every id below 300, and the even ones above: the odd ids above 300 cannot be drafted.
@@ -60,7 +59,6 @@ fn greedy_output_is_plain_decodings_for_every_draft_length() {
 #[test]
 fn sampled_tokens_follow_the_target_distribution() {
     let e = engine();
-    let model = e.model();
     let prompt = Prompt::from("Once upon a time");
     let prompt_ids = e.prompt_ids(&prompt).unwrap();
     let drafted_from = subset();
@@ -75,45 +73,25 @@ fn sampled_tokens_follow_the_target_distribution() {
             ..SamplingParams::greedy()
         },
     ] {
-        let dist = |ids: &[u32]| {
-            let mut cache = model.new_cache(ids.len()).unwrap();
-            let pos: Vec<usize> = (0..ids.len()).collect();
-            let out = model
-                .forward(&ForwardInput::causal(ids, &pos), &mut cache)
-                .unwrap();
-            warp(out.last(), &sampling, ids).unwrap()
-        };
-        let p1 = dist(&prompt_ids);
-        // The test means something only if the target can pick what the draft cannot.
+        let p1 = target_dist(e, &prompt_ids, &sampling);
+        // The mass the target puts where the draft cannot propose (reported on failure).
         let outside: f64 = (0..512u32)
             .filter(|t| !drafted_from.contains(t))
-            .map(|t| p1.probs()[t as usize] as f64)
+            .map(|t| p1[t as usize])
             .sum();
-        let mut first = vec![0u64; 512];
-        let mut seconds: std::collections::HashMap<u32, Vec<u64>> = Default::default();
-        let mut drafted = 0;
-        for seed in 0..3000 {
-            let out = gen(
-                e,
-                &prompt,
-                &method_params(Method::Draft, Some(3), sampling.clone(), seed, 2),
-            );
-            first[out.token_ids[0] as usize] += 1;
-            seconds.entry(out.token_ids[0]).or_insert_with(|| vec![0; 512])[out.token_ids[1] as usize] += 1;
-            drafted += out.stats.drafted_tokens;
-        }
-        assert!(drafted > 0);
-        let probs: Vec<f64> = p1.probs().iter().map(|&p| p as f64).collect();
-        let (s, dof) = chi_square(&first, &probs);
+        let c = sample_two_tokens(e, &prompt, 3000, |seed| {
+            method_params(Method::Draft, Some(3), sampling.clone(), seed, 2)
+        });
+        assert!(c.drafted > 0);
+        let (s, dof) = chi_square(&c.first, &p1);
         assert!(
             s < critical(dof),
             "{sampling:?}: first token chi2 {s}, dof {dof} (outside mass {outside})"
         );
-        let (&t1, counts) = seconds.iter().max_by_key(|(_, c)| c.iter().sum::<u64>()).unwrap();
+        let (t1, counts) = c.commonest_second();
         let mut ctx = prompt_ids.clone();
         ctx.push(t1);
-        let p2: Vec<f64> = dist(&ctx).probs().iter().map(|&p| p as f64).collect();
-        let (s, dof) = chi_square(counts, &p2);
+        let (s, dof) = chi_square(counts, &target_dist(e, &ctx, &sampling));
         assert!(
             s < critical(dof),
             "{sampling:?}: second token chi2 {s}, dof {dof}"

@@ -204,6 +204,50 @@ pub fn target_dist(e: &Engine, ids: &[u32], sampling: &SamplingParams) -> Vec<f6
     d.probs().iter().map(|&p| p as f64).collect()
 }
 
+/// Counts of the first two generated tokens over `n` seeds (`params(seed)` generates two),
+/// and how many tokens were drafted in all.
+pub struct TwoTokenCounts {
+    pub first: Vec<u64>,
+    /// Per first token, the counts of the second.
+    pub seconds: std::collections::HashMap<u32, Vec<u64>>,
+    pub drafted: usize,
+}
+
+pub fn sample_two_tokens(
+    e: &Engine,
+    prompt: &Prompt,
+    n: u64,
+    params: impl Fn(u64) -> GenerateParams,
+) -> TwoTokenCounts {
+    let vocab = e.model().config().vocab_size;
+    let mut c = TwoTokenCounts {
+        first: vec![0; vocab],
+        seconds: Default::default(),
+        drafted: 0,
+    };
+    for seed in 0..n {
+        let out = gen(e, prompt, &params(seed));
+        c.first[out.token_ids[0] as usize] += 1;
+        c.seconds
+            .entry(out.token_ids[0])
+            .or_insert_with(|| vec![0; vocab])[out.token_ids[1] as usize] += 1;
+        c.drafted += out.stats.drafted_tokens;
+    }
+    c
+}
+
+impl TwoTokenCounts {
+    /// The most frequent first token and the second-token counts after it.
+    pub fn commonest_second(&self) -> (u32, &[u64]) {
+        let (&t, counts) = self
+            .seconds
+            .iter()
+            .max_by_key(|(_, c)| c.iter().sum::<u64>())
+            .unwrap();
+        (t, counts)
+    }
+}
+
 /// `method` with `num_draft`, `sampling` and `seed`, exactly `max_tokens` tokens (EOS ignored).
 pub fn method_params(
     method: ahead_engine::Method,
