@@ -20,6 +20,7 @@ pub enum MethodArg {
     Medusa,
     Lookahead,
     PromptLookup,
+    Eagle,
     Auto,
 }
 
@@ -96,6 +97,9 @@ pub struct DecodeArgs {
     /// embedded model's vendored heads).
     #[arg(long)]
     pub medusa: Option<String>,
+    /// An EAGLE head for `--method eagle`: a folder written by `ahead train eagle`.
+    #[arg(long)]
+    pub eagle: Option<std::path::PathBuf>,
     /// Medusa heads trained on the draft model (`ahead train medusa --base DRAFT`): the draft
     /// then drafts a whole tree per step (the hybrid).
     #[arg(long)]
@@ -145,6 +149,7 @@ impl DecodeArgs {
             MethodArg::PromptLookup => Method::PromptLookup,
             MethodArg::Medusa => Method::Medusa,
             MethodArg::Lookahead => Method::Lookahead,
+            MethodArg::Eagle => Method::Eagle,
         };
         let medusa_tree = match &a.medusa_choices {
             None => None,
@@ -174,6 +179,7 @@ impl DecodeArgs {
             _ => Verify::Exact,
         };
         let engine = Sources {
+            eagle: a.eagle.as_deref(),
             model: a.model.as_deref(),
             tokenizer: a.tokenizer.as_deref(),
             draft: a.draft.as_deref(),

@@ -11,6 +11,7 @@ mod sources;
 mod train;
 mod train_chat_data;
 mod train_chat_draft;
+mod train_eagle;
 mod train_ngram;
 mod tune;
 mod tuned;

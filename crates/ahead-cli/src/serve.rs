@@ -33,6 +33,9 @@ pub struct ServeArgs {
     pub ngram_cache: Option<std::path::PathBuf>,
     #[arg(long)]
     pub medusa: Option<String>,
+    /// An EAGLE head for `--method eagle`: a folder written by `ahead train eagle`.
+    #[arg(long)]
+    pub eagle: Option<std::path::PathBuf>,
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
     #[arg(long, default_value_t = 8000)]
@@ -137,6 +140,7 @@ async fn serve(mut a: ServeArgs) -> Result<()> {
     let loading = state.clone();
     let load = tokio::task::spawn_blocking(move || -> Result<()> {
         let engine = Sources {
+            eagle: a.eagle.as_deref(),
             model: a.model.as_deref(),
             tokenizer: a.tokenizer.as_deref(),
             draft: a.draft.as_deref(),

@@ -1,5 +1,5 @@
 //! Where a command's model comes from: the flags every command shares (`--model`,
-//! `--tokenizer`, `--draft`, `--draft-tokenizer`, `--medusa`, `--draft-medusa`, `--ngram-cache`), turned into an
+//! `--tokenizer`, `--draft`, `--draft-tokenizer`, `--medusa`, `--eagle`, `--draft-medusa`, `--ngram-cache`), turned into an
 //! engine in one place.
 
 use std::path::Path;
@@ -15,6 +15,7 @@ pub struct Sources<'a> {
     pub draft: Option<&'a str>,
     pub draft_tokenizer: Option<&'a Path>,
     pub medusa: Option<&'a str>,
+    pub eagle: Option<&'a Path>,
     pub draft_medusa: Option<&'a str>,
     pub ngram_cache: Option<&'a Path>,
 }
@@ -37,6 +38,9 @@ impl Sources<'_> {
         }
         if let Some(m) = self.medusa {
             b = b.medusa(m);
+        }
+        if let Some(e) = self.eagle {
+            b = b.eagle(e);
         }
         if let Some(m) = self.draft_medusa {
             b = b.draft_medusa(m);

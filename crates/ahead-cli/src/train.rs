@@ -24,6 +24,8 @@ pub enum TrainCommand {
     Draft(DraftArgs),
     /// Train Medusa heads on a frozen base (Medusa-1).
     Medusa(MedusaArgs),
+    /// Train an EAGLE head on a chat target's own answers (`chat-data`).
+    Eagle(crate::train_eagle::EagleArgs),
     /// Build a static n-gram cache for prompt lookup from the model's own continuations.
     Ngram(crate::train_ngram::NgramArgs),
     /// Record a chat model's own answers to instructions made from corpora (self-distillation
@@ -179,6 +181,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
         TrainCommand::Draft(a) => draft(a),
         TrainCommand::Medusa(a) => medusa(a),
         TrainCommand::Ngram(a) => crate::train_ngram::ngram(a),
+        TrainCommand::Eagle(a) => crate::train_eagle::run(a),
         TrainCommand::ChatData(a) => crate::train_chat_data::run(a),
     }
 }

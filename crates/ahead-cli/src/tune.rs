@@ -143,6 +143,7 @@ fn configs(drafts: usize, cache: bool) -> Vec<Config> {
 
 fn engine(a: &TuneArgs, draft: Option<&str>) -> Result<Engine> {
     Sources {
+        eagle: None,
         model: a.model.as_deref(),
         tokenizer: a.tokenizer.as_deref(),
         draft,

@@ -16,7 +16,7 @@ pub struct Tuned {
     pub model: String,
     pub machine: String,
     pub threads: usize,
-    /// The chosen method: vanilla, draft, medusa, lookahead, prompt-lookup or auto.
+    /// The chosen method: vanilla, draft, medusa, eagle, lookahead, prompt-lookup or auto.
     pub method: String,
     /// Fixed draft length (or tree size); absent: the controller chooses per step.
     pub num_draft: Option<usize>,
@@ -51,6 +51,7 @@ pub fn parse_method(s: &str) -> Result<Method> {
         "draft" => Method::Draft,
         "medusa" => Method::Medusa,
         "lookahead" => Method::Lookahead,
+        "eagle" => Method::Eagle,
         "prompt-lookup" => Method::PromptLookup,
         "auto" => Method::Auto,
         other => bail!("unknown method {other:?} in the tuned config"),

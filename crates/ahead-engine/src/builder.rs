@@ -18,6 +18,7 @@ pub struct EngineBuilder {
     draft: Option<String>,
     draft_tokenizer: Option<PathBuf>,
     medusa: Option<PathBuf>,
+    eagle: Option<PathBuf>,
     draft_medusa: Option<PathBuf>,
     ngram_cache: Option<PathBuf>,
 }
@@ -44,6 +45,12 @@ impl EngineBuilder {
     /// Medusa heads for `Method::Medusa`: a folder in the original layout, or a hub id.
     pub fn medusa(mut self, dir: impl Into<PathBuf>) -> Self {
         self.medusa = Some(dir.into());
+        self
+    }
+
+    /// An EAGLE head for `Method::Eagle`: a folder written by `ahead train eagle`.
+    pub fn eagle(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.eagle = Some(dir.into());
         self
     }
 
@@ -102,6 +109,10 @@ impl EngineBuilder {
         }
         if let Some(src) = &self.medusa {
             engine = engine.with_medusa(MedusaHeads::load(&medusa_dir(src)?)?)?;
+        }
+        if let Some(dir) = &self.eagle {
+            let head = ahead_model::eagle::EagleHead::load(dir, engine.model())?;
+            engine = engine.with_eagle(head);
         }
         if let Some(d) = &self.draft {
             let opts = LoadOptions {

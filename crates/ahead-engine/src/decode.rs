@@ -154,9 +154,7 @@ impl<'a> Sequence<'a> {
                 ..ForwardInput::causal(&prompt_ids[..n - 1], &pos)
             };
             let out = model.forward(&input, &mut cache)?;
-            if let Some(h) = hidden_row(&out, n - 2) {
-                proposer.observe_hidden(h);
-            }
+            proposer.observe_hidden(&hidden_rows(&out, 0..n - 1));
         }
         let unfilled = if chunked { n - 1 } else { 0 };
         if unfilled == 0 && controller.max_k() > 0 {
@@ -211,10 +209,8 @@ impl<'a> Sequence<'a> {
     /// Takes a prefill chunk's output; after the last chunk, the proposer sees the prompt.
     fn complete_prefill(&mut self, plan: &Plan, out: &ForwardOutput) -> Result<String> {
         self.unfilled -= plan.rows();
+        self.proposer.observe_hidden(&hidden_rows(out, 0..plan.rows()));
         if self.unfilled == 0 {
-            if let Some(h) = hidden_row(out, plan.rows() - 1) {
-                self.proposer.observe_hidden(h);
-            }
             if self.controller.max_k() > 0 {
                 self.proposer.prefill(&self.history)?;
             }
@@ -395,8 +391,11 @@ impl<'a> Sequence<'a> {
         };
         let kept: Vec<usize> = acc.nodes.iter().map(|&n| plan.n_side + n).collect();
         self.cache.compact(base + 1, &kept)?;
-        if let Some(h) = hidden_row(out, acc.nodes.last().map_or(0, |&n| plan.node_row(n))) {
-            self.proposer.observe_hidden(h);
+        if out.hidden.is_some() {
+            // The pending row, then each accepted node's.
+            let accepted_rows = std::iter::once(0).chain(acc.nodes.iter().map(|&n| plan.node_row(n)));
+            let rows: Vec<&[f32]> = accepted_rows.filter_map(|r| hidden_row(out, r)).collect();
+            self.proposer.observe_hidden(&rows);
         }
         self.proposer.observe_accepted(acc.nodes.len());
         let deepest = tree.depths().iter().copied().max().unwrap_or(0);
@@ -505,6 +504,11 @@ impl<'a> Sequence<'a> {
 fn hidden_row(out: &ahead_model::ForwardOutput, r: usize) -> Option<&[f32]> {
     let d = out.hidden_dim;
     out.hidden.as_ref()?.get(r * d..(r + 1) * d)
+}
+
+/// Hidden states of `rows`, if the forward returned hidden states.
+fn hidden_rows(out: &ahead_model::ForwardOutput, rows: std::ops::Range<usize>) -> Vec<&[f32]> {
+    rows.filter_map(|r| hidden_row(out, r)).collect()
 }
 
 /// Keeps at most `k` nodes (a proposer may return more than asked).

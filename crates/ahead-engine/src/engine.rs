@@ -11,6 +11,7 @@
 use std::sync::{Arc, OnceLock};
 
 use ahead_core::spec::{cost_at, Controller, LookaheadConfig, MedusaTree, NgramCache};
+use ahead_model::eagle::EagleHead;
 use ahead_model::medusa::MedusaHeads;
 use ahead_model::tokenizer::{ChatMessage, ChatPrompt, ChatTemplate};
 use ahead_model::{LoadedModel, Model, Tokenizer};
@@ -22,8 +23,8 @@ use crate::learned::LearnedByMethod;
 use crate::output::Generation;
 use crate::params::{GenerateParams, Method, Prompt};
 use crate::spec::{
-    cost, draft::DRAFT_MIN_CONFIDENCE, DraftModel, HybridDraft, LookaheadProposer, MedusaProposer, NoDraft,
-    PromptLookupProposer, Proposer, RetokenizingDraft,
+    cost, draft::DRAFT_MIN_CONFIDENCE, DraftModel, EagleProposer, HybridDraft, LookaheadProposer,
+    MedusaProposer, NoDraft, PromptLookupProposer, Proposer, RetokenizingDraft,
 };
 
 /// A loaded model ready to generate. Immutable; generate from several threads at once.
@@ -32,6 +33,7 @@ pub struct Engine {
     loaded: LoadedModel,
     draft: Option<Draft>,
     medusa: Option<Arc<MedusaHeads>>,
+    eagle: Option<Arc<EagleHead>>,
     ngram_cache: Option<Arc<NgramCache>>,
     costs: OnceLock<Costs>,
     /// Costs from the models' sizes alone, for seeded sampling (see `costs_for`).
@@ -101,6 +103,7 @@ impl Engine {
             loaded,
             draft: None,
             medusa: None,
+            eagle: None,
             ngram_cache: None,
             costs: OnceLock::new(),
             nominal: OnceLock::new(),
@@ -163,6 +166,17 @@ impl Engine {
         }
         self.medusa = Some(Arc::new(heads));
         Ok(self)
+    }
+
+    /// Adds an EAGLE head (built over this model's embedding and classifier, so it fits).
+    pub fn with_eagle(mut self, head: EagleHead) -> Self {
+        self.eagle = Some(Arc::new(head));
+        self
+    }
+
+    /// The loaded EAGLE head, if any.
+    pub fn eagle_head(&self) -> Option<&EagleHead> {
+        self.eagle.as_deref()
     }
 
     /// Adds a static n-gram cache for prompt lookup; it must predict this model's vocabulary.
@@ -432,6 +446,21 @@ impl Engine {
                 Box::new(MedusaProposer::new(heads, tree))
             }
             Method::Lookahead => Box::new(LookaheadProposer::new(self.lookahead_config(params)?)),
+            Method::Eagle => {
+                let head = self.eagle.clone().ok_or_else(|| EngineError::MethodUnavailable {
+                    method: "eagle",
+                    reason: "no EAGLE head is loaded (EngineBuilder::eagle, --eagle)".into(),
+                })?;
+                // Under the controller a greedy chain also stops where it is unsure.
+                let confident = params.num_draft.is_none() && params.sampling.is_greedy();
+                Box::new(
+                    EagleProposer::new(head, capacity)?.with_min_confidence(if confident {
+                        DRAFT_MIN_CONFIDENCE
+                    } else {
+                        0.0
+                    }),
+                )
+            }
             _ => Box::new(NoDraft),
         };
         let controller = match (method, params.num_draft) {
@@ -448,6 +477,7 @@ impl Engine {
                 let draft_cost = match m {
                     Method::Draft => costs.draft_step,
                     Method::Medusa => costs.medusa_step,
+                    Method::Eagle => costs.eagle_step,
                     _ => 0.0,
                 };
                 self.cost_controller(params, draft_cost, proposer.as_ref())?
@@ -500,6 +530,25 @@ impl Engine {
         Some(format!("{} {mode} {settings}", method.name()))
     }
 
+    /// The target's KV-cache slots a request with a `prompt_len`-token prompt allocates: the
+    /// prompt, the completion, the most drafts a step verifies and the method's side rows
+    /// (lookahead's window), at most the context (what a server's KV budget must reserve).
+    pub fn cache_slots(&self, prompt_len: usize, params: &GenerateParams) -> Result<usize> {
+        let method = self.resolved_method(params.method);
+        let drafts = match (method, params.num_draft) {
+            (Method::Vanilla, _) => 0,
+            (_, Some(k)) => k,
+            (_, None) => MAX_DRAFT,
+        };
+        let side = match method {
+            Method::Lookahead => self.lookahead_config(params)?.branch_rows(),
+            _ => 0,
+        };
+        let context = self.loaded.model.config().max_seq_len;
+        let completion = params.max_tokens.min(context.saturating_sub(prompt_len));
+        Ok((prompt_len + completion + drafts + side).min(context))
+    }
+
     /// The acceptance per draft position that `params`' method has measured on this engine's
     /// finished requests (the start of its next request's controller), if any.
     pub fn learned_acceptance(&self, params: &GenerateParams) -> Option<Vec<f64>> {
@@ -529,6 +578,7 @@ impl Engine {
                     &self.loaded.model,
                     self.draft.as_ref().map(|d| d.model.weight_bytes()),
                     self.medusa.as_deref().map(MedusaHeads::weight_bytes),
+                    self.eagle.as_deref().map(EagleHead::weight_bytes),
                 )
             }));
         }
@@ -556,10 +606,15 @@ impl Engine {
             }
             None => 0.0,
         };
+        let eagle_step = match &self.eagle {
+            Some(h) => cost::eagle_seconds(h)? / cost::step_seconds(model)?.max(1e-9),
+            None => 0.0,
+        };
         Ok(self.costs.get_or_init(|| Costs {
             verify,
             draft_step,
             medusa_step,
+            eagle_step,
         }))
     }
 
@@ -658,6 +713,8 @@ struct Costs {
     verify: Vec<f64>,
     draft_step: f64,
     medusa_step: f64,
+    /// One EAGLE chain step over a target step.
+    eagle_step: f64,
 }
 
 impl Costs {
@@ -665,7 +722,12 @@ impl Costs {
     /// row (its forward is per-row work); a larger one streams its weights once for all rows,
     /// so a row adds a few percent (BENCHMARKS.md: T(8)/T(1) of 1.1-1.4 on TinyLlama shapes).
     /// Drafting costs its weights' share of the target's.
-    fn nominal(model: &Model, draft_bytes: Option<usize>, medusa_bytes: Option<usize>) -> Self {
+    fn nominal(
+        model: &Model,
+        draft_bytes: Option<usize>,
+        medusa_bytes: Option<usize>,
+        eagle_bytes: Option<usize>,
+    ) -> Self {
         let bytes = model.weight_bytes().max(1) as f64;
         let per_row = if bytes <= NOMINAL_CACHE_BYTES { 1.0 } else { 0.05 };
         let mut verify: Vec<f64> = (0..=MAX_DRAFT + 1)
@@ -677,6 +739,7 @@ impl Costs {
             draft_step: draft_bytes.map_or(0.0, |b| b as f64 / bytes),
             medusa_step: medusa_bytes
                 .map_or(0.0, |b| b as f64 / bytes / MedusaTree::default_cpu().len() as f64),
+            eagle_step: eagle_bytes.map_or(0.0, |b| b as f64 / bytes),
         }
     }
 }

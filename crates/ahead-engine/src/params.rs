@@ -35,6 +35,8 @@ pub enum Method {
     PromptLookup,
     /// Medusa heads on the target's hidden state draft a tree of candidates.
     Medusa,
+    /// An EAGLE head drafts a chain in the target's feature space (`EngineBuilder::eagle`).
+    Eagle,
     /// Lookahead decoding: Jacobi iteration over a window fills an n-gram pool whose n-grams
     /// are verified in the same forward. No draft model, no training.
     Lookahead,
@@ -52,6 +54,7 @@ impl Method {
             Self::PromptLookup => "prompt-lookup",
             Self::Medusa => "medusa",
             Self::Lookahead => "lookahead",
+            Self::Eagle => "eagle",
             Self::Auto => "auto",
         }
     }

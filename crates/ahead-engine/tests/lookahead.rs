@@ -137,3 +137,41 @@ fn bad_settings_are_clear_errors() {
         assert!(err.contains("lookahead"), "{err}");
     }
 }
+
+#[test]
+fn cache_slots_are_what_a_request_allocates_window_included() {
+    let e = engine();
+    let prompt = Prompt::from("Once upon a time");
+    let n = e.prompt_ids(&prompt).unwrap().len();
+    for (method, k, window) in [
+        (Method::Lookahead, None, Some(15)),
+        (Method::Lookahead, Some(4), Some(3)),
+        (Method::Draft, None, None),
+        (Method::Vanilla, None, None),
+    ] {
+        let params = GenerateParams {
+            method,
+            num_draft: k,
+            max_tokens: 30,
+            lookahead_window: window,
+            lookahead_ngram: window.map(|_| 5),
+            lookahead_guesses: window,
+            ..GenerateParams::default()
+        };
+        let mut capacity = 0;
+        let mut inspect = |cache: &ahead_model::KvCache, _: &[u32]| capacity = cache.capacity();
+        e.generate_inspected(&prompt, &params, &mut |_| {}, Some(&mut inspect), None)
+            .unwrap();
+        let slots = e.cache_slots(n, &params).unwrap();
+        assert_eq!(slots, capacity, "{method:?} {k:?} {window:?}");
+    }
+    let lookahead = GenerateParams {
+        method: Method::Lookahead,
+        max_tokens: 30,
+        lookahead_window: Some(15),
+        lookahead_ngram: Some(5),
+        lookahead_guesses: Some(15),
+        ..GenerateParams::default()
+    };
+    assert_eq!(e.cache_slots(n, &lookahead).unwrap(), n + 30 + 16 + 60);
+}

@@ -5,6 +5,7 @@
 //! owns. `Model::forward` returns logits for every input row, with explicit positions and a
 //! causal or token-tree mask.
 
+pub mod eagle;
 pub mod error;
 pub mod format;
 pub mod llama;

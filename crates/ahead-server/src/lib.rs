@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use ahead_engine::{GenerateParams, Generation, Job, Prompt, Scheduler, MAX_DRAFT};
+use ahead_engine::{GenerateParams, Generation, Job, Prompt, Scheduler};
 use ahead_model::tokenizer::ChatMessage;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, State};
@@ -231,9 +231,14 @@ async fn serve(s: Arc<AppState>, prompt: Prompt, common: Common, kind: Kind) -> 
             ),
         );
     }
-    // Worst-case cache of each choice: prompt, completion and draft slots (lookahead's window
-    // included), never more than the context.
-    let need = (ids.len() + params.max_tokens + 2 * MAX_DRAFT).min(context) * n;
+    // The cache each choice allocates: prompt, completion, draft slots and lookahead's window,
+    // never more than the context.
+    // Only a budget needs it (lookahead's default window is chosen from measured costs).
+    let need = match s.kv.is_some().then(|| engine.cache_slots(ids.len(), &params)) {
+        None => 0,
+        Some(Ok(slots)) => slots * n,
+        Some(Err(e)) => return fail(&s, ApiError::from(e)),
+    };
     if s.kv.is_some() && need > s.cfg.max_kv_tokens {
         return fail(
             &s,

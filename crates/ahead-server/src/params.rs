@@ -89,11 +89,12 @@ pub(crate) fn params(cfg: &ServerConfig, c: &Common) -> Result<(GenerateParams, 
         Some("draft") => Method::Draft,
         Some("medusa") => Method::Medusa,
         Some("lookahead") => Method::Lookahead,
+        Some("eagle") => Method::Eagle,
         Some("prompt-lookup") => Method::PromptLookup,
         Some(other) => {
             return Err(ApiError::invalid(
                 format!(
-                    "unknown method {:?}: vanilla, draft, medusa, lookahead, prompt-lookup or auto",
+                    "unknown method {:?}: vanilla, draft, medusa, eagle, lookahead, prompt-lookup or auto",
                     truncated(other)
                 ),
                 Some("ahead.method"),
@@ -129,6 +130,7 @@ pub(crate) fn params(cfg: &ServerConfig, c: &Common) -> Result<(GenerateParams, 
         lookahead_window: tuned.and_then(|t| t.lookahead_window),
         lookahead_ngram: tuned.and_then(|t| t.lookahead_ngram),
         lookahead_guesses: tuned.and_then(|t| t.lookahead_guesses),
+        lookup: tuned.map_or_else(|| GenerateParams::default().lookup, |t| t.lookup),
         ..GenerateParams::default()
     };
     let usage = c.stream_options.as_ref().is_some_and(|o| o.include_usage);
@@ -149,4 +151,40 @@ pub(crate) fn fresh_seed() -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use ahead_engine::GenerateParams;
+
+    fn request(body: serde_json::Value) -> Common {
+        serde_json::from_value(body).unwrap()
+    }
+
+    #[test]
+    fn the_configured_methods_settings_reach_requests_that_name_no_method() {
+        // A tuned prompt-lookup confidence stop (what `serve --config` puts in the defaults).
+        let mut defaults = GenerateParams {
+            method: Method::PromptLookup,
+            ..GenerateParams::default()
+        };
+        defaults.lookup.min_confidence = 0.25;
+        let cfg = ServerConfig {
+            defaults,
+            ..ServerConfig::default()
+        };
+        let (p, _, _) = params(&cfg, &request(serde_json::json!({"max_tokens": 4}))).unwrap();
+        assert_eq!(p.method, Method::PromptLookup);
+        assert_eq!(p.lookup.min_confidence, 0.25);
+        // Another method named by the request gets its own defaults, not the tuned ones.
+        let (p, _, _) = params(
+            &cfg,
+            &request(serde_json::json!({"max_tokens": 4, "ahead": {"method": "draft"}})),
+        )
+        .unwrap();
+        assert_eq!(p.lookup, GenerateParams::default().lookup);
+    }
 }

@@ -563,6 +563,33 @@ fn configured_defaults_serve_requests_that_name_no_method() {
 }
 
 #[test]
+fn a_kv_budget_reserves_lookaheads_window_as_well_as_its_drafts() {
+    // Lookahead (15, 5, 15) verifies up to 16 drafts beside a window of 60 rows: a request
+    // reserves prompt + max_tokens + 76 slots, not + 32.
+    let s = start(ServerConfig {
+        max_kv_tokens: 150,
+        defaults: GenerateParams {
+            method: ahead_engine::Method::Lookahead,
+            lookahead_window: Some(15),
+            lookahead_ngram: Some(5),
+            lookahead_guesses: Some(15),
+            ..GenerateParams::default()
+        },
+        ..ServerConfig::default()
+    });
+    let url = format!("{}/v1/completions", s.url);
+    let (code, v) = post(&url, &json!({"prompt": "Once", "max_tokens": 80}));
+    assert_eq!(code, 400, "{v}");
+    assert_eq!(v["error"]["code"], "kv_budget_exceeded");
+    let (code, v) = post(
+        &url,
+        &json!({"prompt": "Once", "max_tokens": 40, "temperature": 0}),
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["usage"]["ahead"]["method"], "lookahead");
+}
+
+#[test]
 fn a_kv_budget_refuses_what_can_never_fit_and_returns_every_reservation() {
     let s = start(ServerConfig {
         max_kv_tokens: 300,

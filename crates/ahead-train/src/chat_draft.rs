@@ -236,15 +236,15 @@ fn rounded(values: &[f32], rows: usize, cols: usize, dtype: TensorDType) -> Resu
 
 /// One record as the trainer sees it: its tokens (cut to fit), the positions whose next token
 /// is an answer token inside the subset, and those tokens' subset rows.
-struct Example {
-    tokens: Vec<u32>,
-    positions: Vec<u32>,
-    labels: Vec<u32>,
+pub(crate) struct Example {
+    pub tokens: Vec<u32>,
+    pub positions: Vec<u32>,
+    pub labels: Vec<u32>,
     /// Every answer position's label row, or `None` outside the subset (for measuring runs).
-    all_labels: Vec<Option<u32>>,
+    pub all_labels: Vec<Option<u32>>,
 }
 
-fn examples(records: &[ChatRecord], rows: &[i32], max_len: usize) -> Vec<Example> {
+pub(crate) fn examples(records: &[ChatRecord], rows: &[i32], max_len: usize) -> Vec<Example> {
     records
         .iter()
         .filter(|r| !r.answer_ids.is_empty())
@@ -344,7 +344,7 @@ fn candidate_sizes(subset: usize) -> Vec<usize> {
 }
 
 /// For each position, how many consecutive hits start there.
-fn runs_of(hits: &[bool]) -> Vec<usize> {
+pub(crate) fn runs_of(hits: &[bool]) -> Vec<usize> {
     let mut run = 0;
     let mut from_end: Vec<usize> = hits
         .iter()

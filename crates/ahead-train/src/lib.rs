@@ -14,6 +14,7 @@ pub mod chat_data;
 pub mod chat_draft;
 pub mod corpus;
 pub mod distill;
+pub mod eagle;
 pub mod error;
 pub mod instructions;
 pub mod medusa;
@@ -21,6 +22,7 @@ pub mod student;
 
 pub use chat_draft::{train_draft_on_chat, ChatDraftOptions, ChatDraftReport, SubsetScore, TrainedChatDraft};
 pub use distill::{distill_draft, DistillOptions, DistillReport, Progress};
+pub use eagle::{train_eagle, EagleOptions, EagleReport, TrainedEagle};
 pub use error::{Result, TrainError};
 pub use medusa::{train_medusa, train_medusa_on_chat, MedusaOptions, MedusaReport, TrainedMedusa};
 pub use student::DraftShape;

@@ -73,6 +73,10 @@ struct Layer {
     w3: Var,
 }
 
+/// Keys and values (after RoPE, repeated for the query heads) of every pass so far, per layer:
+/// `kv[layer][pass]` (see [`Student::blocks_pass`]).
+pub type PassKv = Vec<Vec<(Tensor, Tensor)>>;
+
 /// A trainable draft.
 pub struct Student {
     cfg: LlamaConfig,
@@ -289,44 +293,90 @@ impl Student {
 
     /// The final normalised hidden states `[batch, seq, dim]` for token ids `[batch, seq]`.
     pub fn hidden(&self, tokens: &Tensor) -> Result<Tensor> {
+        self.blocks(self.embed(tokens)?)
+    }
+
+    /// The embeddings `[batch, seq, dim]` of token ids `[batch, seq]`.
+    pub fn embed(&self, tokens: &Tensor) -> Result<Tensor> {
         let (b, t) = tokens.dims2()?;
-        let cfg = &self.cfg;
-        if t > cfg.max_seq_len {
-            return Err(TrainError::Options(format!(
-                "sequence of {t} is longer than the context {}",
-                cfg.max_seq_len
-            )));
-        }
         // A frozen embedding takes no gradient (49,152 x 576 of them for SmolLM2, every step).
         let table = if self.frozen_embedding {
             self.embedding.as_tensor().detach()
         } else {
             self.embedding.as_tensor().clone()
         };
-        let mut x = table
+        Ok(table
             .index_select(&tokens.flatten_all()?, 0)?
-            .reshape((b, t, cfg.dim))?;
-        let mask = causal_mask(t, x.device())?;
-        let (cos, sin) = (self.cos.narrow(0, 0, t)?, self.sin.narrow(0, 0, t)?);
-        for l in &self.layers {
+            .reshape((b, t, self.cfg.dim))?)
+    }
+
+    /// The layers and the final norm over input vectors `x` `[batch, seq, dim]` at positions
+    /// 0..seq, causal.
+    pub fn blocks(&self, x: Tensor) -> Result<Tensor> {
+        self.blocks_pass(x, &mut Vec::new())
+    }
+
+    /// The layers and the final norm over one pass of rows `x` `[batch, n, dim]`. The first
+    /// pass is the real rows, causal at positions 0..n. Pass s > 0 is chain step s (EAGLE's
+    /// training-time test): its row j sits at position j + s and sees real rows 0..=j, row j of
+    /// every earlier chain pass, and itself, as a chain drafted after real row j does. Each
+    /// pass's keys and values are kept in `kv` for the next.
+    pub fn blocks_pass(&self, mut x: Tensor, kv: &mut PassKv) -> Result<Tensor> {
+        let (b, n, _) = x.dims3()?;
+        let cfg = &self.cfg;
+        let pass = kv.first().map_or(0, Vec::len);
+        if n + pass > cfg.max_seq_len {
+            return Err(TrainError::Options(format!(
+                "sequence of {n} at offset {pass} is longer than the context {}",
+                cfg.max_seq_len
+            )));
+        }
+        kv.resize(self.layers.len(), Vec::new());
+        let (cos, sin) = (self.cos.narrow(0, pass, n)?, self.sin.narrow(0, pass, n)?);
+        let scale = 1.0 / (cfg.head_dim as f64).sqrt();
+        for (l, seen) in self.layers.iter().zip(kv.iter_mut()) {
             let h = rms_norm(&x, &l.attn_norm, cfg.rms_eps)?;
-            let heads = |w: &Var, n: usize| -> Result<Tensor> {
+            let heads = |w: &Var, count: usize| -> Result<Tensor> {
                 Ok(linear(&h, w)?
-                    .reshape((b, t, n, cfg.head_dim))?
+                    .reshape((b, n, count, cfg.head_dim))?
                     .transpose(1, 2)?
                     .contiguous()?)
             };
             let q = rope(&heads(&l.wq, cfg.n_heads)?, &cos, &sin)?;
             let k = repeat_kv(&rope(&heads(&l.wk, cfg.n_kv_heads)?, &cos, &sin)?, cfg)?;
             let v = repeat_kv(&heads(&l.wv, cfg.n_kv_heads)?, cfg)?;
-            let scale = 1.0 / (cfg.head_dim as f64).sqrt();
-            let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&mask)?;
-            let att = candle_nn::ops::softmax(&scores, D::Minus1)?;
-            let out = att
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .contiguous()?
-                .reshape((b, t, cfg.q_dim()))?;
+            let out =
+                match seen.first() {
+                    None => {
+                        let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?
+                            .broadcast_add(&causal_mask(n, n, x.device())?)?;
+                        candle_nn::ops::softmax(&scores, D::Minus1)?.matmul(&v)?
+                    }
+                    Some((real_k, real_v)) => {
+                        let real = real_k.dim(2)?;
+                        let mut scores = vec![(q.matmul(&real_k.t()?.contiguous()?)? * scale)?
+                            .broadcast_add(&causal_mask(n, real, x.device())?)?];
+                        let mut values = Vec::with_capacity(seen.len());
+                        // Row j of each earlier chain pass, then the row itself: one score each.
+                        for (ck, cv) in seen[1..]
+                            .iter()
+                            .map(|(k, v)| (k.narrow(2, 0, n), v.narrow(2, 0, n)))
+                        {
+                            scores.push(((&q * ck?)?.sum_keepdim(3)? * scale)?);
+                            values.push(cv?);
+                        }
+                        scores.push(((&q * &k)?.sum_keepdim(3)? * scale)?);
+                        values.push(v.clone());
+                        let att = candle_nn::ops::softmax(&Tensor::cat(&scores, 3)?, D::Minus1)?;
+                        let mut out = att.narrow(3, 0, real)?.matmul(real_v)?;
+                        for (i, cv) in values.iter().enumerate() {
+                            out = (out + att.narrow(3, real + i, 1)?.broadcast_mul(cv)?)?;
+                        }
+                        out
+                    }
+                };
+            seen.push((k, v));
+            let out = out.transpose(1, 2)?.contiguous()?.reshape((b, n, cfg.q_dim()))?;
             x = (x + linear(&out, &l.wo)?)?;
             let h = rms_norm(&x, &l.ffn_norm, cfg.rms_eps)?;
             let gate = linear(&h, &l.w1)?.silu()?;
@@ -377,7 +427,7 @@ impl Student {
 }
 
 /// `x @ w^T` over the last dimension.
-fn linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+pub(crate) fn linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
     x.broadcast_matmul(&w.t()?)
 }
 
@@ -411,12 +461,13 @@ fn repeat_kv(x: &Tensor, cfg: &LlamaConfig) -> candle_core::Result<Tensor> {
         .reshape((b, kv * group, t, hd))
 }
 
-/// 0 on and below the diagonal, a large negative number above (no -inf: no NaN in gradients).
-fn causal_mask(t: usize, dev: &Device) -> candle_core::Result<Tensor> {
-    let v: Vec<f32> = (0..t * t)
-        .map(|i| if i % t > i / t { -1e9 } else { 0.0 })
+/// `[rows, cols]`: 0 where the column is at most the row, a large negative number above (no
+/// -inf: no NaN in gradients).
+fn causal_mask(rows: usize, cols: usize, dev: &Device) -> candle_core::Result<Tensor> {
+    let v: Vec<f32> = (0..rows * cols)
+        .map(|i| if i % cols > i / cols { -1e9 } else { 0.0 })
         .collect();
-    Tensor::from_vec(v, (t, t), dev)
+    Tensor::from_vec(v, (rows, cols), dev)
 }
 
 #[cfg(test)]

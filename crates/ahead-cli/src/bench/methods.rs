@@ -35,6 +35,9 @@ pub struct MethodsArgs {
     /// Medusa heads folder.
     #[arg(long)]
     pub medusa: Option<String>,
+    /// An EAGLE head for `--method eagle`: a folder written by `ahead train eagle`.
+    #[arg(long)]
+    pub eagle: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub suite: super::suite::SuiteArgs,
     /// Tokens generated per prompt [default: 128; 256 with --suite, which also stops at the end
@@ -211,6 +214,8 @@ fn methods() -> Vec<(&'static str, GenerateParams)> {
         ("draft (k=4)", with(Method::Draft, Some(4))),
         ("medusa", with(Method::Medusa, None)),
         ("medusa (6 nodes)", with(Method::Medusa, Some(6))),
+        ("eagle", with(Method::Eagle, None)),
+        ("eagle (k=4)", with(Method::Eagle, Some(4))),
         ("lookahead", with(Method::Lookahead, None)),
         (
             "lookahead (W4 N4 G4)",
@@ -473,6 +478,7 @@ fn batched(c: &Candidate<'_>, items: &[Item], params: &GenerateParams) -> Result
 
 pub fn run(a: MethodsArgs) -> Result<()> {
     let engine = Sources {
+        eagle: a.eagle.as_deref(),
         model: a.model.as_deref(),
         tokenizer: a.tokenizer.as_deref(),
         draft: a.draft.as_deref(),

@@ -79,6 +79,23 @@ pub fn medusa_seconds(heads: &ahead_model::medusa::MedusaHeads) -> Result<f64> {
     Ok(best)
 }
 
+/// Seconds of one EAGLE chain step (one head row after a `CONTEXT`-row prefix), best of
+/// `REPEATS`.
+pub fn eagle_seconds(head: &ahead_model::eagle::EagleHead) -> Result<f64> {
+    let d = head.config().dim;
+    let mut cache = head.new_cache(CONTEXT + 1)?;
+    let pos: Vec<usize> = (0..CONTEXT).collect();
+    head.forward(&vec![0.1; CONTEXT * d], &[1; CONTEXT], &pos, &mut cache)?;
+    let mut best = f64::INFINITY;
+    for _ in 0..REPEATS {
+        let start = Instant::now();
+        head.forward(&vec![0.1; d], &[1], &[CONTEXT], &mut cache)?;
+        best = best.min(start.elapsed().as_secs_f64());
+        cache.truncate(CONTEXT)?;
+    }
+    Ok(best)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -141,23 +141,7 @@ impl DraftModel {
                     break;
                 }
             }
-            let (x, dist) = match subset {
-                // A restricted classifier's best row is its best token: no penalty to apply.
-                Some(tokens) if sampling.is_greedy() && sampling.repetition_penalty == 1.0 => {
-                    (tokens[sampling::argmax(&logits)? as usize], DraftDist::OneHot)
-                }
-                _ => {
-                    let full = vocabulary_logits(&logits, subset, self.vocab);
-                    if sampling.is_greedy() {
-                        (sampling::choose(&full, sampling, &seen, rng)?, DraftDist::OneHot)
-                    } else {
-                        // q is over the subset (zero elsewhere), the distribution the token
-                        // was drawn from: rejection sampling stays exact.
-                        let d: Distribution = warp(&full, sampling, &seen)?;
-                        (d.sample(rng), DraftDist::Sampled(d))
-                    }
-                }
-            };
+            let (x, dist) = draw(&logits, subset, self.vocab, sampling, &seen, rng)?;
             tokens.push(x);
             q.push(dist);
             seen.push(x);
@@ -202,8 +186,37 @@ impl Proposer for DraftModel {
     }
 }
 
+/// A draft token from a drafter's logits (over `subset` when its classifier is restricted) and
+/// the distribution it was drawn from under `sampling` (one-hot when greedy).
+pub(crate) fn draw(
+    logits: &[f32],
+    subset: Option<&[u32]>,
+    vocab: usize,
+    sampling: &SamplingParams,
+    seen: &[u32],
+    rng: &mut Rng,
+) -> Result<(u32, DraftDist)> {
+    Ok(match subset {
+        // A restricted classifier's best row is its best token: no penalty to apply.
+        Some(tokens) if sampling.is_greedy() && sampling.repetition_penalty == 1.0 => {
+            (tokens[sampling::argmax(logits)? as usize], DraftDist::OneHot)
+        }
+        _ => {
+            let full = vocabulary_logits(logits, subset, vocab);
+            if sampling.is_greedy() {
+                (sampling::choose(&full, sampling, seen, rng)?, DraftDist::OneHot)
+            } else {
+                // q is over the subset (zero elsewhere), the distribution the token was drawn
+                // from: rejection sampling stays exact.
+                let d: Distribution = warp(&full, sampling, seen)?;
+                (d.sample(rng), DraftDist::Sampled(d))
+            }
+        }
+    })
+}
+
 /// The softmax probability of the highest logit.
-fn top_probability(logits: &[f32]) -> f32 {
+pub(crate) fn top_probability(logits: &[f32]) -> f32 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f32 = logits.iter().map(|&l| (l - max).exp()).sum();
     if sum > 0.0 && sum.is_finite() {

@@ -42,8 +42,10 @@ impl Proposer for MedusaProposer {
         true
     }
 
-    fn observe_hidden(&mut self, hidden: &[f32]) {
-        self.hidden = Some(hidden.to_vec());
+    fn observe_hidden(&mut self, rows: &[&[f32]]) {
+        if let Some(last) = rows.last() {
+            self.hidden = Some(last.to_vec());
+        }
     }
 
     fn propose(&mut self, _: &[u32], k: usize, _: &SamplingParams, _: &mut Rng) -> Result<TokenTree> {

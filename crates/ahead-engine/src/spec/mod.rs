@@ -3,12 +3,14 @@
 
 pub mod cost;
 pub mod draft;
+pub mod eagle;
 pub mod lookahead;
 pub mod medusa;
 pub mod oracle;
 pub mod proposer;
 
 pub use draft::{DraftModel, RetokenizingDraft};
+pub use eagle::EagleProposer;
 pub use lookahead::LookaheadProposer;
 pub use medusa::{HybridDraft, MedusaProposer};
 pub use oracle::OracleProposer;

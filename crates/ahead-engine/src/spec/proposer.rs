@@ -24,9 +24,11 @@ pub trait Proposer {
         false
     }
 
-    /// The target's final hidden state at the last accepted position: the one whose next
-    /// token is the pending token (after the prefill and after every verify step).
-    fn observe_hidden(&mut self, _hidden: &[f32]) {}
+    /// The target's final hidden states at consecutive positions that are now committed, the
+    /// last one at the last accepted position (whose next token is the pending token): every
+    /// prompt row after the prefill (a chunk at a time when chunked), then the pending row and
+    /// the accepted nodes after every verify step.
+    fn observe_hidden(&mut self, _rows: &[&[f32]]) {}
 
     /// Rows to add to this step's verify forward besides the tree (lookahead's branch). Asked
     /// only on steps that draft.

@@ -181,6 +181,37 @@ impl Model {
     /// is read once for all their rows. Each sequence's logits are bitwise those of its own
     /// `forward` (the kernels compute every row alone). On error every cache is left as it was.
     pub fn forward_batch(&self, items: &mut [BatchItem<'_, '_>]) -> Result<Vec<ForwardOutput>> {
+        self.forward_items(items, None)
+    }
+
+    /// `forward` with each input row's vector given (`[rows, dim]`) instead of its token's
+    /// embedding: a draft head (EAGLE) that reads the target's features. The tokens are still
+    /// checked against the vocabulary; the rows' positions and mask apply as usual.
+    pub fn forward_embedded(
+        &self,
+        input: &ForwardInput<'_>,
+        embedded: &[f32],
+        cache: &mut KvCache,
+    ) -> Result<ForwardOutput> {
+        let want = input.tokens.len() * self.config.dim;
+        if embedded.len() != want {
+            return Err(ModelError::Input(format!(
+                "{} input values for {} rows of width {}",
+                embedded.len(),
+                input.tokens.len(),
+                self.config.dim
+            )));
+        }
+        let mut out = self.forward_items(&mut [BatchItem { input: *input, cache }], Some(embedded))?;
+        out.pop()
+            .ok_or_else(|| ModelError::Input("the forward returned no output".into()))
+    }
+
+    fn forward_items(
+        &self,
+        items: &mut [BatchItem<'_, '_>],
+        embedded: Option<&[f32]>,
+    ) -> Result<Vec<ForwardOutput>> {
         if items.is_empty() {
             return Err(ModelError::Input("an empty batch".into()));
         }
@@ -199,7 +230,7 @@ impl Model {
                 }
             }
         }
-        let result = grown.and_then(|()| self.forward_rows(items, &visible, &bases));
+        let result = grown.and_then(|()| self.forward_rows(items, &visible, &bases, embedded));
         if result.is_err() {
             for (item, &base) in items.iter_mut().zip(&bases) {
                 item.cache.truncate(base)?;
@@ -238,6 +269,7 @@ impl Model {
         items: &mut [BatchItem<'_, '_>],
         visible: &[Vec<Vec<usize>>],
         bases: &[usize],
+        embedded: Option<&[f32]>,
     ) -> Result<Vec<ForwardOutput>> {
         let cfg = &self.config;
         let (dim, hd) = (cfg.dim, cfg.head_dim);
@@ -250,9 +282,11 @@ impl Model {
             let n = item.input.tokens.len();
             for (r, (&t, &p)) in item.input.tokens.iter().zip(item.input.positions).enumerate() {
                 let row = first + r;
-                self.weights
-                    .embedding
-                    .row(t as usize, &mut x[row * dim..(row + 1) * dim])?;
+                let slot = &mut x[row * dim..(row + 1) * dim];
+                match embedded {
+                    Some(e) => slot.copy_from_slice(&e[row * dim..(row + 1) * dim]),
+                    None => self.weights.embedding.row(t as usize, slot)?,
+                }
                 self.rope.angles(p, &mut angles[row * hd..(row + 1) * hd]);
                 item.cache.set_position(base + r, p);
             }

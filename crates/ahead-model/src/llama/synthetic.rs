@@ -218,6 +218,31 @@ pub fn random_model_with(cfg: &LlamaConfig, recipe: Recipe, seed: u64) -> Result
     )
 }
 
+/// An EAGLE head with random weights for `target` (one layer of the target's width, its
+/// heads and feed-forward width; interleaved RoPE), its classifier restricted to `subset` if
+/// given. For tests of exactness: it drafts, the target decides.
+pub fn random_eagle_head(
+    target: &Model,
+    seed: u64,
+    subset: Option<&[u32]>,
+) -> Result<crate::eagle::EagleHead> {
+    let t = target.config();
+    let cfg = LlamaConfig {
+        n_layers: 1,
+        rope_style: RopeStyle::Interleaved,
+        rope_scaling: RopeScaling::None,
+        rope_freq_factors: None,
+        sliding_window: None,
+        architecture: Architecture::Llama,
+        ..t.clone()
+    };
+    let layer = random_model(&cfg, TensorDType::F32, seed)?.weights().layers[0].clone();
+    let mut v = Values { state: seed ^ 0xFC };
+    let d = t.dim;
+    let fc = Linear::from_f32(v.take(2 * d * d, 1.7 / (2.0 * d as f32).sqrt()), d, 2 * d)?;
+    crate::eagle::EagleHead::new(target, &cfg, fc, layer, vec![1.0; d], subset)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

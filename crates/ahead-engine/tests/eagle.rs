@@ -1,0 +1,120 @@
+//! EAGLE: a head drafting in the target's feature space proposes, the target decides. With a
+//! random head (classifier restricted to a subset, so q is zero on some tokens) greedy output
+//! is plain decoding's for every draft length, batched or alone, and sampled output follows the
+//! target's distribution (chi-square, fixed seeds, alpha = 1e-4).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+
+use ahead_engine::Method;
+use ahead_model::llama::synthetic::random_eagle_head;
+use ahead_model::{load, LoadOptions, ModelSource};
+use ahead_testutil::{chi_square, chi_square_critical as critical};
+
+/// Every id below 300, and the even ones above.
+fn subset() -> Vec<u32> {
+    (0..512u32).filter(|&t| t < 300 || t % 2 == 0).collect()
+}
+
+fn engine() -> &'static Engine {
+    static E: OnceLock<Engine> = OnceLock::new();
+    E.get_or_init(|| {
+        let loaded = load(&ModelSource::Default, &LoadOptions::default()).unwrap();
+        let head = random_eagle_head(&loaded.model, 11, Some(&subset())).unwrap();
+        Engine::from_loaded(loaded).with_eagle(head)
+    })
+}
+
+const PROMPTS: [&str; 3] = [
+    "Once upon a time",
+    "Lily and Ben went to the park. Lily and Ben went",
+    "The dog",
+];
+
+#[test]
+fn greedy_output_is_plain_decodings_for_every_draft_length() {
+    let e = engine();
+    for prompt in PROMPTS {
+        let prompt = Prompt::from(prompt);
+        let want = gen(
+            e,
+            &prompt,
+            &method_params(Method::Vanilla, None, SamplingParams::greedy(), 0, 80),
+        );
+        for k in [None, Some(1), Some(3), Some(6)] {
+            let got = gen(
+                e,
+                &prompt,
+                &method_params(Method::Eagle, k, SamplingParams::greedy(), 0, 80),
+            );
+            assert_eq!(got.token_ids, want.token_ids, "k {k:?}");
+            assert_eq!(got.stats.method, "eagle");
+            if k.is_some() {
+                assert!(got.stats.drafted_tokens > 0);
+            }
+        }
+    }
+}
+
+#[test]
+fn batched_sequences_with_chunked_prompts_draft_as_they_do_alone() {
+    let e = engine();
+    let prompts: Vec<Prompt> = PROMPTS.iter().map(|p| Prompt::from(*p)).collect();
+    let params = method_params(Method::Eagle, Some(4), SamplingParams::greedy(), 0, 40);
+    for (p, got) in prompts.iter().zip(e.generate_batched(&prompts, &params)) {
+        let got = got.unwrap();
+        let alone = gen(e, p, &params);
+        assert_eq!(got.token_ids, alone.token_ids, "{p:?}");
+        // The same drafts were proposed: the head saw the same features.
+        assert_eq!(got.stats.accepted_tokens, alone.stats.accepted_tokens, "{p:?}");
+    }
+}
+
+#[test]
+fn sampled_tokens_follow_the_target_distribution() {
+    let e = engine();
+    let prompt = Prompt::from("Once upon a time");
+    let prompt_ids = e.prompt_ids(&prompt).unwrap();
+    for sampling in [
+        SamplingParams {
+            temperature: 1.0,
+            ..SamplingParams::greedy()
+        },
+        SamplingParams {
+            temperature: 0.8,
+            top_k: 20,
+            ..SamplingParams::greedy()
+        },
+    ] {
+        let p1 = target_dist(e, &prompt_ids, &sampling);
+        let c = sample_two_tokens(e, &prompt, 3000, |seed| {
+            method_params(Method::Eagle, Some(3), sampling.clone(), seed, 2)
+        });
+        assert!(c.drafted > 0);
+        let (s, dof) = chi_square(&c.first, &p1);
+        assert!(s < critical(dof), "{sampling:?}: first token chi2 {s}, dof {dof}");
+        let (t1, counts) = c.commonest_second();
+        let mut ctx = prompt_ids.clone();
+        ctx.push(t1);
+        let (s, dof) = chi_square(counts, &target_dist(e, &ctx, &sampling));
+        assert!(
+            s < critical(dof),
+            "{sampling:?}: second token chi2 {s}, dof {dof}"
+        );
+    }
+}
+
+#[test]
+fn without_a_head_eagle_is_refused_with_the_reason() {
+    let e = Engine::builder().build().unwrap();
+    let err = e
+        .generate_one(
+            &Prompt::from("Hi"),
+            &method_params(Method::Eagle, None, SamplingParams::greedy(), 0, 4),
+            &mut |_| {},
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("no EAGLE head"), "{err}");
+}
