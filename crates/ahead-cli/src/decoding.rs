@@ -14,17 +14,6 @@ use crate::sources::Sources;
 use crate::tuned::Tuned;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum MethodArg {
-    Vanilla,
-    Draft,
-    Medusa,
-    Lookahead,
-    PromptLookup,
-    Eagle,
-    Auto,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum MedusaAcceptance {
     /// Rejection sampling over the tree: the model's own distribution (the default).
     Exact,
@@ -66,9 +55,10 @@ pub struct DecodeArgs {
     /// Stop when the text contains this string (repeatable); the text ends before it.
     #[arg(long)]
     pub stop: Vec<String>,
-    /// Decoding method [default: auto, or the --config file's].
-    #[arg(long, value_enum)]
-    pub method: Option<MethodArg>,
+    /// Decoding method: vanilla, draft, prompt-lookup, medusa, eagle, lookahead or auto
+    /// [default: auto, or the --config file's].
+    #[arg(long, value_parser = method_arg)]
+    pub method: Option<Method>,
     /// A config written by `ahead tune`: its method and parameters apply unless --method is given.
     #[arg(long)]
     pub config: Option<std::path::PathBuf>,
@@ -129,6 +119,11 @@ pub struct DecodeArgs {
     pub lookahead_guesses: Option<usize>,
 }
 
+/// `--method NAME`: one of `Method::names`.
+fn method_arg(name: &str) -> std::result::Result<Method, String> {
+    Method::from_name(name).ok_or_else(|| format!("one of {}", Method::names()))
+}
+
 impl DecodeArgs {
     /// Loads the engine and turns the flags (and the tuned config) into generation parameters.
     pub fn load(&self) -> Result<(Engine, GenerateParams)> {
@@ -142,15 +137,11 @@ impl DecodeArgs {
         if let (Some(t), None, None) = (&tuned, &a.method, &a.ngram_cache) {
             a.ngram_cache = t.ngram_cache.as_ref().map(Into::into);
         }
-        let method = match a.method.unwrap_or(MethodArg::Auto) {
-            MethodArg::Vanilla => Method::Vanilla,
-            MethodArg::Auto => Method::Auto,
-            MethodArg::Draft => Method::Draft,
-            MethodArg::PromptLookup => Method::PromptLookup,
-            MethodArg::Medusa => Method::Medusa,
-            MethodArg::Lookahead => Method::Lookahead,
-            MethodArg::Eagle => Method::Eagle,
-        };
+        // And its EAGLE head.
+        if let (Some(t), None, None) = (&tuned, &a.method, &a.eagle) {
+            a.eagle = t.eagle.as_ref().map(Into::into);
+        }
+        let method = a.method.unwrap_or(Method::Auto);
         let medusa_tree = match &a.medusa_choices {
             None => None,
             Some(c) => {
@@ -190,7 +181,7 @@ impl DecodeArgs {
         }
         .engine()?;
         let engine = with_chat_template(engine, a.chat_template.as_deref())?;
-        if matches!(a.method, None | Some(MethodArg::Draft | MethodArg::Auto)) && a.draft.is_some() {
+        if matches!(a.method, None | Some(Method::Draft | Method::Auto)) && a.draft.is_some() {
             if let Some(mode) = engine.draft_mode() {
                 eprintln!("draft: {}", mode.describe());
             }

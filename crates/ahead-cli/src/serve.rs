@@ -108,6 +108,9 @@ async fn serve(mut a: ServeArgs) -> Result<()> {
         if a.ngram_cache.is_none() {
             a.ngram_cache = tuned.ngram_cache.as_ref().map(Into::into);
         }
+        if a.eagle.is_none() {
+            a.eagle = tuned.eagle.as_ref().map(Into::into);
+        }
         eprintln!("tuned config {}: method {}", path.display(), tuned.method);
     }
     let cfg = ServerConfig {

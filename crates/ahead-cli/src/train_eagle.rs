@@ -53,6 +53,9 @@ pub struct EagleArgs {
     /// Weight of the token loss beside the feature loss.
     #[arg(long, default_value_t = 0.1)]
     pub token_weight: f64,
+    /// Share of the token loss against the target's distribution (the rest: its answer token).
+    #[arg(long, default_value_t = 0.5)]
+    pub soft_labels: f64,
     /// Chain steps trained beyond the first, on the head's own predicted features (EAGLE-3's
     /// training-time test; each costs about one more pass).
     #[arg(long, default_value_t = 2)]
@@ -107,6 +110,7 @@ pub fn run(a: EagleArgs) -> Result<()> {
         learning_rate: a.lr,
         token_weight: a.token_weight,
         chain_steps: a.chain_steps,
+        soft_labels: a.soft_labels,
         held_out: a.held_out,
         max_len: a.seq_len,
         seed: a.seed,

@@ -37,6 +37,9 @@ pub struct TuneArgs {
     /// Medusa heads folder (default: the model's vendored heads, if any).
     #[arg(long)]
     pub medusa: Option<String>,
+    /// EAGLE head folder (from `ahead train eagle`): `eagle` is measured with it.
+    #[arg(long)]
+    pub eagle: Option<PathBuf>,
     /// Where to write the config.
     #[arg(long, default_value = "ahead-tuned.json")]
     pub out: PathBuf,
@@ -112,6 +115,9 @@ fn configs(drafts: usize, cache: bool) -> Vec<Config> {
             },
             draft: None,
         },
+        plain("eagle", params(Method::Eagle, None)),
+        plain("eagle k=2", params(Method::Eagle, Some(2))),
+        plain("eagle k=4", params(Method::Eagle, Some(4))),
         plain("lookahead", params(Method::Lookahead, None)),
     ]);
     for (w, n, g) in [(4, 4, 4), (8, 4, 8), (15, 5, 15)] {
@@ -143,7 +149,7 @@ fn configs(drafts: usize, cache: bool) -> Vec<Config> {
 
 fn engine(a: &TuneArgs, draft: Option<&str>) -> Result<Engine> {
     Sources {
-        eagle: None,
+        eagle: a.eagle.as_deref(),
         model: a.model.as_deref(),
         tokenizer: a.tokenizer.as_deref(),
         draft,
@@ -230,6 +236,7 @@ pub fn run(a: TuneArgs) -> Result<()> {
         lookup_min_confidence: (p.method == Method::PromptLookup && base.ngram_cache().is_some())
             .then_some(p.lookup.min_confidence),
         ngram_cache: a.ngram_cache.as_ref().map(|c| c.display().to_string()),
+        eagle: a.eagle.as_ref().map(|c| c.display().to_string()),
         measured,
     };
     let text = serde_json::to_string_pretty(&tuned)?;

@@ -16,7 +16,7 @@ pub struct Tuned {
     pub model: String,
     pub machine: String,
     pub threads: usize,
-    /// The chosen method: vanilla, draft, medusa, eagle, lookahead, prompt-lookup or auto.
+    /// The chosen method, by name (`Method::names`).
     pub method: String,
     /// Fixed draft length (or tree size); absent: the controller chooses per step.
     pub num_draft: Option<usize>,
@@ -33,6 +33,9 @@ pub struct Tuned {
     /// The n-gram cache it was tuned with, when one was named (`--ngram-cache`).
     #[serde(default)]
     pub ngram_cache: Option<String>,
+    /// The EAGLE head it was tuned with, when one was named (`--eagle`).
+    #[serde(default)]
+    pub eagle: Option<String>,
     /// Every configuration measured, fastest first.
     pub measured: Vec<Measured>,
 }
@@ -46,16 +49,10 @@ pub struct Measured {
 }
 
 pub fn parse_method(s: &str) -> Result<Method> {
-    Ok(match s {
-        "vanilla" => Method::Vanilla,
-        "draft" => Method::Draft,
-        "medusa" => Method::Medusa,
-        "lookahead" => Method::Lookahead,
-        "eagle" => Method::Eagle,
-        "prompt-lookup" => Method::PromptLookup,
-        "auto" => Method::Auto,
-        other => bail!("unknown method {other:?} in the tuned config"),
-    })
+    match Method::from_name(s) {
+        Some(m) => Ok(m),
+        None => bail!("unknown method {s:?} in the tuned config: {}", Method::names()),
+    }
 }
 
 impl Tuned {

@@ -479,6 +479,48 @@ fn chat_data_trains_a_cache_pruned_heads_and_a_draft_that_decode_losslessly() {
             "{got}"
         );
     }
+    // An EAGLE head from the same answers (any target ahead loads): a folder that --eagle
+    // loads, drafting losslessly for the target.
+    let eagle = tmp.path().join("eagle");
+    let o = ahead(&[
+        "train",
+        "eagle",
+        "--target",
+        STORIES_BIN,
+        "--data",
+        data.to_str().unwrap(),
+        "--vocab-subset",
+        "128",
+        "--epochs",
+        "1",
+        "--eval-prompts",
+        "2",
+        "--out",
+        eagle.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(report["training"]["vocab_subset"], 128, "{report}");
+    assert_eq!(
+        report["training"]["expected_accepted_length"]
+            .as_array()
+            .unwrap()
+            .len(),
+        8
+    );
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(eagle.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["ahead_token_subset"].as_array().unwrap().len(), 128);
+    for k in ["3", "auto"] {
+        let extra = ["--eagle", eagle.to_str().unwrap(), "--num-draft", k];
+        let extra = if k == "auto" { &extra[..2] } else { &extra[..] };
+        let got = once_upon_a_time(STORIES_BIN, "60", "eagle", extra);
+        let want = once_upon_a_time(STORIES_BIN, "60", "vanilla", &[]);
+        assert_eq!(got["token_ids"], want["token_ids"], "k {k}");
+        assert_eq!(got["stats"]["method"], "eagle");
+    }
+
     // A target that is not GGUF is refused with the reason.
     let o = ahead(&[
         "train",

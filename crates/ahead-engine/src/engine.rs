@@ -446,21 +446,7 @@ impl Engine {
                 Box::new(MedusaProposer::new(heads, tree))
             }
             Method::Lookahead => Box::new(LookaheadProposer::new(self.lookahead_config(params)?)),
-            Method::Eagle => {
-                let head = self.eagle.clone().ok_or_else(|| EngineError::MethodUnavailable {
-                    method: "eagle",
-                    reason: "no EAGLE head is loaded (EngineBuilder::eagle, --eagle)".into(),
-                })?;
-                // Under the controller a greedy chain also stops where it is unsure.
-                let confident = params.num_draft.is_none() && params.sampling.is_greedy();
-                Box::new(
-                    EagleProposer::new(head, capacity)?.with_min_confidence(if confident {
-                        DRAFT_MIN_CONFIDENCE
-                    } else {
-                        0.0
-                    }),
-                )
-            }
+            Method::Eagle => Box::new(self.eagle_proposer(params, capacity)?),
             _ => Box::new(NoDraft),
         };
         let controller = match (method, params.num_draft) {
@@ -501,6 +487,23 @@ impl Engine {
             Some(key) => seq.learning_into(&self.learned, key),
             None => seq,
         })
+    }
+
+    /// A chain from the loaded EAGLE head with room for `capacity` positions; under the
+    /// controller a greedy chain also stops where it is unsure.
+    fn eagle_proposer(&self, params: &GenerateParams, capacity: usize) -> Result<EagleProposer> {
+        let head = self.eagle.clone().ok_or_else(|| EngineError::MethodUnavailable {
+            method: "eagle",
+            reason: "no EAGLE head is loaded (EngineBuilder::eagle, --eagle)".into(),
+        })?;
+        let confident = params.num_draft.is_none() && params.sampling.is_greedy();
+        Ok(
+            EagleProposer::new(head, capacity)?.with_min_confidence(if confident {
+                DRAFT_MIN_CONFIDENCE
+            } else {
+                0.0
+            }),
+        )
     }
 
     /// Under which key a request's controller learns from (and for) the method's other
@@ -768,7 +771,7 @@ mod tests {
             ..Default::default()
         };
         let nominal = engine.costs_for(&sampled).unwrap();
-        let expected = Costs::nominal(&engine.loaded.model, None, None);
+        let expected = Costs::nominal(&engine.loaded.model, None, None, None);
         assert_eq!(nominal.verify, expected.verify);
         // stories260K fits in cache: each verify row costs a step.
         assert_eq!(nominal.verify[1..4], [1.0, 2.0, 3.0]);

@@ -47,6 +47,30 @@ pub enum Method {
 }
 
 impl Method {
+    /// Every method, in the order users see them listed.
+    pub const ALL: [Method; 7] = [
+        Self::Vanilla,
+        Self::Draft,
+        Self::PromptLookup,
+        Self::Medusa,
+        Self::Eagle,
+        Self::Lookahead,
+        Self::Auto,
+    ];
+
+    /// The method a name (as `name` gives it) stands for: the one parser every command line,
+    /// config file and request uses.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// Every name, for messages: "vanilla, draft, ... or auto".
+    pub fn names() -> String {
+        let names: Vec<&str> = Self::ALL.iter().map(|m| m.name()).collect();
+        let (last, rest) = names.split_last().unwrap_or((&"", &[]));
+        format!("{} or {last}", rest.join(", "))
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Vanilla => "vanilla",
@@ -138,5 +162,20 @@ impl Default for GenerateParams {
             lookahead_guesses: None,
             reproducible: true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_is_found_by_its_name_and_listed() {
+        for m in Method::ALL {
+            assert_eq!(Method::from_name(m.name()), Some(m));
+            assert!(Method::names().contains(m.name()));
+        }
+        assert_eq!(Method::from_name("Medusa"), None);
+        assert!(Method::names().ends_with(" or auto"), "{}", Method::names());
     }
 }

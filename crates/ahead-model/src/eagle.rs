@@ -59,6 +59,9 @@ struct EagleConfigFile {
     ahead_target: Option<String>,
 }
 
+/// A tensor as written: its type, shape and little-endian bytes.
+type Stored = (Dtype, Vec<usize>, Vec<u8>);
+
 const CONFIG: &str = "config.json";
 const WEIGHTS: &str = "model.safetensors";
 const INTERLEAVED: &str = "interleaved";
@@ -285,7 +288,7 @@ impl EagleHead {
         let cfg = self.config();
         let layer = &self.layer.weights().layers[0];
         let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-        let matrix = |l: &Linear| -> Result<(Dtype, Vec<usize>, Vec<u8>)> {
+        let matrix = |l: &Linear| -> Result<Stored> {
             let v = l.to_f32()?;
             let shape = vec![l.rows(), l.cols()];
             Ok(if l.dtype() == TensorDType::F16 {
@@ -299,7 +302,7 @@ impl EagleHead {
             })
         };
         let norm = |v: &[f32]| (Dtype::F32, vec![v.len()], f32s(v));
-        let mut tensors: Vec<(String, (Dtype, Vec<usize>, Vec<u8>))> = vec![
+        let mut tensors: Vec<(String, Stored)> = vec![
             ("fc.weight".into(), matrix(&self.fc)?),
             ("norm.weight".into(), norm(&self.layer.weights().norm)),
         ];

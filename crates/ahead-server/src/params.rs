@@ -84,22 +84,12 @@ pub(crate) fn params(cfg: &ServerConfig, c: &Common) -> Result<(GenerateParams, 
     }
     let method = match c.ahead.as_ref().and_then(|a| a.method.as_deref()) {
         None => cfg.defaults.method,
-        Some("auto") => Method::Auto,
-        Some("vanilla") => Method::Vanilla,
-        Some("draft") => Method::Draft,
-        Some("medusa") => Method::Medusa,
-        Some("lookahead") => Method::Lookahead,
-        Some("eagle") => Method::Eagle,
-        Some("prompt-lookup") => Method::PromptLookup,
-        Some(other) => {
-            return Err(ApiError::invalid(
-                format!(
-                    "unknown method {:?}: vanilla, draft, medusa, eagle, lookahead, prompt-lookup or auto",
-                    truncated(other)
-                ),
+        Some(name) => Method::from_name(name).ok_or_else(|| {
+            ApiError::invalid(
+                format!("unknown method {:?}: {}", truncated(name), Method::names()),
                 Some("ahead.method"),
-            ))
-        }
+            )
+        })?,
     };
     let sampling = SamplingParams {
         temperature: c.temperature.unwrap_or(1.0),

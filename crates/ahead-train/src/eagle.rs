@@ -16,7 +16,7 @@ use ahead_core::Rng;
 use ahead_model::eagle::EagleHead;
 use ahead_model::llama::Linear;
 use ahead_model::{ForwardInput, Model, TensorDType};
-use candle_core::{Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use serde::Serialize;
 
@@ -43,6 +43,10 @@ pub struct EagleOptions {
     pub learning_rate: f64,
     /// Weight of the token loss beside the feature loss (EAGLE uses 0.1).
     pub token_weight: f64,
+    /// Share of the token loss taken against the target's own distribution over the subset
+    /// (its logits there, from its features), the rest against its answer token (EAGLE
+    /// learns from the distribution; the answer token is what greedy verification accepts).
+    pub soft_labels: f64,
     /// Chain steps trained beyond the first (EAGLE-3's training-time test): step s reads the
     /// head's own predicted features, as drafting does; its losses weigh 0.8^s.
     pub chain_steps: usize,
@@ -65,6 +69,7 @@ impl Default for EagleOptions {
             batch: 4,
             learning_rate: 1e-3,
             token_weight: 0.1,
+            soft_labels: 0.5,
             chain_steps: 2,
             held_out: 0.05,
             max_len: 768,
@@ -123,6 +128,12 @@ pub fn train_eagle(
             "need batch, epochs and vocab_subset above 0, and max_len of at least 3".into(),
         ));
     }
+    if !(0.0..=1.0).contains(&opts.soft_labels) {
+        return Err(TrainError::Options(format!(
+            "the soft-label share must be in [0, 1], not {}",
+            opts.soft_labels
+        )));
+    }
     if !matches!(opts.dtype, TensorDType::F32 | TensorDType::F16) {
         return Err(TrainError::Options(format!(
             "an EAGLE head is stored as f32 or f16, not {:?}",
@@ -176,7 +187,7 @@ pub fn train_eagle(
             let mut losses = Vec::with_capacity(chunk.len());
             let (mut feature_sum, mut token_sum) = (0.0, 0.0);
             for &i in chunk {
-                let passes = losses_of(&student, &fc, &classifier, &train[i], d, opts.chain_steps)?;
+                let passes = losses_of(&student, &fc, &classifier, &train[i], d, opts)?;
                 let Some((feature, token)) = passes.first() else {
                     continue;
                 };
@@ -272,8 +283,9 @@ fn losses_of(
     classifier: &Tensor,
     f: &Featured,
     d: usize,
-    chain_steps: usize,
+    opts: &EagleOptions,
 ) -> Result<Vec<(Tensor, Tensor)>> {
+    let chain_steps = opts.chain_steps;
     let ex = &f.ex;
     let t = ex.tokens.len();
     let dev = Device::Cpu;
@@ -305,13 +317,23 @@ fn losses_of(
             let after: Vec<u32> = rows.iter().map(|r| r + 1 + s as u32).collect();
             let chosen = predicted.squeeze(0)?.index_select(&at, 0)?;
             let wanted = features.index_select(&Tensor::from_vec(after, rows.len(), &dev)?, 0)?;
-            let diff = (chosen.clone() - wanted)?.abs()?;
+            let diff = (chosen.clone() - &wanted)?.abs()?;
             let small = diff.clamp(0.0, 1.0)?;
             // Smooth L1: d^2 / 2 below 1, d - 1/2 above.
             let feature = ((small.sqr()? * 0.5)? + (diff - small)?)?.mean_all()?;
             let logits = chosen.matmul(&classifier.t()?)?;
             let labels = Tensor::from_slice(&labels, labels.len(), &dev)?;
-            out.push((feature, candle_nn::loss::cross_entropy(&logits, &labels)?));
+            let hard = candle_nn::loss::cross_entropy(&logits, &labels)?;
+            let token = if opts.soft_labels > 0.0 {
+                // The target's logits on the subset, from the feature that produced its token.
+                let target = candle_nn::ops::softmax(&wanted.matmul(&classifier.t()?)?, D::Minus1)?;
+                let log_q = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+                let soft = (target * log_q)?.sum(D::Minus1)?.mean_all()?.neg()?;
+                ((hard * (1.0 - opts.soft_labels))? + (soft * opts.soft_labels)?)?
+            } else {
+                hard
+            };
+            out.push((feature, token));
         }
         previous = predicted;
     }
