@@ -548,6 +548,37 @@ pub(crate) fn side_by_side_on(
     })
 }
 
+/// `method` measured on the prompts of up to `count` held-out records (the last `held_out`
+/// share of `records`), greedy, 128 tokens: with the controller, then at a fixed `k`, each
+/// against plain decoding; `cost` is the proposer's per step, for the report.
+pub(crate) fn on_held_out_prompts(
+    engine: &Engine,
+    records: &[ahead_train::chat_data::ChatRecord],
+    held_out: f64,
+    count: usize,
+    method: Method,
+    k: usize,
+    cost: f64,
+) -> Result<(Measured, Measured)> {
+    let held = (records.len() as f64 * held_out).round() as usize;
+    let prompts: Vec<Prompt> = records[records.len() - held.clamp(1, records.len())..]
+        .iter()
+        .take(count)
+        .map(|r| Prompt::Ids(r.prompt_ids.clone()))
+        .collect();
+    let params = |num_draft| GenerateParams {
+        max_tokens: 128,
+        method,
+        num_draft,
+        ..GenerateParams::default()
+    };
+    let mut controller = side_by_side_on(engine, &prompts, &params(None))?;
+    controller.proposer_cost_per_step = cost;
+    let mut fixed = side_by_side_on(engine, &prompts, &params(Some(k)))?;
+    fixed.proposer_cost_per_step = cost;
+    Ok((controller, fixed))
+}
+
 /// A one-line progress bar on a terminal; a line per tenth otherwise (logs stay short).
 pub(crate) struct ProgressBar {
     tty: bool,

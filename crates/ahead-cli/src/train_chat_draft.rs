@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use ahead_engine::{spec::cost, Engine, GenerateParams, Method, Prompt};
+use ahead_engine::{spec::cost, Engine, Method};
 use ahead_model::format::gguf::parse_gguf;
 use ahead_model::format::gguf_draft::{write_draft_gguf, DraftGgufOptions};
 use ahead_model::{LoadOptions, ModelSource, TensorDType};
@@ -17,7 +17,7 @@ use ahead_train::{train_draft_on_chat, ChatDraftOptions, ChatDraftReport};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::train::{side_by_side_on, DraftArgs, Measured, ProgressBar};
+use crate::train::{on_held_out_prompts, DraftArgs, Measured, ProgressBar};
 
 /// One candidate classifier size, priced on this machine.
 #[derive(Debug, Serialize)]
@@ -167,22 +167,15 @@ pub fn run(a: &DraftArgs, data: &Path) -> Result<()> {
     };
     let draft_cost = cost::step_seconds(&restricted)? / cost::step_seconds(&loaded.model)?.max(1e-12);
     let engine = Engine::from_loaded(loaded).with_draft_loaded(draft)?;
-    let held = (records.len() as f64 * options.held_out).round() as usize;
-    let prompts: Vec<Prompt> = records[records.len() - held.max(1)..]
-        .iter()
-        .take(a.eval_prompts)
-        .map(|r| Prompt::Ids(r.prompt_ids.clone()))
-        .collect();
-    let params = |num_draft| GenerateParams {
-        max_tokens: 128,
-        method: Method::Draft,
-        num_draft,
-        ..GenerateParams::default()
-    };
-    let mut measured = side_by_side_on(&engine, &prompts, &params(None))?;
-    measured.proposer_cost_per_step = draft_cost;
-    let mut measured_k3 = side_by_side_on(&engine, &prompts, &params(Some(3)))?;
-    measured_k3.proposer_cost_per_step = draft_cost;
+    let (measured, measured_k3) = on_held_out_prompts(
+        &engine,
+        &records,
+        options.held_out,
+        a.eval_prompts,
+        Method::Draft,
+        3,
+        draft_cost,
+    )?;
     let report = Report {
         target: a.target.clone(),
         data: data.display().to_string(),

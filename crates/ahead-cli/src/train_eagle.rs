@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use ahead_engine::{spec::cost, Engine, GenerateParams, Method, Prompt};
+use ahead_engine::{spec::cost, Engine, Method};
 use ahead_model::eagle::EagleHead;
 use ahead_model::{LoadOptions, ModelSource, TensorDType};
 use ahead_train::{train_eagle, EagleOptions, EagleReport};
@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
 
-use crate::train::{side_by_side_on, Measured, ProgressBar};
+use crate::train::{on_held_out_prompts, Measured, ProgressBar};
 
 #[derive(Debug, Args)]
 pub struct EagleArgs {
@@ -135,22 +135,15 @@ pub fn run(a: EagleArgs) -> Result<()> {
         .with_context(|| format!("loading {} back", a.out.display()))?;
     let head_cost = cost::eagle_seconds(&head)? / cost::step_seconds(&loaded.model)?.max(1e-12);
     let engine = Engine::from_loaded(loaded).with_eagle(head);
-    let held = (records.len() as f64 * options.held_out).round() as usize;
-    let prompts: Vec<Prompt> = records[records.len() - held.max(1)..]
-        .iter()
-        .take(a.eval_prompts)
-        .map(|r| Prompt::Ids(r.prompt_ids.clone()))
-        .collect();
-    let params = |num_draft| GenerateParams {
-        max_tokens: 128,
-        method: Method::Eagle,
-        num_draft,
-        ..GenerateParams::default()
-    };
-    let mut measured = side_by_side_on(&engine, &prompts, &params(None))?;
-    measured.proposer_cost_per_step = head_cost;
-    let mut measured_k4 = side_by_side_on(&engine, &prompts, &params(Some(4)))?;
-    measured_k4.proposer_cost_per_step = head_cost;
+    let (measured, measured_k4) = on_held_out_prompts(
+        &engine,
+        &records,
+        options.held_out,
+        a.eval_prompts,
+        Method::Eagle,
+        4,
+        head_cost,
+    )?;
     let report = Report {
         target: target_name,
         data: a.data.display().to_string(),

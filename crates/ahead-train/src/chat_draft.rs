@@ -14,11 +14,11 @@ use std::time::Instant;
 use ahead_core::Rng;
 use ahead_model::{Model, TensorDType};
 use candle_core::{Device, Tensor, D};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use candle_nn::Optimizer;
 use serde::Serialize;
 
 use crate::chat_data::ChatRecord;
-use crate::distill::{cosine_lr, shuffled, Progress};
+use crate::distill::{adamw, cosine_lr, shuffled, Progress};
 use crate::error::{Result, TrainError};
 use crate::medusa::{frequent_tokens, row_of};
 use crate::student::{DraftShape, Student};
@@ -152,14 +152,7 @@ pub fn train_draft_on_chat(
     let classifier = student.classifier_rows(&subset)?;
     let vars = student.vars();
     let trainable_parameters = vars.iter().map(|v| v.elem_count()).sum();
-    let mut optimizer = AdamW::new(
-        vars,
-        ParamsAdamW {
-            lr: opts.learning_rate,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )?;
+    let mut optimizer = adamw(vars, opts.learning_rate)?;
     let train = examples(train_records, &rows, opts.max_len);
     let held_out = examples(held_records, &rows, opts.max_len);
     let steps = train.len().div_ceil(opts.batch) * opts.epochs;

@@ -133,14 +133,7 @@ pub fn distill_draft(
         )));
     }
     let student = Student::new(draft_config, opts.seed)?;
-    let mut optimizer = AdamW::new(
-        student.vars(),
-        ParamsAdamW {
-            lr: opts.learning_rate,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )?;
+    let mut optimizer = adamw(student.vars(), opts.learning_rate)?;
     let per_epoch = train.windows.len().div_ceil(opts.batch);
     let steps = per_epoch * opts.epochs;
     let mut rng = Rng::new(opts.seed);
@@ -182,6 +175,18 @@ pub fn distill_draft(
 
 /// The learning rate at `step` of `steps`: linear warm-up over the first 5%, then a cosine
 /// decay to 5% of the peak.
+/// AdamW at `lr` without weight decay, over `vars` (what every trainer here uses).
+pub(crate) fn adamw(vars: Vec<candle_core::Var>, lr: f64) -> candle_core::Result<AdamW> {
+    AdamW::new(
+        vars,
+        ParamsAdamW {
+            lr,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )
+}
+
 pub(crate) fn cosine_lr(peak: f64, step: usize, steps: usize) -> f64 {
     let warmup = (steps / 20).max(1);
     if step < warmup {

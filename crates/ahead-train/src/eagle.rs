@@ -17,12 +17,12 @@ use ahead_model::eagle::EagleHead;
 use ahead_model::llama::Linear;
 use ahead_model::{ForwardInput, Model, TensorDType};
 use candle_core::{Device, Tensor, Var, D};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use candle_nn::Optimizer;
 use serde::Serialize;
 
 use crate::chat_data::ChatRecord;
 use crate::chat_draft::{examples, runs_of, Example};
-use crate::distill::{cosine_lr, shuffled, Progress};
+use crate::distill::{adamw, cosine_lr, shuffled, Progress};
 use crate::error::{Result, TrainError};
 use crate::medusa::{frequent_tokens, row_of};
 use crate::student::{linear, DraftShape, Student};
@@ -170,14 +170,7 @@ pub fn train_eagle(
     let mut vars = student.vars();
     vars.push(fc.clone());
     let parameters = vars.iter().map(|v| v.elem_count()).sum();
-    let mut optimizer = AdamW::new(
-        vars,
-        ParamsAdamW {
-            lr: opts.learning_rate,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )?;
+    let mut optimizer = adamw(vars, opts.learning_rate)?;
     let steps = train.len().div_ceil(opts.batch) * opts.epochs;
     let mut rng = Rng::new(opts.seed);
     let (mut step, mut last) = (0, (f64::NAN, f64::NAN));

@@ -12,12 +12,12 @@ use ahead_model::llama::Linear;
 use ahead_model::medusa::{MedusaHead, MedusaHeads, ResBlock};
 use ahead_model::{ForwardInput, Model, Tokenizer};
 use candle_core::{Device, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use candle_nn::{AdamW, Optimizer};
 use serde::Serialize;
 
 use crate::chat_data::ChatRecord;
 use crate::corpus;
-use crate::distill::{batch, continuations, cosine_lr, label, shuffled, soft_cross_entropy, Progress};
+use crate::distill::{adamw, batch, continuations, cosine_lr, label, shuffled, soft_cross_entropy, Progress};
 use crate::error::{Result, TrainError};
 use crate::student::Student;
 
@@ -364,17 +364,6 @@ fn init_heads(
         heads.push((blocks, o));
     }
     Ok((heads, vars))
-}
-
-fn adamw(vars: Vec<Var>, lr: f64) -> candle_core::Result<AdamW> {
-    AdamW::new(
-        vars,
-        ParamsAdamW {
-            lr,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )
 }
 
 /// Medusa-1 epochs over frozen features (head i weighted 0.8^i); returns the steps taken.

@@ -129,10 +129,47 @@ impl DraftModel {
         if k == 0 || history.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
-        let mut logits = self.sync(history)?;
+        let logits = self.sync(history)?;
+        let (model, cache, cached) = (&self.model, &mut self.cache, &mut self.cached);
+        let chain = Chain {
+            subset: model.classifier_tokens(),
+            vocab: self.vocab,
+            min_confidence: self.min_confidence,
+        };
+        chain.draft(history, k, logits, sampling, rng, |x, _| {
+            let pos = [cached.len()];
+            let out = model.forward(&ForwardInput::causal(&[x], &pos), cache)?;
+            cached.push(x);
+            Ok(out.last().to_vec())
+        })
+    }
+}
+
+/// How a drafter turns its logits into a chain: the token each logit row stands for, the
+/// vocabulary, and the confidence stop.
+pub(crate) struct Chain<'s> {
+    pub subset: Option<&'s [u32]>,
+    pub vocab: usize,
+    /// A greedy chain stops where the product of its top-token probabilities falls below this
+    /// (0: never).
+    pub min_confidence: f32,
+}
+
+impl Chain<'_> {
+    /// Up to `k` tokens after `history`, from `logits` on; `next(token, i)` feeds drafted
+    /// token i to the drafter and returns its next logits. Each token carries the distribution
+    /// it was drawn from.
+    pub fn draft(
+        &self,
+        history: &[u32],
+        k: usize,
+        mut logits: Vec<f32>,
+        sampling: &SamplingParams,
+        rng: &mut Rng,
+        mut next: impl FnMut(u32, usize) -> Result<Vec<f32>>,
+    ) -> Result<(Vec<u32>, Vec<DraftDist>)> {
         let mut seen = history.to_vec();
         let (mut tokens, mut q) = (Vec::with_capacity(k), Vec::with_capacity(k));
-        let subset = self.model.classifier_tokens();
         let mut confidence = 1.0;
         for i in 0..k {
             if self.min_confidence > 0.0 && sampling.is_greedy() {
@@ -141,17 +178,12 @@ impl DraftModel {
                     break;
                 }
             }
-            let (x, dist) = draw(&logits, subset, self.vocab, sampling, &seen, rng)?;
+            let (x, dist) = draw(&logits, self.subset, self.vocab, sampling, &seen, rng)?;
             tokens.push(x);
             q.push(dist);
             seen.push(x);
             if i + 1 < k {
-                let pos = [self.cached.len()];
-                let out = self
-                    .model
-                    .forward(&ForwardInput::causal(&[x], &pos), &mut self.cache)?;
-                self.cached.push(x);
-                logits = out.last().to_vec();
+                logits = next(x, i)?;
             }
         }
         Ok((tokens, q))
@@ -188,7 +220,7 @@ impl Proposer for DraftModel {
 
 /// A draft token from a drafter's logits (over `subset` when its classifier is restricted) and
 /// the distribution it was drawn from under `sampling` (one-hot when greedy).
-pub(crate) fn draw(
+fn draw(
     logits: &[f32],
     subset: Option<&[u32]>,
     vocab: usize,
@@ -216,7 +248,7 @@ pub(crate) fn draw(
 }
 
 /// The softmax probability of the highest logit.
-pub(crate) fn top_probability(logits: &[f32]) -> f32 {
+fn top_probability(logits: &[f32]) -> f32 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f32 = logits.iter().map(|&l| (l - max).exp()).sum();
     if sum > 0.0 && sum.is_finite() {

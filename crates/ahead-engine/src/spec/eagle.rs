@@ -12,7 +12,7 @@ use ahead_core::{Rng, SamplingParams};
 use ahead_model::eagle::EagleHead;
 use ahead_model::KvCache;
 
-use super::draft::{draw, top_probability};
+use super::draft::Chain;
 use super::proposer::Proposer;
 use crate::error::{EngineError, Result};
 
@@ -128,36 +128,24 @@ impl Proposer for EagleProposer {
             return Ok(TokenTree::empty());
         }
         self.feed(history)?;
-        let Some((mut logits, mut feature)) = self.last.clone() else {
+        let Some((logits, mut feature)) = self.last.clone() else {
             return Ok(TokenTree::empty());
         };
         self.cache.truncate(self.fed)?;
         let k = k.min(self.cache.capacity().saturating_sub(self.fed));
-        let subset = self.head.classifier_tokens();
-        let mut seen = history.to_vec();
-        let (mut tokens, mut q) = (Vec::with_capacity(k), Vec::with_capacity(k));
-        let mut confidence = 1.0;
-        for i in 0..k {
-            if self.min_confidence > 0.0 && sampling.is_greedy() {
-                confidence *= top_probability(&logits);
-                if confidence < self.min_confidence {
-                    break;
-                }
-            }
-            let (x, dist) = draw(&logits, subset, self.vocab, sampling, &seen, rng)?;
-            tokens.push(x);
-            q.push(dist);
-            seen.push(x);
-            if i + 1 < k {
-                // The chain row at the pending token's position and on: the predicted feature
-                // and the token just drafted.
-                let out = self
-                    .head
-                    .forward(&feature, &[x], &[self.fed + i], &mut self.cache)?;
-                logits = out.last().to_vec();
-                feature = last_feature(&out)?;
-            }
-        }
+        let (head, cache, fed) = (&self.head, &mut self.cache, self.fed);
+        let chain = Chain {
+            subset: head.classifier_tokens(),
+            vocab: self.vocab,
+            min_confidence: self.min_confidence,
+        };
+        let (tokens, q) = chain.draft(history, k, logits, sampling, rng, |x, i| {
+            // The chain row at the pending token's position and on: the predicted feature and
+            // the token just drafted.
+            let out = head.forward(&feature, &[x], &[fed + i], cache)?;
+            feature = last_feature(&out)?;
+            Ok(out.last().to_vec())
+        })?;
         Ok(TokenTree::chain(tokens, q))
     }
 }
