@@ -11,7 +11,6 @@ use common::*;
 use ahead_engine::Method;
 use ahead_model::llama::synthetic::random_eagle_head;
 use ahead_model::{load, LoadOptions, ModelSource};
-use ahead_testutil::{chi_square, chi_square_critical as critical};
 
 /// Every id below 300, and the even ones above.
 fn subset() -> Vec<u32> {
@@ -74,35 +73,9 @@ fn batched_sequences_with_chunked_prompts_draft_as_they_do_alone() {
 
 #[test]
 fn sampled_tokens_follow_the_target_distribution() {
-    let e = engine();
     let prompt = Prompt::from("Once upon a time");
-    let prompt_ids = e.prompt_ids(&prompt).unwrap();
-    for sampling in [
-        SamplingParams {
-            temperature: 1.0,
-            ..SamplingParams::greedy()
-        },
-        SamplingParams {
-            temperature: 0.8,
-            top_k: 20,
-            ..SamplingParams::greedy()
-        },
-    ] {
-        let p1 = target_dist(e, &prompt_ids, &sampling);
-        let c = sample_two_tokens(e, &prompt, 3000, |seed| {
-            method_params(Method::Eagle, Some(3), sampling.clone(), seed, 2)
-        });
-        assert!(c.drafted > 0);
-        let (s, dof) = chi_square(&c.first, &p1);
-        assert!(s < critical(dof), "{sampling:?}: first token chi2 {s}, dof {dof}");
-        let (t1, counts) = c.commonest_second();
-        let mut ctx = prompt_ids.clone();
-        ctx.push(t1);
-        let (s, dof) = chi_square(counts, &target_dist(e, &ctx, &sampling));
-        assert!(
-            s < critical(dof),
-            "{sampling:?}: second token chi2 {s}, dof {dof}"
-        );
+    for sampling in two_samplers() {
+        assert_samples_follow_the_target(engine(), &prompt, Method::Eagle, 3, &sampling);
     }
 }
 

@@ -11,7 +11,6 @@ use common::*;
 
 use ahead_engine::Method;
 use ahead_model::{load, LoadOptions, ModelSource};
-use ahead_testutil::{chi_square, chi_square_critical as critical};
 
 /// Every id below 300, and the even ones above: the odd ids above 300 cannot be drafted.
 fn subset() -> Vec<u32> {
@@ -58,43 +57,9 @@ fn greedy_output_is_plain_decodings_for_every_draft_length() {
 
 #[test]
 fn sampled_tokens_follow_the_target_distribution() {
-    let e = engine();
+    // The target puts mass on the odd ids above 300, which the draft cannot propose.
     let prompt = Prompt::from("Once upon a time");
-    let prompt_ids = e.prompt_ids(&prompt).unwrap();
-    let drafted_from = subset();
-    for sampling in [
-        SamplingParams {
-            temperature: 1.0,
-            ..SamplingParams::greedy()
-        },
-        SamplingParams {
-            temperature: 0.8,
-            top_k: 20,
-            ..SamplingParams::greedy()
-        },
-    ] {
-        let p1 = target_dist(e, &prompt_ids, &sampling);
-        // The mass the target puts where the draft cannot propose (reported on failure).
-        let outside: f64 = (0..512u32)
-            .filter(|t| !drafted_from.contains(t))
-            .map(|t| p1[t as usize])
-            .sum();
-        let c = sample_two_tokens(e, &prompt, 3000, |seed| {
-            method_params(Method::Draft, Some(3), sampling.clone(), seed, 2)
-        });
-        assert!(c.drafted > 0);
-        let (s, dof) = chi_square(&c.first, &p1);
-        assert!(
-            s < critical(dof),
-            "{sampling:?}: first token chi2 {s}, dof {dof} (outside mass {outside})"
-        );
-        let (t1, counts) = c.commonest_second();
-        let mut ctx = prompt_ids.clone();
-        ctx.push(t1);
-        let (s, dof) = chi_square(counts, &target_dist(e, &ctx, &sampling));
-        assert!(
-            s < critical(dof),
-            "{sampling:?}: second token chi2 {s}, dof {dof}"
-        );
+    for sampling in two_samplers() {
+        assert_samples_follow_the_target(engine(), &prompt, Method::Draft, 3, &sampling);
     }
 }

@@ -266,3 +266,50 @@ pub fn method_params(
         ..Default::default()
     }
 }
+
+/// The two warpers the sampling-exactness tests run: plain temperature 1, and temperature 0.8
+/// with top-k 20.
+pub fn two_samplers() -> [SamplingParams; 2] {
+    [
+        SamplingParams {
+            temperature: 1.0,
+            ..SamplingParams::greedy()
+        },
+        SamplingParams {
+            temperature: 0.8,
+            top_k: 20,
+            ..SamplingParams::greedy()
+        },
+    ]
+}
+
+/// Asserts that `method` drafting `k` tokens a step samples the target's own distribution for
+/// the first token after `prompt` and for the second after the commonest first (chi-square
+/// over 3000 seeds, alpha = 1e-4), under `sampling`; it must have drafted.
+pub fn assert_samples_follow_the_target(
+    e: &Engine,
+    prompt: &Prompt,
+    method: ahead_engine::Method,
+    k: usize,
+    sampling: &SamplingParams,
+) {
+    use ahead_testutil::{chi_square, chi_square_critical as critical};
+    let prompt_ids = e.prompt_ids(prompt).unwrap();
+    let c = sample_two_tokens(e, prompt, 3000, |seed| {
+        method_params(method, Some(k), sampling.clone(), seed, 2)
+    });
+    assert!(c.drafted > 0, "{method:?} drafted nothing");
+    let (s, dof) = chi_square(&c.first, &target_dist(e, &prompt_ids, sampling));
+    assert!(
+        s < critical(dof),
+        "{method:?} {sampling:?}: first token chi2 {s}, dof {dof}"
+    );
+    let (t1, counts) = c.commonest_second();
+    let mut ctx = prompt_ids;
+    ctx.push(t1);
+    let (s, dof) = chi_square(counts, &target_dist(e, &ctx, sampling));
+    assert!(
+        s < critical(dof),
+        "{method:?} {sampling:?}: second token chi2 {s}, dof {dof}"
+    );
+}
