@@ -28,3 +28,7 @@ $AHEAD train medusa --base "$MODEL" --data "$DATA" --vocab-subset 4096 --dtype f
 $AHEAD train draft --target "$MODEL" --data "$DATA" --vocab-subset 4096 --layers 1 \
   --embedding-dtype q4_0 --dtype q8_0 --epochs 5 --batch 4 --lr 1e-3 --eval-prompts 12 \
   --out "$OUT/draft"
+# An EAGLE head: one decoder layer over the target's features, its embedding and its classifier
+# over the 4,096 most frequent answer tokens, one chain step of training-time test.
+$AHEAD train eagle --target "$MODEL" --data "$DATA" --vocab-subset 4096 --dtype f16 \
+  --epochs 4 --batch 4 --chain-steps 1 --soft-labels 0 --eval-prompts 8 --out "$OUT/eagle"

@@ -54,11 +54,11 @@ pub struct EagleArgs {
     #[arg(long, default_value_t = 0.1)]
     pub token_weight: f64,
     /// Share of the token loss against the target's distribution (the rest: its answer token).
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.0)]
     pub soft_labels: f64,
     /// Chain steps trained beyond the first, on the head's own predicted features (EAGLE-3's
     /// training-time test; each costs about one more pass).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 1)]
     pub chain_steps: usize,
     /// Share of records (the last) held out.
     #[arg(long, default_value_t = 0.05)]

@@ -21,8 +21,8 @@ const DRAFTERS: &str = concat!(
     "/../../drafters/smollm2-135m-instruct"
 );
 
-/// SmolLM2 with a Q8_0 copy of itself as its draft model and its vendored cache and heads;
-/// `None` when the file is missing.
+/// SmolLM2 with a Q8_0 copy of itself as its draft model and its vendored cache, Medusa heads
+/// and EAGLE head; `None` when the file is missing.
 fn engine() -> Option<&'static Engine> {
     static E: OnceLock<Option<Engine>> = OnceLock::new();
     E.get_or_init(|| {
@@ -31,6 +31,7 @@ fn engine() -> Option<&'static Engine> {
             .model(path.to_str().unwrap())
             .ngram_cache(format!("{DRAFTERS}/chat.ngram"))
             .medusa(format!("{DRAFTERS}/medusa"))
+            .eagle(format!("{DRAFTERS}/eagle"))
             .build()
             .unwrap();
         let draft = quantized_copy(e.model());
@@ -112,6 +113,8 @@ fn every_method_is_token_identical_to_plain_decoding_on_chats() {
             (Method::Lookahead, None),
             (Method::Medusa, None),
             (Method::Medusa, Some(6)),
+            (Method::Eagle, Some(4)),
+            (Method::Eagle, None),
             (Method::Auto, None),
         ] {
             let got = gen(
@@ -121,7 +124,7 @@ fn every_method_is_token_identical_to_plain_decoding_on_chats() {
             );
             assert_eq!(got.token_ids, want.token_ids, "{method:?} k={k:?}");
             assert_eq!(got.finish_reason, want.finish_reason, "{method:?} k={k:?}");
-            if matches!(method, Method::Draft | Method::Medusa) && k.is_some() {
+            if matches!(method, Method::Draft | Method::Medusa | Method::Eagle) && k.is_some() {
                 assert!(
                     got.stats.accepted_tokens > 0,
                     "{method:?}'s drafts were never accepted: {:?}",
@@ -164,6 +167,14 @@ fn sampled_tokens_follow_the_target_distribution() {
             SamplingParams {
                 temperature: 0.7,
                 top_k: 40,
+                ..SamplingParams::greedy()
+            },
+        ),
+        (
+            Method::Eagle,
+            SamplingParams {
+                temperature: 0.9,
+                top_p: 0.95,
                 ..SamplingParams::greedy()
             },
         ),
