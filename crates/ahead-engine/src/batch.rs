@@ -26,6 +26,7 @@ use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::output::Generation;
 use crate::params::{GenerateParams, Prompt};
+use crate::spec::Proposer;
 
 /// One generation handed to a batch: what to generate, where its text goes, and how it ends.
 pub struct Job {
@@ -37,6 +38,9 @@ pub struct Job {
     pub cancel: Arc<AtomicBool>,
     /// Called exactly once with the result (also when the job could not start).
     pub done: Box<dyn FnOnce(Result<Generation>) + Send>,
+    /// A proposer of the caller's in place of `params.method`'s (as for
+    /// [`Engine::generate_with_proposer`]); `None` for the method's own.
+    pub proposer: Option<Box<dyn Proposer + Send>>,
 }
 
 /// A job in the batch.
@@ -66,8 +70,12 @@ impl<'e> Batch<'e> {
     }
 
     /// Prefills the job's prompt and adds it; a job that cannot start is answered at once.
-    pub fn add(&mut self, job: Job) {
-        match self.engine.sequence(&job.prompt, &job.params, true) {
+    pub fn add(&mut self, mut job: Job) {
+        let seq = match job.proposer.take() {
+            Some(p) => self.engine.sequence_with(&job.prompt, &job.params, true, p),
+            None => self.engine.sequence(&job.prompt, &job.params, true),
+        };
+        match seq {
             Ok(seq) => self.active.push(Active {
                 seq,
                 on_text: job.on_text,
@@ -201,6 +209,7 @@ impl Engine {
                         *s = Some(r);
                     }
                 }),
+                proposer: None,
             });
         }
         while batch.len() > 0 {
@@ -266,22 +275,13 @@ impl Scheduler {
         };
         let load = w.load.clone();
         load.fetch_add(1, Ordering::Relaxed);
-        let Job {
-            prompt,
-            params,
-            on_text,
-            cancel,
-            done,
-        } = job;
+        let done = job.done;
         let job = Job {
-            prompt,
-            params,
-            on_text,
-            cancel,
             done: Box::new(move |r| {
                 load.fetch_sub(1, Ordering::Relaxed);
                 done(r);
             }),
+            ..job
         };
         match &w.tx {
             Some(tx) => {

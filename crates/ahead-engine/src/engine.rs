@@ -341,22 +341,33 @@ impl Engine {
         params: &GenerateParams,
         proposer: Box<dyn Proposer>,
     ) -> Result<Generation> {
+        let mut seq = self.sequence_with(prompt, params, false, proposer)?;
+        seq.run(&mut |_| {}, None, None)?;
+        Ok(seq.finish())
+    }
+
+    /// A generation ready to step with the caller's proposer (see `generate_with_proposer`).
+    pub(crate) fn sequence_with(
+        &self,
+        prompt: &Prompt,
+        params: &GenerateParams,
+        chunked: bool,
+        proposer: Box<dyn Proposer>,
+    ) -> Result<Sequence<'_>> {
         let prompt_ids = self.checked_prompt(prompt, params)?;
         let controller = match params.num_draft {
             Some(k) => Controller::fixed(k),
             None => self.cost_controller(params, 0.0, proposer.as_ref())?,
         };
-        let mut seq = Sequence::start(
+        Sequence::start(
             &self.loaded.model,
             &self.loaded.tokenizer,
             proposer,
             controller,
             prompt_ids,
             params,
-            false,
-        )?;
-        seq.run(&mut |_| {}, None, None)?;
-        Ok(seq.finish())
+            chunked,
+        )
     }
 
     /// The prompt's ids, after checking the request's sampling and draft length.

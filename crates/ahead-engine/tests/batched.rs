@@ -129,6 +129,7 @@ fn job(
         done: Box::new(move |r| {
             let _ = done_tx.send(r.map_err(|e| e.to_string()));
         }),
+        proposer: None,
     };
     (job, done_rx, text_rx)
 }
@@ -181,6 +182,7 @@ fn a_panic_in_a_step_fails_its_batch_with_an_error_and_the_worker_keeps_serving(
         done: Box::new(move |r| {
             let _ = done_tx.send(r.map_err(|e| e.to_string()));
         }),
+        proposer: None,
     });
     let (j, healthy_done, _) = job(
         "The little bird",
@@ -239,4 +241,39 @@ fn long_prompts_prefilled_in_chunks_beside_other_sequences_give_the_same_output(
             }
         }
     }
+}
+
+#[test]
+fn a_callers_proposer_is_batched_beside_the_methods_own() {
+    // The perfect drafter (plain decoding's own output) rides in a scheduler's batch next to an
+    // ordinary job: every draft is accepted, and the output is still plain decoding's.
+    let e = Arc::new(Engine::builder().build().unwrap());
+    let prompt = Prompt::from("Once upon a time");
+    let want = gen(&e, &prompt, &greedy_ignore_eos(40));
+    let prompt_len = e.prompt_ids(&prompt).unwrap().len();
+    let scheduler = Scheduler::start(e.clone(), 1);
+    let (mut oracle, oracle_done, _) = job(
+        "Once upon a time",
+        GenerateParams {
+            num_draft: Some(4),
+            ..greedy_ignore_eos(40)
+        },
+        Arc::new(AtomicBool::new(false)),
+    );
+    oracle.proposer = Some(Box::new(ahead_engine::spec::OracleProposer::new(
+        prompt_len,
+        want.token_ids.clone(),
+    )));
+    let (other, other_done, _) = job(
+        "The little bird",
+        greedy_ignore_eos(40),
+        Arc::new(AtomicBool::new(false)),
+    );
+    scheduler.submit(oracle);
+    scheduler.submit(other);
+    let got = oracle_done.recv().unwrap().unwrap();
+    assert_eq!(got.token_ids, want.token_ids);
+    assert_eq!(got.stats.method, "oracle");
+    assert!(got.stats.mean_accepted_length > 4.0, "{:?}", got.stats);
+    assert!(other_done.recv().unwrap().is_ok());
 }

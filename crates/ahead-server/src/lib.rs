@@ -316,6 +316,7 @@ async fn serve(s: Arc<AppState>, prompt: Prompt, common: Common, kind: Kind) -> 
                 drop(permit);
                 let _ = tx.send(r);
             }),
+            proposer: None,
         });
         answers.push(rx);
     }
@@ -416,6 +417,7 @@ fn stream(
         on_text: Box::new(on_text),
         cancel: cancel.clone(),
         done: Box::new(done),
+        proposer: None,
     });
     // Dropping the event stream (a client that went away) cancels the generation.
     let guard = CancelOnDrop(cancel);
