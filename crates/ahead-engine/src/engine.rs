@@ -508,7 +508,7 @@ struct Costs {
 impl Costs {
     /// Costs from sizes alone. A model whose weights fit in cache pays about a step per verify
     /// row (its forward is per-row work); a larger one streams its weights once for all rows,
-    /// so a row adds a few percent (BENCHMARKS.md: T(8)/T(1) of 1.1-1.4 on TinyLlama shapes).
+    /// so a row adds a share of a step that falls with the model's size (`nominal_row_cost`).
     /// Drafting costs its weights' share of the target's.
     fn nominal(
         model: &Model,
@@ -517,7 +517,7 @@ impl Costs {
         eagle_bytes: Option<usize>,
     ) -> Self {
         let bytes = model.weight_bytes().max(1) as f64;
-        let per_row = if bytes <= NOMINAL_CACHE_BYTES { 1.0 } else { 0.05 };
+        let per_row = nominal_row_cost(bytes);
         let mut verify: Vec<f64> = (0..=MAX_DRAFT + 1)
             .map(|r| 1.0 + (r as f64 - 1.0) * per_row)
             .collect();
@@ -530,6 +530,17 @@ impl Costs {
             eagle_step: eagle_bytes.map_or(0.0, |b| b as f64 / bytes),
         }
     }
+}
+
+/// A verify row's nominal share of a step for a model of `bytes` of weights: a step per row in
+/// cache, else 0.1 at 100 MB falling with the square root of the size. Fitted to two measured
+/// points (BENCHMARKS.md): SmolLM2-135M Q4_1 (98 MB) adds 0.09-0.14 of a step per row up to 16
+/// rows on 2 cores, TinyLlama-1.1B shapes (1.1 GB) 0.01-0.06.
+fn nominal_row_cost(bytes: f64) -> f64 {
+    if bytes <= NOMINAL_CACHE_BYTES {
+        return 1.0;
+    }
+    (0.1 * (100e6 / bytes).sqrt()).clamp(0.02, 1.0)
 }
 
 /// Weights up to this size are taken to sit in cache when costs are nominal.
@@ -560,6 +571,10 @@ mod tests {
         assert_eq!(nominal.verify, expected.verify);
         // stories260K fits in cache: each verify row costs a step.
         assert_eq!(nominal.verify[1..4], [1.0, 2.0, 3.0]);
+        // Larger models pay less per row, the less the larger.
+        assert_eq!(nominal_row_cost(100e6), 0.1);
+        assert!((nominal_row_cost(1.1e9) - 0.030).abs() < 0.001);
+        assert_eq!(nominal_row_cost(1e12), 0.02);
         let measured = engine.costs_for(&GenerateParams::default()).unwrap();
         assert!(std::ptr::eq(measured, engine.costs.get().unwrap()));
         let unseeded = GenerateParams {
