@@ -60,13 +60,20 @@ fn greedy_output_is_plain_decodings_for_every_draft_length() {
 #[test]
 fn batched_sequences_with_chunked_prompts_draft_as_they_do_alone() {
     let e = engine();
-    let prompts: Vec<Prompt> = PROMPTS.iter().map(|p| Prompt::from(*p)).collect();
+    let mut prompts: Vec<Prompt> = PROMPTS.iter().map(|p| Prompt::from(*p)).collect();
+    // A prompt of several prefill chunks: the head is fed a chunk's features at a time.
+    let long = "Tom had a red ball. He played with it in the park every day. ".repeat(8);
+    prompts.push(Prompt::from(long.as_str()));
+    assert!(e.prompt_ids(&prompts[3]).unwrap().len() > 2 * 64);
     let params = method_params(Method::Eagle, Some(4), SamplingParams::greedy(), 0, 40);
     for (p, got) in prompts.iter().zip(e.generate_batched(&prompts, &params)) {
         let got = got.unwrap();
         let alone = gen(e, p, &params);
         assert_eq!(got.token_ids, alone.token_ids, "{p:?}");
-        // The same drafts were proposed: the head saw the same features.
+        // It drafted every step, as alone (a head missing a chunk's features drafts nothing),
+        // and the same drafts were accepted: it saw the same features.
+        assert!(got.stats.drafted_tokens > 0, "{p:?}");
+        assert_eq!(got.stats.drafted_tokens, alone.stats.drafted_tokens, "{p:?}");
         assert_eq!(got.stats.accepted_tokens, alone.stats.accepted_tokens, "{p:?}");
     }
 }

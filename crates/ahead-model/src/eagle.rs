@@ -13,20 +13,18 @@
 //! ahead applies before the classifier (the target's features are normed, so the prediction is
 //! too). RoPE pairs are interleaved (`ahead_rope: "interleaved"`, the layout ahead trains).
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
 use crate::format::safetensors::parse_safetensors;
+use crate::format::safetensors_write::{write_safetensors, Stored};
 use crate::llama::{
     Architecture, AttentionMask, ForwardInput, ForwardOutput, KvCache, LayerWeights, Linear, LlamaConfig,
     Model, ModelWeights, RopeScaling, RopeStyle,
 };
 use crate::load::weights::vector;
-use crate::tensor::TensorDType;
 
 /// An EAGLE head bound to its target's embedding and classifier.
 #[derive(Debug, Clone)]
@@ -58,9 +56,6 @@ struct EagleConfigFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ahead_target: Option<String>,
 }
-
-/// A tensor as written: its type, shape and little-endian bytes.
-type Stored = (Dtype, Vec<usize>, Vec<u8>);
 
 const CONFIG: &str = "config.json";
 const WEIGHTS: &str = "model.safetensors";
@@ -287,49 +282,23 @@ impl EagleHead {
         std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
         let cfg = self.config();
         let layer = &self.layer.weights().layers[0];
-        let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-        let matrix = |l: &Linear| -> Result<Stored> {
-            let v = l.to_f32()?;
-            let shape = vec![l.rows(), l.cols()];
-            Ok(if l.dtype() == TensorDType::F16 {
-                let bytes = v
-                    .iter()
-                    .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
-                    .collect();
-                (Dtype::F16, shape, bytes)
-            } else {
-                (Dtype::F32, shape, f32s(&v))
-            })
-        };
-        let norm = |v: &[f32]| (Dtype::F32, vec![v.len()], f32s(v));
-        let mut tensors: Vec<(String, Stored)> = vec![
-            ("fc.weight".into(), matrix(&self.fc)?),
-            ("norm.weight".into(), norm(&self.layer.weights().norm)),
+        let mut tensors = vec![
+            Stored::matrix("fc.weight", &self.fc)?,
+            Stored::vector("norm.weight", &self.layer.weights().norm),
         ];
-        let parts = [
-            norm(&layer.attn_norm),
-            matrix(&layer.wq)?,
-            matrix(&layer.wk)?,
-            matrix(&layer.wv)?,
-            matrix(&layer.wo)?,
-            norm(&layer.ffn_norm),
-            matrix(&layer.w1)?,
-            matrix(&layer.w2)?,
-            matrix(&layer.w3)?,
-        ];
-        for (name, part) in LAYER_NAMES.iter().zip(parts) {
-            tensors.push((format!("layers.0.{name}"), part));
-        }
-        let mut views = HashMap::new();
-        for (name, (dtype, shape, data)) in &tensors {
-            let view = TensorView::new(*dtype, shape.clone(), data)
-                .map_err(|e| ModelError::Input(format!("{name}: {e}")))?;
-            views.insert(name.clone(), view);
-        }
-        let path = dir.join(WEIGHTS);
-        let out = safetensors::serialize(views, None)
-            .map_err(|e| ModelError::Input(format!("serializing an EAGLE head: {e}")))?;
-        std::fs::write(&path, out).map_err(|e| ModelError::io(&path, e))?;
+        let l = |i: usize| format!("layers.0.{}", LAYER_NAMES[i]);
+        tensors.extend([
+            Stored::vector(l(0), &layer.attn_norm),
+            Stored::matrix(l(1), &layer.wq)?,
+            Stored::matrix(l(2), &layer.wk)?,
+            Stored::matrix(l(3), &layer.wv)?,
+            Stored::matrix(l(4), &layer.wo)?,
+            Stored::vector(l(5), &layer.ffn_norm),
+            Stored::matrix(l(6), &layer.w1)?,
+            Stored::matrix(l(7), &layer.w2)?,
+            Stored::matrix(l(8), &layer.w3)?,
+        ]);
+        write_safetensors(&dir.join(WEIGHTS), &tensors, "an EAGLE head")?;
         let file = EagleConfigFile {
             hidden_size: cfg.dim,
             intermediate_size: cfg.hidden_dim,
@@ -355,6 +324,7 @@ mod tests {
 
     use super::*;
     use crate::llama::synthetic::{random_eagle_head, random_model, tiny_config};
+    use crate::tensor::TensorDType;
 
     fn target() -> Model {
         random_model(&tiny_config(Architecture::Llama, 50), TensorDType::F32, 3).unwrap()
@@ -442,7 +412,9 @@ mod tests {
         .unwrap();
         let err = EagleHead::from_bytes(&wider, &cfg, "c", &weights, "w").unwrap_err();
         assert!(err.to_string().contains("width"), "{err}");
-        let err = EagleHead::from_bytes(&t, &cfg, "c", &weights[..weights.len() / 2], "w").unwrap_err();
-        assert!(!err.to_string().is_empty());
+        // A cut-off weights file is an error naming that file.
+        let err =
+            EagleHead::from_bytes(&t, &cfg, "c", &weights[..weights.len() / 2], "w.safetensors").unwrap_err();
+        assert!(err.to_string().contains("w.safetensors"), "{err}");
     }
 }

@@ -14,14 +14,13 @@
 //! `ahead_vocab_size`. The projection is most of a head's cost, so this is what makes heads pay
 //! on a large vocabulary. Verification always scores the whole vocabulary, so output is unchanged.
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
 use crate::format::safetensors::parse_safetensors;
+use crate::format::safetensors_write::{write_safetensors, Stored};
 use crate::llama::Linear;
 use crate::load::weights::vector;
 use crate::tensor::TensorDType;
@@ -364,54 +363,15 @@ impl MedusaHeads {
     /// stored as F16 are written as F16, all else as F32.
     pub fn save(&self, dir: &Path, base_model: Option<&str>) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-        let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-        let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-        let matrix = |l: &Linear| -> Result<(Dtype, Vec<u8>)> {
-            let v = l.to_f32()?;
-            Ok(if l.dtype() == TensorDType::F16 {
-                let bytes = v
-                    .iter()
-                    .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
-                    .collect();
-                (Dtype::F16, bytes)
-            } else {
-                (Dtype::F32, f32s(&v))
-            })
-        };
+        let mut tensors = Vec::new();
         for (i, h) in self.heads.iter().enumerate() {
             for (j, b) in h.blocks.iter().enumerate() {
-                let (dtype, w) = matrix(&b.w)?;
-                tensors.push((
-                    format!("{i}.{j}.linear.weight"),
-                    dtype,
-                    vec![self.dim, self.dim],
-                    w,
-                ));
-                tensors.push((
-                    format!("{i}.{j}.linear.bias"),
-                    Dtype::F32,
-                    vec![self.dim],
-                    f32s(&b.b),
-                ));
+                tensors.push(Stored::matrix(format!("{i}.{j}.linear.weight"), &b.w)?);
+                tensors.push(Stored::vector(format!("{i}.{j}.linear.bias"), &b.b));
             }
-            let (dtype, o) = matrix(&h.out)?;
-            tensors.push((
-                format!("{i}.{}.weight", h.blocks.len()),
-                dtype,
-                vec![h.out.rows(), self.dim],
-                o,
-            ));
+            tensors.push(Stored::matrix(format!("{i}.{}.weight", h.blocks.len()), &h.out)?);
         }
-        let mut views = HashMap::new();
-        for (name, dtype, shape, data) in &tensors {
-            let view = TensorView::new(*dtype, shape.clone(), data)
-                .map_err(|e| ModelError::Input(format!("{name}: {e}")))?;
-            views.insert(name.clone(), view);
-        }
-        let path = dir.join(WEIGHTS);
-        let out = safetensors::serialize(views, None)
-            .map_err(|e| ModelError::Input(format!("serializing Medusa heads: {e}")))?;
-        std::fs::write(&path, out).map_err(|e| ModelError::io(&path, e))?;
+        write_safetensors(&dir.join(WEIGHTS), &tensors, "Medusa heads")?;
         let cfg = MedusaConfigFile {
             medusa_num_heads: self.num_heads(),
             medusa_num_layers: self.num_layers(),

@@ -128,7 +128,8 @@ impl Proposer for EagleProposer {
             return Ok(TokenTree::empty());
         }
         self.feed(history)?;
-        let Some((logits, mut feature)) = self.last.clone() else {
+        // Each step feeds new rows first, so the last real row's outputs are fresh here.
+        let Some((logits, mut feature)) = self.last.take() else {
             return Ok(TokenTree::empty());
         };
         self.cache.truncate(self.fed)?;

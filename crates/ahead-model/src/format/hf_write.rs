@@ -4,13 +4,12 @@
 //! (BOS/EOS and the chat template) and `generation_config.json`. transformers and ahead load
 //! it; it is how the tests get a real model in the Hugging Face layout without a download.
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, TensorView};
 use serde_json::{json, Value};
 
 use crate::error::{ModelError, Result};
+use crate::format::safetensors_write::{write_safetensors, Stored};
 use crate::llama::{Architecture, Linear, Model, RopeScaling, RopeStyle};
 use crate::load::weights::{hf_name, LayerSlot, Slot};
 use crate::tokenizer::Tokenizer;
@@ -28,22 +27,22 @@ pub fn write_hf_folder(model: &Model, tokenizer: &Tokenizer, dir: &Path) -> Resu
     let tokenizer_json = tokenizer.hf_json()?;
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
 
-    type Entry = (String, Vec<usize>, Vec<u8>);
-    let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    // Name, shape and F32 values.
+    type Entry = (String, Vec<usize>, Vec<f32>);
     // q and k rows of each head (`heads`) go back to rotate-half order.
     let matrix = |slot: Slot, l: &Linear, heads: Option<usize>| -> Result<Entry> {
         let mut w = l.to_f32()?;
         if let Some(heads) = heads.filter(|_| cfg.rope_style == RopeStyle::Interleaved) {
             w = rotate_half_rows(&w, heads, cfg.head_dim, l.cols());
         }
-        Ok((hf_name(slot), vec![l.rows(), l.cols()], bytes(&w)))
+        Ok((hf_name(slot), vec![l.rows(), l.cols()], w))
     };
     let vector = |slot: Slot, v: &[f32], heads: Option<usize>| -> Entry {
         let v = match heads.filter(|_| cfg.rope_style == RopeStyle::Interleaved) {
             Some(heads) => rotate_half_rows(v, heads, cfg.head_dim, 1),
             None => v.to_vec(),
         };
-        (hf_name(slot), vec![v.len()], bytes(&v))
+        (hf_name(slot), vec![v.len()], v)
     };
     let w = model.weights();
     let mut tensors: Vec<Entry> = vec![matrix(Slot::Embedding, &w.embedding, None)?];
@@ -76,15 +75,11 @@ pub fn write_hf_folder(model: &Model, tokenizer: &Tokenizer, dir: &Path) -> Resu
         }
     }
     tensors.push(vector(Slot::Norm, &w.norm, None));
-    let mut views = HashMap::new();
-    for (name, shape, data) in &tensors {
-        let view = TensorView::new(Dtype::F32, shape.clone(), data)
-            .map_err(|e| ModelError::Input(format!("{name}: {e}")))?;
-        views.insert(name.clone(), view);
-    }
-    let weights = safetensors::serialize(views, None)
-        .map_err(|e| ModelError::Input(format!("serializing the weights: {e}")))?;
-    write(dir, "model.safetensors", &weights)?;
+    let tensors: Vec<Stored> = tensors
+        .into_iter()
+        .map(|(name, shape, values)| Stored::f32(name, shape, &values))
+        .collect();
+    write_safetensors(&dir.join("model.safetensors"), &tensors, "the weights")?;
 
     let biased = w.layers.first().is_some_and(|l| l.bq.is_some());
     write_json(dir, "config.json", &config_json(model, tokenizer, biased))?;

@@ -7,3 +7,4 @@ pub mod gguf_write;
 pub mod hf_write;
 pub mod llama2c_write;
 pub mod safetensors;
+pub mod safetensors_write;
