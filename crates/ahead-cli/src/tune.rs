@@ -118,6 +118,9 @@ fn configs(drafts: usize, cache: bool) -> Vec<Config> {
         plain("eagle", params(Method::Eagle, None)),
         plain("eagle k=2", params(Method::Eagle, Some(2))),
         plain("eagle k=4", params(Method::Eagle, Some(4))),
+        plain("recycling", params(Method::Recycling, None)),
+        plain("recycling k=4", params(Method::Recycling, Some(4))),
+        plain("recycling k=8", params(Method::Recycling, Some(8))),
         plain("lookahead", params(Method::Lookahead, None)),
     ]);
     for (w, n, g) in [(4, 4, 4), (8, 4, 8), (15, 5, 15)] {

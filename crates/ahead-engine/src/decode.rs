@@ -20,7 +20,7 @@ use crate::error::{EngineError, Result};
 use crate::learned::LearnedByMethod;
 use crate::output::{FinishReason, Generation, Stats};
 use crate::params::{GenerateParams, MedusaAcceptance};
-use crate::spec::Proposer;
+use crate::spec::{Outcome, Proposer};
 
 /// Called after every step with the target cache and the committed history (tests check the
 /// cache against a fresh prefill of `history` minus its pending last token).
@@ -150,11 +150,14 @@ impl<'a> Sequence<'a> {
         if n > 1 && !chunked {
             let pos: Vec<usize> = (0..n - 1).collect();
             let input = ForwardInput {
-                want_hidden: proposer.wants_hidden(),
+                want_hidden: proposer.needs().hidden,
                 ..ForwardInput::causal(&prompt_ids[..n - 1], &pos)
             };
             let out = model.forward(&input, &mut cache)?;
-            proposer.observe_hidden(&hidden_rows(&out, 0..n - 1));
+            proposer.observe(&Outcome {
+                hidden: hidden_rows(&out, 0..n - 1),
+                ..Outcome::default()
+            })?;
         }
         let unfilled = if chunked { n - 1 } else { 0 };
         if unfilled == 0 && controller.max_k() > 0 {
@@ -198,7 +201,7 @@ impl<'a> Sequence<'a> {
             // A chain: each row's parent is the row before it.
             parents: (0..rows).map(|r| r.checked_sub(1)).collect(),
             rows_mask: Vec::new(),
-            want_hidden: self.proposer.wants_hidden(),
+            want_hidden: self.proposer.needs().hidden,
             tree: TokenTree::empty(),
             n_side: 0,
             draft_seconds: 0.0,
@@ -209,7 +212,10 @@ impl<'a> Sequence<'a> {
     /// Takes a prefill chunk's output; after the last chunk, the proposer sees the prompt.
     fn complete_prefill(&mut self, plan: &Plan, out: &ForwardOutput) -> Result<String> {
         self.unfilled -= plan.rows();
-        self.proposer.observe_hidden(&hidden_rows(out, 0..plan.rows()));
+        self.proposer.observe(&Outcome {
+            hidden: hidden_rows(out, 0..plan.rows()),
+            ..Outcome::default()
+        })?;
         if self.unfilled == 0 {
             if self.controller.max_k() > 0 {
                 self.proposer.prefill(&self.history)?;
@@ -303,7 +309,7 @@ impl<'a> Sequence<'a> {
             positions,
             parents,
             rows_mask,
-            want_hidden: self.proposer.wants_hidden(),
+            want_hidden: self.proposer.needs().hidden,
             tree,
             n_side,
             draft_seconds,
@@ -337,10 +343,6 @@ impl<'a> Sequence<'a> {
         self.counters.forwards += 1;
         self.counters.draft_seconds += plan.draft_seconds;
         self.counters.verify_seconds += verify_seconds;
-        if plan.n_side > 0 {
-            let side_logits: Vec<&[f32]> = (1..=plan.n_side).map(|r| out.row(r)).collect();
-            self.proposer.observe_side(&side_logits)?;
-        }
         // The target's distribution after the pending row and every tree node, with the
         // node's own path as context.
         let sampling = &self.sampling;
@@ -391,13 +393,22 @@ impl<'a> Sequence<'a> {
         };
         let kept: Vec<usize> = acc.nodes.iter().map(|&n| plan.n_side + n).collect();
         self.cache.compact(base + 1, &kept)?;
-        if out.hidden.is_some() {
-            // The pending row, then each accepted node's.
-            let accepted_rows = std::iter::once(0).chain(acc.nodes.iter().map(|&n| plan.node_row(n)));
-            let rows: Vec<&[f32]> = accepted_rows.filter_map(|r| hidden_row(out, r)).collect();
-            self.proposer.observe_hidden(&rows);
-        }
-        self.proposer.observe_accepted(acc.nodes.len());
+        // Hidden states: the pending row, then each accepted node's.
+        let accepted_rows = std::iter::once(0).chain(acc.nodes.iter().map(|&n| plan.node_row(n)));
+        let verified = if self.proposer.needs().row_logits {
+            let pending = self.history.last().copied().unwrap_or(0);
+            std::iter::once((pending, out.row(0)))
+                .chain((0..tree.len()).map(|n| (tree.tokens[n], out.row(plan.node_row(n)))))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.proposer.observe(&Outcome {
+            accepted: Some(acc.nodes.len()),
+            hidden: accepted_rows.filter_map(|r| hidden_row(out, r)).collect(),
+            side_logits: (1..=plan.n_side).map(|r| out.row(r)).collect(),
+            verified,
+        })?;
         let deepest = tree.depths().iter().copied().max().unwrap_or(0);
         let by_depth = &mut self.counters.by_depth;
         if by_depth.len() < deepest {

@@ -24,6 +24,7 @@ use crate::error::{EngineError, Result};
 use crate::learned::LearnedByMethod;
 use crate::output::Generation;
 use crate::params::{GenerateParams, Prompt};
+use crate::spec::recycling::SharedAdjacency;
 use crate::spec::{cost, Proposer};
 
 /// A loaded model ready to generate. Immutable; generate from several threads at once.
@@ -40,6 +41,8 @@ pub struct Engine {
     /// Each method's acceptance as its finished requests measured it: a request's controller
     /// starts there (see `learned`).
     learned: LearnedByMethod,
+    /// The adjacency table token recycling's requests share, made at the first one.
+    recycled: OnceLock<SharedAdjacency>,
 }
 
 /// How a draft model's tokens reach the target.
@@ -107,6 +110,7 @@ impl Engine {
             costs: OnceLock::new(),
             nominal: OnceLock::new(),
             learned: LearnedByMethod::default(),
+            recycled: OnceLock::new(),
         }
     }
 

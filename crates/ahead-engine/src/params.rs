@@ -37,6 +37,9 @@ pub enum Method {
     Medusa,
     /// An EAGLE head drafts a chain in the target's feature space (`EngineBuilder::eagle`).
     Eagle,
+    /// Token recycling: trees from the target's own rankings after each token the last time
+    /// it read it, merged with context matches. No draft model, no training.
+    Recycling,
     /// Lookahead decoding: Jacobi iteration over a window fills an n-gram pool whose n-grams
     /// are verified in the same forward. No draft model, no training.
     Lookahead,
@@ -48,12 +51,13 @@ pub enum Method {
 
 impl Method {
     /// Every method, in the order users see them listed.
-    pub const ALL: [Method; 7] = [
+    pub const ALL: [Method; 8] = [
         Self::Vanilla,
         Self::Draft,
         Self::PromptLookup,
         Self::Medusa,
         Self::Eagle,
+        Self::Recycling,
         Self::Lookahead,
         Self::Auto,
     ];
@@ -77,6 +81,7 @@ impl Method {
             Self::Draft => "draft",
             Self::PromptLookup => "prompt-lookup",
             Self::Medusa => "medusa",
+            Self::Recycling => "recycling",
             Self::Lookahead => "lookahead",
             Self::Eagle => "eagle",
             Self::Auto => "auto",

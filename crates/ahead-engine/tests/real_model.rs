@@ -115,6 +115,8 @@ fn every_method_is_token_identical_to_plain_decoding_on_chats() {
             (Method::Medusa, Some(6)),
             (Method::Eagle, Some(4)),
             (Method::Eagle, None),
+            (Method::Recycling, None),
+            (Method::Recycling, Some(8)),
             (Method::Auto, None),
         ] {
             let got = gen(
@@ -124,7 +126,11 @@ fn every_method_is_token_identical_to_plain_decoding_on_chats() {
             );
             assert_eq!(got.token_ids, want.token_ids, "{method:?} k={k:?}");
             assert_eq!(got.finish_reason, want.finish_reason, "{method:?} k={k:?}");
-            if matches!(method, Method::Draft | Method::Medusa | Method::Eagle) && k.is_some() {
+            let learned = matches!(
+                method,
+                Method::Draft | Method::Medusa | Method::Eagle | Method::Recycling
+            );
+            if learned && k.is_some() {
                 assert!(
                     got.stats.accepted_tokens > 0,
                     "{method:?}'s drafts were never accepted: {:?}",
@@ -175,6 +181,14 @@ fn sampled_tokens_follow_the_target_distribution() {
             SamplingParams {
                 temperature: 0.9,
                 top_p: 0.95,
+                ..SamplingParams::greedy()
+            },
+        ),
+        (
+            Method::Recycling,
+            SamplingParams {
+                temperature: 0.6,
+                min_p: 0.05,
                 ..SamplingParams::greedy()
             },
         ),

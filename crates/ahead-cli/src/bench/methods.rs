@@ -216,6 +216,8 @@ fn methods() -> Vec<(&'static str, GenerateParams)> {
         ("medusa (6 nodes)", with(Method::Medusa, Some(6))),
         ("eagle", with(Method::Eagle, None)),
         ("eagle (k=4)", with(Method::Eagle, Some(4))),
+        ("recycling", with(Method::Recycling, None)),
+        ("recycling (8 nodes)", with(Method::Recycling, Some(8))),
         ("lookahead", with(Method::Lookahead, None)),
         (
             "lookahead (W4 N4 G4)",

@@ -1,5 +1,5 @@
-//! The speculation framework's pure parts: token trees, exact acceptance, prompt lookup and the
-//! controller that picks the draft length.
+//! The speculation framework's pure parts: token trees, exact acceptance, prompt lookup, token
+//! recycling's table and the controller that picks the draft length.
 
 pub mod accept;
 pub mod controller;
@@ -7,6 +7,7 @@ pub mod lookahead;
 pub mod lookup;
 pub mod medusa_tree;
 pub mod ngram_cache;
+pub mod recycling;
 pub mod tree;
 
 pub use accept::{accept, accept_typical, Acceptance};
@@ -15,4 +16,5 @@ pub use lookahead::{candidate_tree, LookaheadConfig, NgramPool};
 pub use lookup::{IndexedLookup, PromptLookup};
 pub use medusa_tree::MedusaTree;
 pub use ngram_cache::{CacheHit, NgramCache, NgramCacheError, NgramCounter};
+pub use recycling::{grow_tree, Adjacency};
 pub use tree::{DraftDist, TokenTree};

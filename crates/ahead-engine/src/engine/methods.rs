@@ -11,7 +11,7 @@ use crate::error::{EngineError, Result};
 use crate::params::{GenerateParams, Method};
 use crate::spec::{
     draft::DRAFT_MIN_CONFIDENCE, DraftModel, EagleProposer, HybridDraft, LookaheadProposer, MedusaProposer,
-    NoDraft, PromptLookupProposer, Proposer, RetokenizingDraft,
+    NoDraft, PromptLookupProposer, Proposer, RecyclingProposer, RetokenizingDraft,
 };
 
 impl Engine {
@@ -73,6 +73,18 @@ impl Engine {
             }
             Method::Lookahead => Box::new(LookaheadProposer::new(self.lookahead_config(params)?)),
             Method::Eagle => Box::new(self.eagle_proposer(params, capacity)?),
+            Method::Recycling => {
+                // Seeded sampling's tokens depend on its drafts: its table is its own.
+                let vocab = model.config().vocab_size;
+                let table = if params.reproducible && !params.sampling.is_greedy() {
+                    RecyclingProposer::private_table(vocab)
+                } else {
+                    self.recycled
+                        .get_or_init(|| RecyclingProposer::private_table(vocab))
+                        .clone()
+                };
+                Box::new(RecyclingProposer::new(table, params.lookup))
+            }
             _ => Box::new(NoDraft),
         })
     }
@@ -144,7 +156,7 @@ impl Engine {
                     params.lookahead_guesses
                 )
             ),
-            Method::PromptLookup => format!("{:?}", params.lookup),
+            Method::PromptLookup | Method::Recycling => format!("{:?}", params.lookup),
             _ => String::new(),
         };
         let mode = if greedy { "greedy" } else { "sampled" };

@@ -13,7 +13,7 @@ use ahead_model::eagle::EagleHead;
 use ahead_model::KvCache;
 
 use super::draft::Chain;
-use super::proposer::Proposer;
+use super::proposer::{Needs, Outcome, Proposer};
 use crate::error::{EngineError, Result};
 
 /// An EAGLE head and its cache, for one sequence.
@@ -93,14 +93,18 @@ impl Proposer for EagleProposer {
         "eagle"
     }
 
-    fn wants_hidden(&self) -> bool {
-        true
+    fn needs(&self) -> Needs {
+        Needs {
+            hidden: true,
+            ..Needs::default()
+        }
     }
 
-    fn observe_hidden(&mut self, rows: &[&[f32]]) {
-        for r in rows {
+    fn observe(&mut self, outcome: &Outcome<'_>) -> Result<()> {
+        for r in &outcome.hidden {
             self.waiting.extend_from_slice(r);
         }
+        Ok(())
     }
 
     fn stops_own_drafts(&self) -> bool {

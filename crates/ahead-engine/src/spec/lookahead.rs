@@ -7,7 +7,7 @@ use ahead_core::sampling::argmax;
 use ahead_core::spec::{candidate_tree, LookaheadConfig, NgramPool, TokenTree};
 use ahead_core::{Rng, SamplingParams};
 
-use super::proposer::{Proposer, SideBranch};
+use super::proposer::{Outcome, Proposer, SideBranch};
 use crate::error::Result;
 
 /// Continuations kept per first token in the pool.
@@ -77,7 +77,15 @@ impl Proposer for LookaheadProposer {
         })
     }
 
-    fn observe_side(&mut self, logits: &[&[f32]]) -> Result<()> {
+    fn observe(&mut self, outcome: &Outcome<'_>) -> Result<()> {
+        let Some(accepted) = outcome.accepted else {
+            return Ok(());
+        };
+        if self.last_tree_len > 0 && accepted > 0 {
+            self.hits += 1;
+        }
+        self.last_tree_len = 0;
+        let logits = &outcome.side_logits;
         let (w, levels) = (self.cfg.window, self.levels.len());
         if levels == 0 || logits.len() != w * levels {
             return Ok(());
@@ -106,13 +114,6 @@ impl Proposer for LookaheadProposer {
         let tree = candidate_tree(&candidates);
         self.last_tree_len = tree.len();
         Ok(tree)
-    }
-
-    fn observe_accepted(&mut self, accepted: usize) {
-        if self.last_tree_len > 0 && accepted > 0 {
-            self.hits += 1;
-        }
-        self.last_tree_len = 0;
     }
 
     fn pool_hits(&self) -> Option<usize> {

@@ -11,7 +11,7 @@ use ahead_core::{Rng, SamplingParams};
 use ahead_model::medusa::MedusaHeads;
 
 use super::draft::DraftModel;
-use super::proposer::Proposer;
+use super::proposer::{Needs, Outcome, Proposer};
 use crate::error::Result;
 
 /// Medusa heads and a candidate tree, for one sequence.
@@ -38,14 +38,18 @@ impl Proposer for MedusaProposer {
         "medusa"
     }
 
-    fn wants_hidden(&self) -> bool {
-        true
+    fn needs(&self) -> Needs {
+        Needs {
+            hidden: true,
+            ..Needs::default()
+        }
     }
 
-    fn observe_hidden(&mut self, rows: &[&[f32]]) {
-        if let Some(last) = rows.last() {
+    fn observe(&mut self, outcome: &Outcome<'_>) -> Result<()> {
+        if let Some(last) = outcome.hidden.last() {
             self.hidden = Some(last.to_vec());
         }
+        Ok(())
     }
 
     fn propose(&mut self, _: &[u32], k: usize, _: &SamplingParams, _: &mut Rng) -> Result<TokenTree> {

@@ -8,10 +8,12 @@ pub mod lookahead;
 pub mod medusa;
 pub mod oracle;
 pub mod proposer;
+pub mod recycling;
 
 pub use draft::{DraftModel, RetokenizingDraft};
 pub use eagle::EagleProposer;
 pub use lookahead::LookaheadProposer;
 pub use medusa::{HybridDraft, MedusaProposer};
 pub use oracle::OracleProposer;
-pub use proposer::{NoDraft, PromptLookupProposer, Proposer, SideBranch};
+pub use proposer::{Needs, NoDraft, Outcome, PromptLookupProposer, Proposer, SideBranch};
+pub use recycling::RecyclingProposer;

@@ -19,16 +19,15 @@ pub trait Proposer {
         Ok(())
     }
 
-    /// Whether `observe_hidden` should be fed (the target then returns hidden states).
-    fn wants_hidden(&self) -> bool {
-        false
+    /// What it reads from the target's forwards (see [`Outcome`]). By default nothing.
+    fn needs(&self) -> Needs {
+        Needs::default()
     }
 
-    /// The target's final hidden states at consecutive positions that are now committed, the
-    /// last one at the last accepted position (whose next token is the pending token): every
-    /// prompt row after the prefill (a chunk at a time when chunked), then the pending row and
-    /// the accepted nodes after every verify step.
-    fn observe_hidden(&mut self, _rows: &[&[f32]]) {}
+    /// What a forward told it: after every prompt chunk and every verify step.
+    fn observe(&mut self, _outcome: &Outcome<'_>) -> Result<()> {
+        Ok(())
+    }
 
     /// Rows to add to this step's verify forward besides the tree (lookahead's branch). Asked
     /// only on steps that draft.
@@ -41,19 +40,11 @@ pub trait Proposer {
         0
     }
 
-    /// The target's logits after each side row of the last forward.
-    fn observe_side(&mut self, _logits: &[&[f32]]) -> Result<()> {
-        Ok(())
-    }
-
     /// Whether it ends each draft where its own confidence runs out (so a short draft means
     /// "unsure", and the controller can offer its best k at once, without a slow start).
     fn stops_own_drafts(&self) -> bool {
         false
     }
-
-    /// How many of the last tree's nodes the target accepted.
-    fn observe_accepted(&mut self, _accepted: usize) {}
 
     /// Steps whose drafts came from a pool and were (partly) accepted, for stats.
     fn pool_hits(&self) -> Option<usize> {
@@ -70,6 +61,32 @@ pub trait Proposer {
         sampling: &SamplingParams,
         rng: &mut Rng,
     ) -> Result<TokenTree>;
+}
+
+/// What a proposer reads from the target's forwards besides the committed tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// The target's final hidden state at every committed row (feature drafters).
+    pub hidden: bool,
+    /// The target's logits at every verified row, accepted or not (token recycling).
+    pub row_logits: bool,
+}
+
+/// What one forward of the target told a proposer.
+#[derive(Debug, Default)]
+pub struct Outcome<'a> {
+    /// How many of the step's tree nodes the target accepted; `None` after a prompt chunk.
+    pub accepted: Option<usize>,
+    /// With [`Needs::hidden`]: final hidden states at consecutive positions now committed,
+    /// the last one at the last accepted position (whose next token is the pending token):
+    /// every prompt row after the prefill (a chunk at a time when chunked), then the pending
+    /// row and the accepted nodes after every verify step.
+    pub hidden: Vec<&'a [f32]>,
+    /// The target's logits after each side row of the step.
+    pub side_logits: Vec<&'a [f32]>,
+    /// With [`Needs::row_logits`]: each verified row's input token and the target's logits
+    /// after it, the pending token's first, then every tree node's in order.
+    pub verified: Vec<(u32, &'a [f32])>,
 }
 
 /// Extra rows of a verify forward that are not verified: their tokens, their positions as

@@ -1,0 +1,119 @@
+//! Token recycling: drafts trees from the target's own recent rankings (see
+//! `ahead_core::spec::recycling`), merged with what followed the same words earlier in the
+//! context. The table is shared by the requests of an engine (each request's verify rows
+//! teach the next), or private to one request when its tokens must not depend on others.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ahead_core::spec::{grow_tree, Adjacency, IndexedLookup, PromptLookup, TokenTree};
+use ahead_core::{Rng, SamplingParams};
+
+use super::proposer::{Needs, Outcome, Proposer};
+use crate::error::Result;
+
+/// Candidates kept per token: deeper than any tree this machine verifies needs at one node.
+pub const RECYCLING_WIDTH: usize = 8;
+
+/// A candidate's weight when the context itself continues the path that way, by the length of
+/// the n-gram that matched: one repeated word is weak evidence, a repeated phrase strong.
+fn context_weight(n: usize) -> f32 {
+    if n >= 2 {
+        0.9
+    } else {
+        0.5
+    }
+}
+
+/// How much a prompt's own successors weigh before the target has ranked a token: below a
+/// ranking's top candidate, above its tail.
+const SEED_WEIGHT: f32 = 0.5;
+
+/// Nodes below this score (the product of their path's weights) are not drafted: under one in
+/// fifty, a row costs more than it can return.
+const MIN_SCORE: f32 = 0.02;
+
+/// An adjacency table that requests share.
+pub type SharedAdjacency = Arc<Mutex<Adjacency>>;
+
+pub struct RecyclingProposer {
+    table: SharedAdjacency,
+    lookup: IndexedLookup,
+}
+
+impl RecyclingProposer {
+    /// Drafts from `table`, merging context matches found with `lookup`'s n-gram sizes.
+    pub fn new(table: SharedAdjacency, lookup: PromptLookup) -> Self {
+        Self {
+            table,
+            lookup: IndexedLookup::new(lookup),
+        }
+    }
+
+    /// A table of its own for a `vocab`-token model.
+    pub fn private_table(vocab: usize) -> SharedAdjacency {
+        Arc::new(Mutex::new(Adjacency::new(vocab, RECYCLING_WIDTH)))
+    }
+
+    /// The table; a request that panicked while holding it left hints, not invariants, so a
+    /// poisoned lock is used as it is.
+    fn table(&self) -> MutexGuard<'_, Adjacency> {
+        self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Proposer for RecyclingProposer {
+    fn name(&self) -> &'static str {
+        "recycling"
+    }
+
+    fn needs(&self) -> Needs {
+        Needs {
+            row_logits: true,
+            ..Needs::default()
+        }
+    }
+
+    fn prefill(&mut self, prompt: &[u32]) -> Result<()> {
+        self.table().seed(prompt, SEED_WEIGHT);
+        Ok(())
+    }
+
+    fn observe(&mut self, outcome: &Outcome<'_>) -> Result<()> {
+        if outcome.verified.is_empty() {
+            return Ok(());
+        }
+        let mut table = self.table();
+        for &(token, logits) in &outcome.verified {
+            table.record(token, logits);
+        }
+        Ok(())
+    }
+
+    /// Its trees stop where their scores fall below `MIN_SCORE`.
+    fn stops_own_drafts(&self) -> bool {
+        true
+    }
+
+    fn propose(&mut self, history: &[u32], k: usize, _: &SamplingParams, _: &mut Rng) -> Result<TokenTree> {
+        let Some(&last) = history.last() else {
+            return Ok(TokenTree::empty());
+        };
+        let keep = self.lookup.config.max_ngram + 1;
+        let recent = &history[history.len().saturating_sub(keep)..];
+        let table = self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let lookup = &mut self.lookup;
+        Ok(grow_tree(last, k, MIN_SCORE, |path| {
+            let mut candidates: Vec<(u32, f32)> = table.candidates(*path.last().unwrap_or(&last)).collect();
+            let mut tail = recent.to_vec();
+            tail.extend_from_slice(&path[1..]);
+            if let Some((token, n)) = lookup.next_after(history, &tail) {
+                let w = context_weight(n);
+                match candidates.iter_mut().find(|(t, _)| *t == token) {
+                    Some((_, weight)) => *weight = weight.max(w),
+                    None => candidates.push((token, w)),
+                }
+            }
+            candidates
+        }))
+    }
+}

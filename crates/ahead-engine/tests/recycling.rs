@@ -1,0 +1,122 @@
+//! Token recycling: trees from the target's own recent rankings propose, the target decides.
+//! Greedy output is plain decoding's for every tree size, alone and batched (where requests
+//! share the table while they run); sampled output follows the target's distribution
+//! (chi-square, fixed seeds, alpha = 1e-4) with a private table and with the shared one; the
+//! table carries what one request taught to the next, and never into seeded sampling.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+
+use ahead_engine::Method;
+
+const PROMPTS: [&str; 3] = [
+    "Once upon a time",
+    "Lily and Ben went to the park. Lily and Ben went",
+    "The dog",
+];
+
+fn greedy_recycling(k: Option<usize>, max_tokens: usize) -> GenerateParams {
+    method_params(Method::Recycling, k, SamplingParams::greedy(), 0, max_tokens)
+}
+
+#[test]
+fn greedy_output_is_plain_decodings_for_every_tree_size() {
+    let e = engine();
+    for prompt in PROMPTS {
+        let prompt = Prompt::from(prompt);
+        let want = gen(
+            e,
+            &prompt,
+            &method_params(Method::Vanilla, None, SamplingParams::greedy(), 0, 80),
+        );
+        for k in [None, Some(1), Some(4), Some(12)] {
+            let got = gen(e, &prompt, &greedy_recycling(k, 80));
+            assert_eq!(got.token_ids, want.token_ids, "k {k:?}");
+            assert_eq!(got.stats.method, "recycling");
+            if k.is_some() {
+                assert!(got.stats.drafted_tokens > 0, "k {k:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn batched_sequences_sharing_the_table_give_plain_decodings_tokens() {
+    let e = engine();
+    let mut prompts: Vec<Prompt> = PROMPTS.iter().map(|p| Prompt::from(*p)).collect();
+    let long = "Tom had a red ball. He played with it in the park every day. ".repeat(8);
+    prompts.push(Prompt::from(long.as_str()));
+    let vanilla = method_params(Method::Vanilla, None, SamplingParams::greedy(), 0, 40);
+    for (p, got) in prompts
+        .iter()
+        .zip(e.generate_batched(&prompts, &greedy_recycling(Some(6), 40)))
+    {
+        let got = got.unwrap();
+        assert_eq!(got.token_ids, gen(e, p, &vanilla).token_ids, "{p:?}");
+        assert!(got.stats.drafted_tokens > 0, "{p:?}");
+    }
+}
+
+#[test]
+fn what_one_request_verified_drafts_the_next() {
+    // An engine of its own: its table starts empty.
+    let e = Engine::builder().build().unwrap();
+    let prompt = Prompt::from("Once upon a time");
+    let first = gen(&e, &prompt, &greedy_recycling(Some(6), 60));
+    let second = gen(&e, &prompt, &greedy_recycling(Some(6), 60));
+    assert_eq!(first.token_ids, second.token_ids);
+    assert!(
+        second.stats.accepted_tokens > first.stats.accepted_tokens,
+        "first {} accepted, second {}",
+        first.stats.accepted_tokens,
+        second.stats.accepted_tokens
+    );
+}
+
+#[test]
+fn seeded_sampling_does_not_depend_on_earlier_requests() {
+    let e = Engine::builder().build().unwrap();
+    let prompt = Prompt::from(PROMPTS[1]);
+    let sampled = method_params(Method::Recycling, Some(4), two_samplers()[0].clone(), 5, 40);
+    let before = gen(&e, &prompt, &sampled);
+    // Other requests fill the shared table...
+    for p in PROMPTS {
+        gen(&e, &Prompt::from(p), &greedy_recycling(Some(6), 60));
+    }
+    // ...and a seeded request drafts from a table of its own all the same.
+    let after = gen(&e, &prompt, &sampled);
+    assert_eq!(before.token_ids, after.token_ids);
+    assert_eq!(before.stats.drafted_tokens, after.stats.drafted_tokens);
+}
+
+#[test]
+fn sampled_tokens_follow_the_target_distribution_with_a_private_table() {
+    let prompt = Prompt::from(PROMPTS[1]);
+    for sampling in two_samplers() {
+        assert_samples_follow_the_target(engine(), &prompt, Method::Recycling, 4, &sampling);
+    }
+}
+
+#[test]
+fn sampled_tokens_follow_the_target_distribution_with_the_shared_table() {
+    use ahead_testutil::{chi_square, chi_square_critical as critical};
+    // Not reproducible: every request drafts from (and teaches) the engine's table.
+    let e = Engine::builder().build().unwrap();
+    let prompt = Prompt::from(PROMPTS[0]);
+    let sampling = two_samplers()[1].clone();
+    let counts = sample_two_tokens(&e, &prompt, 3000, |seed| GenerateParams {
+        reproducible: false,
+        ..method_params(Method::Recycling, Some(4), sampling.clone(), seed, 2)
+    });
+    assert!(counts.drafted > 0);
+    let ids = e.prompt_ids(&prompt).unwrap();
+    let (s, dof) = chi_square(&counts.first, &target_dist(&e, &ids, &sampling));
+    assert!(s < critical(dof), "first token chi2 {s}, dof {dof}");
+    let (t1, seconds) = counts.commonest_second();
+    let mut ctx = ids;
+    ctx.push(t1);
+    let (s, dof) = chi_square(seconds, &target_dist(&e, &ctx, &sampling));
+    assert!(s < critical(dof), "second token chi2 {s}, dof {dof}");
+}
