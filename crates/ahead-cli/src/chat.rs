@@ -195,5 +195,6 @@ pub fn run(a: ChatArgs) -> Result<()> {
             }
         }
     }
+    session.engine.save_suffix_store()?;
     Ok(())
 }

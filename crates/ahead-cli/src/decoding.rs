@@ -55,7 +55,8 @@ pub struct DecodeArgs {
     /// Stop when the text contains this string (repeatable); the text ends before it.
     #[arg(long)]
     pub stop: Vec<String>,
-    /// Decoding method: vanilla, draft, prompt-lookup, medusa, eagle, lookahead or auto
+    /// Decoding method: vanilla, draft, prompt-lookup, medusa, eagle, recycling, suffix,
+    /// lookahead or auto
     /// [default: auto, or the --config file's].
     #[arg(long, value_parser = method_arg)]
     pub method: Option<Method>,
@@ -83,6 +84,10 @@ pub struct DecodeArgs {
     /// model's vendored cache).
     #[arg(long)]
     pub ngram_cache: Option<std::path::PathBuf>,
+    /// Suffix decoding's store of earlier outputs: read from FILE when it exists, written back
+    /// at the end (default: in memory only).
+    #[arg(long)]
+    pub suffix_store: Option<std::path::PathBuf>,
     /// Medusa heads: a folder with config.json and medusa_lm_head.safetensors (default: the
     /// embedded model's vendored heads).
     #[arg(long)]
@@ -177,6 +182,7 @@ impl DecodeArgs {
             draft_tokenizer: a.draft_tokenizer.as_deref(),
             medusa: a.medusa.as_deref(),
             ngram_cache: a.ngram_cache.as_deref(),
+            suffix_store: a.suffix_store.as_deref(),
             draft_medusa: a.draft_medusa.as_deref(),
         }
         .engine()?;
@@ -211,6 +217,7 @@ impl DecodeArgs {
             lookahead_ngram: a.lookahead_ngram,
             lookahead_guesses: a.lookahead_guesses,
             reproducible: true,
+            scope: None,
         };
         if let Some(t) = &tuned {
             t.apply(&mut params, a.method.is_some())?;

@@ -95,6 +95,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         let out = engine.generate_one(&prompt, &params, &mut |_| {})?;
         let line = serde_json::to_string(&out)?;
         writeln!(std::io::stdout().lock(), "{line}")?;
+        engine.save_suffix_store()?;
         return Ok(());
     }
     let mut stdout = std::io::stdout().lock();
@@ -115,5 +116,6 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         "[{} tokens, {:.1} tok/s, {} forwards, finish: {:?}]",
         s.generated_tokens, s.tokens_per_second, s.target_forwards, out.finish_reason
     );
+    engine.save_suffix_store()?;
     Ok(())
 }

@@ -31,6 +31,10 @@ pub struct ServeArgs {
     /// model's vendored cache).
     #[arg(long)]
     pub ngram_cache: Option<std::path::PathBuf>,
+    /// Suffix decoding's store of earlier outputs: read from FILE when it exists, written back
+    /// when the server stops (default: in memory only).
+    #[arg(long)]
+    pub suffix_store: Option<std::path::PathBuf>,
     #[arg(long)]
     pub medusa: Option<String>,
     /// An EAGLE head for `--method eagle`: a folder written by `ahead train eagle`.
@@ -141,6 +145,7 @@ async fn serve(mut a: ServeArgs) -> Result<()> {
         .with_context(|| format!("binding {addr}"))?;
     eprintln!("listening on http://{}", listener.local_addr()?);
     let loading = state.clone();
+    let saving = a.suffix_store.is_some().then(|| state.clone());
     let load = tokio::task::spawn_blocking(move || -> Result<()> {
         let engine = Sources {
             eagle: a.eagle.as_deref(),
@@ -150,6 +155,7 @@ async fn serve(mut a: ServeArgs) -> Result<()> {
             draft_tokenizer: a.draft_tokenizer.as_deref(),
             medusa: a.medusa.as_deref(),
             ngram_cache: a.ngram_cache.as_deref(),
+            suffix_store: a.suffix_store.as_deref(),
             draft_medusa: None,
         }
         .engine()?;
@@ -158,10 +164,19 @@ async fn serve(mut a: ServeArgs) -> Result<()> {
         eprintln!("model loaded; ready");
         Ok(())
     });
+    // What suffix decoding learned outlives the process: written once every request is done.
+    let save_store = move || -> Result<()> {
+        if let Some(engine) = saving.as_ref().and_then(|s| s.engine()) {
+            engine.save_suffix_store()?;
+            eprintln!("suffix store saved");
+        }
+        Ok(())
+    };
     let server = tokio::spawn(ahead_server::run(listener, state, shutdown_signal()));
     // A model that fails to load ends the process with its error.
     load.await.context("loading task")??;
     server.await.context("server task")?.context("serving")?;
+    save_store()?;
     eprintln!("drained; bye");
     Ok(())
 }

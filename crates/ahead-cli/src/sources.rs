@@ -1,5 +1,5 @@
 //! Where a command's model comes from: the flags every command shares (`--model`,
-//! `--tokenizer`, `--draft`, `--draft-tokenizer`, `--medusa`, `--eagle`, `--draft-medusa`, `--ngram-cache`), turned into an
+//! `--tokenizer`, `--draft`, `--draft-tokenizer`, `--medusa`, `--eagle`, `--draft-medusa`, `--ngram-cache`, `--suffix-store`), turned into an
 //! engine in one place.
 
 use std::path::Path;
@@ -18,6 +18,7 @@ pub struct Sources<'a> {
     pub eagle: Option<&'a Path>,
     pub draft_medusa: Option<&'a str>,
     pub ngram_cache: Option<&'a Path>,
+    pub suffix_store: Option<&'a Path>,
 }
 
 impl Sources<'_> {
@@ -47,6 +48,9 @@ impl Sources<'_> {
         }
         if let Some(c) = self.ngram_cache {
             b = b.ngram_cache(c);
+        }
+        if let Some(s) = self.suffix_store {
+            b = b.suffix_store(s);
         }
         b.build().context("loading the model")
     }

@@ -121,6 +121,8 @@ fn configs(drafts: usize, cache: bool) -> Vec<Config> {
         plain("recycling", params(Method::Recycling, None)),
         plain("recycling k=4", params(Method::Recycling, Some(4))),
         plain("recycling k=8", params(Method::Recycling, Some(8))),
+        plain("suffix", params(Method::Suffix, None)),
+        plain("suffix k=8", params(Method::Suffix, Some(8))),
         plain("lookahead", params(Method::Lookahead, None)),
     ]);
     for (w, n, g) in [(4, 4, 4), (8, 4, 8), (15, 5, 15)] {
@@ -159,6 +161,7 @@ fn engine(a: &TuneArgs, draft: Option<&str>) -> Result<Engine> {
         draft_tokenizer: a.draft_tokenizer.as_deref(),
         medusa: a.medusa.as_deref(),
         ngram_cache: a.ngram_cache.as_deref(),
+        suffix_store: None,
         draft_medusa: None,
     }
     .engine()

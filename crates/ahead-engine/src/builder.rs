@@ -1,5 +1,5 @@
-//! [`EngineBuilder`]: where the model, its draft, Medusa heads and n-gram cache come from; the
-//! embedded default model brings its own vendored drafters.
+//! [`EngineBuilder`]: where the model, its draft, Medusa heads, n-gram cache and suffix store
+//! come from; the embedded default model brings its own vendored drafters.
 
 use std::path::PathBuf;
 
@@ -21,6 +21,7 @@ pub struct EngineBuilder {
     eagle: Option<PathBuf>,
     draft_medusa: Option<PathBuf>,
     ngram_cache: Option<PathBuf>,
+    suffix_store: Option<PathBuf>,
 }
 
 impl EngineBuilder {
@@ -67,6 +68,13 @@ impl EngineBuilder {
         self
     }
 
+    /// The file suffix decoding's store of earlier outputs is kept in (read at build when it
+    /// exists; written by `Engine::save_suffix_store`).
+    pub fn suffix_store(mut self, path: impl Into<PathBuf>) -> Self {
+        self.suffix_store = Some(path.into());
+        self
+    }
+
     /// The tokenizer of a llama2.c draft checkpoint, when it is not beside it.
     pub fn draft_tokenizer(mut self, path: impl Into<PathBuf>) -> Self {
         self.draft_tokenizer = Some(path.into());
@@ -106,6 +114,9 @@ impl EngineBuilder {
                 source,
             })?;
             engine = engine.with_ngram_cache(cache)?;
+        }
+        if let Some(path) = &self.suffix_store {
+            engine = engine.with_suffix_store_file(path)?;
         }
         if let Some(src) = &self.medusa {
             engine = engine.with_medusa(MedusaHeads::load(&medusa_dir(src)?)?)?;

@@ -464,10 +464,11 @@ impl<'a> Sequence<'a> {
     }
 
     /// The result, once done.
-    pub fn finish(self) -> Generation {
+    pub fn finish(mut self) -> Generation {
         if let Some((store, key)) = &self.learning {
             store.fold(key, &self.controller);
         }
+        self.proposer.finish(self.committer.tokens());
         let total = self.started.elapsed();
         let decode_s = (total - self.prefill).as_secs_f64();
         let generated = self.committer.tokens().len();

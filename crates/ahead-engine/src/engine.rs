@@ -17,6 +17,8 @@ use ahead_model::tokenizer::{ChatMessage, ChatPrompt, ChatTemplate};
 use ahead_model::{LoadedModel, Model, Tokenizer};
 
 mod methods;
+mod scopes;
+use scopes::Scopes;
 
 use crate::builder::EngineBuilder;
 use crate::decode::{Sequence, StepInspector};
@@ -24,7 +26,7 @@ use crate::error::{EngineError, Result};
 use crate::learned::LearnedByMethod;
 use crate::output::Generation;
 use crate::params::{GenerateParams, Prompt};
-use crate::spec::recycling::SharedAdjacency;
+use crate::spec::suffix::{SharedSuffixStore, SuffixState};
 use crate::spec::{cost, Proposer};
 
 /// A loaded model ready to generate. Immutable; generate from several threads at once.
@@ -41,8 +43,8 @@ pub struct Engine {
     /// Each method's acceptance as its finished requests measured it: a request's controller
     /// starts there (see `learned`).
     learned: LearnedByMethod,
-    /// The adjacency table token recycling's requests share, made at the first one.
-    recycled: OnceLock<SharedAdjacency>,
+    /// What drafters learn across requests, per scope (`GenerateParams::scope`).
+    scopes: Scopes,
 }
 
 /// How a draft model's tokens reach the target.
@@ -101,6 +103,7 @@ impl Engine {
 
     /// Wraps an already loaded model.
     pub fn from_loaded(loaded: LoadedModel) -> Self {
+        let vocab_size = loaded.model.config().vocab_size;
         Self {
             loaded,
             draft: None,
@@ -110,8 +113,26 @@ impl Engine {
             costs: OnceLock::new(),
             nominal: OnceLock::new(),
             learned: LearnedByMethod::default(),
-            recycled: OnceLock::new(),
+            scopes: Scopes::new(vocab_size),
         }
+    }
+
+    /// Keeps suffix decoding's store of earlier outputs in `path`: read now if it exists,
+    /// written by [`Engine::save_suffix_store`].
+    pub fn with_suffix_store_file(mut self, path: &std::path::Path) -> Result<Self> {
+        let state = SuffixState::from_file(path, self.loaded.model.config().vocab_size)?;
+        self.scopes = self.scopes.with_default_suffix(state);
+        Ok(self)
+    }
+
+    /// Writes the default scope's suffix store to its file (nothing without one).
+    pub fn save_suffix_store(&self) -> Result<()> {
+        self.scopes.default_scope().suffix.save()
+    }
+
+    /// Suffix decoding's store of earlier requests' outputs in `scope` (`None`: the default).
+    pub fn suffix_store(&self, scope: Option<&str>) -> SharedSuffixStore {
+        self.scopes.get(scope).suffix.store.clone()
     }
 
     /// Adds the default model's vendored draft: `Method::Draft` uses it, `Auto` does not.

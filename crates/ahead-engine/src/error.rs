@@ -1,6 +1,6 @@
 //! Errors of the engine.
 
-use ahead_core::spec::NgramCacheError;
+use ahead_core::spec::{NgramCacheError, SuffixStoreError};
 use ahead_core::CoreError;
 use ahead_model::ModelError;
 
@@ -24,6 +24,21 @@ pub enum EngineError {
         path: String,
         #[source]
         source: NgramCacheError,
+    },
+    /// A suffix store file is malformed or made for another vocabulary.
+    #[error("suffix store {path}: {source}")]
+    SuffixStore {
+        path: String,
+        #[source]
+        source: SuffixStoreError,
+    },
+    /// A file the engine keeps (a suffix store) could not be read or written.
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
     },
     /// The engine itself failed (a batch worker stopped, a step panicked); not the request's fault.
     #[error("internal error: {0}")]

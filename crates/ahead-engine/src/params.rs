@@ -40,6 +40,9 @@ pub enum Method {
     /// Token recycling: trees from the target's own rankings after each token the last time
     /// it read it, merged with context matches. No draft model, no training.
     Recycling,
+    /// Suffix decoding: trees from a suffix tree of the request's own text and of earlier
+    /// requests' outputs. No draft model, no training.
+    Suffix,
     /// Lookahead decoding: Jacobi iteration over a window fills an n-gram pool whose n-grams
     /// are verified in the same forward. No draft model, no training.
     Lookahead,
@@ -51,13 +54,14 @@ pub enum Method {
 
 impl Method {
     /// Every method, in the order users see them listed.
-    pub const ALL: [Method; 8] = [
+    pub const ALL: [Method; 9] = [
         Self::Vanilla,
         Self::Draft,
         Self::PromptLookup,
         Self::Medusa,
         Self::Eagle,
         Self::Recycling,
+        Self::Suffix,
         Self::Lookahead,
         Self::Auto,
     ];
@@ -82,6 +86,7 @@ impl Method {
             Self::PromptLookup => "prompt-lookup",
             Self::Medusa => "medusa",
             Self::Recycling => "recycling",
+            Self::Suffix => "suffix",
             Self::Lookahead => "lookahead",
             Self::Eagle => "eagle",
             Self::Auto => "auto",
@@ -122,6 +127,18 @@ pub struct GenerateParams {
     /// schedule). Off, live timings and load steer k under sampling too, as they do at greedy;
     /// servers turn it off for requests that give no seed.
     pub reproducible: bool,
+    /// Requests of one scope share what drafters learn from each other's verified tokens
+    /// (token recycling's table, suffix decoding's store); no other scope drafts from it.
+    /// `None`: the engine's default scope. Output never depends on it (drafts are verified).
+    pub scope: Option<String>,
+}
+
+impl GenerateParams {
+    /// Reproducible sampling: its tokens depend on where drafts were accepted, so nothing
+    /// other requests did may steer its drafts.
+    pub fn seeded_sampling(&self) -> bool {
+        self.reproducible && !self.sampling.is_greedy()
+    }
 }
 
 /// Verification of Medusa candidates under sampling (greedy is always exact).
@@ -166,6 +183,7 @@ impl Default for GenerateParams {
             lookahead_ngram: None,
             lookahead_guesses: None,
             reproducible: true,
+            scope: None,
         }
     }
 }

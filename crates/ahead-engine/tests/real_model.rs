@@ -117,6 +117,8 @@ fn every_method_is_token_identical_to_plain_decoding_on_chats() {
             (Method::Eagle, None),
             (Method::Recycling, None),
             (Method::Recycling, Some(8)),
+            (Method::Suffix, None),
+            (Method::Suffix, Some(8)),
             (Method::Auto, None),
         ] {
             let got = gen(
@@ -189,6 +191,14 @@ fn sampled_tokens_follow_the_target_distribution() {
             SamplingParams {
                 temperature: 0.6,
                 min_p: 0.05,
+                ..SamplingParams::greedy()
+            },
+        ),
+        (
+            Method::Suffix,
+            SamplingParams {
+                temperature: 1.0,
+                top_k: 30,
                 ..SamplingParams::greedy()
             },
         ),

@@ -94,6 +94,11 @@ impl AppState {
     }
 
     /// Makes the server ready (until then `/health` says 503 and requests get 503).
+    /// The engine, once loaded.
+    pub fn engine(&self) -> Option<&Arc<Engine>> {
+        self.engine.get()
+    }
+
     pub fn set_engine(&self, engine: Arc<Engine>) {
         let workers = match self.cfg.workers {
             0 => auto_workers(&engine),

@@ -218,6 +218,8 @@ fn methods() -> Vec<(&'static str, GenerateParams)> {
         ("eagle (k=4)", with(Method::Eagle, Some(4))),
         ("recycling", with(Method::Recycling, None)),
         ("recycling (8 nodes)", with(Method::Recycling, Some(8))),
+        ("suffix", with(Method::Suffix, None)),
+        ("suffix (8 nodes)", with(Method::Suffix, Some(8))),
         ("lookahead", with(Method::Lookahead, None)),
         (
             "lookahead (W4 N4 G4)",
@@ -392,7 +394,13 @@ pub(crate) fn measure(
             for i in (0..n).map(|i| (i + gi + run) % n) {
                 let c = &candidates[i];
                 bar.set_message(c.name.clone());
-                let params = work.apply(&c.params);
+                // Each configuration and pass learns across prompts on its own: one that ran
+                // a prompt before would otherwise hand the next its answer (greedy answers
+                // are the same), and a second pass would draft from the first.
+                let params = GenerateParams {
+                    scope: Some(format!("{} / pass {}", c.name, run + 1)),
+                    ..work.apply(&c.params)
+                };
                 let what = |item: &Item| format!("{} on {}", c.name, item.label);
                 let (measured, ids) = if c.oracle {
                     let (prompt_len, tokens) = &continuations[first];
@@ -487,6 +495,7 @@ pub fn run(a: MethodsArgs) -> Result<()> {
         draft_tokenizer: a.draft_tokenizer.as_deref(),
         medusa: a.medusa.as_deref(),
         ngram_cache: a.ngram_cache.as_deref(),
+        suffix_store: None,
         draft_medusa: None,
     }
     .engine()?;

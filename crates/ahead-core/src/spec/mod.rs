@@ -8,6 +8,7 @@ pub mod lookup;
 pub mod medusa_tree;
 pub mod ngram_cache;
 pub mod recycling;
+pub mod suffix;
 pub mod tree;
 
 pub use accept::{accept, accept_typical, Acceptance};
@@ -17,4 +18,5 @@ pub use lookup::{IndexedLookup, PromptLookup};
 pub use medusa_tree::MedusaTree;
 pub use ngram_cache::{CacheHit, NgramCache, NgramCacheError, NgramCounter};
 pub use recycling::{grow_tree, Adjacency};
+pub use suffix::{suffix_tree, Match, SuffixStore, SuffixStoreError, SuffixTrie, SUFFIX_DEPTH};
 pub use tree::{DraftDist, TokenTree};

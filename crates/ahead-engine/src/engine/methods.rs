@@ -11,7 +11,7 @@ use crate::error::{EngineError, Result};
 use crate::params::{GenerateParams, Method};
 use crate::spec::{
     draft::DRAFT_MIN_CONFIDENCE, DraftModel, EagleProposer, HybridDraft, LookaheadProposer, MedusaProposer,
-    NoDraft, PromptLookupProposer, Proposer, RecyclingProposer, RetokenizingDraft,
+    NoDraft, PromptLookupProposer, Proposer, RecyclingProposer, RetokenizingDraft, SuffixProposer,
 };
 
 impl Engine {
@@ -76,15 +76,22 @@ impl Engine {
             Method::Recycling => {
                 // Seeded sampling's tokens depend on its drafts: its table is its own.
                 let vocab = model.config().vocab_size;
-                let table = if params.reproducible && !params.sampling.is_greedy() {
+                let table = if params.seeded_sampling() {
                     RecyclingProposer::private_table(vocab)
                 } else {
-                    self.recycled
-                        .get_or_init(|| RecyclingProposer::private_table(vocab))
-                        .clone()
+                    self.scopes.get(params.scope.as_deref()).recycled(vocab)
                 };
-                Box::new(RecyclingProposer::new(table, params.lookup))
+                Box::new(RecyclingProposer::new(
+                    table,
+                    params.lookup,
+                    self.ngram_cache.clone(),
+                ))
             }
+            // Seeded sampling's tokens depend on its drafts: it drafts from its own text only.
+            Method::Suffix => Box::new(SuffixProposer::new(
+                self.scopes.get(params.scope.as_deref()).suffix.store.clone(),
+                !params.seeded_sampling(),
+            )),
             _ => Box::new(NoDraft),
         })
     }
@@ -142,8 +149,7 @@ impl Engine {
     /// The key holds what changes acceptance: the method, its settings, greedy or sampling.
     pub(super) fn learning_key(&self, method: Method, params: &GenerateParams) -> Option<String> {
         let greedy = params.sampling.is_greedy();
-        let seeded_sampling = !greedy && params.reproducible;
-        if method == Method::Vanilla || params.num_draft.is_some() || seeded_sampling {
+        if method == Method::Vanilla || params.num_draft.is_some() || params.seeded_sampling() {
             return None;
         }
         let settings = match method {

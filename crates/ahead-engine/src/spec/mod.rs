@@ -9,6 +9,7 @@ pub mod medusa;
 pub mod oracle;
 pub mod proposer;
 pub mod recycling;
+pub mod suffix;
 
 pub use draft::{DraftModel, RetokenizingDraft};
 pub use eagle::EagleProposer;
@@ -17,3 +18,4 @@ pub use medusa::{HybridDraft, MedusaProposer};
 pub use oracle::OracleProposer;
 pub use proposer::{Needs, NoDraft, Outcome, PromptLookupProposer, Proposer, SideBranch};
 pub use recycling::RecyclingProposer;
+pub use suffix::SuffixProposer;

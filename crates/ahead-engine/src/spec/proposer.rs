@@ -29,6 +29,10 @@ pub trait Proposer {
         Ok(())
     }
 
+    /// When the request ends (finished or cancelled), with the tokens it generated: where
+    /// state shared across requests learns. By default nothing.
+    fn finish(&mut self, _output: &[u32]) {}
+
     /// Rows to add to this step's verify forward besides the tree (lookahead's branch). Asked
     /// only on steps that draft.
     fn side_branch(&mut self) -> Option<SideBranch> {

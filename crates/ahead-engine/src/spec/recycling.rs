@@ -1,11 +1,11 @@
 //! Token recycling: drafts trees from the target's own recent rankings (see
 //! `ahead_core::spec::recycling`), merged with what followed the same words earlier in the
-//! context. The table is shared by the requests of an engine (each request's verify rows
+//! context and, with an n-gram cache, in the model's earlier answers. The table is shared by the requests of an engine (each request's verify rows
 //! teach the next), or private to one request when its tokens must not depend on others.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ahead_core::spec::{grow_tree, Adjacency, IndexedLookup, PromptLookup, TokenTree};
+use ahead_core::spec::{grow_tree, Adjacency, IndexedLookup, NgramCache, PromptLookup, TokenTree};
 use ahead_core::{Rng, SamplingParams};
 
 use super::proposer::{Needs, Outcome, Proposer};
@@ -30,7 +30,7 @@ const SEED_WEIGHT: f32 = 0.5;
 
 /// Nodes below this score (the product of their path's weights) are not drafted: under one in
 /// fifty, a row costs more than it can return.
-const MIN_SCORE: f32 = 0.02;
+const MIN_SCORE: f32 = 0.1;
 
 /// An adjacency table that requests share.
 pub type SharedAdjacency = Arc<Mutex<Adjacency>>;
@@ -38,14 +38,17 @@ pub type SharedAdjacency = Arc<Mutex<Adjacency>>;
 pub struct RecyclingProposer {
     table: SharedAdjacency,
     lookup: IndexedLookup,
+    cache: Option<Arc<NgramCache>>,
 }
 
 impl RecyclingProposer {
-    /// Drafts from `table`, merging context matches found with `lookup`'s n-gram sizes.
-    pub fn new(table: SharedAdjacency, lookup: PromptLookup) -> Self {
+    /// Drafts from `table`, merging context matches found with `lookup`'s n-gram sizes and
+    /// the continuations `cache` knows (weighted by its confidence).
+    pub fn new(table: SharedAdjacency, lookup: PromptLookup, cache: Option<Arc<NgramCache>>) -> Self {
         Self {
             table,
             lookup: IndexedLookup::new(lookup),
+            cache,
         }
     }
 
@@ -98,7 +101,13 @@ impl Proposer for RecyclingProposer {
         let Some(&last) = history.last() else {
             return Ok(TokenTree::empty());
         };
-        let keep = self.lookup.config.max_ngram + 1;
+        let cache = self.cache.as_deref();
+        let keep = self
+            .lookup
+            .config
+            .max_ngram
+            .max(cache.map_or(0, NgramCache::max_n))
+            + 1;
         let recent = &history[history.len().saturating_sub(keep)..];
         let table = self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let lookup = &mut self.lookup;
@@ -107,13 +116,20 @@ impl Proposer for RecyclingProposer {
             let mut tail = recent.to_vec();
             tail.extend_from_slice(&path[1..]);
             if let Some((token, n)) = lookup.next_after(history, &tail) {
-                let w = context_weight(n);
-                match candidates.iter_mut().find(|(t, _)| *t == token) {
-                    Some((_, weight)) => *weight = weight.max(w),
-                    None => candidates.push((token, w)),
-                }
+                merge(&mut candidates, token, context_weight(n));
+            }
+            if let Some(hit) = cache.and_then(|c| c.lookup(&tail)) {
+                merge(&mut candidates, hit.token, hit.confidence);
             }
             candidates
         }))
+    }
+}
+
+/// Adds `token` to `candidates` with weight `w`, or raises its weight to `w` if it is there.
+fn merge(candidates: &mut Vec<(u32, f32)>, token: u32, w: f32) {
+    match candidates.iter_mut().find(|(t, _)| *t == token) {
+        Some((_, weight)) => *weight = weight.max(w),
+        None => candidates.push((token, w)),
     }
 }
