@@ -10,6 +10,7 @@ mod common;
 use common::*;
 
 use ahead_engine::Method;
+use ahead_model::{load, LoadOptions, ModelSource};
 
 const PROMPTS: [&str; 3] = [
     "Once upon a time",
@@ -61,18 +62,24 @@ fn batched_sequences_sharing_the_table_give_plain_decodings_tokens() {
 
 #[test]
 fn what_one_request_verified_drafts_the_next() {
-    // An engine of its own: its table starts empty.
-    let e = Engine::builder().build().unwrap();
-    let prompt = Prompt::from("Once upon a time");
-    let first = gen(&e, &prompt, &greedy_recycling(Some(6), 60));
-    let second = gen(&e, &prompt, &greedy_recycling(Some(6), 60));
-    assert_eq!(first.token_ids, second.token_ids);
-    assert!(
-        second.stats.accepted_tokens > first.stats.accepted_tokens,
-        "first {} accepted, second {}",
-        first.stats.accepted_tokens,
-        second.stats.accepted_tokens
-    );
+    // Without the vendored n-gram cache, which would draft from the first step on.
+    let loaded = load(&ModelSource::Default, &LoadOptions::default()).unwrap();
+    let e = &Engine::from_loaded(loaded);
+    let in_scope = |scope: &str, max_tokens| GenerateParams {
+        scope: Some(scope.into()),
+        ..greedy_recycling(Some(6), max_tokens)
+    };
+    // "dog" never has a successor in the prompt: a fresh table has nothing to draft from at
+    // the first step...
+    let prompt = Prompt::from("The dog");
+    let cold = gen(e, &prompt, &in_scope("cold", 2));
+    assert_eq!(cold.stats.drafted_tokens, 0, "{:?}", cold.stats);
+    // ...and a table an earlier request of the scope filled drafts there, rightly.
+    gen(e, &prompt, &in_scope("warm", 30));
+    let warm = gen(e, &prompt, &in_scope("warm", 2));
+    assert_eq!(cold.token_ids, warm.token_ids);
+    assert_eq!(warm.stats.drafted_tokens, 1, "{:?}", warm.stats);
+    assert_eq!(warm.stats.accepted_tokens, 1, "{:?}", warm.stats);
 }
 
 #[test]
