@@ -96,3 +96,15 @@ impl Drop for Running {
         self.0.metrics.running.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+/// Counts its request as cancelled if dropped while still holding the state: the response
+/// future of a client that went away before its answer.
+pub(crate) struct Unanswered(pub(crate) Option<Arc<AppState>>);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(s) = self.0.take() {
+            s.metrics.outcome("cancelled");
+        }
+    }
+}

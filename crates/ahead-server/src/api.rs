@@ -37,7 +37,7 @@ pub struct StreamOptions {
 /// ahead's extension field: speculation per request.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct AheadOptions {
-    /// vanilla | draft | medusa | lookahead | prompt-lookup | auto
+    /// One of `Method::names`.
     pub method: Option<String>,
     pub num_draft: Option<usize>,
     /// Generate through end-of-sequence up to `max_tokens` (benchmarks; as vLLM's `ignore_eos`).
@@ -54,6 +54,10 @@ pub struct Common {
     pub max_completion_tokens: Option<usize>,
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
+    /// Extensions most OpenAI-compatible servers take (vLLM's names; `top_k` -1 is off).
+    pub top_k: Option<i64>,
+    pub min_p: Option<f32>,
+    pub repetition_penalty: Option<f32>,
     pub seed: Option<u64>,
     pub stop: Option<Stop>,
     #[serde(default)]
@@ -61,6 +65,92 @@ pub struct Common {
     pub stream_options: Option<StreamOptions>,
     pub n: Option<usize>,
     pub ahead: Option<AheadOptions>,
+    /// OpenAI parameters ahead does not serve yet: refused when they ask for something.
+    #[serde(flatten)]
+    pub unserved: Unserved,
+}
+
+/// Parameters that change what a client gets back and that ahead does not implement yet. A
+/// request that asks for any of them is refused by name (never silently served without it);
+/// values that ask for nothing (`null`, `false`, `0`, `{}`, `[]`, `"none"`) are accepted.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Unserved {
+    /// A number (completions) or a boolean (chat).
+    pub logprobs: Option<serde_json::Value>,
+    pub top_logprobs: Option<u32>,
+    pub logit_bias: Option<serde_json::Map<String, serde_json::Value>>,
+    pub response_format: Option<serde_json::Value>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub min_tokens: Option<u64>,
+    pub best_of: Option<u64>,
+    pub echo: Option<bool>,
+    pub suffix: Option<String>,
+    pub tools: Option<Vec<serde_json::Value>>,
+    pub tool_choice: Option<serde_json::Value>,
+    pub functions: Option<Vec<serde_json::Value>>,
+    pub function_call: Option<serde_json::Value>,
+}
+
+impl Unserved {
+    /// The first parameter that asks for something unserved, and why it is refused.
+    pub fn first_asked(&self) -> Option<(&'static str, String)> {
+        let unsupported =
+            |name: &'static str| Some((name, format!("{name} is not supported by this server")));
+        for (name, v) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
+            match v {
+                Some(p) if !(-2.0..=2.0).contains(&p) => {
+                    return Some((
+                        name,
+                        format!("{name} must be between -2 and 2 (OpenAI's range), got {p}"),
+                    ))
+                }
+                Some(p) if p != 0.0 => return unsupported(name),
+                _ => {}
+            }
+        }
+        let text_format = |v: &serde_json::Value| v.get("type").and_then(|t| t.as_str()) == Some("text");
+        let no_choice = |v: &serde_json::Value| v.is_null() || matches!(v.as_str(), Some("none" | "auto"));
+        let asks_logprobs = |v: &serde_json::Value| !(v.is_null() || v == &serde_json::Value::Bool(false));
+        let asked = [
+            ("logprobs", self.logprobs.as_ref().is_some_and(asks_logprobs)),
+            ("top_logprobs", self.top_logprobs.is_some_and(|n| n > 0)),
+            (
+                "logit_bias",
+                self.logit_bias.as_ref().is_some_and(|m| !m.is_empty()),
+            ),
+            (
+                "response_format",
+                self.response_format
+                    .as_ref()
+                    .is_some_and(|v| !v.is_null() && !text_format(v)),
+            ),
+            ("min_tokens", self.min_tokens.is_some_and(|n| n > 0)),
+            ("best_of", self.best_of.is_some_and(|n| n > 1)),
+            ("echo", self.echo == Some(true)),
+            ("suffix", self.suffix.as_ref().is_some_and(|s| !s.is_empty())),
+            ("tools", self.tools.as_ref().is_some_and(|t| !t.is_empty())),
+            (
+                "tool_choice",
+                self.tool_choice.as_ref().is_some_and(|v| !no_choice(v)),
+            ),
+            (
+                "functions",
+                self.functions.as_ref().is_some_and(|t| !t.is_empty()),
+            ),
+            (
+                "function_call",
+                self.function_call.as_ref().is_some_and(|v| !no_choice(v)),
+            ),
+        ];
+        asked
+            .into_iter()
+            .find(|(_, a)| *a)
+            .and_then(|(name, _)| unsupported(name))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -73,7 +163,9 @@ pub struct CompletionRequest {
 #[derive(Debug, Clone, Deserialize)]
 pub struct ChatMessageIn {
     pub role: String,
-    pub content: MessageContent,
+    /// `null` in an assistant turn that only called tools (what clients send back).
+    pub content: Option<MessageContent>,
+    pub tool_calls: Option<Vec<serde_json::Value>>,
 }
 
 /// A message's content: a string, or OpenAI's list of parts (only text parts are served).

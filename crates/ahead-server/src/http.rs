@@ -148,8 +148,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves; then stops accepting, marks the
-/// server draining (`/health` 503) and waits for in-flight requests and streams to finish.
+/// Serves `app` on `listener` until `shutdown` resolves; then drains: the server is marked
+/// draining (`/health` 503, new requests 503) and goes on accepting connections (so that
+/// probes see the 503) until no request is admitted or queued, then stops accepting and waits
+/// for the open connections to finish.
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
@@ -159,6 +161,8 @@ pub(crate) async fn serve(
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
     let mut shutdown = pin!(shutdown);
+    let mut draining = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -169,8 +173,21 @@ pub(crate) async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = &mut shutdown, if !draining => {
+                draining = true;
+                state.start_draining();
+                continue;
+            }
+            _ = tick.tick(), if draining => {
+                if state.idle() {
+                    break;
+                }
+                continue;
+            }
         };
+        // Small writes (a stream's chunks, a short answer) go out at once: with Nagle's
+        // algorithm a reused connection waits for the client's delayed ACK, 40 ms a response.
+        let _ = stream.set_nodelay(true);
         let service = app
             .clone()
             .map_request(|r: hyper::Request<Incoming>| r.map(Body::new));
@@ -187,7 +204,6 @@ pub(crate) async fn serve(
             let _ = conn.await;
         });
     }
-    state.start_draining();
     drop(listener);
     graceful.shutdown().await;
     Ok(())

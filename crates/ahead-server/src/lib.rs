@@ -21,6 +21,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 mod params;
+mod parse;
 mod respond;
 mod state;
 
@@ -30,7 +31,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use ahead_engine::{GenerateParams, Generation, Job, Prompt, Scheduler};
-use ahead_model::tokenizer::ChatMessage;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -42,11 +42,12 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::admission::{admit, watchdog, Admitted, CancelOnDrop, Running};
+use crate::admission::{admit, watchdog, Admitted, CancelOnDrop, Running, Unanswered};
 use crate::api::{ChatRequest, Common, CompletionRequest, PromptInput};
 use crate::error::ApiError;
 pub use crate::http::HttpLimits;
-use crate::params::{params, render_chat, truncated, ROLES};
+use crate::params::{params, render_chat};
+use crate::parse::typed;
 use crate::respond::{chunk, finish_for, full_response, now, record, usage, Kind};
 pub use crate::state::{AppState, ServerConfig};
 
@@ -114,13 +115,10 @@ async fn models(State(s): State<Arc<AppState>>) -> Json<Value> {
     }))
 }
 
-async fn completions(
-    State(s): State<Arc<AppState>>,
-    body: Result<Json<CompletionRequest>, JsonRejection>,
-) -> Response {
-    let req = match body {
-        Ok(Json(r)) => r,
-        Err(e) => return rejected(&s, e),
+async fn completions(State(s): State<Arc<AppState>>, body: Result<Json<Value>, JsonRejection>) -> Response {
+    let req: CompletionRequest = match body.map_err(rejection).and_then(|Json(v)| typed(v)) {
+        Ok(r) => r,
+        Err(e) => return fail(&s, e),
     };
     let prompt = match req.prompt {
         PromptInput::Text(t) if t.is_empty() => {
@@ -132,45 +130,15 @@ async fn completions(
     serve(s, prompt, req.common, Kind::Completion).await
 }
 
-async fn chat(State(s): State<Arc<AppState>>, body: Result<Json<ChatRequest>, JsonRejection>) -> Response {
-    let req = match body {
-        Ok(Json(r)) => r,
-        Err(e) => return rejected(&s, e),
+async fn chat(State(s): State<Arc<AppState>>, body: Result<Json<Value>, JsonRejection>) -> Response {
+    let req: ChatRequest = match body.map_err(rejection).and_then(|Json(v)| typed(v)) {
+        Ok(r) => r,
+        Err(e) => return fail(&s, e),
     };
     let Some(engine) = s.engine.get().cloned() else {
         return fail(&s, loading());
     };
-    if req.messages.is_empty() {
-        return fail(&s, ApiError::invalid("messages is empty", Some("messages")));
-    }
-    let mut messages = Vec::with_capacity(req.messages.len());
-    for m in &req.messages {
-        if !ROLES.contains(&m.role.as_str()) {
-            return fail(
-                &s,
-                ApiError::invalid(
-                    format!("unknown role {:?}: one of {ROLES:?}", truncated(&m.role)),
-                    Some("messages"),
-                ),
-            );
-        }
-        match m.content.text() {
-            Ok(text) => messages.push(ChatMessage::new(&m.role, &text)),
-            Err(kind) => {
-                return fail(
-                    &s,
-                    ApiError::invalid(
-                        format!(
-                            "content parts of type {:?} are not supported; only text",
-                            truncated(&kind)
-                        ),
-                        Some("messages"),
-                    ),
-                )
-            }
-        }
-    }
-    let prompt = match render_chat(&engine, &messages) {
+    let prompt = match parse::messages(&req.messages).and_then(|m| render_chat(&engine, &m)) {
         Ok(p) => p,
         Err(e) => return fail(&s, e),
     };
@@ -186,9 +154,9 @@ fn loading() -> ApiError {
     )
 }
 
-fn rejected(s: &AppState, e: JsonRejection) -> Response {
+fn rejection(e: JsonRejection) -> ApiError {
     let status = e.status();
-    let err = if status == StatusCode::PAYLOAD_TOO_LARGE {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::status(status, "invalid_request_error", "body_too_large", e.body_text())
     } else if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
         ApiError::status(
@@ -199,8 +167,7 @@ fn rejected(s: &AppState, e: JsonRejection) -> Response {
         )
     } else {
         ApiError::invalid(e.body_text(), None)
-    };
-    fail(s, err)
+    }
 }
 
 pub(crate) fn fail(s: &AppState, e: ApiError) -> Response {
@@ -208,7 +175,16 @@ pub(crate) fn fail(s: &AppState, e: ApiError) -> Response {
     e.into_response()
 }
 
+/// Serves a parsed request. A client that goes away before its answer (or its stream's
+/// headers) drops this future, waiting in the queue or generating: it then counts as cancelled.
 async fn serve(s: Arc<AppState>, prompt: Prompt, common: Common, kind: Kind) -> Response {
+    let mut unanswered = Unanswered(Some(s.clone()));
+    let response = answer(s, prompt, common, kind).await;
+    unanswered.0 = None;
+    response
+}
+
+async fn answer(s: Arc<AppState>, prompt: Prompt, common: Common, kind: Kind) -> Response {
     let Some(engine) = s.engine.get().cloned() else {
         return fail(&s, loading());
     };
@@ -216,19 +192,50 @@ async fn serve(s: Arc<AppState>, prompt: Prompt, common: Common, kind: Kind) -> 
         Ok(p) => p,
         Err(e) => return fail(&s, e),
     };
-    // Tokenize and check the context before taking a slot.
-    let ids = match engine.prompt_ids(&prompt) {
-        Ok(ids) => ids,
-        Err(e) => return fail(&s, e.into()),
-    };
+    // A method whose drafter is not loaded is refused before any slot or stream.
+    if let Err(e) = engine.method_available(&params) {
+        return fail(&s, e.into());
+    }
     let context = engine.model().config().max_seq_len;
+    let too_long = |what: String| ApiError {
+        code: Some("context_length_exceeded"),
+        ..ApiError::invalid(what, Some(kind.prompt_field()))
+    };
+    // A text no tokenization could fit in the context is refused without tokenizing it.
+    if let Prompt::Text(text) = &prompt {
+        let most = s.max_prompt_bytes(&engine);
+        if text.len() > most {
+            return fail(
+                &s,
+                too_long(format!(
+                    "the prompt has {} bytes: more than {context} tokens of this tokenizer can hold ({most} bytes)",
+                    text.len()
+                )),
+            );
+        }
+    }
+    // Tokenizing takes a slot (so the number tokenizing at once is bounded) and a blocking
+    // thread (so it never stalls the connections' threads).
+    let slot = match admit(&s).await {
+        Ok(p) => p,
+        Err(e) => return fail(&s, e),
+    };
+    let tokenizing = {
+        let engine = engine.clone();
+        tokio::task::spawn_blocking(move || engine.prompt_ids(&prompt))
+    };
+    let ids = match tokenizing.await {
+        Ok(Ok(ids)) => ids,
+        Ok(Err(e)) => return fail(&s, e.into()),
+        Err(_) => return fail(&s, internal("tokenizing the prompt failed")),
+    };
     if ids.len() >= context {
         return fail(
             &s,
-            ApiError::invalid(
-                format!("the prompt has {} tokens; the context is {context}", ids.len()),
-                Some("prompt"),
-            ),
+            too_long(format!(
+                "the prompt has {} tokens; the context is {context}",
+                ids.len()
+            )),
         );
     }
     // The cache each choice allocates: prompt, completion, draft slots and lookahead's window,
@@ -254,10 +261,6 @@ async fn serve(s: Arc<AppState>, prompt: Prompt, common: Common, kind: Kind) -> 
             },
         );
     }
-    let slot = match admit(&s).await {
-        Ok(p) => p,
-        Err(e) => return fail(&s, e),
-    };
     // With a budget, wait (holding the slot) until the cache fits; a client that goes away
     // while waiting drops this future and both reservations.
     let kv = match &s.kv {

@@ -91,14 +91,10 @@ pub(crate) fn params(cfg: &ServerConfig, c: &Common) -> Result<(GenerateParams, 
             )
         })?,
     };
-    let sampling = SamplingParams {
-        temperature: c.temperature.unwrap_or(1.0),
-        top_p: c.top_p.unwrap_or(1.0),
-        ..SamplingParams::greedy()
-    };
-    sampling
-        .validate()
-        .map_err(|e| ApiError::invalid(e.to_string(), None))?;
+    if let Some((name, why)) = c.unserved.first_asked() {
+        return Err(ApiError::invalid(why, Some(name)));
+    }
+    let sampling = sampling(c)?;
     // The configured parameters go with the configured method only.
     let tuned = (method == cfg.defaults.method).then_some(&cfg.defaults);
     let params = GenerateParams {
@@ -125,6 +121,42 @@ pub(crate) fn params(cfg: &ServerConfig, c: &Common) -> Result<(GenerateParams, 
     };
     let usage = c.stream_options.as_ref().is_some_and(|o| o.include_usage);
     Ok((params, n, usage))
+}
+
+/// The request's sampler: OpenAI's ranges for its own fields (temperature 0-2), the engine's
+/// for the extensions; an error names the field.
+fn sampling(c: &Common) -> Result<SamplingParams, ApiError> {
+    let temperature = c.temperature.unwrap_or(1.0);
+    if !(0.0..=2.0).contains(&temperature) {
+        return Err(ApiError::invalid(
+            format!("temperature must be between 0 and 2, got {temperature}"),
+            Some("temperature"),
+        ));
+    }
+    let top_k = match c.top_k {
+        None | Some(-1) => 0,
+        Some(k) => usize::try_from(k).map_err(|_| {
+            ApiError::invalid(
+                format!("top_k must be -1 (off) or at least 0, got {k}"),
+                Some("top_k"),
+            )
+        })?,
+    };
+    let sampling = SamplingParams {
+        temperature,
+        top_p: c.top_p.unwrap_or(1.0),
+        top_k,
+        min_p: c.min_p.unwrap_or(0.0),
+        repetition_penalty: c.repetition_penalty.unwrap_or(1.0),
+    };
+    sampling.validate().map_err(|e| {
+        let name = match &e {
+            ahead_core::CoreError::InvalidParam { name, .. } => Some(*name),
+            _ => None,
+        };
+        ApiError::invalid(e.to_string(), name)
+    })?;
+    Ok(sampling)
 }
 
 /// A seed for a request that gave none.

@@ -23,6 +23,16 @@ pub(crate) enum Kind {
     Chat,
 }
 
+impl Kind {
+    /// The request field that carries the prompt.
+    pub(crate) fn prompt_field(self) -> &'static str {
+        match self {
+            Self::Completion => "prompt",
+            Self::Chat => "messages",
+        }
+    }
+}
+
 /// The finish reason a client sees: a generation stopped by the time limit was cut short.
 pub(crate) fn finish_for(g: &Generation, timed_out: &AtomicBool) -> &'static str {
     if g.finish_reason == FinishReason::Cancelled && timed_out.load(Ordering::Relaxed) {

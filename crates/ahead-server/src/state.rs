@@ -76,6 +76,8 @@ pub struct AppState {
     pub(crate) draining: AtomicBool,
     pub(crate) next_id: AtomicU64,
     pub metrics: Metrics,
+    /// The longest prompt text that could fit the context (see `max_prompt_bytes`).
+    max_prompt_bytes: OnceLock<usize>,
 }
 
 impl AppState {
@@ -90,6 +92,7 @@ impl AppState {
             draining: AtomicBool::new(false),
             next_id: AtomicU64::new(0),
             metrics: Metrics::default(),
+            max_prompt_bytes: OnceLock::new(),
         })
     }
 
@@ -118,6 +121,27 @@ impl AppState {
     #[doc(hidden)]
     pub fn kv_available(&self) -> Option<usize> {
         self.kv.as_ref().map(|k| k.available_permits())
+    }
+
+    /// Bytes of prompt text past which no tokenization fits the context: every token covers
+    /// at most as many bytes as its longest piece spells (byte-level and SentencePiece pieces
+    /// spell at least the bytes they stand for), with a factor of 4 to spare for normalization.
+    pub(crate) fn max_prompt_bytes(&self, engine: &Engine) -> usize {
+        *self.max_prompt_bytes.get_or_init(|| {
+            let tok = engine.tokenizer();
+            let longest = (0..tok.vocab_size() as u32)
+                .filter_map(|id| tok.id_to_piece(id).map(|p| p.len()))
+                .max()
+                .unwrap_or(1)
+                .max(1);
+            4 * longest * engine.model().config().max_seq_len
+        })
+    }
+
+    /// Whether no request holds a slot or waits for one.
+    pub(crate) fn idle(&self) -> bool {
+        self.slots.available_permits() == self.cfg.max_concurrent.max(1)
+            && self.queued.load(Ordering::SeqCst) == 0
     }
 
     /// Stops admitting requests (`/health` 503); in-flight ones finish.

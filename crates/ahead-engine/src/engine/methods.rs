@@ -96,6 +96,24 @@ impl Engine {
         })
     }
 
+    /// Whether `params`' method can run on this engine (its drafter is loaded, its settings
+    /// valid): the error a request would meet at its start, without starting it.
+    pub fn method_available(&self, params: &GenerateParams) -> Result<()> {
+        let missing = |method: &'static str, what: &str| {
+            Err(EngineError::MethodUnavailable {
+                method,
+                reason: format!("no {what} is loaded"),
+            })
+        };
+        match self.resolved_method(params.method) {
+            Method::Draft if self.draft.is_none() => missing("draft", "draft model (--draft)"),
+            Method::Medusa => self.medusa_tree_for(params).map(|_| ()),
+            Method::Eagle if self.eagle.is_none() => missing("eagle", "EAGLE head (--eagle)"),
+            Method::Lookahead => self.lookahead_config(params).map(|_| ()),
+            _ => Ok(()),
+        }
+    }
+
     /// The controller that sizes `method`'s drafts: fixed when `params` fixes k, else the cost
     /// model over this machine's measured costs (lookahead's window rows included).
     pub(super) fn controller_for(

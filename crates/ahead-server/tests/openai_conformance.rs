@@ -1,0 +1,352 @@
+//! The defects a black-box client found (issue 18's reproductions), each as the client saw it:
+//! parameters silently dropped, a Nagle stall on reused connections, a stream that says 200 to
+//! a method it cannot run, a vanished client left uncounted, error bodies that name no field,
+//! OpenAI's sampling ranges and codes, assistant messages without content, drain invisible to
+//! `/health`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use ahead_engine::{GenerateParams, Method, Prompt, SamplingParams};
+use ahead_server::ServerConfig;
+use serde_json::{json, Value};
+
+fn completions(s: &Server) -> String {
+    format!("{}/v1/completions", s.url)
+}
+
+fn chat(s: &Server) -> String {
+    format!("{}/v1/chat/completions", s.url)
+}
+
+/// Asserts a 400 whose error names `param`.
+fn refused(url: &str, body: Value, param: &str) -> Value {
+    let (status, r) = post(url, &body);
+    assert_eq!(status, 400, "{body}: {r}");
+    assert_eq!(r["error"]["param"], param, "{body}: {r}");
+    r
+}
+
+fn ok(url: &str, body: Value) -> Value {
+    let (status, r) = post(url, &body);
+    assert_eq!(status, 200, "{body}: {r}");
+    r
+}
+
+#[test]
+fn parameters_ahead_does_not_serve_are_refused_by_name_and_neutral_values_accepted() {
+    let s = start(ServerConfig::default());
+    let (c, ch) = (completions(&s), chat(&s));
+    let base = json!({"prompt": "Hi", "max_tokens": 3});
+    let with = |field: &str, v: Value| {
+        let mut b = base.clone();
+        b[field] = v;
+        b
+    };
+    for (field, v) in [
+        ("logprobs", json!(5)),
+        ("logit_bias", json!({"50": 5})),
+        ("response_format", json!({"type": "json_object"})),
+        ("presence_penalty", json!(0.5)),
+        ("frequency_penalty", json!(-0.5)),
+        ("min_tokens", json!(2)),
+        ("best_of", json!(2)),
+        ("echo", json!(true)),
+        ("suffix", json!("tail")),
+        ("tools", json!([{"type": "function", "function": {"name": "f"}}])),
+        ("tool_choice", json!("required")),
+    ] {
+        let r = refused(&c, with(field, v.clone()), field);
+        assert!(
+            r["error"]["message"].as_str().unwrap().contains(field),
+            "{field}: {r}"
+        );
+    }
+    // Out of OpenAI's range is a range error, not "unsupported".
+    let r = refused(&c, with("presence_penalty", json!(5)), "presence_penalty");
+    assert!(r["error"]["message"].as_str().unwrap().contains("-2"), "{r}");
+    // The chat form of logprobs.
+    let msgs = json!([{"role": "user", "content": "Hi"}]);
+    refused(
+        &ch,
+        json!({"messages": msgs, "max_tokens": 3, "logprobs": true}),
+        "logprobs",
+    );
+    refused(
+        &ch,
+        json!({"messages": msgs, "max_tokens": 3, "top_logprobs": 2}),
+        "top_logprobs",
+    );
+    // Values that ask for nothing are served.
+    for (field, v) in [
+        ("logprobs", json!(null)),
+        ("logit_bias", json!({})),
+        ("response_format", json!({"type": "text"})),
+        ("presence_penalty", json!(0)),
+        ("frequency_penalty", json!(0.0)),
+        ("min_tokens", json!(0)),
+        ("best_of", json!(1)),
+        ("echo", json!(false)),
+        ("suffix", json!(null)),
+        ("tools", json!([])),
+        ("tool_choice", json!("none")),
+        ("user", json!("someone")),
+    ] {
+        ok(&c, with(field, v));
+    }
+    ok(&ch, json!({"messages": msgs, "max_tokens": 3, "logprobs": false}));
+}
+
+#[test]
+fn top_k_min_p_and_repetition_penalty_reach_the_sampler() {
+    let s = start(ServerConfig::default());
+    let c = completions(&s);
+    let text = |r: &Value| r["choices"][0]["text"].as_str().unwrap().to_string();
+    let greedy = text(&ok(
+        &c,
+        json!({"prompt": "Once upon a time", "max_tokens": 30, "temperature": 0}),
+    ));
+    // Keeping only the most likely token is greedy decoding, whatever the temperature.
+    for keep_best in [json!({"top_k": 1}), json!({"min_p": 1.0})] {
+        let mut body = json!({"prompt": "Once upon a time", "max_tokens": 30, "temperature": 1.5, "seed": 4});
+        body.as_object_mut()
+            .unwrap()
+            .extend(keep_best.as_object().unwrap().clone());
+        assert_eq!(text(&ok(&c, body.clone())), greedy, "{body}");
+    }
+    // The penalty changes greedy text exactly as the engine's does.
+    let penalised = text(&ok(
+        &c,
+        json!({"prompt": "Once upon a time", "max_tokens": 30, "temperature": 0, "repetition_penalty": 1.5}),
+    ));
+    let want = engine()
+        .generate_one(
+            &Prompt::from("Once upon a time"),
+            &GenerateParams {
+                max_tokens: 30,
+                method: Method::Vanilla,
+                sampling: SamplingParams {
+                    repetition_penalty: 1.5,
+                    ..SamplingParams::greedy()
+                },
+                ..GenerateParams::default()
+            },
+            &mut |_| {},
+        )
+        .unwrap();
+    assert_eq!(penalised, want.text);
+    assert_ne!(penalised, greedy);
+    refused(&c, json!({"prompt": "Hi", "top_k": -2}), "top_k");
+    ok(&c, json!({"prompt": "Hi", "max_tokens": 2, "top_k": -1}));
+    refused(&c, json!({"prompt": "Hi", "min_p": 1.5}), "min_p");
+    refused(
+        &c,
+        json!({"prompt": "Hi", "repetition_penalty": 0}),
+        "repetition_penalty",
+    );
+}
+
+#[test]
+fn streams_on_a_reused_connection_start_without_a_nagle_stall() {
+    let s = start(ServerConfig::default());
+    let agent = ureq::AgentBuilder::new().build();
+    let url = completions(&s);
+    let body = json!({"prompt": "Hi", "max_tokens": 1, "stream": true});
+    let mut times = Vec::new();
+    for _ in 0..11 {
+        let t = Instant::now();
+        let mut r = agent.post(&url).send_json(body.clone()).unwrap().into_reader();
+        let mut all = String::new();
+        r.read_to_string(&mut all).unwrap();
+        assert!(all.contains("[DONE]"));
+        times.push(t.elapsed());
+    }
+    times.sort();
+    // Delayed ACKs hold a small write for 40 ms when Nagle's algorithm is on; a one-token
+    // stream on this model takes a millisecond.
+    assert!(times[5] < Duration::from_millis(30), "median {:?}", times[5]);
+}
+
+#[test]
+fn a_stream_asking_for_a_method_without_its_drafter_gets_400_before_any_event() {
+    let s = start(ServerConfig::default());
+    // The default model has no EAGLE head.
+    let r = refused(
+        &completions(&s),
+        json!({"prompt": "Hi", "max_tokens": 3, "stream": true, "ahead": {"method": "eagle"}}),
+        "ahead.method",
+    );
+    assert!(r["error"]["message"].as_str().unwrap().contains("EAGLE"), "{r}");
+}
+
+/// The first line of `/metrics` that starts with `prefix`, as a number.
+fn metric(s: &Server, prefix: &str) -> Option<f64> {
+    let text = ureq::get(&format!("{}/metrics", s.url))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+#[test]
+fn a_client_that_leaves_a_non_streaming_request_is_counted_cancelled() {
+    let s = start(ServerConfig {
+        max_concurrent: 1,
+        ..ServerConfig::default()
+    });
+    // The only slot is taken: the request waits in the queue, its client leaves.
+    let slot = s.state.take_slot().unwrap();
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let body = json!({"prompt": "Once upon a time", "max_tokens": 20}).to_string();
+    let mut sock = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        sock,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let queued = || metric(&s, "ahead_queue_depth ");
+    for _ in 0..200 {
+        if queued() == Some(1.0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(queued(), Some(1.0));
+    drop(sock);
+    let mut counted = None;
+    for _ in 0..200 {
+        std::thread::sleep(Duration::from_millis(10));
+        counted = metric(&s, "ahead_requests_total{outcome=\"cancelled\"}");
+        if counted.is_some() {
+            break;
+        }
+    }
+    drop(slot);
+    assert_eq!(counted, Some(1.0));
+    assert_eq!(queued(), Some(0.0));
+}
+
+#[test]
+fn errors_name_the_field_and_use_openais_ranges_and_codes() {
+    let s = start(ServerConfig::default());
+    let (c, ch) = (completions(&s), chat(&s));
+    // Wrong types name their field.
+    for (field, v) in [
+        ("temperature", json!("0.5")),
+        ("max_tokens", json!("3")),
+        ("stream", json!("yes")),
+    ] {
+        let mut body = json!({"prompt": "Hi"});
+        body[field] = v;
+        let r = refused(&c, body, field);
+        assert!(r["error"]["message"].as_str().unwrap().contains(field), "{r}");
+    }
+    refused(
+        &ch,
+        json!({"messages": [{"role": "user", "content": 5}]}),
+        "messages[0].content",
+    );
+    refused(&c, json!({"prompt": {"text": "Hi"}}), "prompt");
+    // OpenAI's ranges, each naming its field.
+    refused(&c, json!({"prompt": "Hi", "temperature": 2.5}), "temperature");
+    refused(&c, json!({"prompt": "Hi", "temperature": -1}), "temperature");
+    refused(&c, json!({"prompt": "Hi", "top_p": 1.5}), "top_p");
+    ok(&c, json!({"prompt": "Hi", "max_tokens": 2, "temperature": 2}));
+    // The context error has OpenAI's code.
+    let long = "Once upon a time ".repeat(400);
+    let r = refused(&c, json!({"prompt": long, "max_tokens": 2}), "prompt");
+    assert_eq!(r["error"]["code"], "context_length_exceeded", "{r}");
+    let r = refused(
+        &ch,
+        json!({"messages": [{"role": "user", "content": long}], "max_tokens": 2}),
+        "messages",
+    );
+    assert_eq!(r["error"]["code"], "context_length_exceeded", "{r}");
+}
+
+#[test]
+fn a_prompt_far_past_the_context_is_refused_without_tokenizing_it() {
+    let s = start(ServerConfig::default());
+    // 2 MB of text: no tokenizer piece is that long, so it cannot fit 512 tokens.
+    let huge = "Once upon a time ".repeat(120_000);
+    let t = Instant::now();
+    let r = refused(
+        &completions(&s),
+        json!({"prompt": huge, "max_tokens": 2}),
+        "prompt",
+    );
+    assert_eq!(r["error"]["code"], "context_length_exceeded", "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("bytes"), "{r}");
+    // Not a speed goal: tokenizing 2 MB takes seconds here, the byte check microseconds.
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+}
+
+#[test]
+fn assistant_messages_without_content_are_served_and_tool_calls_refused_by_name() {
+    let s = start(ServerConfig::default());
+    let ch = chat(&s);
+    ok(
+        &ch,
+        json!({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": null},
+                             {"role": "user", "content": "Go on"}], "max_tokens": 3}),
+    );
+    let r = refused(
+        &ch,
+        json!({"messages": [{"role": "user", "content": "Hi"},
+                            {"role": "assistant", "content": null, "tool_calls": [
+                                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                            {"role": "tool", "tool_call_id": "c1", "content": "42"}], "max_tokens": 3}),
+        "messages[1].tool_calls",
+    );
+    assert!(r["error"]["message"].as_str().unwrap().contains("tool"), "{r}");
+}
+
+#[test]
+fn health_answers_503_while_draining() {
+    let mut s = start(ServerConfig::default());
+    // A request in flight: it holds a slot.
+    let slot = s.state.take_slot().unwrap();
+    let _ = s.stop.take().unwrap().send(());
+    std::thread::sleep(Duration::from_millis(100));
+    match ureq::get(&format!("{}/health", s.url)).call() {
+        Err(ureq::Error::Status(code, _)) => assert_eq!(code, 503),
+        other => panic!("/health while draining: {other:?}"),
+    }
+    // New work is refused while draining.
+    let (status, r) = post(&completions(&s), &json!({"prompt": "Hi", "max_tokens": 2}));
+    assert_eq!(status, 503, "{r}");
+    assert_eq!(r["error"]["code"], "shutting_down");
+    // Once the last request is done, the server stops.
+    drop(slot);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(ureq::get(&format!("{}/health", s.url))
+        .timeout(Duration::from_secs(2))
+        .call()
+        .is_err());
+}
+
+#[test]
+fn a_template_error_reads_once_and_names_messages() {
+    let mut e = ahead_engine::Engine::builder().build().unwrap();
+    let template = "{{ raise_exception('this model takes no system role') }}";
+    e.set_chat_template(ahead_model::tokenizer::ChatTemplate::new(template.into()).unwrap());
+    let s = start_with(std::sync::Arc::new(e), ServerConfig::default());
+    let r = refused(
+        &chat(&s),
+        json!({"messages": [{"role": "system", "content": "Be brief"}]}),
+        "messages",
+    );
+    assert_eq!(
+        r["error"]["message"], "chat template: template raised an exception: this model takes no system role",
+        "{r}"
+    );
+}
