@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use ahead_engine::GenerateParams;
-use ahead_server::{AppState, HttpLimits, ServerConfig};
+use ahead_server::{AppState, HttpLimits, LogFormat, ServerConfig};
 use anyhow::{Context, Result};
 use clap::Args;
 
@@ -82,6 +82,21 @@ pub struct ServeArgs {
     /// Longest a request may generate, in seconds (then it ends with finish reason `length`).
     #[arg(long, default_value_t = 600.0)]
     pub max_generation_seconds: f64,
+    /// Longest a request may wait for a slot, and then for KV budget, in seconds (then 503
+    /// `queue_timeout` with Retry-After).
+    #[arg(long, default_value_t = 60.0)]
+    pub max_queue_seconds: f64,
+    /// One line per request on stderr: `text` (key=value), `json`, or `off`.
+    #[arg(long, value_enum, default_value_t = LogArg::Text)]
+    pub log_format: LogArg,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogArg {
+    Text,
+    Json,
+    Off,
 }
 
 /// A positive, finite number of seconds.
@@ -128,6 +143,12 @@ async fn serve(mut a: ServeArgs) -> Result<()> {
         max_queue: a.max_queue,
         max_body_bytes: a.max_body_bytes,
         max_generation_seconds: a.max_generation_seconds,
+        max_queue_seconds: seconds(a.max_queue_seconds, "--max-queue-seconds")?.as_secs_f64(),
+        log: match a.log_format {
+            LogArg::Text => LogFormat::Text,
+            LogArg::Json => LogFormat::Json,
+            LogArg::Off => LogFormat::Off,
+        },
         workers: a.workers,
         max_kv_tokens: a.max_kv_tokens,
         api_key: a.api_key.clone().filter(|k| !k.is_empty()),

@@ -3,11 +3,14 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::http::StatusCode;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::error::ApiError;
+use crate::log::{self, Logged};
+use crate::respond::Kind;
 use crate::state::AppState;
 
 /// A slot to generate in: taken at once, or after waiting in the bounded queue.
@@ -53,14 +56,34 @@ pub(crate) async fn admit(s: &AppState) -> Result<OwnedSemaphorePermit, ApiError
             "the request queue is full",
         ));
     }
-    s.slots.clone().acquire_owned().await.map_err(|_| {
-        ApiError::status(
+    match tokio::time::timeout(queue_deadline(s), s.slots.clone().acquire_owned()).await {
+        Ok(Ok(p)) => Ok(p),
+        Ok(Err(_)) => Err(ApiError::status(
             StatusCode::SERVICE_UNAVAILABLE,
             "server_error",
             "closed",
             "closed",
-        )
-    })
+        )),
+        Err(_) => Err(queue_timeout(s, "a generation slot")),
+    }
+}
+
+/// How long a request may wait for a slot, and again for KV budget.
+pub(crate) fn queue_deadline(s: &AppState) -> std::time::Duration {
+    std::time::Duration::from_secs_f64(s.cfg.max_queue_seconds.max(0.0))
+}
+
+/// 503 for a request that waited `--max-queue-seconds` for `what`.
+pub(crate) fn queue_timeout(s: &AppState, what: &str) -> ApiError {
+    ApiError::status(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "server_error",
+        "queue_timeout",
+        format!(
+            "the request waited {} s for {what}; try again later",
+            s.cfg.max_queue_seconds
+        ),
+    )
 }
 
 /// Ends a generation that runs past the time limit: sets `timed_out`, then the cancel flag.
@@ -97,14 +120,23 @@ impl Drop for Running {
     }
 }
 
-/// Counts its request as cancelled if dropped while still holding the state: the response
-/// future of a client that went away before its answer.
-pub(crate) struct Unanswered(pub(crate) Option<Arc<AppState>>);
+/// Counts its request as cancelled, and logs it as such, if dropped while still holding the
+/// state: the response future of a client that went away before its answer.
+pub(crate) struct Unanswered {
+    pub(crate) state: Option<Arc<AppState>>,
+    pub(crate) kind: Kind,
+    pub(crate) started: Instant,
+}
 
 impl Drop for Unanswered {
     fn drop(&mut self) {
-        if let Some(s) = self.0.take() {
+        if let Some(s) = self.state.take() {
             s.metrics.outcome("cancelled");
+            let gone = Logged {
+                error: Some("the client went away".into()),
+                ..Logged::default()
+            };
+            log::write(&s, self.kind, "cancelled", &gone, self.started, None);
         }
     }
 }

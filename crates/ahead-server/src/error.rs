@@ -61,6 +61,10 @@ impl IntoResponse for ApiError {
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
         );
         let mut r = (self.status, Json(self.body())).into_response();
+        r.extensions_mut().insert(crate::log::Logged {
+            error: Some(self.code.map_or_else(|| self.message.clone(), str::to_string)),
+            ..Default::default()
+        });
         if retry {
             r.headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));

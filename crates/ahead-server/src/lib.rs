@@ -19,6 +19,7 @@ mod admission;
 pub mod api;
 pub mod error;
 pub mod http;
+mod log;
 pub mod metrics;
 mod params;
 mod parse;
@@ -42,14 +43,17 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::admission::{admit, watchdog, Admitted, CancelOnDrop, Running, Unanswered};
+use crate::admission::{
+    admit, queue_deadline, queue_timeout, watchdog, Admitted, CancelOnDrop, Running, Unanswered,
+};
 use crate::api::{ChatRequest, Common, CompletionRequest, PromptInput};
 use crate::error::ApiError;
 pub use crate::http::HttpLimits;
+use crate::log::Logged;
 use crate::params::{params, render_chat};
 use crate::parse::typed;
 use crate::respond::{chunk, finish_for, full_response, now, record, usage, Kind};
-pub use crate::state::{AppState, ServerConfig};
+pub use crate::state::{AppState, LogFormat, ServerConfig};
 
 /// The routes.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -116,6 +120,34 @@ async fn models(State(s): State<Arc<AppState>>) -> Json<Value> {
 }
 
 async fn completions(State(s): State<Arc<AppState>>, body: Result<Json<Value>, JsonRejection>) -> Response {
+    logged(s.clone(), Kind::Completion, completion(s, body)).await
+}
+
+async fn chat(State(s): State<Arc<AppState>>, body: Result<Json<Value>, JsonRejection>) -> Response {
+    logged(s.clone(), Kind::Chat, chat_completion(s, body)).await
+}
+
+/// Runs a request's handler and logs its response. A client that goes away before its answer
+/// (or its stream's headers) drops this future, waiting in the queue or generating: it then
+/// counts as cancelled.
+async fn logged(
+    s: Arc<AppState>,
+    kind: Kind,
+    handler: impl std::future::Future<Output = Response>,
+) -> Response {
+    let started = Instant::now();
+    let mut unanswered = Unanswered {
+        state: Some(s.clone()),
+        kind,
+        started,
+    };
+    let response = handler.await;
+    unanswered.state = None;
+    log::response(&s, kind, &response, started);
+    response
+}
+
+async fn completion(s: Arc<AppState>, body: Result<Json<Value>, JsonRejection>) -> Response {
     let req: CompletionRequest = match body.map_err(rejection).and_then(|Json(v)| typed(v)) {
         Ok(r) => r,
         Err(e) => return fail(&s, e),
@@ -130,7 +162,7 @@ async fn completions(State(s): State<Arc<AppState>>, body: Result<Json<Value>, J
     serve(s, prompt, req.common, Kind::Completion).await
 }
 
-async fn chat(State(s): State<Arc<AppState>>, body: Result<Json<Value>, JsonRejection>) -> Response {
+async fn chat_completion(s: Arc<AppState>, body: Result<Json<Value>, JsonRejection>) -> Response {
     let req: ChatRequest = match body.map_err(rejection).and_then(|Json(v)| typed(v)) {
         Ok(r) => r,
         Err(e) => return fail(&s, e),
@@ -175,16 +207,7 @@ pub(crate) fn fail(s: &AppState, e: ApiError) -> Response {
     e.into_response()
 }
 
-/// Serves a parsed request. A client that goes away before its answer (or its stream's
-/// headers) drops this future, waiting in the queue or generating: it then counts as cancelled.
 async fn serve(s: Arc<AppState>, prompt: Prompt, common: Common, kind: Kind) -> Response {
-    let mut unanswered = Unanswered(Some(s.clone()));
-    let response = answer(s, prompt, common, kind).await;
-    unanswered.0 = None;
-    response
-}
-
-async fn answer(s: Arc<AppState>, prompt: Prompt, common: Common, kind: Kind) -> Response {
     let Some(engine) = s.engine.get().cloned() else {
         return fail(&s, loading());
     };
@@ -264,10 +287,13 @@ async fn answer(s: Arc<AppState>, prompt: Prompt, common: Common, kind: Kind) ->
     // With a budget, wait (holding the slot) until the cache fits; a client that goes away
     // while waiting drops this future and both reservations.
     let kv = match &s.kv {
-        Some(k) => match k.clone().acquire_many_owned(need as u32).await {
-            Ok(p) => Some(p),
-            Err(_) => return fail(&s, internal("the KV budget is closed")),
-        },
+        Some(k) => {
+            match tokio::time::timeout(queue_deadline(&s), k.clone().acquire_many_owned(need as u32)).await {
+                Ok(Ok(p)) => Some(p),
+                Ok(Err(_)) => return fail(&s, internal("the KV budget is closed")),
+                Err(_) => return fail(&s, queue_timeout(&s, "KV-cache budget")),
+            }
+        }
         None => None,
     };
     let permit = Admitted { _slot: slot, _kv: kv };
@@ -335,7 +361,17 @@ async fn answer(s: Arc<AppState>, prompt: Prompt, common: Common, kind: Kind) ->
     drop(running);
     drop(guard);
     s.metrics.outcome("200");
-    Json(full_response(&s.cfg.model_id, kind, id, &gens, &timed_out)).into_response()
+    let mut response = Json(full_response(&s.cfg.model_id, kind, id, &gens, &timed_out)).into_response();
+    let u = usage(&gens);
+    response.extensions_mut().insert(Logged {
+        id: Some(id),
+        method: gens.first().map(|g| g.stats.method.clone()),
+        prompt_tokens: Some(u.prompt_tokens),
+        completion_tokens: Some(u.completion_tokens),
+        accepted_tokens: Some(u.ahead.accepted_tokens),
+        ..Logged::default()
+    });
+    response
 }
 
 fn internal(message: &str) -> ApiError {
@@ -395,9 +431,18 @@ fn stream(
             Ok(g) => {
                 record(&state, &g, start.elapsed().as_secs_f64(), first);
                 let reason = finish_for(&g, &timed_out);
-                state
-                    .metrics
-                    .outcome(if reason == "cancelled" { "cancelled" } else { "200" });
+                let status = if reason == "cancelled" { "cancelled" } else { "200" };
+                state.metrics.outcome(status);
+                let line = Logged {
+                    id: Some(id),
+                    method: Some(g.stats.method.clone()),
+                    prompt_tokens: Some(g.prompt_token_ids.len()),
+                    completion_tokens: Some(g.token_ids.len()),
+                    accepted_tokens: Some(g.stats.accepted_tokens),
+                    error: (status == "cancelled").then(|| "the client went away".into()),
+                    ..Logged::default()
+                };
+                log::write(&state, kind, status, &line, start, first);
                 send(&chunk(&model, kind, id, None, Some(reason), first.is_none()));
                 if include_usage {
                     let mut u = chunk(&model, kind, id, None, None, false);
@@ -408,7 +453,14 @@ fn stream(
             }
             Err(e) => {
                 state.metrics.outcome("error_after_headers");
-                send(&json!(ApiError::from(e).body()));
+                let e = ApiError::from(e);
+                let line = Logged {
+                    id: Some(id),
+                    error: Some(e.message.clone()),
+                    ..Logged::default()
+                };
+                log::write(&state, kind, "error_after_headers", &line, start, first);
+                send(&json!(e.body()));
             }
         }
         let _ = tx.send("[DONE]".into());
@@ -429,7 +481,12 @@ fn stream(
         rx.poll_recv(cx)
             .map(|m| m.map(|data| Ok::<Event, Infallible>(Event::default().data(data))))
     });
-    Sse::new(events).into_response()
+    let mut response = Sse::new(events).into_response();
+    response.extensions_mut().insert(Logged {
+        later: true,
+        ..Logged::default()
+    });
+    response
 }
 
 /// Serves on `listener` until `shutdown` resolves, then drains: no new connections, `/health`

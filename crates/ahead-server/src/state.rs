@@ -2,7 +2,7 @@
 //! scheduler, admission counters and metrics.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use ahead_engine::{Engine, GenerateParams, Scheduler};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -27,6 +27,11 @@ pub struct ServerConfig {
     pub n_cap: usize,
     /// Longest a request may generate, in seconds; then it ends with finish reason `length`.
     pub max_generation_seconds: f64,
+    /// Longest a request may wait for a slot and then for KV budget, in seconds; then 503
+    /// `queue_timeout` with `Retry-After`.
+    pub max_queue_seconds: f64,
+    /// One line per request on stderr (method, status, tokens, times), or none.
+    pub log: LogFormat,
     /// Requests must carry `Authorization: Bearer KEY` (401 otherwise); `/health` and
     /// `/metrics` stay open for probes and scrapers.
     pub api_key: Option<String>,
@@ -55,6 +60,8 @@ impl Default for ServerConfig {
             max_tokens_cap: 4096,
             n_cap: 4,
             max_generation_seconds: 600.0,
+            max_queue_seconds: 60.0,
+            log: LogFormat::Off,
             workers: 0,
             max_kv_tokens: 0,
             defaults: GenerateParams::default(),
@@ -62,6 +69,17 @@ impl Default for ServerConfig {
             http: HttpLimits::default(),
         }
     }
+}
+
+/// How requests are logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Off,
+    /// `key=value` pairs.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Shared by every handler.
@@ -78,6 +96,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The longest prompt text that could fit the context (see `max_prompt_bytes`).
     max_prompt_bytes: OnceLock<usize>,
+    /// Request log lines go here instead of stderr once set (tests read them).
+    pub(crate) captured_logs: OnceLock<Arc<Mutex<Vec<String>>>>,
 }
 
 impl AppState {
@@ -93,6 +113,7 @@ impl AppState {
             next_id: AtomicU64::new(0),
             metrics: Metrics::default(),
             max_prompt_bytes: OnceLock::new(),
+            captured_logs: OnceLock::new(),
         })
     }
 
@@ -109,6 +130,12 @@ impl AppState {
         };
         let _ = self.scheduler.set(Scheduler::start(engine.clone(), workers));
         let _ = self.engine.set(engine);
+    }
+
+    /// Keeps the request log's lines instead of writing them to stderr (tests read them).
+    #[doc(hidden)]
+    pub fn capture_logs(&self) -> Arc<Mutex<Vec<String>>> {
+        self.captured_logs.get_or_init(Default::default).clone()
     }
 
     /// Takes a generation slot as a request would (tests hold one to make the server busy).

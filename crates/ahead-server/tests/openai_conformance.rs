@@ -200,8 +200,10 @@ fn metric(s: &Server, prefix: &str) -> Option<f64> {
 fn a_client_that_leaves_a_non_streaming_request_is_counted_cancelled() {
     let s = start(ServerConfig {
         max_concurrent: 1,
+        log: ahead_server::LogFormat::Text,
         ..ServerConfig::default()
     });
+    let lines = s.state.capture_logs();
     // The only slot is taken: the request waits in the queue, its client leaves.
     let slot = s.state.take_slot().unwrap();
     let addr = s.url.trim_start_matches("http://").to_string();
@@ -233,6 +235,13 @@ fn a_client_that_leaves_a_non_streaming_request_is_counted_cancelled() {
     drop(slot);
     assert_eq!(counted, Some(1.0));
     assert_eq!(queued(), Some(0.0));
+    let lines = lines.lock().unwrap();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("request endpoint=/v1/completions status=cancelled")
+            && lines[0].contains("error=\"the client went away\""),
+        "{lines:?}"
+    );
 }
 
 #[test]
@@ -349,4 +358,58 @@ fn a_template_error_reads_once_and_names_messages() {
         r["error"]["message"], "chat template: template raised an exception: this model takes no system role",
         "{r}"
     );
+}
+
+#[test]
+fn every_request_gets_a_log_line_and_a_queue_wait_has_a_deadline() {
+    let s = start(ServerConfig {
+        log: ahead_server::LogFormat::Json,
+        max_concurrent: 1,
+        max_queue_seconds: 0.2,
+        ..ServerConfig::default()
+    });
+    let lines = s.state.capture_logs();
+    let c = completions(&s);
+    ok(
+        &c,
+        json!({"prompt": "Once", "max_tokens": 5, "ahead": {"method": "prompt-lookup"}}),
+    );
+    let events = sse(&c, &json!({"prompt": "Once", "max_tokens": 4, "stream": true}));
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    refused(&c, json!({"prompt": "Hi", "temperature": 9}), "temperature");
+    // With the only slot taken, a request waits 0.2 s, then gets 503 with Retry-After.
+    let slot = s.state.take_slot().unwrap();
+    let t = Instant::now();
+    match ureq::post(&c).send_json(json!({"prompt": "Hi", "max_tokens": 2})) {
+        Err(ureq::Error::Status(503, r)) => {
+            assert_eq!(r.header("retry-after"), Some("1"));
+            let body: Value = r.into_json().unwrap();
+            assert_eq!(body["error"]["code"], "queue_timeout", "{body}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(t.elapsed() >= Duration::from_millis(200));
+    drop(slot);
+    std::thread::sleep(Duration::from_millis(50));
+    let lines: Vec<Value> = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    let done = &lines[0];
+    assert_eq!(done["status"], "200");
+    assert_eq!(done["endpoint"], "/v1/completions");
+    assert_eq!(done["method"], "prompt-lookup");
+    assert_eq!(done["completion_tokens"], 5);
+    assert!(done["total_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(lines[1]["status"], "200");
+    assert!(
+        lines[1]["ttft_ms"].as_f64().is_some(),
+        "a stream logs its first token"
+    );
+    assert_eq!(lines[2]["status"], "400");
+    assert_eq!(lines[3]["status"], "503");
+    assert_eq!(lines[3]["error"], "queue_timeout");
 }
