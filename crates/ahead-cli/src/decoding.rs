@@ -84,6 +84,10 @@ pub struct DecodeArgs {
     /// model's vendored cache).
     #[arg(long)]
     pub ngram_cache: Option<std::path::PathBuf>,
+    /// Report each generated token's log-probability and its N most likely alternatives (up
+    /// to 20), in --json output as `logprobs`: the model's own numbers, whatever the method.
+    #[arg(long)]
+    pub logprobs: Option<usize>,
     /// Suffix decoding's store of earlier outputs: read from FILE when it exists, written back
     /// at the end (default: in memory only).
     #[arg(long)]
@@ -218,6 +222,7 @@ impl DecodeArgs {
             lookahead_guesses: a.lookahead_guesses,
             reproducible: true,
             scope: None,
+            logprobs: a.logprobs,
         };
         if let Some(t) = &tuned {
             t.apply(&mut params, a.method.is_some())?;

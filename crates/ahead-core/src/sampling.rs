@@ -169,6 +169,39 @@ pub fn argmax(logits: &[f32]) -> Result<u32, CoreError> {
         .ok_or(CoreError::EmptyDistribution("no logits"))
 }
 
+/// The `n` highest logits with their ids, highest first (lower id first among equals); NaNs
+/// are skipped.
+pub fn top_logits(logits: &[f32], n: usize) -> Vec<(u32, f32)> {
+    let mut top: Vec<(u32, f32)> = Vec::with_capacity(n + 1);
+    if n == 0 {
+        return top;
+    }
+    // Only blocks whose maximum beats the current n-th are scanned: after the first few
+    // blocks, that is one vectorized maximum per block for almost all of the vocabulary.
+    const BLOCK: usize = 32;
+    let mut floor = f32::NEG_INFINITY;
+    for (b, block) in logits.chunks(BLOCK).enumerate() {
+        let max = block
+            .iter()
+            .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+        if max <= floor && top.len() == n {
+            continue;
+        }
+        for (i, &l) in block.iter().enumerate() {
+            if l.is_nan() || (top.len() == n && l <= floor) {
+                continue;
+            }
+            let at = top.partition_point(|&(_, x)| x >= l);
+            top.insert(at, ((b * BLOCK + i) as u32, l));
+            top.truncate(n);
+            if top.len() == n {
+                floor = top[n - 1].1;
+            }
+        }
+    }
+    top
+}
+
 /// Applies the CTRL repetition penalty in place: seen tokens' positive logits are divided by
 /// `penalty`, negative ones multiplied, once per distinct token.
 pub fn apply_repetition_penalty(logits: &mut [f32], seen: &[u32], penalty: f32) {

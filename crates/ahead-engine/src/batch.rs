@@ -24,16 +24,23 @@ use ahead_model::BatchItem;
 use crate::decode::{Plan, Sequence};
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
+use crate::logprobs::TokenLogprobs;
 use crate::output::Generation;
 use crate::params::{GenerateParams, Prompt};
 use crate::spec::Proposer;
+
+/// Where a job's text goes: each piece of final text, with the log-probabilities of the
+/// tokens committed since the last call (empty unless the request asked for them).
+pub type OnText = Box<dyn FnMut(&str, &[TokenLogprobs]) + Send>;
 
 /// One generation handed to a batch: what to generate, where its text goes, and how it ends.
 pub struct Job {
     pub prompt: Prompt,
     pub params: GenerateParams,
-    /// Each piece of final text as it is ready (on the worker's thread: keep it short).
-    pub on_text: Box<dyn FnMut(&str) + Send>,
+    /// Each piece of final text as it is ready, with the log-probabilities of the tokens
+    /// committed since the last call when the request asked for them (on the worker's thread:
+    /// keep it short).
+    pub on_text: OnText,
     /// Set it to end the generation before its next step (`FinishReason::Cancelled`).
     pub cancel: Arc<AtomicBool>,
     /// Called exactly once with the result (also when the job could not start).
@@ -46,9 +53,19 @@ pub struct Job {
 /// A job in the batch.
 struct Active<'e> {
     seq: Sequence<'e>,
-    on_text: Box<dyn FnMut(&str) + Send>,
+    on_text: OnText,
     cancel: Arc<AtomicBool>,
     done: Box<dyn FnOnce(Result<Generation>) + Send>,
+}
+
+impl Active<'_> {
+    /// Hands a step's new text and log-probabilities to the job, if there are any.
+    fn emit(&mut self, delta: &str) {
+        let logprobs = self.seq.take_new_logprobs();
+        if !delta.is_empty() || !logprobs.is_empty() {
+            (self.on_text)(delta, &logprobs);
+        }
+    }
 }
 
 /// Sequences stepping together.
@@ -145,8 +162,7 @@ impl<'e> Batch<'e> {
                 let mut failed = Vec::new();
                 for (i, ((a, plan), out)) in self.active.iter_mut().zip(plans).zip(&outs).enumerate() {
                     match a.seq.complete(plan, out, seconds, width) {
-                        Ok(delta) if !delta.is_empty() => (a.on_text)(&delta),
-                        Ok(_) => {}
+                        Ok(delta) => a.emit(&delta),
                         Err(e) => failed.push((i, e)),
                     }
                 }
@@ -167,8 +183,7 @@ impl<'e> Batch<'e> {
                         .map_err(EngineError::from)
                         .and_then(|out| a.seq.complete(plan, &out, s, width))
                     {
-                        Ok(delta) if !delta.is_empty() => (a.on_text)(&delta),
-                        Ok(_) => {}
+                        Ok(delta) => a.emit(&delta),
                         Err(e) => failed.push((i, e)),
                     }
                 }
@@ -202,7 +217,7 @@ impl Engine {
             batch.add(Job {
                 prompt: p.clone(),
                 params: params.clone(),
-                on_text: Box::new(|_| {}),
+                on_text: Box::new(|_, _| {}),
                 cancel: Arc::new(AtomicBool::new(false)),
                 done: Box::new(move |r| {
                     if let Ok(mut s) = slot.lock() {

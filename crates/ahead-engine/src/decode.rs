@@ -18,6 +18,7 @@ use ahead_model::{AttentionMask, ForwardInput, ForwardOutput, KvCache, Model, To
 use crate::commit::{Committer, StopRules};
 use crate::error::{EngineError, Result};
 use crate::learned::LearnedByMethod;
+use crate::logprobs::{token_logprobs, TokenLogprobs};
 use crate::output::{FinishReason, Generation, Stats};
 use crate::params::{GenerateParams, MedusaAcceptance};
 use crate::spec::{Outcome, Proposer};
@@ -68,6 +69,11 @@ pub(crate) struct Sequence<'a> {
     unfilled: usize,
     /// Where the controller's acceptance goes when the request finishes, and under which key.
     learning: Option<(&'a LearnedByMethod, String)>,
+    /// Alternatives per token when the request asked for log-probabilities.
+    logprobs_top: Option<usize>,
+    logprobs: Vec<TokenLogprobs>,
+    /// Entries of `logprobs` already handed out with a step's text.
+    logprobs_sent: usize,
 }
 
 /// Most prompt rows a batched sequence feeds per step: a long prompt then delays the other
@@ -182,6 +188,9 @@ impl<'a> Sequence<'a> {
             cancelled: false,
             unfilled,
             learning: None,
+            logprobs_top: params.logprobs,
+            logprobs: Vec::new(),
+            logprobs_sent: 0,
         })
     }
 
@@ -431,8 +440,31 @@ impl<'a> Sequence<'a> {
                 .observe_time(width, step_seconds, tree.len(), plan.draft_seconds);
         }
         let taken = self.committer.commit(&acc.tokens)?;
+        if let Some(top) = self.logprobs_top {
+            // Token j was drawn at the pending row (j = 0) or after accepted node j - 1.
+            for (j, &token) in acc.tokens[..taken].iter().enumerate() {
+                let node = j.checked_sub(1).map(|i| acc.nodes[i]);
+                let mut seen = Vec::new();
+                if needs_context {
+                    seen.extend_from_slice(&self.history);
+                    if let Some(n) = node {
+                        seen.extend(path(tree, n).iter().map(|&i| tree.tokens[i]));
+                    }
+                }
+                let row = node.map_or(0, |n| plan.node_row(n));
+                let lp = token_logprobs(out.row(row), sampling, &seen, token, top)?;
+                self.logprobs.push(lp);
+            }
+        }
         self.history.extend_from_slice(&acc.tokens[..taken]);
         Ok(self.committer.take_delta())
+    }
+
+    /// Log-probabilities of the tokens committed since the last call (empty unless asked for).
+    pub fn take_new_logprobs(&mut self) -> Vec<TokenLogprobs> {
+        let new = self.logprobs[self.logprobs_sent..].to_vec();
+        self.logprobs_sent = self.logprobs.len();
+        new
     }
 
     /// Runs to the end on its own: plan, forward, complete, until finished or `cancel` is set.
@@ -508,6 +540,7 @@ impl<'a> Sequence<'a> {
                 self.committer.finished().unwrap_or(FinishReason::Length)
             },
             stats,
+            logprobs: self.logprobs,
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::builder::EngineBuilder;
 use crate::decode::{Sequence, StepInspector};
 use crate::error::{EngineError, Result};
 use crate::learned::LearnedByMethod;
+use crate::logprobs::MAX_TOP_LOGPROBS;
 use crate::output::Generation;
 use crate::params::{GenerateParams, Prompt};
 use crate::spec::suffix::{SharedSuffixStore, SuffixState};
@@ -400,6 +401,11 @@ impl Engine {
         if params.num_draft.is_some_and(|k| k > MAX_DRAFT) {
             return Err(EngineError::InvalidRequest(format!(
                 "num_draft must be at most {MAX_DRAFT}"
+            )));
+        }
+        if params.logprobs.is_some_and(|n| n > MAX_TOP_LOGPROBS) {
+            return Err(EngineError::InvalidRequest(format!(
+                "at most {MAX_TOP_LOGPROBS} alternatives per token can be reported"
             )));
         }
         self.prompt_ids(prompt)

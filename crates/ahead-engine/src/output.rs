@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::logprobs::TokenLogprobs;
+
 /// Why generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -56,4 +58,7 @@ pub struct Generation {
     pub prompt_token_ids: Vec<u32>,
     pub finish_reason: FinishReason,
     pub stats: Stats,
+    /// With `GenerateParams::logprobs`: one entry per generated token, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub logprobs: Vec<TokenLogprobs>,
 }

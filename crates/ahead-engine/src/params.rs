@@ -131,6 +131,9 @@ pub struct GenerateParams {
     /// (token recycling's table, suffix decoding's store); no other scope drafts from it.
     /// `None`: the engine's default scope. Output never depends on it (drafts are verified).
     pub scope: Option<String>,
+    /// Report every generated token's log-probability and its `n` most likely alternatives
+    /// (at most `logprobs::MAX_TOP_LOGPROBS`) in `Generation::logprobs`; `None`: not computed.
+    pub logprobs: Option<usize>,
 }
 
 impl GenerateParams {
@@ -184,6 +187,7 @@ impl Default for GenerateParams {
             lookahead_guesses: None,
             reproducible: true,
             scope: None,
+            logprobs: None,
         }
     }
 }

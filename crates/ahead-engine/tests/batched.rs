@@ -122,7 +122,7 @@ fn job(
     let job = Job {
         prompt: Prompt::Text(prompt.into()),
         params,
-        on_text: Box::new(move |t| {
+        on_text: Box::new(move |t, _| {
             let _ = text_tx.send(t.to_string());
         }),
         cancel,
@@ -177,7 +177,7 @@ fn a_panic_in_a_step_fails_its_batch_with_an_error_and_the_worker_keeps_serving(
     scheduler.submit(Job {
         prompt: Prompt::Text("Once upon a time".into()),
         params: greedy_ignore_eos(50),
-        on_text: Box::new(|_| panic!("injected fault")),
+        on_text: Box::new(|_, _| panic!("injected fault")),
         cancel: Arc::new(AtomicBool::new(false)),
         done: Box::new(move |r| {
             let _ = done_tx.send(r.map_err(|e| e.to_string()));

@@ -64,6 +64,9 @@ pub struct Common {
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
     pub n: Option<usize>,
+    /// A number of alternatives (completions) or a boolean (chat).
+    pub logprobs: Option<serde_json::Value>,
+    pub top_logprobs: Option<u64>,
     pub ahead: Option<AheadOptions>,
     /// OpenAI parameters ahead does not serve yet: refused when they ask for something.
     #[serde(flatten)]
@@ -75,9 +78,6 @@ pub struct Common {
 /// values that ask for nothing (`null`, `false`, `0`, `{}`, `[]`, `"none"`) are accepted.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Unserved {
-    /// A number (completions) or a boolean (chat).
-    pub logprobs: Option<serde_json::Value>,
-    pub top_logprobs: Option<u32>,
     pub logit_bias: Option<serde_json::Map<String, serde_json::Value>>,
     pub response_format: Option<serde_json::Value>,
     pub presence_penalty: Option<f32>,
@@ -114,10 +114,7 @@ impl Unserved {
         }
         let text_format = |v: &serde_json::Value| v.get("type").and_then(|t| t.as_str()) == Some("text");
         let no_choice = |v: &serde_json::Value| v.is_null() || matches!(v.as_str(), Some("none" | "auto"));
-        let asks_logprobs = |v: &serde_json::Value| !(v.is_null() || v == &serde_json::Value::Bool(false));
         let asked = [
-            ("logprobs", self.logprobs.as_ref().is_some_and(asks_logprobs)),
-            ("top_logprobs", self.top_logprobs.is_some_and(|n| n > 0)),
             (
                 "logit_bias",
                 self.logit_bias.as_ref().is_some_and(|m| !m.is_empty()),

@@ -20,6 +20,7 @@ pub mod api;
 pub mod error;
 pub mod http;
 mod log;
+mod logprobs;
 pub mod metrics;
 mod params;
 mod parse;
@@ -31,7 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use ahead_engine::{GenerateParams, Generation, Job, Prompt, Scheduler};
+use ahead_engine::{Engine, GenerateParams, Generation, Job, Prompt, Scheduler, TokenLogprobs};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -211,8 +212,12 @@ async fn serve(s: Arc<AppState>, prompt: Prompt, common: Common, kind: Kind) -> 
     let Some(engine) = s.engine.get().cloned() else {
         return fail(&s, loading());
     };
-    let (params, n, include_usage) = match params(&s.cfg, &common) {
+    let (mut params, n, include_usage) = match params(&s.cfg, &common) {
         Ok(p) => p,
+        Err(e) => return fail(&s, e),
+    };
+    params.logprobs = match logprobs::requested(kind, &common) {
+        Ok(l) => l,
         Err(e) => return fail(&s, e),
     };
     // A method whose drafter is not loaded is refused before any slot or stream.
@@ -303,6 +308,7 @@ async fn serve(s: Arc<AppState>, prompt: Prompt, common: Common, kind: Kind) -> 
         return match s.scheduler.get() {
             Some(scheduler) => stream(
                 s.clone(),
+                engine.clone(),
                 scheduler,
                 prompt,
                 params,
@@ -336,7 +342,7 @@ async fn serve(s: Arc<AppState>, prompt: Prompt, common: Common, kind: Kind) -> 
                 seed: params.seed.wrapping_add(i as u64),
                 ..params.clone()
             },
-            on_text: Box::new(|_| {}),
+            on_text: Box::new(|_, _| {}),
             cancel: cancel.clone(),
             done: Box::new(move |r| {
                 if let Ok(g) = &r {
@@ -361,7 +367,17 @@ async fn serve(s: Arc<AppState>, prompt: Prompt, common: Common, kind: Kind) -> 
     drop(running);
     drop(guard);
     s.metrics.outcome("200");
-    let mut response = Json(full_response(&s.cfg.model_id, kind, id, &gens, &timed_out)).into_response();
+    let with_logprobs = params.logprobs.is_some();
+    let mut response = Json(full_response(
+        &s.cfg.model_id,
+        &engine,
+        kind,
+        id,
+        &gens,
+        &timed_out,
+        with_logprobs,
+    ))
+    .into_response();
     let u = usage(&gens);
     response.extensions_mut().insert(Logged {
         id: Some(id),
@@ -388,6 +404,7 @@ fn internal(message: &str) -> ApiError {
 #[allow(clippy::too_many_arguments)] // one request's parts, handed to the batch worker
 fn stream(
     s: Arc<AppState>,
+    engine: Arc<Engine>,
     scheduler: &Scheduler,
     prompt: Prompt,
     params: GenerateParams,
@@ -406,14 +423,26 @@ fn stream(
     s.metrics.running.fetch_add(1, Ordering::Relaxed);
     let start = Instant::now();
     let first = Arc::new(OnceLock::<f64>::new());
+    let with_logprobs = params.logprobs.is_some();
     let on_text = {
         let (tx, model, cancel, first) = (tx.clone(), model.clone(), cancel.clone(), first.clone());
-        move |delta: &str| {
+        let engine = engine.clone();
+        // Completions' text offsets run on from chunk to chunk.
+        let mut offset = 0;
+        move |delta: &str, lps: &[TokenLogprobs]| {
             let is_first = first.get().is_none();
             first.get_or_init(|| start.elapsed().as_secs_f64());
+            let lp = with_logprobs.then(|| {
+                let v = logprobs::shaped(&engine, kind, lps, offset);
+                offset += lps
+                    .iter()
+                    .map(|l| engine.tokenizer().token_text(l.token).map_or(0, |t| t.len()))
+                    .sum::<usize>();
+                v
+            });
             // A closed channel means the client went away: stop within a step.
             if tx
-                .send(chunk(&model, kind, id, Some(delta), None, is_first).to_string())
+                .send(chunk(&model, kind, id, Some(delta), None, is_first, lp).to_string())
                 .is_err()
             {
                 cancel.store(true, Ordering::Relaxed);
@@ -443,9 +472,17 @@ fn stream(
                     ..Logged::default()
                 };
                 log::write(&state, kind, status, &line, start, first);
-                send(&chunk(&model, kind, id, None, Some(reason), first.is_none()));
+                send(&chunk(
+                    &model,
+                    kind,
+                    id,
+                    None,
+                    Some(reason),
+                    first.is_none(),
+                    None,
+                ));
                 if include_usage {
-                    let mut u = chunk(&model, kind, id, None, None, false);
+                    let mut u = chunk(&model, kind, id, None, None, false, None);
                     u["choices"] = json!([]);
                     u["usage"] = json!(usage(std::slice::from_ref(&g)));
                     send(&u);

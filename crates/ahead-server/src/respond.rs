@@ -4,10 +4,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ahead_engine::{FinishReason, Generation};
+use ahead_engine::{Engine, FinishReason, Generation};
 use serde_json::{json, Value};
 
 use crate::api::{SpecUsage, Usage};
+use crate::logprobs;
 use crate::state::AppState;
 
 pub(crate) fn now() -> u64 {
@@ -107,17 +108,26 @@ pub(crate) fn response_id(kind: Kind, id: u64) -> String {
 
 pub(crate) fn full_response(
     model: &str,
+    engine: &Engine,
     kind: Kind,
     id: u64,
     gens: &[Generation],
     timed_out: &AtomicBool,
+    with_logprobs: bool,
 ) -> Value {
     let choices: Vec<Value> = gens
         .iter()
         .enumerate()
-        .map(|(i, g)| match kind {
-            Kind::Completion => json!({"index": i, "text": g.text, "logprobs": null, "finish_reason": finish_for(g, timed_out)}),
-            Kind::Chat => json!({"index": i, "message": {"role": "assistant", "content": g.text}, "logprobs": null, "finish_reason": finish_for(g, timed_out)}),
+        .map(|(i, g)| {
+            let lp = if with_logprobs {
+                logprobs::shaped(engine, kind, &g.logprobs, 0)
+            } else {
+                Value::Null
+            };
+            match kind {
+                Kind::Completion => json!({"index": i, "text": g.text, "logprobs": lp, "finish_reason": finish_for(g, timed_out)}),
+                Kind::Chat => json!({"index": i, "message": {"role": "assistant", "content": g.text}, "logprobs": lp, "finish_reason": finish_for(g, timed_out)}),
+            }
         })
         .collect();
     json!({
@@ -138,10 +148,12 @@ pub(crate) fn chunk(
     text: Option<&str>,
     reason: Option<&str>,
     first: bool,
+    logprobs: Option<Value>,
 ) -> Value {
+    let logprobs = logprobs.unwrap_or(Value::Null);
     let choice = match kind {
         Kind::Completion => {
-            json!({"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": reason})
+            json!({"index": 0, "text": text.unwrap_or(""), "logprobs": logprobs, "finish_reason": reason})
         }
         Kind::Chat => {
             let mut delta = serde_json::Map::new();
@@ -151,7 +163,7 @@ pub(crate) fn chunk(
             if let Some(t) = text {
                 delta.insert("content".into(), json!(t));
             }
-            json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": reason})
+            json!({"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": reason})
         }
     };
     json!({

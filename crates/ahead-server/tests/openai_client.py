@@ -21,6 +21,13 @@ out["chat"] = chat.choices[0].message.content
 stream = client.chat.completions.create(model="stories260K", messages=msgs, max_tokens=30, temperature=0,
                                         stream=True, stream_options={"include_usage": True})
 out["chat_streamed"] = "".join((ch.choices[0].delta.content or "") for ch in stream if ch.choices)
+c = client.completions.create(model="stories260K", prompt="Once upon a time", max_tokens=8, temperature=0,
+                              logprobs=2)
+out["completion_logprobs"] = [len(c.choices[0].logprobs.tokens), len(c.choices[0].logprobs.top_logprobs[0])]
+chat = client.chat.completions.create(model="stories260K", messages=msgs, max_tokens=8, temperature=0,
+                                      logprobs=True, top_logprobs=2)
+lp = chat.choices[0].logprobs.content
+out["chat_logprobs"] = [len(lp), len(lp[0].top_logprobs), lp[0].token == lp[0].top_logprobs[0].token]
 try:
     client.completions.create(model="nope", prompt="x", max_tokens=1)
     out["not_found_status"] = 200

@@ -49,7 +49,6 @@ fn parameters_ahead_does_not_serve_are_refused_by_name_and_neutral_values_accept
         b
     };
     for (field, v) in [
-        ("logprobs", json!(5)),
         ("logit_bias", json!({"50": 5})),
         ("response_format", json!({"type": "json_object"})),
         ("presence_penalty", json!(0.5)),
@@ -412,4 +411,99 @@ fn every_request_gets_a_log_line_and_a_queue_wait_has_a_deadline() {
     assert_eq!(lines[2]["status"], "400");
     assert_eq!(lines[3]["status"], "503");
     assert_eq!(lines[3]["error"], "queue_timeout");
+}
+
+#[test]
+fn logprobs_are_the_models_own_whatever_the_method_streamed_or_not() {
+    let s = start(ServerConfig::default());
+    let (c, ch) = (completions(&s), chat(&s));
+    let body = |method: &str| {
+        json!({"prompt": "Lily and Ben went to the park. Lily and Ben went", "max_tokens": 24,
+               "temperature": 0, "logprobs": 2, "ahead": {"method": method, "num_draft": 4}})
+    };
+    let vanilla = ok(&c, body("vanilla"));
+    let lp = &vanilla["choices"][0]["logprobs"];
+    let n = vanilla["usage"]["completion_tokens"].as_u64().unwrap() as usize;
+    assert_eq!(lp["tokens"].as_array().unwrap().len(), n, "{lp}");
+    assert_eq!(lp["top_logprobs"][0].as_object().unwrap().len(), 2, "{lp}");
+    assert_eq!(lp["text_offset"][0], 0);
+    // The tokens' texts spell the completion.
+    let spelled: String = lp["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(spelled, vanilla["choices"][0]["text"].as_str().unwrap());
+    let numbers = |r: &Value| -> Vec<f64> {
+        r["choices"][0]["logprobs"]["token_logprobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    for method in [
+        "prompt-lookup",
+        "draft",
+        "medusa",
+        "lookahead",
+        "recycling",
+        "suffix",
+    ] {
+        let got = ok(&c, body(method));
+        assert_eq!(
+            got["choices"][0]["text"], vanilla["choices"][0]["text"],
+            "{method}"
+        );
+        for (a, b) in numbers(&got).iter().zip(numbers(&vanilla)) {
+            assert!((a - b).abs() < 1e-4, "{method}: {a} vs {b}");
+        }
+    }
+    // Streamed: the chunks' entries together are the whole answer's.
+    let mut streaming = body("prompt-lookup");
+    streaming["stream"] = json!(true);
+    let mut streamed = Vec::new();
+    for e in sse(&c, &streaming) {
+        if e == "[DONE]" {
+            break;
+        }
+        let v: Value = serde_json::from_str(&e).unwrap();
+        if let Some(l) = v["choices"][0]["logprobs"]["token_logprobs"].as_array() {
+            streamed.extend(l.iter().map(|x| x.as_f64().unwrap()));
+        }
+    }
+    assert_eq!(streamed.len(), n);
+    for (a, b) in streamed.iter().zip(numbers(&vanilla)) {
+        assert!((a - b).abs() < 1e-4, "streamed: {a} vs {b}");
+    }
+    // Chat's shape.
+    let r = ok(
+        &ch,
+        json!({"messages": [{"role": "user", "content": "Tell me a story."}], "max_tokens": 6,
+               "temperature": 0, "logprobs": true, "top_logprobs": 3}),
+    );
+    let content = r["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    assert_eq!(
+        content.len(),
+        r["usage"]["completion_tokens"].as_u64().unwrap() as usize
+    );
+    assert_eq!(content[0]["top_logprobs"].as_array().unwrap().len(), 3, "{r}");
+    assert_eq!(
+        content[0]["token"], content[0]["top_logprobs"][0]["token"],
+        "greedy takes the best"
+    );
+    assert!(content[0]["bytes"].is_array());
+    // Out of OpenAI's ranges, or top_logprobs without logprobs.
+    refused(&c, json!({"prompt": "Hi", "logprobs": 6}), "logprobs");
+    refused(
+        &ch,
+        json!({"messages": [{"role": "user", "content": "Hi"}], "top_logprobs": 2}),
+        "top_logprobs",
+    );
+    refused(
+        &ch,
+        json!({"messages": [{"role": "user", "content": "Hi"}], "logprobs": true, "top_logprobs": 21}),
+        "top_logprobs",
+    );
 }

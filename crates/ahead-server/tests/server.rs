@@ -426,6 +426,8 @@ fn the_official_openai_python_client_works() {
     assert!(got["chat"].as_str().is_some_and(|t| !t.is_empty()));
     assert_eq!(got["chat"], got["chat_streamed"]);
     assert_eq!(got["not_found_status"], 404);
+    assert_eq!(got["completion_logprobs"], json!([8, 2]));
+    assert_eq!(got["chat_logprobs"], json!([8, 2, true]));
 }
 
 /// A bounded load test: 200 requests from 16 clients at once, mixed methods, streaming and not,

@@ -172,3 +172,23 @@ fn one_hot_checks_the_vocabulary() {
     assert!(Distribution::one_hot(3, 3).is_err());
     assert_eq!(Distribution::one_hot(1, 3).unwrap().probs(), &[0.0, 1.0, 0.0]);
 }
+
+#[test]
+fn top_logits_are_the_highest_in_order_with_lower_ids_first_among_equals() {
+    let logits = [0.5, 3.0, f32::NAN, 3.0, -1.0, 2.0];
+    assert_eq!(top_logits(&logits, 3), vec![(1, 3.0), (3, 3.0), (5, 2.0)]);
+    assert_eq!(top_logits(&logits, 10).len(), 5, "NaN is skipped");
+    assert!(top_logits(&logits, 0).is_empty());
+}
+
+#[test]
+fn top_logits_match_a_full_sort_across_many_blocks() {
+    let mut rng = crate::Rng::new(7);
+    // Coarse values, so ties are common and cross block boundaries.
+    let logits: Vec<f32> = (0..1000).map(|_| (rng.next_u64() % 50) as f32).collect();
+    let mut sorted: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l)).collect();
+    sorted.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    for n in [1, 8, 40] {
+        assert_eq!(top_logits(&logits, n), sorted[..n].to_vec(), "n = {n}");
+    }
+}

@@ -9,6 +9,7 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 use super::tree::{DraftDist, TokenTree};
+use crate::sampling::top_logits;
 
 /// Marks an empty slot of the table.
 const NONE: u32 = u32::MAX;
@@ -107,39 +108,6 @@ impl Adjacency {
             .take_while(|(&id, _)| id != NONE)
             .map(|(&id, &w)| (id, w))
     }
-}
-
-/// The `n` highest logits with their ids, highest first (lower id first among equals); NaNs
-/// are skipped.
-pub fn top_logits(logits: &[f32], n: usize) -> Vec<(u32, f32)> {
-    let mut top: Vec<(u32, f32)> = Vec::with_capacity(n + 1);
-    if n == 0 {
-        return top;
-    }
-    // Only blocks whose maximum beats the current n-th are scanned: after the first few
-    // blocks, that is one vectorized maximum per block for almost all of the vocabulary.
-    const BLOCK: usize = 32;
-    let mut floor = f32::NEG_INFINITY;
-    for (b, block) in logits.chunks(BLOCK).enumerate() {
-        let max = block
-            .iter()
-            .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
-        if max <= floor && top.len() == n {
-            continue;
-        }
-        for (i, &l) in block.iter().enumerate() {
-            if l.is_nan() || (top.len() == n && l <= floor) {
-                continue;
-            }
-            let at = top.partition_point(|&(_, x)| x >= l);
-            top.insert(at, ((b * BLOCK + i) as u32, l));
-            top.truncate(n);
-            if top.len() == n {
-                floor = top[n - 1].1;
-            }
-        }
-    }
-    top
 }
 
 /// A candidate waiting to join the tree: its path score, where it hangs, its token, and the

@@ -209,6 +209,12 @@ impl Tokenizer {
         self.decode_window(ids, true)
     }
 
+    /// One token's own text, as it reads inside a sequence (a leading space kept; control
+    /// tokens empty; a piece of a character U+FFFD).
+    pub fn token_text(&self, id: u32) -> Result<String> {
+        self.decode_window(&[id], false)
+    }
+
     /// Decodes `ids`; `at_start` tells whether they begin the sequence (leading-space rule).
     pub(crate) fn decode_window(&self, ids: &[u32], at_start: bool) -> Result<String> {
         match &self.backend {
