@@ -17,6 +17,10 @@ pub struct ChatArgs {
     /// The system message (default: the template's own, if it has one).
     #[arg(long)]
     pub system: Option<String>,
+    /// Keep the conversation's KV cache between turns (each turn then computes only its new
+    /// tokens), within this many MiB; 0: off.
+    #[arg(long, default_value_t = 256)]
+    pub prefix_cache_mb: usize,
     #[command(flatten)]
     pub decode: DecodeArgs,
 }
@@ -143,6 +147,7 @@ impl Session {
 
 pub fn run(a: ChatArgs) -> Result<()> {
     let (engine, params) = a.decode.load()?;
+    let engine = engine.with_prefix_cache(a.prefix_cache_mb << 20);
     if engine.tokenizer().chat_template().is_none() {
         anyhow::bail!("the model has no chat template: give one with --chat-template FILE");
     }

@@ -86,6 +86,10 @@ pub struct ServeArgs {
     /// `queue_timeout` with Retry-After).
     #[arg(long, default_value_t = 60.0)]
     pub max_queue_seconds: f64,
+    /// Reuse finished requests' KV rows for requests that start with the same tokens (the next
+    /// turn of a conversation, a shared system prompt), within this many MiB; 0: off.
+    #[arg(long, default_value_t = 256)]
+    pub prefix_cache_mb: usize,
     /// One line per request on stderr: `text` (key=value), `json`, or `off`.
     #[arg(long, value_enum, default_value_t = LogArg::Text)]
     pub log_format: LogArg,
@@ -180,7 +184,8 @@ async fn serve(mut a: ServeArgs) -> Result<()> {
             draft_medusa: None,
         }
         .engine()?;
-        let engine = with_chat_template(engine, a.chat_template.as_deref())?;
+        let engine = with_chat_template(engine, a.chat_template.as_deref())?
+            .with_prefix_cache(a.prefix_cache_mb << 20);
         loading.set_engine(Arc::new(engine));
         eprintln!("model loaded; ready");
         Ok(())

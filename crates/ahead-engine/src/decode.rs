@@ -13,14 +13,16 @@ use ahead_core::sampling::{apply_repetition_penalty, argmax, warp};
 use ahead_core::spec::{accept, accept_typical, Controller, TokenTree};
 use ahead_core::{Distribution, Rng, SamplingParams};
 use ahead_model::llama::run_tasks;
-use ahead_model::{AttentionMask, ForwardInput, ForwardOutput, KvCache, Model, Tokenizer};
+use ahead_model::{AttentionMask, ForwardInput, ForwardOutput, KvCache, Model};
 
 use crate::commit::{Committer, StopRules};
+use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::learned::LearnedByMethod;
 use crate::logprobs::{token_logprobs, TokenLogprobs};
 use crate::output::{FinishReason, Generation, Stats};
 use crate::params::{GenerateParams, MedusaAcceptance};
+use crate::prefix::PrefixCache;
 use crate::spec::{Outcome, Proposer};
 
 /// Called after every step with the target cache and the committed history (tests check the
@@ -74,6 +76,10 @@ pub(crate) struct Sequence<'a> {
     logprobs: Vec<TokenLogprobs>,
     /// Entries of `logprobs` already handed out with a step's text.
     logprobs_sent: usize,
+    /// Where this sequence's cache goes when it finishes, for later requests to start from.
+    prefix: Option<&'a PrefixCache>,
+    /// Prompt tokens whose rows came from the prefix cache.
+    cached: usize,
 }
 
 /// Most prompt rows a batched sequence feeds per step: a long prompt then delays the other
@@ -126,14 +132,14 @@ impl<'a> Sequence<'a> {
     /// Prefills the prompt (all but its last token, which the first step feeds), now or, when
     /// `chunked`, a chunk per step (`plan` then returns prompt rows until it is all in).
     pub fn start(
-        model: &'a Model,
-        tokenizer: &'a Tokenizer,
+        engine: &'a Engine,
         mut proposer: Box<dyn Proposer>,
         controller: Controller,
         prompt_ids: Vec<u32>,
         params: &GenerateParams,
         chunked: bool,
     ) -> Result<Self> {
+        let (model, tokenizer) = (engine.model(), engine.tokenizer());
         let context = model.config().max_seq_len;
         let n = prompt_ids.len();
         if n == 0 || n >= context {
@@ -153,19 +159,29 @@ impl<'a> Sequence<'a> {
         };
         let committer = Committer::new(tokenizer, &prompt_ids, rules);
         let started = Instant::now();
-        if n > 1 && !chunked {
-            let pos: Vec<usize> = (0..n - 1).collect();
+        // Rows an earlier request computed for the same first tokens are copied, not computed
+        // (not for a proposer that reads every prompt row's hidden state).
+        let prefix = engine.prefix_cache().filter(|_| !proposer.needs().hidden);
+        let cached = match prefix.and_then(|p| p.lookup(&prompt_ids)) {
+            Some((src, shared)) => {
+                cache.copy_prefix(&src, shared)?;
+                shared
+            }
+            None => 0,
+        };
+        if n - 1 > cached && !chunked {
+            let pos: Vec<usize> = (cached..n - 1).collect();
             let input = ForwardInput {
                 want_hidden: proposer.needs().hidden,
-                ..ForwardInput::causal(&prompt_ids[..n - 1], &pos)
+                ..ForwardInput::causal(&prompt_ids[cached..n - 1], &pos)
             };
             let out = model.forward(&input, &mut cache)?;
             proposer.observe(&Outcome {
-                hidden: hidden_rows(&out, 0..n - 1),
+                hidden: hidden_rows(&out, 0..n - 1 - cached),
                 ..Outcome::default()
             })?;
         }
-        let unfilled = if chunked { n - 1 } else { 0 };
+        let unfilled = if chunked { n - 1 - cached } else { 0 };
         if unfilled == 0 && controller.max_k() > 0 {
             proposer.prefill(&prompt_ids)?;
         }
@@ -191,6 +207,8 @@ impl<'a> Sequence<'a> {
             logprobs_top: params.logprobs,
             logprobs: Vec::new(),
             logprobs_sent: 0,
+            prefix,
+            cached,
         })
     }
 
@@ -500,6 +518,9 @@ impl<'a> Sequence<'a> {
         if let Some((store, key)) = &self.learning {
             store.fold(key, &self.controller);
         }
+        if let Some(prefix) = self.prefix {
+            prefix.insert(&self.history, &self.cache);
+        }
         self.proposer.finish(self.committer.tokens());
         let total = self.started.elapsed();
         let decode_s = (total - self.prefill).as_secs_f64();
@@ -526,6 +547,7 @@ impl<'a> Sequence<'a> {
             draft_ms: c.draft_seconds * 1e3,
             verify_ms: c.verify_seconds * 1e3,
             pool_hits: self.proposer.pool_hits(),
+            cached_prompt_tokens: self.cached,
             acceptance_by_position: self.counters.by_depth,
         };
         let mut prompt_token_ids = self.history;

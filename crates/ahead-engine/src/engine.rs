@@ -27,6 +27,7 @@ use crate::learned::LearnedByMethod;
 use crate::logprobs::MAX_TOP_LOGPROBS;
 use crate::output::Generation;
 use crate::params::{GenerateParams, Prompt};
+use crate::prefix::PrefixCache;
 use crate::spec::suffix::{SharedSuffixStore, SuffixState};
 use crate::spec::{cost, Proposer};
 
@@ -46,6 +47,8 @@ pub struct Engine {
     learned: LearnedByMethod,
     /// What drafters learn across requests, per scope (`GenerateParams::scope`).
     scopes: Scopes,
+    /// Finished requests' KV rows, for requests that start with the same tokens.
+    prefix: Option<PrefixCache>,
 }
 
 /// How a draft model's tokens reach the target.
@@ -115,7 +118,22 @@ impl Engine {
             nominal: OnceLock::new(),
             learned: LearnedByMethod::default(),
             scopes: Scopes::new(vocab_size),
+            prefix: None,
         }
+    }
+
+    /// Reuses finished requests' KV rows for requests that start with the same tokens, within
+    /// `bytes` (0: off).
+    pub fn with_prefix_cache(mut self, bytes: usize) -> Self {
+        let cfg = self.loaded.model.config();
+        let per_token = cfg.n_layers * cfg.kv_dim() * 2 * std::mem::size_of::<f32>();
+        self.prefix = (bytes > 0).then(|| PrefixCache::new(bytes, per_token));
+        self
+    }
+
+    /// The prefix cache, if on.
+    pub fn prefix_cache(&self) -> Option<&PrefixCache> {
+        self.prefix.as_ref()
     }
 
     /// Keeps suffix decoding's store of earlier outputs in `path`: read now if it exists,
@@ -384,15 +402,7 @@ impl Engine {
             Some(k) => Controller::fixed(k),
             None => self.cost_controller(params, 0.0, proposer.as_ref())?,
         };
-        Sequence::start(
-            &self.loaded.model,
-            &self.loaded.tokenizer,
-            proposer,
-            controller,
-            prompt_ids,
-            params,
-            chunked,
-        )
+        Sequence::start(self, proposer, controller, prompt_ids, params, chunked)
     }
 
     /// The prompt's ids, after checking the request's sampling and draft length.
@@ -446,15 +456,7 @@ impl Engine {
             Some(key) => self.learned.start(key, controller),
             None => controller,
         };
-        let seq = Sequence::start(
-            model,
-            &self.loaded.tokenizer,
-            proposer,
-            controller,
-            prompt_ids,
-            params,
-            chunked,
-        )?;
+        let seq = Sequence::start(self, proposer, controller, prompt_ids, params, chunked)?;
         Ok(match learning {
             Some(key) => seq.learning_into(&self.learned, key),
             None => seq,

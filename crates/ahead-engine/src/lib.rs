@@ -16,6 +16,7 @@ mod learned;
 pub mod logprobs;
 pub mod output;
 pub mod params;
+pub mod prefix;
 pub mod spec;
 
 pub use ahead_core::SamplingParams;

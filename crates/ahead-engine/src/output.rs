@@ -40,6 +40,10 @@ pub struct Stats {
     pub draft_ms: f64,
     #[serde(skip)]
     pub verify_ms: f64,
+    /// Prompt tokens whose KV rows were reused from an earlier request (prefix cache; the
+    /// server reports it as `prompt_tokens_details.cached_tokens`, not the CLI's JSON).
+    #[serde(skip)]
+    pub cached_prompt_tokens: usize,
     /// Lookahead only: steps whose candidates from the n-gram pool were (partly) accepted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pool_hits: Option<usize>,

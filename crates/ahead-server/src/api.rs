@@ -210,7 +210,14 @@ pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
     pub total_tokens: usize,
+    pub prompt_tokens_details: PromptTokensDetails,
     pub ahead: SpecUsage,
+}
+
+/// OpenAI's breakdown of the prompt: the tokens served from the prefix cache.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PromptTokensDetails {
+    pub cached_tokens: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -48,6 +48,8 @@ pub struct Metrics {
     /// Requests by outcome label.
     outcomes: Mutex<Vec<(String, u64)>>,
     pub prompt_tokens: AtomicU64,
+    /// Prompt tokens whose KV rows came from the prefix cache.
+    pub cached_prompt_tokens: AtomicU64,
     pub generated_tokens: AtomicU64,
     pub target_forwards: AtomicU64,
     /// Drafted and accepted tokens per method.
@@ -113,6 +115,12 @@ impl Metrics {
             "ahead_prompt_tokens_total",
             "Prompt tokens processed.",
             self.prompt_tokens.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "ahead_prompt_cached_tokens_total",
+            "Prompt tokens whose KV rows were reused from the prefix cache.",
+            self.cached_prompt_tokens.load(Ordering::Relaxed),
         );
         counter(
             &mut out,

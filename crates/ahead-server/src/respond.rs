@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ahead_engine::{Engine, FinishReason, Generation};
 use serde_json::{json, Value};
 
-use crate::api::{SpecUsage, Usage};
+use crate::api::{PromptTokensDetails, SpecUsage, Usage};
 use crate::logprobs;
 use crate::state::AppState;
 
@@ -48,6 +48,8 @@ pub(crate) fn record(s: &AppState, g: &Generation, seconds: f64, first_token: Op
     let m = &s.metrics;
     m.prompt_tokens
         .fetch_add(g.prompt_token_ids.len() as u64, Ordering::Relaxed);
+    m.cached_prompt_tokens
+        .fetch_add(g.stats.cached_prompt_tokens as u64, Ordering::Relaxed);
     m.generated_tokens
         .fetch_add(g.token_ids.len() as u64, Ordering::Relaxed);
     m.target_forwards
@@ -85,6 +87,9 @@ pub(crate) fn usage(gens: &[Generation]) -> Usage {
         prompt_tokens: prompt,
         completion_tokens: completion,
         total_tokens: prompt + completion,
+        prompt_tokens_details: PromptTokensDetails {
+            cached_tokens: gens.first().map_or(0, |g| g.stats.cached_prompt_tokens),
+        },
         ahead: SpecUsage {
             method: gens.first().map(|g| g.stats.method.clone()).unwrap_or_default(),
             drafted_tokens: drafted,

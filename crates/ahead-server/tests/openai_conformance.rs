@@ -69,18 +69,7 @@ fn parameters_ahead_does_not_serve_are_refused_by_name_and_neutral_values_accept
     // Out of OpenAI's range is a range error, not "unsupported".
     let r = refused(&c, with("presence_penalty", json!(5)), "presence_penalty");
     assert!(r["error"]["message"].as_str().unwrap().contains("-2"), "{r}");
-    // The chat form of logprobs.
     let msgs = json!([{"role": "user", "content": "Hi"}]);
-    refused(
-        &ch,
-        json!({"messages": msgs, "max_tokens": 3, "logprobs": true}),
-        "logprobs",
-    );
-    refused(
-        &ch,
-        json!({"messages": msgs, "max_tokens": 3, "top_logprobs": 2}),
-        "top_logprobs",
-    );
     // Values that ask for nothing are served.
     for (field, v) in [
         ("logprobs", json!(null)),
@@ -505,5 +494,45 @@ fn logprobs_are_the_models_own_whatever_the_method_streamed_or_not() {
         &ch,
         json!({"messages": [{"role": "user", "content": "Hi"}], "logprobs": true, "top_logprobs": 21}),
         "top_logprobs",
+    );
+}
+
+#[test]
+fn a_conversations_next_turn_reuses_its_prefix_and_says_so() {
+    let cached = start_with(
+        std::sync::Arc::new(
+            ahead_engine::Engine::builder()
+                .build()
+                .unwrap()
+                .with_prefix_cache(64 << 20),
+        ),
+        ServerConfig::default(),
+    );
+    let plain = start(ServerConfig::default());
+    let first = "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun.";
+    let turn = |s: &Server, prompt: &str| {
+        ok(
+            &completions(s),
+            json!({"prompt": prompt, "max_tokens": 30, "temperature": 0}),
+        )
+    };
+    let answer = turn(&cached, first);
+    assert_eq!(answer["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+    let second = format!(
+        "{first}{} One day, she",
+        answer["choices"][0]["text"].as_str().unwrap()
+    );
+    let reused = turn(&cached, &second);
+    let cached_tokens = reused["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(cached_tokens > 20, "{reused}");
+    assert_eq!(
+        reused["choices"][0]["text"],
+        turn(&plain, &second)["choices"][0]["text"]
+    );
+    assert_eq!(
+        metric(&cached, "ahead_prompt_cached_tokens_total "),
+        Some(cached_tokens as f64)
     );
 }

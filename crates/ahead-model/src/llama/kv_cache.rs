@@ -124,6 +124,51 @@ impl KvCache {
         Ok(())
     }
 
+    /// A copy of the first `len` tokens, with room for exactly those: what a prefix cache keeps.
+    pub fn prefix(&self, len: usize) -> Result<KvCache> {
+        if len > self.len {
+            return Err(ModelError::Cache(format!(
+                "a prefix of {len} tokens from a cache holding {}",
+                self.len
+            )));
+        }
+        let mut out = KvCache::new(self.n_layers(), self.kv_dim, len)?;
+        out.copy_prefix(self, len)?;
+        Ok(out)
+    }
+
+    /// Fills this empty cache with the first `len` tokens of `src` (same layers and width):
+    /// their keys, values and positions, as if they had been fed here.
+    pub fn copy_prefix(&mut self, src: &KvCache, len: usize) -> Result<()> {
+        if self.len != 0 || len > src.len || len > self.capacity {
+            return Err(ModelError::Cache(format!(
+                "cannot copy {len} of {} tokens into a cache holding {} of {}",
+                src.len, self.len, self.capacity
+            )));
+        }
+        if src.n_layers() != self.n_layers() || src.kv_dim != self.kv_dim {
+            return Err(ModelError::Cache(format!(
+                "a cache of {} layers x {} copied into one of {} x {}",
+                src.n_layers(),
+                src.kv_dim,
+                self.n_layers(),
+                self.kv_dim
+            )));
+        }
+        let d = self.kv_dim;
+        // Whole key blocks: the slots past `len` in the last one are never read as keys.
+        let key_len = (len.div_ceil(KEY_BLOCK) * KEY_BLOCK * d).min(self.keys.first().map_or(0, Vec::len));
+        for (dst, from) in self.keys.iter_mut().zip(&src.keys) {
+            dst[..key_len].copy_from_slice(&from[..key_len]);
+        }
+        for (dst, from) in self.values.iter_mut().zip(&src.values) {
+            dst[..len * d].copy_from_slice(&from[..len * d]);
+        }
+        self.positions[..len].copy_from_slice(&src.positions[..len]);
+        self.len = len;
+        Ok(())
+    }
+
     /// Reserves `n` slots at the end and returns the first. Errors when they do not fit.
     pub(crate) fn grow(&mut self, n: usize) -> Result<usize> {
         if n > self.remaining() {
@@ -214,6 +259,33 @@ mod tests {
             &keys[(KEY_BLOCK - 1) * d..],
             [key(KEY_BLOCK + 1), key(KEY_BLOCK + 3)].concat()
         );
+    }
+
+    #[test]
+    fn a_prefix_copy_holds_the_same_rows_and_refuses_what_does_not_fit() {
+        let (d, n) = (3, KEY_BLOCK + 5);
+        let mut c = KvCache::new(2, d, n + 4).unwrap();
+        c.grow(n).unwrap();
+        for s in 0..n {
+            for l in 0..2 {
+                c.write(l, s, &[s as f32, l as f32, 1.0], &[-(s as f32), 0.5, l as f32]);
+            }
+            c.set_position(s, 7 * s);
+        }
+        let p = c.prefix(KEY_BLOCK + 2).unwrap();
+        assert_eq!((p.len(), p.capacity()), (KEY_BLOCK + 2, KEY_BLOCK + 2));
+        for l in 0..2 {
+            let (pk, pv) = p.filled(l).unwrap();
+            let (ck, cv) = c.filled(l).unwrap();
+            assert_eq!(pk, ck[..(KEY_BLOCK + 2) * d]);
+            assert_eq!(pv, &cv[..(KEY_BLOCK + 2) * d]);
+        }
+        assert_eq!(p.positions(), &c.positions()[..KEY_BLOCK + 2]);
+        assert!(c.prefix(n + 1).is_err());
+        let mut other = KvCache::new(2, d, 4).unwrap();
+        assert!(other.copy_prefix(&c, 5).is_err(), "no room");
+        let mut wide = KvCache::new(2, d + 1, n).unwrap();
+        assert!(wide.copy_prefix(&c, 2).is_err(), "another width");
     }
 
     #[test]
