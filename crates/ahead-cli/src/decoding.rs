@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use ahead_core::sampling::LogitAdjust;
 use ahead_core::spec::{MedusaTree, PromptLookup};
 use ahead_engine::{Engine, GenerateParams, MedusaAcceptance as Verify, Method, SamplingParams};
 use ahead_model::tokenizer::ChatTemplate;
@@ -84,6 +85,18 @@ pub struct DecodeArgs {
     /// model's vendored cache).
     #[arg(long)]
     pub ngram_cache: Option<std::path::PathBuf>,
+    /// OpenAI's presence penalty: subtracted once from every token the output holds [-2, 2].
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    pub presence_penalty: f32,
+    /// OpenAI's frequency penalty: subtracted per occurrence in the output [-2, 2].
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    pub frequency_penalty: f32,
+    /// Add BIAS to token ID's logit (repeatable; -100 bans it, +100 forces it).
+    #[arg(long, value_parser = logit_bias_arg, allow_hyphen_values = true)]
+    pub logit_bias: Vec<(u32, f32)>,
+    /// End-of-sequence is impossible before this many tokens.
+    #[arg(long, default_value_t = 0)]
+    pub min_tokens: usize,
     /// Report each generated token's log-probability and its N most likely alternatives (up
     /// to 20), in --json output as `logprobs`: the model's own numbers, whatever the method.
     #[arg(long)]
@@ -126,6 +139,14 @@ pub struct DecodeArgs {
     /// Lookahead: most candidate n-grams verified per step G.
     #[arg(long)]
     pub lookahead_guesses: Option<usize>,
+}
+
+/// `--logit-bias ID=BIAS`.
+fn logit_bias_arg(s: &str) -> std::result::Result<(u32, f32), String> {
+    let (id, bias) = s.split_once('=').ok_or("ID=BIAS, e.g. 50256=-100")?;
+    let id = id.trim().parse().map_err(|e| format!("token id {id:?}: {e}"))?;
+    let bias = bias.trim().parse().map_err(|e| format!("bias {bias:?}: {e}"))?;
+    Ok((id, bias))
 }
 
 /// `--method NAME`: one of `Method::names`.
@@ -223,6 +244,12 @@ impl DecodeArgs {
             reproducible: true,
             scope: None,
             logprobs: a.logprobs,
+            adjust: LogitAdjust {
+                presence_penalty: a.presence_penalty,
+                frequency_penalty: a.frequency_penalty,
+                logit_bias: a.logit_bias.clone(),
+                min_tokens: a.min_tokens,
+            },
         };
         if let Some(t) = &tuned {
             t.apply(&mut params, a.method.is_some())?;

@@ -317,5 +317,8 @@ fn truncate_tail(probs: &mut [f64], params: &SamplingParams) {
     }
 }
 
+mod adjust;
+pub use adjust::{LogitAdjust, MAX_LOGIT_BIAS};
+
 #[cfg(test)]
 mod tests;

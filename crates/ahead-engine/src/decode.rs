@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ahead_core::sampling::{apply_repetition_penalty, argmax, warp};
+use ahead_core::sampling::{apply_repetition_penalty, argmax, warp, LogitAdjust};
 use ahead_core::spec::{accept, accept_typical, Controller, TokenTree};
 use ahead_core::{Distribution, Rng, SamplingParams};
 use ahead_model::llama::run_tasks;
@@ -71,6 +71,10 @@ pub(crate) struct Sequence<'a> {
     unfilled: usize,
     /// Where the controller's acceptance goes when the request finishes, and under which key.
     learning: Option<(&'a LearnedByMethod, String)>,
+    /// OpenAI's logit adjustments, applied to every verify row before the warpers.
+    adjust: LogitAdjust,
+    /// The ids that end a sequence (what `LogitAdjust::min_tokens` holds back).
+    model_eos: Vec<u32>,
     /// Alternatives per token when the request asked for log-probabilities.
     logprobs_top: Option<usize>,
     logprobs: Vec<TokenLogprobs>,
@@ -204,6 +208,8 @@ impl<'a> Sequence<'a> {
             cancelled: false,
             unfilled,
             learning: None,
+            adjust: params.adjust.clone(),
+            model_eos: tokenizer.eos_ids().to_vec(),
             logprobs_top: params.logprobs,
             logprobs: Vec::new(),
             logprobs_sent: 0,
@@ -374,19 +380,18 @@ impl<'a> Sequence<'a> {
         // node's own path as context.
         let sampling = &self.sampling;
         let mut rows = Vec::with_capacity(tree.len() + 1);
-        // Only the repetition penalty reads the context: skip copying it otherwise (per token).
-        let needs_context = sampling.repetition_penalty != 1.0;
-        let history = &self.history;
+        let context = RowContext {
+            history: &self.history,
+            tree,
+            sampling,
+            adjust: &self.adjust,
+            prompt_len: self.prompt_len,
+            eos: self.model_eos.as_slice(),
+        };
         let distribution = |r: usize| {
-            let mut seen = Vec::new();
-            if needs_context {
-                seen.extend_from_slice(history);
-                if r > 0 {
-                    seen.extend(path(tree, r - 1).iter().map(|&i| tree.tokens[i]));
-                }
-            }
+            let seen = context.seen(r);
             let row = if r == 0 { 0 } else { plan.node_row(r - 1) };
-            target_distribution(out.row(row), sampling, &seen)
+            target_distribution(&context.logits(out.row(row), &seen), sampling, &seen)
         };
         if sampling.is_greedy() || tree.is_empty() {
             for r in 0..=tree.len() {
@@ -462,16 +467,11 @@ impl<'a> Sequence<'a> {
             // Token j was drawn at the pending row (j = 0) or after accepted node j - 1.
             for (j, &token) in acc.tokens[..taken].iter().enumerate() {
                 let node = j.checked_sub(1).map(|i| acc.nodes[i]);
-                let mut seen = Vec::new();
-                if needs_context {
-                    seen.extend_from_slice(&self.history);
-                    if let Some(n) = node {
-                        seen.extend(path(tree, n).iter().map(|&i| tree.tokens[i]));
-                    }
-                }
+                let seen = context.seen(node.map_or(0, |n| n + 1));
                 let row = node.map_or(0, |n| plan.node_row(n));
-                let lp = token_logprobs(out.row(row), sampling, &seen, token, top)?;
-                self.logprobs.push(lp);
+                let logits = context.logits(out.row(row), &seen);
+                self.logprobs
+                    .push(token_logprobs(&logits, sampling, &seen, token, top)?);
             }
         }
         self.history.extend_from_slice(&acc.tokens[..taken]);
@@ -593,6 +593,43 @@ fn path(tree: &TokenTree, node: usize) -> Vec<usize> {
     }
     p.reverse();
     p
+}
+
+/// What the target's distribution at a verify row depends on besides the row's logits.
+struct RowContext<'s> {
+    history: &'s [u32],
+    tree: &'s TokenTree,
+    sampling: &'s SamplingParams,
+    adjust: &'s LogitAdjust,
+    prompt_len: usize,
+    eos: &'s [u32],
+}
+
+impl RowContext<'_> {
+    /// The tokens before row `r` (0: the pending token's row; else tree node r - 1's, whose
+    /// path is in context): empty when nothing reads them (per row and token, a copy saved).
+    fn seen(&self, r: usize) -> Vec<u32> {
+        let mut seen = Vec::new();
+        if self.sampling.repetition_penalty != 1.0 || !self.adjust.is_identity() {
+            seen.extend_from_slice(self.history);
+            if r > 0 {
+                seen.extend(path(self.tree, r - 1).iter().map(|&i| self.tree.tokens[i]));
+            }
+        }
+        seen
+    }
+
+    /// A row's logits after the request's adjustments (penalties over the output, biases, the
+    /// minimum length).
+    fn logits<'o>(&self, raw: &'o [f32], seen: &[u32]) -> std::borrow::Cow<'o, [f32]> {
+        if self.adjust.is_identity() {
+            return std::borrow::Cow::Borrowed(raw);
+        }
+        let mut logits = raw.to_vec();
+        let output = seen.get(self.prompt_len..).unwrap_or(&[]);
+        self.adjust.apply(&mut logits, output, self.eos);
+        std::borrow::Cow::Owned(logits)
+    }
 }
 
 /// The distribution the target samples from at a row: one-hot at the argmax for greedy.

@@ -413,6 +413,7 @@ impl Engine {
                 "num_draft must be at most {MAX_DRAFT}"
             )));
         }
+        params.adjust.validate(self.loaded.model.config().vocab_size)?;
         if params.logprobs.is_some_and(|n| n > MAX_TOP_LOGPROBS) {
             return Err(EngineError::InvalidRequest(format!(
                 "at most {MAX_TOP_LOGPROBS} alternatives per token can be reported"

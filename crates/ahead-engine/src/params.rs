@@ -1,5 +1,6 @@
 //! What a caller asks for: prompts, sampling, limits, method.
 
+use ahead_core::sampling::LogitAdjust;
 use ahead_core::spec::{MedusaTree, PromptLookup};
 use ahead_core::SamplingParams;
 
@@ -134,6 +135,10 @@ pub struct GenerateParams {
     /// Report every generated token's log-probability and its `n` most likely alternatives
     /// (at most `logprobs::MAX_TOP_LOGPROBS`) in `Generation::logprobs`; `None`: not computed.
     pub logprobs: Option<usize>,
+    /// OpenAI's presence and frequency penalties, logit bias and minimum length, applied to the
+    /// target's logits at every position before the warpers (drafts are verified against
+    /// them, so every method stays exact).
+    pub adjust: LogitAdjust,
 }
 
 impl GenerateParams {
@@ -188,6 +193,7 @@ impl Default for GenerateParams {
             reproducible: true,
             scope: None,
             logprobs: None,
+            adjust: LogitAdjust::default(),
         }
     }
 }

@@ -58,6 +58,11 @@ pub struct Common {
     pub top_k: Option<i64>,
     pub min_p: Option<f32>,
     pub repetition_penalty: Option<f32>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    /// Token id (as a string) -> bias in [-100, 100].
+    pub logit_bias: Option<std::collections::BTreeMap<String, f32>>,
+    pub min_tokens: Option<usize>,
     pub seed: Option<u64>,
     pub stop: Option<Stop>,
     #[serde(default)]
@@ -75,14 +80,10 @@ pub struct Common {
 
 /// Parameters that change what a client gets back and that ahead does not implement yet. A
 /// request that asks for any of them is refused by name (never silently served without it);
-/// values that ask for nothing (`null`, `false`, `0`, `{}`, `[]`, `"none"`) are accepted.
+/// values that ask for nothing (`null`, `false`, `1`, `[]`, `"none"`, `{"type": "text"}`) are accepted.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Unserved {
-    pub logit_bias: Option<serde_json::Map<String, serde_json::Value>>,
     pub response_format: Option<serde_json::Value>,
-    pub presence_penalty: Option<f32>,
-    pub frequency_penalty: Option<f32>,
-    pub min_tokens: Option<u64>,
     pub best_of: Option<u64>,
     pub echo: Option<bool>,
     pub suffix: Option<String>,
@@ -97,35 +98,15 @@ impl Unserved {
     pub fn first_asked(&self) -> Option<(&'static str, String)> {
         let unsupported =
             |name: &'static str| Some((name, format!("{name} is not supported by this server")));
-        for (name, v) in [
-            ("presence_penalty", self.presence_penalty),
-            ("frequency_penalty", self.frequency_penalty),
-        ] {
-            match v {
-                Some(p) if !(-2.0..=2.0).contains(&p) => {
-                    return Some((
-                        name,
-                        format!("{name} must be between -2 and 2 (OpenAI's range), got {p}"),
-                    ))
-                }
-                Some(p) if p != 0.0 => return unsupported(name),
-                _ => {}
-            }
-        }
         let text_format = |v: &serde_json::Value| v.get("type").and_then(|t| t.as_str()) == Some("text");
         let no_choice = |v: &serde_json::Value| v.is_null() || matches!(v.as_str(), Some("none" | "auto"));
         let asked = [
-            (
-                "logit_bias",
-                self.logit_bias.as_ref().is_some_and(|m| !m.is_empty()),
-            ),
             (
                 "response_format",
                 self.response_format
                     .as_ref()
                     .is_some_and(|v| !v.is_null() && !text_format(v)),
             ),
-            ("min_tokens", self.min_tokens.is_some_and(|n| n > 0)),
             ("best_of", self.best_of.is_some_and(|n| n > 1)),
             ("echo", self.echo == Some(true)),
             ("suffix", self.suffix.as_ref().is_some_and(|s| !s.is_empty())),

@@ -220,6 +220,20 @@ async fn serve(s: Arc<AppState>, prompt: Prompt, common: Common, kind: Kind) -> 
         Ok(l) => l,
         Err(e) => return fail(&s, e),
     };
+    if let Some(&(id, _)) = params
+        .adjust
+        .logit_bias
+        .iter()
+        .find(|(id, _)| *id as usize >= engine.model().config().vocab_size)
+    {
+        return fail(
+            &s,
+            ApiError::invalid(
+                format!("logit_bias names token {id}, outside the vocabulary"),
+                Some("logit_bias"),
+            ),
+        );
+    }
     // A method whose drafter is not loaded is refused before any slot or stream.
     if let Err(e) = engine.method_available(&params) {
         return fail(&s, e.into());

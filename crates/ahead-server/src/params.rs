@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use ahead_core::sampling::{LogitAdjust, MAX_LOGIT_BIAS};
 use ahead_engine::{Engine, GenerateParams, Method, Prompt, SamplingParams};
 use ahead_model::tokenizer::ChatMessage;
 use axum::http::StatusCode;
@@ -95,6 +96,7 @@ pub(crate) fn params(cfg: &ServerConfig, c: &Common) -> Result<(GenerateParams, 
         return Err(ApiError::invalid(why, Some(name)));
     }
     let sampling = sampling(c)?;
+    let adjust = adjust(c, max_tokens)?;
     // The configured parameters go with the configured method only.
     let tuned = (method == cfg.defaults.method).then_some(&cfg.defaults);
     let params = GenerateParams {
@@ -117,6 +119,7 @@ pub(crate) fn params(cfg: &ServerConfig, c: &Common) -> Result<(GenerateParams, 
         lookahead_ngram: tuned.and_then(|t| t.lookahead_ngram),
         lookahead_guesses: tuned.and_then(|t| t.lookahead_guesses),
         lookup: tuned.map_or_else(|| GenerateParams::default().lookup, |t| t.lookup),
+        adjust,
         ..GenerateParams::default()
     };
     let usage = c.stream_options.as_ref().is_some_and(|o| o.include_usage);
@@ -157,6 +160,47 @@ fn sampling(c: &Common) -> Result<SamplingParams, ApiError> {
         ApiError::invalid(e.to_string(), name)
     })?;
     Ok(sampling)
+}
+
+/// OpenAI's logit adjustments, in its ranges (the token ids are checked against the model at
+/// serve time).
+fn adjust(c: &Common, max_tokens: usize) -> Result<LogitAdjust, ApiError> {
+    let penalty = |name: &str, v: Option<f32>| match v {
+        Some(p) if !(p.is_finite() && (-2.0..=2.0).contains(&p)) => Err(ApiError::invalid(
+            format!("{name} must be between -2 and 2, got {p}"),
+            Some(name),
+        )),
+        p => Ok(p.unwrap_or(0.0)),
+    };
+    let mut logit_bias = Vec::new();
+    for (id, &bias) in c.logit_bias.iter().flatten() {
+        let id: u32 = id.parse().map_err(|_| {
+            ApiError::invalid(
+                format!("logit_bias keys are token ids, got {:?}", truncated(id)),
+                Some("logit_bias"),
+            )
+        })?;
+        if !(bias.is_finite() && bias.abs() <= MAX_LOGIT_BIAS) {
+            return Err(ApiError::invalid(
+                format!("logit_bias values must be between -100 and 100, got {bias}"),
+                Some("logit_bias"),
+            ));
+        }
+        logit_bias.push((id, bias));
+    }
+    let min_tokens = c.min_tokens.unwrap_or(0);
+    if min_tokens > max_tokens {
+        return Err(ApiError::invalid(
+            format!("min_tokens ({min_tokens}) must not exceed max_tokens ({max_tokens})"),
+            Some("min_tokens"),
+        ));
+    }
+    Ok(LogitAdjust {
+        presence_penalty: penalty("presence_penalty", c.presence_penalty)?,
+        frequency_penalty: penalty("frequency_penalty", c.frequency_penalty)?,
+        logit_bias,
+        min_tokens,
+    })
 }
 
 /// A seed for a request that gave none.

@@ -49,11 +49,7 @@ fn parameters_ahead_does_not_serve_are_refused_by_name_and_neutral_values_accept
         b
     };
     for (field, v) in [
-        ("logit_bias", json!({"50": 5})),
         ("response_format", json!({"type": "json_object"})),
-        ("presence_penalty", json!(0.5)),
-        ("frequency_penalty", json!(-0.5)),
-        ("min_tokens", json!(2)),
         ("best_of", json!(2)),
         ("echo", json!(true)),
         ("suffix", json!("tail")),
@@ -66,9 +62,14 @@ fn parameters_ahead_does_not_serve_are_refused_by_name_and_neutral_values_accept
             "{field}: {r}"
         );
     }
-    // Out of OpenAI's range is a range error, not "unsupported".
+    // OpenAI's ranges.
     let r = refused(&c, with("presence_penalty", json!(5)), "presence_penalty");
     assert!(r["error"]["message"].as_str().unwrap().contains("-2"), "{r}");
+    refused(&c, with("frequency_penalty", json!(-2.5)), "frequency_penalty");
+    refused(&c, with("logit_bias", json!({"50": 101})), "logit_bias");
+    refused(&c, with("logit_bias", json!({"fifty": 1})), "logit_bias");
+    refused(&c, with("logit_bias", json!({"999999": 1})), "logit_bias");
+    refused(&c, with("min_tokens", json!(4)), "min_tokens");
     let msgs = json!([{"role": "user", "content": "Hi"}]);
     // Values that ask for nothing are served.
     for (field, v) in [
@@ -88,6 +89,34 @@ fn parameters_ahead_does_not_serve_are_refused_by_name_and_neutral_values_accept
         ok(&c, with(field, v));
     }
     ok(&ch, json!({"messages": msgs, "max_tokens": 3, "logprobs": false}));
+}
+
+#[test]
+fn penalties_bias_and_minimum_length_reach_the_target() {
+    let s = start(ServerConfig::default());
+    let body = json!({"prompt": "Lily and Ben went to the park. Lily and Ben went", "max_tokens": 40,
+                      "temperature": 0, "presence_penalty": 0.8, "frequency_penalty": 0.5,
+                      "logit_bias": {"300": 4, "301": -100}, "min_tokens": 5,
+                      "ahead": {"method": "prompt-lookup"}});
+    let got = ok(&completions(&s), body);
+    let want = engine()
+        .generate_one(
+            &Prompt::from("Lily and Ben went to the park. Lily and Ben went"),
+            &GenerateParams {
+                max_tokens: 40,
+                method: Method::Vanilla,
+                adjust: ahead_core::sampling::LogitAdjust {
+                    presence_penalty: 0.8,
+                    frequency_penalty: 0.5,
+                    logit_bias: vec![(300, 4.0), (301, -100.0)],
+                    min_tokens: 5,
+                },
+                ..GenerateParams::default()
+            },
+            &mut |_| {},
+        )
+        .unwrap();
+    assert_eq!(got["choices"][0]["text"], want.text);
 }
 
 #[test]
@@ -365,8 +394,14 @@ fn every_request_gets_a_log_line_and_a_queue_wait_has_a_deadline() {
     let events = sse(&c, &json!({"prompt": "Once", "max_tokens": 4, "stream": true}));
     assert_eq!(events.last().unwrap(), "[DONE]");
     refused(&c, json!({"prompt": "Hi", "temperature": 9}), "temperature");
-    // With the only slot taken, a request waits 0.2 s, then gets 503 with Retry-After.
-    let slot = s.state.take_slot().unwrap();
+    // With the only slot taken (once the stream's worker has let it go), a request waits
+    // 0.2 s, then gets 503 with Retry-After.
+    let slot = (0..100)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(5));
+            s.state.take_slot()
+        })
+        .unwrap();
     let t = Instant::now();
     match ureq::post(&c).send_json(json!({"prompt": "Hi", "max_tokens": 2})) {
         Err(ureq::Error::Status(503, r)) => {
