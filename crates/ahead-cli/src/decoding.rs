@@ -6,7 +6,7 @@ use std::path::Path;
 
 use ahead_core::sampling::LogitAdjust;
 use ahead_core::spec::{MedusaTree, PromptLookup};
-use ahead_engine::{Engine, GenerateParams, MedusaAcceptance as Verify, Method, SamplingParams};
+use ahead_engine::{Engine, GenerateParams, Grammar, MedusaAcceptance as Verify, Method, SamplingParams};
 use ahead_model::tokenizer::ChatTemplate;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
@@ -97,6 +97,15 @@ pub struct DecodeArgs {
     /// End-of-sequence is impossible before this many tokens.
     #[arg(long, default_value_t = 0)]
     pub min_tokens: usize,
+    /// Structured output: any JSON object.
+    #[arg(long, conflicts_with_all = ["json_schema", "regex"])]
+    pub json_object: bool,
+    /// Structured output: JSON matching the JSON schema in FILE.
+    #[arg(long, conflicts_with = "regex")]
+    pub json_schema: Option<std::path::PathBuf>,
+    /// Structured output: text matching this regular expression.
+    #[arg(long)]
+    pub regex: Option<String>,
     /// Report each generated token's log-probability and its N most likely alternatives (up
     /// to 20), in --json output as `logprobs`: the model's own numbers, whatever the method.
     #[arg(long)]
@@ -155,6 +164,21 @@ fn method_arg(name: &str) -> std::result::Result<Method, String> {
 }
 
 impl DecodeArgs {
+    /// The grammar the flags ask for, if any.
+    fn grammar(&self) -> Result<Option<Grammar>> {
+        Ok(if self.json_object {
+            Some(Grammar::JsonObject)
+        } else if let Some(path) = &self.json_schema {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let schema =
+                serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+            Some(Grammar::JsonSchema(schema))
+        } else {
+            self.regex.clone().map(Grammar::Regex)
+        })
+    }
+
     /// Loads the engine and turns the flags (and the tuned config) into generation parameters.
     pub fn load(&self) -> Result<(Engine, GenerateParams)> {
         let a = &mut self.clone();
@@ -250,6 +274,7 @@ impl DecodeArgs {
                 logit_bias: a.logit_bias.clone(),
                 min_tokens: a.min_tokens,
             },
+            grammar: a.grammar()?,
         };
         if let Some(t) = &tuned {
             t.apply(&mut params, a.method.is_some())?;

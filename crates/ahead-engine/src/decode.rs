@@ -18,12 +18,14 @@ use ahead_model::{AttentionMask, ForwardInput, ForwardOutput, KvCache, Model};
 use crate::commit::{Committer, StopRules};
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
+use crate::grammar::Constraint;
 use crate::learned::LearnedByMethod;
 use crate::logprobs::{token_logprobs, TokenLogprobs};
 use crate::output::{FinishReason, Generation, Stats};
 use crate::params::{GenerateParams, MedusaAcceptance};
 use crate::prefix::PrefixCache;
 use crate::spec::{Outcome, Proposer};
+use llguidance::toktrie::SimpleVob;
 
 /// Called after every step with the target cache and the committed history (tests check the
 /// cache against a fresh prefill of `history` minus its pending last token).
@@ -71,6 +73,8 @@ pub(crate) struct Sequence<'a> {
     unfilled: usize,
     /// Where the controller's acceptance goes when the request finishes, and under which key.
     learning: Option<(&'a LearnedByMethod, String)>,
+    /// The request's grammar, where its committed tokens have taken it.
+    constraint: Option<Constraint>,
     /// OpenAI's logit adjustments, applied to every verify row before the warpers.
     adjust: LogitAdjust,
     /// The ids that end a sequence (what `LogitAdjust::min_tokens` holds back).
@@ -104,6 +108,8 @@ pub(crate) struct Plan {
     draft_seconds: f64,
     /// A chunk of the prompt, not a verify step.
     prefill: bool,
+    /// With a grammar: the tokens the pending row and each tree node's row may produce.
+    masks: Vec<SimpleVob>,
 }
 
 impl Plan {
@@ -209,6 +215,10 @@ impl<'a> Sequence<'a> {
             unfilled,
             learning: None,
             adjust: params.adjust.clone(),
+            constraint: match &params.grammar {
+                Some(g) => Some(engine.grammar_env()?.constraint(g)?),
+                None => None,
+            },
             model_eos: tokenizer.eos_ids().to_vec(),
             logprobs_top: params.logprobs,
             logprobs: Vec::new(),
@@ -239,6 +249,7 @@ impl<'a> Sequence<'a> {
             n_side: 0,
             draft_seconds: 0.0,
             prefill: true,
+            masks: Vec::new(),
         }
     }
 
@@ -293,8 +304,12 @@ impl<'a> Sequence<'a> {
         } else {
             TokenTree::empty()
         };
-        let draft_seconds = drafting.elapsed().as_secs_f64();
         truncate_tree(&mut tree, k);
+        let masks = match &mut self.constraint {
+            Some(c) => c.prune(&mut tree)?,
+            None => Vec::new(),
+        };
+        let draft_seconds = drafting.elapsed().as_secs_f64();
         let pending = *history
             .last()
             .ok_or_else(|| EngineError::InvalidRequest("empty history".into()))?;
@@ -347,6 +362,7 @@ impl<'a> Sequence<'a> {
             n_side,
             draft_seconds,
             prefill: false,
+            masks,
         })
     }
 
@@ -387,11 +403,12 @@ impl<'a> Sequence<'a> {
             adjust: &self.adjust,
             prompt_len: self.prompt_len,
             eos: self.model_eos.as_slice(),
+            grammar: self.constraint.as_ref().map(|c| (c, plan.masks.as_slice())),
         };
         let distribution = |r: usize| {
             let seen = context.seen(r);
             let row = if r == 0 { 0 } else { plan.node_row(r - 1) };
-            target_distribution(&context.logits(out.row(row), &seen), sampling, &seen)
+            target_distribution(&context.logits(r, out.row(row), &seen), sampling, &seen)
         };
         if sampling.is_greedy() || tree.is_empty() {
             for r in 0..=tree.len() {
@@ -469,10 +486,13 @@ impl<'a> Sequence<'a> {
                 let node = j.checked_sub(1).map(|i| acc.nodes[i]);
                 let seen = context.seen(node.map_or(0, |n| n + 1));
                 let row = node.map_or(0, |n| plan.node_row(n));
-                let logits = context.logits(out.row(row), &seen);
+                let logits = context.logits(node.map_or(0, |n| n + 1), out.row(row), &seen);
                 self.logprobs
                     .push(token_logprobs(&logits, sampling, &seen, token, top)?);
             }
+        }
+        if let Some(c) = &mut self.constraint {
+            c.commit(&acc.tokens[..taken])?;
         }
         self.history.extend_from_slice(&acc.tokens[..taken]);
         Ok(self.committer.take_delta())
@@ -603,6 +623,8 @@ struct RowContext<'s> {
     adjust: &'s LogitAdjust,
     prompt_len: usize,
     eos: &'s [u32],
+    /// The request's grammar and the step's row masks.
+    grammar: Option<(&'s Constraint, &'s [SimpleVob])>,
 }
 
 impl RowContext<'_> {
@@ -619,15 +641,18 @@ impl RowContext<'_> {
         seen
     }
 
-    /// A row's logits after the request's adjustments (penalties over the output, biases, the
-    /// minimum length).
-    fn logits<'o>(&self, raw: &'o [f32], seen: &[u32]) -> std::borrow::Cow<'o, [f32]> {
-        if self.adjust.is_identity() {
+    /// Row `r`'s logits after the request's adjustments (penalties over the output, biases,
+    /// the minimum length) and its grammar.
+    fn logits<'o>(&self, r: usize, raw: &'o [f32], seen: &[u32]) -> std::borrow::Cow<'o, [f32]> {
+        if self.adjust.is_identity() && self.grammar.is_none() {
             return std::borrow::Cow::Borrowed(raw);
         }
         let mut logits = raw.to_vec();
         let output = seen.get(self.prompt_len..).unwrap_or(&[]);
         self.adjust.apply(&mut logits, output, self.eos);
+        if let Some((c, mask)) = self.grammar.and_then(|(c, m)| m.get(r).map(|m| (c, m))) {
+            c.apply(mask, &mut logits);
+        }
         std::borrow::Cow::Owned(logits)
     }
 }

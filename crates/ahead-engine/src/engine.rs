@@ -23,6 +23,7 @@ use scopes::Scopes;
 use crate::builder::EngineBuilder;
 use crate::decode::{Sequence, StepInspector};
 use crate::error::{EngineError, Result};
+use crate::grammar::GrammarEnv;
 use crate::learned::LearnedByMethod;
 use crate::logprobs::MAX_TOP_LOGPROBS;
 use crate::output::Generation;
@@ -49,6 +50,8 @@ pub struct Engine {
     scopes: Scopes,
     /// Finished requests' KV rows, for requests that start with the same tokens.
     prefix: Option<PrefixCache>,
+    /// The vocabulary indexed for grammars, at the first request that has one.
+    grammar_env: OnceLock<std::result::Result<GrammarEnv, String>>,
 }
 
 /// How a draft model's tokens reach the target.
@@ -119,6 +122,7 @@ impl Engine {
             learned: LearnedByMethod::default(),
             scopes: Scopes::new(vocab_size),
             prefix: None,
+            grammar_env: OnceLock::new(),
         }
     }
 
@@ -129,6 +133,14 @@ impl Engine {
         let per_token = cfg.n_layers * cfg.kv_dim() * 2 * std::mem::size_of::<f32>();
         self.prefix = (bytes > 0).then(|| PrefixCache::new(bytes, per_token));
         self
+    }
+
+    /// The vocabulary indexed for grammars (built at the first use).
+    pub(crate) fn grammar_env(&self) -> Result<&GrammarEnv> {
+        self.grammar_env
+            .get_or_init(|| GrammarEnv::new(&self.loaded.tokenizer).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| EngineError::Internal(e.clone()))
     }
 
     /// The prefix cache, if on.

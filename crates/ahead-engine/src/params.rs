@@ -4,6 +4,8 @@ use ahead_core::sampling::LogitAdjust;
 use ahead_core::spec::{MedusaTree, PromptLookup};
 use ahead_core::SamplingParams;
 
+use crate::grammar::Grammar;
+
 /// A prompt as text (tokenized with the model's BOS rule) or as exact token ids.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Prompt {
@@ -139,6 +141,8 @@ pub struct GenerateParams {
     /// target's logits at every position before the warpers (drafts are verified against
     /// them, so every method stays exact).
     pub adjust: LogitAdjust,
+    /// Output must match this grammar (structured output); `None`: free text.
+    pub grammar: Option<Grammar>,
 }
 
 impl GenerateParams {
@@ -194,6 +198,7 @@ impl Default for GenerateParams {
             scope: None,
             logprobs: None,
             adjust: LogitAdjust::default(),
+            grammar: None,
         }
     }
 }

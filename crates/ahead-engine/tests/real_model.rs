@@ -280,3 +280,42 @@ fn the_trained_pruned_draft_is_lossless() {
     let (s, dof) = chi_square(&first, &p1);
     assert!(dof >= 2 && s < critical(dof), "first token chi2 {s}, dof {dof}");
 }
+
+/// Structured output on a byte-level BPE vocabulary: the answer is JSON of the schema, and
+/// every method gives plain decoding's constrained tokens.
+#[test]
+fn a_json_schema_constrains_the_chat_answer_for_every_method() {
+    let Some(e) = engine() else { return };
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "maxLength": 30},
+            "country": {"type": "string", "maxLength": 30},
+            "population_millions": {"type": "integer", "minimum": 0, "maximum": 100}
+        },
+        "required": ["city", "country", "population_millions"],
+        "additionalProperties": false
+    });
+    let prompt = chat(e, None, "Give the capital of France as JSON with its population.");
+    let params = |method, k| GenerateParams {
+        grammar: Some(ahead_engine::Grammar::JsonSchema(schema.clone())),
+        ignore_eos: false,
+        ..method_params(method, k, SamplingParams::greedy(), 0, 80)
+    };
+    let want = gen(e, &prompt, &params(Method::Vanilla, None));
+    let v: serde_json::Value =
+        serde_json::from_str(&want.text).unwrap_or_else(|err| panic!("{err}: {:?}", want.text));
+    assert!(
+        v["city"].is_string() && v["population_millions"].is_number(),
+        "{v}"
+    );
+    for (method, k) in [
+        (Method::PromptLookup, None),
+        (Method::Eagle, Some(4)),
+        (Method::Recycling, Some(8)),
+        (Method::Draft, Some(4)),
+    ] {
+        let got = gen(e, &prompt, &params(method, k));
+        assert_eq!(got.token_ids, want.token_ids, "{method:?}");
+    }
+}

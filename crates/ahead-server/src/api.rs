@@ -63,6 +63,8 @@ pub struct Common {
     /// Token id (as a string) -> bias in [-100, 100].
     pub logit_bias: Option<std::collections::BTreeMap<String, f32>>,
     pub min_tokens: Option<usize>,
+    /// `{"type": "text" | "json_object" | "json_schema", "json_schema": {"schema": ...}}`.
+    pub response_format: Option<serde_json::Value>,
     pub seed: Option<u64>,
     pub stop: Option<Stop>,
     #[serde(default)]
@@ -80,10 +82,9 @@ pub struct Common {
 
 /// Parameters that change what a client gets back and that ahead does not implement yet. A
 /// request that asks for any of them is refused by name (never silently served without it);
-/// values that ask for nothing (`null`, `false`, `1`, `[]`, `"none"`, `{"type": "text"}`) are accepted.
+/// values that ask for nothing (`null`, `false`, `1`, `[]`, `"none"`) are accepted.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Unserved {
-    pub response_format: Option<serde_json::Value>,
     pub best_of: Option<u64>,
     pub echo: Option<bool>,
     pub suffix: Option<String>,
@@ -98,15 +99,8 @@ impl Unserved {
     pub fn first_asked(&self) -> Option<(&'static str, String)> {
         let unsupported =
             |name: &'static str| Some((name, format!("{name} is not supported by this server")));
-        let text_format = |v: &serde_json::Value| v.get("type").and_then(|t| t.as_str()) == Some("text");
         let no_choice = |v: &serde_json::Value| v.is_null() || matches!(v.as_str(), Some("none" | "auto"));
         let asked = [
-            (
-                "response_format",
-                self.response_format
-                    .as_ref()
-                    .is_some_and(|v| !v.is_null() && !text_format(v)),
-            ),
             ("best_of", self.best_of.is_some_and(|n| n > 1)),
             ("echo", self.echo == Some(true)),
             ("suffix", self.suffix.as_ref().is_some_and(|s| !s.is_empty())),

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ahead_core::sampling::{LogitAdjust, MAX_LOGIT_BIAS};
-use ahead_engine::{Engine, GenerateParams, Method, Prompt, SamplingParams};
+use ahead_engine::{Engine, GenerateParams, Grammar, Method, Prompt, SamplingParams};
 use ahead_model::tokenizer::ChatMessage;
 use axum::http::StatusCode;
 
@@ -97,6 +97,7 @@ pub(crate) fn params(cfg: &ServerConfig, c: &Common) -> Result<(GenerateParams, 
     }
     let sampling = sampling(c)?;
     let adjust = adjust(c, max_tokens)?;
+    let grammar = grammar(c)?;
     // The configured parameters go with the configured method only.
     let tuned = (method == cfg.defaults.method).then_some(&cfg.defaults);
     let params = GenerateParams {
@@ -120,6 +121,7 @@ pub(crate) fn params(cfg: &ServerConfig, c: &Common) -> Result<(GenerateParams, 
         lookahead_guesses: tuned.and_then(|t| t.lookahead_guesses),
         lookup: tuned.map_or_else(|| GenerateParams::default().lookup, |t| t.lookup),
         adjust,
+        grammar,
         ..GenerateParams::default()
     };
     let usage = c.stream_options.as_ref().is_some_and(|o| o.include_usage);
@@ -201,6 +203,32 @@ fn adjust(c: &Common, max_tokens: usize) -> Result<LogitAdjust, ApiError> {
         logit_bias,
         min_tokens,
     })
+}
+
+/// The grammar `response_format` asks for: none for `text`, any JSON object, or JSON matching
+/// `json_schema.schema`.
+fn grammar(c: &Common) -> Result<Option<Grammar>, ApiError> {
+    let Some(format) = c.response_format.as_ref().filter(|f| !f.is_null()) else {
+        return Ok(None);
+    };
+    let bad = |m: &str| ApiError::invalid(m, Some("response_format"));
+    match format.get("type").and_then(|t| t.as_str()) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(Grammar::JsonObject)),
+        Some("json_schema") => {
+            let schema = format
+                .get("json_schema")
+                .and_then(|j| j.get("schema"))
+                .filter(|s| s.is_object())
+                .ok_or_else(|| {
+                    bad("response_format json_schema needs json_schema.schema, a JSON schema object")
+                })?;
+            Ok(Some(Grammar::JsonSchema(schema.clone())))
+        }
+        _ => Err(bad(
+            "response_format.type must be text, json_object or json_schema",
+        )),
+    }
 }
 
 /// A seed for a request that gave none.

@@ -28,6 +28,14 @@ chat = client.chat.completions.create(model="stories260K", messages=msgs, max_to
                                       logprobs=True, top_logprobs=2)
 lp = chat.choices[0].logprobs.content
 out["chat_logprobs"] = [len(lp), len(lp[0].top_logprobs), lp[0].token == lp[0].top_logprobs[0].token]
+schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 10},
+          "age": {"type": "integer", "minimum": 0, "maximum": 99}}, "required": ["name", "age"],
+          "additionalProperties": False}
+chat = client.chat.completions.create(model="stories260K", messages=msgs, max_tokens=60, temperature=0,
+                                      response_format={"type": "json_schema",
+                                                       "json_schema": {"name": "person", "schema": schema}})
+person = json.loads(chat.choices[0].message.content)
+out["structured"] = sorted(person)
 try:
     client.completions.create(model="nope", prompt="x", max_tokens=1)
     out["not_found_status"] = 200

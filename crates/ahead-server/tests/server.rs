@@ -428,6 +428,7 @@ fn the_official_openai_python_client_works() {
     assert_eq!(got["not_found_status"], 404);
     assert_eq!(got["completion_logprobs"], json!([8, 2]));
     assert_eq!(got["chat_logprobs"], json!([8, 2, true]));
+    assert_eq!(got["structured"], json!(["age", "name"]));
 }
 
 /// A bounded load test: 200 requests from 16 clients at once, mixed methods, streaming and not,

@@ -74,6 +74,40 @@ impl HfBackend {
             .map_err(|e| ModelError::Tokenizer(format!("serializing tokenizer.json: {e}")))
     }
 
+    /// Every token's own bytes (`None` for special added tokens): byte-level pieces mapped
+    /// back through GPT-2's byte alphabet, SentencePiece-style pieces with `▁` as a space and
+    /// `<0xNN>` as that byte.
+    pub(crate) fn token_bytes(&self) -> Vec<Option<Vec<u8>>> {
+        let byte_level = self
+            .to_json()
+            .ok()
+            .and_then(|j| serde_json::from_str::<Json>(&j).ok())
+            .is_some_and(|j| j["decoder"].to_string().contains("ByteLevel"));
+        let unicode_to_byte = gpt2_byte_alphabet();
+        let special: std::collections::HashSet<u32> = self
+            .tok
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| id)
+            .collect();
+        (0..self.vocab_size as u32)
+            .map(|id| {
+                if special.contains(&id) {
+                    return None;
+                }
+                let piece = self.tok.id_to_token(id)?;
+                if byte_level {
+                    piece.chars().map(|c| unicode_to_byte.get(&c).copied()).collect()
+                } else if let Some(hex) = piece.strip_prefix("<0x").and_then(|p| p.strip_suffix('>')) {
+                    u8::from_str_radix(hex, 16).ok().map(|b| vec![b])
+                } else {
+                    Some(piece.replace('\u{2581}', " ").into_bytes())
+                }
+            })
+            .collect()
+    }
+
     pub(crate) fn id_to_piece(&self, id: u32) -> Option<String> {
         self.tok.id_to_token(id)
     }
@@ -239,4 +273,22 @@ pub(crate) fn load(
         special: SpecialTokens { bos, eos, add_bos },
         chat_template,
     })
+}
+
+/// GPT-2's printable stand-ins for the 256 byte values (what byte-level BPE pieces spell), as
+/// char -> byte.
+fn gpt2_byte_alphabet() -> std::collections::HashMap<char, u8> {
+    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    let mut map = std::collections::HashMap::with_capacity(256);
+    let mut extra = 0u32;
+    for b in 0..=255u8 {
+        let c = if printable(b) {
+            char::from(b)
+        } else {
+            extra += 1;
+            char::from_u32(255 + extra).unwrap_or(char::REPLACEMENT_CHARACTER)
+        };
+        map.insert(c, b);
+    }
+    map
 }

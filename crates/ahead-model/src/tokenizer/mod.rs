@@ -209,6 +209,15 @@ impl Tokenizer {
         self.decode_window(ids, true)
     }
 
+    /// Every token's own bytes inside a sequence, by id; `None` for tokens that are no text
+    /// (control tokens, BOS, EOS, special added tokens): what a grammar engine matches against.
+    pub fn token_bytes(&self) -> Vec<Option<Vec<u8>>> {
+        match &self.backend {
+            Backend::Llama2c(v) | Backend::SpmGguf(v) => v.token_bytes(),
+            Backend::BpeGguf(b) | Backend::Hf(b) => b.token_bytes(),
+        }
+    }
+
     /// One token's own text, as it reads inside a sequence (a leading space kept; control
     /// tokens empty; a piece of a character U+FFFD).
     pub fn token_text(&self, id: u32) -> Result<String> {

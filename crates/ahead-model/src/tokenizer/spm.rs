@@ -271,6 +271,17 @@ impl SpmVocab {
         }
     }
 
+    /// Every token's own bytes inside a sequence (`None` for tokens that produce no text:
+    /// control, BOS, EOS, unknown).
+    pub(crate) fn token_bytes(&self) -> Vec<Option<Vec<u8>>> {
+        (0..self.len() as u32)
+            .map(|id| match self.kinds.get(id as usize) {
+                Some(PieceKind::Skip) | None => None,
+                _ => self.decode_bytes(&[id], false).ok(),
+            })
+            .collect()
+    }
+
     /// Decodes to raw bytes. `at_start`: these ids begin the sequence (GGUF flavor strips the
     /// leading space then). Errors on ids outside the vocabulary.
     pub(crate) fn decode_bytes(&self, ids: &[u32], at_start: bool) -> Result<Vec<u8>> {

@@ -329,3 +329,19 @@ fn tokenizer_is_send_sync() {
     check::<IncrementalDecoder>();
     check::<ChatTemplate>();
 }
+
+#[test]
+fn token_bytes_spell_each_tokens_text_and_leave_control_tokens_out() {
+    for (name, tok) in [("llama2c", tok512()), ("hf", hf()), ("gguf", gguf())] {
+        let bytes = tok.token_bytes();
+        assert_eq!(bytes.len(), tok.vocab_size(), "{name}");
+        for &id in tok.eos_ids().iter().chain(tok.bos_id().iter()) {
+            assert_eq!(bytes[id as usize], None, "{name}: control token {id}");
+        }
+        // Concatenated, a sentence's tokens spell its text (after the first token's space).
+        let ids = tok.encode("Lily saw a big dog.", false).unwrap();
+        let spelled: Vec<u8> = ids.iter().flat_map(|&i| bytes[i as usize].clone().unwrap()).collect();
+        let text = String::from_utf8(spelled).unwrap();
+        assert_eq!(text.trim_start(), "Lily saw a big dog.", "{name}");
+    }
+}
