@@ -10,10 +10,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ahead_core::sampling::{apply_repetition_penalty, argmax, warp, LogitAdjust};
-use ahead_core::spec::{accept, accept_typical, Controller, TokenTree};
+use ahead_core::spec::{accept, accept_typical, Controller, DraftDist, TokenTree};
 use ahead_core::{Distribution, Rng, SamplingParams};
 use ahead_model::llama::run_tasks;
-use ahead_model::{AttentionMask, ForwardInput, ForwardOutput, KvCache, Model};
+use ahead_model::{AttentionMask, ForwardInput, ForwardOutput, KvCache, Model, Tokenizer};
 
 use crate::commit::{Committer, StopRules};
 use crate::engine::Engine;
@@ -75,6 +75,8 @@ pub(crate) struct Sequence<'a> {
     learning: Option<(&'a LearnedByMethod, String)>,
     /// The request's grammar, where its committed tokens have taken it.
     constraint: Option<Constraint>,
+    /// Turns a grammar's forced text into draft tokens.
+    tokenizer: &'a Tokenizer,
     /// OpenAI's logit adjustments, applied to every verify row before the warpers.
     adjust: LogitAdjust,
     /// The ids that end a sequence (what `LogitAdjust::min_tokens` holds back).
@@ -89,6 +91,9 @@ pub(crate) struct Sequence<'a> {
     /// Prompt tokens whose rows came from the prefix cache.
     cached: usize,
 }
+
+/// Most tokens a grammar's forced text drafts in one step.
+const MAX_FORCED_DRAFT: usize = 16;
 
 /// Most prompt rows a batched sequence feeds per step: a long prompt then delays the other
 /// sequences' steps by a chunk, not by its whole prefill.
@@ -215,6 +220,7 @@ impl<'a> Sequence<'a> {
             unfilled,
             learning: None,
             adjust: params.adjust.clone(),
+            tokenizer,
             constraint: match &params.grammar {
                 Some(g) => Some(engine.grammar_env()?.constraint(g)?),
                 None => None,
@@ -299,12 +305,28 @@ impl<'a> Sequence<'a> {
             .min(room)
             .min(remaining.saturating_sub(1));
         let drafting = Instant::now();
-        let mut tree = if k > 0 {
-            self.proposer.propose(history, k, &self.sampling, &mut self.rng)?
+        // Text the grammar forces (a schema's keys and punctuation) is drafted whatever the
+        // controller chose: the constrained target all but surely accepts it. Not for plain
+        // decoding, the reference.
+        let forced = match &mut self.constraint {
+            Some(c) if self.proposer.name() != "vanilla" => {
+                let most = room.min(remaining.saturating_sub(1)).min(MAX_FORCED_DRAFT);
+                let mut t = c.forced_tokens(self.tokenizer)?;
+                t.truncate(most);
+                t
+            }
+            _ => Vec::new(),
+        };
+        let mut tree = if !forced.is_empty() {
+            let q = vec![DraftDist::OneHot; forced.len()];
+            TokenTree::chain(forced, q)
+        } else if k > 0 {
+            let mut t = self.proposer.propose(history, k, &self.sampling, &mut self.rng)?;
+            truncate_tree(&mut t, k);
+            t
         } else {
             TokenTree::empty()
         };
-        truncate_tree(&mut tree, k);
         let masks = match &mut self.constraint {
             Some(c) => c.prune(&mut tree)?,
             None => Vec::new(),

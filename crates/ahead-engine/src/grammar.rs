@@ -154,6 +154,19 @@ impl Constraint {
         Ok(masks)
     }
 
+    /// The tokens of the text the grammar forces next (its bytes as the model's tokenizer
+    /// encodes them; empty when nothing is forced or the bytes end inside a character).
+    pub fn forced_tokens(&mut self, tokenizer: &Tokenizer) -> Result<Vec<u32>> {
+        if self.matcher.is_stopped() {
+            return Ok(Vec::new());
+        }
+        let bytes = self.matcher.compute_ff_bytes();
+        match std::str::from_utf8(&bytes) {
+            Ok(text) if !text.is_empty() => Ok(tokenizer.encode_continuation(text)?),
+            _ => Ok(Vec::new()),
+        }
+    }
+
     fn mask(&mut self) -> Result<SimpleVob> {
         self.matcher.compute_mask_or_eos().map_err(grammar_error)
     }

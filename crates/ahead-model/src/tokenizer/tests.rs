@@ -340,7 +340,10 @@ fn token_bytes_spell_each_tokens_text_and_leave_control_tokens_out() {
         }
         // Concatenated, a sentence's tokens spell its text (after the first token's space).
         let ids = tok.encode("Lily saw a big dog.", false).unwrap();
-        let spelled: Vec<u8> = ids.iter().flat_map(|&i| bytes[i as usize].clone().unwrap()).collect();
+        let spelled: Vec<u8> = ids
+            .iter()
+            .flat_map(|&i| bytes[i as usize].clone().unwrap())
+            .collect();
         let text = String::from_utf8(spelled).unwrap();
         assert_eq!(text.trim_start(), "Lily saw a big dog.", "{name}");
     }
