@@ -12,16 +12,6 @@ use ahead_engine::Method;
 use ahead_model::ForwardInput;
 use ahead_testutil::{chi_square, chi_square_critical as critical};
 
-const METHODS: [Method; 7] = [
-    Method::Vanilla,
-    Method::Draft,
-    Method::PromptLookup,
-    Method::Medusa,
-    Method::Lookahead,
-    Method::Recycling,
-    Method::Suffix,
-];
-
 fn adjust() -> LogitAdjust {
     LogitAdjust {
         presence_penalty: 0.8,
@@ -60,7 +50,7 @@ fn greedy_output_with_adjustments_is_plain_decodings_for_every_method() {
         "the adjustments change the text"
     );
     assert!(!want.token_ids.contains(&301), "a -100 bias bans the token");
-    for method in METHODS {
+    for method in TOY_METHODS {
         for k in [None, Some(4)] {
             let got = gen(
                 e,

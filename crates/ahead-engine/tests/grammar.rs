@@ -9,16 +9,6 @@ use common::*;
 
 use ahead_engine::{Grammar, Method};
 
-const METHODS: [Method; 7] = [
-    Method::Vanilla,
-    Method::Draft,
-    Method::PromptLookup,
-    Method::Medusa,
-    Method::Lookahead,
-    Method::Recycling,
-    Method::Suffix,
-];
-
 fn constrained(method: Method, k: Option<usize>, grammar: Grammar, max_tokens: usize) -> GenerateParams {
     GenerateParams {
         grammar: Some(grammar),
@@ -51,7 +41,7 @@ fn output_matches_the_grammar_and_every_method_agrees() {
         FinishReason::Stop,
         "the grammar's end ends the text"
     );
-    for method in METHODS {
+    for method in TOY_METHODS {
         for k in [None, Some(4)] {
             let got = gen(e, &prompt, &constrained(method, k, grammar.clone(), 100));
             assert_eq!(got.token_ids, want.token_ids, "{method:?} k={k:?}");

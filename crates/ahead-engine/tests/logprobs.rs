@@ -11,16 +11,6 @@ use ahead_core::sampling::apply_repetition_penalty;
 use ahead_engine::{Method, TokenLogprobs};
 use ahead_model::ForwardInput;
 
-const METHODS: [Method; 7] = [
-    Method::Vanilla,
-    Method::Draft,
-    Method::PromptLookup,
-    Method::Medusa,
-    Method::Lookahead,
-    Method::Recycling,
-    Method::Suffix,
-];
-
 /// The log-softmax a plain forward gives after `prefix`, with the request's penalty and
 /// temperature.
 fn reference(e: &Engine, all: &[u32], prompt_len: usize, sampling: &SamplingParams) -> Vec<Vec<f32>> {
@@ -96,7 +86,7 @@ fn every_method_reports_plain_decodings_numbers_greedy_and_sampled() {
         },
     ];
     for sampling in samplers {
-        for method in METHODS {
+        for method in TOY_METHODS {
             for k in [None, Some(4)] {
                 let params = GenerateParams {
                     logprobs: Some(3),

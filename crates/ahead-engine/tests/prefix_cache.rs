@@ -9,7 +9,6 @@ mod common;
 use common::*;
 
 use ahead_engine::Method;
-use ahead_model::ForwardInput;
 
 fn with_prefix_cache(bytes: usize) -> Engine {
     Engine::builder().build().unwrap().with_prefix_cache(bytes)
@@ -70,18 +69,7 @@ fn a_reused_cache_equals_a_fresh_prefill_after_every_step() {
     );
     let mut steps = 0;
     let mut check = |cache: &ahead_model::KvCache, history: &[u32]| {
-        let committed = &history[..history.len() - 1];
-        let mut fresh = model.new_cache(committed.len()).unwrap();
-        let pos: Vec<usize> = (0..committed.len()).collect();
-        model
-            .forward(&ForwardInput::causal(committed, &pos), &mut fresh)
-            .unwrap();
-        for layer in 0..model.config().n_layers {
-            let (k, v) = cache.filled(layer).unwrap();
-            let (fk, fv) = fresh.filled(layer).unwrap();
-            assert_eq!(k, fk, "keys, layer {layer}");
-            assert_eq!(v, fv, "values, layer {layer}");
-        }
+        assert_cache_is_a_fresh_prefill(model, cache, history, true, "reused");
         steps += 1;
     };
     let g = e

@@ -84,18 +84,7 @@ fn what_one_request_verified_drafts_the_next() {
 
 #[test]
 fn seeded_sampling_does_not_depend_on_earlier_requests() {
-    let e = Engine::builder().build().unwrap();
-    let prompt = Prompt::from(PROMPTS[1]);
-    let sampled = method_params(Method::Recycling, Some(4), two_samplers()[0].clone(), 5, 40);
-    let before = gen(&e, &prompt, &sampled);
-    // Other requests fill the shared table...
-    for p in PROMPTS {
-        gen(&e, &Prompt::from(p), &greedy_recycling(Some(6), 60));
-    }
-    // ...and a seeded request drafts from a table of its own all the same.
-    let after = gen(&e, &prompt, &sampled);
-    assert_eq!(before.token_ids, after.token_ids);
-    assert_eq!(before.stats.drafted_tokens, after.stats.drafted_tokens);
+    assert_seeded_sampling_ignores_earlier_requests(Method::Recycling, &PROMPTS);
 }
 
 #[test]

@@ -309,19 +309,7 @@ fn the_target_cache_after_every_step_equals_a_fresh_prefill() {
     ] {
         for sampling in [SamplingParams::greedy(), sampled.clone()] {
             let mut check = |cache: &ahead_model::KvCache, history: &[u32]| {
-                let committed = &history[..history.len() - 1];
-                assert_eq!(cache.len(), committed.len(), "{method:?}");
-                let mut fresh = model.new_cache(committed.len()).unwrap();
-                let pos: Vec<usize> = (0..committed.len()).collect();
-                model
-                    .forward(&ForwardInput::causal(committed, &pos), &mut fresh)
-                    .unwrap();
-                for layer in 0..model.config().n_layers {
-                    let (k, v) = cache.filled(layer).unwrap();
-                    let (fk, fv) = fresh.filled(layer).unwrap();
-                    ahead_testutil::assert_close(&k, &fk, ahead_testutil::F32, "keys");
-                    ahead_testutil::assert_close(v, fv, ahead_testutil::F32, "values");
-                }
+                assert_cache_is_a_fresh_prefill(model, cache, history, false, &format!("{method:?}"));
                 steps += 1;
             };
             let p = method_params(method, Some(4), sampling.clone(), 7, 60);

@@ -150,16 +150,7 @@ fn sampled_tokens_follow_the_target_distribution() {
 
 #[test]
 fn seeded_sampling_does_not_read_the_store() {
-    let e = Engine::builder().build().unwrap();
-    let prompt = Prompt::from(PROMPTS[0]);
-    let sampled = method_params(Method::Suffix, Some(4), two_samplers()[0].clone(), 9, 40);
-    let before = gen(&e, &prompt, &sampled);
-    for p in PROMPTS {
-        gen(&e, &Prompt::from(p), &greedy_suffix(Some(6), 60));
-    }
-    let after = gen(&e, &prompt, &sampled);
-    assert_eq!(before.token_ids, after.token_ids);
-    assert_eq!(before.stats.drafted_tokens, after.stats.drafted_tokens);
+    assert_seeded_sampling_ignores_earlier_requests(Method::Suffix, &PROMPTS);
 }
 
 #[test]

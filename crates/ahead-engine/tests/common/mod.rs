@@ -313,3 +313,66 @@ pub fn assert_samples_follow_the_target(
         "{method:?} {sampling:?}: second token chi2 {s}, dof {dof}"
     );
 }
+
+/// Every method the default engine can run (it carries a draft, Medusa heads and an n-gram
+/// cache), plain decoding first.
+pub const TOY_METHODS: [ahead_engine::Method; 7] = [
+    ahead_engine::Method::Vanilla,
+    ahead_engine::Method::Draft,
+    ahead_engine::Method::PromptLookup,
+    ahead_engine::Method::Medusa,
+    ahead_engine::Method::Lookahead,
+    ahead_engine::Method::Recycling,
+    ahead_engine::Method::Suffix,
+];
+
+/// Asserts that `cache` holds what a fresh prefill of `history` minus its pending last token
+/// computes: bit for bit when `exact`, else within f32 rounding.
+pub fn assert_cache_is_a_fresh_prefill(
+    model: &ahead_model::Model,
+    cache: &ahead_model::KvCache,
+    history: &[u32],
+    exact: bool,
+    what: &str,
+) {
+    let committed = &history[..history.len() - 1];
+    assert_eq!(cache.len(), committed.len(), "{what}");
+    let mut fresh = model.new_cache(committed.len()).unwrap();
+    let pos: Vec<usize> = (0..committed.len()).collect();
+    model
+        .forward(&ahead_model::ForwardInput::causal(committed, &pos), &mut fresh)
+        .unwrap();
+    for layer in 0..model.config().n_layers {
+        let (k, v) = cache.filled(layer).unwrap();
+        let (fk, fv) = fresh.filled(layer).unwrap();
+        if exact {
+            assert_eq!(k, fk, "{what}: keys, layer {layer}");
+            assert_eq!(v, fv, "{what}: values, layer {layer}");
+        } else {
+            ahead_testutil::assert_close(&k, &fk, ahead_testutil::F32, "keys");
+            ahead_testutil::assert_close(v, fv, ahead_testutil::F32, "values");
+        }
+    }
+}
+
+/// Asserts that a seeded sampled request of `method` drafts and samples the same whatever
+/// other requests taught the engine before it (its drafts must not depend on them).
+pub fn assert_seeded_sampling_ignores_earlier_requests(method: ahead_engine::Method, others: &[&str]) {
+    let e = Engine::builder().build().unwrap();
+    let prompt = Prompt::from("Lily and Ben went to the park. Lily and Ben went");
+    let sampled = method_params(method, Some(4), two_samplers()[0].clone(), 5, 40);
+    let before = gen(&e, &prompt, &sampled);
+    for p in others {
+        gen(
+            &e,
+            &Prompt::from(*p),
+            &method_params(method, Some(6), SamplingParams::greedy(), 0, 60),
+        );
+    }
+    let after = gen(&e, &prompt, &sampled);
+    assert_eq!(before.token_ids, after.token_ids, "{method:?}");
+    assert_eq!(
+        before.stats.drafted_tokens, after.stats.drafted_tokens,
+        "{method:?}"
+    );
+}
