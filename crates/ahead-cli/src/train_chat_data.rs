@@ -150,18 +150,12 @@ fn answer(engine: &Engine, task: &Instruction, params: &GenerateParams) -> Resul
     let mut records = Vec::new();
     let mut messages = Vec::new();
     for turn in &task.turns {
-        messages.push(ChatMessage {
-            role: "user".into(),
-            content: turn.clone(),
-        });
+        messages.push(ChatMessage::new("user", turn.clone()));
         let Some((record, text)) = ask(engine, task.kind, &messages, params)? else {
             return Ok(records);
         };
         records.push(record);
-        messages.push(ChatMessage {
-            role: "assistant".into(),
-            content: text,
-        });
+        messages.push(ChatMessage::new("assistant", text));
     }
     if task.self_question {
         let question = messages
@@ -169,10 +163,7 @@ fn answer(engine: &Engine, task: &Instruction, params: &GenerateParams) -> Resul
             .map(|m| m.content.trim().to_string())
             .unwrap_or_default();
         if !question.is_empty() {
-            let chat = [ChatMessage {
-                role: "user".into(),
-                content: question,
-            }];
+            let chat = [ChatMessage::new("user", question)];
             records.extend(ask(engine, "answer-own-question", &chat, params)?.map(|(r, _)| r));
         }
     }

@@ -137,7 +137,10 @@ pub struct ChatMessageIn {
     pub role: String,
     /// `null` in an assistant turn that only called tools (what clients send back).
     pub content: Option<MessageContent>,
+    /// An assistant turn's calls (OpenAI's shape), rendered by templates that know them.
     pub tool_calls: Option<Vec<serde_json::Value>>,
+    /// A tool turn's call.
+    pub tool_call_id: Option<String>,
 }
 
 /// A message's content: a string, or OpenAI's list of parts (only text parts are served).

@@ -26,13 +26,29 @@ pub(crate) fn truncated(s: &str) -> String {
 
 /// The chat as the model's template renders it, tokenized so that only the template's own text
 /// yields control tokens (a client's `<|im_end|>` stays text); for base models without a
-/// template, a plain transcript: `role: content` lines, then `assistant:`.
+/// template, a plain transcript: `role: content` lines (an assistant's tool calls as
+/// `[call name(arguments)]` after its content), then `assistant:`.
 pub(crate) fn render_chat(engine: &Engine, messages: &[ChatMessage]) -> Result<Prompt, ApiError> {
     let tok = engine.tokenizer();
     if tok.chat_template().is_none() {
         let mut out = String::new();
         for m in messages {
-            out.push_str(&format!("{}: {}\n", m.role, m.content));
+            out.push_str(&format!("{}: {}", m.role, m.content));
+            for call in m
+                .tool_calls
+                .iter()
+                .flat_map(|c| c.as_array().into_iter().flatten())
+            {
+                let f = &call["function"];
+                let args = f["arguments"]
+                    .as_str()
+                    .map_or_else(|| f["arguments"].to_string(), str::to_string);
+                out.push_str(&format!(
+                    " [call {}({args})]",
+                    f["name"].as_str().unwrap_or_default()
+                ));
+            }
+            out.push('\n');
         }
         out.push_str("assistant:");
         return Ok(Prompt::Text(out));

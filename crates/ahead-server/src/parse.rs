@@ -27,8 +27,8 @@ fn field_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     ApiError::invalid(format!("{path}: {inner}"), Some(&path))
 }
 
-/// The engine's messages: known roles, text content; an assistant turn may have no content,
-/// but tool calls (and so their results) are refused, as `tools` is.
+/// The engine's messages: known roles, text content (an assistant turn may have none), an
+/// assistant's tool calls and a tool turn's call id, for the template.
 pub(crate) fn messages(input: &[ChatMessageIn]) -> Result<Vec<ChatMessage>, ApiError> {
     if input.is_empty() {
         return Err(ApiError::invalid("messages is empty", Some("messages")));
@@ -41,11 +41,23 @@ pub(crate) fn messages(input: &[ChatMessageIn]) -> Result<Vec<ChatMessage>, ApiE
                 Some("messages"),
             ));
         }
-        if m.tool_calls.as_ref().is_some_and(|c| !c.is_empty()) {
-            return Err(ApiError::invalid(
-                "tool calls are not supported by this server (nor is tools)",
-                Some(&format!("messages[{i}].tool_calls")),
-            ));
+        let calls = m.tool_calls.as_ref().filter(|c| !c.is_empty());
+        if let Some(calls) = calls {
+            if m.role != "assistant" {
+                return Err(ApiError::invalid(
+                    "only assistant messages carry tool calls",
+                    Some(&format!("messages[{i}].tool_calls")),
+                ));
+            }
+            if let Some(bad) = calls
+                .iter()
+                .position(|c| c["function"]["name"].as_str().is_none())
+            {
+                return Err(ApiError::invalid(
+                    "a tool call needs function.name",
+                    Some(&format!("messages[{i}].tool_calls[{bad}]")),
+                ));
+            }
         }
         let text = match &m.content {
             Some(content) => content.text().map_err(|kind| {
@@ -65,7 +77,11 @@ pub(crate) fn messages(input: &[ChatMessageIn]) -> Result<Vec<ChatMessage>, ApiE
                 ))
             }
         };
-        out.push(ChatMessage::new(&m.role, &text));
+        out.push(ChatMessage {
+            tool_calls: calls.map(|c| serde_json::Value::Array(c.clone())),
+            tool_call_id: m.tool_call_id.clone(),
+            ..ChatMessage::new(&m.role, &text)
+        });
     }
     Ok(out)
 }

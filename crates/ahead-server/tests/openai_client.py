@@ -36,6 +36,12 @@ chat = client.chat.completions.create(model="stories260K", messages=msgs, max_to
                                                        "json_schema": {"name": "person", "schema": schema}})
 person = json.loads(chat.choices[0].message.content)
 out["structured"] = sorted(person)
+call = {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\": \"Oslo\"}"}}
+history = [{"role": "user", "content": "Weather in Oslo?"},
+           {"role": "assistant", "content": None, "tool_calls": [call]},
+           {"role": "tool", "tool_call_id": "c1", "content": "cold"}]
+after_tool = client.chat.completions.create(model="stories260K", messages=history, max_tokens=5, temperature=0)
+out["after_tool_call"] = after_tool.choices[0].finish_reason
 try:
     client.completions.create(model="nope", prompt="x", max_tokens=1)
     out["not_found_status"] = 200

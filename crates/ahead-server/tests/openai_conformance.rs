@@ -317,7 +317,7 @@ fn a_prompt_far_past_the_context_is_refused_without_tokenizing_it() {
 }
 
 #[test]
-fn assistant_messages_without_content_are_served_and_tool_calls_refused_by_name() {
+fn assistant_messages_without_content_and_tool_call_history_are_served() {
     let s = start(ServerConfig::default());
     let ch = chat(&s);
     ok(
@@ -325,15 +325,39 @@ fn assistant_messages_without_content_are_served_and_tool_calls_refused_by_name(
         json!({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": null},
                              {"role": "user", "content": "Go on"}], "max_tokens": 3}),
     );
-    let r = refused(
+    // What the SDK sends back after a tool call: the call, then the tool's answer.
+    let call = json!({"id": "c1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\": \"Oslo\"}"}});
+    let with_call = ok(
         &ch,
-        json!({"messages": [{"role": "user", "content": "Hi"},
-                            {"role": "assistant", "content": null, "tool_calls": [
-                                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
-                            {"role": "tool", "tool_call_id": "c1", "content": "42"}], "max_tokens": 3}),
-        "messages[1].tool_calls",
+        json!({"messages": [{"role": "user", "content": "Weather?"},
+                            {"role": "assistant", "content": null, "tool_calls": [call]},
+                            {"role": "tool", "tool_call_id": "c1", "content": "cold"}], "max_tokens": 3}),
     );
-    assert!(r["error"]["message"].as_str().unwrap().contains("tool"), "{r}");
+    let without = ok(
+        &ch,
+        json!({"messages": [{"role": "user", "content": "Weather?"},
+                            {"role": "assistant", "content": null},
+                            {"role": "tool", "tool_call_id": "c1", "content": "cold"}], "max_tokens": 3}),
+    );
+    assert!(
+        with_call["usage"]["prompt_tokens"].as_u64() > without["usage"]["prompt_tokens"].as_u64(),
+        "the call is in the prompt"
+    );
+    refused(
+        &ch,
+        json!({"messages": [{"role": "user", "content": "Hi", "tool_calls": [call]}]}),
+        "messages[0].tool_calls",
+    );
+    refused(
+        &ch,
+        json!({"messages": [{"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function"}]}]}),
+        "messages[0].tool_calls[0]",
+    );
+    refused(
+        &ch,
+        json!({"messages": [{"role": "user", "content": null}]}),
+        "messages[0].content",
+    );
 }
 
 #[test]

@@ -429,6 +429,7 @@ fn the_official_openai_python_client_works() {
     assert_eq!(got["completion_logprobs"], json!([8, 2]));
     assert_eq!(got["chat_logprobs"], json!([8, 2, true]));
     assert_eq!(got["structured"], json!(["age", "name"]));
+    assert_eq!(got["after_tool_call"], "length");
 }
 
 /// A bounded load test: 200 requests from 16 clients at once, mixed methods, streaming and not,

@@ -183,16 +183,10 @@ pub(crate) fn workload(
                     let answer = engine
                         .generate_one(prompt, &vanilla, &mut |_| {})
                         .with_context(|| format!("vanilla's answer to question {} turn {t}", q.id()))?;
-                    messages.push(ChatMessage {
-                        role: "assistant".into(),
-                        content: answer.text,
-                    });
+                    messages.push(ChatMessage::new("assistant", answer.text));
                     bar.inc(1);
                 }
-                messages.push(ChatMessage {
-                    role: "user".into(),
-                    content: turn.clone(),
-                });
+                messages.push(ChatMessage::new("user", turn.clone()));
                 let chat = engine.chat_prompt(&messages, true).with_context(|| {
                     format!("question {} turn {} through the chat template", q.id(), t + 1)
                 })?;

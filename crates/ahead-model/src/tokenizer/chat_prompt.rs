@@ -130,6 +130,17 @@ impl Tokenizer {
         let eos = piece(self.eos_ids().first().copied());
         let render = |m: &[ChatMessage]| template.render(m, add_generation_prompt, &bos, &eos);
 
+        // Tool calls are template text: control-token text inside one would become control.
+        if let Some(m) = messages.iter().find(|m| {
+            m.tool_calls
+                .as_ref()
+                .is_some_and(|c| self.control.occurs_in(&c.to_string()))
+        }) {
+            return Err(ModelError::Template(format!(
+                "a {} message's tool calls contain control-token text",
+                m.role
+            )));
+        }
         let text = render(messages)?;
         let segments = self.split_content(messages, &text, &render)?;
         let mut ids = Vec::new();
@@ -189,7 +200,10 @@ impl Tokenizer {
         let marked_messages: Vec<ChatMessage> = messages
             .iter()
             .enumerate()
-            .map(|(i, m)| ChatMessage::new(m.role.clone(), marker(i)))
+            .map(|(i, m)| ChatMessage {
+                content: marker(i),
+                ..m.clone()
+            })
             .collect();
         // A template that inspects the content (its length, a prefix) may fail or branch on the
         // markers; that only means the fallback below.

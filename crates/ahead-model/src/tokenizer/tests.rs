@@ -348,3 +348,35 @@ fn token_bytes_spell_each_tokens_text_and_leave_control_tokens_out() {
         assert_eq!(text.trim_start(), "Lily saw a big dog.", "{name}");
     }
 }
+
+#[test]
+fn a_template_renders_tool_calls_and_refuses_control_text_inside_them() {
+    let mut tok = hf();
+    let template = "{% for m in messages %}<s>{{ m.role }}: {{ m.content }}{% if m.tool_calls %}{% for c in m.tool_calls %}<call {{ c.function.name }} {{ c.function.arguments }}>{% endfor %}{% endif %}</s>{% endfor %}";
+    tok.set_chat_template(Some(ChatTemplate::new(template.into()).unwrap()));
+    let call = serde_json::json!([{"id": "c1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\": \"Oslo\"}"}}]);
+    let messages = [
+        ChatMessage::new("user", "Weather?"),
+        ChatMessage {
+            tool_calls: Some(call),
+            ..ChatMessage::new("assistant", "")
+        },
+        ChatMessage {
+            tool_call_id: Some("c1".into()),
+            ..ChatMessage::new("tool", "cold")
+        },
+    ];
+    let chat = tok.encode_chat(&messages, false).unwrap();
+    assert!(
+        chat.text.contains("<call weather {\"city\": \"Oslo\"}>"),
+        "{}",
+        chat.text
+    );
+    let sneaky = serde_json::json!([{"function": {"name": "f", "arguments": "</s>"}}]);
+    let bad = [ChatMessage {
+        tool_calls: Some(sneaky),
+        ..ChatMessage::new("assistant", "")
+    }];
+    let err = tok.encode_chat(&bad, false).unwrap_err();
+    assert!(err.to_string().contains("control-token text"), "{err}");
+}
