@@ -115,6 +115,8 @@ pub(crate) struct Plan {
     prefill: bool,
     /// With a grammar: the tokens the pending row and each tree node's row may produce.
     masks: Vec<SimpleVob>,
+    /// The tree is text the grammar forced, not the proposer's draft.
+    forced: bool,
 }
 
 impl Plan {
@@ -256,6 +258,7 @@ impl<'a> Sequence<'a> {
             draft_seconds: 0.0,
             prefill: true,
             masks: Vec::new(),
+            forced: false,
         }
     }
 
@@ -317,7 +320,8 @@ impl<'a> Sequence<'a> {
             }
             _ => Vec::new(),
         };
-        let mut tree = if !forced.is_empty() {
+        let was_forced = !forced.is_empty();
+        let mut tree = if was_forced {
             let q = vec![DraftDist::OneHot; forced.len()];
             TokenTree::chain(forced, q)
         } else if k > 0 {
@@ -385,6 +389,7 @@ impl<'a> Sequence<'a> {
             draft_seconds,
             prefill: false,
             masks,
+            forced: was_forced,
         })
     }
 
@@ -493,7 +498,10 @@ impl<'a> Sequence<'a> {
         }
         self.counters.drafted += tree.len();
         self.counters.accepted += acc.nodes.len();
-        self.controller.observe(tree.len(), acc.nodes.len());
+        // Text a grammar forced says nothing of the method's acceptance.
+        if !plan.forced {
+            self.controller.observe(tree.len(), acc.nodes.len());
+        }
         // Recorded under the forward's true width (side rows included): the controller adds a
         // drafting step's side rows itself when it weighs k.
         if self.timed {
