@@ -321,15 +321,15 @@ impl<'a> Sequence<'a> {
             _ => Vec::new(),
         };
         let was_forced = !forced.is_empty();
-        let mut tree = if was_forced {
+        let (mut tree, side) = if was_forced {
             let q = vec![DraftDist::OneHot; forced.len()];
-            TokenTree::chain(forced, q)
+            (TokenTree::chain(forced, q), None)
         } else if k > 0 {
-            let mut t = self.proposer.propose(history, k, &self.sampling, &mut self.rng)?;
-            truncate_tree(&mut t, k);
-            t
+            let mut p = self.proposer.propose(history, k, &self.sampling, &mut self.rng)?;
+            truncate_tree(&mut p.tree, k);
+            (p.tree, p.side)
         } else {
-            TokenTree::empty()
+            (TokenTree::empty(), None)
         };
         let masks = match &mut self.constraint {
             Some(c) => c.prune(&mut tree)?,
@@ -342,7 +342,7 @@ impl<'a> Sequence<'a> {
         // A side branch (lookahead) rides along on drafting steps when it fits the cache and
         // the context.
         let context = self.model.config().max_seq_len;
-        let side = if k > 0 { self.proposer.side_branch() } else { None }.filter(|s| {
+        let side = side.filter(|s| {
             s.tokens.len() + tree.len() < cache.remaining() && s.offsets.iter().all(|&o| base + o < context)
         });
         let n_side = side.as_ref().map_or(0, |s| s.tokens.len());

@@ -272,7 +272,7 @@ fn the_draft_cache_after_rollback_equals_a_fresh_prefill() {
     let mut rng = Rng::new(4);
     let mut history = vec![1u32, 403, 407, 261];
     for (step, accepted) in [0usize, 4, 2, 1, 3, 0, 4].into_iter().enumerate() {
-        let tree = draft.propose(&history, 4, &sampling, &mut rng).unwrap();
+        let tree = draft.propose(&history, 4, &sampling, &mut rng).unwrap().tree;
         assert_eq!(tree.len(), 4);
         let DraftDist::Sampled(q) = &tree.q[0] else {
             panic!("sampling drafts carry their q")

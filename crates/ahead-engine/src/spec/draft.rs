@@ -10,7 +10,7 @@ use ahead_core::spec::{DraftDist, TokenTree};
 use ahead_core::{Distribution, Rng, SamplingParams};
 use ahead_model::{ForwardInput, KvCache, Model, Tokenizer};
 
-use super::proposer::Proposer;
+use super::proposer::{Proposal, Proposer};
 use crate::error::{EngineError, Result};
 
 /// A draft model with its own cache, for one sequence.
@@ -212,9 +212,9 @@ impl Proposer for DraftModel {
         k: usize,
         sampling: &SamplingParams,
         rng: &mut Rng,
-    ) -> Result<TokenTree> {
+    ) -> Result<Proposal> {
         let (tokens, q) = self.draft(history, k, sampling, rng)?;
-        Ok(TokenTree::chain(tokens, q))
+        Ok(Proposal::from(TokenTree::chain(tokens, q)))
     }
 }
 
@@ -320,7 +320,7 @@ impl Proposer for RetokenizingDraft {
         self.draft.prefill(&dt.encode(&text, dt.add_bos())?)
     }
 
-    fn propose(&mut self, history: &[u32], k: usize, _: &SamplingParams, rng: &mut Rng) -> Result<TokenTree> {
+    fn propose(&mut self, history: &[u32], k: usize, _: &SamplingParams, rng: &mut Rng) -> Result<Proposal> {
         let text = self.target_tokenizer.decode(history)?;
         let dt = &self.draft_tokenizer;
         let context = dt.encode(&text, dt.add_bos())?;
@@ -328,7 +328,7 @@ impl Proposer for RetokenizingDraft {
         // tokens give at most as many target tokens as characters, trimmed to k below.
         let (drafted, _) = self.draft.draft(&context, k, &SamplingParams::greedy(), rng)?;
         if drafted.is_empty() {
-            return Ok(TokenTree::empty());
+            return Ok(Proposal::default());
         }
         // The drafted text: a short tail of the context decoded with and without the drafts.
         // Both decodes start at the same token, so leading-space rules treat them alike, and
@@ -339,11 +339,11 @@ impl Proposer for RetokenizingDraft {
         // Decoding is not always prefix-stable (a byte-fallback character split across tokens
         // decodes to U+FFFD); then there is nothing reliable to propose this step.
         let Some(suffix) = after.strip_prefix(before.as_str()).filter(|s| !s.is_empty()) else {
-            return Ok(TokenTree::empty());
+            return Ok(Proposal::default());
         };
         let mut tokens = self.target_tokenizer.encode_continuation(suffix)?;
         tokens.truncate(k);
         let q = vec![DraftDist::OneHot; tokens.len()];
-        Ok(TokenTree::chain(tokens, q))
+        Ok(Proposal::from(TokenTree::chain(tokens, q)))
     }
 }

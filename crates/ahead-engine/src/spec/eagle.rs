@@ -13,7 +13,7 @@ use ahead_model::eagle::EagleHead;
 use ahead_model::KvCache;
 
 use super::draft::Chain;
-use super::proposer::{Needs, Outcome, Proposer};
+use super::proposer::{Needs, Outcome, Proposal, Proposer};
 use crate::error::{EngineError, Result};
 
 /// An EAGLE head and its cache, for one sequence.
@@ -125,16 +125,16 @@ impl Proposer for EagleProposer {
         k: usize,
         sampling: &SamplingParams,
         rng: &mut Rng,
-    ) -> Result<TokenTree> {
+    ) -> Result<Proposal> {
         // Every position but the pending token's must have its feature (a proposer that
         // missed some drafts nothing rather than guess).
         if k == 0 || self.known() + 1 != history.len() {
-            return Ok(TokenTree::empty());
+            return Ok(Proposal::default());
         }
         self.feed(history)?;
         // Each step feeds new rows first, so the last real row's outputs are fresh here.
         let Some((logits, mut feature)) = self.last.take() else {
-            return Ok(TokenTree::empty());
+            return Ok(Proposal::default());
         };
         self.cache.truncate(self.fed)?;
         let k = k.min(self.cache.capacity().saturating_sub(self.fed));
@@ -151,7 +151,7 @@ impl Proposer for EagleProposer {
             feature = last_feature(&out)?;
             Ok(out.last().to_vec())
         })?;
-        Ok(TokenTree::chain(tokens, q))
+        Ok(Proposal::from(TokenTree::chain(tokens, q)))
     }
 }
 

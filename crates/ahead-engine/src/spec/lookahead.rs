@@ -4,10 +4,10 @@
 //! predictions on the window advance it by one Jacobi iteration and fill the pool.
 
 use ahead_core::sampling::argmax;
-use ahead_core::spec::{candidate_tree, LookaheadConfig, NgramPool, TokenTree};
+use ahead_core::spec::{candidate_tree, LookaheadConfig, NgramPool};
 use ahead_core::{Rng, SamplingParams};
 
-use super::proposer::{Outcome, Proposer, SideBranch};
+use super::proposer::{Outcome, Proposal, Proposer, SideBranch};
 use crate::error::Result;
 
 /// Continuations kept per first token in the pool.
@@ -34,6 +34,20 @@ impl LookaheadProposer {
             last_tree_len: 0,
             hits: 0,
         }
+    }
+}
+
+impl LookaheadProposer {
+    /// The window's rows, when it has any.
+    fn side_branch(&self) -> Option<SideBranch> {
+        if self.levels.is_empty() || self.cfg.window == 0 {
+            return None;
+        }
+        Some(SideBranch {
+            tokens: self.levels.iter().flatten().copied().collect(),
+            offsets: self.cfg.branch_offsets(),
+            visible: self.cfg.branch_mask(),
+        })
     }
 }
 
@@ -66,17 +80,6 @@ impl Proposer for LookaheadProposer {
         self.cfg.branch_rows()
     }
 
-    fn side_branch(&mut self) -> Option<SideBranch> {
-        if self.levels.is_empty() || self.cfg.window == 0 {
-            return None;
-        }
-        Some(SideBranch {
-            tokens: self.levels.iter().flatten().copied().collect(),
-            offsets: self.cfg.branch_offsets(),
-            visible: self.cfg.branch_mask(),
-        })
-    }
-
     fn observe(&mut self, outcome: &Outcome<'_>) -> Result<()> {
         let Some(accepted) = outcome.accepted else {
             return Ok(());
@@ -106,14 +109,17 @@ impl Proposer for LookaheadProposer {
         Ok(())
     }
 
-    fn propose(&mut self, history: &[u32], k: usize, _: &SamplingParams, _: &mut Rng) -> Result<TokenTree> {
+    fn propose(&mut self, history: &[u32], k: usize, _: &SamplingParams, _: &mut Rng) -> Result<Proposal> {
         let Some(&last) = history.last() else {
-            return Ok(TokenTree::empty());
+            return Ok(Proposal::default());
         };
         let candidates = self.pool.candidates(last, self.cfg.guesses.min(k.max(1)));
         let tree = candidate_tree(&candidates);
         self.last_tree_len = tree.len();
-        Ok(tree)
+        Ok(Proposal {
+            tree,
+            side: self.side_branch(),
+        })
     }
 
     fn pool_hits(&self) -> Option<usize> {

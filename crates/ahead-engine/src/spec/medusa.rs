@@ -6,12 +6,12 @@
 use std::sync::Arc;
 
 use ahead_core::sampling::argmax;
-use ahead_core::spec::{MedusaTree, TokenTree};
+use ahead_core::spec::MedusaTree;
 use ahead_core::{Rng, SamplingParams};
 use ahead_model::medusa::MedusaHeads;
 
 use super::draft::DraftModel;
-use super::proposer::{Needs, Outcome, Proposer};
+use super::proposer::{Needs, Outcome, Proposal, Proposer};
 use crate::error::Result;
 
 /// Medusa heads and a candidate tree, for one sequence.
@@ -52,9 +52,9 @@ impl Proposer for MedusaProposer {
         Ok(())
     }
 
-    fn propose(&mut self, _: &[u32], k: usize, _: &SamplingParams, _: &mut Rng) -> Result<TokenTree> {
+    fn propose(&mut self, _: &[u32], k: usize, _: &SamplingParams, _: &mut Rng) -> Result<Proposal> {
         let Some(hidden) = &self.hidden else {
-            return Ok(TokenTree::empty());
+            return Ok(Proposal::default());
         };
         // The decoder keeps the first k nodes: only the heads of their depths are run.
         let needed = self.tree.paths().iter().take(k).map(Vec::len).max().unwrap_or(0);
@@ -65,7 +65,7 @@ impl Proposer for MedusaProposer {
             top.push(top_tokens(&self.heads, l, self.tree.top_k(d))?);
         }
         // The decoder keeps the first k nodes, which is a tree (paths are ordered by depth).
-        Ok(self.tree.build(&top))
+        Ok(Proposal::from(self.tree.build(&top)))
     }
 }
 
@@ -94,9 +94,9 @@ impl Proposer for HybridDraft {
         self.draft.prefill(prompt)
     }
 
-    fn propose(&mut self, history: &[u32], k: usize, _: &SamplingParams, _: &mut Rng) -> Result<TokenTree> {
+    fn propose(&mut self, history: &[u32], k: usize, _: &SamplingParams, _: &mut Rng) -> Result<Proposal> {
         if history.is_empty() || self.draft.room_after(history.len()) == 0 {
-            return Ok(TokenTree::empty());
+            return Ok(Proposal::default());
         }
         let (logits, hidden) = self.draft.sync_hidden(history, true)?;
         // As for Medusa alone: the first k nodes decide how many heads run.
@@ -108,7 +108,7 @@ impl Proposer for HybridDraft {
         for (d, l) in heads.iter().enumerate() {
             top.push(top_tokens(&self.heads, l, self.tree.top_k(d + 1))?);
         }
-        Ok(self.tree.build(&top))
+        Ok(Proposal::from(self.tree.build(&top)))
     }
 }
 

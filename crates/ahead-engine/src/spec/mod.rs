@@ -16,6 +16,6 @@ pub use eagle::EagleProposer;
 pub use lookahead::LookaheadProposer;
 pub use medusa::{HybridDraft, MedusaProposer};
 pub use oracle::OracleProposer;
-pub use proposer::{Needs, NoDraft, Outcome, PromptLookupProposer, Proposer, SideBranch};
+pub use proposer::{Needs, NoDraft, Outcome, PromptLookupProposer, Proposal, Proposer, SideBranch};
 pub use recycling::RecyclingProposer;
 pub use suffix::SuffixProposer;

@@ -33,12 +33,6 @@ pub trait Proposer {
     /// state shared across requests learns. By default nothing.
     fn finish(&mut self, _output: &[u32]) {}
 
-    /// Rows to add to this step's verify forward besides the tree (lookahead's branch). Asked
-    /// only on steps that draft.
-    fn side_branch(&mut self) -> Option<SideBranch> {
-        None
-    }
-
     /// The most side rows a step may add (the cache must have room for them).
     fn max_side_rows(&self) -> usize {
         0
@@ -57,14 +51,15 @@ pub trait Proposer {
 
     /// Up to `k` draft tokens continuing `history` (prompt and committed tokens; the last one
     /// is not yet in the target's cache). Each node carries the distribution it was drawn from
-    /// after the request's warpers, or one-hot for deterministic drafts.
+    /// after the request's warpers, or one-hot for deterministic drafts. Asked only on steps
+    /// that draft.
     fn propose(
         &mut self,
         history: &[u32],
         k: usize,
         sampling: &SamplingParams,
         rng: &mut Rng,
-    ) -> Result<TokenTree>;
+    ) -> Result<Proposal>;
 }
 
 /// What a proposer reads from the target's forwards besides the committed tokens.
@@ -93,6 +88,20 @@ pub struct Outcome<'a> {
     pub verified: Vec<(u32, &'a [f32])>,
 }
 
+/// What a proposer offers for one step: the tree to verify and, optionally, rows that ride
+/// along in the same forward without being verified (lookahead's window).
+#[derive(Debug, Clone, Default)]
+pub struct Proposal {
+    pub tree: TokenTree,
+    pub side: Option<SideBranch>,
+}
+
+impl From<TokenTree> for Proposal {
+    fn from(tree: TokenTree) -> Self {
+        Self { tree, side: None }
+    }
+}
+
 /// Extra rows of a verify forward that are not verified: their tokens, their positions as
 /// offsets after the pending token's, and for each the earlier side rows it sees (every side
 /// row also sees the committed tokens and the pending token, and never the tree).
@@ -112,8 +121,8 @@ impl Proposer for NoDraft {
         "vanilla"
     }
 
-    fn propose(&mut self, _: &[u32], _: usize, _: &SamplingParams, _: &mut Rng) -> Result<TokenTree> {
-        Ok(TokenTree::empty())
+    fn propose(&mut self, _: &[u32], _: usize, _: &SamplingParams, _: &mut Rng) -> Result<Proposal> {
+        Ok(Proposal::default())
     }
 }
 
@@ -183,12 +192,12 @@ impl Proposer for PromptLookupProposer {
         self.cache.is_some()
     }
 
-    fn propose(&mut self, history: &[u32], k: usize, _: &SamplingParams, _: &mut Rng) -> Result<TokenTree> {
+    fn propose(&mut self, history: &[u32], k: usize, _: &SamplingParams, _: &mut Rng) -> Result<Proposal> {
         let tokens = match &self.cache {
             Some(cache) if k > 0 => Self::propose_with_cache(&mut self.lookup, cache, history, k),
             _ => self.lookup.propose(history, k),
         };
         let q = vec![DraftDist::OneHot; tokens.len()];
-        Ok(TokenTree::chain(tokens, q))
+        Ok(Proposal::from(TokenTree::chain(tokens, q)))
     }
 }

@@ -5,10 +5,10 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ahead_core::spec::{grow_tree, Adjacency, IndexedLookup, NgramCache, PromptLookup, TokenTree};
+use ahead_core::spec::{grow_tree, Adjacency, IndexedLookup, NgramCache, PromptLookup};
 use ahead_core::{Rng, SamplingParams};
 
-use super::proposer::{Needs, Outcome, Proposer};
+use super::proposer::{Needs, Outcome, Proposal, Proposer};
 use crate::error::Result;
 
 /// Candidates kept per token: deeper than any tree this machine verifies needs at one node.
@@ -103,9 +103,9 @@ impl Proposer for RecyclingProposer {
         true
     }
 
-    fn propose(&mut self, history: &[u32], k: usize, _: &SamplingParams, _: &mut Rng) -> Result<TokenTree> {
+    fn propose(&mut self, history: &[u32], k: usize, _: &SamplingParams, _: &mut Rng) -> Result<Proposal> {
         let Some(&last) = history.last() else {
-            return Ok(TokenTree::empty());
+            return Ok(Proposal::default());
         };
         let cache = self.cache.as_deref();
         let keep = self
@@ -117,7 +117,7 @@ impl Proposer for RecyclingProposer {
         let recent = &history[history.len().saturating_sub(keep)..];
         let table = self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let lookup = &mut self.lookup;
-        Ok(grow_tree(last, k, MIN_SCORE, |path| {
+        Ok(Proposal::from(grow_tree(last, k, MIN_SCORE, |path| {
             let mut candidates: Vec<(u32, f32)> = table
                 .candidates(*path.last().unwrap_or(&last))
                 .map(|(t, w)| (t, TABLE_TRUST * w))
@@ -131,7 +131,7 @@ impl Proposer for RecyclingProposer {
                 merge(&mut candidates, hit.token, hit.confidence);
             }
             candidates
-        }))
+        })))
     }
 }
 

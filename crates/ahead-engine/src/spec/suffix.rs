@@ -6,10 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use ahead_core::spec::{suffix_tree, SuffixStore, SuffixTrie, TokenTree, SUFFIX_DEPTH};
+use ahead_core::spec::{suffix_tree, SuffixStore, SuffixTrie, SUFFIX_DEPTH};
 use ahead_core::{Rng, SamplingParams};
 
-use super::proposer::Proposer;
+use super::proposer::{Proposal, Proposer};
 use crate::error::{EngineError, Result};
 
 /// Draft nodes per matched token: a match of n tokens drafts at most n (SuffixDecoding's
@@ -148,9 +148,9 @@ impl Proposer for SuffixProposer {
         store.insert(output);
     }
 
-    fn propose(&mut self, history: &[u32], k: usize, _: &SamplingParams, _: &mut Rng) -> Result<TokenTree> {
+    fn propose(&mut self, history: &[u32], k: usize, _: &SamplingParams, _: &mut Rng) -> Result<Proposal> {
         let Some(&last) = history.last() else {
-            return Ok(TokenTree::empty());
+            return Ok(Proposal::default());
         };
         self.feed(history);
         let context = &history[history.len().saturating_sub(SUFFIX_DEPTH)..];
@@ -164,6 +164,12 @@ impl Proposer for SuffixProposer {
                 sources.push((store.trie(), m));
             }
         }
-        Ok(suffix_tree(last, &sources, k, SIZE_PER_MATCHED_TOKEN, MIN_SCORE))
+        Ok(Proposal::from(suffix_tree(
+            last,
+            &sources,
+            k,
+            SIZE_PER_MATCHED_TOKEN,
+            MIN_SCORE,
+        )))
     }
 }
