@@ -56,7 +56,7 @@ pub struct DecodeArgs {
     /// Stop when the text contains this string (repeatable); the text ends before it.
     #[arg(long)]
     pub stop: Vec<String>,
-    /// Decoding method: vanilla, draft, prompt-lookup, medusa, eagle, recycling, suffix,
+    /// Decoding method: vanilla, draft, prompt-lookup, medusa, eagle, recycling, suffix, hybrid,
     /// lookahead or auto
     /// [default: auto, or the --config file's].
     #[arg(long, value_parser = method_arg)]

@@ -123,6 +123,8 @@ fn configs(drafts: usize, cache: bool) -> Vec<Config> {
         plain("recycling k=8", params(Method::Recycling, Some(8))),
         plain("suffix", params(Method::Suffix, None)),
         plain("suffix k=8", params(Method::Suffix, Some(8))),
+        plain("hybrid", params(Method::Hybrid, None)),
+        plain("hybrid k=8", params(Method::Hybrid, Some(8))),
         plain("lookahead", params(Method::Lookahead, None)),
     ]);
     for (w, n, g) in [(4, 4, 4), (8, 4, 8), (15, 5, 15)] {

@@ -46,6 +46,9 @@ pub enum Method {
     /// Suffix decoding: trees from a suffix tree of the request's own text and of earlier
     /// requests' outputs. No draft model, no training.
     Suffix,
+    /// The EAGLE head's chain, filled out with token recycling's tree in the same forward
+    /// (greedy; under sampling the head drafts alone).
+    Hybrid,
     /// Lookahead decoding: Jacobi iteration over a window fills an n-gram pool whose n-grams
     /// are verified in the same forward. No draft model, no training.
     Lookahead,
@@ -57,7 +60,7 @@ pub enum Method {
 
 impl Method {
     /// Every method, in the order users see them listed.
-    pub const ALL: [Method; 9] = [
+    pub const ALL: [Method; 10] = [
         Self::Vanilla,
         Self::Draft,
         Self::PromptLookup,
@@ -65,6 +68,7 @@ impl Method {
         Self::Eagle,
         Self::Recycling,
         Self::Suffix,
+        Self::Hybrid,
         Self::Lookahead,
         Self::Auto,
     ];
@@ -90,6 +94,7 @@ impl Method {
             Self::Medusa => "medusa",
             Self::Recycling => "recycling",
             Self::Suffix => "suffix",
+            Self::Hybrid => "hybrid",
             Self::Lookahead => "lookahead",
             Self::Eagle => "eagle",
             Self::Auto => "auto",

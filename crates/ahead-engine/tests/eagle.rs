@@ -98,3 +98,40 @@ fn without_a_head_eagle_is_refused_with_the_reason() {
         .unwrap_err();
     assert!(err.to_string().contains("no EAGLE head"), "{err}");
 }
+
+/// The hybrid: the head's chain filled out with token recycling's tree (greedy), the head
+/// alone under sampling.
+#[test]
+fn the_hybrid_gives_plain_decodings_tokens_and_follows_the_target_when_sampling() {
+    let e = engine();
+    for prompt in PROMPTS {
+        let prompt = Prompt::from(prompt);
+        let want = gen(
+            e,
+            &prompt,
+            &method_params(Method::Vanilla, None, SamplingParams::greedy(), 0, 80),
+        );
+        for k in [None, Some(4), Some(8)] {
+            let got = gen(
+                e,
+                &prompt,
+                &method_params(Method::Hybrid, k, SamplingParams::greedy(), 0, 80),
+            );
+            assert_eq!(got.token_ids, want.token_ids, "k {k:?}");
+            assert_eq!(got.stats.method, "hybrid");
+        }
+    }
+    let prompts: Vec<Prompt> = PROMPTS.iter().map(|p| Prompt::from(*p)).collect();
+    let params = method_params(Method::Hybrid, Some(6), SamplingParams::greedy(), 0, 40);
+    for (p, got) in prompts.iter().zip(e.generate_batched(&prompts, &params)) {
+        let vanilla = method_params(Method::Vanilla, None, SamplingParams::greedy(), 0, 40);
+        assert_eq!(got.unwrap().token_ids, gen(e, p, &vanilla).token_ids, "{p:?}");
+    }
+    assert_samples_follow_the_target(
+        e,
+        &Prompt::from("Once upon a time"),
+        Method::Hybrid,
+        3,
+        &two_samplers()[1],
+    );
+}

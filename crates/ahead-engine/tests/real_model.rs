@@ -119,6 +119,8 @@ fn every_method_is_token_identical_to_plain_decoding_on_chats() {
             (Method::Recycling, Some(8)),
             (Method::Suffix, None),
             (Method::Suffix, Some(8)),
+            (Method::Hybrid, None),
+            (Method::Hybrid, Some(8)),
             (Method::Auto, None),
         ] {
             let got = gen(

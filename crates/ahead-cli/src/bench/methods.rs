@@ -220,6 +220,8 @@ fn methods() -> Vec<(&'static str, GenerateParams)> {
         ("recycling (8 nodes)", with(Method::Recycling, Some(8))),
         ("suffix", with(Method::Suffix, None)),
         ("suffix (8 nodes)", with(Method::Suffix, Some(8))),
+        ("hybrid", with(Method::Hybrid, None)),
+        ("hybrid (8 nodes)", with(Method::Hybrid, Some(8))),
         ("lookahead", with(Method::Lookahead, None)),
         (
             "lookahead (W4 N4 G4)",

@@ -11,7 +11,8 @@ use crate::error::{EngineError, Result};
 use crate::params::{GenerateParams, Method};
 use crate::spec::{
     draft::DRAFT_MIN_CONFIDENCE, DraftModel, EagleProposer, HybridDraft, LookaheadProposer, MedusaProposer,
-    NoDraft, PromptLookupProposer, Proposer, RecyclingProposer, RetokenizingDraft, SuffixProposer,
+    MergedProposer, NoDraft, PromptLookupProposer, Proposer, RecyclingProposer, RetokenizingDraft,
+    SuffixProposer,
 };
 
 impl Engine {
@@ -73,20 +74,11 @@ impl Engine {
             }
             Method::Lookahead => Box::new(LookaheadProposer::new(self.lookahead_config(params)?)),
             Method::Eagle => Box::new(self.eagle_proposer(params, capacity)?),
-            Method::Recycling => {
-                // Seeded sampling's tokens depend on its drafts: its table is its own.
-                let vocab = model.config().vocab_size;
-                let table = if params.seeded_sampling() {
-                    RecyclingProposer::private_table(vocab)
-                } else {
-                    self.scopes.get(params.scope.as_deref()).recycled(vocab)
-                };
-                Box::new(RecyclingProposer::new(
-                    table,
-                    params.lookup,
-                    self.ngram_cache.clone(),
-                ))
-            }
+            Method::Recycling => Box::new(self.recycling_proposer(params)),
+            Method::Hybrid => Box::new(MergedProposer::new(
+                Box::new(self.eagle_proposer(params, capacity)?),
+                Box::new(self.recycling_proposer(params)),
+            )),
             // Seeded sampling's tokens depend on its drafts: it drafts from its own text only.
             Method::Suffix => Box::new(SuffixProposer::new(
                 self.scopes.get(params.scope.as_deref()).suffix.store.clone(),
@@ -109,6 +101,7 @@ impl Engine {
             Method::Draft if self.draft.is_none() => missing("draft", "draft model (--draft)"),
             Method::Medusa => self.medusa_tree_for(params).map(|_| ()),
             Method::Eagle if self.eagle.is_none() => missing("eagle", "EAGLE head (--eagle)"),
+            Method::Hybrid if self.eagle.is_none() => missing("hybrid", "EAGLE head (--eagle)"),
             Method::Lookahead => self.lookahead_config(params).map(|_| ()),
             _ => Ok(()),
         }
@@ -136,12 +129,24 @@ impl Engine {
                 let draft_cost = match m {
                     Method::Draft => costs.draft_step,
                     Method::Medusa => costs.medusa_step,
-                    Method::Eagle => costs.eagle_step,
+                    Method::Eagle | Method::Hybrid => costs.eagle_step,
                     _ => 0.0,
                 };
                 self.cost_controller(params, draft_cost, proposer)?
             }
         })
+    }
+
+    /// Token recycling from the request's scope's table (seeded sampling: a table of its own,
+    /// since its tokens depend on its drafts).
+    fn recycling_proposer(&self, params: &GenerateParams) -> RecyclingProposer {
+        let vocab = self.loaded.model.config().vocab_size;
+        let table = if params.seeded_sampling() {
+            RecyclingProposer::private_table(vocab)
+        } else {
+            self.scopes.get(params.scope.as_deref()).recycled(vocab)
+        };
+        RecyclingProposer::new(table, params.lookup, self.ngram_cache.clone())
     }
 
     /// A chain from the loaded EAGLE head with room for `capacity` positions; under the
@@ -180,7 +185,7 @@ impl Engine {
                     params.lookahead_guesses
                 )
             ),
-            Method::PromptLookup | Method::Recycling => format!("{:?}", params.lookup),
+            Method::PromptLookup | Method::Recycling | Method::Hybrid => format!("{:?}", params.lookup),
             _ => String::new(),
         };
         let mode = if greedy { "greedy" } else { "sampled" };
