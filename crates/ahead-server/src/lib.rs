@@ -171,7 +171,27 @@ async fn chat_completion(s: Arc<AppState>, body: Result<Json<Value>, JsonRejecti
     let Some(engine) = s.engine.get().cloned() else {
         return fail(&s, loading());
     };
-    let prompt = match parse::messages(&req.messages).and_then(|m| render_chat(&engine, &m)) {
+    let messages = match parse::messages(&req.messages) {
+        Ok(m) => m,
+        Err(e) => return fail(&s, e),
+    };
+    // Messages longer in bytes than any tokenization could fit are refused before the
+    // template renders and tokenizes them.
+    let bytes: usize = messages.iter().map(|m| m.content.len()).sum();
+    if bytes > s.max_prompt_bytes(&engine) {
+        let context = engine.model().config().max_seq_len;
+        return fail(
+            &s,
+            ApiError {
+                code: Some("context_length_exceeded"),
+                ..ApiError::invalid(
+                    format!("the messages have {bytes} bytes: more than {context} tokens of this tokenizer can hold"),
+                    Some("messages"),
+                )
+            },
+        );
+    }
+    let prompt = match render_chat(&engine, &messages) {
         Ok(p) => p,
         Err(e) => return fail(&s, e),
     };

@@ -314,6 +314,12 @@ fn a_prompt_far_past_the_context_is_refused_without_tokenizing_it() {
     assert!(r["error"]["message"].as_str().unwrap().contains("bytes"), "{r}");
     // Not a speed goal: tokenizing 2 MB takes seconds here, the byte check microseconds.
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    let r = refused(
+        &chat(&s),
+        json!({"messages": [{"role": "user", "content": huge}], "max_tokens": 2}),
+        "messages",
+    );
+    assert!(r["error"]["message"].as_str().unwrap().contains("bytes"), "{r}");
 }
 
 #[test]
