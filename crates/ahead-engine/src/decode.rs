@@ -309,10 +309,10 @@ impl<'a> Sequence<'a> {
             .min(remaining.saturating_sub(1));
         let drafting = Instant::now();
         // Text the grammar forces (a schema's keys and punctuation) is drafted whatever the
-        // controller chose: the constrained target all but surely accepts it. Not for plain
-        // decoding, the reference.
+        // controller chose this step: the constrained target all but surely accepts it. Not
+        // for plain decoding (a controller that never drafts), the reference.
         let forced = match &mut self.constraint {
-            Some(c) if self.proposer.name() != "vanilla" => {
+            Some(c) if self.controller.max_k() > 0 => {
                 let most = room.min(remaining.saturating_sub(1)).min(MAX_FORCED_DRAFT);
                 let mut t = c.forced_tokens(self.tokenizer)?;
                 t.truncate(most);

@@ -34,26 +34,10 @@ const PROMPTS: [&str; 3] = [
 
 #[test]
 fn greedy_output_is_plain_decodings_for_every_draft_length() {
-    let e = engine();
-    for prompt in PROMPTS {
-        let prompt = Prompt::from(prompt);
-        let want = gen(
-            e,
-            &prompt,
-            &method_params(Method::Vanilla, None, SamplingParams::greedy(), 0, 80),
-        );
-        for k in [None, Some(1), Some(3), Some(6)] {
-            let got = gen(
-                e,
-                &prompt,
-                &method_params(Method::Eagle, k, SamplingParams::greedy(), 0, 80),
-            );
-            assert_eq!(got.token_ids, want.token_ids, "k {k:?}");
-            assert_eq!(got.stats.method, "eagle");
-            if k.is_some() {
-                assert!(got.stats.drafted_tokens > 0);
-            }
-        }
+    let ks = [None, Some(1), Some(3), Some(6)];
+    let stats = assert_greedy_is_plain_decodings(engine(), &PROMPTS, Method::Eagle, &ks, 80, "eagle");
+    for (s, k) in stats.iter().zip(ks.iter().cycle()) {
+        assert!(k.is_none() || s.drafted_tokens > 0, "k {k:?}: {s:?}");
     }
 }
 
@@ -104,23 +88,14 @@ fn without_a_head_eagle_is_refused_with_the_reason() {
 #[test]
 fn the_hybrid_gives_plain_decodings_tokens_and_follows_the_target_when_sampling() {
     let e = engine();
-    for prompt in PROMPTS {
-        let prompt = Prompt::from(prompt);
-        let want = gen(
-            e,
-            &prompt,
-            &method_params(Method::Vanilla, None, SamplingParams::greedy(), 0, 80),
-        );
-        for k in [None, Some(4), Some(8)] {
-            let got = gen(
-                e,
-                &prompt,
-                &method_params(Method::Hybrid, k, SamplingParams::greedy(), 0, 80),
-            );
-            assert_eq!(got.token_ids, want.token_ids, "k {k:?}");
-            assert_eq!(got.stats.method, "hybrid");
-        }
-    }
+    assert_greedy_is_plain_decodings(
+        e,
+        &PROMPTS,
+        Method::Hybrid,
+        &[None, Some(4), Some(8)],
+        80,
+        "hybrid",
+    );
     let prompts: Vec<Prompt> = PROMPTS.iter().map(|p| Prompt::from(*p)).collect();
     let params = method_params(Method::Hybrid, Some(6), SamplingParams::greedy(), 0, 40);
     for (p, got) in prompts.iter().zip(e.generate_batched(&prompts, &params)) {

@@ -29,15 +29,14 @@ fn vanilla(max_tokens: usize) -> GenerateParams {
 #[test]
 fn greedy_output_is_plain_decodings_for_every_tree_size() {
     let e = engine();
-    for prompt in PROMPTS {
-        let prompt = Prompt::from(prompt);
-        let want = gen(e, &prompt, &vanilla(80));
-        for k in [None, Some(1), Some(4), Some(12)] {
-            let got = gen(e, &prompt, &greedy_suffix(k, 80));
-            assert_eq!(got.token_ids, want.token_ids, "k {k:?}");
-            assert_eq!(got.stats.method, "suffix");
-        }
-    }
+    assert_greedy_is_plain_decodings(
+        e,
+        &PROMPTS,
+        Method::Suffix,
+        &[None, Some(1), Some(4), Some(12)],
+        80,
+        "suffix",
+    );
     // The toy model repeats itself within 80 tokens: its own text drafts.
     let got = gen(e, &Prompt::from(PROMPTS[1]), &greedy_suffix(Some(8), 80));
     assert!(got.stats.accepted_tokens > 0, "{:?}", got.stats);
@@ -81,20 +80,28 @@ fn the_store_learns_each_output_when_its_request_ends() {
 
 #[test]
 fn another_requests_text_is_drafted_but_never_emitted() {
-    // A "secret" continuation no plain decoding of this prompt produces, in the store.
-    let e = Engine::builder().build().unwrap();
+    // A "secret" continuation no plain decoding of this prompt produces, in one engine's store.
     let prompt = Prompt::from("Once upon a time");
-    let want = gen(&e, &prompt, &vanilla(40));
-    let mut secret = e.prompt_ids(&Prompt::from("Once upon a time")).unwrap();
+    let params = greedy_suffix(Some(8), 40);
+    let clean = Engine::builder().build().unwrap();
+    let without = gen(&clean, &prompt, &params);
+    let e = Engine::builder().build().unwrap();
+    let mut secret = e.prompt_ids(&prompt).unwrap();
     secret.extend(
         e.prompt_ids(&Prompt::from("the secret code is 1234 and the password"))
             .unwrap(),
     );
     e.suffix_store(None).write().unwrap().insert(&secret);
-    let got = gen(&e, &prompt, &greedy_suffix(Some(8), 40));
-    assert_eq!(got.token_ids, want.token_ids);
-    assert!(got.stats.drafted_tokens > 0, "the secret was never even proposed");
-    assert!(got.stats.drafted_tokens > got.stats.accepted_tokens);
+    let got = gen(&e, &prompt, &params);
+    // The store did propose the secret (more drafts than the request's own text gives)...
+    assert!(
+        got.stats.drafted_tokens > without.stats.drafted_tokens,
+        "with the secret {} drafted, without {}",
+        got.stats.drafted_tokens,
+        without.stats.drafted_tokens
+    );
+    // ...and the output is plain decoding's all the same.
+    assert_eq!(got.token_ids, gen(&clean, &prompt, &vanilla(40)).token_ids);
 }
 
 #[test]

@@ -26,8 +26,8 @@ fn context_weight(n: usize) -> f32 {
 
 /// What a table weight is worth against a context match: a softmax over 8 candidates
 /// over-states the chance of the best (a flat tail is cut off), and a ranking made in another
-/// context is weaker evidence than the context repeating itself. On Spec-Bench (3 per group)
-/// halving them took recycling from 1.17x to 1.23x.
+/// context is weaker evidence than the context repeating itself. On Spec-Bench (7 per group,
+/// BENCHMARKS.md) halving them took recycling from 1.17x to 1.28x.
 const TABLE_TRUST: f32 = 0.5;
 
 /// How much a prompt's own successors weigh before the target has ranked a token: below a

@@ -376,3 +376,39 @@ pub fn assert_seeded_sampling_ignores_earlier_requests(method: ahead_engine::Met
         "{method:?}"
     );
 }
+
+/// Asserts that `method` at each draft length in `ks` generates plain decoding's `max_tokens`
+/// greedy tokens after every prompt, reporting itself as `name`; returns each run's stats (in
+/// prompt-major order) for the caller's own checks.
+pub fn assert_greedy_is_plain_decodings(
+    e: &Engine,
+    prompts: &[&str],
+    method: ahead_engine::Method,
+    ks: &[Option<usize>],
+    max_tokens: usize,
+    name: &str,
+) -> Vec<ahead_engine::Stats> {
+    let mut stats = Vec::new();
+    for p in prompts {
+        let prompt = Prompt::from(*p);
+        let plain = method_params(
+            ahead_engine::Method::Vanilla,
+            None,
+            SamplingParams::greedy(),
+            0,
+            max_tokens,
+        );
+        let want = gen(e, &prompt, &plain);
+        for &k in ks {
+            let got = gen(
+                e,
+                &prompt,
+                &method_params(method, k, SamplingParams::greedy(), 0, max_tokens),
+            );
+            assert_eq!(got.token_ids, want.token_ids, "{method:?} k {k:?} after {p:?}");
+            assert_eq!(got.stats.method, name);
+            stats.push(got.stats);
+        }
+    }
+    stats
+}
