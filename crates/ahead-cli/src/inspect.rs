@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use ahead_model::llama::RopeScaling;
+use ahead_model::transformer::RopeScaling;
 use ahead_model::{LoadOptions, ModelSource};
 use anyhow::{Context, Result};
 use clap::Args;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use ahead_core::sampling::{apply_repetition_penalty, argmax, warp, LogitAdjust};
 use ahead_core::spec::{accept, accept_typical, Controller, DraftDist, TokenTree};
 use ahead_core::{Distribution, Rng, SamplingParams};
-use ahead_model::llama::run_tasks;
+use ahead_model::transformer::run_tasks;
 use ahead_model::{AttentionMask, ForwardInput, ForwardOutput, KvCache, Model, Tokenizer};
 
 use crate::commit::{Committer, StopRules};

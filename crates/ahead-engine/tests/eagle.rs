@@ -9,7 +9,7 @@ mod common;
 use common::*;
 
 use ahead_engine::Method;
-use ahead_model::llama::synthetic::random_eagle_head;
+use ahead_model::transformer::synthetic::random_eagle_head;
 use ahead_model::{load, LoadOptions, ModelSource};
 
 /// Every id below 300, and the even ones above.

@@ -11,7 +11,7 @@ use common::*;
 
 use ahead_core::sampling::warp;
 use ahead_engine::Method;
-use ahead_model::llama::Model;
+use ahead_model::transformer::Model;
 use ahead_model::{load, ForwardInput, LoadOptions, ModelSource};
 use ahead_testutil::{chi_square, chi_square_critical as critical};
 

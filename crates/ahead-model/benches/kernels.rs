@@ -7,7 +7,7 @@
 
 #![allow(clippy::expect_used)]
 
-use ahead_model::llama::Linear;
+use ahead_model::transformer::Linear;
 use ahead_model::{load, ForwardInput, LoadOptions, ModelSource, TensorDType};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 

@@ -20,11 +20,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ModelError, Result};
 use crate::format::safetensors::parse_safetensors;
 use crate::format::safetensors_write::{write_safetensors, Stored};
-use crate::llama::{
-    Architecture, AttentionMask, ForwardInput, ForwardOutput, KvCache, LayerWeights, Linear, LlamaConfig,
-    Model, ModelWeights, RopeScaling, RopeStyle,
-};
 use crate::load::weights::vector;
+use crate::transformer::{
+    Architecture, AttentionMask, ForwardInput, ForwardOutput, KvCache, LayerWeights, Linear, Model,
+    ModelConfig, ModelWeights, RopeScaling, RopeStyle,
+};
 
 /// An EAGLE head bound to its target's embedding and classifier.
 #[derive(Debug, Clone)]
@@ -80,7 +80,7 @@ impl EagleHead {
     /// biases), `norm` the norm before the classifier; `subset` restricts the classifier.
     pub fn new(
         target: &Model,
-        layer_cfg: &LlamaConfig,
+        layer_cfg: &ModelConfig,
         fc: Linear,
         layer: LayerWeights,
         norm: Vec<f32>,
@@ -121,7 +121,7 @@ impl EagleHead {
     }
 
     /// The decoder layer's shape.
-    pub fn config(&self) -> &LlamaConfig {
+    pub fn config(&self) -> &ModelConfig {
         self.layer.config()
     }
 
@@ -223,7 +223,7 @@ impl EagleHead {
             ));
         }
         let heads = c.num_attention_heads.max(1);
-        let cfg = LlamaConfig {
+        let cfg = ModelConfig {
             architecture: Architecture::Llama,
             dim: c.hidden_size,
             hidden_dim: c.intermediate_size,
@@ -323,8 +323,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::llama::synthetic::{random_eagle_head, random_model, tiny_config};
     use crate::tensor::TensorDType;
+    use crate::transformer::synthetic::{random_eagle_head, random_model, tiny_config};
 
     fn target() -> Model {
         random_model(&tiny_config(Architecture::Llama, 50), TensorDType::F32, 3).unwrap()
@@ -401,7 +401,7 @@ mod tests {
         let err = EagleHead::from_bytes(&t, &other, "c", &weights, "w").unwrap_err();
         assert!(err.to_string().contains("RoPE layout"), "{err}");
         let wider = random_model(
-            &LlamaConfig {
+            &ModelConfig {
                 dim: 32,
                 head_dim: 8,
                 ..tiny_config(Architecture::Llama, 50)

@@ -8,14 +8,14 @@
 pub mod eagle;
 pub mod error;
 pub mod format;
-pub mod llama;
 pub mod load;
 pub mod medusa;
 pub mod tensor;
 pub mod tokenizer;
+pub mod transformer;
 
 pub use error::{ModelError, Result};
-pub use llama::{AttentionMask, BatchItem, ForwardInput, ForwardOutput, KvCache, LlamaConfig, Model};
 pub use load::{load, Format, LoadOptions, LoadedModel, ModelInfo, ModelSource};
 pub use tensor::{RawTensor, TensorDType};
 pub use tokenizer::Tokenizer;
+pub use transformer::{AttentionMask, BatchItem, ForwardInput, ForwardOutput, KvCache, Model, ModelConfig};

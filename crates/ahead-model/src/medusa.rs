@@ -21,9 +21,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ModelError, Result};
 use crate::format::safetensors::parse_safetensors;
 use crate::format::safetensors_write::{write_safetensors, Stored};
-use crate::llama::Linear;
 use crate::load::weights::vector;
 use crate::tensor::TensorDType;
+use crate::transformer::Linear;
 
 /// One residual block: `x + SiLU(w x + b)`.
 #[derive(Debug, Clone)]

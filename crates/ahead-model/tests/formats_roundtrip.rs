@@ -10,16 +10,16 @@ use std::path::Path;
 
 use ahead_model::format::gguf::parse_gguf;
 use ahead_model::format::gguf_write::GgufWriter;
-use ahead_model::llama::synthetic::{random_model, tiny_config};
-use ahead_model::llama::{Architecture, ForwardInput, LlamaConfig, Model, ModelWeights};
+use ahead_model::transformer::synthetic::{random_model, tiny_config};
+use ahead_model::transformer::{Architecture, ForwardInput, Model, ModelConfig, ModelWeights};
 use ahead_model::{load, LoadOptions, ModelSource, TensorDType};
 use ahead_testutil::{argmax, assert_close, fixture, F32};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
-fn config(architecture: Architecture) -> LlamaConfig {
+fn config(architecture: Architecture) -> ModelConfig {
     // The stories260K tokenizers' vocabulary, reused by every format.
-    LlamaConfig {
+    ModelConfig {
         sliding_window: (architecture == Architecture::Mistral).then_some(8),
         ..tiny_config(architecture, 512)
     }
@@ -41,9 +41,9 @@ fn reference(arch: Architecture) -> Model {
     let cfg = config(arch);
     let m = random_model(&cfg, TensorDType::F32, 11).unwrap();
     let mut w = m.weights().clone();
-    let round_lin = |l: &ahead_model::llama::Linear| {
+    let round_lin = |l: &ahead_model::transformer::Linear| {
         let v: Vec<f32> = l.to_f32().unwrap().into_iter().map(exact_in_half).collect();
-        ahead_model::llama::Linear::from_f32(v, l.rows(), l.cols()).unwrap()
+        ahead_model::transformer::Linear::from_f32(v, l.rows(), l.cols()).unwrap()
     };
     let round_vec = |v: &mut Vec<f32>| v.iter_mut().for_each(|x| *x = exact_in_half(*x));
     w.embedding = round_lin(&w.embedding);
@@ -68,8 +68,8 @@ fn reference(arch: Architecture) -> Model {
 /// Named tensors as (row-major shape, f32 values), in the given naming scheme.
 type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
 
-fn tensors(w: &ModelWeights, cfg: &LlamaConfig, gguf: bool, interleaved: bool) -> Tensors {
-    let mat = |l: &ahead_model::llama::Linear| (vec![l.rows(), l.cols()], l.to_f32().unwrap());
+fn tensors(w: &ModelWeights, cfg: &ModelConfig, gguf: bool, interleaved: bool) -> Tensors {
+    let mat = |l: &ahead_model::transformer::Linear| (vec![l.rows(), l.cols()], l.to_f32().unwrap());
     let mut out: Tensors = Vec::new();
     let mut push = |name: String, (shape, v): (Vec<usize>, Vec<f32>)| out.push((name, shape, v));
     let (emb, norm, head) = if gguf {
@@ -355,9 +355,14 @@ fn q8_0_gguf_matches_the_same_quantized_weights_in_memory() {
     write_gguf(&m, &path, TensorDType::Q8_0);
     // The same weights quantized in memory (quantization is per row, so the GGUF's row
     // permutation does not change a block).
-    let q = |l: &ahead_model::llama::Linear| {
-        ahead_model::llama::Linear::quantize(&l.to_f32().unwrap(), l.rows(), l.cols(), TensorDType::Q8_0)
-            .unwrap()
+    let q = |l: &ahead_model::transformer::Linear| {
+        ahead_model::transformer::Linear::quantize(
+            &l.to_f32().unwrap(),
+            l.rows(),
+            l.cols(),
+            TensorDType::Q8_0,
+        )
+        .unwrap()
     };
     let mut w = m.weights().clone();
     w.embedding = q(&w.embedding);

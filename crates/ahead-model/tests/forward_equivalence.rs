@@ -2,14 +2,14 @@
 //! mask equals separate chains, and truncate/compact leave the cache as a fresh prefill would.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ahead_model::llama::synthetic::{random_model, random_model_with, tiny_config, Recipe};
-use ahead_model::llama::{Architecture, AttentionMask, BatchItem, ForwardInput, LlamaConfig, Model};
+use ahead_model::transformer::synthetic::{random_model, random_model_with, tiny_config, Recipe};
+use ahead_model::transformer::{Architecture, AttentionMask, BatchItem, ForwardInput, Model, ModelConfig};
 use ahead_model::{KvCache, TensorDType};
 use ahead_testutil::{argmax, assert_close, Tolerance, F32, QUANTIZED};
 
-fn config(architecture: Architecture) -> LlamaConfig {
+fn config(architecture: Architecture) -> ModelConfig {
     // A window shorter than the test sequences, so the sliding mask is exercised.
-    LlamaConfig {
+    ModelConfig {
         sliding_window: (architecture == Architecture::Mistral).then_some(6),
         ..tiny_config(architecture, 300)
     }
@@ -296,7 +296,7 @@ fn bad_inputs_are_errors_and_leave_the_cache_unchanged() {
         "a cache larger than the context is refused"
     );
     let other = random_model(
-        &LlamaConfig {
+        &ModelConfig {
             n_layers: 3,
             ..config(Architecture::Llama)
         },
@@ -318,7 +318,7 @@ fn sliding_window_limits_what_mistral_attends_to() {
     // position 1 cannot change its logits; without a window it does.
     let one_layer = |arch| {
         random_model(
-            &LlamaConfig {
+            &ModelConfig {
                 n_layers: 1,
                 ..config(arch)
             },

@@ -3,7 +3,7 @@
 //! dequantized f32 weights do, and decode sensibly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ahead_model::llama::{Linear, ModelWeights};
+use ahead_model::transformer::{Linear, ModelWeights};
 use ahead_model::{ForwardInput, Model, ModelSource, TensorDType};
 use ahead_testutil::{argmax, real_model};
 

@@ -142,7 +142,7 @@ pub fn train_draft_on_chat(
     // The draft reads and scores tokens as the target does: its embedding and classifier
     // (tied or not), rounded as the draft's file will store them.
     let w = target.weights();
-    let round = |m: &ahead_model::llama::Linear| {
+    let round = |m: &ahead_model::transformer::Linear| {
         rounded(&m.to_f32()?, tcfg.vocab_size, tcfg.dim, opts.embedding_dtype)
     };
     let embedding = round(&w.embedding)?;
@@ -224,7 +224,7 @@ pub fn train_draft_on_chat(
 
 /// `values` after a round trip through `dtype` (what a file of that type gives back).
 fn rounded(values: &[f32], rows: usize, cols: usize, dtype: TensorDType) -> Result<Vec<f32>> {
-    Ok(ahead_model::llama::Linear::quantize(values, rows, cols, dtype)?.to_f32()?)
+    Ok(ahead_model::transformer::Linear::quantize(values, rows, cols, dtype)?.to_f32()?)
 }
 
 /// One record as the trainer sees it: its tokens (cut to fit), the positions whose next token

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use ahead_core::Rng;
 use ahead_model::eagle::EagleHead;
-use ahead_model::llama::Linear;
+use ahead_model::transformer::Linear;
 use ahead_model::{ForwardInput, Model, TensorDType};
 use candle_core::{Device, Tensor, Var, D};
 use candle_nn::Optimizer;
@@ -345,7 +345,7 @@ fn to_head(
     let convert =
         |l: &Linear| -> Result<Linear> { Ok(Linear::quantize(&l.to_f32()?, l.rows(), l.cols(), dtype)?) };
     let l = &model.weights().layers[0];
-    let layer = ahead_model::llama::LayerWeights {
+    let layer = ahead_model::transformer::LayerWeights {
         wq: convert(&l.wq)?,
         wk: convert(&l.wk)?,
         wv: convert(&l.wv)?,
@@ -431,8 +431,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use ahead_model::llama::synthetic::{random_model, tiny_config};
-    use ahead_model::llama::Architecture;
+    use ahead_model::transformer::synthetic::{random_model, tiny_config};
+    use ahead_model::transformer::Architecture;
 
     /// The training passes compute what drafting computes: pass 0 row j is the head's output
     /// after real rows 0..=j, and chain pass 1 row j is the chain row drafted after it (the

@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use ahead_core::sampling::argmax;
 use ahead_core::Rng;
-use ahead_model::llama::Linear;
 use ahead_model::medusa::{MedusaHead, MedusaHeads, ResBlock};
+use ahead_model::transformer::Linear;
 use ahead_model::{ForwardInput, Model, Tokenizer};
 use candle_core::{Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer};

@@ -4,8 +4,8 @@
 //! forward computes the same function (tested).
 
 use ahead_core::Rng;
-use ahead_model::llama::{
-    Architecture, LayerWeights, Linear, LlamaConfig, ModelWeights, RopeScaling, RopeStyle,
+use ahead_model::transformer::{
+    Architecture, LayerWeights, Linear, ModelConfig, ModelWeights, RopeScaling, RopeStyle,
 };
 use ahead_model::Model;
 use candle_core::{DType, Device, Tensor, Var, D};
@@ -24,7 +24,7 @@ pub struct DraftShape {
 
 impl DraftShape {
     /// The inference config of a draft of this shape for `target`.
-    pub fn config(&self, target: &LlamaConfig) -> Result<LlamaConfig> {
+    pub fn config(&self, target: &ModelConfig) -> Result<ModelConfig> {
         let s = self;
         if s.dim == 0 || s.hidden_dim == 0 || s.n_layers == 0 || s.n_heads == 0 || s.n_kv_heads == 0 {
             return Err(TrainError::Options(format!("every size must be positive: {s:?}")));
@@ -41,7 +41,7 @@ impl DraftShape {
                 s.n_heads, s.n_kv_heads
             )));
         }
-        Ok(LlamaConfig {
+        Ok(ModelConfig {
             architecture: Architecture::Llama,
             dim: s.dim,
             hidden_dim: s.hidden_dim,
@@ -79,7 +79,7 @@ pub type PassKv = Vec<Vec<(Tensor, Tensor)>>;
 
 /// A trainable draft.
 pub struct Student {
-    cfg: LlamaConfig,
+    cfg: ModelConfig,
     embedding: Var,
     layers: Vec<Layer>,
     norm: Var,
@@ -94,7 +94,7 @@ pub struct Student {
 
 impl Student {
     /// Random initial weights (uniform, scaled by fan-in; norms at 1), reproducible from `seed`.
-    pub fn new(cfg: LlamaConfig, seed: u64) -> Result<Self> {
+    pub fn new(cfg: ModelConfig, seed: u64) -> Result<Self> {
         let dev = Device::Cpu;
         let mut rng = Rng::new(seed);
         let mut mat = |rows: usize, cols: usize| -> Result<Var> {
@@ -152,7 +152,7 @@ impl Student {
     /// the draft reads tokens as the target does), classifier (the embedding when `None`,
     /// else `[vocab, dim]` values, not trained) and final norm, with fresh layers.
     pub fn over_embedding(
-        cfg: LlamaConfig,
+        cfg: ModelConfig,
         embedding: Vec<f32>,
         lm_head: Option<Vec<f32>>,
         norm: Vec<f32>,
@@ -242,7 +242,7 @@ impl Student {
         Ok(s)
     }
 
-    pub fn config(&self) -> &LlamaConfig {
+    pub fn config(&self) -> &ModelConfig {
         &self.cfg
     }
 
@@ -449,7 +449,7 @@ fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 /// Key/value heads repeated for their query heads: query head h reads key/value head h / group.
-fn repeat_kv(x: &Tensor, cfg: &LlamaConfig) -> candle_core::Result<Tensor> {
+fn repeat_kv(x: &Tensor, cfg: &ModelConfig) -> candle_core::Result<Tensor> {
     let group = cfg.n_heads / cfg.n_kv_heads;
     if group == 1 {
         return Ok(x.clone());
@@ -473,7 +473,7 @@ fn causal_mask(rows: usize, cols: usize, dev: &Device) -> candle_core::Result<Te
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ahead_model::llama::synthetic::tiny_config;
+    use ahead_model::transformer::synthetic::tiny_config;
     use ahead_model::ForwardInput;
 
     #[test]

@@ -15,7 +15,7 @@ pub(crate) mod suite;
 
 use std::io::Write;
 
-use ahead_model::llama::synthetic::Recipe;
+use ahead_model::transformer::synthetic::Recipe;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
@@ -119,7 +119,7 @@ fn bench_model(
 
 /// A random-weight model of a named shape, optionally cut to `layers`.
 fn synthetic(name: &str, layers: Option<usize>, dtype: Recipe) -> Result<ahead_model::Model> {
-    use ahead_model::llama::synthetic::{named_config, random_model_with, NAMED_CONFIGS};
+    use ahead_model::transformer::synthetic::{named_config, random_model_with, NAMED_CONFIGS};
     let mut cfg = named_config(name).ok_or_else(|| {
         anyhow::anyhow!(
             "unknown synthetic model {name:?}; known: {}",

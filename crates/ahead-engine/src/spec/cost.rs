@@ -100,8 +100,8 @@ pub fn eagle_seconds(head: &ahead_model::eagle::EagleHead) -> Result<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ahead_model::llama::synthetic::{random_model, tiny_config};
-    use ahead_model::llama::Architecture;
+    use ahead_model::transformer::synthetic::{random_model, tiny_config};
+    use ahead_model::transformer::Architecture;
     use ahead_model::TensorDType;
 
     #[test]

@@ -169,8 +169,8 @@ pub fn expected_stop(stop: &str) -> (Vec<u32>, String) {
 /// The same weights quantized to q8_0 (rows that are not whole blocks stay as they are): a
 /// draft that agrees with the target most of the time.
 pub fn quantized_copy(model: &ahead_model::Model) -> ahead_model::Model {
-    let q = |l: &ahead_model::llama::Linear| match l.cols() % 32 {
-        0 => ahead_model::llama::Linear::quantize(
+    let q = |l: &ahead_model::transformer::Linear| match l.cols() % 32 {
+        0 => ahead_model::transformer::Linear::quantize(
             &l.to_f32().unwrap(),
             l.rows(),
             l.cols(),

@@ -9,9 +9,9 @@ use candle_core::quantized::k_quants::BlockQ8_0;
 use crate::error::{ModelError, Result};
 use crate::format::gguf::{parse_gguf, GgufValue};
 use crate::format::gguf_write::GgufWriter;
-use crate::llama::linear::Linear;
-use crate::llama::q8::ggml_bytes;
 use crate::tensor::{RawTensor, TensorDType};
+use crate::transformer::linear::Linear;
+use crate::transformer::q8::ggml_bytes;
 
 /// llama.cpp's `general.file_type` for a file whose matrices are all `dtype`.
 fn file_type(dtype: TensorDType) -> Option<u32> {

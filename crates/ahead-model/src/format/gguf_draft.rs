@@ -10,10 +10,10 @@ use candle_core::quantized::k_quants::{BlockQ4_0, BlockQ8_0};
 use crate::error::{ModelError, Result};
 use crate::format::gguf::{GgufFile, GgufValue};
 use crate::format::gguf_write::GgufWriter;
-use crate::llama::q8::ggml_bytes;
-use crate::llama::{Linear, Model, RopeScaling, RopeStyle};
 use crate::load::weights::{gguf_name, LayerSlot, Slot};
 use crate::tensor::TensorDType;
+use crate::transformer::q8::ggml_bytes;
+use crate::transformer::{Linear, Model, RopeScaling, RopeStyle};
 
 /// The GGUF key holding a drafter's classifier subset (token ids, most frequent first).
 pub const TOKEN_SUBSET_KEY: &str = "ahead.token_subset";

@@ -409,17 +409,17 @@ mod tests {
             (
                 "a",
                 TensorDType::Q4_1,
-                crate::llama::q8::ggml_bytes::<BlockQ4_1>(&values),
+                crate::transformer::q8::ggml_bytes::<BlockQ4_1>(&values),
             ),
             (
                 "b",
                 TensorDType::Q5_0,
-                crate::llama::q8::ggml_bytes::<BlockQ5_0>(&values),
+                crate::transformer::q8::ggml_bytes::<BlockQ5_0>(&values),
             ),
             (
                 "c",
                 TensorDType::Q5_1,
-                crate::llama::q8::ggml_bytes::<BlockQ5_1>(&values),
+                crate::transformer::q8::ggml_bytes::<BlockQ5_1>(&values),
             ),
         ];
         let mut w = GgufWriter::new();

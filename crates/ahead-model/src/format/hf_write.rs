@@ -10,9 +10,9 @@ use serde_json::{json, Value};
 
 use crate::error::{ModelError, Result};
 use crate::format::safetensors_write::{write_safetensors, Stored};
-use crate::llama::{Architecture, Linear, Model, RopeScaling, RopeStyle};
 use crate::load::weights::{hf_name, LayerSlot, Slot};
 use crate::tokenizer::Tokenizer;
+use crate::transformer::{Architecture, Linear, Model, RopeScaling, RopeStyle};
 
 /// Writes `model` and `tokenizer` into `dir` (created if needed). Refuses what the folder could
 /// not say: GGUF RoPE frequency factors and tokenizers that are not `tokenizers` pipelines

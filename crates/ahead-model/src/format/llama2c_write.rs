@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::error::{ModelError, Result};
-use crate::llama::{Model, RopeStyle};
+use crate::transformer::{Model, RopeStyle};
 
 /// Writes `model` to `path`. llama2.c has no room for biases, a separate head size or
 /// rotate-half RoPE: rotate-half q/k rows are permuted to the interleaved pairs it uses, and

@@ -7,8 +7,8 @@ use std::path::Path;
 use safetensors::tensor::{Dtype, TensorView};
 
 use crate::error::{ModelError, Result};
-use crate::llama::Linear;
 use crate::tensor::TensorDType;
+use crate::transformer::Linear;
 
 /// One tensor as it will be written.
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 use super::weights::{gguf_name, vector, WeightSource};
 use crate::error::{ModelError, Result};
 use crate::format::gguf::GgufFile;
-use crate::llama::{Architecture, LlamaConfig, Model, RopeScaling, RopeStyle};
+use crate::transformer::{Architecture, Model, ModelConfig, RopeScaling, RopeStyle};
 
 /// Builds the model described by a parsed GGUF file over its bytes.
 pub fn load(gguf: &GgufFile, bytes: &[u8]) -> Result<Model> {
@@ -50,7 +50,7 @@ pub fn load(gguf: &GgufFile, bytes: &[u8]) -> Result<Model> {
         .tensor(bytes, "rope_freqs.weight")
         .map(|t| vector(&t, file, "rope_freqs.weight"))
         .transpose()?;
-    let cfg = LlamaConfig {
+    let cfg = ModelConfig {
         architecture,
         dim,
         hidden_dim: req("feed_forward_length")?,

@@ -9,8 +9,8 @@ use serde::Deserialize;
 use super::weights::{hf_name, WeightSource};
 use crate::error::{ModelError, Result};
 use crate::format::safetensors::{parse_safetensors, parse_safetensors_index, SafetensorsFile};
-use crate::llama::{
-    Architecture, Llama3RopeScaling, LlamaConfig, Model, RopeScaling, RopeStyle, YarnRopeScaling,
+use crate::transformer::{
+    Architecture, Llama3RopeScaling, Model, ModelConfig, RopeScaling, RopeStyle, YarnRopeScaling,
 };
 
 /// The fields of `config.json` ahead reads.
@@ -91,7 +91,7 @@ pub fn load(dir: &Path) -> Result<Model> {
 
 /// Turns `config.json` into our config; also says whether q/k/v biases exist and whether the
 /// classifier is tied to the embedding.
-fn config(hf: &HfConfig, label: &str) -> Result<(LlamaConfig, bool, bool)> {
+fn config(hf: &HfConfig, label: &str) -> Result<(ModelConfig, bool, bool)> {
     let kind = hf
         .model_type
         .as_deref()
@@ -125,7 +125,7 @@ fn config(hf: &HfConfig, label: &str) -> Result<(LlamaConfig, bool, bool)> {
     let (rope_theta, rope_scaling) = rope(hf, label)?;
     let bias = architecture == Architecture::Qwen2 || hf.attention_bias == Some(true);
     let n_heads = hf.num_attention_heads;
-    let cfg = LlamaConfig {
+    let cfg = ModelConfig {
         architecture,
         dim: hf.hidden_size,
         hidden_dim: hf.intermediate_size,

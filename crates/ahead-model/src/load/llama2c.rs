@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use super::weights::{gguf_name, LayerSlot, Slot, WeightSource};
 use crate::error::{ModelError, Result};
-use crate::llama::{Architecture, LlamaConfig, Model, RopeScaling, RopeStyle};
 use crate::tensor::{RawTensor, TensorDType};
+use crate::transformer::{Architecture, Model, ModelConfig, RopeScaling, RopeStyle};
 
 const HEADER_BYTES: usize = 7 * 4;
 /// Magic of llama2.c's newer "version 1/2" exports ("ak42").
@@ -55,7 +55,7 @@ pub fn load(bytes: &[u8], file: &str) -> Result<Model> {
             format!("{n_heads} does not divide dim {dim}"),
         ));
     }
-    let cfg = LlamaConfig {
+    let cfg = ModelConfig {
         architecture: Architecture::Llama,
         dim,
         hidden_dim,
@@ -85,7 +85,7 @@ pub fn load(bytes: &[u8], file: &str) -> Result<Model> {
 
 /// Cuts the weight region into named tensors, checking the total size against the file.
 fn slice_tensors<'a>(
-    cfg: &LlamaConfig,
+    cfg: &ModelConfig,
     shared: bool,
     data: &'a [u8],
     file: &str,

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{ModelError, Result};
 use crate::format::gguf::parse_gguf;
-use crate::llama::Model;
 use crate::tokenizer::Tokenizer;
+use crate::transformer::Model;
 
 pub use hub::{hub_cache_dir, resolve_hub, resolve_hub_files};
 

@@ -1,8 +1,8 @@
 //! Maps each format's tensor names onto the one `ModelWeights` layout.
 
 use crate::error::{ModelError, Result};
-use crate::llama::{LayerWeights, Linear, LlamaConfig, ModelWeights};
 use crate::tensor::{RawTensor, TensorDType};
+use crate::transformer::{LayerWeights, Linear, ModelConfig, ModelWeights};
 
 /// A weight of the architecture, independent of how a file names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +117,7 @@ impl WeightSource<'_, '_> {
     }
 
     /// Reads every weight `cfg` needs. `bias` says whether q/k/v biases must be present.
-    pub fn build(&self, cfg: &LlamaConfig, bias: bool) -> Result<ModelWeights> {
+    pub fn build(&self, cfg: &ModelConfig, bias: bool) -> Result<ModelWeights> {
         use LayerSlot::*;
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {

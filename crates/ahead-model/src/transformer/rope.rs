@@ -1,6 +1,6 @@
 //! Rotary position embeddings with per-token positions (tree nodes share depths, not slots).
 
-use super::config::{Llama3RopeScaling, LlamaConfig, RopeScaling, RopeStyle, YarnRopeScaling};
+use super::config::{Llama3RopeScaling, ModelConfig, RopeScaling, RopeStyle, YarnRopeScaling};
 
 /// Inverse frequencies of one head, with the configured scaling and GGUF frequency factors
 /// applied, and YaRN's cos/sin scale.
@@ -13,7 +13,7 @@ pub struct Rope {
 }
 
 impl Rope {
-    pub fn new(cfg: &LlamaConfig) -> Self {
+    pub fn new(cfg: &ModelConfig) -> Self {
         let half = cfg.head_dim / 2;
         // As transformers: theta^(2i/d) in f32, then its reciprocal.
         let base: Vec<f32> = (0..half)
@@ -119,14 +119,14 @@ fn yarn(base: &[f32], theta: f32, head_dim: usize, y: YarnRopeScaling) -> Vec<f3
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llama::config::Architecture;
-    use crate::llama::synthetic::tinyllama_config;
+    use crate::transformer::config::Architecture;
+    use crate::transformer::synthetic::tinyllama_config;
 
     /// Llama 3.1's scaled frequencies, head_dim 64, theta 500000, factor 8, low 1, high 4,
     /// original context 8192: the values of transformers' `_compute_llama3_parameters`.
     #[test]
     fn llama3_scaling_matches_the_reference_frequencies() {
-        let cfg = LlamaConfig {
+        let cfg = ModelConfig {
             architecture: Architecture::Llama,
             rope_theta: 500000.0,
             rope_scaling: RopeScaling::Llama3(Llama3RopeScaling {
@@ -156,7 +156,7 @@ mod tests {
     #[test]
     fn rotation_preserves_length_and_position_zero_is_identity() {
         for style in [RopeStyle::Interleaved, RopeStyle::Half] {
-            let cfg = LlamaConfig {
+            let cfg = ModelConfig {
                 rope_style: style,
                 ..tinyllama_config()
             };

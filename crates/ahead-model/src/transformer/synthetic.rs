@@ -1,15 +1,15 @@
 //! Random-weight models of any shape: for tests (every architecture, every dtype) and for
 //! benchmarks at real model sizes without downloading one.
 
-use super::config::{Architecture, LlamaConfig, RopeScaling, RopeStyle};
+use super::config::{Architecture, ModelConfig, RopeScaling, RopeStyle};
 use super::linear::Linear;
 use super::model::{LayerWeights, Model, ModelWeights};
 use crate::error::Result;
 use crate::tensor::TensorDType;
 
 /// TinyLlama-1.1B's shapes (22 layers, dim 2048, GQA 32/4, vocab 32000).
-pub fn tinyllama_config() -> LlamaConfig {
-    LlamaConfig {
+pub fn tinyllama_config() -> ModelConfig {
+    ModelConfig {
         architecture: Architecture::Llama,
         dim: 2048,
         hidden_dim: 5632,
@@ -29,8 +29,8 @@ pub fn tinyllama_config() -> LlamaConfig {
 }
 
 /// Qwen2.5-0.5B's shapes (24 layers, dim 896, GQA 14/2, biases on q/k/v, vocab 151,936).
-pub fn qwen2_5_0_5b_config() -> LlamaConfig {
-    LlamaConfig {
+pub fn qwen2_5_0_5b_config() -> ModelConfig {
+    ModelConfig {
         architecture: Architecture::Qwen2,
         dim: 896,
         hidden_dim: 4864,
@@ -48,8 +48,8 @@ pub fn qwen2_5_0_5b_config() -> LlamaConfig {
 
 /// Llama-3.2-1B's shapes (16 layers, dim 2048, GQA 32/8, vocab 128,256; RoPE scaling omitted,
 /// which does not change the cost).
-pub fn llama_3_2_1b_config() -> LlamaConfig {
-    LlamaConfig {
+pub fn llama_3_2_1b_config() -> ModelConfig {
+    ModelConfig {
         hidden_dim: 8192,
         n_layers: 16,
         n_kv_heads: 8,
@@ -62,7 +62,7 @@ pub fn llama_3_2_1b_config() -> LlamaConfig {
 
 /// The shapes of a known model by name, for benchmarks: `tinyllama-1.1b` (or `tinyllama`),
 /// `qwen2.5-0.5b`, `llama-3.2-1b`.
-pub fn named_config(name: &str) -> Option<LlamaConfig> {
+pub fn named_config(name: &str) -> Option<ModelConfig> {
     match name {
         "tinyllama" | "tinyllama-1.1b" => Some(tinyllama_config()),
         "qwen2.5-0.5b" => Some(qwen2_5_0_5b_config()),
@@ -75,8 +75,8 @@ pub fn named_config(name: &str) -> Option<LlamaConfig> {
 pub const NAMED_CONFIGS: [&str; 3] = ["tinyllama-1.1b", "qwen2.5-0.5b", "llama-3.2-1b"];
 
 /// A tiny model shape for tests: 2 layers, dim 64, 4 query / 2 key-value heads of 16.
-pub fn tiny_config(architecture: Architecture, vocab_size: usize) -> LlamaConfig {
-    LlamaConfig {
+pub fn tiny_config(architecture: Architecture, vocab_size: usize) -> ModelConfig {
+    ModelConfig {
         architecture,
         dim: 64,
         hidden_dim: 96,
@@ -159,12 +159,12 @@ impl Recipe {
 
 /// A model with random weights of `cfg`'s shapes; matrices stored as `dtype`. Biases are added
 /// for Qwen2. Weights are scaled like a trained model's so activations stay in range.
-pub fn random_model(cfg: &LlamaConfig, dtype: TensorDType, seed: u64) -> Result<Model> {
+pub fn random_model(cfg: &ModelConfig, dtype: TensorDType, seed: u64) -> Result<Model> {
     random_model_with(cfg, Recipe::Uniform(dtype), seed)
 }
 
 /// `random_model` with the matrices' dtypes chosen by `recipe`.
-pub fn random_model_with(cfg: &LlamaConfig, recipe: Recipe, seed: u64) -> Result<Model> {
+pub fn random_model_with(cfg: &ModelConfig, recipe: Recipe, seed: u64) -> Result<Model> {
     let mut v = Values {
         state: seed ^ 0x5DEE_CE66_D1CE_4E5B,
     };
@@ -227,7 +227,7 @@ pub fn random_eagle_head(
     subset: Option<&[u32]>,
 ) -> Result<crate::eagle::EagleHead> {
     let t = target.config();
-    let cfg = LlamaConfig {
+    let cfg = ModelConfig {
         n_layers: 1,
         rope_style: RopeStyle::Interleaved,
         rope_scaling: RopeScaling::None,
@@ -249,7 +249,7 @@ mod tests {
 
     #[test]
     fn q4_k_m_puts_q6_k_where_llama_cpp_does() {
-        let cfg = LlamaConfig {
+        let cfg = ModelConfig {
             dim: 256,
             hidden_dim: 256,
             n_layers: 16,

@@ -3,7 +3,7 @@
 use std::sync::Mutex;
 
 use super::attention::{GroupAttention, Visible};
-use super::config::LlamaConfig;
+use super::config::ModelConfig;
 use super::input::{ForwardInput, ForwardOutput};
 use super::kernels;
 use super::kv_cache::KvCache;
@@ -45,7 +45,7 @@ pub struct ModelWeights {
 /// A loaded Llama-family model. Immutable: share it across threads and sequences.
 #[derive(Debug, Clone)]
 pub struct Model {
-    config: LlamaConfig,
+    config: ModelConfig,
     weights: ModelWeights,
     rope: Rope,
     /// When the classifier scores a subset of the vocabulary ([`Model::restricted_to`]): the
@@ -73,7 +73,7 @@ fn attention_rows(rows: usize, kv_heads: usize, threads: usize) -> usize {
 
 impl Model {
     /// Builds a model, checking every weight's shape against the config.
-    pub fn new(config: LlamaConfig, weights: ModelWeights) -> Result<Self> {
+    pub fn new(config: ModelConfig, weights: ModelWeights) -> Result<Self> {
         config.validate("config")?;
         check_shapes(&config, &weights)?;
         let rope = Rope::new(&config);
@@ -134,7 +134,7 @@ impl Model {
         self.classifier_tokens.as_deref()
     }
 
-    pub fn config(&self) -> &LlamaConfig {
+    pub fn config(&self) -> &ModelConfig {
         &self.config
     }
 
@@ -368,7 +368,7 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn new(cfg: &LlamaConfig, k: usize) -> Self {
+    fn new(cfg: &ModelConfig, k: usize) -> Self {
         Self {
             h: vec![0.0; k * cfg.dim],
             q: vec![0.0; k * cfg.q_dim()],
@@ -536,7 +536,7 @@ impl Model {
 }
 
 /// Checks every weight against the config, naming the first that does not fit.
-fn check_shapes(cfg: &LlamaConfig, w: &ModelWeights) -> Result<()> {
+fn check_shapes(cfg: &ModelConfig, w: &ModelWeights) -> Result<()> {
     let lin = |name: String, l: &Linear, rows: usize, cols: usize| {
         if l.rows() == rows && l.cols() == cols {
             Ok(())

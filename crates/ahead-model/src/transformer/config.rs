@@ -73,7 +73,7 @@ pub struct YarnRopeScaling {
 
 /// Everything the forward pass needs to know about the model's shape.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LlamaConfig {
+pub struct ModelConfig {
     pub architecture: Architecture,
     pub dim: usize,
     pub hidden_dim: usize,
@@ -94,7 +94,7 @@ pub struct LlamaConfig {
     pub sliding_window: Option<usize>,
 }
 
-impl LlamaConfig {
+impl ModelConfig {
     /// Width of the key/value projections.
     pub fn kv_dim(&self) -> usize {
         self.n_kv_heads * self.head_dim

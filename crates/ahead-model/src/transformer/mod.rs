@@ -14,7 +14,7 @@ pub mod rope;
 mod spin_pool;
 pub mod synthetic;
 
-pub use config::{Architecture, Llama3RopeScaling, LlamaConfig, RopeScaling, RopeStyle, YarnRopeScaling};
+pub use config::{Architecture, Llama3RopeScaling, ModelConfig, RopeScaling, RopeStyle, YarnRopeScaling};
 pub use input::{AttentionMask, ForwardInput, ForwardOutput};
 pub use kv_cache::KvCache;
 pub use linear::Linear;

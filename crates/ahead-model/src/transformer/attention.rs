@@ -524,7 +524,7 @@ fn tail_values<V: Lanes>(a: &GroupAttention<'_>, e: &[f32], tail: &[usize], out:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llama::kv_cache::KvCache;
+    use crate::transformer::kv_cache::KvCache;
 
     /// A one-layer cache of `n` slots with deterministic, varied keys and values.
     fn cache(kv_dim: usize, n: usize) -> KvCache {
@@ -574,7 +574,7 @@ mod tests {
             a.run_portable(q, self.q_dim(), visible, fresh.clone(), &mut portable);
             // `run` takes the widest backend this CPU has: the narrower one must agree too.
             #[cfg(target_arch = "x86_64")]
-            if crate::llama::lanes::has_avx2_fma() {
+            if crate::transformer::lanes::has_avx2_fma() {
                 let mut avx2 = vec![0f32; n];
                 // SAFETY: the CPU has AVX2 and FMA.
                 unsafe { x86::run_avx2(&a, q, self.q_dim(), visible, fresh, &mut avx2) };
