@@ -239,6 +239,10 @@ impl EagleHead {
             rope_freq_factors: None,
             rms_eps: c.rms_norm_eps,
             sliding_window: None,
+            sliding_layers: None,
+            local_rope_theta: None,
+            attention_scale: None,
+            final_logit_softcap: None,
         };
         cfg.validate(config_label)?;
         let file = weights_label.to_string();
@@ -261,6 +265,10 @@ impl EagleHead {
             bq: None,
             bk: None,
             bv: None,
+            q_norm: None,
+            k_norm: None,
+            post_attn_norm: None,
+            post_ffn_norm: None,
             ffn_norm: vec(&l(5))?,
             w1: linear(&l(6))?,
             w2: linear(&l(7))?,

@@ -21,6 +21,10 @@ fn config(architecture: Architecture) -> ModelConfig {
     // The stories260K tokenizers' vocabulary, reused by every format.
     ModelConfig {
         sliding_window: (architecture == Architecture::Mistral).then_some(8),
+        sliding_layers: None,
+        local_rope_theta: None,
+        attention_scale: None,
+        final_logit_softcap: None,
         ..tiny_config(architecture, 512)
     }
 }

@@ -11,6 +11,10 @@ fn config(architecture: Architecture) -> ModelConfig {
     // A window shorter than the test sequences, so the sliding mask is exercised.
     ModelConfig {
         sliding_window: (architecture == Architecture::Mistral).then_some(6),
+        sliding_layers: None,
+        local_rope_theta: None,
+        attention_scale: None,
+        final_logit_softcap: None,
         ..tiny_config(architecture, 300)
     }
 }

@@ -57,6 +57,10 @@ impl DraftShape {
             rope_freq_factors: None,
             rms_eps: target.rms_eps,
             sliding_window: None,
+            sliding_layers: None,
+            local_rope_theta: None,
+            attention_scale: None,
+            final_logit_softcap: None,
         })
     }
 }
@@ -403,6 +407,10 @@ impl Student {
                 bq: None,
                 bk: None,
                 bv: None,
+                q_norm: None,
+                k_norm: None,
+                post_attn_norm: None,
+                post_ffn_norm: None,
                 ffn_norm: vec(&l.ffn_norm)?,
                 w1: mat(&l.w1)?,
                 w2: mat(&l.w2)?,

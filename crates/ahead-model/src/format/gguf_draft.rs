@@ -13,7 +13,7 @@ use crate::format::gguf_write::GgufWriter;
 use crate::load::weights::{gguf_name, LayerSlot, Slot};
 use crate::tensor::TensorDType;
 use crate::transformer::q8::ggml_bytes;
-use crate::transformer::{Linear, Model, RopeScaling, RopeStyle};
+use crate::transformer::{Architecture, Linear, Model, RopeScaling, RopeStyle};
 
 /// The GGUF key holding a drafter's classifier subset (token ids, most frequent first).
 pub const TOKEN_SUBSET_KEY: &str = "ahead.token_subset";
@@ -50,6 +50,9 @@ pub const DRAFT_DTYPES: [TensorDType; 4] = [
 pub fn write_draft_gguf(draft: &Model, target: &GgufFile, opts: &DraftGgufOptions<'_>) -> Result<Vec<u8>> {
     let cfg = draft.config();
     let refuse = |why: &str| Err(ModelError::Unsupported(format!("writing a draft as GGUF: {why}")));
+    if cfg.architecture != Architecture::Llama {
+        return refuse("the draft must be a llama");
+    }
     if cfg.rope_style != RopeStyle::Interleaved
         || cfg.rope_scaling != RopeScaling::None
         || cfg.rope_freq_factors.is_some()

@@ -19,6 +19,16 @@ use crate::transformer::{Architecture, Linear, Model, RopeScaling, RopeStyle};
 /// (sentencepiece GGUF, llama2.c).
 pub fn write_hf_folder(model: &Model, tokenizer: &Tokenizer, dir: &Path) -> Result<()> {
     let cfg = model.config();
+    let arch = cfg.architecture.spec();
+    if !matches!(
+        cfg.architecture,
+        Architecture::Llama | Architecture::Mistral | Architecture::Qwen2
+    ) {
+        return Err(ModelError::Unsupported(format!(
+            "writing a Hugging Face folder for {} (only llama, mistral and qwen2)",
+            cfg.architecture.name()
+        )));
+    }
     if cfg.rope_freq_factors.is_some() {
         return Err(ModelError::Unsupported(
             "writing a Hugging Face folder for a model with GGUF rope_freqs factors".into(),
@@ -35,14 +45,14 @@ pub fn write_hf_folder(model: &Model, tokenizer: &Tokenizer, dir: &Path) -> Resu
         if let Some(heads) = heads.filter(|_| cfg.rope_style == RopeStyle::Interleaved) {
             w = rotate_half_rows(&w, heads, cfg.head_dim, l.cols());
         }
-        Ok((hf_name(slot), vec![l.rows(), l.cols()], w))
+        Ok((hf_name(slot, arch), vec![l.rows(), l.cols()], w))
     };
     let vector = |slot: Slot, v: &[f32], heads: Option<usize>| -> Entry {
         let v = match heads.filter(|_| cfg.rope_style == RopeStyle::Interleaved) {
             Some(heads) => rotate_half_rows(v, heads, cfg.head_dim, 1),
             None => v.to_vec(),
         };
-        (hf_name(slot), vec![v.len()], v)
+        (hf_name(slot, arch), vec![v.len()], v)
     };
     let w = model.weights();
     let mut tensors: Vec<Entry> = vec![matrix(Slot::Embedding, &w.embedding, None)?];
@@ -117,11 +127,9 @@ fn rotate_half_rows(w: &[f32], heads: usize, head_dim: usize, cols: usize) -> Ve
 
 fn config_json(model: &Model, tokenizer: &Tokenizer, biased: bool) -> Value {
     let c = model.config();
-    let (model_type, class) = match c.architecture {
-        Architecture::Llama => ("llama", "LlamaForCausalLM"),
-        Architecture::Mistral => ("mistral", "MistralForCausalLM"),
-        Architecture::Qwen2 => ("qwen2", "Qwen2ForCausalLM"),
-    };
+    // The table lists each family's `model_type` first and its class second.
+    let names = c.architecture.spec().hf_names;
+    let (model_type, class) = (names[0], names[names.len() - 1]);
     let rope_scaling = match c.rope_scaling {
         RopeScaling::None => Value::Null,
         RopeScaling::Linear { factor } => json!({"rope_type": "linear", "factor": factor}),

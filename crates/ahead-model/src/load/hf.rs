@@ -10,7 +10,8 @@ use super::weights::{hf_name, WeightSource};
 use crate::error::{ModelError, Result};
 use crate::format::safetensors::{parse_safetensors, parse_safetensors_index, SafetensorsFile};
 use crate::transformer::{
-    Architecture, Llama3RopeScaling, Model, ModelConfig, RopeScaling, RopeStyle, YarnRopeScaling,
+    Activation, ArchSpec, Architecture, Llama3RopeScaling, Model, ModelConfig, RopeScaling, RopeStyle,
+    SlidingPattern, YarnRopeScaling,
 };
 
 /// The fields of `config.json` ahead reads.
@@ -38,7 +39,19 @@ struct HfConfig {
     attention_bias: Option<bool>,
     sliding_window: Option<usize>,
     use_sliding_window: Option<bool>,
+    /// Qwen2/3 without `layer_types`: layers from this one on slide (transformers' default 28).
+    max_window_layers: Option<usize>,
     hidden_act: Option<String>,
+    /// Gemma's name for `hidden_act`.
+    hidden_activation: Option<String>,
+    /// Gemma 3: queries scale by its inverse square root.
+    query_pre_attn_scalar: Option<f64>,
+    final_logit_softcapping: Option<f32>,
+    attn_logit_softcapping: Option<f32>,
+    /// Gemma 3 in transformers 4: the sliding layers' RoPE base, and the layer pattern.
+    rope_local_base_freq: Option<f32>,
+    sliding_window_pattern: Option<usize>,
+    use_bidirectional_attention: Option<bool>,
 }
 
 /// Loads the model in folder `dir`.
@@ -76,6 +89,7 @@ pub fn load(dir: &Path) -> Result<Model> {
         file: &file,
         name: hf_name,
         get: &get,
+        norm_plus_one: cfg.architecture.spec().hf_norm_plus_one,
     };
     let mut weights = source.build(&cfg, bias)?;
     if tied {
@@ -102,28 +116,40 @@ fn config(hf: &HfConfig, label: &str) -> Result<(ModelConfig, bool, bool)> {
                 .map(String::as_str)
         })
         .unwrap_or("llama");
-    let architecture = match kind {
-        "llama" | "LlamaForCausalLM" => Architecture::Llama,
-        "mistral" | "MistralForCausalLM" => Architecture::Mistral,
-        "qwen2" | "Qwen2ForCausalLM" => Architecture::Qwen2,
-        other => {
-            return Err(ModelError::Unsupported(format!(
-                "{label}: model_type {other:?}; supported: llama, mistral, qwen2"
-            )))
-        }
+    let architecture = Architecture::from_hf(kind).ok_or_else(|| {
+        ModelError::Unsupported(format!(
+            "{label}: model_type {kind:?}; supported: {}",
+            Architecture::supported(true)
+        ))
+    })?;
+    let spec = architecture.spec();
+    let want_act = match spec.activation {
+        Activation::Silu => "silu",
+        Activation::GeluTanh => "gelu_pytorch_tanh",
     };
-    if let Some(act) = hf.hidden_act.as_deref().filter(|a| *a != "silu") {
+    if let Some(act) = hf
+        .hidden_activation
+        .as_deref()
+        .or(hf.hidden_act.as_deref())
+        .filter(|a| *a != want_act)
+    {
         return Err(ModelError::Unsupported(format!(
-            "{label}: hidden_act {act:?}; only silu"
+            "{label}: activation {act:?}; {} uses {want_act:?}",
+            architecture.name()
         )));
     }
-    let sliding_window = match architecture {
-        Architecture::Qwen2 if hf.use_sliding_window != Some(true) => None,
-        _ => hf.sliding_window.filter(|&w| w < hf.max_position_embeddings),
-    };
-    check_layer_types(hf, sliding_window.is_some(), label)?;
-    let (rope_theta, rope_scaling) = rope(hf, label)?;
-    let bias = architecture == Architecture::Qwen2 || hf.attention_bias == Some(true);
+    if let Some(cap) = hf.attn_logit_softcapping {
+        return Err(ModelError::Unsupported(format!(
+            "{label}: attn_logit_softcapping {cap}: attention-score soft-capping is not implemented"
+        )));
+    }
+    if hf.use_bidirectional_attention == Some(true) {
+        return Err(ModelError::Unsupported(format!(
+            "{label}: use_bidirectional_attention: ahead runs causal decoders only"
+        )));
+    }
+    let ((rope_theta, rope_scaling), local) = rope_by_layer_type(hf, spec, label)?;
+    let bias = spec.qkv_bias || hf.attention_bias == Some(true);
     let n_heads = hf.num_attention_heads;
     let cfg = ModelConfig {
         architecture,
@@ -142,36 +168,124 @@ fn config(hf: &HfConfig, label: &str) -> Result<(ModelConfig, bool, bool)> {
         rope_scaling,
         rope_freq_factors: None,
         rms_eps: hf.rms_norm_eps.unwrap_or(1e-6),
-        sliding_window,
+        sliding_window: None,
+        sliding_layers: None,
+        local_rope_theta: None,
+        // transformers computes `query_pre_attn_scalar**-0.5` in double precision.
+        attention_scale: (architecture == Architecture::Gemma3)
+            .then(|| hf.query_pre_attn_scalar.unwrap_or(256.0).powf(-0.5) as f32),
+        final_logit_softcap: hf.final_logit_softcapping,
     };
+    let cfg = sliding(hf, label, cfg, local)?;
     cfg.validate(label)?;
-    Ok((cfg, bias, hf.tie_word_embeddings.unwrap_or(false)))
+    Ok((cfg, bias, hf.tie_word_embeddings.unwrap_or(spec.hf_tied_by_default)))
 }
 
-/// `layer_types` (transformers 5) must agree with the one attention every layer here has: all
-/// `full_attention`, or all `sliding_attention` when the model has a window.
-fn check_layer_types(hf: &HfConfig, sliding: bool, label: &str) -> Result<()> {
-    let Some(types) = &hf.layer_types else {
-        return Ok(());
+/// The sliding window and the layers it applies to: `layer_types` (transformers 5) when given,
+/// else each family's rule (Mistral: every layer; Qwen: from `max_window_layers` on, with
+/// `use_sliding_window`; Gemma 3: all but the last of every `sliding_window_pattern`). `local`
+/// is the sliding layers' RoPE base when they have their own.
+fn sliding(hf: &HfConfig, label: &str, cfg: ModelConfig, local: Option<f32>) -> Result<ModelConfig> {
+    let n = hf.num_hidden_layers;
+    let arch = cfg.architecture;
+    let qwen = matches!(arch, Architecture::Qwen2 | Architecture::Qwen3);
+    let window = match arch {
+        _ if qwen && hf.use_sliding_window != Some(true) => None,
+        Architecture::Gemma3 => hf.sliding_window,
+        _ => hf.sliding_window.filter(|&w| w < hf.max_position_embeddings),
     };
-    let want = if sliding {
-        "sliding_attention"
-    } else {
-        "full_attention"
+    let layers: Vec<bool> = match &hf.layer_types {
+        Some(types) => {
+            if types.len() != n {
+                return Err(ModelError::format(
+                    label,
+                    "layer_types",
+                    format!("{} entries for {n} layers", types.len()),
+                ));
+            }
+            types
+                .iter()
+                .map(|t| match t.as_str() {
+                    "full_attention" => Ok(false),
+                    "sliding_attention" => Ok(true),
+                    other => Err(ModelError::Unsupported(format!(
+                        "{label}: layer_types entry {other:?}; supported: full_attention, sliding_attention"
+                    ))),
+                })
+                .collect::<Result<_>>()?
+        }
+        None => (0..n)
+            .map(|i| match arch {
+                _ if qwen => i >= hf.max_window_layers.unwrap_or(28),
+                Architecture::Gemma3 => {
+                    SlidingPattern::AllButLastOf(hf.sliding_window_pattern.unwrap_or(6)).slides(i)
+                }
+                _ => true,
+            })
+            .collect(),
     };
-    if types.len() != hf.num_hidden_layers {
-        return Err(ModelError::format(
-            label,
-            "layer_types",
-            format!("{} entries for {} layers", types.len(), hf.num_hidden_layers),
-        ));
+    if !layers.iter().any(|&s| s) {
+        return Ok(cfg);
     }
-    match types.iter().find(|t| *t != want) {
-        Some(other) => Err(ModelError::Unsupported(format!(
-            "{label}: layer_types mixes {other:?} with {want:?}; per-layer attention is not supported for this architecture"
-        ))),
-        None => Ok(()),
+    let Some(window) = window else {
+        if hf.layer_types.is_some() {
+            return Err(ModelError::format(
+                label,
+                "layer_types",
+                "names sliding layers, but the model has no sliding window",
+            ));
+        }
+        return Ok(cfg);
+    };
+    let every = layers.iter().all(|&s| s);
+    Ok(ModelConfig {
+        sliding_window: Some(window),
+        sliding_layers: (!every).then_some(layers),
+        local_rope_theta: local.filter(|&t| t != cfg.rope_theta || cfg.rope_scaling != RopeScaling::None),
+        ..cfg
+    })
+}
+
+/// RoPE of the global layers (base, scaling) and the sliding layers' own base, if any: from
+/// `rope_parameters` keyed by layer type (transformers 5's Gemma 3), or one RoPE for all with
+/// transformers 4's `rope_local_base_freq` (or the family's default) for the sliding layers.
+fn rope_by_layer_type(
+    hf: &HfConfig,
+    spec: &ArchSpec,
+    label: &str,
+) -> Result<((f32, RopeScaling), Option<f32>)> {
+    let per_type = hf
+        .rope_parameters
+        .as_ref()
+        .and_then(|p| p.as_object())
+        .filter(|o| o.contains_key("full_attention") || o.contains_key("sliding_attention"));
+    let Some(per_type) = per_type else {
+        let global = rope(hf, hf.rope_parameters.as_ref(), "rope_parameters", label)?;
+        return Ok((global, hf.rope_local_base_freq.or(spec.default_local_rope_theta)));
+    };
+    if let Some(k) = per_type
+        .keys()
+        .find(|k| *k != "full_attention" && *k != "sliding_attention")
+    {
+        return Err(ModelError::Unsupported(format!(
+            "{label}: rope_parameters.{k} is not understood"
+        )));
     }
+    let field = "rope_parameters.full_attention";
+    let global = rope(hf, per_type.get("full_attention"), field, label)?;
+    let local = match per_type.get("sliding_attention") {
+        None => None,
+        Some(p) => {
+            let (theta, scaling) = rope(hf, Some(p), "rope_parameters.sliding_attention", label)?;
+            if scaling != RopeScaling::None {
+                return Err(ModelError::Unsupported(format!(
+                    "{label}: rope_parameters.sliding_attention: scaled RoPE on sliding layers is not implemented"
+                )));
+            }
+            Some(theta)
+        }
+    };
+    Ok((global, local))
 }
 
 /// Keys of a RoPE settings object that ahead reads; any other is refused.
@@ -195,10 +309,15 @@ const ROPE_KEYS: &[&str] = &[
 /// RoPE's base and scaling, from transformers 5's `rope_parameters` or transformers 4's
 /// top-level `rope_theta` and `rope_scaling`. Types and keys ahead does not implement are
 /// refused rather than ignored.
-fn rope(hf: &HfConfig, label: &str) -> Result<(f32, RopeScaling)> {
-    let present = |v: &Option<serde_json::Value>| v.as_ref().filter(|v| !v.is_null()).cloned();
-    let (params, field) = match (present(&hf.rope_parameters), present(&hf.rope_scaling)) {
-        (Some(p), _) => (p, "rope_parameters"),
+fn rope(
+    hf: &HfConfig,
+    parameters: Option<&serde_json::Value>,
+    parameters_field: &'static str,
+    label: &str,
+) -> Result<(f32, RopeScaling)> {
+    let present = |v: Option<&serde_json::Value>| v.filter(|v| !v.is_null()).cloned();
+    let (params, field) = match (present(parameters), present(hf.rope_scaling.as_ref())) {
+        (Some(p), _) => (p, parameters_field),
         (None, Some(s)) => (s, "rope_scaling"),
         (None, None) => (serde_json::json!({}), "rope_scaling"),
     };
@@ -263,7 +382,7 @@ fn rope(hf: &HfConfig, label: &str) -> Result<(f32, RopeScaling)> {
             high_freq_factor: need("high_freq_factor")? as f32,
             original_max_position_embeddings: need("original_max_position_embeddings")? as usize,
         }),
-        "yarn" => yarn(hf, &num, label, field)?,
+        "yarn" => yarn(hf, &params, &num, label, field)?,
         other => {
             return Err(ModelError::Unsupported(format!(
                 "{label}: {field}.rope_type {other:?}; supported: default, linear, llama3, yarn"
@@ -286,6 +405,7 @@ fn rope(hf: &HfConfig, label: &str) -> Result<(f32, RopeScaling)> {
 /// context lengths, the attention factor from the factor (and `mscale`s), betas 32 and 1.
 fn yarn(
     hf: &HfConfig,
+    params: &serde_json::Value,
     num: &dyn Fn(&str) -> Result<Option<f64>>,
     label: &str,
     field: &str,
@@ -318,7 +438,7 @@ fn yarn(
     let beta = |k: &str, default: f64| -> Result<f32> {
         Ok(num(k)?.filter(|&b| b != 0.0).unwrap_or(default) as f32)
     };
-    let truncate = match params_bool(hf, "truncate") {
+    let truncate = match params.get("truncate").map(|v| v.as_bool().ok_or(())) {
         Some(Ok(b)) => b,
         Some(Err(())) => {
             return Err(ModelError::format(
@@ -337,17 +457,6 @@ fn yarn(
         attention_factor: attention_factor as f32,
         truncate,
     }))
-}
-
-/// A boolean RoPE setting, from whichever of the two fields holds the settings.
-fn params_bool(hf: &HfConfig, key: &str) -> Option<std::result::Result<bool, ()>> {
-    let v = hf
-        .rope_parameters
-        .as_ref()
-        .filter(|v| !v.is_null())
-        .or(hf.rope_scaling.as_ref())?
-        .get(key)?;
-    Some(v.as_bool().ok_or(()))
 }
 
 /// Reads `model.safetensors`, or every shard named by `model.safetensors.index.json`.

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::weights::{gguf_name, LayerSlot, Slot, WeightSource};
+use super::weights::{gguf_name, gguf_source_name, LayerSlot, Slot, WeightSource};
 use crate::error::{ModelError, Result};
 use crate::tensor::{RawTensor, TensorDType};
 use crate::transformer::{Architecture, Model, ModelConfig, RopeScaling, RopeStyle};
@@ -71,13 +71,18 @@ pub fn load(bytes: &[u8], file: &str) -> Result<Model> {
         rope_freq_factors: None,
         rms_eps: 1e-5,
         sliding_window: None,
+        sliding_layers: None,
+        local_rope_theta: None,
+        attention_scale: None,
+        final_logit_softcap: None,
     };
     cfg.validate(file)?;
     let tensors = slice_tensors(&cfg, shared, &bytes[HEADER_BYTES..], file)?;
     let get = |name: &str| Ok(tensors.get(name).cloned());
     let source = WeightSource {
         file,
-        name: gguf_name,
+        name: gguf_source_name,
+        norm_plus_one: false,
         get: &get,
     };
     Model::new(cfg.clone(), source.build(&cfg, false)?)

@@ -1,27 +1,7 @@
-//! The hyper-parameters of a Llama-family model, whatever file they came from.
+//! The hyper-parameters of a model, whatever file they came from.
 
+pub use super::arch::{Activation, Architecture};
 use crate::error::{ModelError, Result};
-
-/// Which member of the Llama family (they differ in biases, RoPE layout and defaults).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Architecture {
-    /// Llama 2/3, TinyLlama, SmolLM and llama2.c checkpoints.
-    Llama,
-    /// Mistral: Llama with an optional sliding attention window.
-    Mistral,
-    /// Qwen2: biases on the q, k and v projections.
-    Qwen2,
-}
-
-impl Architecture {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Llama => "llama",
-            Self::Mistral => "mistral",
-            Self::Qwen2 => "qwen2",
-        }
-    }
-}
 
 /// How RoPE pairs the dimensions of a head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,11 +70,49 @@ pub struct ModelConfig {
     /// Per-frequency divisors stored in some GGUF files (`rope_freqs.weight`).
     pub rope_freq_factors: Option<Vec<f32>>,
     pub rms_eps: f32,
-    /// Mistral's sliding attention window, if any.
+    /// The sliding attention window, if any (Mistral, Gemma 3): a row sees the positions less
+    /// than this far behind its own.
     pub sliding_window: Option<usize>,
+    /// Which layers the window applies to, when not every layer (Gemma 3: five of every six).
+    pub sliding_layers: Option<Vec<bool>>,
+    /// RoPE base of the sliding layers, when it differs from `rope_theta` (Gemma 3's 10,000;
+    /// unscaled).
+    pub local_rope_theta: Option<f32>,
+    /// Scale of the attention scores when it is not 1/sqrt(head_dim) (Gemma 3's
+    /// `query_pre_attn_scalar`^-1/2).
+    pub attention_scale: Option<f32>,
+    /// Final logits become `cap * tanh(logits / cap)` (Gemma's `final_logit_softcapping`).
+    pub final_logit_softcap: Option<f32>,
+}
+
+/// What one layer's attention sees and how it rotates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerAttention {
+    pub window: Option<usize>,
+    /// Uses `local_rope_theta`'s RoPE, not the global one.
+    pub local_rope: bool,
 }
 
 impl ModelConfig {
+    /// Layer `i`'s attention: its window and which RoPE it uses.
+    pub fn layer_attention(&self, i: usize) -> LayerAttention {
+        let slides = self.sliding_window.is_some()
+            && self
+                .sliding_layers
+                .as_ref()
+                .is_none_or(|l| l.get(i).copied().unwrap_or(false));
+        LayerAttention {
+            window: self.sliding_window.filter(|_| slides),
+            local_rope: slides && self.local_rope_theta.is_some(),
+        }
+    }
+
+    /// The scale of attention scores.
+    pub fn attention_scale(&self) -> f32 {
+        self.attention_scale
+            .unwrap_or(1.0 / (self.head_dim as f32).sqrt())
+    }
+
     /// Width of the key/value projections.
     pub fn kv_dim(&self) -> usize {
         self.n_kv_heads * self.head_dim
@@ -136,6 +154,26 @@ impl ModelConfig {
         }
         if !(self.rms_eps.is_finite() && self.rms_eps >= 0.0) {
             return bad("rms_eps", format!("{}", self.rms_eps));
+        }
+        if let Some(l) = &self.sliding_layers {
+            if l.len() != self.n_layers {
+                return bad(
+                    "sliding_layers",
+                    format!("{} entries for {} layers", l.len(), self.n_layers),
+                );
+            }
+        }
+        if self.sliding_window == Some(0) {
+            return bad("sliding_window", "0".into());
+        }
+        for (field, v) in [
+            ("local_rope_theta", self.local_rope_theta),
+            ("attention_scale", self.attention_scale),
+            ("final_logit_softcap", self.final_logit_softcap),
+        ] {
+            if let Some(v) = v.filter(|v| !(v.is_finite() && *v > 0.0)) {
+                return bad(field, format!("{v}"));
+            }
         }
         if let Some(f) = &self.rope_freq_factors {
             if f.len() != self.head_dim / 2 {

@@ -1,5 +1,5 @@
 //! CPU kernels for the forward pass: the panel drivers the matrix products share (`by_panels`,
-//! `row_blocks`), RMSNorm and SiLU. f32 products live in `packed`,
+//! `row_blocks`), RMSNorm and the gated activations (SiLU, tanh GELU). f32 products live in `packed`,
 //! integer products in `q8`, attention in `attention`.
 //!
 //! Small products stay on the calling thread: a thread round trip costs more than a 64x172
@@ -117,53 +117,77 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
 /// `gate[i] = silu(gate[i]) * up[i]`, vectorized (`lanes::exp`); the same bits on every
 /// backend.
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    gated_mul::<false>(gate, up);
+}
+
+/// `gate[i] = gelu_tanh(gate[i]) * up[i]` (GeGLU, PyTorch's `gelu(approximate="tanh")`),
+/// vectorized; the same bits on every backend. 0.5 g (1 + tanh(u)) is g * sigmoid(2u), so it
+/// shares SiLU's code with sigmoid's argument 2u, u = sqrt(2/pi) (g + 0.044715 g^3).
+pub fn gelu_tanh_mul(gate: &mut [f32], up: &[f32]) {
+    gated_mul::<true>(gate, up);
+}
+
+fn gated_mul<const GELU: bool>(gate: &mut [f32], up: &[f32]) {
     assert_eq!(gate.len(), up.len(), "gate and up differ in length");
     #[cfg(target_arch = "x86_64")]
     if lanes::has_avx512f() {
         // SAFETY: the CPU has AVX-512F.
-        unsafe { silu_mul_avx512(gate, up) };
+        unsafe { gated_mul_avx512::<GELU>(gate, up) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if lanes::has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA.
-        unsafe { silu_mul_avx2(gate, up) };
+        unsafe { gated_mul_avx2::<GELU>(gate, up) };
         return;
     }
-    silu_mul_with::<lanes::Portable>(gate, up);
+    gated_mul_with::<lanes::Portable, GELU>(gate, up);
 }
 
 /// # Safety
 /// The CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn silu_mul_avx512(gate: &mut [f32], up: &[f32]) {
-    silu_mul_with::<lanes::Avx512>(gate, up);
+unsafe fn gated_mul_avx512<const GELU: bool>(gate: &mut [f32], up: &[f32]) {
+    gated_mul_with::<lanes::Avx512, GELU>(gate, up);
 }
 
 /// # Safety
 /// The CPU has AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn silu_mul_avx2(gate: &mut [f32], up: &[f32]) {
-    silu_mul_with::<lanes::Avx2>(gate, up);
+unsafe fn gated_mul_avx2<const GELU: bool>(gate: &mut [f32], up: &[f32]) {
+    gated_mul_with::<lanes::Avx2, GELU>(gate, up);
 }
 
+/// sqrt(2/pi), twice: GELU's sigmoid argument is 2u.
+const GELU_2C: f32 = 2.0 * 0.797_884_6;
+const GELU_CUBIC: f32 = 0.044_715;
+
 #[inline(always)]
-fn silu_mul_with<V: Lanes>(gate: &mut [f32], up: &[f32]) {
+fn gated_mul_with<V: Lanes, const GELU: bool>(gate: &mut [f32], up: &[f32]) {
     let one = V::splat(1.0);
-    let silu = |g: V, u: V| g.div(one.add(lanes::exp(V::zero().sub(g)))).mul(u);
+    let (c2, cubic) = (V::splat(GELU_2C), V::splat(GELU_CUBIC));
+    let act = |g: V, u: V| {
+        // The sigmoid's argument: g for SiLU, 2u for GELU.
+        let z = if GELU {
+            c2.mul(g.add(cubic.mul(g).mul(g).mul(g)))
+        } else {
+            g
+        };
+        g.div(one.add(lanes::exp(V::zero().sub(z)))).mul(u)
+    };
     let mut g = gate.chunks_exact_mut(V::N);
     let mut u = up.chunks_exact(V::N);
     for (g, u) in g.by_ref().zip(u.by_ref()) {
-        silu(V::load(g), V::load(u)).store(g);
+        act(V::load(g), V::load(u)).store(g);
     }
     let (g, u) = (g.into_remainder(), u.remainder());
     if !g.is_empty() {
         let (mut gb, mut ub) = ([0f32; MAX_N], [0f32; MAX_N]);
         gb[..g.len()].copy_from_slice(g);
         ub[..u.len()].copy_from_slice(u);
-        silu(V::load(&gb), V::load(&ub)).store(&mut gb);
+        act(V::load(&gb), V::load(&ub)).store(&mut gb);
         g.copy_from_slice(&gb[..g.len()]);
     }
 }
@@ -182,13 +206,13 @@ mod tests {
         let mut fast = gate.clone();
         silu_mul(&mut fast, &up);
         let mut portable = gate.clone();
-        silu_mul_with::<lanes::Portable>(&mut portable, &up);
+        gated_mul_with::<lanes::Portable, false>(&mut portable, &up);
         #[cfg(target_arch = "x86_64")]
         if lanes::has_avx2_fma() {
             // The dispatch above may have taken AVX-512: AVX2 must agree as well.
             let mut avx2 = gate.clone();
             // SAFETY: the CPU has AVX2 and FMA.
-            unsafe { silu_mul_avx2(&mut avx2, &up) };
+            unsafe { gated_mul_avx2::<false>(&mut avx2, &up) };
             assert!(avx2
                 .iter()
                 .zip(&portable)
@@ -200,6 +224,27 @@ mod tests {
             let want = g / (1.0 + (-g).exp()) * up[i] as f64;
             assert!(
                 (fast[i] as f64 - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                "gate {g}: {} vs {want}",
+                fast[i]
+            );
+        }
+    }
+
+    #[test]
+    fn gelu_tanh_mul_is_close_to_pytorchs_formula_and_the_same_in_every_backend() {
+        let gate: Vec<f32> = (-1000..=1000).map(|i| i as f32 / 37.0).chain([-90.0, 90.0]).collect();
+        let up: Vec<f32> = (0..gate.len()).map(|i| 0.5 + (i % 5) as f32 / 10.0).collect();
+        let mut fast = gate.clone();
+        gelu_tanh_mul(&mut fast, &up);
+        let mut portable = gate.clone();
+        gated_mul_with::<lanes::Portable, true>(&mut portable, &up);
+        for i in 0..gate.len() {
+            assert_eq!(fast[i].to_bits(), portable[i].to_bits(), "gate {}", gate[i]);
+            let g = gate[i] as f64;
+            let inner = (2.0 / std::f64::consts::PI).sqrt() * (g + 0.044715 * g * g * g);
+            let want = 0.5 * g * (1.0 + inner.tanh()) * up[i] as f64;
+            assert!(
+                (fast[i] as f64 - want).abs() <= 2e-6 * (1.0 + want.abs()),
                 "gate {g}: {} vs {want}",
                 fast[i]
             );

@@ -1,6 +1,9 @@
-//! The Llama-family model: config, kernels, KV cache, forward.
+//! The decoder-only transformer every supported architecture is: the architecture table,
+//! config, kernels, KV cache, forward.
 
+pub mod arch;
 mod attention;
+mod block;
 pub mod config;
 pub mod input;
 pub mod kernels;
@@ -14,7 +17,8 @@ pub mod rope;
 mod spin_pool;
 pub mod synthetic;
 
-pub use config::{Architecture, Llama3RopeScaling, ModelConfig, RopeScaling, RopeStyle, YarnRopeScaling};
+pub use arch::{Activation, ArchSpec, SlidingPattern, ARCHITECTURES};
+pub use config::{Architecture, LayerAttention, Llama3RopeScaling, ModelConfig, RopeScaling, RopeStyle, YarnRopeScaling};
 pub use input::{AttentionMask, ForwardInput, ForwardOutput};
 pub use kv_cache::KvCache;
 pub use linear::Linear;

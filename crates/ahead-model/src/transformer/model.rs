@@ -1,15 +1,12 @@
-//! The Llama-family transformer: immutable weights, `forward(&self, input, &mut KvCache)`.
+//! The decoder-only transformer: immutable weights, `forward(&self, input, &mut KvCache)`.
 
-use std::sync::Mutex;
-
-use super::attention::{GroupAttention, Visible};
+use super::block::{Angles, LayerPlan, Scratch, Segment};
 use super::config::ModelConfig;
 use super::input::{ForwardInput, ForwardOutput};
 use super::kernels;
 use super::kv_cache::KvCache;
 use super::linear::Linear;
 use super::rope::Rope;
-use super::spin_pool::run_tasks;
 use crate::error::{ModelError, Result};
 use crate::tensor::TensorDType;
 
@@ -25,6 +22,12 @@ pub struct LayerWeights {
     pub bq: Option<Vec<f32>>,
     pub bk: Option<Vec<f32>>,
     pub bv: Option<Vec<f32>>,
+    /// QK-norm (Qwen3, Gemma 3): RMSNorm weights applied to every query and key head.
+    pub q_norm: Option<Vec<f32>>,
+    pub k_norm: Option<Vec<f32>>,
+    /// Gemma's norms on the attention and feed-forward outputs, before each residual add.
+    pub post_attn_norm: Option<Vec<f32>>,
+    pub post_ffn_norm: Option<Vec<f32>>,
     pub ffn_norm: Vec<f32>,
     /// gate (w1), down (w2), up (w3), llama2.c's names.
     pub w1: Linear,
@@ -42,33 +45,20 @@ pub struct ModelWeights {
     pub lm_head: Option<Linear>,
 }
 
-/// A loaded Llama-family model. Immutable: share it across threads and sequences.
+/// A loaded model. Immutable: share it across threads and sequences.
 #[derive(Debug, Clone)]
 pub struct Model {
     config: ModelConfig,
     weights: ModelWeights,
     rope: Rope,
+    /// The sliding layers' RoPE, when its base differs from the global one (Gemma 3).
+    local_rope: Option<Rope>,
+    /// The distinct windows of the layers (`None`: the whole context), and each layer's.
+    windows: Vec<Option<usize>>,
+    layer_plans: Vec<LayerPlan>,
     /// When the classifier scores a subset of the vocabulary ([`Model::restricted_to`]): the
     /// token of each logit row.
     classifier_tokens: Option<Vec<u32>>,
-}
-
-/// Attention work (rows x heads x visible tokens x head size) below which it stays on one
-/// thread: a pool round trip costs more.
-const PARALLEL_ATTENTION_MIN: usize = 1 << 16;
-/// Rows per attention task: a verify's rows share each cache load, and a long prefill's
-/// scores (rows x heads x visible slots) stay a few MB per task.
-const ATTENTION_ROWS: usize = 16;
-
-/// One attention task: key/value head, first row, and its output rows.
-type AttentionTask<'a> = (usize, usize, &'a mut [f32]);
-
-/// Rows per attention task when attention is split over `threads`: at least two tasks per
-/// thread where the rows allow (one slow task then holds no thread up long), and never more than
-/// `ATTENTION_ROWS`.
-fn attention_rows(rows: usize, kv_heads: usize, threads: usize) -> usize {
-    let blocks_per_head = (2 * threads).div_ceil(kv_heads.max(1));
-    rows.div_ceil(blocks_per_head).clamp(1, ATTENTION_ROWS)
 }
 
 impl Model {
@@ -77,10 +67,30 @@ impl Model {
         config.validate("config")?;
         check_shapes(&config, &weights)?;
         let rope = Rope::new(&config);
+        let local_rope = config.local_rope_theta.map(|theta| Rope::local(&config, theta));
+        let mut windows = Vec::new();
+        let mut layer_plans = Vec::with_capacity(config.n_layers);
+        for li in 0..config.n_layers {
+            let a = config.layer_attention(li);
+            let window = match windows.iter().position(|w| *w == a.window) {
+                Some(i) => i,
+                None => {
+                    windows.push(a.window);
+                    windows.len() - 1
+                }
+            };
+            layer_plans.push(LayerPlan {
+                window,
+                local_rope: a.local_rope,
+            });
+        }
         Ok(Self {
             config,
             weights,
             rope,
+            local_rope,
+            windows,
+            layer_plans,
             classifier_tokens: None,
         })
     }
@@ -275,7 +285,13 @@ impl Model {
         let (dim, hd) = (cfg.dim, cfg.head_dim);
         let k: usize = items.iter().map(|i| i.input.tokens.len()).sum();
         let mut x = vec![0f32; k * dim];
-        let mut angles = vec![0f32; k * hd];
+        let mut angles = Angles {
+            global: vec![0f32; k * hd],
+            local: self.local_rope.as_ref().map(|_| vec![0f32; k * hd]),
+        };
+        // Gemma multiplies token embeddings by sqrt(dim) in f32 (a draft head's given rows stay).
+        let embedding_scale = (cfg.architecture.spec().scale_embedding && embedded.is_none())
+            .then(|| (dim as f32).sqrt());
         let mut segments = Vec::with_capacity(items.len());
         let mut first = 0;
         for ((item, vis), &base) in items.iter_mut().zip(visible).zip(bases) {
@@ -287,14 +303,24 @@ impl Model {
                     Some(e) => slot.copy_from_slice(&e[row * dim..(row + 1) * dim]),
                     None => self.weights.embedding.row(t as usize, slot)?,
                 }
-                self.rope.angles(p, &mut angles[row * hd..(row + 1) * hd]);
+                if let Some(scale) = embedding_scale {
+                    slot.iter_mut().for_each(|v| *v *= scale);
+                }
+                self.rope.angles(p, &mut angles.global[row * hd..(row + 1) * hd]);
+                if let (Some(rope), Some(local)) = (&self.local_rope, &mut angles.local) {
+                    rope.angles(p, &mut local[row * hd..(row + 1) * hd]);
+                }
                 item.cache.set_position(base + r, p);
             }
             segments.push(Segment {
                 first,
                 rows: n,
                 base,
-                slots: self.visible_slots(vis, base, item.cache),
+                slots: self
+                    .windows
+                    .iter()
+                    .map(|&w| self.visible_slots(vis, base, item.cache, w))
+                    .collect(),
             });
             first += n;
         }
@@ -310,6 +336,9 @@ impl Model {
         let vocab = head.rows();
         let mut logits = vec![0f32; k * vocab];
         head.forward(&normed, k, &mut logits)?;
+        if let Some(cap) = cfg.final_logit_softcap {
+            logits.iter_mut().for_each(|l| *l = cap * (*l / cap).tanh());
+        }
         // One sequence (every unbatched forward) takes the buffers as they are.
         if let [item] = items {
             return Ok(vec![ForwardOutput {
@@ -344,194 +373,18 @@ pub struct BatchItem<'a, 'c> {
     pub cache: &'c mut KvCache,
 }
 
-/// Where one sequence's rows sit in a batched forward, and what they attend to.
-struct Segment {
-    /// Its first row in the batch, and how many rows it has.
-    first: usize,
-    rows: usize,
-    /// Cache slot of its first row.
-    base: usize,
-    /// The cache slots each row attends to.
-    slots: Vec<Visible>,
-}
-
-/// Buffers reused by every layer of one forward.
-struct Scratch {
-    h: Vec<f32>,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    attn: Vec<f32>,
-    out: Vec<f32>,
-    gate: Vec<f32>,
-    up: Vec<f32>,
-}
-
-impl Scratch {
-    fn new(cfg: &ModelConfig, k: usize) -> Self {
-        Self {
-            h: vec![0.0; k * cfg.dim],
-            q: vec![0.0; k * cfg.q_dim()],
-            k: vec![0.0; k * cfg.kv_dim()],
-            v: vec![0.0; k * cfg.kv_dim()],
-            attn: vec![0.0; k * cfg.q_dim()],
-            out: vec![0.0; k * cfg.dim],
-            gate: vec![0.0; k * cfg.hidden_dim],
-            up: vec![0.0; k * cfg.hidden_dim],
-        }
-    }
-}
-
-fn add_bias(x: &mut [f32], bias: Option<&Vec<f32>>) {
-    if let Some(b) = bias {
-        for row in x.chunks_exact_mut(b.len()) {
-            row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
-        }
-    }
-}
-
 impl Model {
-    /// The cache slots each row sees: the committed prefix, its tree ancestors and itself,
-    /// minus what a sliding window hides. The same for every layer and head. The window keeps
-    /// a contiguous run of the prefix when positions grow with slots (they do for everything
-    /// the engine commits); otherwise the row lists its prefix slots one by one.
-    fn visible_slots(&self, visible: &[Vec<usize>], base: usize, cache: &KvCache) -> Vec<Visible> {
-        let positions = cache.positions();
-        let window = self.config.sliding_window;
-        (0..visible.len())
-            .map(|r| {
-                let pos = positions[base + r];
-                let in_window = |slot: &usize| window.is_none_or(|w| pos - positions[*slot].min(pos) < w);
-                let tail = visible[r].iter().map(|&j| base + j).filter(in_window);
-                if window.is_none() {
-                    return Visible {
-                        prefix: 0..base,
-                        tail: tail.collect(),
-                    };
-                }
-                let lo = (0..base).find(in_window).unwrap_or(base);
-                if (lo..base).all(|s| in_window(&s)) {
-                    Visible {
-                        prefix: lo..base,
-                        tail: tail.collect(),
-                    }
-                } else {
-                    Visible {
-                        prefix: 0..0,
-                        tail: (0..base).filter(in_window).chain(tail).collect(),
-                    }
-                }
-            })
-            .collect()
+    /// How layer `li` attends (window and RoPE).
+    pub(super) fn layer_plan(&self, li: usize) -> LayerPlan {
+        self.layer_plans[li]
     }
 
-    #[allow(clippy::too_many_arguments)] // one layer's view of the whole batch
-    fn attention_block(
-        &self,
-        li: usize,
-        layer: &LayerWeights,
-        x: &mut [f32],
-        angles: &[f32],
-        segments: &[Segment],
-        items: &mut [BatchItem<'_, '_>],
-        s: &mut Scratch,
-    ) -> Result<()> {
-        let cfg = &self.config;
-        let (n, hd, kv_dim, q_dim) = (x.len() / cfg.dim, cfg.head_dim, cfg.kv_dim(), cfg.q_dim());
-        kernels::rms_norm(x, &layer.attn_norm, cfg.rms_eps, &mut s.h);
-        layer.wq.forward(&s.h, n, &mut s.q)?;
-        layer.wk.forward(&s.h, n, &mut s.k)?;
-        layer.wv.forward(&s.h, n, &mut s.v)?;
-        add_bias(&mut s.q, layer.bq.as_ref());
-        add_bias(&mut s.k, layer.bk.as_ref());
-        add_bias(&mut s.v, layer.bv.as_ref());
-        for (seg, item) in segments.iter().zip(items.iter_mut()) {
-            for r in seg.first..seg.first + seg.rows {
-                let a = &angles[r * hd..(r + 1) * hd];
-                self.rope.apply(&mut s.q[r * q_dim..(r + 1) * q_dim], hd, a);
-                self.rope.apply(&mut s.k[r * kv_dim..(r + 1) * kv_dim], hd, a);
-                item.cache.write(
-                    li,
-                    seg.base + r - seg.first,
-                    &s.k[r * kv_dim..(r + 1) * kv_dim],
-                    &s.v[r * kv_dim..(r + 1) * kv_dim],
-                );
-            }
-            let rows = seg.first * q_dim..(seg.first + seg.rows) * q_dim;
-            self.attend(li, seg, item.cache, &s.q[rows.clone()], &mut s.attn[rows]);
+    /// The global RoPE, or the sliding layers' own.
+    pub(super) fn rope_for(&self, local: bool) -> &Rope {
+        match (&self.local_rope, local) {
+            (Some(r), true) => r,
+            _ => &self.rope,
         }
-        layer.wo.forward(&s.attn, n, &mut s.out)?;
-        x.iter_mut().zip(&s.out).for_each(|(a, b)| *a += b);
-        Ok(())
-    }
-
-    /// Scaled dot-product attention of every (row, head) of one sequence over the slots it may
-    /// see: one task per key/value head and block of up to `ATTENTION_ROWS` rows (its query
-    /// heads and rows share each cache load; the block bounds a task's scores).
-    fn attend(&self, li: usize, seg: &Segment, cache: &KvCache, q: &[f32], out: &mut [f32]) {
-        let cfg = &self.config;
-        let (hd, q_dim, group) = (cfg.head_dim, cfg.q_dim(), cfg.n_heads / cfg.n_kv_heads);
-        let (keys, values) = cache.layer(li);
-        let span = group * hd;
-        // `by_head` is [kv head][row][group x head_dim]; `out` is [row][kv head][...].
-        let mut by_head = vec![0f32; cfg.n_kv_heads * seg.rows * span];
-        let visible: usize = seg.slots.iter().map(Visible::len).sum();
-        let parallel = visible * cfg.n_heads * hd >= PARALLEL_ATTENTION_MIN;
-        let block = if parallel {
-            attention_rows(seg.rows, cfg.n_kv_heads, rayon::current_num_threads())
-        } else {
-            ATTENTION_ROWS
-        };
-        let mut tasks: Vec<AttentionTask<'_>> = Vec::new();
-        for (g, rows) in by_head.chunks_exact_mut(seg.rows * span).enumerate() {
-            for (i, o) in rows.chunks_mut(block * span).enumerate() {
-                tasks.push((g, i * block, o));
-            }
-        }
-        let run = |(g, r0, o): AttentionTask<'_>| {
-            let head = GroupAttention {
-                keys,
-                values,
-                kv_dim: cfg.kv_dim(),
-                head_dim: hd,
-                group,
-                kv_head: g,
-                scale: 1.0 / (hd as f32).sqrt(),
-            };
-            let r1 = r0 + o.len() / span;
-            // The slots written by rows up to r1: every tail of these rows lies among them.
-            let fresh = seg.base..seg.base + r1;
-            head.run(&q[r0 * q_dim..r1 * q_dim], q_dim, &seg.slots[r0..r1], fresh, o);
-        };
-        if !parallel {
-            tasks.into_iter().for_each(run);
-        } else {
-            // The spinning pool starts a task without a wake-up; each task's output is its own.
-            let tasks: Vec<Mutex<Option<AttentionTask<'_>>>> =
-                tasks.into_iter().map(|t| Mutex::new(Some(t))).collect();
-            let take = |i: usize| {
-                if let Some(t) = tasks[i].lock().ok().and_then(|mut t| t.take()) {
-                    run(t);
-                }
-            };
-            run_tasks(tasks.len(), &take);
-        }
-        for (g, rows) in by_head.chunks_exact(seg.rows * span).enumerate() {
-            for (r, heads) in rows.chunks_exact(span).enumerate() {
-                out[r * q_dim + g * span..][..span].copy_from_slice(heads);
-            }
-        }
-    }
-
-    fn ffn_block(&self, layer: &LayerWeights, x: &mut [f32], s: &mut Scratch) -> Result<()> {
-        let n = x.len() / self.config.dim;
-        kernels::rms_norm(x, &layer.ffn_norm, self.config.rms_eps, &mut s.h);
-        layer.w1.forward(&s.h, n, &mut s.gate)?;
-        layer.w3.forward(&s.h, n, &mut s.up)?;
-        kernels::silu_mul(&mut s.gate, &s.up);
-        layer.w2.forward(&s.gate, n, &mut s.out)?;
-        x.iter_mut().zip(&s.out).for_each(|(a, b)| *a += b);
-        Ok(())
     }
 }
 
@@ -583,6 +436,22 @@ fn check_shapes(cfg: &ModelConfig, w: &ModelWeights) -> Result<()> {
         vec(n("bq"), l.bq.as_ref(), q)?;
         vec(n("bk"), l.bk.as_ref(), kv)?;
         vec(n("bv"), l.bv.as_ref(), kv)?;
+        let spec = cfg.architecture.spec();
+        for (name, v, len, needed) in [
+            ("q_norm", &l.q_norm, cfg.head_dim, spec.qk_norm),
+            ("k_norm", &l.k_norm, cfg.head_dim, spec.qk_norm),
+            ("post_attn_norm", &l.post_attn_norm, d, spec.post_norms),
+            ("post_ffn_norm", &l.post_ffn_norm, d, spec.post_norms),
+        ] {
+            if v.is_some() != needed {
+                return Err(ModelError::Input(format!(
+                    "layers.{i}.{name}: {} has {}",
+                    cfg.architecture.name(),
+                    if needed { "one" } else { "none" }
+                )));
+            }
+            vec(n(name), v.as_ref(), len)?;
+        }
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ pub struct Rope {
 }
 
 impl Rope {
+    /// The model's (global) RoPE: `rope_theta` with its scaling and frequency factors.
     pub fn new(cfg: &ModelConfig) -> Self {
         let half = cfg.head_dim / 2;
         // As transformers: theta^(2i/d) in f32, then its reciprocal.
@@ -40,6 +41,16 @@ impl Rope {
             scale,
             style: cfg.rope_style,
         }
+    }
+
+    /// Sliding layers' own RoPE (Gemma 3): base `theta`, unscaled, no frequency factors.
+    pub fn local(cfg: &ModelConfig, theta: f32) -> Self {
+        Self::new(&ModelConfig {
+            rope_theta: theta,
+            rope_scaling: RopeScaling::None,
+            rope_freq_factors: None,
+            ..cfg.clone()
+        })
     }
 
     /// cos and sin of every frequency at `pos`, as `[cos..., sin...]` (len head_dim).

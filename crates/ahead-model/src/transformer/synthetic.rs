@@ -25,6 +25,10 @@ pub fn tinyllama_config() -> ModelConfig {
         rope_freq_factors: None,
         rms_eps: 1e-5,
         sliding_window: None,
+        sliding_layers: None,
+        local_rope_theta: None,
+        attention_scale: None,
+        final_logit_softcap: None,
     }
 }
 
@@ -92,6 +96,10 @@ pub fn tiny_config(architecture: Architecture, vocab_size: usize) -> ModelConfig
         rope_freq_factors: None,
         rms_eps: 1e-5,
         sliding_window: None,
+        sliding_layers: None,
+        local_rope_theta: None,
+        attention_scale: None,
+        final_logit_softcap: None,
     }
 }
 
@@ -188,6 +196,10 @@ pub fn random_model_with(cfg: &ModelConfig, recipe: Recipe, seed: u64) -> Result
             bq: None,
             bk: None,
             bv: None,
+            q_norm: None,
+            k_norm: None,
+            post_attn_norm: None,
+            post_ffn_norm: None,
             ffn_norm: vec![1.0; d],
             w1: lin(h, d, base)?,
             w2: lin(d, h, more)?,
@@ -233,6 +245,10 @@ pub fn random_eagle_head(
         rope_scaling: RopeScaling::None,
         rope_freq_factors: None,
         sliding_window: None,
+        sliding_layers: None,
+        local_rope_theta: None,
+        attention_scale: None,
+        final_logit_softcap: None,
         architecture: Architecture::Llama,
         ..t.clone()
     };
