@@ -36,10 +36,14 @@ import transformers  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModelForCausalLM,
     AutoTokenizer,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     LlamaConfig,
     LlamaForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,6 +131,52 @@ MODELS = [
 ]
 
 
+# Architectures past the Llama family (issue 19). Their reference skips the plain-RoPE
+# comparison ("plain_rope": False): what they test is the architecture's own arithmetic.
+MODELS += [
+    {
+        "name": "qwen3-qknorm",
+        "seed": 1005,
+        "config_cls": Qwen3Config,
+        "model_cls": Qwen3ForCausalLM,
+        "plain_rope": False,
+        "kwargs": dict(
+            max_position_embeddings=512,
+            head_dim=32,  # explicit, and 4 x 32 = 128 is not hidden_size
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        ),
+    },
+    {
+        "name": "gemma3-sliding",
+        "seed": 1006,
+        "config_cls": Gemma3TextConfig,
+        "model_cls": Gemma3ForCausalLM,
+        "plain_rope": False,
+        # A continuation that repeats one id could hide a wrong window; the reference also
+        # records the ids without the window, which must differ.
+        "min_distinct_ids": 8,
+        "no_window_check": True,
+        "kwargs": dict(
+            max_position_embeddings=512,
+            num_hidden_layers=3,
+            head_dim=16,
+            hidden_act="gelu_pytorch_tanh",
+            hidden_activation="gelu_pytorch_tanh",
+            query_pre_attn_scalar=24,  # not head_dim: the scale is tested
+            final_logit_softcapping=30.0,
+            # Shorter than prompt + continuation (8 + 24): the window is tested, on sliding
+            # layers before and after a global one.
+            sliding_window=6,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+            rope_parameters={
+                "full_attention": {"rope_type": "linear", "rope_theta": 1000000.0, "factor": 2.0},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+            },
+        ),
+    },
+]
+
+
 def is_tf5() -> bool:
     return int(transformers.__version__.split(".")[0]) >= 5
 
@@ -198,6 +248,7 @@ def compact_json(obj) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=OUT_ROOT)
+    ap.add_argument("--only", default="", help="comma-separated model names (default: all)")
     args = ap.parse_args()
 
     tok = AutoTokenizer.from_pretrained(str(TOKENIZER_DIR))
@@ -205,7 +256,10 @@ def main() -> int:
     assert prompt_ids[0] == tok.bos_token_id
     print(f"prompt {PROMPT_TEXT!r} -> {prompt_ids}", file=sys.stderr)
 
+    only = set(args.only.split(",")) if args.only else None
     for spec in MODELS:
+        if only and spec["name"] not in only:
+            continue
         out_dir = args.out / spec["name"]
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -236,7 +290,8 @@ def main() -> int:
             ids, margins, first_logits = greedy(ref_model, prompt_ids, NEW_TOKENS)
             # Also keep EOS out of the continuation, so a harness that stops at EOS and one
             # that does not agree on all NEW_TOKENS ids.
-            if min(margins) >= MIN_MARGIN and config.eos_token_id not in ids:
+            varied = len(set(ids)) >= spec.get("min_distinct_ids", 1)
+            if min(margins) >= MIN_MARGIN and config.eos_token_id not in ids and varied:
                 break
             print(f"{spec['name']}: seed {seed} has min margin {min(margins):.4f}, "
                   f"eos in ids: {config.eos_token_id in ids}; next seed", file=sys.stderr)
@@ -246,15 +301,26 @@ def main() -> int:
 
         # Same weights with plain (unscaled) RoPE: shows the test can tell the rope kind apart.
         # (For a model whose rope is already plain, the comparison uses theta 10000 instead.)
-        rp = spec["kwargs"]["rope_parameters"]
-        plain_rope = {"rope_type": "default",
-                      "rope_theta": rp["rope_theta"] if rp["rope_type"] != "default" else 10000.0}
-        plain_cfg = build_config(dict(spec, kwargs=dict(spec["kwargs"], rope_parameters=plain_rope)))
-        plain = spec["model_cls"](plain_cfg)
-        plain.load_state_dict(ref_model.state_dict())
-        plain.eval()
-        plain_ids, _, plain_first = greedy(plain, prompt_ids, NEW_TOKENS)
-        first_diff = max(abs(a - b) for a, b in zip(first_logits, plain_first))
+        plain_rope, plain_ids, first_diff = None, None, None
+        if spec.get("plain_rope", True):
+            rp = spec["kwargs"]["rope_parameters"]
+            plain_rope = {"rope_type": "default",
+                          "rope_theta": rp["rope_theta"] if rp["rope_type"] != "default" else 10000.0}
+            plain_cfg = build_config(dict(spec, kwargs=dict(spec["kwargs"], rope_parameters=plain_rope)))
+            plain = spec["model_cls"](plain_cfg)
+            plain.load_state_dict(ref_model.state_dict())
+            plain.eval()
+            plain_ids, _, plain_first = greedy(plain, prompt_ids, NEW_TOKENS)
+            first_diff = max(abs(a - b) for a, b in zip(first_logits, plain_first))
+
+        no_window_ids = None
+        if spec.get("no_window_check"):
+            wide_cfg = build_config(dict(spec, kwargs=dict(spec["kwargs"], sliding_window=512)))
+            wide = spec["model_cls"](wide_cfg)
+            wide.load_state_dict(ref_model.state_dict())
+            wide.eval()
+            no_window_ids, _, _ = greedy(wide, prompt_ids, NEW_TOKENS)
+            assert no_window_ids != ids, "the window changes nothing: pick another seed"
 
         rot = ref_model.model.rotary_emb
         saved_cfg = json.loads((out_dir / "config.json").read_text())
@@ -283,17 +349,19 @@ def main() -> int:
             "near_tie_steps": [i for i, m in enumerate(margins) if m < 0.05],
             "text": tok.decode(ids),
             "first_step_logits": first_logits,
-            "rope_inv_freq": rot.inv_freq.tolist(),
-            "rope_attention_scaling": float(rot.attention_scaling),
+            "rope_inv_freq": getattr(rot, "inv_freq", getattr(rot, "full_attention_inv_freq", None)).tolist(),
+            "rope_attention_scaling": float(getattr(rot, "attention_scaling",
+                                                    getattr(rot, "full_attention_attention_scaling", 1.0))),
             "plain_rope": plain_rope,
             "plain_rope_greedy_ids": plain_ids,
+            "no_window_greedy_ids": no_window_ids,
             "plain_rope_first_step_max_abs_logit_diff": first_diff,
             "safetensors_bytes": size,
         }
         (out_dir / "reference.json").write_text(compact_json(ref) + "\n", encoding="utf-8")
         print(f"{spec['name']}: {size} B, ids {ids}, min margin {min(margins):.4f}, "
               f"near ties {ref['near_tie_steps']}, plain-rope ids differ: {plain_ids != ids} "
-              f"(first-step max |dlogit| {first_diff:.4f})", file=sys.stderr)
+              f"(first-step max |dlogit| {first_diff})", file=sys.stderr)
     return 0
 
 

@@ -111,6 +111,45 @@ fn transformers5_configs_decode_as_transformers_does() {
     }
 }
 
+/// Qwen3 (QK-norm, explicit head size) and Gemma 3 (QK-norm, post-norms, GeGLU, scaled
+/// embeddings, `query_pre_attn_scalar`, soft-capped logits, sliding layers with their own RoPE
+/// base around a global layer with linear scaling, a 6-token window over a 32-token run), as
+/// transformers builds and runs them.
+#[test]
+fn qwen3_and_gemma3_decode_as_transformers_does() {
+    for name in ["qwen3-qknorm", "gemma3-sliding"] {
+        let dir = fixture(&format!("tf5/{name}"));
+        let reference = read_json(&dir.join("reference.json"));
+        let loaded = load_path(&dir);
+        let cfg = loaded.model.config();
+        if name == "gemma3-sliding" {
+            assert_eq!(cfg.sliding_window, Some(6));
+            assert_eq!(cfg.sliding_layers, Some(vec![true, false, true]));
+            assert_eq!(cfg.local_rope_theta, Some(10_000.0));
+            assert_eq!(cfg.rope_scaling, RopeScaling::Linear { factor: 2.0 });
+            assert_eq!(cfg.attention_scale, Some(24f64.powf(-0.5) as f32));
+            assert_eq!(cfg.final_logit_softcap, Some(30.0));
+        } else {
+            assert_eq!((cfg.head_dim, cfg.q_dim()), (32, 128));
+        }
+        let prompt = ids(&reference["prompt_ids"]);
+        let want = ids(&reference["greedy_ids"]);
+        let (got, first) = greedy(&loaded.model, &prompt, want.len(), &[]);
+        let worst = first
+            .iter()
+            .zip(&floats(&reference["first_step_logits"]))
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 2e-3, "{name}: first-step logits differ by {worst}");
+        assert_eq!(got, want, "{name}");
+        if let Some(wide) = reference["no_window_greedy_ids"].as_array() {
+            // Without the window transformers gives other ids: the window is what is tested.
+            assert_ne!(want.len(), 0);
+            assert_ne!(ids(&Value::Array(wide.clone())), want, "{name}");
+        }
+    }
+}
+
 /// A copy of a tf5 fixture folder with `config.json` edited by `edit`.
 fn with_config(name: &str, edit: impl Fn(&mut Value)) -> tempfile::TempDir {
     let src = fixture(&format!("tf5/{name}"));
