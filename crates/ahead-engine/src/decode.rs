@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use ahead_core::sampling::{apply_repetition_penalty, argmax, warp, LogitAdjust};
 use ahead_core::spec::{accept, accept_typical, Controller, DraftDist, TokenTree};
 use ahead_core::{Distribution, Rng, SamplingParams};
-use ahead_model::transformer::run_tasks;
+use ahead_model::transformer::{run_tasks, Logits};
 use ahead_model::{AttentionMask, ForwardInput, ForwardOutput, KvCache, Model, Tokenizer};
 
 use crate::commit::{Committer, StopRules};
@@ -131,6 +131,8 @@ impl Plan {
                 AttentionMask::Rows(&self.rows_mask)
             },
             want_hidden: self.want_hidden,
+            // A prompt chunk only fills the cache.
+            logits: if self.prefill { Logits::None } else { Logits::All },
         }
     }
 
@@ -190,6 +192,7 @@ impl<'a> Sequence<'a> {
             let pos: Vec<usize> = (cached..n - 1).collect();
             let input = ForwardInput {
                 want_hidden: proposer.needs().hidden,
+                logits: Logits::None,
                 ..ForwardInput::causal(&prompt_ids[cached..n - 1], &pos)
             };
             let out = model.forward(&input, &mut cache)?;

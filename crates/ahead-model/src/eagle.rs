@@ -22,7 +22,7 @@ use crate::format::safetensors::parse_safetensors;
 use crate::format::safetensors_write::{write_safetensors, Stored};
 use crate::load::weights::vector;
 use crate::transformer::{
-    Architecture, AttentionMask, ForwardInput, ForwardOutput, KvCache, LayerWeights, Linear, Model,
+    Architecture, AttentionMask, ForwardInput, ForwardOutput, KvCache, LayerWeights, Linear, Logits, Model,
     ModelConfig, ModelWeights, RopeScaling, RopeStyle,
 };
 
@@ -172,6 +172,7 @@ impl EagleHead {
             positions,
             mask: AttentionMask::Causal,
             want_hidden: true,
+            logits: Logits::All,
         };
         self.layer.forward_embedded(&input, &x, cache)
     }

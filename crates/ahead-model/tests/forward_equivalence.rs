@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use ahead_model::transformer::synthetic::{random_model, random_model_with, tiny_config, Recipe};
-use ahead_model::transformer::{Architecture, AttentionMask, BatchItem, ForwardInput, Model, ModelConfig};
+use ahead_model::transformer::{
+    Architecture, AttentionMask, BatchItem, ForwardInput, Logits, Model, ModelConfig,
+};
 use ahead_model::{KvCache, TensorDType};
 use ahead_testutil::{argmax, assert_close, Tolerance, F32, QUANTIZED};
 
@@ -19,13 +21,39 @@ fn config(architecture: Architecture) -> ModelConfig {
     }
 }
 
+/// Gemma 3's shape in small: sliding layers around a global one, with their own RoPE base and a
+/// window shorter than the test sequences, its query scale and soft-capped logits.
+fn gemma3_config() -> ModelConfig {
+    ModelConfig {
+        n_layers: 3,
+        sliding_window: Some(6),
+        sliding_layers: Some(vec![true, false, true]),
+        local_rope_theta: Some(10_000.0),
+        rope_theta: 1_000_000.0,
+        attention_scale: Some(0.2),
+        final_logit_softcap: Some(30.0),
+        ..tiny_config(Architecture::Gemma3, 300)
+    }
+}
+
 /// Every architecture at f32 and Q8_0, Llama at the other quantized dtypes (dims are multiples of
 /// 256 for k-quants).
 fn models() -> Vec<(String, Model, Tolerance)> {
     let mut out = Vec::new();
-    for arch in [Architecture::Llama, Architecture::Mistral, Architecture::Qwen2] {
+    let archs = [
+        Architecture::Llama,
+        Architecture::Mistral,
+        Architecture::Qwen2,
+        Architecture::Qwen3,
+        Architecture::Gemma3,
+    ];
+    for arch in archs {
+        let cfg = match arch {
+            Architecture::Gemma3 => gemma3_config(),
+            _ => config(arch),
+        };
         for (dtype, tol) in [(TensorDType::F32, F32), (TensorDType::Q8_0, QUANTIZED)] {
-            let m = random_model(&config(arch), dtype, 7).unwrap();
+            let m = random_model(&cfg, dtype, 7).unwrap();
             out.push((format!("{}/{}", arch.name(), dtype.name()), m, tol));
         }
     }
@@ -59,14 +87,38 @@ fn positions(start: usize, n: usize) -> Vec<usize> {
 
 /// Logits of the last row after a fresh causal prefill of `tokens`.
 fn fresh_last(model: &Model, tokens: &[u32]) -> Vec<f32> {
+    fresh_last_with(model, tokens, Logits::All)
+}
+
+fn fresh_last_with(model: &Model, tokens: &[u32], logits: Logits) -> Vec<f32> {
     let mut cache = model.new_cache(32).unwrap();
-    let out = model
-        .forward(
-            &ForwardInput::causal(tokens, &positions(0, tokens.len())),
-            &mut cache,
-        )
-        .unwrap();
+    let pos = positions(0, tokens.len());
+    let input = ForwardInput {
+        logits,
+        ..ForwardInput::causal(tokens, &pos)
+    };
+    let out = model.forward(&input, &mut cache).unwrap();
     out.last().to_vec()
+}
+
+#[test]
+fn asking_for_fewer_logit_rows_changes_none_of_them_and_fills_the_same_cache() {
+    for (name, model, _) in models() {
+        let all = fresh_last(&model, &PROMPT);
+        assert_eq!(fresh_last_with(&model, &PROMPT, Logits::Last), all, "{name}");
+        let mut cache = model.new_cache(32).unwrap();
+        let pos = positions(0, 9);
+        let input = ForwardInput {
+            logits: Logits::None,
+            ..ForwardInput::causal(&PROMPT[..9], &pos)
+        };
+        let out = model.forward(&input, &mut cache).unwrap();
+        assert_eq!(out.rows(), 0, "{name}");
+        let next = model
+            .forward(&ForwardInput::causal(&PROMPT[9..], &[9]), &mut cache)
+            .unwrap();
+        assert_eq!(next.last(), &all[..], "{name}");
+    }
 }
 
 #[test]
@@ -185,6 +237,7 @@ fn tree_forward(model: &Model) -> (KvCache, ahead_model::ForwardOutput) {
         positions: &pos,
         mask: AttentionMask::Tree(&TREE_PARENTS),
         want_hidden: true,
+        logits: ahead_model::transformer::Logits::All,
     };
     let out = model.forward(&input, &mut cache).unwrap();
     (cache, out)
@@ -280,12 +333,14 @@ fn bad_inputs_are_errors_and_leave_the_cache_unchanged() {
             positions: &[10, 11],
             mask: AttentionMask::Tree(&bad_parent),
             want_hidden: false,
+            logits: ahead_model::transformer::Logits::All,
         },
         ForwardInput {
             tokens: &[1, 2],
             positions: &[10, 11],
             mask: AttentionMask::Tree(&[None]),
             want_hidden: false,
+            logits: ahead_model::transformer::Logits::All,
         },
     ];
     for input in cases {
@@ -361,6 +416,7 @@ fn an_explicit_row_mask_equals_the_sequences_each_row_sees() {
             positions: &pos,
             mask: AttentionMask::Rows(&rows),
             want_hidden: false,
+            logits: ahead_model::transformer::Logits::All,
         };
         let out = model.forward(&input, &mut cache).unwrap();
         for (row, seen) in [
@@ -384,6 +440,7 @@ fn an_explicit_row_mask_equals_the_sequences_each_row_sees() {
             positions: &pos[..3],
             mask: AttentionMask::Rows(&bad),
             want_hidden: false,
+            logits: ahead_model::transformer::Logits::All,
         };
         let mut c = model.new_cache(8).unwrap();
         assert!(model.forward(&input, &mut c).is_err());
@@ -425,6 +482,7 @@ fn a_batch_of_sequences_equals_their_separate_forwards_and_a_bad_item_changes_no
                 positions: &pos,
                 mask: AttentionMask::Tree(&TREE_PARENTS),
                 want_hidden: true,
+                logits: ahead_model::transformer::Logits::All,
             },
             ForwardInput::causal(&[9], &p1),
         ];

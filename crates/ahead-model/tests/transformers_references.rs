@@ -366,7 +366,8 @@ fn gemma3_prompts_tokenize_as_transformers_with_the_published_template() {
             assert_eq!(chat.text, case["prompt_text"].as_str().unwrap(), "{name}");
             chat.ids
         } else {
-            tok.encode(case["prompt"].as_str().unwrap(), tok.add_bos()).unwrap()
+            tok.encode(case["prompt"].as_str().unwrap(), tok.add_bos())
+                .unwrap()
         };
         assert_eq!(got, ids(&case["prompt_ids"]), "{name}");
         let text = tok.decode(&ids(&case["greedy_ids"])).unwrap();
@@ -406,7 +407,10 @@ fn gemma3_q4_k_m_decodes_as_transformers_does() {
     let loaded = load_path(&path);
     let agreed = gemma3_agreement(&loaded.model, QUANTIZED_NEAR_TIE);
     eprintln!("gemma3 q4_k_m: {agreed} greedy tokens agree with transformers");
-    assert!(agreed >= GEMMA3_QUANTIZED_AGREED, "{agreed} agree; {GEMMA3_QUANTIZED_AGREED} did");
+    assert!(
+        agreed >= GEMMA3_QUANTIZED_AGREED,
+        "{agreed} agree; {GEMMA3_QUANTIZED_AGREED} did"
+    );
 }
 
 /// In float32 throughout (`ahead convert --to f32` holds the quantized weights exactly) ahead
@@ -423,7 +427,10 @@ fn gemma3_converted_to_f32_decodes_token_for_token() {
     std::fs::write(&converted, f32_file).unwrap();
     let loaded = load_path(&converted);
     let cfg = loaded.model.config();
-    assert_eq!((cfg.sliding_window, cfg.local_rope_theta), (Some(512), Some(10_000.0)));
+    assert_eq!(
+        (cfg.sliding_window, cfg.local_rope_theta),
+        (Some(512), Some(10_000.0))
+    );
     let total: usize = gemma3_reference()["cases"]
         .as_array()
         .unwrap()

@@ -243,6 +243,7 @@ fn featured(target: &Model, examples: Vec<Example>) -> Result<Vec<Featured>> {
         let mut cache = target.new_cache(n)?;
         let input = ForwardInput {
             want_hidden: true,
+            logits: ahead_model::transformer::Logits::All,
             ..ForwardInput::causal(&ex.tokens, &positions)
         };
         let features = target

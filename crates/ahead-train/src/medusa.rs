@@ -527,6 +527,7 @@ fn chat_features(base: &Model, records: &[ChatRecord], max_len: usize) -> Result
         let pos: Vec<usize> = (0..seq.len()).collect();
         let input = ForwardInput {
             want_hidden: true,
+            logits: ahead_model::transformer::Logits::All,
             ..ForwardInput::causal(&seq, &pos)
         };
         let hidden = base.forward(&input, &mut cache)?.hidden.unwrap_or_default();
@@ -583,6 +584,7 @@ fn features(base: &Model, windows: Vec<Vec<u32>>) -> Result<Features> {
         let pos: Vec<usize> = (0..w.len()).collect();
         let input = ForwardInput {
             want_hidden: true,
+            logits: ahead_model::transformer::Logits::All,
             ..ForwardInput::causal(w, &pos)
         };
         let out = base.forward(&input, &mut cache)?;

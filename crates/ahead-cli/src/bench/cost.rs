@@ -108,6 +108,7 @@ pub fn run(a: CostArgs) -> Result<()> {
             positions,
             mask: AttentionMask::Tree(parents),
             want_hidden: false,
+            logits: ahead_model::transformer::Logits::All,
         }))
         .collect();
     // Repetitions go round all shapes, so a noisy moment of the shared machine does not hit

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use ahead_core::sampling::{self, warp};
 use ahead_core::spec::{DraftDist, TokenTree};
 use ahead_core::{Distribution, Rng, SamplingParams};
+use ahead_model::transformer::Logits;
 use ahead_model::{ForwardInput, KvCache, Model, Tokenizer};
 
 use super::proposer::{Proposal, Proposer};
@@ -98,6 +99,7 @@ impl DraftModel {
         let positions: Vec<usize> = (keep..history.len()).collect();
         let input = ForwardInput {
             want_hidden,
+            logits: Logits::Last,
             ..ForwardInput::causal(feed, &positions)
         };
         let out = self.model.forward(&input, &mut self.cache)?;

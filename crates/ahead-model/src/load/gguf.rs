@@ -100,7 +100,11 @@ fn rope_scaling(gguf: &GgufFile, key: &dyn Fn(&str) -> String) -> Result<RopeSca
                 .get_f32(&key("rope.scaling.factor"))?
                 .ok_or_else(|| ModelError::format(file, key("rope.scaling.factor"), "missing"))?;
             if !(factor.is_finite() && factor > 0.0) {
-                return Err(ModelError::format(file, key("rope.scaling.factor"), format!("{factor}")));
+                return Err(ModelError::format(
+                    file,
+                    key("rope.scaling.factor"),
+                    format!("{factor}"),
+                ));
             }
             Ok(RopeScaling::Linear { factor })
         }

@@ -178,7 +178,11 @@ fn config(hf: &HfConfig, label: &str) -> Result<(ModelConfig, bool, bool)> {
     };
     let cfg = sliding(hf, label, cfg, local)?;
     cfg.validate(label)?;
-    Ok((cfg, bias, hf.tie_word_embeddings.unwrap_or(spec.hf_tied_by_default)))
+    Ok((
+        cfg,
+        bias,
+        hf.tie_word_embeddings.unwrap_or(spec.hf_tied_by_default),
+    ))
 }
 
 /// The sliding window and the layers it applies to: `layer_types` (transformers 5) when given,

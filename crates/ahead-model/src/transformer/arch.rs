@@ -46,7 +46,7 @@ impl SlidingPattern {
     pub fn slides(self, i: usize) -> bool {
         match self {
             Self::Every => true,
-            Self::AllButLastOf(n) => n == 0 || (i + 1) % n != 0,
+            Self::AllButLastOf(n) => n == 0 || !(i + 1).is_multiple_of(n),
         }
     }
 }

@@ -195,14 +195,28 @@ impl Model {
             self.attend(li, seg, slots, item.cache, &s.q[rows.clone()], &mut s.attn[rows]);
         }
         layer.wo.forward(&s.attn, n, &mut s.out)?;
-        add_residual(x, &mut s.out, layer.post_attn_norm.as_ref(), cfg.rms_eps, &mut s.tmp);
+        add_residual(
+            x,
+            &mut s.out,
+            layer.post_attn_norm.as_ref(),
+            cfg.rms_eps,
+            &mut s.tmp,
+        );
         Ok(())
     }
 
     /// Scaled dot-product attention of every (row, head) of one sequence over the slots it may
     /// see: one task per key/value head and block of up to `ATTENTION_ROWS` rows (its query
     /// heads and rows share each cache load; the block bounds a task's scores).
-    fn attend(&self, li: usize, seg: &Segment, slots: &[Visible], cache: &KvCache, q: &[f32], out: &mut [f32]) {
+    fn attend(
+        &self,
+        li: usize,
+        seg: &Segment,
+        slots: &[Visible],
+        cache: &KvCache,
+        q: &[f32],
+        out: &mut [f32],
+    ) {
         let cfg = self.config();
         let (hd, q_dim, group) = (cfg.head_dim, cfg.q_dim(), cfg.n_heads / cfg.n_kv_heads);
         let scale = cfg.attention_scale();
@@ -269,7 +283,13 @@ impl Model {
             Activation::GeluTanh => kernels::gelu_tanh_mul(&mut s.gate, &s.up),
         }
         layer.w2.forward(&s.gate, n, &mut s.out)?;
-        add_residual(x, &mut s.out, layer.post_ffn_norm.as_ref(), cfg.rms_eps, &mut s.tmp);
+        add_residual(
+            x,
+            &mut s.out,
+            layer.post_ffn_norm.as_ref(),
+            cfg.rms_eps,
+            &mut s.tmp,
+        );
         Ok(())
     }
 }

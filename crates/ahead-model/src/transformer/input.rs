@@ -16,6 +16,18 @@ pub enum AttentionMask<'a> {
     Rows(&'a [Vec<usize>]),
 }
 
+/// Which rows' logits a forward computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Logits {
+    /// Every row's (verification).
+    #[default]
+    All,
+    /// The last row's only (a draft model catching up).
+    Last,
+    /// None: a prefill, whose rows only fill the cache.
+    None,
+}
+
 /// The input rows of one forward: token ids, their RoPE positions and the mask between them.
 #[derive(Debug, Clone, Copy)]
 pub struct ForwardInput<'a> {
@@ -24,6 +36,8 @@ pub struct ForwardInput<'a> {
     pub mask: AttentionMask<'a>,
     /// Also return the final (normed) hidden state of every row, e.g. for Medusa heads.
     pub want_hidden: bool,
+    /// The rows whose logits to compute; `ForwardOutput` holds only theirs, in order.
+    pub logits: Logits,
 }
 
 impl<'a> ForwardInput<'a> {
@@ -34,6 +48,7 @@ impl<'a> ForwardInput<'a> {
             positions,
             mask: AttentionMask::Causal,
             want_hidden: false,
+            logits: Logits::All,
         }
     }
 
@@ -96,7 +111,8 @@ impl<'a> ForwardInput<'a> {
     }
 }
 
-/// Logits (and optionally hidden states) for every input row, row-major.
+/// Logits of the rows asked for (every input row unless `ForwardInput::logits` says otherwise)
+/// and optionally every row's hidden state, row-major.
 #[derive(Debug, Clone)]
 pub struct ForwardOutput {
     pub logits: Vec<f32>,

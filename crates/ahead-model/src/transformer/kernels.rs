@@ -232,7 +232,10 @@ mod tests {
 
     #[test]
     fn gelu_tanh_mul_is_close_to_pytorchs_formula_and_the_same_in_every_backend() {
-        let gate: Vec<f32> = (-1000..=1000).map(|i| i as f32 / 37.0).chain([-90.0, 90.0]).collect();
+        let gate: Vec<f32> = (-1000..=1000)
+            .map(|i| i as f32 / 37.0)
+            .chain([-90.0, 90.0])
+            .collect();
         let up: Vec<f32> = (0..gate.len()).map(|i| 0.5 + (i % 5) as f32 / 10.0).collect();
         let mut fast = gate.clone();
         gelu_tanh_mul(&mut fast, &up);

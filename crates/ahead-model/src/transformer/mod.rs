@@ -18,8 +18,10 @@ mod spin_pool;
 pub mod synthetic;
 
 pub use arch::{Activation, ArchSpec, SlidingPattern, ARCHITECTURES};
-pub use config::{Architecture, LayerAttention, Llama3RopeScaling, ModelConfig, RopeScaling, RopeStyle, YarnRopeScaling};
-pub use input::{AttentionMask, ForwardInput, ForwardOutput};
+pub use config::{
+    Architecture, LayerAttention, Llama3RopeScaling, ModelConfig, RopeScaling, RopeStyle, YarnRopeScaling,
+};
+pub use input::{AttentionMask, ForwardInput, ForwardOutput, Logits};
 pub use kv_cache::KvCache;
 pub use linear::Linear;
 pub use model::{BatchItem, LayerWeights, Model, ModelWeights};

@@ -2,7 +2,7 @@
 
 use super::block::{Angles, LayerPlan, Scratch, Segment};
 use super::config::ModelConfig;
-use super::input::{ForwardInput, ForwardOutput};
+use super::input::{ForwardInput, ForwardOutput, Logits};
 use super::kernels;
 use super::kv_cache::KvCache;
 use super::linear::Linear;
@@ -290,8 +290,8 @@ impl Model {
             local: self.local_rope.as_ref().map(|_| vec![0f32; k * hd]),
         };
         // Gemma multiplies token embeddings by sqrt(dim) in f32 (a draft head's given rows stay).
-        let embedding_scale = (cfg.architecture.spec().scale_embedding && embedded.is_none())
-            .then(|| (dim as f32).sqrt());
+        let embedding_scale =
+            (cfg.architecture.spec().scale_embedding && embedded.is_none()).then(|| (dim as f32).sqrt());
         let mut segments = Vec::with_capacity(items.len());
         let mut first = 0;
         for ((item, vis), &base) in items.iter_mut().zip(visible).zip(bases) {
@@ -334,8 +334,31 @@ impl Model {
         let head = self.weights.lm_head.as_ref().unwrap_or(&self.weights.embedding);
         // The full vocabulary, or the subset a restricted classifier scores.
         let vocab = head.rows();
-        let mut logits = vec![0f32; k * vocab];
-        head.forward(&normed, k, &mut logits)?;
+        // The rows whose logits each sequence asked for (a prefill wants none: with Gemma 3's
+        // 262,144-token classifier that is most of a prompt row's work).
+        let scored: Vec<std::ops::Range<usize>> = segments
+            .iter()
+            .zip(items.iter())
+            .map(|(seg, item)| {
+                let end = seg.first + seg.rows;
+                match item.input.logits {
+                    Logits::All => seg.first..end,
+                    Logits::Last => end - 1..end,
+                    Logits::None => end..end,
+                }
+            })
+            .collect();
+        let n_scored: usize = scored.iter().map(|r| r.len()).sum();
+        let mut logits = vec![0f32; n_scored * vocab];
+        if n_scored == k {
+            head.forward(&normed, k, &mut logits)?;
+        } else if n_scored > 0 {
+            let picked: Vec<f32> = scored
+                .iter()
+                .flat_map(|r| normed[r.start * dim..r.end * dim].iter().copied())
+                .collect();
+            head.forward(&picked, n_scored, &mut logits)?;
+        }
         if let Some(cap) = cfg.final_logit_softcap {
             logits.iter_mut().for_each(|l| *l = cap * (*l / cap).tanh());
         }
@@ -348,13 +371,17 @@ impl Model {
                 hidden_dim: dim,
             }]);
         }
+        let mut at = 0;
         Ok(segments
             .iter()
             .zip(items.iter())
-            .map(|(seg, item)| {
+            .zip(&scored)
+            .map(|((seg, item), r)| {
                 let rows = seg.first..seg.first + seg.rows;
+                let mine = logits[at * vocab..(at + r.len()) * vocab].to_vec();
+                at += r.len();
                 ForwardOutput {
-                    logits: logits[rows.start * vocab..rows.end * vocab].to_vec(),
+                    logits: mine,
                     vocab_size: vocab,
                     hidden: item
                         .input

@@ -211,11 +211,21 @@ pub fn random_model_with(cfg: &ModelConfig, recipe: Recipe, seed: u64) -> Result
     let mut bias = Values {
         state: seed.wrapping_add(99),
     };
-    if cfg.architecture == Architecture::Qwen2 {
-        for l in &mut layers {
+    let spec = cfg.architecture.spec();
+    for l in &mut layers {
+        if spec.qkv_bias {
             l.bq = Some(bias.take(q, 0.1));
             l.bk = Some(bias.take(kv, 0.1));
             l.bv = Some(bias.take(kv, 0.1));
+        }
+        let mut norm = |n: usize| Some(bias.take(n, 0.2).into_iter().map(|x| 1.0 + x).collect());
+        if spec.qk_norm {
+            l.q_norm = norm(cfg.head_dim);
+            l.k_norm = norm(cfg.head_dim);
+        }
+        if spec.post_norms {
+            l.post_attn_norm = norm(d);
+            l.post_ffn_norm = norm(d);
         }
     }
     let norm = bias.take(d, 0.2).into_iter().map(|x| 1.0 + x).collect();
