@@ -14,35 +14,79 @@ pub enum TensorDType {
     Q4_1,
     Q5_0,
     Q5_1,
+    Q2K,
+    Q3K,
     Q4K,
     Q5K,
     Q6K,
+    IQ4NL,
+    IQ4XS,
 }
 
+/// One weight format's facts as GGML defines them: its name, GGML type id, and block.
+#[derive(Debug, Clone, Copy)]
+pub struct DTypeInfo {
+    pub dtype: TensorDType,
+    /// Lowercase name, as on the command line and in `inspect`.
+    pub name: &'static str,
+    /// The type id in GGUF files.
+    pub ggml_id: u32,
+    /// Elements per block (1 for float types), and bytes per block.
+    pub block_size: usize,
+    pub block_bytes: usize,
+}
+
+const fn info(
+    dtype: TensorDType,
+    name: &'static str,
+    ggml_id: u32,
+    block_size: usize,
+    block_bytes: usize,
+) -> DTypeInfo {
+    DTypeInfo {
+        dtype,
+        name,
+        ggml_id,
+        block_size,
+        block_bytes,
+    }
+}
+
+/// The format registry: every type ahead reads. How each is computed lives in
+/// `transformer::linear` (and `transformer::q8` for the integer kernels).
+pub const DTYPES: [DTypeInfo; 15] = [
+    info(TensorDType::F32, "f32", 0, 1, 4),
+    info(TensorDType::F16, "f16", 1, 1, 2),
+    info(TensorDType::BF16, "bf16", 30, 1, 2),
+    info(TensorDType::Q8_0, "q8_0", 8, 32, 34),
+    info(TensorDType::Q4_0, "q4_0", 2, 32, 18),
+    info(TensorDType::Q4_1, "q4_1", 3, 32, 20),
+    info(TensorDType::Q5_0, "q5_0", 6, 32, 22),
+    info(TensorDType::Q5_1, "q5_1", 7, 32, 24),
+    info(TensorDType::Q2K, "q2_k", 10, 256, 84),
+    info(TensorDType::Q3K, "q3_k", 11, 256, 110),
+    info(TensorDType::Q4K, "q4_k", 12, 256, 144),
+    info(TensorDType::Q5K, "q5_k", 13, 256, 176),
+    info(TensorDType::Q6K, "q6_k", 14, 256, 210),
+    info(TensorDType::IQ4NL, "iq4_nl", 20, 32, 18),
+    info(TensorDType::IQ4XS, "iq4_xs", 23, 256, 136),
+];
+
 impl TensorDType {
+    /// This type's row of [`DTYPES`].
+    pub fn info(self) -> &'static DTypeInfo {
+        // Every variant has a row (a unit test checks); the first is the compiler's fallback.
+        DTYPES.iter().find(|i| i.dtype == self).unwrap_or(&DTYPES[0])
+    }
+
     /// Elements per block (1 for float types).
     pub fn block_size(self) -> usize {
-        match self {
-            Self::F32 | Self::F16 | Self::BF16 => 1,
-            Self::Q8_0 | Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 => 32,
-            Self::Q4K | Self::Q5K | Self::Q6K => 256,
-        }
+        self.info().block_size
     }
 
     /// Bytes per block.
     pub fn block_bytes(self) -> usize {
-        match self {
-            Self::F32 => 4,
-            Self::F16 | Self::BF16 => 2,
-            Self::Q8_0 => 34,
-            Self::Q4_0 => 18,
-            Self::Q4_1 => 20,
-            Self::Q5_0 => 22,
-            Self::Q5_1 => 24,
-            Self::Q4K => 144,
-            Self::Q5K => 176,
-            Self::Q6K => 210,
-        }
+        self.info().block_bytes
     }
 
     /// Whether this is a block-quantized type.
@@ -62,37 +106,22 @@ impl TensorDType {
 
     /// The GGML type id used in GGUF files.
     pub fn from_ggml_id(id: u32) -> Option<Self> {
-        Some(match id {
-            0 => Self::F32,
-            1 => Self::F16,
-            2 => Self::Q4_0,
-            3 => Self::Q4_1,
-            6 => Self::Q5_0,
-            7 => Self::Q5_1,
-            8 => Self::Q8_0,
-            12 => Self::Q4K,
-            13 => Self::Q5K,
-            14 => Self::Q6K,
-            30 => Self::BF16,
-            _ => return None,
-        })
+        DTYPES.iter().find(|i| i.ggml_id == id).map(|i| i.dtype)
+    }
+
+    /// This type's GGML id.
+    pub fn ggml_id(self) -> u32 {
+        self.info().ggml_id
     }
 
     /// Short lowercase name as used on the command line and in `inspect`.
     pub fn name(self) -> &'static str {
-        match self {
-            Self::F32 => "f32",
-            Self::F16 => "f16",
-            Self::BF16 => "bf16",
-            Self::Q8_0 => "q8_0",
-            Self::Q4_0 => "q4_0",
-            Self::Q4_1 => "q4_1",
-            Self::Q5_0 => "q5_0",
-            Self::Q5_1 => "q5_1",
-            Self::Q4K => "q4_k",
-            Self::Q5K => "q5_k",
-            Self::Q6K => "q6_k",
-        }
+        self.info().name
+    }
+
+    /// The type a lowercase name names.
+    pub fn from_name(name: &str) -> Option<Self> {
+        DTYPES.iter().find(|i| i.name == name).map(|i| i.dtype)
     }
 }
 
@@ -134,5 +163,19 @@ impl RawTensor<'_> {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_dtype_has_one_row_and_round_trips_its_id_and_name() {
+        for i in &DTYPES {
+            assert_eq!(i.dtype.info().name, i.name);
+            assert_eq!(TensorDType::from_ggml_id(i.ggml_id), Some(i.dtype));
+            assert_eq!(TensorDType::from_name(i.name), Some(i.dtype));
+        }
     }
 }

@@ -69,23 +69,9 @@ fn parse_recipe(s: &str) -> Result<Recipe> {
 /// Parses a weight dtype name.
 fn parse_dtype(s: &str) -> Result<ahead_model::TensorDType> {
     use ahead_model::TensorDType as D;
-    Ok(match s {
-        "f32" => D::F32,
-        "f16" => D::F16,
-        "bf16" => D::BF16,
-        "q8_0" => D::Q8_0,
-        "q4_0" => D::Q4_0,
-        "q4_1" => D::Q4_1,
-        "q5_0" => D::Q5_0,
-        "q5_1" => D::Q5_1,
-        "q4_k" => D::Q4K,
-        "q5_k" => D::Q5K,
-        "q6_k" => D::Q6K,
-        other => {
-            anyhow::bail!(
-                "unknown dtype {other:?}; one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q4_k_m, q5_k, q6_k"
-            )
-        }
+    D::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = ahead_model::tensor::DTYPES.iter().map(|i| i.name).collect();
+        anyhow::anyhow!("unknown dtype {s:?}; one of {}, q4_k_m", names.join(", "))
     })
 }
 

@@ -282,19 +282,7 @@ fn pad(n: usize, alignment: usize) -> usize {
 
 /// The GGML type id of a dtype (the inverse of `TensorDType::from_ggml_id`).
 pub fn ggml_id(dtype: TensorDType) -> u32 {
-    match dtype {
-        TensorDType::F32 => 0,
-        TensorDType::F16 => 1,
-        TensorDType::Q4_0 => 2,
-        TensorDType::Q4_1 => 3,
-        TensorDType::Q5_0 => 6,
-        TensorDType::Q5_1 => 7,
-        TensorDType::Q8_0 => 8,
-        TensorDType::Q4K => 12,
-        TensorDType::Q5K => 13,
-        TensorDType::Q6K => 14,
-        TensorDType::BF16 => 30,
-    }
+    dtype.ggml_id()
 }
 
 fn write_string(out: &mut Vec<u8>, s: &str) {

@@ -5,14 +5,16 @@
 //! f32 inside the product kernel (`packed`), so compute is f32 (candle's f16/bf16 CPU paths are
 //! many times slower here, see PERFORMANCE-NOTES.md).
 //! Quantized weights (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) are repacked for integer dot products
-//! (`q8`); candle supplies the GGML block types and reference quantizers only.
+//! (`q8`); candle supplies the GGML block types and reference quantizers only. Q3_K and IQ4_NL
+//! are held exactly as Q6_K and Q8_0, Q2_K and IQ4_XS as dequantized f32 (`q8::lowbit`); `dtype`
+//! still says what the file stored.
 
-use candle_core::quantized::k_quants::{BlockQ4K, BlockQ5K, BlockQ6K};
+use candle_core::quantized::k_quants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K};
 use half::{bf16, f16};
 
 use super::packed::{PackedF32, Panels};
 use super::q8::{
-    ggml_bytes, Format, Packed, PackedQ4, PackedQ4K, PackedQ4_1, PackedQ5K, PackedQ5_0, PackedQ5_1,
+    ggml_bytes, lowbit, Format, Packed, PackedQ4, PackedQ4K, PackedQ4_1, PackedQ5K, PackedQ5_0, PackedQ5_1,
     PackedQ6K, PackedQ8, Q4, Q4_1, Q5_0, Q5_1, Q8,
 };
 use crate::error::{ModelError, Result};
@@ -102,6 +104,23 @@ impl Linear {
                     TensorDType::Q6K => {
                         check_blocks(raw, name, 256, 210)?;
                         Storage::Q6K(PackedQ6K::from_ggml(raw.data, rows, cols))
+                    }
+                    // Held in other layouts with the same values (`q8::lowbit`).
+                    TensorDType::Q3K => {
+                        check_blocks(raw, name, 256, q.block_bytes())?;
+                        Storage::Q6K(PackedQ6K::from_ggml(&lowbit::q3k_as_q6k(raw.data), rows, cols))
+                    }
+                    TensorDType::IQ4NL => {
+                        check_blocks(raw, name, 32, q.block_bytes())?;
+                        Storage::Q8_0(Packed::from_ggml(&lowbit::iq4nl_as_q8_0(raw.data), rows, cols))
+                    }
+                    TensorDType::Q2K => {
+                        check_blocks(raw, name, 256, q.block_bytes())?;
+                        Storage::F32(PackedF32::new(&lowbit::dequantize_q2k(raw.data), rows, cols))
+                    }
+                    TensorDType::IQ4XS => {
+                        check_blocks(raw, name, 256, q.block_bytes())?;
+                        Storage::F32(PackedF32::new(&lowbit::dequantize_iq4xs(raw.data), rows, cols))
                     }
                     other => return Err(ModelError::Unsupported(format!("{name}: dtype {}", other.name()))),
                 }
@@ -245,6 +264,26 @@ impl Linear {
             TensorDType::Q6K => {
                 Storage::Q6K(PackedQ6K::from_ggml(&ggml_bytes::<BlockQ6K>(values), rows, cols))
             }
+            TensorDType::Q3K => Storage::Q6K(PackedQ6K::from_ggml(
+                &lowbit::q3k_as_q6k(&ggml_bytes::<BlockQ3K>(values)),
+                rows,
+                cols,
+            )),
+            TensorDType::IQ4NL => Storage::Q8_0(Packed::from_ggml(
+                &lowbit::iq4nl_as_q8_0(&lowbit::quantize_iq4nl(values)),
+                rows,
+                cols,
+            )),
+            TensorDType::Q2K => Storage::F32(PackedF32::new(
+                &lowbit::dequantize_q2k(&ggml_bytes::<BlockQ2K>(values)),
+                rows,
+                cols,
+            )),
+            TensorDType::IQ4XS => Storage::F32(PackedF32::new(
+                &lowbit::dequantize_iq4xs(&lowbit::quantize_iq4xs(values)),
+                rows,
+                cols,
+            )),
         };
         Ok(Self {
             storage,
@@ -303,6 +342,8 @@ mod tests {
         assert_eq!(std::mem::size_of::<BlockQ4K>(), TensorDType::Q4K.block_bytes());
         assert_eq!(std::mem::size_of::<BlockQ5K>(), TensorDType::Q5K.block_bytes());
         assert_eq!(std::mem::size_of::<BlockQ6K>(), TensorDType::Q6K.block_bytes());
+        assert_eq!(std::mem::size_of::<BlockQ2K>(), TensorDType::Q2K.block_bytes());
+        assert_eq!(std::mem::size_of::<BlockQ3K>(), TensorDType::Q3K.block_bytes());
     }
 
     /// Quantize random weights with candle, run our Linear, compare with the dequantized f32 path.
@@ -399,5 +440,69 @@ mod tests {
         quantized_matches_dequantized::<BlockQ4K>(TensorDType::Q4K);
         quantized_matches_dequantized::<BlockQ5K>(TensorDType::Q5K);
         quantized_matches_dequantized::<BlockQ6K>(TensorDType::Q6K);
+        quantized_matches_dequantized::<BlockQ2K>(TensorDType::Q2K);
+        quantized_matches_dequantized::<BlockQ3K>(TensorDType::Q3K);
+    }
+
+    /// IQ4_NL and IQ4_XS files load with exactly the values GGML dequantizes them to, and
+    /// multiply as those values do.
+    #[test]
+    fn iq4_files_load_as_their_dequantized_values() {
+        let (rows, cols, k) = (5, 512, 2);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919) % 997) as f32 / 500.0 - 1.0)
+            .collect();
+        let x: Vec<f32> = (0..k * cols)
+            .map(|i| ((i * 31) % 101) as f32 / 50.0 - 1.0)
+            .collect();
+        for dtype in [TensorDType::IQ4NL, TensorDType::IQ4XS] {
+            let (bytes, deq) = if dtype == TensorDType::IQ4NL {
+                let b = lowbit::quantize_iq4nl(&w);
+                let q8 = lowbit::iq4nl_as_q8_0(&b);
+                let mut deq = vec![0f32; w.len()];
+                let blocks: Vec<BlockQ8_0> = q8
+                    .chunks_exact(34)
+                    .map(|c| {
+                        let mut blk = BlockQ8_0::zeros();
+                        // SAFETY (test): BlockQ8_0 is 34 plain bytes.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                c.as_ptr(),
+                                (&mut blk as *mut BlockQ8_0).cast::<u8>(),
+                                34,
+                            )
+                        };
+                        blk
+                    })
+                    .collect();
+                BlockQ8_0::to_float(&blocks, &mut deq);
+                (b, deq)
+            } else {
+                let b = lowbit::quantize_iq4xs(&w);
+                let deq = lowbit::dequantize_iq4xs(&b);
+                (b, deq)
+            };
+            assert_eq!(
+                bytes.len(),
+                rows * cols / dtype.block_size() * dtype.block_bytes()
+            );
+            let raw = RawTensor {
+                dtype,
+                shape: vec![rows, cols],
+                data: &bytes,
+            };
+            let lin = Linear::from_raw(&raw, "w").unwrap();
+            assert_eq!(lin.dtype(), dtype);
+            assert_eq!(lin.to_f32().unwrap(), deq, "{dtype:?}");
+            let (mut got, mut want) = (vec![0f32; k * rows], vec![0f32; k * rows]);
+            lin.forward(&x, k, &mut got).unwrap();
+            PackedF32::new(&deq, rows, cols).matmul(&x, k, &mut want);
+            for (a, b) in got.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() < 0.02 * (1.0 + b.abs()) + 0.3,
+                    "{dtype:?}: {a} vs {b}"
+                );
+            }
+        }
     }
 }

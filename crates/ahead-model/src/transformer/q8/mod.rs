@@ -38,6 +38,7 @@ use super::packed::PANEL;
 
 mod layout;
 mod legacy;
+pub(crate) mod lowbit;
 mod q4_0;
 mod q4_1;
 mod q4k;
