@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use ahead_model::format::gguf::parse_gguf;
+use ahead_model::format::gguf::{parse_gguf, GgufValue};
 use ahead_model::format::gguf_write::GgufWriter;
 use ahead_model::transformer::synthetic::{random_model, tiny_config};
 use ahead_model::transformer::{Architecture, ForwardInput, Model, ModelConfig, ModelWeights};
@@ -19,12 +19,15 @@ use safetensors::Dtype;
 
 fn config(architecture: Architecture) -> ModelConfig {
     // The stories260K tokenizers' vocabulary, reused by every format.
+    let gemma = architecture == Architecture::Gemma3;
     ModelConfig {
-        sliding_window: (architecture == Architecture::Mistral).then_some(8),
-        sliding_layers: None,
-        local_rope_theta: None,
+        sliding_window: matches!(architecture, Architecture::Mistral | Architecture::Gemma3).then_some(8),
+        // Gemma 3: a sliding layer with its own RoPE base, then a global one.
+        sliding_layers: gemma.then(|| vec![true, false]),
+        local_rope_theta: gemma.then_some(10_000.0),
+        rope_theta: if gemma { 1_000_000.0 } else { 10_000.0 },
         attention_scale: None,
-        final_logit_softcap: None,
+        final_logit_softcap: gemma.then_some(30.0),
         ..tiny_config(architecture, 512)
     }
 }
@@ -62,7 +65,16 @@ fn reference(arch: Architecture) -> Model {
         for v in [&mut l.attn_norm, &mut l.ffn_norm] {
             round_vec(v);
         }
-        for v in [&mut l.bq, &mut l.bk, &mut l.bv].into_iter().flatten() {
+        let optional = [
+            &mut l.bq,
+            &mut l.bk,
+            &mut l.bv,
+            &mut l.q_norm,
+            &mut l.k_norm,
+            &mut l.post_attn_norm,
+            &mut l.post_ffn_norm,
+        ];
+        for v in optional.into_iter().flatten() {
             round_vec(v);
         }
     }
@@ -144,6 +156,19 @@ fn tensors(w: &ModelWeights, cfg: &ModelConfig, gguf: bool, interleaved: bool) -
                 push(n(j), (vec![b.len()], b.clone()));
             }
         }
+        // QK-norm and Gemma's post-norms (written in GGUF only: the Hugging Face layouts of
+        // these families are tested against transformers' own files).
+        let extra = [
+            ("attn_q_norm.weight", &l.q_norm),
+            ("attn_k_norm.weight", &l.k_norm),
+            ("post_attention_norm.weight", &l.post_attn_norm),
+            ("post_ffw_norm.weight", &l.post_ffn_norm),
+        ];
+        for (name, v) in extra {
+            if let Some(v) = v.as_ref().filter(|_| gguf) {
+                push(format!("blk.{i}.{name}"), (vec![v.len()], v.clone()));
+            }
+        }
     }
     out
 }
@@ -151,7 +176,7 @@ fn tensors(w: &ModelWeights, cfg: &ModelConfig, gguf: bool, interleaved: bool) -
 fn write_gguf(model: &Model, path: &Path, dtype: TensorDType) {
     let cfg = model.config();
     let arch = cfg.architecture.name();
-    let interleaved = cfg.architecture != Architecture::Qwen2;
+    let interleaved = cfg.architecture.spec().gguf_rope == ahead_model::transformer::RopeStyle::Interleaved;
     let mut w = GgufWriter::new();
     w.add_string("general.architecture", arch);
     for (k, v) in [
@@ -166,6 +191,19 @@ fn write_gguf(model: &Model, path: &Path, dtype: TensorDType) {
     }
     if let Some(win) = cfg.sliding_window {
         w.add_u32(format!("{arch}.attention.sliding_window"), win as u32);
+    }
+    if let Some(layers) = &cfg.sliding_layers {
+        let flags = layers.iter().map(|&b| GgufValue::Bool(b)).collect();
+        w.add_metadata(
+            format!("{arch}.attention.sliding_window_pattern"),
+            GgufValue::Array(flags),
+        );
+    }
+    if let Some(theta) = cfg.local_rope_theta {
+        w.add_f32(format!("{arch}.rope.freq_base_swa"), theta);
+    }
+    if let Some(cap) = cfg.final_logit_softcap {
+        w.add_f32(format!("{arch}.final_logit_softcapping"), cap);
     }
     w.add_f32(format!("{arch}.rope.freq_base"), cfg.rope_theta);
     w.add_f32(format!("{arch}.attention.layer_norm_rms_epsilon"), cfg.rms_eps);
@@ -349,6 +387,25 @@ fn every_format_loads_back_to_the_same_model() {
     std::fs::create_dir_all(&dir).unwrap();
     write_llama2c(&m, &dir);
     check("llama2.c checkpoint", &m, &dir.join("model.bin"), false);
+}
+
+/// Qwen3 and Gemma 3 GGUF files as llama.cpp writes them (QK-norm, post-norm tensor names;
+/// a sliding-window pattern as a list of flags, the sliding layers' RoPE base, soft-capping)
+/// load back to the same model.
+#[test]
+fn qwen3_and_gemma3_gguf_files_load_back_to_the_same_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    for arch in [Architecture::Qwen3, Architecture::Gemma3] {
+        let m = reference(arch);
+        for dtype in [TensorDType::F32, TensorDType::F16] {
+            let path = tmp.path().join(format!("{}-{}.gguf", arch.name(), dtype.name()));
+            write_gguf(&m, &path, dtype);
+            let what = format!("{} GGUF {}", arch.name(), dtype.name());
+            check(&what, &m, &path, true);
+            let loaded = load(&ModelSource::Path(path), &LoadOptions::default()).unwrap();
+            assert_eq!(loaded.model.config(), m.config(), "{what}");
+        }
+    }
 }
 
 #[test]
