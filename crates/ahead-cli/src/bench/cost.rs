@@ -23,9 +23,9 @@ pub struct CostArgs {
     /// depends on it).
     #[arg(long)]
     pub layers: Option<usize>,
-    /// Weight dtype of the synthetic model: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k,
-    /// q5_k, q6_k, or q4_k_m (llama.cpp's mix: q6_k for the output and some attn_v and ffn_down,
-    /// q4_k elsewhere).
+    /// Weight dtype of the synthetic model: any GGUF type ahead reads (f32, f16, bf16, q8_0,
+    /// q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs), or q4_k_m
+    /// (llama.cpp's mix: q6_k for the output and some attn_v and ffn_down, q4_k elsewhere).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
     /// Tokens already in the cache when the rows are verified.

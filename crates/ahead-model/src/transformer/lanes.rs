@@ -7,26 +7,15 @@
 /// key blocks, its partial sums): every backend follows them.
 pub(crate) const LANES: usize = 8;
 
-/// Whether this CPU runs the AVX2 backend (checked once).
+/// Whether this CPU runs the AVX2 backend.
 pub(crate) fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVX2.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    super::cpu::cpu().avx2_fma()
 }
 
-/// Whether this CPU runs the AVX-512 backend for element-wise work (checked once).
+/// Whether this CPU runs the AVX-512 backend for element-wise work.
 pub(crate) fn has_avx512f() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVX512.get_or_init(|| is_x86_feature_detected!("avx512f") && has_avx2_fma())
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    let f = super::cpu::cpu();
+    f.avx512f && f.avx2_fma()
 }
 
 /// The vector operations the kernels need; every backend rounds each exactly as IEEE 754

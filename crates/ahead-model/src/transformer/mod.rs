@@ -5,6 +5,7 @@ pub mod arch;
 mod attention;
 mod block;
 pub mod config;
+pub mod cpu;
 pub mod input;
 pub mod kernels;
 pub mod kv_cache;

@@ -169,18 +169,16 @@ impl<E: PanelElement> Panels<E> {
 }
 
 /// Computes panels `p0..p0+n` for all k rows into `buf` (`[k][n * 16]`) with the best kernel
-/// for this CPU (a cached feature test per call). The FMA variants give identical results (one
+/// for this CPU (`cpu`, detected once). The FMA variants give identical results (one
 /// fused chain per output lane); the portable one rounds the product separately.
 fn kernel<E: PanelElement>(w: &Panels<E>, x: &[f32], k: usize, p0: usize, n: usize, buf: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx512f") {
+        let cpu = super::cpu::cpu();
+        if cpu.avx512f {
             return x86::kernel_avx512(w, x, k, p0, n, buf);
         }
-        if is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c")
-        {
+        if cpu.avx2_kernels() {
             return x86::kernel_avx2(w, x, k, p0, n, buf);
         }
     }
@@ -526,10 +524,7 @@ mod tests {
             assert_eq!(p1, p2, "portable bf16 panels");
             // Every SIMD kernel this CPU has computes the same chains: the same bits.
             #[cfg(target_arch = "x86_64")]
-            if is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-                && is_x86_feature_detected!("f16c")
-            {
+            if crate::transformer::cpu::cpu().avx2_kernels() {
                 let panels = Panels::new(&half, rows, cols);
                 let (mut v2, mut best) = (vec![0.0; k * n_panels * PANEL], vec![0.0; k * n_panels * PANEL]);
                 x86::kernel_avx2(&panels, &x, k, 0, n_panels, &mut v2);

@@ -160,7 +160,8 @@ fn quantize_input(x: &[f32], cols: usize) -> QuantizedInput {
     debug_assert_eq!(cols % BLOCK, 0);
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("f16c") {
+        let cpu = crate::transformer::cpu::cpu();
+        if cpu.avx512f && cpu.f16c {
             // SAFETY: the features are present.
             unsafe { quantize_input_avx512(x, &mut input) };
             return input;
@@ -236,13 +237,11 @@ fn available_kernels() -> Vec<Kernel> {
     let mut kernels = Vec::new();
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni") {
+        let cpu = crate::transformer::cpu::cpu();
+        if cpu.vnni() {
             kernels.push(Kernel::Vnni);
         }
-        if is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c")
-        {
+        if cpu.avx2_kernels() {
             kernels.push(Kernel::Avx2);
         }
     }
