@@ -39,6 +39,12 @@ struct Inspection {
     rope_scaling: String,
     rms_eps: f32,
     sliding_window: Option<usize>,
+    /// The layers that slide, when not all of them.
+    sliding_layers: Option<Vec<usize>>,
+    /// The sliding layers' RoPE base, when it is their own.
+    local_rope_theta: Option<f32>,
+    attention_scale: f32,
+    final_logit_softcap: Option<f32>,
     tied_classifier: bool,
     /// Tokens a drafter's classifier scores when it drafts (`ahead.token_subset`), if the file
     /// names a subset.
@@ -77,10 +83,18 @@ pub fn run(a: InspectArgs) -> Result<()> {
     for l in &w.layers {
         matrices.extend([&l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w2, &l.w3]);
         params += l.attn_norm.len() + l.ffn_norm.len();
-        params += [&l.bq, &l.bk, &l.bv]
-            .iter()
-            .map(|b| b.as_ref().map_or(0, Vec::len))
-            .sum::<usize>();
+        params += [
+            &l.bq,
+            &l.bk,
+            &l.bv,
+            &l.q_norm,
+            &l.k_norm,
+            &l.post_attn_norm,
+            &l.post_ffn_norm,
+        ]
+        .iter()
+        .map(|b| b.as_ref().map_or(0, Vec::len))
+        .sum::<usize>();
     }
     for m in matrices {
         *dtypes.entry(m.dtype().name().to_string()).or_insert(0) += 1;
@@ -104,6 +118,13 @@ pub fn run(a: InspectArgs) -> Result<()> {
         rope_scaling: describe_scaling(&c.rope_scaling),
         rms_eps: c.rms_eps,
         sliding_window: c.sliding_window,
+        sliding_layers: c
+            .sliding_layers
+            .as_ref()
+            .map(|l| (0..l.len()).filter(|&i| l[i]).collect()),
+        local_rope_theta: c.local_rope_theta,
+        attention_scale: c.attention_scale(),
+        final_logit_softcap: c.final_logit_softcap,
         tied_classifier: w.lm_head.is_none(),
         drafting_subset: loaded.info.token_subset.as_ref().map(Vec::len),
         parameters: params,
@@ -142,6 +163,21 @@ pub fn run(a: InspectArgs) -> Result<()> {
         "context       {} tokens, rope theta {} ({}, scaling {}), rms eps {:e}",
         c.max_seq_len, c.rope_theta, info.rope_style, info.rope_scaling, c.rms_eps
     )?;
+    if let Some(win) = c.sliding_window {
+        let layers = match &info.sliding_layers {
+            Some(l) => format!("layers {l:?}"),
+            None => "every layer".into(),
+        };
+        let rope = info
+            .local_rope_theta
+            .map_or(String::new(), |t| format!(", their rope theta {t}"));
+        writeln!(out, "attention     window of {win} tokens on {layers}{rope}")?;
+    }
+    let mut extras = vec![format!("query scale {}", info.attention_scale)];
+    if let Some(cap) = info.final_logit_softcap {
+        extras.push(format!("logits soft-capped at {cap}"));
+    }
+    writeln!(out, "scores        {}", extras.join(", "))?;
     writeln!(
         out,
         "classifier    {}",

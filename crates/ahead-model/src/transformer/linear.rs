@@ -116,7 +116,7 @@ impl Linear {
                     }
                     TensorDType::Q2K => {
                         check_blocks(raw, name, 256, q.block_bytes())?;
-                        Storage::F32(PackedF32::new(&lowbit::dequantize_q2k(raw.data), rows, cols))
+                        Storage::Q6K(PackedQ6K::from_q2k(raw.data, rows, cols))
                     }
                     TensorDType::IQ4XS => {
                         check_blocks(raw, name, 256, q.block_bytes())?;
@@ -274,11 +274,9 @@ impl Linear {
                 rows,
                 cols,
             )),
-            TensorDType::Q2K => Storage::F32(PackedF32::new(
-                &lowbit::dequantize_q2k(&ggml_bytes::<BlockQ2K>(values)),
-                rows,
-                cols,
-            )),
+            TensorDType::Q2K => {
+                Storage::Q6K(PackedQ6K::from_q2k(&ggml_bytes::<BlockQ2K>(values), rows, cols))
+            }
             TensorDType::IQ4XS => Storage::F32(PackedF32::new(
                 &lowbit::dequantize_iq4xs(&lowbit::quantize_iq4xs(values)),
                 rows,

@@ -1,14 +1,13 @@
-//! GGML's 2- and 3-bit k-quants and its 4-bit non-linear types, held in layouts ahead already
-//! computes, with exactly the values GGML's `dequantize_row_*` gives:
+//! GGML's 3-bit k-quant and its 4-bit non-linear types, held in layouts ahead already computes,
+//! with exactly the values GGML's `dequantize_row_*` gives (Q2_K has its place in `q6k`):
 //!
 //! - **Q3_K as Q6_K.** A Q3_K weight is d x (s - 32) x q with q in -4..=3 and a 6-bit s per 16
 //!   weights; Q6_K's is d x sc x q with a signed 8-bit sc per 16 and q in -32..=31. The same d,
 //!   sc = s - 32 and the same q make a Q6_K block of the same values, for its integer panels.
 //! - **IQ4_NL as Q8_0.** An IQ4_NL weight is d x `IQ4NL_VALUES`[i] with a 4-bit index i; the
 //!   table's entries are 8-bit integers, so a Q8_0 block (d, 32 signed bytes) holds them exactly.
-//! - **Q2_K and IQ4_XS dequantized** (f32 panels; 16 and 8 times their file size). Neither has an
-//!   exact integer layout here yet: Q2_K subtracts a minimum per 16 weights, and IQ4_XS's scale per
-//!   32 (d x (s - 32)) is not an f16.
+//! - **IQ4_XS dequantized** (f32 panels; 8 times its file size). It has no exact integer layout
+//!   here yet: its scale per 32 (d x (s - 32)) is not an f16, and its levels need 8 bits.
 //!
 //! Block layouts and element orders are GGML's (`ggml-common.h`, `ggml-quants.c`).
 
@@ -22,7 +21,6 @@ pub(crate) const IQ4NL_VALUES: [i8; 16] = [
 const SUPER: usize = 256;
 const Q3K_BYTES: usize = 110;
 const Q6K_BYTES: usize = 210;
-const Q2K_BYTES: usize = 84;
 const IQ4NL_BYTES: usize = 18;
 const IQ4XS_BYTES: usize = 136;
 const Q8_0_BYTES: usize = 34;
@@ -92,23 +90,6 @@ pub(crate) fn iq4nl_as_q8_0(data: &[u8]) -> Vec<u8> {
         let level = |i: u8| IQ4NL_VALUES[i as usize] as u8;
         out.extend(qs.iter().map(|&b| level(b & 0x0f)));
         out.extend(qs.iter().map(|&b| level(b >> 4)));
-    }
-    out
-}
-
-/// Q2_K blocks (84 bytes per 256 weights) as f32, as `dequantize_row_q2_K` computes them:
-/// (d x s) x q - (dmin x m), s and m 4 bits each per 16 weights, q 2 bits.
-pub(crate) fn dequantize_q2k(data: &[u8]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(data.len() / Q2K_BYTES * SUPER);
-    for block in data.chunks_exact(Q2K_BYTES) {
-        let (scales, qs) = (&block[..16], &block[16..80]);
-        let (d, dmin) = (half_at(block, 80), half_at(block, 82));
-        for e in 0..SUPER {
-            let (n, j, l) = (e / 128, (e % 128) / 32, e % 32);
-            let sc = scales[e / 16];
-            let q = (qs[32 * n + l] >> (2 * j)) & 3;
-            out.push(d * (sc & 0x0f) as f32 * q as f32 - dmin * (sc >> 4) as f32);
-        }
     }
     out
 }
@@ -210,7 +191,7 @@ pub(crate) fn quantize_iq4xs(values: &[f32]) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::transformer::q8::k_tests::matrix;
-    use candle_core::quantized::k_quants::{BlockQ2K, BlockQ3K, BlockQ6K};
+    use candle_core::quantized::k_quants::{BlockQ3K, BlockQ6K};
     use candle_core::quantized::GgmlType;
 
     fn blocks<B: GgmlType>(bytes: &[u8]) -> Vec<B> {
@@ -243,17 +224,6 @@ mod tests {
         assert_eq!(got, want);
         // The values are not all one level: the conversion is tested on real spread.
         assert!(want.iter().filter(|&&v| v != want[0]).count() > 500);
-    }
-
-    #[test]
-    fn q2k_dequantizes_as_candle_does() {
-        let values = matrix(4, SUPER, 5);
-        let q2 = crate::transformer::q8::ggml_bytes::<BlockQ2K>(&values);
-        assert_eq!(q2.len(), 4 * Q2K_BYTES);
-        assert_eq!(
-            dequantize_q2k(&q2),
-            candle_dequantize::<BlockQ2K>(&q2, values.len())
-        );
     }
 
     /// A block made by hand from the GGML layout: d = 0.5, element j's index j % 16 in the low

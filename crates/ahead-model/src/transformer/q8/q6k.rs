@@ -9,6 +9,11 @@
 //! T = q . x_q (started at -32 x the input half's sum, as the bias needs); then
 //! t = sc_0 T_0 + sc_1 T_1 is still exact, and the block adds t x (d x dx) to its output, the
 //! same operations whatever k is.
+//!
+//! Q2_K (84 bytes per 256 weights: 2-bit q, a 4-bit scale and a 4-bit minimum per 16 weights, f16
+//! `d` and `dmin`; a weight is d x sc x q - dmin x m) uses the same panels: q is stored with no
+//! bias, and each half block also subtracts dmin x dx x m S, where S is the input half's exact
+//! sum: mt = m_0 S_0 + m_1 S_1 is exact, and the block then adds -mt x (dmin x dx).
 
 use half::f16;
 
@@ -19,7 +24,8 @@ use super::{panel_matmul, portable_walk, Kernel, PanelKernels, QuantizedInput, B
 const SUPER: usize = 256;
 const BLOCKS_PER_SUPER: usize = SUPER / BLOCK;
 const GGML_BYTES: usize = 210;
-/// Stored weights are q + BIAS, unsigned.
+const Q2K_BYTES: usize = 84;
+/// Q6_K's weights are stored as q + BIAS, unsigned (Q2_K's q are unsigned already).
 const BIAS: i32 = 32;
 /// Bytes of one block of one panel: the low nibbles (as Q4_0), then the high pairs.
 const PANEL_BLOCK: usize = NIBBLE_BYTES + HIGH_BYTES;
@@ -35,6 +41,14 @@ pub struct PackedQ6K {
     d: Vec<u16>,
     /// `[panel][half block][lane]`: the scale of each 16 weights.
     sc: Vec<i8>,
+    /// Stored weights are q + bias: 32 for Q6_K, 0 for Q2_K.
+    bias: i32,
+    /// Q2_K only (empty for Q6_K): `[panel][half block][lane]` the minimum of each 16 weights,
+    /// and `[panel][super-block][lane]` the f16 `dmin`.
+    mins: Vec<u8>,
+    dmin: Vec<u16>,
+    /// GGML bytes per super-block of the file's type.
+    ggml_bytes: usize,
     rows: usize,
     cols: usize,
     /// Blocks (of 32) per row.
@@ -73,6 +87,10 @@ impl PackedQ6K {
             quants: vec![0u8; n_panels * blocks * PANEL_BLOCK],
             d: vec![0u16; n_panels * supers * PANEL],
             sc: vec![0i8; n_panels * 2 * blocks * PANEL],
+            bias: BIAS,
+            mins: Vec::new(),
+            dmin: Vec::new(),
+            ggml_bytes: GGML_BYTES,
             rows,
             cols,
             blocks,
@@ -91,20 +109,75 @@ impl PackedQ6K {
                 }
                 for e in 0..SUPER {
                     let u = (block.map_or(0, |blk| ggml_q(blk, e)) + BIAS) as u8;
-                    let (b, within) = (s * BLOCKS_PER_SUPER + e / BLOCK, e % BLOCK);
-                    let base = (p * blocks + b) * PANEL_BLOCK;
-                    layout::put_nibble(&mut packed.quants[base..base + NIBBLE_BYTES], lane, within, u);
-                    let (at, shift) = place_high(lane, within);
-                    packed.quants[base + at] |= (u >> 4) << shift;
+                    packed.put(p, lane, s * SUPER + e, u);
                 }
             }
         }
         packed
     }
 
+    /// Repacks GGML Q2_K data: `rows * cols / 256` blocks of 84 bytes, row-major. The caller
+    /// checks the length.
+    pub fn from_q2k(data: &[u8], rows: usize, cols: usize) -> Self {
+        let (blocks, supers, n_panels) = (cols / BLOCK, cols / SUPER, rows.div_ceil(PANEL));
+        let mut packed = Self {
+            quants: vec![0u8; n_panels * blocks * PANEL_BLOCK],
+            d: vec![0u16; n_panels * supers * PANEL],
+            sc: vec![0i8; n_panels * 2 * blocks * PANEL],
+            bias: 0,
+            mins: vec![0u8; n_panels * 2 * blocks * PANEL],
+            dmin: vec![0u16; n_panels * supers * PANEL],
+            ggml_bytes: Q2K_BYTES,
+            rows,
+            cols,
+            blocks,
+        };
+        // Padding rows keep q = 0, scales and minimums 0.
+        for o in 0..rows {
+            let (p, lane) = (o / PANEL, o % PANEL);
+            for s in 0..supers {
+                let at = (o * supers + s) * Q2K_BYTES;
+                let blk = &data[at..at + Q2K_BYTES];
+                packed.d[(p * supers + s) * PANEL + lane] = u16::from_le_bytes([blk[80], blk[81]]);
+                packed.dmin[(p * supers + s) * PANEL + lane] = u16::from_le_bytes([blk[82], blk[83]]);
+                for (h, &byte) in blk[..2 * BLOCKS_PER_SUPER].iter().enumerate() {
+                    let i = (p * 2 * blocks + 2 * s * BLOCKS_PER_SUPER + h) * PANEL + lane;
+                    packed.sc[i] = (byte & 0x0f) as i8;
+                    packed.mins[i] = byte >> 4;
+                }
+                for e in 0..SUPER {
+                    // `dequantize_row_q2_K`'s order: 32-byte groups of four 2-bit planes.
+                    let (n, j, l) = (e / 128, (e % 128) / 32, e % 32);
+                    packed.put(p, lane, s * SUPER + e, (blk[16 + 32 * n + l] >> (2 * j)) & 3);
+                }
+            }
+        }
+        packed
+    }
+
+    /// Stores `u` (below 64) for element `e` of the row at `lane` of panel `p`.
+    fn put(&mut self, p: usize, lane: usize, e: usize, u: u8) {
+        let (b, within) = (e / BLOCK, e % BLOCK);
+        let base = (p * self.blocks + b) * PANEL_BLOCK;
+        layout::put_nibble(&mut self.quants[base..base + NIBBLE_BYTES], lane, within, u);
+        let (at, shift) = place_high(lane, within);
+        self.quants[base + at] |= (u >> 4) << shift;
+    }
+
     /// Bytes of real weights (as GGML stores them).
     pub fn bytes(&self) -> usize {
-        self.rows * self.cols / SUPER * GGML_BYTES
+        self.rows * self.cols / SUPER * self.ggml_bytes
+    }
+
+    /// Q2_K's `dmin` of block `b` and the minimums of its two halves, for lane `lane` of panel
+    /// `p`; `None` for Q6_K.
+    fn minimums(&self, p: usize, b: usize, lane: usize) -> Option<(f32, [i32; 2])> {
+        if self.mins.is_empty() {
+            return None;
+        }
+        let s = (p * self.blocks / BLOCKS_PER_SUPER + b / BLOCKS_PER_SUPER) * PANEL + lane;
+        let m = |h: usize| self.mins[(p * 2 * self.blocks + 2 * b + h) * PANEL + lane] as i32;
+        Some((f16::from_bits(self.dmin[s]).to_f32(), [m(0), m(1)]))
     }
 
     /// `d` of block `b` and the scales of its two halves, for lane `lane` of panel `p`.
@@ -114,15 +187,20 @@ impl PackedQ6K {
         (f16::from_bits(self.d[s]).to_f32(), [sc(0), sc(1)])
     }
 
-    /// Weight row `o`, dequantized as GGML does: (d x sc) x q.
+    /// Weight row `o`, dequantized as GGML does: (d x sc) x q, less (dmin x m) for Q2_K.
     pub fn row(&self, o: usize, out: &mut [f32]) {
         let (p, lane) = (o / PANEL, o % PANEL);
         for (b, chunk) in out.chunks_exact_mut(BLOCK).enumerate() {
             let (d, sc) = self.scales(p, b, lane);
             let at = (p * self.blocks + b) * PANEL_BLOCK;
             let panel_block = &self.quants[at..at + PANEL_BLOCK];
+            let mins = self.minimums(p, b, lane);
             for (e, v) in chunk.iter_mut().enumerate() {
-                *v = d * sc[e / 16] as f32 * (stored(panel_block, lane, e) - BIAS) as f32;
+                let q = (stored(panel_block, lane, e) - self.bias) as f32;
+                *v = d * sc[e / 16] as f32 * q;
+                if let Some((dmin, m)) = mins {
+                    *v -= dmin * m[e / 16] as f32;
+                }
             }
         }
     }
@@ -147,6 +225,10 @@ impl PanelKernels for PackedQ6K {
         assert!((p0 + n) * self.blocks * PANEL_BLOCK <= self.quants.len());
         assert!((p0 + n) * 2 * self.blocks * PANEL <= self.sc.len());
         assert!((p0 + n) * self.blocks / BLOCKS_PER_SUPER * PANEL <= self.d.len());
+        if !self.mins.is_empty() {
+            assert!((p0 + n) * 2 * self.blocks * PANEL <= self.mins.len());
+            assert!((p0 + n) * self.blocks / BLOCKS_PER_SUPER * PANEL <= self.dmin.len());
+        }
         x.check(k, self.cols);
         assert!(x.half_sums.len() >= k * 2 * self.blocks);
     }
@@ -163,7 +245,8 @@ impl PanelKernels for PackedQ6K {
 }
 
 /// Per (output, input row): each half block's exact integer sum, the block's exact
-/// t = sc_0 T_0 + sc_1 T_1, then `acc = fma(t, d x dx, acc)` in block order, as the VNNI tile.
+/// t = sc_0 T_0 + sc_1 T_1, then `acc = fma(t, d x dx, acc)` in block order, as the VNNI tile;
+/// for Q2_K then `acc = fma(-mt, dmin x dx, acc)` with mt = m_0 S_0 + m_1 S_1.
 fn kernel_portable(w: &PackedQ6K, x: &QuantizedInput, k: usize, p0: usize, n: usize, buf: &mut [f32]) {
     let (blocks, cols) = (w.blocks, w.cols);
     portable_walk(k, p0, n, blocks, buf, |panel, r, b, acc| {
@@ -179,10 +262,14 @@ fn kernel_portable(w: &PackedQ6K, x: &QuantizedInput, k: usize, p0: usize, n: us
                     let sum: i32 = (16 * h..16 * h + 16)
                         .map(|e| stored(wq, lane, e) * xq[e] as i32)
                         .sum();
-                    sc[h] * (sum - BIAS * half_sum(h))
+                    sc[h] * (sum - w.bias * half_sum(h))
                 })
                 .sum();
             *a = (t as f32).mul_add(d * dx, *a);
+            if let Some((dmin, m)) = w.minimums(panel, b, lane) {
+                let mt = m[0] * half_sum(0) + m[1] * half_sum(1);
+                *a = (-(mt as f32)).mul_add(dmin * dx, *a);
+            }
         }
     });
 }
@@ -195,7 +282,7 @@ mod simd {
         avx2_walk, dot_unsigned, four_bytes, nibbles256, nibbles512, prefetch, Args, Out, VnniTiles,
     };
     use super::super::{QuantizedInput, BLOCK, PANEL};
-    use super::{PackedQ6K, BIAS, NIBBLE_BYTES, PANEL_BLOCK};
+    use super::{PackedQ6K, NIBBLE_BYTES, PANEL_BLOCK};
 
     /// Chunk c (0..8) of a Q6_K panel block as unsigned bytes q + 32: its low nibbles, OR its
     /// high pair moved to bits 4 and 5.
@@ -264,7 +351,7 @@ mod simd {
                     }
                     let mut sums: [[[__m512i; 2]; P]; R] = std::array::from_fn(|r| {
                         let half =
-                            |h: usize| _mm512_set1_epi32(-BIAS * *xhalf.add(r * 2 * blocks + 2 * b + h));
+                            |h: usize| _mm512_set1_epi32(-w.bias * *xhalf.add(r * 2 * blocks + 2 * b + h));
                         [[half(0), half(1)]; P]
                     });
                     for c in 0..8 {
@@ -288,6 +375,21 @@ mod simd {
                             *sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(w.sc.as_ptr().add(at).cast()));
                         }
                     }
+                    // Q2_K: each panel's dmin and the minimums of the block's two halves.
+                    let q2k = !w.mins.is_empty();
+                    let mut dmin = [_mm512_setzero_ps(); P];
+                    let mut mins = [[_mm512_setzero_si512(); 2]; P];
+                    if q2k {
+                        for j in 0..P {
+                            let panel = t.p0 + p + j;
+                            let s = (panel * supers + b / (256 / BLOCK)) * PANEL;
+                            dmin[j] = _mm512_cvtph_ps(_mm256_loadu_si256(w.dmin.as_ptr().add(s).cast()));
+                            for (h, m) in mins[j].iter_mut().enumerate() {
+                                let at = (panel * 2 * blocks + 2 * b + h) * PANEL;
+                                *m = _mm512_cvtepu8_epi32(_mm_loadu_si128(w.mins.as_ptr().add(at).cast()));
+                            }
+                        }
+                    }
                     for (r, a) in acc.iter_mut().enumerate() {
                         let dx = _mm512_set1_ps(*xs.add(r * blocks + b));
                         for j in 0..P {
@@ -296,6 +398,19 @@ mod simd {
                                 _mm512_mullo_epi32(sc[j][1], sums[r][j][1]),
                             );
                             a[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(d[j], dx), a[j]);
+                            if q2k {
+                                let half =
+                                    |h: usize| _mm512_set1_epi32(*xhalf.add(r * 2 * blocks + 2 * b + h));
+                                let mt = _mm512_add_epi32(
+                                    _mm512_mullo_epi32(mins[j][0], half(0)),
+                                    _mm512_mullo_epi32(mins[j][1], half(1)),
+                                );
+                                a[j] = _mm512_fnmadd_ps(
+                                    _mm512_cvtepi32_ps(mt),
+                                    _mm512_mul_ps(dmin[j], dx),
+                                    a[j],
+                                );
+                            }
                         }
                     }
                 }
@@ -348,8 +463,8 @@ mod simd {
             for b in 0..blocks {
                 let half_sum = |hb: usize| x.half_sums[r0 * 2 * blocks + 2 * b + hb];
                 let mut sums = [
-                    [_mm256_set1_epi32(-BIAS * half_sum(0)); 2],
-                    [_mm256_set1_epi32(-BIAS * half_sum(1)); 2],
+                    [_mm256_set1_epi32(-w.bias * half_sum(0)); 2],
+                    [_mm256_set1_epi32(-w.bias * half_sum(1)); 2],
                 ];
                 let at = wq.add(b * PANEL_BLOCK);
                 for c in 0..8 {
@@ -373,6 +488,18 @@ mod simd {
                         _mm256_mullo_epi32(sc(1), sums[1][h]),
                     );
                     *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), _mm256_mul_ps(d, dx), *a);
+                    if !w.mins.is_empty() {
+                        let dmin = _mm256_cvtph_ps(_mm_loadu_si128(w.dmin.as_ptr().add(s + 8 * h).cast()));
+                        let m = |hb: usize| {
+                            let at = (panel * 2 * blocks + 2 * b + hb) * PANEL + 8 * h;
+                            _mm256_cvtepu8_epi32(_mm_loadl_epi64(w.mins.as_ptr().add(at).cast()))
+                        };
+                        let mt = _mm256_add_epi32(
+                            _mm256_mullo_epi32(m(0), _mm256_set1_epi32(half_sum(0))),
+                            _mm256_mullo_epi32(m(1), _mm256_set1_epi32(half_sum(1))),
+                        );
+                        *a = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mt), _mm256_mul_ps(dmin, dx), *a);
+                    }
                 }
             }
             out.store(r0, p, acc);
@@ -382,9 +509,9 @@ mod simd {
 
 #[cfg(test)]
 mod tests {
-    use super::super::k_tests::{check, ggml_blocks};
+    use super::super::k_tests::{check, check_within, ggml_blocks};
     use super::*;
-    use candle_core::quantized::k_quants::BlockQ6K;
+    use candle_core::quantized::k_quants::{BlockQ2K, BlockQ6K};
 
     #[test]
     fn q6_k_rows_dequantize_as_ggml_products_match_and_every_kernel_gives_the_same_bits() {
@@ -392,5 +519,37 @@ mod tests {
         assert_eq!(bytes.len(), 37 * 2 * GGML_BYTES);
         let p = PackedQ6K::from_ggml(&bytes, 37, 2 * SUPER);
         check(&p, |o, out| p.row(o, out), &deq, "q6_k");
+    }
+
+    #[test]
+    fn q2_k_rows_dequantize_as_ggml_products_match_and_every_kernel_gives_the_same_bits() {
+        let (bytes, deq) = ggml_blocks::<BlockQ2K>(37, 2 * SUPER);
+        assert_eq!(bytes.len(), 37 * 2 * Q2K_BYTES);
+        let p = PackedQ6K::from_q2k(&bytes, 37, 2 * SUPER);
+        // Against the inputs as quantized, the products are exact up to f32 rounding.
+        let cols = 2 * SUPER;
+        let x = super::super::k_tests::matrix(3, cols, 11);
+        let input = super::super::quantize_for(&p, &x);
+        let mut got = vec![0f32; 3 * 37];
+        p.matmul(&x, 3, &mut got);
+        for r in 0..3 {
+            for o in 0..37 {
+                let want: f64 = (0..cols)
+                    .map(|i| {
+                        let xq = input.quants[r * cols + i] as f64
+                            * input.scales[r * cols / BLOCK + i / BLOCK] as f64;
+                        xq * deq[o * cols + i] as f64
+                    })
+                    .sum();
+                let g = got[r * 37 + o] as f64;
+                assert!(
+                    (g - want).abs() < 1e-4 * (1.0 + want.abs()),
+                    "row {r} out {o}: {g} vs {want}"
+                );
+            }
+        }
+        // Against the f32 inputs the error is the inputs' 8-bit rounding, which Q2_K's
+        // minimums (an offset on every weight) weigh more than other types' weights do.
+        check_within(&p, |o, out| p.row(o, out), &deq, "q2_k", 0.05);
     }
 }
