@@ -280,19 +280,26 @@ fn smollm2_q4_1_decodes_as_transformers_does() {
     );
 }
 
+/// The GGUF at `path` converted to F32 (`ahead convert --to f32`: the dequantized weights,
+/// exactly), loaded back.
+fn converted_to_f32(path: &Path, name: &str) -> LoadedModel {
+    let bytes = std::fs::read(path).unwrap();
+    let f32_file = convert_gguf(&bytes, name, TensorDType::F32).unwrap();
+    drop(bytes);
+    let dir = tempfile::tempdir().unwrap();
+    let converted = dir.path().join("f32.gguf");
+    std::fs::write(&converted, f32_file).unwrap();
+    let loaded = load_path(&converted);
+    assert_eq!(loaded.model.weights().layers[0].wq.dtype(), TensorDType::F32);
+    loaded
+}
+
 /// `ahead convert --to f32` holds the Q4_1 weights exactly, and float32 throughout is what
 /// transformers computed: token for token, up to the reference's own near-ties.
 #[test]
 fn smollm2_converted_to_f32_decodes_token_for_token() {
     let Some(path) = real_model(SMOLLM2) else { return };
-    let bytes = std::fs::read(&path).unwrap();
-    let f32_file = convert_gguf(&bytes, SMOLLM2, TensorDType::F32).unwrap();
-    drop(bytes);
-    let dir = tempfile::tempdir().unwrap();
-    let converted = dir.path().join("smollm2-f32.gguf");
-    std::fs::write(&converted, f32_file).unwrap();
-    let loaded = load_path(&converted);
-    assert_eq!(loaded.model.weights().layers[0].wq.dtype(), TensorDType::F32);
+    let loaded = converted_to_f32(&path, SMOLLM2);
     let eos = loaded.tokenizer.eos_ids().to_vec();
     for case in smollm2_reference()["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
@@ -419,13 +426,7 @@ fn gemma3_q4_k_m_decodes_as_transformers_does() {
 #[test]
 fn gemma3_converted_to_f32_decodes_token_for_token() {
     let Some(path) = real_model(GEMMA3) else { return };
-    let bytes = std::fs::read(&path).unwrap();
-    let f32_file = convert_gguf(&bytes, GEMMA3, TensorDType::F32).unwrap();
-    drop(bytes);
-    let dir = tempfile::tempdir().unwrap();
-    let converted = dir.path().join("gemma3-f32.gguf");
-    std::fs::write(&converted, f32_file).unwrap();
-    let loaded = load_path(&converted);
+    let loaded = converted_to_f32(&path, GEMMA3);
     let cfg = loaded.model.config();
     assert_eq!(
         (cfg.sliding_window, cfg.local_rope_theta),

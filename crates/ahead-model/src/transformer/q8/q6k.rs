@@ -83,18 +83,7 @@ impl PackedQ6K {
     /// checks the length.
     pub fn from_ggml(data: &[u8], rows: usize, cols: usize) -> Self {
         let (blocks, supers, n_panels) = (cols / BLOCK, cols / SUPER, rows.div_ceil(PANEL));
-        let mut packed = Self {
-            quants: vec![0u8; n_panels * blocks * PANEL_BLOCK],
-            d: vec![0u16; n_panels * supers * PANEL],
-            sc: vec![0i8; n_panels * 2 * blocks * PANEL],
-            bias: BIAS,
-            mins: Vec::new(),
-            dmin: Vec::new(),
-            ggml_bytes: GGML_BYTES,
-            rows,
-            cols,
-            blocks,
-        };
+        let mut packed = Self::zeros(rows, cols, false);
         // Padding rows: q = 0 (stored as the bias) with scale 0.
         for o in 0..n_panels * PANEL {
             let (p, lane) = (o / PANEL, o % PANEL);
@@ -119,19 +108,8 @@ impl PackedQ6K {
     /// Repacks GGML Q2_K data: `rows * cols / 256` blocks of 84 bytes, row-major. The caller
     /// checks the length.
     pub fn from_q2k(data: &[u8], rows: usize, cols: usize) -> Self {
-        let (blocks, supers, n_panels) = (cols / BLOCK, cols / SUPER, rows.div_ceil(PANEL));
-        let mut packed = Self {
-            quants: vec![0u8; n_panels * blocks * PANEL_BLOCK],
-            d: vec![0u16; n_panels * supers * PANEL],
-            sc: vec![0i8; n_panels * 2 * blocks * PANEL],
-            bias: 0,
-            mins: vec![0u8; n_panels * 2 * blocks * PANEL],
-            dmin: vec![0u16; n_panels * supers * PANEL],
-            ggml_bytes: Q2K_BYTES,
-            rows,
-            cols,
-            blocks,
-        };
+        let (blocks, supers) = (cols / BLOCK, cols / SUPER);
+        let mut packed = Self::zeros(rows, cols, true);
         // Padding rows keep q = 0, scales and minimums 0.
         for o in 0..rows {
             let (p, lane) = (o / PANEL, o % PANEL);
@@ -153,6 +131,24 @@ impl PackedQ6K {
             }
         }
         packed
+    }
+
+    /// All-zero panels for a Q6_K matrix, or a Q2_K one (no bias, with minimums).
+    fn zeros(rows: usize, cols: usize, q2k: bool) -> Self {
+        let (blocks, supers, n_panels) = (cols / BLOCK, cols / SUPER, rows.div_ceil(PANEL));
+        let per_half = n_panels * 2 * blocks * PANEL;
+        Self {
+            quants: vec![0u8; n_panels * blocks * PANEL_BLOCK],
+            d: vec![0u16; n_panels * supers * PANEL],
+            sc: vec![0i8; per_half],
+            bias: if q2k { 0 } else { BIAS },
+            mins: vec![0u8; if q2k { per_half } else { 0 }],
+            dmin: vec![0u16; if q2k { n_panels * supers * PANEL } else { 0 }],
+            ggml_bytes: if q2k { Q2K_BYTES } else { GGML_BYTES },
+            rows,
+            cols,
+            blocks,
+        }
     }
 
     /// Stores `u` (below 64) for element `e` of the row at `lane` of panel `p`.
