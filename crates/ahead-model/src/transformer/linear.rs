@@ -34,6 +34,8 @@ enum Storage {
     Q4K(PackedQ4K),
     Q5K(PackedQ5K),
     Q6K(PackedQ6K),
+    /// The sum of two Q6_K matrices (IQ4_XS, `q8::lowbit`).
+    Q6KPair(Box<(PackedQ6K, PackedQ6K)>),
 }
 
 /// A weight matrix of `rows` outputs by `cols` inputs.
@@ -120,7 +122,7 @@ impl Linear {
                     }
                     TensorDType::IQ4XS => {
                         check_blocks(raw, name, 256, q.block_bytes())?;
-                        Storage::F32(PackedF32::new(&lowbit::dequantize_iq4xs(raw.data), rows, cols))
+                        iq4xs_storage(raw.data, rows, cols)
                     }
                     other => return Err(ModelError::Unsupported(format!("{name}: dtype {}", other.name()))),
                 }
@@ -161,6 +163,7 @@ impl Linear {
             Storage::Q4K(w) => w.bytes(),
             Storage::Q5K(w) => w.bytes(),
             Storage::Q6K(w) => w.bytes(),
+            Storage::Q6KPair(w) => w.0.bytes() + w.1.bytes(),
         }
     }
 
@@ -187,6 +190,12 @@ impl Linear {
             Storage::Q4K(w) => w.matmul(x, k, out),
             Storage::Q5K(w) => w.matmul(x, k, out),
             Storage::Q6K(w) => w.matmul(x, k, out),
+            Storage::Q6KPair(w) => {
+                w.0.matmul(x, k, out);
+                let mut low = vec![0f32; out.len()];
+                w.1.matmul(x, k, &mut low);
+                out.iter_mut().zip(&low).for_each(|(o, l)| *o += l);
+            }
         }
         Ok(())
     }
@@ -212,6 +221,12 @@ impl Linear {
             Storage::Q4K(w) => w.row(index, out),
             Storage::Q5K(w) => w.row(index, out),
             Storage::Q6K(w) => w.row(index, out),
+            Storage::Q6KPair(w) => {
+                w.0.row(index, out);
+                let mut low = vec![0f32; out.len()];
+                w.1.row(index, &mut low);
+                out.iter_mut().zip(&low).for_each(|(o, l)| *o += l);
+            }
         }
         Ok(())
     }
@@ -277,11 +292,7 @@ impl Linear {
             TensorDType::Q2K => {
                 Storage::Q6K(PackedQ6K::from_q2k(&ggml_bytes::<BlockQ2K>(values), rows, cols))
             }
-            TensorDType::IQ4XS => Storage::F32(PackedF32::new(
-                &lowbit::dequantize_iq4xs(&lowbit::quantize_iq4xs(values)),
-                rows,
-                cols,
-            )),
+            TensorDType::IQ4XS => iq4xs_storage(&lowbit::quantize_iq4xs(values), rows, cols),
         };
         Ok(Self {
             storage,
@@ -289,6 +300,17 @@ impl Linear {
             cols,
             dtype,
         })
+    }
+}
+
+/// IQ4_XS as two Q6_K matrices, or (for a scale no real file has) its dequantized f32.
+fn iq4xs_storage(data: &[u8], rows: usize, cols: usize) -> Storage {
+    match lowbit::iq4xs_as_q6k_pair(data) {
+        Some((high, low)) => Storage::Q6KPair(Box::new((
+            PackedQ6K::from_ggml(&high, rows, cols),
+            PackedQ6K::from_ggml(&low, rows, cols),
+        ))),
+        None => Storage::F32(PackedF32::new(&lowbit::dequantize_iq4xs(data), rows, cols)),
     }
 }
 

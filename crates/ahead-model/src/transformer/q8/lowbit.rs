@@ -6,8 +6,12 @@
 //!   sc = s - 32 and the same q make a Q6_K block of the same values, for its integer panels.
 //! - **IQ4_NL as Q8_0.** An IQ4_NL weight is d x `IQ4NL_VALUES`[i] with a 4-bit index i; the
 //!   table's entries are 8-bit integers, so a Q8_0 block (d, 32 signed bytes) holds them exactly.
-//! - **IQ4_XS dequantized** (f32 panels; 8 times its file size). It has no exact integer layout
-//!   here yet: its scale per 32 (d x (s - 32)) is not an f16, and its levels need 8 bits.
+//! - **IQ4_XS as two Q6_K matrices.** A weight is d x (s - 32) x v with v a level (-127..=113)
+//!   and a 6-bit s per 32. With u = v + 128 = 32 a + b (a in 0..=7, b in 0..=31) it is
+//!   32 d x (s - 32) x (a - 4) + d x (s - 32) x b: two Q6_K matrices (d 32d and d, the same
+//!   scales, q = a - 4 and q = b), each an exact product before the one rounding of their sum,
+//!   so a row dequantizes to GGML's value. About 12.6 bits a weight against the file's 4.25, and
+//!   two products; its own kernel would halve both.
 //!
 //! Block layouts and element orders are GGML's (`ggml-common.h`, `ggml-quants.c`).
 
@@ -66,11 +70,7 @@ pub(crate) fn q3k_as_q6k(data: &[u8]) -> Vec<u8> {
     for block in data.chunks_exact(Q3K_BYTES) {
         let mut q6 = [0u8; Q6K_BYTES];
         for e in 0..SUPER {
-            // Q6_K stores q + 32 as a low nibble (in `ql`) and a high pair (in `qh`).
-            let u = (q3k_q(block, e) + 32) as u8;
-            let (half, j, l) = (e / 128, (e % 128) / 32, e % 32);
-            q6[64 * half + l + 32 * (j % 2)] |= (u & 0x0f) << (4 * (j / 2));
-            q6[128 + 32 * half + l] |= (u >> 4) << (2 * j);
+            put_q6k(&mut q6, e, (q3k_q(block, e) + 32) as u8);
         }
         for (i, s) in q3k_scales(&block[96..108]).into_iter().enumerate() {
             q6[192 + i] = s as u8;
@@ -112,6 +112,56 @@ pub(crate) fn dequantize_iq4xs(data: &[u8]) -> Vec<f32> {
         }
     }
     out
+}
+
+/// IQ4_XS blocks (136 bytes per 256 weights) as the two Q6_K matrices whose sum they are (see
+/// the module notes), or `None` when 32 d overflows an f16 (no real file's scale does).
+pub(crate) fn iq4xs_as_q6k_pair(data: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let n = data.len() / IQ4XS_BYTES;
+    let (mut high, mut low) = (
+        Vec::with_capacity(n * Q6K_BYTES),
+        Vec::with_capacity(n * Q6K_BYTES),
+    );
+    for block in data.chunks_exact(IQ4XS_BYTES) {
+        let d = f16::from_le_bytes([block[0], block[1]]);
+        let d32 = f16::from_f32(d.to_f32() * 32.0);
+        if !d32.is_finite() || d32.to_f32() != d.to_f32() * 32.0 {
+            return None;
+        }
+        let scales_h = u16::from_le_bytes([block[2], block[3]]);
+        let (scales_l, qs) = (&block[4..8], &block[8..]);
+        let (mut a, mut b) = ([0u8; Q6K_BYTES], [0u8; Q6K_BYTES]);
+        for e in 0..SUPER {
+            let ib = e / 32;
+            let byte = qs[16 * ib + e % 16];
+            let index = if e % 32 < 16 { byte & 0x0f } else { byte >> 4 };
+            let u = (IQ4NL_VALUES[index as usize] as i32 + 128) as u8;
+            // Stored as q + 32: (a - 4) + 32 and b + 32.
+            put_q6k(&mut a, e, (u >> 5) + 28);
+            put_q6k(&mut b, e, (u & 31) + 32);
+        }
+        for ib in 0..SUPER / 32 {
+            let ls =
+                ((scales_l[ib / 2] >> (4 * (ib % 2))) & 0x0f) | (((scales_h >> (2 * ib)) & 3) as u8) << 4;
+            let sc = (ls as i8).wrapping_sub(32) as u8;
+            for m in [&mut a, &mut b] {
+                m[192 + 2 * ib] = sc;
+                m[192 + 2 * ib + 1] = sc;
+            }
+        }
+        a[208..210].copy_from_slice(&d32.to_le_bytes());
+        b[208..210].copy_from_slice(&d.to_le_bytes());
+        high.extend_from_slice(&a);
+        low.extend_from_slice(&b);
+    }
+    Some((high, low))
+}
+
+/// Writes the stored value `u` (q + 32, below 64) of element `e` into a GGML Q6_K block.
+fn put_q6k(q6: &mut [u8], e: usize, u: u8) {
+    let (half, j, l) = (e / 128, (e % 128) / 32, e % 32);
+    q6[64 * half + l + 32 * (j % 2)] |= (u & 0x0f) << (4 * (j / 2));
+    q6[128 + 32 * half + l] |= (u >> 4) << (2 * j);
 }
 
 /// The level nearest `x` (ties to the lower).
@@ -264,6 +314,21 @@ mod tests {
             let want = 0.25 * (ib as f32 - 4.0) * IQ4NL_VALUES[level] as f32;
             assert_eq!(*v, want, "element {e}");
         }
+    }
+
+    /// The pair's rows sum to GGML's dequantized values exactly (each part is an exact product,
+    /// so their sum rounds once, as d x (s - 32) x v does).
+    #[test]
+    fn iq4xs_as_two_q6k_matrices_sums_to_the_dequantized_values() {
+        let values = matrix(3, SUPER, 13);
+        let bytes = quantize_iq4xs(&values);
+        let (high, low) = iq4xs_as_q6k_pair(&bytes).unwrap();
+        let (a, b) = (
+            candle_dequantize::<BlockQ6K>(&high, values.len()),
+            candle_dequantize::<BlockQ6K>(&low, values.len()),
+        );
+        let sum: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+        assert_eq!(sum, dequantize_iq4xs(&bytes));
     }
 
     #[test]
