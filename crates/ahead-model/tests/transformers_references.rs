@@ -198,6 +198,53 @@ fn rope_settings_ahead_does_not_implement_are_refused() {
     assert_eq!(cfg.rope_scaling, RopeScaling::Linear { factor: 2.0 });
 }
 
+/// Gemma 3's config as transformers 4 wrote it (top-level `rope_theta`, `rope_local_base_freq`,
+/// `rope_scaling` for the global layers, `sliding_window_pattern` instead of `layer_types`)
+/// describes the same model as transformers 5's; a pattern that disagrees with `layer_types`'
+/// list is what it says, and a bidirectional or attention-capped Gemma is refused.
+#[test]
+fn gemma3_configs_in_transformers_4_shape_load_the_same_model() {
+    let want = load_path(&fixture("tf5/gemma3-sliding")).model.config().clone();
+    let v4 = with_config("gemma3-sliding", |c| {
+        let params = c["rope_parameters"].take();
+        let o = c.as_object_mut().unwrap();
+        o.remove("rope_parameters");
+        o.remove("layer_types");
+        o.insert(
+            "rope_theta".into(),
+            params["full_attention"]["rope_theta"].clone(),
+        );
+        o.insert(
+            "rope_local_base_freq".into(),
+            params["sliding_attention"]["rope_theta"].clone(),
+        );
+        o.insert(
+            "rope_scaling".into(),
+            serde_json::json!({"rope_type": "linear", "factor": 2.0}),
+        );
+        // Layers 0 and 2 slide, layer 1 (the last of its pair) is global: [sliding, full, sliding].
+        o.insert("sliding_window_pattern".into(), 2.into());
+    });
+    assert_eq!(load_path(v4.path()).model.config(), &want);
+    let every_third = with_config("gemma3-sliding", |c| {
+        c.as_object_mut().unwrap().remove("layer_types");
+        c["sliding_window_pattern"] = 3.into();
+    });
+    let cfg = load_path(every_third.path()).model.config().clone();
+    assert_eq!(cfg.sliding_layers, Some(vec![true, true, false]));
+    let bidirectional = with_config("gemma3-sliding", |c| {
+        c["use_bidirectional_attention"] = true.into()
+    });
+    assert!(load_err(bidirectional.path()).contains("use_bidirectional_attention"));
+    let capped = with_config("gemma3-sliding", |c| c["attn_logit_softcapping"] = 50.0.into());
+    assert!(load_err(capped.path()).contains("attn_logit_softcapping"));
+    let silu = with_config("gemma3-sliding", |c| {
+        c["hidden_activation"] = "silu".into();
+        c["hidden_act"] = "silu".into();
+    });
+    assert!(load_err(silu.path()).contains("gelu_pytorch_tanh"));
+}
+
 const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
 fn smollm2_reference() -> Value {
