@@ -66,8 +66,6 @@ pub(super) struct Scratch {
     out: Vec<f32>,
     gate: Vec<f32>,
     up: Vec<f32>,
-    /// A copy of what a norm rewrites in place (QK-norm, post-norms).
-    tmp: Vec<f32>,
 }
 
 impl Scratch {
@@ -81,7 +79,6 @@ impl Scratch {
             out: vec![0.0; k * cfg.dim],
             gate: vec![0.0; k * cfg.hidden_dim],
             up: vec![0.0; k * cfg.hidden_dim],
-            tmp: Vec::new(),
         }
     }
 }
@@ -94,18 +91,17 @@ fn add_bias(x: &mut [f32], bias: Option<&Vec<f32>>) {
     }
 }
 
-/// RMSNorm in place over each `weight.len()`-wide piece of `x` (QK-norm: every head).
-fn norm_in_place(x: &mut [f32], weight: Option<&Vec<f32>>, eps: f32, tmp: &mut Vec<f32>) {
+/// RMSNorm in place over each `weight.len()`-wide piece of `x` (QK-norm: every head), when the
+/// layer has that norm.
+fn norm_in_place(x: &mut [f32], weight: Option<&Vec<f32>>, eps: f32) {
     if let Some(w) = weight {
-        tmp.clear();
-        tmp.extend_from_slice(x);
-        kernels::rms_norm(tmp, w, eps, x);
+        kernels::rms_norm_in_place(x, w, eps);
     }
 }
 
 /// `x += f`, where `f` first passes through the post-norm when the layer has one.
-fn add_residual(x: &mut [f32], f: &mut [f32], post_norm: Option<&Vec<f32>>, eps: f32, tmp: &mut Vec<f32>) {
-    norm_in_place(f, post_norm, eps, tmp);
+fn add_residual(x: &mut [f32], f: &mut [f32], post_norm: Option<&Vec<f32>>, eps: f32) {
+    norm_in_place(f, post_norm, eps);
     x.iter_mut().zip(f.iter()).for_each(|(a, b)| *a += b);
 }
 
@@ -176,8 +172,8 @@ impl Model {
         add_bias(&mut s.q, layer.bq.as_ref());
         add_bias(&mut s.k, layer.bk.as_ref());
         add_bias(&mut s.v, layer.bv.as_ref());
-        norm_in_place(&mut s.q, layer.q_norm.as_ref(), cfg.rms_eps, &mut s.tmp);
-        norm_in_place(&mut s.k, layer.k_norm.as_ref(), cfg.rms_eps, &mut s.tmp);
+        norm_in_place(&mut s.q, layer.q_norm.as_ref(), cfg.rms_eps);
+        norm_in_place(&mut s.k, layer.k_norm.as_ref(), cfg.rms_eps);
         for (seg, item) in segments.iter().zip(items.iter_mut()) {
             for r in seg.first..seg.first + seg.rows {
                 let a = &angles[r * hd..(r + 1) * hd];
@@ -195,13 +191,7 @@ impl Model {
             self.attend(li, seg, slots, item.cache, &s.q[rows.clone()], &mut s.attn[rows]);
         }
         layer.wo.forward(&s.attn, n, &mut s.out)?;
-        add_residual(
-            x,
-            &mut s.out,
-            layer.post_attn_norm.as_ref(),
-            cfg.rms_eps,
-            &mut s.tmp,
-        );
+        add_residual(x, &mut s.out, layer.post_attn_norm.as_ref(), cfg.rms_eps);
         Ok(())
     }
 
@@ -283,13 +273,7 @@ impl Model {
             Activation::GeluTanh => kernels::gelu_tanh_mul(&mut s.gate, &s.up),
         }
         layer.w2.forward(&s.gate, n, &mut s.out)?;
-        add_residual(
-            x,
-            &mut s.out,
-            layer.post_ffn_norm.as_ref(),
-            cfg.rms_eps,
-            &mut s.tmp,
-        );
+        add_residual(x, &mut s.out, layer.post_ffn_norm.as_ref(), cfg.rms_eps);
         Ok(())
     }
 }

@@ -114,6 +114,19 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
+/// RMSNorm of each `weight.len()`-wide row of `x`, in place (QK-norm, post-norms): the same
+/// arithmetic as `rms_norm`.
+pub fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
+    let n = weight.len();
+    for row in x.chunks_exact_mut(n) {
+        let ss = row.iter().map(|v| v * v).sum::<f32>() / n as f32 + eps;
+        let scale = 1.0 / ss.sqrt();
+        for (v, &w) in row.iter_mut().zip(weight) {
+            *v = w * (*v * scale);
+        }
+    }
+}
+
 /// `gate[i] = silu(gate[i]) * up[i]`, vectorized (`lanes::exp`); the same bits on every
 /// backend.
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
@@ -252,6 +265,17 @@ mod tests {
                 fast[i]
             );
         }
+    }
+
+    #[test]
+    fn rms_norm_in_place_is_rms_norm() {
+        let x: Vec<f32> = (0..48).map(|i| (i as f32 - 20.0) / 7.0).collect();
+        let w: Vec<f32> = (0..16).map(|i| 1.0 + i as f32 / 10.0).collect();
+        let mut out = vec![0.0; 48];
+        rms_norm(&x, &w, 1e-6, &mut out);
+        let mut inplace = x.clone();
+        rms_norm_in_place(&mut inplace, &w, 1e-6);
+        assert_eq!(inplace, out);
     }
 
     #[test]
