@@ -151,6 +151,19 @@ impl EagleHead {
         positions: &[usize],
         cache: &mut KvCache,
     ) -> Result<ForwardOutput> {
+        self.forward_masked(features, tokens, positions, AttentionMask::Causal, cache)
+    }
+
+    /// [`EagleHead::forward`] under any mask: a draft tree's rows, a depth per forward
+    /// ([`AttentionMask::Branches`]).
+    pub fn forward_masked(
+        &self,
+        features: &[f32],
+        tokens: &[u32],
+        positions: &[usize],
+        mask: AttentionMask<'_>,
+        cache: &mut KvCache,
+    ) -> Result<ForwardOutput> {
         let d = self.config().dim;
         let n = tokens.len();
         if features.len() != n * d {
@@ -170,7 +183,7 @@ impl EagleHead {
         let input = ForwardInput {
             tokens,
             positions,
-            mask: AttentionMask::Causal,
+            mask,
             want_hidden: true,
             logits: Logits::All,
         };

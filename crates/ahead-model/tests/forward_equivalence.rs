@@ -266,6 +266,84 @@ fn a_tree_masked_forward_equals_the_separate_chain_forwards() {
     }
 }
 
+/// The same tree grown a depth per forward (EAGLE-2's drafting): each depth's rows see the
+/// prompt, their ancestors cached by the earlier forwards, and themselves.
+#[test]
+fn a_tree_grown_a_depth_per_forward_equals_the_tree_in_one_forward() {
+    for (name, model, tol) in models() {
+        let (_, whole) = tree_forward(&model);
+        let mut cache = model.new_cache(32).unwrap();
+        model
+            .forward(&ForwardInput::causal(&PROMPT, &positions(0, 10)), &mut cache)
+            .unwrap();
+        // Depth 1: nodes 0 and 4; depth 2: nodes 1 and 2; depth 3: node 3.
+        let mut slot = [0usize; 5];
+        for level in [vec![0, 4], vec![1, 2], vec![3]] {
+            let tokens: Vec<u32> = level.iter().map(|&n| TREE_TOKENS[n]).collect();
+            let pos: Vec<usize> = level.iter().map(|&n| 10 + path(n).len() - 1).collect();
+            let ancestors: Vec<Vec<usize>> = level
+                .iter()
+                .map(|&n| path(n)[..path(n).len() - 1].iter().map(|&a| slot[a]).collect())
+                .collect();
+            let base = cache.len();
+            let input = ForwardInput {
+                tokens: &tokens,
+                positions: &pos,
+                mask: AttentionMask::Branches {
+                    committed: 10,
+                    ancestors: &ancestors,
+                },
+                want_hidden: false,
+                logits: Logits::All,
+            };
+            let out = model.forward(&input, &mut cache).unwrap();
+            for (r, &n) in level.iter().enumerate() {
+                slot[n] = base + r;
+                assert_close(out.row(r), whole.row(n), tol, &format!("{name} node {n}"));
+                if tol.rtol == F32.rtol {
+                    assert_eq!(
+                        out.row(r),
+                        whole.row(n),
+                        "{name} node {n}: f32 rows must be bit-identical"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn branches_must_name_cached_slots_after_the_committed_ones() {
+    let model = random_model(&config(Architecture::Llama), TensorDType::F32, 1).unwrap();
+    let mut cache = model.new_cache(16).unwrap();
+    model
+        .forward(&ForwardInput::causal(&PROMPT, &positions(0, 10)), &mut cache)
+        .unwrap();
+    let bad: [(usize, Vec<Vec<usize>>); 4] = [
+        (11, vec![vec![]]),    // more committed slots than cached
+        (8, vec![vec![10]]),   // slot 10 is not cached yet
+        (8, vec![vec![7]]),    // below the committed prefix
+        (8, vec![vec![9, 8]]), // not ascending
+    ];
+    for (committed, ancestors) in &bad {
+        let input = ForwardInput {
+            tokens: &[1],
+            positions: &[10],
+            mask: AttentionMask::Branches {
+                committed: *committed,
+                ancestors,
+            },
+            want_hidden: false,
+            logits: Logits::All,
+        };
+        assert!(
+            model.forward(&input, &mut cache).is_err(),
+            "{committed} {ancestors:?}"
+        );
+        assert_eq!(cache.len(), 10);
+    }
+}
+
 #[test]
 fn after_compact_or_truncate_the_next_logits_equal_a_fresh_prefill() {
     for (name, model, tol) in models() {

@@ -1,8 +1,9 @@
-//! The speculation framework's pure parts: token trees, exact acceptance, prompt lookup, token
-//! recycling's table and the controller that picks the draft length.
+//! The speculation framework's pure parts: token trees (and EAGLE-2's dynamic ones), exact
+//! acceptance, prompt lookup, token recycling's table and the controller that picks the draft length.
 
 pub mod accept;
 pub mod controller;
+pub mod dynamic_tree;
 pub mod lookahead;
 pub mod lookup;
 pub mod medusa_tree;
@@ -13,6 +14,7 @@ pub mod tree;
 
 pub use accept::{accept, accept_typical, Acceptance};
 pub use controller::{cost_at, Controller, Learned};
+pub use dynamic_tree::DynamicTree;
 pub use lookahead::{candidate_tree, LookaheadConfig, NgramPool};
 pub use lookup::{IndexedLookup, PromptLookup};
 pub use medusa_tree::MedusaTree;

@@ -2,14 +2,19 @@
 //! forward the decoder hands over the target's features of the newly committed positions; the
 //! head's cache takes one row per committed position (its real feature and the next token),
 //! then the chain runs on the head's own predicted features and is rolled back before the
-//! next step. Each drafted token carries the distribution it was drawn from, so verification
-//! is exact rejection sampling, as for a draft model.
+//! next step. Greedy drafts are EAGLE-2's dynamic trees ([`DynamicTree`]): the head's own
+//! probabilities choose which candidates to expand, a batch of them per head forward, and the
+//! best-scoring nodes are verified. Sampled drafts are chains, each token carrying the
+//! distribution it was drawn from, so verification is exact rejection sampling, as for a draft
+//! model.
 
 use std::sync::Arc;
 
-use ahead_core::spec::TokenTree;
+use ahead_core::sampling::top_logits;
+use ahead_core::spec::{DynamicTree, TokenTree};
 use ahead_core::{Rng, SamplingParams};
 use ahead_model::eagle::EagleHead;
+use ahead_model::transformer::AttentionMask;
 use ahead_model::KvCache;
 
 use super::draft::Chain;
@@ -29,9 +34,14 @@ pub struct EagleProposer {
     waiting: Vec<f32>,
     /// The last real row's logits and predicted feature (where the next chain starts).
     last: Option<(Vec<f32>, Vec<f32>)>,
-    /// A greedy chain stops where the product of its top-token probabilities falls below this.
+    /// Greedy drafts verify no node whose path probability (by the head) is below this.
     min_confidence: f32,
 }
+
+/// Children drafted per expanded node of a greedy tree, and the most nodes one head forward
+/// expands: 4 rows cost a head about what 2 do on this machine's kernels (the classifier's
+/// weights are read once for all rows), and a fifth candidate is rarely the target's token.
+const TREE_WIDTH: usize = 4;
 
 impl EagleProposer {
     /// A proposer with room for `capacity` positions.
@@ -138,11 +148,14 @@ impl Proposer for EagleProposer {
         };
         self.cache.truncate(self.fed)?;
         let k = k.min(self.cache.capacity().saturating_sub(self.fed));
+        if sampling.is_greedy() {
+            return Ok(Proposal::from(self.grow_tree(k, &logits, feature)?));
+        }
         let (head, cache, fed) = (&self.head, &mut self.cache, self.fed);
         let chain = Chain {
             subset: head.classifier_tokens(),
             vocab: self.vocab,
-            min_confidence: self.min_confidence,
+            min_confidence: 0.0,
         };
         let (tokens, q) = chain.draft(history, k, logits, sampling, rng, |x, i| {
             // The chain row at the pending token's position and on: the predicted feature and
@@ -155,6 +168,87 @@ impl Proposer for EagleProposer {
     }
 }
 
+impl EagleProposer {
+    /// EAGLE-2's dynamic tree of at most `k` nodes, from the last real row's `logits` and
+    /// predicted `feature`: the best candidates not yet expanded run through the head together,
+    /// each row on its parent's predicted feature, seeing the committed rows and its ancestors'.
+    fn grow_tree(&mut self, k: usize, logits: &[f32], root_feature: Vec<f32>) -> Result<TokenTree> {
+        let d = self.head.config().dim;
+        let subset = self.head.classifier_tokens();
+        let mut tree = DynamicTree::new(k, self.min_confidence);
+        tree.add_children(None, children(logits, subset));
+        // Per candidate, once expanded: its head row's cache slot and predicted feature.
+        let mut slot: Vec<usize> = Vec::new();
+        let mut predicted: Vec<f32> = Vec::new();
+        let mut row_of: Vec<Option<usize>> = Vec::new();
+        loop {
+            let room = self.cache.capacity() - self.cache.len();
+            let frontier = tree.frontier(TREE_WIDTH.min(room), k);
+            if frontier.is_empty() {
+                break;
+            }
+            let mut features = Vec::with_capacity(frontier.len() * d);
+            let (mut tokens, mut positions, mut ancestors) = (Vec::new(), Vec::new(), Vec::new());
+            for &c in &frontier {
+                let path = tree.ancestors(c);
+                match path.last().and_then(|&p| row_of.get(p).copied().flatten()) {
+                    Some(r) => features.extend_from_slice(&predicted[r * d..(r + 1) * d]),
+                    None => features.extend_from_slice(&root_feature),
+                }
+                tokens.push(tree.token(c));
+                positions.push(self.fed + path.len());
+                ancestors.push(
+                    path.iter()
+                        .filter_map(|&a| row_of.get(a).copied().flatten())
+                        .map(|r| slot[r])
+                        .collect(),
+                );
+            }
+            let base = self.cache.len();
+            let mask = AttentionMask::Branches {
+                committed: self.fed,
+                ancestors: &ancestors,
+            };
+            let out = self
+                .head
+                .forward_masked(&features, &tokens, &positions, mask, &mut self.cache)?;
+            let hidden = out
+                .hidden
+                .as_ref()
+                .ok_or_else(|| EngineError::Internal("the EAGLE head returned no features".into()))?;
+            for (r, &c) in frontier.iter().enumerate() {
+                if row_of.len() <= c {
+                    row_of.resize(c + 1, None);
+                }
+                row_of[c] = Some(slot.len());
+                slot.push(base + r);
+                predicted.extend_from_slice(&hidden[r * d..(r + 1) * d]);
+                tree.add_children(Some(c), children(out.row(r), subset));
+            }
+        }
+        Ok(tree.finish().0)
+    }
+}
+
+/// The head's `TREE_WIDTH` best next tokens after one row and their probabilities.
+fn children(logits: &[f32], subset: Option<&[u32]>) -> Vec<(u32, f32)> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = logits.iter().map(|&l| (l - max).exp()).sum();
+    if !(sum > 0.0 && sum.is_finite()) {
+        return Vec::new();
+    }
+    top_logits(logits, TREE_WIDTH)
+        .into_iter()
+        .filter_map(|(i, l)| {
+            let token = match subset {
+                Some(s) => *s.get(i as usize)?,
+                None => i,
+            };
+            Some((token, (l - max).exp() / sum))
+        })
+        .collect()
+}
+
 /// The head's predicted feature at its last row.
 fn last_feature(out: &ahead_model::ForwardOutput) -> Result<Vec<f32>> {
     let h = out
@@ -162,4 +256,78 @@ fn last_feature(out: &ahead_model::ForwardOutput) -> Result<Vec<f32>> {
         .as_ref()
         .ok_or_else(|| EngineError::Internal("the EAGLE head returned no features".into()))?;
     Ok(h[h.len() - out.hidden_dim..].to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use ahead_model::transformer::synthetic::random_eagle_head;
+    use ahead_model::transformer::{ForwardInput, Logits};
+    use ahead_model::{load, LoadOptions, ModelSource};
+
+    /// The tree grown with a depth per forward is the tree the same algorithm grows when every
+    /// candidate's logits come from a causal chain of the head along its own path.
+    #[test]
+    fn a_greedy_tree_is_what_causal_chains_along_each_path_would_grow() {
+        let loaded = load(&ModelSource::Default, &LoadOptions::default()).unwrap();
+        let model = &loaded.model;
+        let subset: Vec<u32> = (0..512u32).filter(|&t| t < 300 || t % 2 == 0).collect();
+        let head = Arc::new(random_eagle_head(model, 11, Some(&subset)).unwrap());
+        let history: Vec<u32> = vec![1, 403, 29, 117, 280, 13, 75];
+        let n = history.len() - 1;
+        let mut cache = model.new_cache(64).unwrap();
+        let pos: Vec<usize> = (0..n).collect();
+        let input = ForwardInput {
+            want_hidden: true,
+            logits: Logits::None,
+            ..ForwardInput::causal(&history[..n], &pos)
+        };
+        let features = model.forward(&input, &mut cache).unwrap().hidden.unwrap();
+        let d = head.config().dim;
+
+        for k in [1, 3, 8, 13] {
+            let mut proposer = EagleProposer::new(head.clone(), 64).unwrap();
+            let rows: Vec<&[f32]> = features.chunks_exact(d).collect();
+            proposer
+                .observe(&Outcome {
+                    hidden: rows,
+                    ..Outcome::default()
+                })
+                .unwrap();
+            let got = proposer
+                .propose(&history, k, &SamplingParams::greedy(), &mut Rng::new(0))
+                .unwrap()
+                .tree;
+
+            // The head along a path, run causally from scratch: its last logits.
+            let chain_logits = |path: &[u32]| {
+                let mut c = head.new_cache(64).unwrap();
+                let out = head.forward(&features, &history[1..=n], &pos, &mut c).unwrap();
+                let (mut logits, mut f) = (out.last().to_vec(), last_feature(&out).unwrap());
+                for (i, &t) in path.iter().enumerate() {
+                    let out = head.forward(&f, &[t], &[n + i], &mut c).unwrap();
+                    (logits, f) = (out.last().to_vec(), last_feature(&out).unwrap());
+                }
+                logits
+            };
+            let mut want = DynamicTree::new(k, 0.0);
+            want.add_children(None, children(&chain_logits(&[]), head.classifier_tokens()));
+            loop {
+                let frontier = want.frontier(TREE_WIDTH, k);
+                if frontier.is_empty() {
+                    break;
+                }
+                for c in frontier {
+                    let mut path: Vec<u32> = want.ancestors(c).iter().map(|&a| want.token(a)).collect();
+                    path.push(want.token(c));
+                    want.add_children(Some(c), children(&chain_logits(&path), head.classifier_tokens()));
+                }
+            }
+            let (want, _) = want.finish();
+            assert_eq!(got.len(), k, "k {k}");
+            assert_eq!(got.tokens, want.tokens, "k {k}");
+            assert_eq!(got.parents, want.parents, "k {k}");
+        }
+    }
 }

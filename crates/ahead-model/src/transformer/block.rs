@@ -106,7 +106,8 @@ fn add_residual(x: &mut [f32], f: &mut [f32], post_norm: Option<&Vec<f32>>, eps:
 }
 
 impl Model {
-    /// The cache slots each row sees under `window`: the committed prefix, its tree ancestors
+    /// The cache slots each row sees under `window`: the committed prefix (the first
+    /// `view.0` slots), the cached ancestors `view.1` lists, its tree ancestors in this forward
     /// and itself, minus what the window hides. A tree node's window is counted along its own
     /// path, since positions are depths. The window keeps a contiguous run of the prefix when
     /// positions grow with slots (they do for everything the engine commits); otherwise the row
@@ -115,31 +116,36 @@ impl Model {
         &self,
         visible: &[Vec<usize>],
         base: usize,
+        view: (usize, Option<&[Vec<usize>]>),
         cache: &KvCache,
         window: Option<usize>,
     ) -> Vec<Visible> {
         let positions = cache.positions();
+        let (committed, ancestors) = view;
         (0..visible.len())
             .map(|r| {
                 let pos = positions[base + r];
                 let in_window = |slot: &usize| window.is_none_or(|w| pos - positions[*slot].min(pos) < w);
-                let tail = visible[r].iter().map(|&j| base + j).filter(in_window);
+                let cached = ancestors.map_or(&[][..], |a| &a[r][..]).iter().copied();
+                let tail = cached
+                    .chain(visible[r].iter().map(|&j| base + j))
+                    .filter(in_window);
                 if window.is_none() {
                     return Visible {
-                        prefix: 0..base,
+                        prefix: 0..committed,
                         tail: tail.collect(),
                     };
                 }
-                let lo = (0..base).find(in_window).unwrap_or(base);
-                if (lo..base).all(|s| in_window(&s)) {
+                let lo = (0..committed).find(in_window).unwrap_or(committed);
+                if (lo..committed).all(|s| in_window(&s)) {
                     Visible {
-                        prefix: lo..base,
+                        prefix: lo..committed,
                         tail: tail.collect(),
                     }
                 } else {
                     Visible {
                         prefix: 0..0,
-                        tail: (0..base).filter(in_window).chain(tail).collect(),
+                        tail: (0..committed).filter(in_window).chain(tail).collect(),
                     }
                 }
             })

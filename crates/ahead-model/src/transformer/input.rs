@@ -14,6 +14,14 @@ pub enum AttentionMask<'a> {
     /// Any pattern: `rows[i]` lists the earlier input rows row i sees (ascending, each below i);
     /// row i always sees itself. Lookahead decoding's branches, which are not a tree.
     Rows(&'a [Vec<usize>]),
+    /// Rows that extend a tree drafted over several forwards (EAGLE-2 grows its draft a depth
+    /// per forward): each row sees only the first `committed` cache slots, the cached slots in
+    /// `ancestors[i]` (its ancestors from earlier forwards: ascending, from `committed` on)
+    /// and itself. Rows of one forward do not see one another.
+    Branches {
+        committed: usize,
+        ancestors: &'a [Vec<usize>],
+    },
 }
 
 /// Which rows' logits a forward computes.
@@ -84,6 +92,15 @@ impl<'a> ForwardInput<'a> {
                     })
                     .collect()
             }
+            AttentionMask::Branches { ancestors, .. } => {
+                if ancestors.len() != n {
+                    return Err(ModelError::Input(format!(
+                        "{n} tokens but {} ancestor lists",
+                        ancestors.len()
+                    )));
+                }
+                Ok((0..n).map(|i| vec![i]).collect())
+            }
             AttentionMask::Tree(parents) => {
                 if parents.len() != n {
                     return Err(ModelError::Input(format!(
@@ -107,6 +124,29 @@ impl<'a> ForwardInput<'a> {
                 }
                 Ok(visible)
             }
+        }
+    }
+}
+
+impl ForwardInput<'_> {
+    /// The cache slots every row sees (all of a cache of `cached` rows unless the mask says
+    /// otherwise) and, per row, the later cached slots it also sees; checked against the cache.
+    pub(crate) fn cached_view(&self, cached: usize) -> Result<(usize, Option<&[Vec<usize>]>)> {
+        let AttentionMask::Branches { committed, ancestors } = self.mask else {
+            return Ok((cached, None));
+        };
+        let valid = |a: &Vec<usize>| {
+            a.windows(2).all(|w| w[0] < w[1]) && a.iter().all(|&s| (committed..cached).contains(&s))
+        };
+        match ancestors.iter().position(|a| !valid(a)) {
+            _ if committed > cached => Err(ModelError::Input(format!(
+                "{committed} committed slots, but the cache holds {cached}"
+            ))),
+            Some(i) => Err(ModelError::Input(format!(
+                "row {i}'s ancestors {:?} are not ascending cached slots in {committed}..{cached}",
+                ancestors[i]
+            ))),
+            None => Ok((committed, Some(ancestors))),
         }
     }
 }

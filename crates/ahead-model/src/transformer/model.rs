@@ -256,6 +256,7 @@ impl Model {
             return Err(ModelError::Input("no input rows".into()));
         }
         let visible = input.visible_rows()?;
+        input.cached_view(cache.len())?;
         if cache.n_layers() != cfg.n_layers || cache.kv_dim() != cfg.kv_dim() {
             return Err(ModelError::Cache("cache was built for another model".into()));
         }
@@ -296,6 +297,7 @@ impl Model {
         let mut first = 0;
         for ((item, vis), &base) in items.iter_mut().zip(visible).zip(bases) {
             let n = item.input.tokens.len();
+            let view = item.input.cached_view(base)?;
             for (r, (&t, &p)) in item.input.tokens.iter().zip(item.input.positions).enumerate() {
                 let row = first + r;
                 let slot = &mut x[row * dim..(row + 1) * dim];
@@ -319,7 +321,7 @@ impl Model {
                 slots: self
                     .windows
                     .iter()
-                    .map(|&w| self.visible_slots(vis, base, item.cache, w))
+                    .map(|&w| self.visible_slots(vis, base, view, item.cache, w))
                     .collect(),
             });
             first += n;
