@@ -576,21 +576,40 @@ pub fn run(a: MethodsArgs) -> Result<()> {
 }
 
 /// The rows `names` asks for, vanilla first; all of them when `names` is empty.
-fn pick(
-    all: Vec<(&'static str, GenerateParams)>,
-    names: &[String],
-) -> Result<Vec<(&'static str, GenerateParams)>> {
-    if let Some(unknown) = names.iter().find(|n| !all.iter().any(|(m, _)| m == n)) {
-        let known: Vec<&str> = all.iter().map(|(m, _)| *m).collect();
-        anyhow::bail!(
-            "unknown method {unknown:?} for --methods; one of: {}",
-            known.join(", ")
-        );
+fn pick(all: Vec<(&'static str, GenerateParams)>, names: &[String]) -> Result<Vec<(String, GenerateParams)>> {
+    let mut extra = Vec::new();
+    for name in names.iter().filter(|n| !all.iter().any(|(m, _)| m == n)) {
+        match fixed_setting(name) {
+            Some(params) => extra.push((name.clone(), params)),
+            None => {
+                let known: Vec<&str> = all.iter().map(|(m, _)| *m).collect();
+                anyhow::bail!(
+                    "unknown method {name:?} for --methods; one of: {}, or any method with a fixed \
+                     draft as \"NAME (k=N)\" or \"NAME (N nodes)\"",
+                    known.join(", ")
+                );
+            }
+        }
     }
-    Ok(all
+    let listed = all
         .into_iter()
         .filter(|(m, _)| names.is_empty() || *m == "vanilla" || names.iter().any(|n| n == m))
-        .collect())
+        .map(|(m, p)| (m.to_string(), p));
+    Ok(listed.chain(extra).collect())
+}
+
+/// A method at a fixed draft size, named "NAME (k=N)" or "NAME (N nodes)".
+fn fixed_setting(name: &str) -> Option<GenerateParams> {
+    let (method, rest) = name.strip_suffix(')')?.split_once(" (")?;
+    let k = match rest.strip_prefix("k=") {
+        Some(k) => k,
+        None => rest.strip_suffix(" nodes")?,
+    };
+    Some(GenerateParams {
+        method: Method::from_name(method)?,
+        num_draft: Some(k.parse().ok().filter(|&k| k > 0)?),
+        ..GenerateParams::default()
+    })
 }
 
 fn report(
@@ -733,4 +752,35 @@ fn cells(m: &MethodReport, groups: &[String]) -> String {
         "| {} | {:.0} | {:.2}x |{by_group} {:.2} |",
         m.method, m.tokens_per_second, m.speedup_vs_vanilla, m.mean_accepted_length
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn any_method_can_be_asked_for_at_a_fixed_draft_size() {
+        let names: Vec<String> = ["eagle (k=8)", "recycling (12 nodes)", "medusa"]
+            .map(String::from)
+            .to_vec();
+        let picked = pick(methods(), &names).unwrap();
+        let got: Vec<(&str, Method, Option<usize>)> = picked
+            .iter()
+            .map(|(n, p)| (n.as_str(), p.method, p.num_draft))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("vanilla", Method::Vanilla, None),
+                ("medusa", Method::Medusa, None),
+                ("eagle (k=8)", Method::Eagle, Some(8)),
+                ("recycling (12 nodes)", Method::Recycling, Some(12)),
+            ]
+        );
+        for bad in ["eagle (k=0)", "eagel (k=4)", "eagle (k=four)", "eagle k=4"] {
+            let err = pick(methods(), &[bad.to_string()]).unwrap_err().to_string();
+            assert!(err.contains("NAME (k=N)"), "{bad}: {err}");
+        }
+    }
 }
