@@ -10,14 +10,19 @@
 
 use std::sync::{Arc, OnceLock};
 
-use ahead_core::spec::{Controller, MedusaTree, NgramCache};
+use ahead_core::spec::{Controller, NgramCache};
 use ahead_model::eagle::EagleHead;
 use ahead_model::medusa::MedusaHeads;
 use ahead_model::tokenizer::{ChatMessage, ChatPrompt, ChatTemplate};
 use ahead_model::{LoadedModel, Model, Tokenizer};
 
+mod costs;
+mod drafters;
 mod methods;
 mod scopes;
+use costs::Costs;
+pub use drafters::DraftMode;
+use drafters::{Draft, Drafters};
 use scopes::Scopes;
 
 use crate::builder::EngineBuilder;
@@ -30,16 +35,14 @@ use crate::output::Generation;
 use crate::params::{GenerateParams, Prompt};
 use crate::prefix::PrefixCache;
 use crate::spec::suffix::{SharedSuffixStore, SuffixState};
-use crate::spec::{cost, Proposer};
+use crate::spec::Proposer;
 
 /// A loaded model ready to generate. Immutable; generate from several threads at once.
 #[derive(Debug)]
 pub struct Engine {
     loaded: LoadedModel,
-    draft: Option<Draft>,
-    medusa: Option<Arc<MedusaHeads>>,
-    eagle: Option<Arc<EagleHead>>,
-    ngram_cache: Option<Arc<NgramCache>>,
+    /// What the methods draft with (draft model, heads, n-gram cache).
+    drafters: Drafters,
     costs: OnceLock<Costs>,
     /// Costs from the models' sizes alone, for seeded sampling (see `costs_for`).
     nominal: OnceLock<Costs>,
@@ -54,55 +57,6 @@ pub struct Engine {
     grammar_env: OnceLock<std::result::Result<GrammarEnv, String>>,
 }
 
-/// How a draft model's tokens reach the target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DraftMode {
-    /// Same vocabulary (same size, same piece for every id): tokens are verified as drafted,
-    /// with the draft's distributions (exact rejection sampling).
-    SharedVocabulary,
-    /// Different vocabularies: drafted text is re-tokenized for the target and verified as
-    /// one-hot proposals (exact, with lower acceptance when sampling).
-    Retokenized,
-}
-
-impl DraftMode {
-    pub fn describe(self) -> &'static str {
-        match self {
-            Self::SharedVocabulary => "shared vocabulary: drafts are verified token for token",
-            Self::Retokenized => {
-                "vocabularies differ: drafted text is re-tokenized for the target and verified strictly"
-            }
-        }
-    }
-}
-
-/// A loaded draft model and how it is used.
-#[derive(Debug)]
-struct Draft {
-    model: Arc<Model>,
-    mode: DraftMode,
-    /// For `Retokenized`: the draft's and the target's tokenizers.
-    tokenizers: Option<(Arc<Tokenizer>, Arc<Tokenizer>)>,
-    /// Medusa heads trained on the draft (the hybrid), if any.
-    medusa: Option<Arc<MedusaHeads>>,
-    /// The default model's vendored draft: used by `Method::Draft`, not chosen by `Auto`
-    /// (on CPUs where the tiny target's verify cost grows linearly it does not pay; see
-    /// BENCHMARKS.md).
-    embedded: bool,
-}
-
-impl Draft {
-    fn shared(model: Model, embedded: bool) -> Self {
-        Self {
-            model: Arc::new(model),
-            mode: DraftMode::SharedVocabulary,
-            tokenizers: None,
-            medusa: None,
-            embedded,
-        }
-    }
-}
-
 impl Engine {
     pub fn builder() -> EngineBuilder {
         EngineBuilder::default()
@@ -113,10 +67,7 @@ impl Engine {
         let vocab_size = loaded.model.config().vocab_size;
         Self {
             loaded,
-            draft: None,
-            medusa: None,
-            eagle: None,
-            ngram_cache: None,
+            drafters: Drafters::default(),
             costs: OnceLock::new(),
             nominal: OnceLock::new(),
             learned: LearnedByMethod::default(),
@@ -168,13 +119,13 @@ impl Engine {
 
     /// Adds the default model's vendored draft: `Method::Draft` uses it, `Auto` does not.
     pub(crate) fn with_embedded_draft(mut self, draft: Model) -> Self {
-        self.draft = Some(Draft::shared(draft, true));
+        self.drafters.draft = Some(Draft::shared(draft, true));
         self
     }
 
     /// Adds a draft model without a tokenizer: it must share the target's vocabulary.
     pub fn with_draft(mut self, draft: Model) -> Self {
-        self.draft = Some(Draft::shared(draft, false));
+        self.drafters.draft = Some(Draft::shared(draft, false));
         self
     }
 
@@ -182,117 +133,60 @@ impl Engine {
     /// draft whose file names a classifier subset (FR-Spec, `ahead train draft
     /// --vocab-subset`) scores only those tokens.
     pub fn with_draft_loaded(mut self, draft: LoadedModel) -> Result<Self> {
-        let (dt, tt) = (&draft.tokenizer, &self.loaded.tokenizer);
-        let shared = draft.model.config().vocab_size == self.loaded.model.config().vocab_size
-            && dt.vocab_size() == tt.vocab_size()
-            && (0..tt.vocab_size() as u32).all(|id| dt.id_to_piece(id) == tt.id_to_piece(id));
-        let model = match &draft.info.token_subset {
-            Some(subset) => draft.model.restricted_to(subset)?,
-            None => draft.model,
-        };
-        self.draft = Some(if shared {
-            Draft::shared(model, false)
-        } else {
-            Draft {
-                model: Arc::new(model),
-                mode: DraftMode::Retokenized,
-                tokenizers: Some((Arc::new(draft.tokenizer), Arc::new(tt.clone()))),
-                medusa: None,
-                embedded: false,
-            }
-        });
+        self.drafters.draft = Some(Draft::loaded(draft, &self.loaded)?);
         Ok(self)
     }
 
     /// Adds Medusa heads; they must read this model's hidden states and share its vocabulary.
     pub fn with_medusa(mut self, heads: MedusaHeads) -> Result<Self> {
-        let cfg = self.loaded.model.config();
-        if heads.dim() != cfg.dim || heads.vocab_size() != cfg.vocab_size {
-            return Err(EngineError::MethodUnavailable {
-                method: "medusa",
-                reason: format!(
-                    "the heads read hidden states of {} and predict {} tokens; the model has {} and {}",
-                    heads.dim(),
-                    heads.vocab_size(),
-                    cfg.dim,
-                    cfg.vocab_size
-                ),
-            });
-        }
-        self.medusa = Some(Arc::new(heads));
+        self.drafters.set_medusa(heads, self.loaded.model.config())?;
         Ok(self)
     }
 
     /// Adds an EAGLE head (built over this model's embedding and classifier, so it fits).
     pub fn with_eagle(mut self, head: EagleHead) -> Self {
-        self.eagle = Some(Arc::new(head));
+        self.drafters.eagle = Some(Arc::new(head));
         self
     }
 
     /// The loaded EAGLE head, if any.
     pub fn eagle_head(&self) -> Option<&EagleHead> {
-        self.eagle.as_deref()
+        self.drafters.eagle.as_deref()
     }
 
     /// Adds a static n-gram cache for prompt lookup; it must predict this model's vocabulary.
     pub fn with_ngram_cache(mut self, cache: NgramCache) -> Result<Self> {
-        let vocab = self.loaded.model.config().vocab_size;
-        if cache.vocab_size() != vocab {
-            return Err(EngineError::MethodUnavailable {
-                method: "prompt-lookup",
-                reason: format!(
-                    "the n-gram cache was built for a vocabulary of {}; the model has {vocab}",
-                    cache.vocab_size()
-                ),
-            });
-        }
-        self.ngram_cache = Some(Arc::new(cache));
+        self.drafters.set_ngram_cache(cache, self.loaded.model.config())?;
         Ok(self)
     }
 
     /// The loaded n-gram cache, if any.
     pub fn ngram_cache(&self) -> Option<&NgramCache> {
-        self.ngram_cache.as_deref()
+        self.drafters.ngram_cache.as_deref()
     }
 
     /// Gives the loaded draft model Medusa heads of its own (the hybrid proposer).
     pub fn with_draft_medusa(mut self, heads: MedusaHeads) -> Result<Self> {
-        let unavailable = |reason: String| EngineError::MethodUnavailable {
-            method: "draft",
-            reason,
-        };
         let draft = self
+            .drafters
             .draft
             .as_mut()
-            .ok_or_else(|| unavailable("draft Medusa heads need a draft model (--draft)".into()))?;
-        if draft.mode != DraftMode::SharedVocabulary {
-            return Err(unavailable(
-                "draft Medusa heads need a draft with the target's vocabulary".into(),
-            ));
-        }
-        let cfg = draft.model.config();
-        if heads.dim() != cfg.dim || heads.vocab_size() != cfg.vocab_size {
-            return Err(unavailable(format!(
-                "the heads read hidden states of {} and predict {} tokens; the draft has {} and {}",
-                heads.dim(),
-                heads.vocab_size(),
-                cfg.dim,
-                cfg.vocab_size
-            )));
-        }
-        draft.medusa = Some(Arc::new(heads));
-        draft.embedded = false;
+            .ok_or_else(|| EngineError::MethodUnavailable {
+                method: "draft",
+                reason: "draft Medusa heads need a draft model (--draft)".into(),
+            })?;
+        draft.set_medusa(heads)?;
         Ok(self)
     }
 
     /// The loaded Medusa heads, if any.
     pub fn medusa_heads(&self) -> Option<&MedusaHeads> {
-        self.medusa.as_deref()
+        self.drafters.medusa.as_deref()
     }
 
     /// How the loaded draft model (if any) is used.
     pub fn draft_mode(&self) -> Option<DraftMode> {
-        self.draft.as_ref().map(|d| d.mode)
+        self.drafters.draft.as_ref().map(|d| d.mode)
     }
 
     pub fn model(&self) -> &Model {
@@ -483,150 +377,7 @@ impl Engine {
         let key = self.learning_key(method, params)?;
         self.learned.get(&key).map(|l| l.acceptance().to_vec())
     }
-
-    /// The costs that steer a request's drafting. Measured on this machine, except for seeded
-    /// sampling, whose tokens must be the same in every run: there, which positions get drafts
-    /// changes which random numbers are drawn where, so the drafting schedule must not depend
-    /// on timings (measured once per process, under whatever else the machine is doing).
-    /// Those requests use nominal costs, a function of the models' sizes alone.
-    fn costs_for(&self, params: &GenerateParams) -> Result<&Costs> {
-        if params.reproducible && !params.sampling.is_greedy() {
-            return Ok(self.nominal.get_or_init(|| {
-                Costs::nominal(
-                    &self.loaded.model,
-                    self.draft.as_ref().map(|d| d.model.weight_bytes()),
-                    self.medusa.as_deref().map(MedusaHeads::weight_bytes),
-                    self.eagle.as_deref().map(EagleHead::weight_bytes),
-                )
-            }));
-        }
-        self.costs()
-    }
-
-    /// The verify cost curve (and the draft's step cost), measured once per engine.
-    fn costs(&self) -> Result<&Costs> {
-        if let Some(c) = self.costs.get() {
-            return Ok(c);
-        }
-        let model = &self.loaded.model;
-        let verify = cost::verify_cost_curve(model, MAX_DRAFT + 1)?;
-        let draft_step = match &self.draft {
-            Some(d) => cost::step_seconds(&d.model)? / cost::step_seconds(model)?.max(1e-9),
-            None => 0.0,
-        };
-        // Medusa's heads run once per step, for the whole tree: charged per drafted token as
-        // if spread over the default tree.
-        let medusa_step = match &self.medusa {
-            Some(h) => {
-                cost::medusa_seconds(h)?
-                    / cost::step_seconds(model)?.max(1e-9)
-                    / MedusaTree::default_cpu().len() as f64
-            }
-            None => 0.0,
-        };
-        let eagle_step = match &self.eagle {
-            Some(h) => cost::eagle_seconds(h)? / cost::step_seconds(model)?.max(1e-9),
-            None => 0.0,
-        };
-        Ok(self.costs.get_or_init(|| Costs {
-            verify,
-            draft_step,
-            medusa_step,
-            eagle_step,
-        }))
-    }
 }
 
 /// Most draft tokens (or Medusa tree nodes) per step.
 pub const MAX_DRAFT: usize = 16;
-
-/// Costs relative to one plain decoding step of the target.
-#[derive(Debug, Clone)]
-struct Costs {
-    /// `T(r) / T(1)` for r = 1..=MAX_DRAFT + 1 (index 0 unused).
-    verify: Vec<f64>,
-    draft_step: f64,
-    medusa_step: f64,
-    /// One EAGLE chain step over a target step.
-    eagle_step: f64,
-}
-
-impl Costs {
-    /// Costs from sizes alone. A model whose weights fit in cache pays about a step per verify
-    /// row (its forward is per-row work); a larger one streams its weights once for all rows,
-    /// so a row adds a share of a step that falls with the model's size (`nominal_row_cost`).
-    /// Drafting costs its weights' share of the target's.
-    fn nominal(
-        model: &Model,
-        draft_bytes: Option<usize>,
-        medusa_bytes: Option<usize>,
-        eagle_bytes: Option<usize>,
-    ) -> Self {
-        let bytes = model.weight_bytes().max(1) as f64;
-        let per_row = nominal_row_cost(bytes);
-        let mut verify: Vec<f64> = (0..=MAX_DRAFT + 1)
-            .map(|r| 1.0 + (r as f64 - 1.0) * per_row)
-            .collect();
-        verify[0] = 0.0;
-        Self {
-            verify,
-            draft_step: draft_bytes.map_or(0.0, |b| b as f64 / bytes),
-            medusa_step: medusa_bytes
-                .map_or(0.0, |b| b as f64 / bytes / MedusaTree::default_cpu().len() as f64),
-            eagle_step: eagle_bytes.map_or(0.0, |b| b as f64 / bytes),
-        }
-    }
-}
-
-/// A verify row's nominal share of a step for a model of `bytes` of weights: a step per row in
-/// cache, else 0.1 at 100 MB falling with the square root of the size. Fitted to two measured
-/// points (BENCHMARKS.md): SmolLM2-135M Q4_1 (98 MB) adds 0.09-0.14 of a step per row up to 16
-/// rows on 2 cores, TinyLlama-1.1B shapes (1.1 GB) 0.01-0.06.
-fn nominal_row_cost(bytes: f64) -> f64 {
-    if bytes <= NOMINAL_CACHE_BYTES {
-        return 1.0;
-    }
-    (0.1 * (100e6 / bytes).sqrt()).clamp(0.02, 1.0)
-}
-
-/// Weights up to this size are taken to sit in cache when costs are nominal.
-const NOMINAL_CACHE_BYTES: f64 = 8.0 * 1024.0 * 1024.0;
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-    use ahead_core::sampling::SamplingParams;
-    use ahead_model::{load, LoadOptions, ModelSource};
-
-    #[test]
-    fn seeded_sampling_is_steered_by_nominal_costs_and_greedy_by_measured_ones() {
-        let loaded = load(&ModelSource::Default, &LoadOptions::default()).unwrap();
-        let engine = Engine::from_loaded(loaded);
-        let sampled = GenerateParams {
-            sampling: SamplingParams {
-                temperature: 0.8,
-                ..SamplingParams::greedy()
-            },
-            reproducible: true,
-            ..Default::default()
-        };
-        let nominal = engine.costs_for(&sampled).unwrap();
-        let expected = Costs::nominal(&engine.loaded.model, None, None, None);
-        assert_eq!(nominal.verify, expected.verify);
-        // stories260K fits in cache: each verify row costs a step.
-        assert_eq!(nominal.verify[1..4], [1.0, 2.0, 3.0]);
-        // Larger models pay less per row, the less the larger.
-        assert_eq!(nominal_row_cost(100e6), 0.1);
-        assert!((nominal_row_cost(1.1e9) - 0.030).abs() < 0.001);
-        assert_eq!(nominal_row_cost(1e12), 0.02);
-        let measured = engine.costs_for(&GenerateParams::default()).unwrap();
-        assert!(std::ptr::eq(measured, engine.costs.get().unwrap()));
-        let unseeded = GenerateParams {
-            reproducible: false,
-            ..sampled
-        };
-        assert!(std::ptr::eq(engine.costs_for(&unseeded).unwrap(), measured));
-    }
-}

@@ -1,0 +1,160 @@
+//! Each method's home on an engine ([`MethodHome`]): what it needs loaded and which settings
+//! it accepts, the proposer a request gets, what a drafted token costs, the rows a step adds
+//! besides its drafts, and the settings its learned acceptance is kept under. A new method is
+//! a module here and an arm in [`home`]; what is common to all of them (the controller, the
+//! learning key, the KV slots, which method `Auto` stands for) is below.
+
+mod draft;
+mod eagle;
+mod lookahead;
+mod lookup;
+mod medusa;
+
+use ahead_core::spec::Controller;
+
+use super::costs::Costs;
+use super::{Engine, MAX_DRAFT};
+use crate::error::Result;
+use crate::params::{GenerateParams, Method};
+use crate::spec::{NoDraft, Proposer};
+
+/// One method's parts on an engine.
+trait MethodHome: Sync {
+    /// The error a request would meet at its start (its drafter not loaded, its settings
+    /// invalid), without starting it.
+    fn check(&self, _engine: &Engine, _params: &GenerateParams) -> Result<()> {
+        Ok(())
+    }
+
+    /// The proposer of a request with `params`, with room for `capacity` positions.
+    fn proposer(
+        &self,
+        engine: &Engine,
+        params: &GenerateParams,
+        capacity: usize,
+    ) -> Result<Box<dyn Proposer>>;
+
+    /// What drafting one token costs, in target steps.
+    fn draft_cost(&self, _costs: &Costs) -> f64 {
+        0.0
+    }
+
+    /// Rows every drafting step adds besides its drafts (lookahead's window).
+    fn side_rows(&self, _engine: &Engine, _params: &GenerateParams) -> Result<usize> {
+        Ok(0)
+    }
+
+    /// The settings that change its acceptance (its learned acceptance is kept per setting).
+    fn settings(&self, _params: &GenerateParams) -> String {
+        String::new()
+    }
+}
+
+/// Plain decoding: never drafts.
+struct Vanilla;
+
+impl MethodHome for Vanilla {
+    fn proposer(&self, _: &Engine, _: &GenerateParams, _: usize) -> Result<Box<dyn Proposer>> {
+        Ok(Box::new(NoDraft))
+    }
+}
+
+/// The home of `method` (`Auto` resolved first: see [`Engine::resolved_method`]).
+fn home(method: Method) -> &'static dyn MethodHome {
+    match method {
+        Method::Draft => &draft::DraftHome,
+        Method::PromptLookup => &lookup::PromptLookupHome,
+        Method::Medusa => &medusa::MedusaHome,
+        Method::Lookahead => &lookahead::LookaheadHome,
+        Method::Eagle => &eagle::EagleHome,
+        Method::Hybrid => &eagle::HybridHome,
+        Method::Recycling => &lookup::RecyclingHome,
+        Method::Suffix => &lookup::SuffixHome,
+        Method::Vanilla | Method::Auto => &Vanilla,
+    }
+}
+
+impl Engine {
+    /// The proposer of `method` (resolved) for a request with `params`, with room for
+    /// `capacity` positions.
+    pub(super) fn proposer_for(
+        &self,
+        method: Method,
+        params: &GenerateParams,
+        capacity: usize,
+    ) -> Result<Box<dyn Proposer>> {
+        home(method).proposer(self, params, capacity)
+    }
+
+    /// Whether `params`' method can run on this engine (its drafter is loaded, its settings
+    /// valid): the error a request would meet at its start, without starting it.
+    pub fn method_available(&self, params: &GenerateParams) -> Result<()> {
+        home(self.resolved_method(params.method)).check(self, params)
+    }
+
+    /// The controller that sizes `method`'s drafts: fixed when `params` fixes k, else the cost
+    /// model over this machine's measured costs (side rows included).
+    pub(super) fn controller_for(
+        &self,
+        method: Method,
+        params: &GenerateParams,
+        proposer: &dyn Proposer,
+    ) -> Result<Controller> {
+        Ok(match (method, params.num_draft) {
+            (Method::Vanilla, _) => Controller::fixed(0),
+            (_, Some(k)) => Controller::fixed(k),
+            (m, None) => {
+                let home = home(m);
+                let draft_cost = home.draft_cost(self.costs_for(params)?);
+                self.cost_controller(params, draft_cost, proposer)?
+                    .with_side_rows(home.side_rows(self, params)?)
+            }
+        })
+    }
+
+    /// Under which key a request's controller learns from (and for) the method's other
+    /// requests: `None` for a fixed draft length, plain decoding, and seeded sampling (whose
+    /// tokens depend on the drafting schedule, which must then not depend on other requests).
+    /// The key holds what changes acceptance: the method, its settings, greedy or sampling.
+    pub(super) fn learning_key(&self, method: Method, params: &GenerateParams) -> Option<String> {
+        if method == Method::Vanilla || params.num_draft.is_some() || params.seeded_sampling() {
+            return None;
+        }
+        let mode = if params.sampling.is_greedy() {
+            "greedy"
+        } else {
+            "sampled"
+        };
+        Some(format!(
+            "{} {mode} {}",
+            method.name(),
+            home(method).settings(params)
+        ))
+    }
+
+    /// The target's KV-cache slots a request with a `prompt_len`-token prompt allocates: the
+    /// prompt, the completion, the most drafts a step verifies and the method's side rows
+    /// (lookahead's window), at most the context (what a server's KV budget must reserve).
+    pub fn cache_slots(&self, prompt_len: usize, params: &GenerateParams) -> Result<usize> {
+        let method = self.resolved_method(params.method);
+        let drafts = match (method, params.num_draft) {
+            (Method::Vanilla, _) => 0,
+            (_, Some(k)) => k,
+            (_, None) => MAX_DRAFT,
+        };
+        let side = home(method).side_rows(self, params)?;
+        let context = self.loaded.model.config().max_seq_len;
+        let completion = params.max_tokens.min(context.saturating_sub(prompt_len));
+        Ok((prompt_len + completion + drafts + side).min(context))
+    }
+
+    /// The method `Auto` stands for on this engine: a draft model given by the user, else
+    /// prompt lookup.
+    pub(super) fn resolved_method(&self, method: Method) -> Method {
+        match method {
+            Method::Auto if self.drafters.draft.as_ref().is_some_and(|d| !d.embedded) => Method::Draft,
+            Method::Auto => Method::PromptLookup,
+            m => m,
+        }
+    }
+}
