@@ -131,6 +131,7 @@ impl Plan {
                 AttentionMask::Rows(&self.rows_mask)
             },
             want_hidden: self.want_hidden,
+            taps: &[],
             // A prompt chunk only fills the cache.
             logits: if self.prefill { Logits::None } else { Logits::All },
         }
@@ -192,6 +193,7 @@ impl<'a> Sequence<'a> {
             let pos: Vec<usize> = (cached..n - 1).collect();
             let input = ForwardInput {
                 want_hidden: proposer.needs().hidden,
+                taps: &[],
                 logits: Logits::None,
                 ..ForwardInput::causal(&prompt_ids[cached..n - 1], &pos)
             };

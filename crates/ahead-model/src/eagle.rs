@@ -185,6 +185,7 @@ impl EagleHead {
             positions,
             mask,
             want_hidden: true,
+            taps: &[],
             logits: Logits::All,
         };
         self.layer.forward_embedded(&input, &x, cache)

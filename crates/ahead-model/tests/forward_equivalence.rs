@@ -237,6 +237,7 @@ fn tree_forward(model: &Model) -> (KvCache, ahead_model::ForwardOutput) {
         positions: &pos,
         mask: AttentionMask::Tree(&TREE_PARENTS),
         want_hidden: true,
+        taps: &[],
         logits: ahead_model::transformer::Logits::All,
     };
     let out = model.forward(&input, &mut cache).unwrap();
@@ -294,6 +295,7 @@ fn a_tree_grown_a_depth_per_forward_equals_the_tree_in_one_forward() {
                     ancestors: &ancestors,
                 },
                 want_hidden: false,
+                taps: &[],
                 logits: Logits::All,
             };
             let out = model.forward(&input, &mut cache).unwrap();
@@ -334,6 +336,7 @@ fn branches_must_name_cached_slots_after_the_committed_ones() {
                 ancestors,
             },
             want_hidden: false,
+            taps: &[],
             logits: Logits::All,
         };
         assert!(
@@ -341,6 +344,87 @@ fn branches_must_name_cached_slots_after_the_committed_ones() {
             "{committed} {ancestors:?}"
         );
         assert_eq!(cache.len(), 10);
+    }
+}
+
+/// A tapped layer's output is the residual stream there: normed, it is the final hidden state
+/// of the model cut after that layer (bit for bit in f32), in a batch as alone.
+#[test]
+fn tapped_layers_are_the_residual_stream_after_them() {
+    for (name, model, tol) in models() {
+        let cfg = model.config().clone();
+        let d = cfg.dim;
+        let taps = [0, cfg.n_layers - 1];
+        let pos = positions(0, PROMPT.len());
+        let input = ForwardInput {
+            want_hidden: true,
+            taps: &taps,
+            ..ForwardInput::causal(&PROMPT, &pos)
+        };
+        let mut cache = model.new_cache(32).unwrap();
+        let out = model.forward(&input, &mut cache).unwrap();
+        assert_eq!(out.hidden_dim, 2 * d, "{name}");
+        let tapped = out.hidden.clone().unwrap();
+        for (ti, &layer) in taps.iter().enumerate() {
+            let mut w = model.weights().clone();
+            w.layers.truncate(layer + 1);
+            let cut = Model::new(
+                ModelConfig {
+                    n_layers: layer + 1,
+                    sliding_layers: cfg.sliding_layers.as_ref().map(|s| s[..=layer].to_vec()),
+                    ..cfg.clone()
+                },
+                w,
+            )
+            .unwrap();
+            let mut c = cut.new_cache(32).unwrap();
+            let plain = ForwardInput {
+                want_hidden: true,
+                ..ForwardInput::causal(&PROMPT, &pos)
+            };
+            let want = cut.forward(&plain, &mut c).unwrap().hidden.unwrap();
+            for r in 0..PROMPT.len() {
+                let row = &tapped[(r * taps.len() + ti) * d..][..d];
+                let mut normed = vec![0f32; d];
+                ahead_model::transformer::kernels::rms_norm(
+                    row,
+                    &model.weights().norm,
+                    cfg.rms_eps,
+                    &mut normed,
+                );
+                let label = format!("{name} layer {layer} row {r}");
+                assert_close(&normed, &want[r * d..(r + 1) * d], tol, &label);
+                if tol.rtol == F32.rtol {
+                    assert_eq!(normed, want[r * d..(r + 1) * d], "{label}");
+                }
+            }
+        }
+        // The same rows beside another sequence's.
+        let mut c1 = model.new_cache(32).unwrap();
+        let mut c2 = model.new_cache(32).unwrap();
+        let other = ForwardInput::causal(&PROMPT[..4], &pos[..4]);
+        let outs = model
+            .forward_batch(&mut [
+                BatchItem {
+                    input: other,
+                    cache: &mut c1,
+                },
+                BatchItem {
+                    input,
+                    cache: &mut c2,
+                },
+            ])
+            .unwrap();
+        assert_eq!(outs[0].hidden, None, "{name}");
+        assert_eq!(outs[1].hidden.as_ref(), Some(&tapped), "{name}");
+        // Taps must be ascending layers of the model.
+        for bad in [vec![1, 0], vec![cfg.n_layers]] {
+            let input = ForwardInput { taps: &bad, ..input };
+            assert!(
+                model.forward(&input, &mut model.new_cache(32).unwrap()).is_err(),
+                "{name} {bad:?}"
+            );
+        }
     }
 }
 
@@ -411,6 +495,7 @@ fn bad_inputs_are_errors_and_leave_the_cache_unchanged() {
             positions: &[10, 11],
             mask: AttentionMask::Tree(&bad_parent),
             want_hidden: false,
+            taps: &[],
             logits: ahead_model::transformer::Logits::All,
         },
         ForwardInput {
@@ -418,6 +503,7 @@ fn bad_inputs_are_errors_and_leave_the_cache_unchanged() {
             positions: &[10, 11],
             mask: AttentionMask::Tree(&[None]),
             want_hidden: false,
+            taps: &[],
             logits: ahead_model::transformer::Logits::All,
         },
     ];
@@ -494,6 +580,7 @@ fn an_explicit_row_mask_equals_the_sequences_each_row_sees() {
             positions: &pos,
             mask: AttentionMask::Rows(&rows),
             want_hidden: false,
+            taps: &[],
             logits: ahead_model::transformer::Logits::All,
         };
         let out = model.forward(&input, &mut cache).unwrap();
@@ -518,6 +605,7 @@ fn an_explicit_row_mask_equals_the_sequences_each_row_sees() {
             positions: &pos[..3],
             mask: AttentionMask::Rows(&bad),
             want_hidden: false,
+            taps: &[],
             logits: ahead_model::transformer::Logits::All,
         };
         let mut c = model.new_cache(8).unwrap();
@@ -560,6 +648,7 @@ fn a_batch_of_sequences_equals_their_separate_forwards_and_a_bad_item_changes_no
                 positions: &pos,
                 mask: AttentionMask::Tree(&TREE_PARENTS),
                 want_hidden: true,
+                taps: &[],
                 logits: ahead_model::transformer::Logits::All,
             },
             ForwardInput::causal(&[9], &p1),

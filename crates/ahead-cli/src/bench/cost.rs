@@ -108,6 +108,7 @@ pub fn run(a: CostArgs) -> Result<()> {
             positions,
             mask: AttentionMask::Tree(parents),
             want_hidden: false,
+            taps: &[],
             logits: ahead_model::transformer::Logits::All,
         }))
         .collect();

@@ -44,6 +44,10 @@ pub struct ForwardInput<'a> {
     pub mask: AttentionMask<'a>,
     /// Also return the final (normed) hidden state of every row, e.g. for Medusa heads.
     pub want_hidden: bool,
+    /// With `want_hidden`: the layers (ascending) whose outputs, the residual stream after
+    /// each, make a row's hidden state, concatenated, in place of the final state (EAGLE-3's
+    /// low, middle and high features). Empty: the final state.
+    pub taps: &'a [usize],
     /// The rows whose logits to compute; `ForwardOutput` holds only theirs, in order.
     pub logits: Logits,
 }
@@ -56,6 +60,7 @@ impl<'a> ForwardInput<'a> {
             positions,
             mask: AttentionMask::Causal,
             want_hidden: false,
+            taps: &[],
             logits: Logits::All,
         }
     }

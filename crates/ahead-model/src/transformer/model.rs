@@ -257,6 +257,14 @@ impl Model {
         }
         let visible = input.visible_rows()?;
         input.cached_view(cache.len())?;
+        if input.taps.windows(2).any(|w| w[0] >= w[1])
+            || input.taps.last().is_some_and(|&t| t >= cfg.n_layers)
+        {
+            return Err(ModelError::Input(format!(
+                "tapped layers {:?} must be ascending and below {}",
+                input.taps, cfg.n_layers
+            )));
+        }
         if cache.n_layers() != cfg.n_layers || cache.kv_dim() != cfg.kv_dim() {
             return Err(ModelError::Cache("cache was built for another model".into()));
         }
@@ -327,9 +335,31 @@ impl Model {
             first += n;
         }
         let mut s = Scratch::new(cfg, k);
+        // Per sequence, the outputs of the layers it taps (EAGLE-3's features), row-major.
+        let mut tapped: Vec<Vec<f32>> = segments
+            .iter()
+            .zip(items.iter())
+            .map(
+                |(seg, item)| match (item.input.want_hidden, item.input.taps.len()) {
+                    (true, t) if t > 0 => vec![0f32; seg.rows * t * dim],
+                    _ => Vec::new(),
+                },
+            )
+            .collect();
         for (li, layer) in self.weights.layers.iter().enumerate() {
             self.attention_block(li, layer, &mut x, &angles, &segments, items, &mut s)?;
             self.ffn_block(layer, &mut x, &mut s)?;
+            for ((seg, item), out) in segments.iter().zip(items.iter()).zip(&mut tapped) {
+                let taps = item.input.taps;
+                let Some(ti) = taps.iter().position(|&t| t == li).filter(|_| !out.is_empty()) else {
+                    continue;
+                };
+                for r in 0..seg.rows {
+                    let row = seg.first + r;
+                    let at = (r * taps.len() + ti) * dim;
+                    out[at..at + dim].copy_from_slice(&x[row * dim..(row + 1) * dim]);
+                }
+            }
         }
         let mut normed = vec![0f32; k * dim];
         kernels::rms_norm(&x, &self.weights.norm, cfg.rms_eps, &mut normed);
@@ -365,12 +395,16 @@ impl Model {
             logits.iter_mut().for_each(|l| *l = cap * (*l / cap).tanh());
         }
         // One sequence (every unbatched forward) takes the buffers as they are.
-        if let [item] = items {
+        if let ([item], [taps]) = (&*items, &mut tapped[..]) {
+            let tapping = !taps.is_empty();
             return Ok(vec![ForwardOutput {
                 logits,
                 vocab_size: vocab,
-                hidden: item.input.want_hidden.then_some(normed),
-                hidden_dim: dim,
+                hidden: match tapping {
+                    true => Some(std::mem::take(taps)),
+                    false => item.input.want_hidden.then_some(normed),
+                },
+                hidden_dim: if tapping { item.input.taps.len() * dim } else { dim },
             }]);
         }
         let mut at = 0;
@@ -378,18 +412,23 @@ impl Model {
             .iter()
             .zip(items.iter())
             .zip(&scored)
-            .map(|((seg, item), r)| {
+            .zip(tapped)
+            .map(|(((seg, item), r), taps)| {
                 let rows = seg.first..seg.first + seg.rows;
                 let mine = logits[at * vocab..(at + r.len()) * vocab].to_vec();
                 at += r.len();
+                let tapping = !taps.is_empty();
                 ForwardOutput {
                     logits: mine,
                     vocab_size: vocab,
-                    hidden: item
-                        .input
-                        .want_hidden
-                        .then(|| normed[rows.start * dim..rows.end * dim].to_vec()),
-                    hidden_dim: dim,
+                    hidden: match tapping {
+                        true => Some(taps),
+                        false => item
+                            .input
+                            .want_hidden
+                            .then(|| normed[rows.start * dim..rows.end * dim].to_vec()),
+                    },
+                    hidden_dim: if tapping { item.input.taps.len() * dim } else { dim },
                 }
             })
             .collect())
