@@ -24,7 +24,7 @@ use crate::logprobs::{token_logprobs, TokenLogprobs};
 use crate::output::{FinishReason, Generation, Stats};
 use crate::params::{GenerateParams, MedusaAcceptance};
 use crate::prefix::PrefixCache;
-use crate::spec::{Outcome, Proposer};
+use crate::spec::{Features, Outcome, Proposer};
 use llguidance::toktrie::SimpleVob;
 
 /// Called after every step with the target cache and the committed history (tests check the
@@ -107,7 +107,8 @@ pub(crate) struct Plan {
     parents: Vec<Option<usize>>,
     /// Non-empty when a side branch rides along (the mask is then not a tree).
     rows_mask: Vec<Vec<usize>>,
-    want_hidden: bool,
+    /// The hidden states the proposer reads.
+    features: Features,
     tree: TokenTree,
     n_side: usize,
     draft_seconds: f64,
@@ -130,8 +131,8 @@ impl Plan {
             } else {
                 AttentionMask::Rows(&self.rows_mask)
             },
-            want_hidden: self.want_hidden,
-            taps: &[],
+            want_hidden: self.features.any(),
+            taps: self.features.taps(),
             // A prompt chunk only fills the cache.
             logits: if self.prefill { Logits::None } else { Logits::All },
         }
@@ -181,7 +182,7 @@ impl<'a> Sequence<'a> {
         let started = Instant::now();
         // Rows an earlier request computed for the same first tokens are copied, not computed
         // (not for a proposer that reads every prompt row's hidden state).
-        let prefix = engine.prefix_cache().filter(|_| !proposer.needs().hidden);
+        let prefix = engine.prefix_cache().filter(|_| !proposer.needs().hidden.any());
         let cached = match prefix.and_then(|p| p.lookup(&prompt_ids)) {
             Some((src, shared)) => {
                 cache.copy_prefix(&src, shared)?;
@@ -191,9 +192,10 @@ impl<'a> Sequence<'a> {
         };
         if n - 1 > cached && !chunked {
             let pos: Vec<usize> = (cached..n - 1).collect();
+            let features = proposer.needs().hidden;
             let input = ForwardInput {
-                want_hidden: proposer.needs().hidden,
-                taps: &[],
+                want_hidden: features.any(),
+                taps: features.taps(),
                 logits: Logits::None,
                 ..ForwardInput::causal(&prompt_ids[cached..n - 1], &pos)
             };
@@ -257,7 +259,7 @@ impl<'a> Sequence<'a> {
             // A chain: each row's parent is the row before it.
             parents: (0..rows).map(|r| r.checked_sub(1)).collect(),
             rows_mask: Vec::new(),
-            want_hidden: self.proposer.needs().hidden,
+            features: self.proposer.needs().hidden,
             tree: TokenTree::empty(),
             n_side: 0,
             draft_seconds: 0.0,
@@ -388,7 +390,7 @@ impl<'a> Sequence<'a> {
             positions,
             parents,
             rows_mask,
-            want_hidden: self.proposer.needs().hidden,
+            features: self.proposer.needs().hidden,
             tree,
             n_side,
             draft_seconds,

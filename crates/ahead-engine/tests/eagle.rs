@@ -9,7 +9,7 @@ mod common;
 use common::*;
 
 use ahead_engine::Method;
-use ahead_model::transformer::synthetic::random_eagle_head;
+use ahead_model::transformer::synthetic::{random_eagle_head, random_fused_eagle_head};
 use ahead_model::{load, LoadOptions, ModelSource};
 
 /// Every id below 300, and the even ones above.
@@ -68,6 +68,40 @@ fn sampled_tokens_follow_the_target_distribution() {
     for sampling in two_samplers() {
         assert_samples_follow_the_target(engine(), &prompt, Method::Eagle, 3, &sampling);
     }
+}
+
+/// A fused head (EAGLE-3) reads the first and last layers' outputs at every committed row.
+fn fused_engine() -> &'static Engine {
+    static E: OnceLock<Engine> = OnceLock::new();
+    E.get_or_init(|| {
+        let loaded = load(&ModelSource::Default, &LoadOptions::default()).unwrap();
+        let last = loaded.model.config().n_layers - 1;
+        let head = random_fused_eagle_head(&loaded.model, 13, Some(&subset()), &[0, last]).unwrap();
+        Engine::from_loaded(loaded).with_eagle(head)
+    })
+}
+
+#[test]
+fn a_fused_head_gives_plain_decodings_tokens_alone_and_batched_and_follows_the_target() {
+    let e = fused_engine();
+    let ks = [None, Some(2), Some(5)];
+    let stats = assert_greedy_is_plain_decodings(e, &PROMPTS, Method::Eagle, &ks, 60, "eagle");
+    assert!(stats.iter().any(|s| s.drafted_tokens > 0), "{stats:?}");
+    let long = "Tom had a red ball. He played with it in the park every day. ".repeat(8);
+    let prompts = [Prompt::from(PROMPTS[0]), Prompt::from(long.as_str())];
+    let params = method_params(Method::Eagle, Some(4), SamplingParams::greedy(), 0, 30);
+    for (p, got) in prompts.iter().zip(e.generate_batched(&prompts, &params)) {
+        let (got, alone) = (got.unwrap(), gen(e, p, &params));
+        assert_eq!(got.token_ids, alone.token_ids, "{p:?}");
+        assert_eq!(got.stats.accepted_tokens, alone.stats.accepted_tokens, "{p:?}");
+    }
+    assert_samples_follow_the_target(
+        e,
+        &Prompt::from("Once upon a time"),
+        Method::Eagle,
+        3,
+        &two_samplers()[0],
+    );
 }
 
 #[test]

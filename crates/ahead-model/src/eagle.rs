@@ -12,6 +12,13 @@
 //! ..., `layers.0.mlp.down_proj.weight`, the layer's two norms) plus `norm.weight`, the norm
 //! ahead applies before the classifier (the target's features are normed, so the prediction is
 //! too). RoPE pairs are interleaved (`ahead_rope: "interleaved"`, the layout ahead trains).
+//!
+//! A fused head (EAGLE-3's feature fusion, `ahead_feature_layers` in its config) reads, for a
+//! real row, the outputs of a few of the target's layers (low, middle and high) instead of the
+//! final state: each RMS-normalized (no weight: the layers' scales differ by orders of
+//! magnitude) and mapped to one feature by `fuse.weight` (`[dim, n dim]`). Chain rows read the
+//! head's own output, as before; a fused head is trained for that by the training-time test
+//! (its chain steps), not by regressing the target's features.
 
 use std::path::Path;
 
@@ -34,6 +41,16 @@ pub struct EagleHead {
     /// The decoder layer and final norm as a one-layer model over the target's tables (so the
     /// head runs on the same kernels); its classifier may be restricted to a subset.
     layer: Model,
+    /// EAGLE-3's fusion of the target's layer outputs into a real row's feature, if fused.
+    fusion: Option<Fusion>,
+}
+
+/// The target layers a fused head reads and the map from their outputs to one feature.
+#[derive(Debug, Clone)]
+struct Fusion {
+    layers: Vec<usize>,
+    /// `[dim, layers.len() dim]`.
+    fuse: Linear,
 }
 
 /// `config.json` of an EAGLE folder.
@@ -52,6 +69,9 @@ struct EagleConfigFile {
     /// FR-Spec: the tokens the classifier scores, most frequent first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ahead_token_subset: Option<Vec<u32>>,
+    /// EAGLE-3's fusion: the target layers whose outputs make a real row's feature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ahead_feature_layers: Option<Vec<usize>>,
     /// The target the head was trained for (its `general.name` or file name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ahead_target: Option<String>,
@@ -59,6 +79,8 @@ struct EagleConfigFile {
 
 const CONFIG: &str = "config.json";
 const WEIGHTS: &str = "model.safetensors";
+/// A fused head's map from the target's layer outputs to a feature.
+const FUSE: &str = "fuse.weight";
 const INTERLEAVED: &str = "interleaved";
 
 /// The names of the layer's tensors, in EAGLE's layout.
@@ -117,7 +139,68 @@ impl EagleHead {
         if let Some(tokens) = subset {
             model = model.restricted_to(tokens)?;
         }
-        Ok(Self { fc, layer: model })
+        Ok(Self {
+            fc,
+            layer: model,
+            fusion: None,
+        })
+    }
+
+    /// Makes the head fused (EAGLE-3): real rows read the outputs of `target`'s `layers`
+    /// (ascending), normalized and mapped by `fuse` (`[dim, layers.len() dim]`).
+    pub fn with_fusion(mut self, target: &Model, layers: Vec<usize>, fuse: Linear) -> Result<Self> {
+        let d = self.config().dim;
+        let n = target.config().n_layers;
+        if layers.is_empty() || layers.windows(2).any(|w| w[0] >= w[1]) || layers.iter().any(|&l| l >= n) {
+            return Err(ModelError::Input(format!(
+                "EAGLE head: fused layers {layers:?} must be ascending layers of the target's {n}"
+            )));
+        }
+        if fuse.rows() != d || fuse.cols() != layers.len() * d {
+            return Err(ModelError::Input(format!(
+                "EAGLE head: fuse is [{} x {}], expected [{d} x {}]",
+                fuse.rows(),
+                fuse.cols(),
+                layers.len() * d
+            )));
+        }
+        self.fusion = Some(Fusion { layers, fuse });
+        Ok(self)
+    }
+
+    /// The target layers a fused head reads (`None`: the target's final hidden state).
+    pub fn feature_layers(&self) -> Option<&[usize]> {
+        self.fusion.as_ref().map(|f| f.layers.as_slice())
+    }
+
+    /// Values per real row the head reads from the target: its final state, or the fused
+    /// layers' outputs side by side.
+    pub fn input_width(&self) -> usize {
+        self.config().dim * self.fusion.as_ref().map_or(1, |f| f.layers.len())
+    }
+
+    /// The features of real rows from what the target gave for them (`input_width` values a
+    /// row): the fused feature of a fused head, else the rows as they are.
+    pub fn real_features(&self, target_rows: &[f32]) -> Result<Vec<f32>> {
+        let Some(f) = &self.fusion else {
+            return Ok(target_rows.to_vec());
+        };
+        let (d, w) = (self.config().dim, self.input_width());
+        if target_rows.len() % w != 0 {
+            return Err(ModelError::Input(format!(
+                "EAGLE head: {} feature values are not rows of {w}",
+                target_rows.len()
+            )));
+        }
+        let n = target_rows.len() / w;
+        let mut normed = vec![0f32; target_rows.len()];
+        let ones = vec![1f32; d];
+        for (x, y) in target_rows.chunks_exact(d).zip(normed.chunks_exact_mut(d)) {
+            crate::transformer::kernels::rms_norm(x, &ones, self.config().rms_eps, y);
+        }
+        let mut out = vec![0f32; n * d];
+        f.fuse.forward(&normed, n, &mut out)?;
+        Ok(out)
     }
 
     /// The decoder layer's shape.
@@ -138,6 +221,11 @@ impl EagleHead {
     /// Bytes read per drafted token (fc, the layer, the classifier it scores).
     pub fn weight_bytes(&self) -> usize {
         self.fc.bytes() + self.layer.weight_bytes()
+    }
+
+    /// `fuse` of a fused head (for training and tests).
+    pub fn fuse_matrix(&self) -> Option<&Linear> {
+        self.fusion.as_ref().map(|f| &f.fuse)
     }
 
     /// Runs causal rows after what `cache` holds: row r reads `features[r]` (a target feature,
@@ -289,14 +377,25 @@ impl EagleHead {
             w2: linear(&l(7))?,
             w3: linear(&l(8))?,
         };
-        Self::new(
+        let head = Self::new(
             target,
             &cfg,
             linear("fc.weight")?,
             layer,
             vec("norm.weight")?,
             c.ahead_token_subset.as_deref(),
-        )
+        )?;
+        match c.ahead_feature_layers {
+            Some(layers) => head
+                .with_fusion(target, layers, linear(FUSE)?)
+                .map_err(|e| ModelError::format(config_label, "ahead_feature_layers", e.to_string())),
+            None if st.tensor(weights, FUSE).is_some() => Err(ModelError::format(
+                config_label,
+                "ahead_feature_layers",
+                format!("{FUSE} is in the weights but the config names no fused layers"),
+            )),
+            None => Ok(head),
+        }
     }
 
     /// Writes the head into `dir` (created if needed). Matrices stored as F16 are written as
@@ -321,6 +420,9 @@ impl EagleHead {
             Stored::matrix(l(7), &layer.w2)?,
             Stored::matrix(l(8), &layer.w3)?,
         ]);
+        if let Some(f) = &self.fusion {
+            tensors.push(Stored::matrix(FUSE, &f.fuse)?);
+        }
         write_safetensors(&dir.join(WEIGHTS), &tensors, "an EAGLE head")?;
         let file = EagleConfigFile {
             hidden_size: cfg.dim,
@@ -332,6 +434,7 @@ impl EagleHead {
             vocab_size: cfg.vocab_size,
             ahead_rope: INTERLEAVED.into(),
             ahead_token_subset: self.classifier_tokens().map(<[u32]>::to_vec),
+            ahead_feature_layers: self.feature_layers().map(<[usize]>::to_vec),
             ahead_target: target_name.map(str::to_string),
         };
         let text = serde_json::to_string_pretty(&file)
@@ -364,6 +467,59 @@ mod tests {
         let predicted = out.hidden.as_ref().unwrap()[2 * d..].to_vec();
         let chain = head.forward(&predicted, &[7], &[3], &mut cache).unwrap();
         ([out.logits, chain.logits].concat(), chain.hidden.unwrap())
+    }
+
+    #[test]
+    fn a_fused_head_saves_its_layers_and_fuses_each_row_alone() {
+        let t = target();
+        let head = crate::transformer::synthetic::random_fused_eagle_head(&t, 5, None, &[0, 1]).unwrap();
+        let d = head.config().dim;
+        assert_eq!(head.input_width(), 2 * d);
+        let rows: Vec<f32> = (0..3 * 2 * d).map(|i| ((i * 11) % 17) as f32 - 8.0).collect();
+        let fused = head.real_features(&rows).unwrap();
+        assert_eq!(fused.len(), 3 * d);
+        // A row's feature is its own: the same alone as beside others, and scale-free per layer.
+        let mut scaled = rows[2 * d..4 * d].to_vec();
+        scaled[..d].iter_mut().for_each(|x| *x *= 100.0);
+        let alone = head.real_features(&scaled).unwrap();
+        assert_close_enough(&alone, &fused[d..2 * d]);
+        assert!(head.real_features(&rows[..d]).is_err(), "half a row");
+
+        let dir = tempfile::tempdir().unwrap();
+        head.save(dir.path(), None).unwrap();
+        let back = EagleHead::load(dir.path(), &t).unwrap();
+        assert_eq!(back.feature_layers(), Some(&[0, 1][..]));
+        assert_eq!(back.real_features(&rows).unwrap(), fused);
+        assert_eq!(run(&back), run(&head));
+
+        // Fused layers the target lacks, and a fuse matrix the config does not explain.
+        let cfg_path = dir.path().join(CONFIG);
+        let text = std::fs::read_to_string(&cfg_path).unwrap();
+        std::fs::write(
+            &cfg_path,
+            text.replace(
+                "\"ahead_feature_layers\": [\n    0,\n    1\n  ]",
+                "\"ahead_feature_layers\": [0, 7]",
+            ),
+        )
+        .unwrap();
+        let err = EagleHead::load(dir.path(), &t).unwrap_err().to_string();
+        assert!(err.contains("ascending layers"), "{err}");
+        std::fs::write(
+            &cfg_path,
+            text.replace(",\n  \"ahead_feature_layers\": [\n    0,\n    1\n  ]", ""),
+        )
+        .unwrap();
+        let err = EagleHead::load(dir.path(), &t).unwrap_err().to_string();
+        assert!(err.contains("names no fused layers"), "{err}");
+    }
+
+    /// Equal up to float rounding (normalizing a scaled row rounds differently).
+    fn assert_close_enough(a: &[f32], b: &[f32]) {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{x} vs {y}");
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use ahead_model::transformer::AttentionMask;
 use ahead_model::KvCache;
 
 use super::draft::Chain;
-use super::proposer::{Needs, Outcome, Proposal, Proposer};
+use super::proposer::{Features, Needs, Outcome, Proposal, Proposer};
 use crate::error::{EngineError, Result};
 
 /// An EAGLE head and its cache, for one sequence.
@@ -30,7 +30,8 @@ pub struct EagleProposer {
     cache: KvCache,
     /// Rows of `cache` made from the target's own features: positions 0..fed.
     fed: usize,
-    /// Target features of the committed positions after `fed`, not yet in the cache.
+    /// What the target gave for the committed positions after `fed` (its final state, or a fused
+    /// head's layer outputs), not yet in the cache.
     waiting: Vec<f32>,
     /// The last real row's logits and predicted feature (where the next chain starts).
     last: Option<(Vec<f32>, Vec<f32>)>,
@@ -67,7 +68,7 @@ impl EagleProposer {
 
     /// Positions whose target features the proposer has seen.
     fn known(&self) -> usize {
-        self.fed + self.waiting.len() / self.head.config().dim
+        self.fed + self.waiting.len() / self.head.input_width()
     }
 
     /// Feeds the waiting features as real rows (`history` gives each row's next token).
@@ -85,8 +86,9 @@ impl EagleProposer {
         }
         self.cache.truncate(self.fed)?;
         let positions: Vec<usize> = (self.fed..known).collect();
+        let features = self.head.real_features(&self.waiting)?;
         let out = self.head.forward(
-            &self.waiting,
+            &features,
             &history[self.fed + 1..=known],
             &positions,
             &mut self.cache,
@@ -105,7 +107,10 @@ impl Proposer for EagleProposer {
 
     fn needs(&self) -> Needs {
         Needs {
-            hidden: true,
+            hidden: match self.head.feature_layers() {
+                Some(layers) => Features::Layers(layers.to_vec()),
+                None => Features::Final,
+            },
             ..Needs::default()
         }
     }

@@ -11,7 +11,7 @@ use ahead_core::{Rng, SamplingParams};
 use ahead_model::medusa::MedusaHeads;
 
 use super::draft::DraftModel;
-use super::proposer::{Needs, Outcome, Proposal, Proposer};
+use super::proposer::{Features, Needs, Outcome, Proposal, Proposer};
 use crate::error::Result;
 
 /// Medusa heads and a candidate tree, for one sequence.
@@ -40,7 +40,7 @@ impl Proposer for MedusaProposer {
 
     fn needs(&self) -> Needs {
         Needs {
-            hidden: true,
+            hidden: Features::Final,
             ..Needs::default()
         }
     }

@@ -34,7 +34,8 @@ impl Proposer for MergedProposer {
     fn needs(&self) -> Needs {
         let (a, b) = (self.first.needs(), self.second.needs());
         Needs {
-            hidden: a.hidden || b.hidden,
+            // Only the first (EAGLE) reads features.
+            hidden: if a.hidden.any() { a.hidden } else { b.hidden },
             row_logits: a.row_logits || b.row_logits,
         }
     }

@@ -18,6 +18,6 @@ pub use lookahead::LookaheadProposer;
 pub use medusa::{HybridDraft, MedusaProposer};
 pub use merged::MergedProposer;
 pub use oracle::OracleProposer;
-pub use proposer::{Needs, NoDraft, Outcome, PromptLookupProposer, Proposal, Proposer, SideBranch};
+pub use proposer::{Features, Needs, NoDraft, Outcome, PromptLookupProposer, Proposal, Proposer, SideBranch};
 pub use recycling::RecyclingProposer;
 pub use suffix::SuffixProposer;

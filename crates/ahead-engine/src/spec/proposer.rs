@@ -63,12 +63,38 @@ pub trait Proposer {
 }
 
 /// What a proposer reads from the target's forwards besides the committed tokens.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Needs {
-    /// The target's final hidden state at every committed row (feature drafters).
-    pub hidden: bool,
+    /// The target's hidden state at every committed row (feature drafters).
+    pub hidden: Features,
     /// The target's logits at every verified row, accepted or not (token recycling).
     pub row_logits: bool,
+}
+
+/// Which hidden state of the target a feature drafter reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Features {
+    #[default]
+    None,
+    /// The final (normed) hidden state: Medusa, EAGLE-1.
+    Final,
+    /// The outputs of these layers (ascending), concatenated: EAGLE-3's low, middle and high
+    /// features (`ForwardInput::taps`).
+    Layers(Vec<usize>),
+}
+
+impl Features {
+    pub fn any(&self) -> bool {
+        *self != Self::None
+    }
+
+    /// The layers to tap in a forward that wants these features (none for the final state).
+    pub fn taps(&self) -> &[usize] {
+        match self {
+            Self::Layers(l) => l,
+            _ => &[],
+        }
+    }
 }
 
 /// What one forward of the target told a proposer.
@@ -76,7 +102,7 @@ pub struct Needs {
 pub struct Outcome<'a> {
     /// How many of the step's tree nodes the target accepted; `None` after a prompt chunk.
     pub accepted: Option<usize>,
-    /// With [`Needs::hidden`]: final hidden states at consecutive positions now committed,
+    /// With [`Needs::hidden`]: hidden states at consecutive positions now committed,
     /// the last one at the last accepted position (whose next token is the pending token):
     /// every prompt row after the prefill (a chunk at a time when chunked), then the pending
     /// row and the accepted nodes after every verify step.

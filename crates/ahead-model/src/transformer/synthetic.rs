@@ -269,6 +269,20 @@ pub fn random_eagle_head(
     crate::eagle::EagleHead::new(target, &cfg, fc, layer, vec![1.0; d], subset)
 }
 
+/// [`random_eagle_head`] fused over the outputs of `target`'s `layers` (EAGLE-3).
+pub fn random_fused_eagle_head(
+    target: &Model,
+    seed: u64,
+    subset: Option<&[u32]>,
+    layers: &[usize],
+) -> Result<crate::eagle::EagleHead> {
+    let d = target.config().dim;
+    let n = layers.len() * d;
+    let mut v = Values { state: seed ^ 0xF05E };
+    let fuse = Linear::from_f32(v.take(n * d, 1.7 / (n as f32).sqrt()), d, n)?;
+    random_eagle_head(target, seed, subset)?.with_fusion(target, layers.to_vec(), fuse)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
