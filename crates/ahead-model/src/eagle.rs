@@ -186,7 +186,7 @@ impl EagleHead {
             return Ok(target_rows.to_vec());
         };
         let (d, w) = (self.config().dim, self.input_width());
-        if target_rows.len() % w != 0 {
+        if !target_rows.len().is_multiple_of(w) {
             return Err(ModelError::Input(format!(
                 "EAGLE head: {} feature values are not rows of {w}",
                 target_rows.len()
