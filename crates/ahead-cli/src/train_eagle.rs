@@ -60,6 +60,11 @@ pub struct EagleArgs {
     /// training-time test; each costs about one more pass).
     #[arg(long, default_value_t = 1)]
     pub chain_steps: usize,
+    /// EAGLE-3's feature fusion: the target layers (0-based, comma-separated) whose outputs a
+    /// real row reads, or `eagle3` for EAGLE-3's low, middle and high (2, n/2, n - 3 of n
+    /// layers). Without it the head reads the final hidden state (EAGLE-1).
+    #[arg(long)]
+    pub fuse_layers: Option<String>,
     /// Share of records (the last) held out.
     #[arg(long, default_value_t = 0.05)]
     pub held_out: f64,
@@ -111,13 +116,27 @@ pub fn run(a: EagleArgs) -> Result<()> {
         token_weight: a.token_weight,
         chain_steps: a.chain_steps,
         soft_labels: a.soft_labels,
+        feature_layers: a
+            .fuse_layers
+            .as_deref()
+            .map(|l| fused_layers(l, tcfg.n_layers))
+            .transpose()?,
         held_out: a.held_out,
         max_len: a.seq_len,
         seed: a.seed,
     };
     let shape = format!(
-        "one layer, dim {} hidden {} heads {}/{}, classifier over {} tokens, {}",
-        tcfg.dim, options.hidden_dim, options.heads, options.kv_heads, options.vocab_subset, a.dtype
+        "one layer, dim {} hidden {} heads {}/{}, classifier over {} tokens, {}{}",
+        tcfg.dim,
+        options.hidden_dim,
+        options.heads,
+        options.kv_heads,
+        options.vocab_subset,
+        a.dtype,
+        match &options.feature_layers {
+            Some(l) => format!(", fusing layers {l:?}"),
+            None => String::new(),
+        }
     );
     eprintln!(
         "training an EAGLE head for {} on {} ({shape}); the target's features come first...",
@@ -190,4 +209,35 @@ pub fn run(a: EagleArgs) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// `--fuse-layers`: a comma-separated list of layers, or `eagle3` for 2, n/2 and n - 3.
+fn fused_layers(spec: &str, n_layers: usize) -> Result<Vec<usize>> {
+    if spec == "eagle3" {
+        anyhow::ensure!(
+            n_layers >= 6,
+            "--fuse-layers eagle3 needs a target of 6 layers or more, this one has {n_layers}"
+        );
+        return Ok(vec![2, n_layers / 2, n_layers - 3]);
+    }
+    spec.split(',')
+        .map(|x| {
+            x.trim()
+                .parse::<usize>()
+                .with_context(|| format!("--fuse-layers: {x:?} is not a layer number (or use eagle3)"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fused_layers_are_a_list_or_eagle3s_three() {
+        assert_eq!(fused_layers("eagle3", 30).ok(), Some(vec![2, 15, 27]));
+        assert_eq!(fused_layers("1, 4,7", 30).ok(), Some(vec![1, 4, 7]));
+        assert!(fused_layers("eagle3", 5).is_err());
+        assert!(fused_layers("1,x", 30).is_err());
+    }
 }

@@ -9,6 +9,11 @@
 //! answer token. Held-out records are then drafted from as decoding does: the inference head
 //! over the real features of the prefix, chaining on its own predicted features, and each
 //! chain is compared with the target's answer.
+//!
+//! With `feature_layers` the head is fused (EAGLE-3): a real row reads the outputs of those
+//! target layers, each RMS-normalized, through a trained `fuse` map, and there is no feature to
+//! regress to, so only the token loss trains it, on the real rows and on every chain step (the
+//! training-time test, which is what teaches the head to chain on its own outputs).
 
 use std::time::Instant;
 
@@ -50,6 +55,9 @@ pub struct EagleOptions {
     /// Chain steps trained beyond the first (EAGLE-3's training-time test): step s reads the
     /// head's own predicted features, as drafting does; its losses weigh 0.8^s.
     pub chain_steps: usize,
+    /// EAGLE-3's fusion: the target layers whose outputs a real row reads (`None`: the
+    /// target's final hidden state, EAGLE-1).
+    pub feature_layers: Option<Vec<usize>>,
     /// The last share of records, held out and measured on.
     pub held_out: f64,
     /// Longest record trained on (the prompt is cut from its start to fit).
@@ -71,6 +79,7 @@ impl Default for EagleOptions {
             token_weight: 0.1,
             soft_labels: 0.0,
             chain_steps: 1,
+            feature_layers: None,
             held_out: 0.05,
             max_len: 768,
             seed: 1,
@@ -108,10 +117,25 @@ pub struct TrainedEagle {
     pub report: EagleReport,
 }
 
-/// The target's features of one record: its final normed hidden state at every position.
+/// The target's features of one record: its final normed hidden state at every position and,
+/// for a fused head, the fused layers' outputs there (`[t, layers x dim]`).
 struct Featured {
     ex: Example,
     features: Vec<f32>,
+    taps: Option<Vec<f32>>,
+}
+
+impl Featured {
+    /// What the head reads at real rows `rows` from the target, as decoding hands it over.
+    fn target_rows(&self, rows: std::ops::Range<usize>, d: usize) -> &[f32] {
+        match &self.taps {
+            Some(t) => {
+                let w = t.len() / self.ex.tokens.len();
+                &t[rows.start * w..rows.end * w]
+            }
+            None => &self.features[rows.start * d..rows.end * d],
+        }
+    }
 }
 
 /// Trains an EAGLE head for `target` on its chat answers.
@@ -151,8 +175,17 @@ pub fn train_eagle(
     let (train_records, held_records) = crate::chat_data::split_held_out(records, opts.held_out)?;
     let subset = frequent_tokens(train_records, opts.vocab_subset, tcfg.vocab_size);
     let rows = row_of(&subset, tcfg.vocab_size);
-    let train = featured(target, examples(train_records, &rows, opts.max_len))?;
-    let held_out = featured(target, examples(held_records, &rows, opts.max_len))?;
+    let layers = opts.feature_layers.as_deref();
+    if let Some(l) = layers {
+        if l.is_empty() || l.windows(2).any(|w| w[0] >= w[1]) || l.iter().any(|&x| x >= tcfg.n_layers) {
+            return Err(TrainError::Options(format!(
+                "fused layers {l:?} must be ascending layers of the target's {}",
+                tcfg.n_layers
+            )));
+        }
+    }
+    let train = featured(target, examples(train_records, &rows, opts.max_len), layers)?;
+    let held_out = featured(target, examples(held_records, &rows, opts.max_len), layers)?;
     let feature_seconds = start.elapsed().as_secs_f64();
 
     // The head reads tokens and scores them with the target's own tables, exactly as stored.
@@ -166,9 +199,13 @@ pub fn train_eagle(
     )?;
     let classifier = student.classifier_rows(&subset)?;
     let d = tcfg.dim;
-    let fc = fc_init(d, opts.seed)?;
+    let fc = fc_init(d, 2 * d, opts.seed)?;
+    let fuse = layers
+        .map(|l| fc_init(d, l.len() * d, opts.seed ^ 0xf05e))
+        .transpose()?;
     let mut vars = student.vars();
     vars.push(fc.clone());
+    vars.extend(fuse.clone());
     let parameters = vars.iter().map(|v| v.elem_count()).sum();
     let mut optimizer = adamw(vars, opts.learning_rate)?;
     let steps = train.len().div_ceil(opts.batch) * opts.epochs;
@@ -180,7 +217,7 @@ pub fn train_eagle(
             let mut losses = Vec::with_capacity(chunk.len());
             let (mut feature_sum, mut token_sum) = (0.0, 0.0);
             for &i in chunk {
-                let passes = losses_of(&student, &fc, &classifier, &train[i], d, opts)?;
+                let passes = losses_of(&student, &fc, fuse.as_ref(), &classifier, &train[i], d, opts)?;
                 let Some((feature, token)) = passes.first() else {
                     continue;
                 };
@@ -188,7 +225,11 @@ pub fn train_eagle(
                 token_sum += f64::from(token.to_scalar::<f32>()?);
                 let mut loss = Tensor::new(0f32, &Device::Cpu)?;
                 for (s, (feature, token)) in passes.into_iter().enumerate() {
-                    let step = (feature + (token * opts.token_weight)?)?;
+                    // A fused head has no feature to regress to: the tokens alone train it.
+                    let step = match fuse {
+                        Some(_) => token,
+                        None => (feature + (token * opts.token_weight)?)?,
+                    };
                     loss = (loss + (step * CHAIN_DECAY.powi(s as i32))?)?;
                 }
                 losses.push(loss);
@@ -209,7 +250,10 @@ pub fn train_eagle(
             });
         }
     }
-    let head = to_head(target, &student, &fc, &subset, opts.dtype)?;
+    let mut head = to_head(target, &student, &fc, &subset, opts.dtype)?;
+    if let (Some(layers), Some(fuse)) = (layers, &fuse) {
+        head = head.with_fusion(target, layers.to_vec(), to_linear(fuse, opts.dtype)?)?;
+    }
     let runs = chain_runs(&head, &held_out, 8)?;
     let report = EagleReport {
         parameters,
@@ -234,8 +278,17 @@ pub fn train_eagle(
     Ok(TrainedEagle { head, report })
 }
 
-/// Each example with the target's features at every position.
-fn featured(target: &Model, examples: Vec<Example>) -> Result<Vec<Featured>> {
+/// Each example with the target's features at every position (and the outputs of `layers`).
+fn featured(target: &Model, examples: Vec<Example>, layers: Option<&[usize]>) -> Result<Vec<Featured>> {
+    let cfg = target.config();
+    let last = cfg.n_layers - 1;
+    // The final state is the last layer's output normed: tapping it gives both in one forward.
+    let taps: Vec<usize> = match layers {
+        Some(l) if l.last() == Some(&last) => l.to_vec(),
+        Some(l) => l.iter().copied().chain([last]).collect(),
+        None => Vec::new(),
+    };
+    let d = cfg.dim;
     let mut out = Vec::with_capacity(examples.len());
     for ex in examples {
         let n = ex.tokens.len();
@@ -243,26 +296,77 @@ fn featured(target: &Model, examples: Vec<Example>) -> Result<Vec<Featured>> {
         let mut cache = target.new_cache(n)?;
         let input = ForwardInput {
             want_hidden: true,
-            logits: ahead_model::transformer::Logits::All,
+            taps: &taps,
+            logits: ahead_model::transformer::Logits::None,
             ..ForwardInput::causal(&ex.tokens, &positions)
         };
-        let features = target
+        let hidden = target
             .forward(&input, &mut cache)?
             .hidden
             .ok_or_else(|| TrainError::Data("the target returned no hidden states".into()))?;
-        out.push(Featured { ex, features });
+        let Some(layers) = layers else {
+            out.push(Featured {
+                ex,
+                features: hidden,
+                taps: None,
+            });
+            continue;
+        };
+        let w = taps.len() * d;
+        let mut features = vec![0f32; n * d];
+        let mut fused = Vec::with_capacity(n * layers.len() * d);
+        for (row, f) in hidden.chunks_exact(w).zip(features.chunks_exact_mut(d)) {
+            ahead_model::transformer::kernels::rms_norm(
+                &row[w - d..],
+                &target.weights().norm,
+                cfg.rms_eps,
+                f,
+            );
+            fused.extend_from_slice(&row[..layers.len() * d]);
+        }
+        out.push(Featured {
+            ex,
+            features,
+            taps: Some(fused),
+        });
     }
     Ok(out)
 }
 
-/// `fc` `[dim, 2 dim]`, uniform by fan-in, reproducible from `seed`.
-fn fc_init(d: usize, seed: u64) -> Result<Var> {
+/// A `[rows, cols]` map, uniform by fan-in, reproducible from `seed` (`fc`: `[dim, 2 dim]`;
+/// a fused head's `fuse`: `[dim, layers x dim]`).
+fn fc_init(rows: usize, cols: usize, seed: u64) -> Result<Var> {
     let mut rng = Rng::new(seed ^ 0xfc);
-    let bound = (3.0 / (2 * d) as f64).sqrt();
-    let v: Vec<f32> = (0..2 * d * d)
+    let bound = (3.0 / cols as f64).sqrt();
+    let v: Vec<f32> = (0..rows * cols)
         .map(|_| ((rng.next_f64() * 2.0 - 1.0) * bound) as f32)
         .collect();
-    Ok(Var::from_tensor(&Tensor::from_vec(v, (d, 2 * d), &Device::Cpu)?)?)
+    Ok(Var::from_tensor(&Tensor::from_vec(
+        v,
+        (rows, cols),
+        &Device::Cpu,
+    )?)?)
+}
+
+/// A trained matrix as the inference head stores it.
+fn to_linear(v: &Var, dtype: TensorDType) -> Result<Linear> {
+    let (rows, cols) = v.dims2()?;
+    Ok(Linear::quantize(
+        &v.flatten_all()?.to_vec1::<f32>()?,
+        rows,
+        cols,
+        dtype,
+    )?)
+}
+
+/// Real rows' features of a fused head: each layer's output RMS-normalized (no weight, as
+/// `EagleHead::real_features`), then `fuse`.
+fn fused_features(taps: &[f32], t: usize, d: usize, fuse: &Var, eps: f32) -> Result<Tensor> {
+    let n = taps.len() / (t * d);
+    let x = Tensor::from_slice(taps, (t, n, d), &Device::Cpu)?;
+    let rms = (x.sqr()?.mean_keepdim(D::Minus1)? + f64::from(eps))?.sqrt()?;
+    let normed = x.broadcast_div(&rms)?.reshape((t, n * d))?;
+    Ok(normed.matmul(&fuse.t()?)?)
 }
 
 /// How much less each later chain step's losses weigh (EAGLE-3's 0.8).
@@ -274,6 +378,7 @@ const CHAIN_DECAY: f64 = 0.8;
 fn losses_of(
     student: &Student,
     fc: &Var,
+    fuse: Option<&Var>,
     classifier: &Tensor,
     f: &Featured,
     d: usize,
@@ -284,8 +389,12 @@ fn losses_of(
     let t = ex.tokens.len();
     let dev = Device::Cpu;
     let features = Tensor::from_slice(&f.features, (t, d), &dev)?;
+    let real = match (fuse, &f.taps) {
+        (Some(fuse), Some(taps)) => fused_features(taps, t, d, fuse, student.config().rms_eps)?,
+        _ => features.clone(),
+    };
     let mut kv = Vec::new();
-    let mut previous = features.narrow(0, 0, t.saturating_sub(1))?.unsqueeze(0)?;
+    let mut previous = real.narrow(0, 0, t.saturating_sub(1))?.unsqueeze(0)?;
     let mut out = Vec::new();
     // Pass s has row j at position j + s: it reads the feature predicted for j + s (the real
     // one in pass 0) and token j + s + 1, and predicts feature j + s + 1 and token j + s + 2.
@@ -356,12 +465,10 @@ fn to_head(
         w3: convert(&l.w3)?,
         ..l.clone()
     };
-    let (rows, cols) = fc.dims2()?;
-    let fc = Linear::quantize(&fc.flatten_all()?.to_vec1::<f32>()?, rows, cols, dtype)?;
     Ok(EagleHead::new(
         target,
         student.config(),
-        fc,
+        to_linear(fc, dtype)?,
         layer,
         model.weights().norm.clone(),
         Some(subset),
@@ -388,12 +495,13 @@ fn chain_runs(head: &EagleHead, records: &[Featured], k: usize) -> Result<Vec<us
         let first = answer_start - 1;
         let fed: Vec<usize> = (0..first - 1).collect();
         if !fed.is_empty() {
-            head.forward(&f.features[..fed.len() * d], &tokens[1..first], &fed, &mut cache)?;
+            let real = head.real_features(f.target_rows(0..fed.len(), d))?;
+            head.forward(&real, &tokens[1..first], &fed, &mut cache)?;
         }
         for m in first..t - 1 {
             let row = m - 1;
             let out = head.forward(
-                &f.features[row * d..(row + 1) * d],
+                &head.real_features(f.target_rows(row..row + 1, d))?,
                 &tokens[m..=m],
                 &[row],
                 &mut cache,
@@ -461,7 +569,7 @@ mod tests {
             7,
         )
         .unwrap();
-        let fc = fc_init(d, 7).unwrap();
+        let fc = fc_init(d, 2 * d, 7).unwrap();
         let tokens: Vec<u32> = vec![3, 17, 4, 42, 8, 8, 29, 1];
         let t = tokens.len();
         let features: Vec<f32> = (0..t * d).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
@@ -504,5 +612,33 @@ mod tests {
                 "pass 1",
             );
         }
+    }
+
+    /// Training fuses a real row's layer outputs as the inference head does.
+    #[test]
+    fn training_fuses_layer_outputs_as_the_inference_head() {
+        let target = random_model(&tiny_config(Architecture::Llama, 50), TensorDType::F32, 3).unwrap();
+        let d = target.config().dim;
+        let head = ahead_model::transformer::synthetic::random_eagle_head(&target, 5, None).unwrap();
+        let fuse = fc_init(d, 2 * d, 9).unwrap();
+        let head = head
+            .with_fusion(&target, vec![0, 1], to_linear(&fuse, TensorDType::F32).unwrap())
+            .unwrap();
+        let t = 3;
+        let taps: Vec<f32> = (0..t * 2 * d)
+            .map(|i| ((i * 13) % 29) as f32 * 3.0 - 40.0)
+            .collect();
+        let eps = head.config().rms_eps;
+        let trained = fused_features(&taps, t, d, &fuse, eps)
+            .unwrap()
+            .flatten_all()
+            .unwrap();
+        let inference = head.real_features(&taps).unwrap();
+        ahead_testutil::assert_close(
+            &inference,
+            &trained.to_vec1::<f32>().unwrap(),
+            ahead_testutil::F32,
+            "fused",
+        );
     }
 }
