@@ -520,6 +520,42 @@ fn chat_data_trains_a_cache_pruned_heads_and_a_draft_that_decode_losslessly() {
         assert_eq!(got["token_ids"], want["token_ids"], "k {k}");
         assert_eq!(got["stats"]["method"], "eagle");
     }
+    // Fused (EAGLE-3): the first and last layers' outputs, trained on tokens alone.
+    let fused = tmp.path().join("eagle3");
+    let o = ahead(&[
+        "train",
+        "eagle",
+        "--target",
+        STORIES_BIN,
+        "--data",
+        data.to_str().unwrap(),
+        "--vocab-subset",
+        "128",
+        "--epochs",
+        "1",
+        "--chain-steps",
+        "2",
+        "--fuse-layers",
+        "0,4",
+        "--eval-prompts",
+        "2",
+        "--out",
+        fused.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(fused.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["ahead_feature_layers"], serde_json::json!([0, 4]), "{cfg}");
+    let got = once_upon_a_time(
+        STORIES_BIN,
+        "60",
+        "eagle",
+        &["--eagle", fused.to_str().unwrap(), "--num-draft", "3"],
+    );
+    let want = once_upon_a_time(STORIES_BIN, "60", "vanilla", &[]);
+    assert_eq!(got["token_ids"], want["token_ids"], "fused");
+    assert!(got["stats"]["drafted_tokens"].as_u64().unwrap() > 0, "{got}");
 
     // A target that is not GGUF is refused with the reason.
     let o = ahead(&[
