@@ -32,3 +32,12 @@ $AHEAD train draft --target "$MODEL" --data "$DATA" --vocab-subset 4096 --layers
 # over the 4,096 most frequent answer tokens, one chain step of training-time test.
 $AHEAD train eagle --target "$MODEL" --data "$DATA" --vocab-subset 4096 --dtype f16 \
   --epochs 4 --batch 4 --chain-steps 1 --soft-labels 0 --eval-prompts 8 --out "$OUT/eagle"
+# Not vendored (AHEAD_EAGLE3=1 trains it into target/eagle3): a fused head, EAGLE-3's low,
+# middle and high features (layers 2, 15 and 27), trained on tokens over two chain steps. On
+# held-out answers it drafts a little better than the head above (BENCHMARKS.md); on Spec-Bench
+# both are limited by the same training data, so the smaller file stays the vendored one.
+if [ "${AHEAD_EAGLE3:-0}" = 1 ]; then
+  $AHEAD train eagle --target "$MODEL" --data "$DATA" --vocab-subset 4096 --dtype f16 \
+    --epochs 4 --batch 4 --chain-steps 2 --soft-labels 0 --fuse-layers eagle3 --eval-prompts 8 \
+    --out target/eagle3/head
+fi
