@@ -481,24 +481,29 @@ fn chat_data_trains_a_cache_pruned_heads_and_a_draft_that_decode_losslessly() {
     }
     // An EAGLE head from the same answers (any target ahead loads): a folder that --eagle
     // loads, drafting losslessly for the target.
+    let train_eagle = |out: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "eagle",
+            "--target",
+            STORIES_BIN,
+            "--data",
+            data.to_str().unwrap(),
+            "--vocab-subset",
+            "128",
+            "--epochs",
+            "1",
+            "--eval-prompts",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        ahead(&args)
+    };
     let eagle = tmp.path().join("eagle");
-    let o = ahead(&[
-        "train",
-        "eagle",
-        "--target",
-        STORIES_BIN,
-        "--data",
-        data.to_str().unwrap(),
-        "--vocab-subset",
-        "128",
-        "--epochs",
-        "1",
-        "--eval-prompts",
-        "2",
-        "--out",
-        eagle.to_str().unwrap(),
-        "--json",
-    ]);
+    let o = train_eagle(&eagle, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let report: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(report["training"]["vocab_subset"], 128, "{report}");
@@ -522,27 +527,7 @@ fn chat_data_trains_a_cache_pruned_heads_and_a_draft_that_decode_losslessly() {
     }
     // Fused (EAGLE-3): the first and last layers' outputs, trained on tokens alone.
     let fused = tmp.path().join("eagle3");
-    let o = ahead(&[
-        "train",
-        "eagle",
-        "--target",
-        STORIES_BIN,
-        "--data",
-        data.to_str().unwrap(),
-        "--vocab-subset",
-        "128",
-        "--epochs",
-        "1",
-        "--chain-steps",
-        "2",
-        "--fuse-layers",
-        "0,4",
-        "--eval-prompts",
-        "2",
-        "--out",
-        fused.to_str().unwrap(),
-        "--json",
-    ]);
+    let o = train_eagle(&fused, &["--chain-steps", "2", "--fuse-layers", "0,4"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let cfg: Value =
         serde_json::from_str(&std::fs::read_to_string(fused.join("config.json")).unwrap()).unwrap();
