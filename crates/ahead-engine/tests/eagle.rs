@@ -68,6 +68,8 @@ fn sampled_tokens_follow_the_target_distribution() {
     for sampling in two_samplers() {
         assert_samples_follow_the_target(engine(), &prompt, Method::Eagle, 3, &sampling);
     }
+    // Wider trees: siblings drawn without replacement, tried in turn on the residual.
+    assert_samples_follow_the_target(engine(), &prompt, Method::Eagle, 8, &two_samplers()[1]);
 }
 
 /// A fused head (EAGLE-3) reads the first and last layers' outputs at every committed row.

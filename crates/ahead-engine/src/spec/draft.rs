@@ -262,7 +262,7 @@ fn top_probability(logits: &[f32]) -> f32 {
 
 /// Logits over the whole vocabulary: a restricted classifier's rows scattered to their tokens,
 /// every other token at -inf (probability 0 after any warper).
-fn vocabulary_logits<'l>(
+pub(super) fn vocabulary_logits<'l>(
     rows: &'l [f32],
     subset: Option<&[u32]>,
     vocab: usize,

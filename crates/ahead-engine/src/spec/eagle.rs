@@ -2,22 +2,17 @@
 //! forward the decoder hands over the target's features of the newly committed positions; the
 //! head's cache takes one row per committed position (its real feature and the next token),
 //! then the chain runs on the head's own predicted features and is rolled back before the
-//! next step. Greedy drafts are EAGLE-2's dynamic trees ([`DynamicTree`]): the head's own
-//! probabilities choose which candidates to expand, a batch of them per head forward, and the
-//! best-scoring nodes are verified. Sampled drafts are chains, each token carrying the
-//! distribution it was drawn from, so verification is exact rejection sampling, as for a draft
-//! model.
+//! next step. Drafts are EAGLE-2's dynamic trees (`eagle_tree`): the head's own probabilities
+//! choose which candidates to expand, a batch of them per head forward; sampled trees carry
+//! the distribution each node was drawn from, so verification is exact rejection sampling.
 
 use std::sync::Arc;
 
-use ahead_core::sampling::top_logits;
-use ahead_core::spec::{DynamicTree, TokenTree};
 use ahead_core::{Rng, SamplingParams};
 use ahead_model::eagle::EagleHead;
-use ahead_model::transformer::AttentionMask;
 use ahead_model::KvCache;
 
-use super::draft::Chain;
+use super::eagle_tree::TreeHead;
 use super::proposer::{Features, Needs, Outcome, Proposal, Proposer};
 use crate::error::{EngineError, Result};
 
@@ -38,12 +33,6 @@ pub struct EagleProposer {
     /// Greedy drafts verify no node whose path probability (by the head) is below this.
     min_confidence: f32,
 }
-
-/// Children drafted per expanded node of a greedy tree, and the most nodes one head forward
-/// expands. A forward reads the head's weights once for all its rows, so expanding candidates
-/// together costs less than one at a time; EAGLE-2 expands 10 on a GPU, where rows are nearly
-/// free, and a CPU's verify budget (8-16 nodes) has room for few more than 4 alternatives.
-const TREE_WIDTH: usize = 4;
 
 impl EagleProposer {
     /// A proposer with room for `capacity` positions.
@@ -149,110 +138,18 @@ impl Proposer for EagleProposer {
         }
         self.feed(history)?;
         // Each step feeds new rows first, so the last real row's outputs are fresh here.
-        let Some((logits, mut feature)) = self.last.take() else {
+        let Some((logits, feature)) = self.last.take() else {
             return Ok(Proposal::default());
         };
         self.cache.truncate(self.fed)?;
         let k = k.min(self.cache.capacity().saturating_sub(self.fed));
-        if sampling.is_greedy() {
-            return Ok(Proposal::from(self.grow_tree(k, &logits, feature)?));
-        }
-        let (head, cache, fed) = (&self.head, &mut self.cache, self.fed);
-        let chain = Chain {
-            subset: head.classifier_tokens(),
-            vocab: self.vocab,
-            min_confidence: 0.0,
-        };
-        let (tokens, q) = chain.draft(history, k, logits, sampling, rng, |x, i| {
-            // The chain row at the pending token's position and on: the predicted feature and
-            // the token just drafted.
-            let out = head.forward(&feature, &[x], &[fed + i], cache)?;
-            feature = last_feature(&out)?;
-            Ok(out.last().to_vec())
-        })?;
-        Ok(Proposal::from(TokenTree::chain(tokens, q)))
+        let tree = TreeHead::new(&self.head, &mut self.cache, self.fed, feature);
+        Ok(Proposal::from(if sampling.is_greedy() {
+            tree.grow_greedy(k, self.min_confidence, &logits)?
+        } else {
+            tree.grow_sampled(k, &logits, history, self.vocab, sampling, rng)?
+        }))
     }
-}
-
-impl EagleProposer {
-    /// EAGLE-2's dynamic tree of at most `k` nodes, from the last real row's `logits` and
-    /// predicted `feature`: the best candidates not yet expanded run through the head together,
-    /// each row on its parent's predicted feature, seeing the committed rows and its ancestors'.
-    fn grow_tree(&mut self, k: usize, logits: &[f32], root_feature: Vec<f32>) -> Result<TokenTree> {
-        let d = self.head.config().dim;
-        let subset = self.head.classifier_tokens();
-        let mut tree = DynamicTree::new(k, self.min_confidence);
-        tree.add_children(None, children(logits, subset));
-        // Per candidate, once expanded: its head row's cache slot and predicted feature.
-        let mut slot: Vec<usize> = Vec::new();
-        let mut predicted: Vec<f32> = Vec::new();
-        let mut row_of: Vec<Option<usize>> = Vec::new();
-        loop {
-            let room = self.cache.capacity() - self.cache.len();
-            let frontier = tree.frontier(TREE_WIDTH.min(room), k);
-            if frontier.is_empty() {
-                break;
-            }
-            let mut features = Vec::with_capacity(frontier.len() * d);
-            let (mut tokens, mut positions, mut ancestors) = (Vec::new(), Vec::new(), Vec::new());
-            for &c in &frontier {
-                let path = tree.ancestors(c);
-                match path.last().and_then(|&p| row_of.get(p).copied().flatten()) {
-                    Some(r) => features.extend_from_slice(&predicted[r * d..(r + 1) * d]),
-                    None => features.extend_from_slice(&root_feature),
-                }
-                tokens.push(tree.token(c));
-                positions.push(self.fed + path.len());
-                ancestors.push(
-                    path.iter()
-                        .filter_map(|&a| row_of.get(a).copied().flatten())
-                        .map(|r| slot[r])
-                        .collect(),
-                );
-            }
-            let base = self.cache.len();
-            let mask = AttentionMask::Branches {
-                committed: self.fed,
-                ancestors: &ancestors,
-            };
-            let out = self
-                .head
-                .forward_masked(&features, &tokens, &positions, mask, &mut self.cache)?;
-            let hidden = out
-                .hidden
-                .as_ref()
-                .ok_or_else(|| EngineError::Internal("the EAGLE head returned no features".into()))?;
-            for (r, &c) in frontier.iter().enumerate() {
-                if row_of.len() <= c {
-                    row_of.resize(c + 1, None);
-                }
-                row_of[c] = Some(slot.len());
-                slot.push(base + r);
-                predicted.extend_from_slice(&hidden[r * d..(r + 1) * d]);
-                tree.add_children(Some(c), children(out.row(r), subset));
-            }
-        }
-        Ok(tree.finish().0)
-    }
-}
-
-/// The head's `TREE_WIDTH` best next tokens after one row and their probabilities.
-fn children(logits: &[f32], subset: Option<&[u32]>) -> Vec<(u32, f32)> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = logits.iter().map(|&l| (l - max).exp()).sum();
-    if !(sum > 0.0 && sum.is_finite()) {
-        return Vec::new();
-    }
-    top_logits(logits, TREE_WIDTH)
-        .into_iter()
-        .filter_map(|(i, l)| {
-            let token = match subset {
-                Some(s) => *s.get(i as usize)?,
-                None => i,
-            };
-            Some((token, (l - max).exp() / sum))
-        })
-        .collect()
 }
 
 /// The head's predicted feature at its last row.
@@ -267,7 +164,9 @@ fn last_feature(out: &ahead_model::ForwardOutput) -> Result<Vec<f32>> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use super::super::eagle_tree::{best_children as children, TREE_WIDTH};
     use super::*;
+    use ahead_core::spec::{DraftDist, DynamicTree};
     use ahead_model::transformer::synthetic::random_eagle_head;
     use ahead_model::transformer::{ForwardInput, Logits};
     use ahead_model::{load, LoadOptions, ModelSource};
@@ -335,5 +234,66 @@ mod tests {
             assert_eq!(got.tokens, want.tokens, "k {k}");
             assert_eq!(got.parents, want.parents, "k {k}");
         }
+    }
+
+    /// A sampled tree: every node carries the distribution it was drawn from, which gives its
+    /// token mass and none to its earlier siblings (drawn without replacement); it has at most
+    /// k nodes, parents first.
+    #[test]
+    fn a_sampled_tree_draws_siblings_without_replacement() {
+        let loaded = load(&ModelSource::Default, &LoadOptions::default()).unwrap();
+        let model = &loaded.model;
+        let head = Arc::new(random_eagle_head(model, 11, None).unwrap());
+        let history: Vec<u32> = vec![1, 403, 29, 117, 280, 13, 75];
+        let n = history.len() - 1;
+        let pos: Vec<usize> = (0..n).collect();
+        let input = ForwardInput {
+            want_hidden: true,
+            logits: Logits::None,
+            ..ForwardInput::causal(&history[..n], &pos)
+        };
+        let features = model
+            .forward(&input, &mut model.new_cache(64).unwrap())
+            .unwrap()
+            .hidden
+            .unwrap();
+        let d = head.config().dim;
+        let sampling = SamplingParams {
+            temperature: 1.5,
+            ..SamplingParams::greedy()
+        };
+        let mut widest = 0;
+        for seed in 0..20 {
+            let mut proposer = EagleProposer::new(head.clone(), 64).unwrap();
+            let rows: Vec<&[f32]> = features.chunks_exact(d).collect();
+            proposer
+                .observe(&Outcome {
+                    hidden: rows,
+                    ..Outcome::default()
+                })
+                .unwrap();
+            let tree = proposer
+                .propose(&history, 8, &sampling, &mut Rng::new(seed))
+                .unwrap()
+                .tree;
+            assert!(
+                tree.is_well_formed() && !tree.is_empty() && tree.len() <= 8,
+                "{tree:?}"
+            );
+            for parent in std::iter::once(None).chain((0..tree.len()).map(Some)) {
+                let kids = tree.children(parent);
+                widest = widest.max(kids.len());
+                for (i, &c) in kids.iter().enumerate() {
+                    let DraftDist::Sampled(q) = &tree.q[c] else {
+                        panic!("one-hot q when sampling")
+                    };
+                    assert!(q.prob(tree.tokens[c]) > 0.0);
+                    for &earlier in &kids[..i] {
+                        assert_eq!(q.prob(tree.tokens[earlier]), 0.0, "sibling drawn twice");
+                    }
+                }
+            }
+        }
+        assert!(widest > 1, "no node had two children in 20 trees");
     }
 }

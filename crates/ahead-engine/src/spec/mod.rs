@@ -4,6 +4,7 @@
 pub mod cost;
 pub mod draft;
 pub mod eagle;
+mod eagle_tree;
 pub mod lookahead;
 pub mod medusa;
 pub mod merged;
