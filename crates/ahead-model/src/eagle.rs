@@ -223,11 +223,6 @@ impl EagleHead {
         self.fc.bytes() + self.layer.weight_bytes()
     }
 
-    /// `fuse` of a fused head (for training and tests).
-    pub fn fuse_matrix(&self) -> Option<&Linear> {
-        self.fusion.as_ref().map(|f| &f.fuse)
-    }
-
     /// Runs causal rows after what `cache` holds: row r reads `features[r]` (a target feature,
     /// or the head's own earlier prediction) and the embedding of `tokens[r]`, the token after
     /// it. Returns each row's logits (over the subset when restricted) and its predicted
