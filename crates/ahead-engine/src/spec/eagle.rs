@@ -166,44 +166,63 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::super::eagle_tree::{best_children as children, TREE_WIDTH};
     use super::*;
-    use ahead_core::spec::{DraftDist, DynamicTree};
+    use ahead_core::spec::{DraftDist, DynamicTree, TokenTree};
     use ahead_model::transformer::synthetic::random_eagle_head;
     use ahead_model::transformer::{ForwardInput, Logits};
     use ahead_model::{load, LoadOptions, ModelSource};
+
+    /// The committed history the tests draft after (the last token pending).
+    const HISTORY: [u32; 7] = [1, 403, 29, 117, 280, 13, 75];
+
+    /// A random head (classifier over `subset`) on the default model, and the target's
+    /// features of every committed position.
+    fn head_and_features(subset: Option<&[u32]>) -> (Arc<EagleHead>, Vec<f32>) {
+        let loaded = load(&ModelSource::Default, &LoadOptions::default()).unwrap();
+        let model = &loaded.model;
+        let head = Arc::new(random_eagle_head(model, 11, subset).unwrap());
+        let n = HISTORY.len() - 1;
+        let pos: Vec<usize> = (0..n).collect();
+        let input = ForwardInput {
+            want_hidden: true,
+            logits: Logits::None,
+            ..ForwardInput::causal(&HISTORY[..n], &pos)
+        };
+        let features = model.forward(&input, &mut model.new_cache(64).unwrap()).unwrap();
+        (head, features.hidden.unwrap())
+    }
+
+    /// A proposer that has seen `features`, drafting `k` nodes after `HISTORY`.
+    fn propose(
+        head: &Arc<EagleHead>,
+        features: &[f32],
+        k: usize,
+        sampling: &SamplingParams,
+        seed: u64,
+    ) -> TokenTree {
+        let mut proposer = EagleProposer::new(head.clone(), 64).unwrap();
+        let rows: Vec<&[f32]> = features.chunks_exact(head.config().dim).collect();
+        proposer
+            .observe(&Outcome {
+                hidden: rows,
+                ..Outcome::default()
+            })
+            .unwrap();
+        proposer
+            .propose(&HISTORY, k, sampling, &mut Rng::new(seed))
+            .unwrap()
+            .tree
+    }
 
     /// The tree grown with a depth per forward is the tree the same algorithm grows when every
     /// candidate's logits come from a causal chain of the head along its own path.
     #[test]
     fn a_greedy_tree_is_what_causal_chains_along_each_path_would_grow() {
-        let loaded = load(&ModelSource::Default, &LoadOptions::default()).unwrap();
-        let model = &loaded.model;
         let subset: Vec<u32> = (0..512u32).filter(|&t| t < 300 || t % 2 == 0).collect();
-        let head = Arc::new(random_eagle_head(model, 11, Some(&subset)).unwrap());
-        let history: Vec<u32> = vec![1, 403, 29, 117, 280, 13, 75];
-        let n = history.len() - 1;
-        let mut cache = model.new_cache(64).unwrap();
+        let (head, features) = head_and_features(Some(&subset));
+        let (history, n) = (&HISTORY, HISTORY.len() - 1);
         let pos: Vec<usize> = (0..n).collect();
-        let input = ForwardInput {
-            want_hidden: true,
-            logits: Logits::None,
-            ..ForwardInput::causal(&history[..n], &pos)
-        };
-        let features = model.forward(&input, &mut cache).unwrap().hidden.unwrap();
-        let d = head.config().dim;
-
         for k in [1, 3, 8, 13] {
-            let mut proposer = EagleProposer::new(head.clone(), 64).unwrap();
-            let rows: Vec<&[f32]> = features.chunks_exact(d).collect();
-            proposer
-                .observe(&Outcome {
-                    hidden: rows,
-                    ..Outcome::default()
-                })
-                .unwrap();
-            let got = proposer
-                .propose(&history, k, &SamplingParams::greedy(), &mut Rng::new(0))
-                .unwrap()
-                .tree;
+            let got = propose(&head, &features, k, &SamplingParams::greedy(), 0);
 
             // The head along a path, run causally from scratch: its last logits.
             let chain_logits = |path: &[u32]| {
@@ -241,41 +260,14 @@ mod tests {
     /// k nodes, parents first.
     #[test]
     fn a_sampled_tree_draws_siblings_without_replacement() {
-        let loaded = load(&ModelSource::Default, &LoadOptions::default()).unwrap();
-        let model = &loaded.model;
-        let head = Arc::new(random_eagle_head(model, 11, None).unwrap());
-        let history: Vec<u32> = vec![1, 403, 29, 117, 280, 13, 75];
-        let n = history.len() - 1;
-        let pos: Vec<usize> = (0..n).collect();
-        let input = ForwardInput {
-            want_hidden: true,
-            logits: Logits::None,
-            ..ForwardInput::causal(&history[..n], &pos)
-        };
-        let features = model
-            .forward(&input, &mut model.new_cache(64).unwrap())
-            .unwrap()
-            .hidden
-            .unwrap();
-        let d = head.config().dim;
+        let (head, features) = head_and_features(None);
         let sampling = SamplingParams {
             temperature: 1.5,
             ..SamplingParams::greedy()
         };
         let mut widest = 0;
         for seed in 0..20 {
-            let mut proposer = EagleProposer::new(head.clone(), 64).unwrap();
-            let rows: Vec<&[f32]> = features.chunks_exact(d).collect();
-            proposer
-                .observe(&Outcome {
-                    hidden: rows,
-                    ..Outcome::default()
-                })
-                .unwrap();
-            let tree = proposer
-                .propose(&history, 8, &sampling, &mut Rng::new(seed))
-                .unwrap()
-                .tree;
+            let tree = propose(&head, &features, 8, &sampling, seed);
             assert!(
                 tree.is_well_formed() && !tree.is_empty() && tree.len() <= 8,
                 "{tree:?}"
