@@ -19,6 +19,20 @@ if [ ! -s "$DATA" ]; then
     --code tests/fixtures/corpus/cpython311_stdlib_sample.py.txt \
     --instructions 1200 --max-tokens 256 --seed 1 --out "$DATA"
 fi
+# Broader instructions (news and Wikipedia to summarise and answer from, German to translate),
+# from text fetched off the package registries: answers about stories and code alone leave a
+# drafter guessing on other kinds of chat.
+CORPORA=$DATA_DIR/corpora
+python3 scripts/prepare-chat-corpora.py "$CORPORA"
+WIDE=$DATA_DIR/smollm2-chat-wide.jsonl
+if [ ! -s "$WIDE" ]; then
+  $AHEAD train chat-data --model "$MODEL" --prose "$CORPORA/wiki.txt" \
+    --code tests/fixtures/corpus/cpython311_stdlib_sample.py.txt \
+    --foreign "German:$CORPORA/german.txt" --documents "$CORPORA/news.txt" \
+    --documents "$CORPORA/wiki.txt" --instructions 2000 --max-tokens 256 --seed 3 --out "$WIDE"
+fi
+ALL=$DATA_DIR/smollm2-chat-all.jsonl
+cat "$DATA" "$WIDE" > "$ALL"
 $AHEAD train ngram --model "$MODEL" --data "$DATA" --out "$OUT/chat.ngram" \
   --max-tokens 128 --eval-prompts 16 --json > "$OUT/chat.ngram.report.json"
 $AHEAD train medusa --base "$MODEL" --data "$DATA" --vocab-subset 4096 --dtype f16 \

@@ -34,6 +34,14 @@ pub struct ChatDataArgs {
     /// Python source to make code instructions from (repeatable).
     #[arg(long)]
     pub code: Vec<PathBuf>,
+    /// Text in another language to translate into English, as LANGUAGE:FILE (repeatable;
+    /// paragraphs separated by blank lines), e.g. German:german.txt.
+    #[arg(long, value_parser = parse_foreign)]
+    pub foreign: Vec<(String, PathBuf)>,
+    /// Documents (news, encyclopedia articles) to summarise and to answer questions from, the
+    /// questions written by the target itself (repeatable; paragraphs separated by blank lines).
+    #[arg(long)]
+    pub documents: Vec<PathBuf>,
     /// Instructions (a two-turn one gives two records, a self-written question two).
     #[arg(long, default_value_t = 1000)]
     pub instructions: usize,
@@ -72,15 +80,27 @@ pub fn run(a: ChatDataArgs) -> Result<()> {
             .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
             .collect()
     };
-    let (prose, code) = (read(&a.prose)?, read(&a.code)?);
-    let (prose, code) = (
+    let (prose, code, documents) = (read(&a.prose)?, read(&a.code)?, read(&a.documents)?);
+    let foreign_paths: Vec<PathBuf> = a.foreign.iter().map(|(_, p)| p.clone()).collect();
+    let foreign_texts = read(&foreign_paths)?;
+    let (prose, code, documents, foreign_parts) = (
         training_parts(&prose, a.held_out)?,
         training_parts(&code, a.held_out)?,
+        training_parts(&documents, a.held_out)?,
+        training_parts(&foreign_texts, a.held_out)?,
     );
+    let foreign: Vec<(&str, &str)> = a
+        .foreign
+        .iter()
+        .map(|(language, _)| language.as_str())
+        .zip(foreign_parts)
+        .collect();
     let tasks = instructions(
         Sources {
             prose: &prose,
             code: &code,
+            foreign: &foreign,
+            documents: &documents,
         },
         a.instructions,
         a.seed,
@@ -135,6 +155,18 @@ pub fn run(a: ChatDataArgs) -> Result<()> {
     Ok(())
 }
 
+/// `LANGUAGE:FILE`.
+fn parse_foreign(s: &str) -> std::result::Result<(String, PathBuf), String> {
+    match s.split_once(':') {
+        Some((language, path)) if !language.trim().is_empty() && !path.is_empty() => {
+            Ok((language.trim().to_string(), PathBuf::from(path)))
+        }
+        _ => Err(format!(
+            "expected LANGUAGE:FILE (e.g. German:german.txt), got {s:?}"
+        )),
+    }
+}
+
 /// Each text without its held-out tail.
 fn training_parts(texts: &[String], held_out: f64) -> Result<Vec<&str>> {
     texts
@@ -144,7 +176,8 @@ fn training_parts(texts: &[String], held_out: f64) -> Result<Vec<&str>> {
 }
 
 /// The records of one instruction: each turn's prompt and the target's answer; a later turn
-/// follows the answer to the one before, and a self-written question is asked in a new chat.
+/// follows the answer to the one before, and a self-written question is asked in a new chat
+/// (beside its documents, where it was written from one).
 /// Turns that would not fit the model's context are left out, with the rest of their chat.
 fn answer(engine: &Engine, task: &Instruction, params: &GenerateParams) -> Result<Vec<ChatRecord>> {
     let mut records = Vec::new();
@@ -157,17 +190,31 @@ fn answer(engine: &Engine, task: &Instruction, params: &GenerateParams) -> Resul
         records.push(record);
         messages.push(ChatMessage::new("assistant", text));
     }
-    if task.self_question {
-        let question = messages
-            .last()
-            .map(|m| m.content.trim().to_string())
-            .unwrap_or_default();
+    if let Some(template) = &task.own_question {
+        let written = messages.last().map_or("", |m| m.content.trim());
+        // A small model often answers "write one question" with a paragraph: beside documents,
+        // ask its first question only, as a retrieval question would be asked.
+        let (question, kind) = if task.kind == "document-question" {
+            (first_question(written), "answer-from-documents")
+        } else {
+            (written, "answer-own-question")
+        };
         if !question.is_empty() {
-            let chat = [ChatMessage::new("user", question)];
-            records.extend(ask(engine, "answer-own-question", &chat, params)?.map(|(r, _)| r));
+            let chat = [ChatMessage::new("user", template.replacen("{}", question, 1))];
+            records.extend(ask(engine, kind, &chat, params)?.map(|(r, _)| r));
         }
     }
     Ok(records)
+}
+
+/// The first sentence of `text` that ends in a question mark (from its line's start or the last
+/// sentence end before it), else its first line.
+fn first_question(text: &str) -> &str {
+    let Some(mark) = text.find('?') else {
+        return text.lines().next().unwrap_or("").trim();
+    };
+    let start = text[..mark].rfind(['\n', '.', '!']).map_or(0, |i| i + 1);
+    text[start..=mark].trim()
 }
 
 /// The target's answer to a chat, as a record and as text; `None` when the chat leaves no room
@@ -195,4 +242,27 @@ fn ask(
         },
         g.text,
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_question;
+
+    #[test]
+    fn the_first_question_is_cut_from_a_paragraph() {
+        assert_eq!(
+            first_question("What a topic! Who wrote The Odyssey? It was Homer."),
+            "Who wrote The Odyssey?"
+        );
+        assert_eq!(first_question("Why is the sky blue?"), "Why is the sky blue?");
+        assert_eq!(
+            first_question("Sure.\nWhen did it start?\nMore."),
+            "When did it start?"
+        );
+        assert_eq!(
+            first_question("No question here.\nSecond line."),
+            "No question here."
+        );
+        assert_eq!(first_question(""), "");
+    }
 }

@@ -120,6 +120,28 @@ fn train_draft_refuses_bad_options_clearly() {
 }
 
 #[test]
+fn chat_data_refuses_foreign_text_without_its_language() {
+    let tmp = tempfile::tempdir().unwrap();
+    let german = tmp.path().join("german.txt");
+    std::fs::write(&german, "Der Hund schläft.").unwrap();
+    let out = tmp.path().join("chat.jsonl");
+    let o = ahead(&[
+        "train",
+        "chat-data",
+        "--model",
+        STORIES_BIN,
+        "--foreign",
+        german.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("LANGUAGE:FILE"), "{err}");
+    assert!(!out.exists());
+}
+
+#[test]
 fn train_medusa_writes_heads_in_the_original_layout_that_decode_losslessly() {
     let tmp = tempfile::tempdir().unwrap();
     let corpus = tinystories_head(tmp.path(), 40_000);
@@ -308,6 +330,15 @@ fn chat_data_trains_a_cache_pruned_heads_and_a_draft_that_decode_losslessly() {
         "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}",
     )
     .unwrap();
+    // Documents to answer from and German to translate: short, for the toy's 512-token context.
+    let documents = tmp.path().join("news.txt");
+    let story = |i: usize| {
+        format!("Story {i}: the town council met on Monday and agreed to repair the old bridge by the river. Work starts in May, costs two million, and the road stays open to buses while the builders work at night and on weekends.")
+    };
+    std::fs::write(&documents, (0..12).map(story).collect::<Vec<_>>().join("\n\n")).unwrap();
+    let german = tmp.path().join("german.txt");
+    std::fs::write(&german, "Der Hund schläft im Garten.\n\nDie Sonne scheint heute.\n\nWir gehen morgen ins Kino.\n\nDas Buch ist sehr spannend.").unwrap();
+    let foreign = format!("German:{}", german.display());
     let data = tmp.path().join("chat.jsonl");
     let o = ahead(&[
         "train",
@@ -320,6 +351,10 @@ fn chat_data_trains_a_cache_pruned_heads_and_a_draft_that_decode_losslessly() {
         prose.to_str().unwrap(),
         "--code",
         &code,
+        "--documents",
+        documents.to_str().unwrap(),
+        "--foreign",
+        &foreign,
         "--instructions",
         "24",
         "--max-tokens",
@@ -344,6 +379,9 @@ fn chat_data_trains_a_cache_pruned_heads_and_a_draft_that_decode_losslessly() {
         "two-turn",
         "self-question",
         "answer-own-question",
+        "translate-to-english",
+        "document-question",
+        "answer-from-documents",
     ] {
         assert!(lines.iter().any(|l| l["kind"] == kind), "{kind} in the data");
     }

@@ -1,8 +1,10 @@
 //! Chat instructions for self-distillation: the tasks a chat model is asked (summarise, retell,
 //! explain, continue or review code, answer about a passage, translate, solve a word problem,
-//! follow up on its own answer, answer questions it wrote itself), made from text corpora and a
-//! seeded generator. A drafter trained on the target's answers to these learns what the target
-//! writes in a chat, without any benchmark's questions. Deterministic for a seed.
+//! follow up on its own answer, answer questions it wrote itself, answer from documents), made
+//! from text corpora and a seeded generator. A drafter trained on the target's answers to these
+//! learns what the target writes in a chat, without any benchmark's questions. Deterministic for
+//! a seed; a kind of source left empty adds no kind of instruction, so instructions made without
+//! the later kinds (foreign text, documents) are the ones made before those existed.
 
 use ahead_core::Rng;
 
@@ -15,16 +17,21 @@ pub struct Instruction {
     /// What kind of task it is, for reports.
     pub kind: &'static str,
     pub turns: Vec<String>,
-    /// The first turn asks the target to write a question; its answer is then asked as the
-    /// next turn in a fresh chat (questions the target writes itself).
-    pub self_question: bool,
+    /// The first turn asks the target to write a question; its answer is then asked in a
+    /// fresh chat, as this template with `{}` replaced by the question (questions the target
+    /// writes itself, bare or beside the documents they were written from).
+    pub own_question: Option<String>,
 }
 
-/// Where instructions come from: prose (stories, articles) and code.
+/// Where instructions come from: prose (stories, articles), code, text in other languages to
+/// translate into English, and documents (news, encyclopedia articles) to answer from.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Sources<'a> {
     pub prose: &'a [&'a str],
     pub code: &'a [&'a str],
+    /// Each text with the name of its language.
+    pub foreign: &'a [(&'a str, &'a str)],
+    pub documents: &'a [&'a str],
 }
 
 const PROSE_TASKS: [(&str, &str); 8] = [
@@ -72,6 +79,31 @@ const CODE_TASKS: [(&str, &str); 5] = [
         "Write a unit test for this code.\n\n```python\n{}\n```",
     ),
 ];
+
+const DOCUMENT_TASKS: [(&str, &str); 6] = [
+    ("summarize", "Summarize this article in three sentences.\n\n{}"),
+    ("summarize", "{}\n\nWrite a short summary of the text above."),
+    (
+        "headline",
+        "Write a headline and a one-paragraph summary for this news story.\n\n{}",
+    ),
+    ("key-facts", "List the key facts in this text.\n\n{}"),
+    ("explain", "Explain this text in simple words.\n\n{}"),
+    (
+        "answer",
+        "{}\n\nWho or what is this text about, and what happened?",
+    ),
+];
+
+const FROM_FOREIGN: [&str; 3] = [
+    "Translate {language}-English: {}",
+    "Translate this {language} text into English.\n\n{}",
+    "What does this mean in English?\n{}",
+];
+
+/// A question the target writes about a document, then answers with the document beside it.
+const DOCUMENT_QUESTION: &str =
+    "Read this text and write one question that it answers. Reply with the question only.\n\n{}";
 
 const LANGUAGES: [&str; 4] = ["French", "German", "Spanish", "Italian"];
 
@@ -138,9 +170,26 @@ const WRITING: [&str; 8] = [
     "Write a haiku and then a short explanation about {}.",
 ];
 
+/// What the n-th instruction is: the cycle of kinds, each kind of source adding its own.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Prose,
+    Code,
+    Translate,
+    Math,
+    Write,
+    SelfQuestion,
+    TwoTurn,
+    FromForeign,
+    Document,
+    DocumentQuestion,
+}
+
 /// Up to `n` instructions, of every kind in turn: prose tasks over passages of `sources.prose`,
 /// code tasks over chunks of `sources.code`, translations of prose sentences, word problems,
-/// writing tasks and self-written questions on a fixed list of topics, and two-turn follow-ups.
+/// writing tasks and self-written questions on a fixed list of topics, two-turn follow-ups; and
+/// where given, translations of `sources.foreign` into English, tasks over `sources.documents`
+/// and questions the target writes about a document and answers beside one to three of them.
 pub fn instructions(sources: Sources<'_>, n: usize, seed: u64) -> Vec<Instruction> {
     let mut rng = Rng::new(seed);
     let passages: Vec<&str> = sources
@@ -155,69 +204,134 @@ pub fn instructions(sources: Sources<'_>, n: usize, seed: u64) -> Vec<Instructio
         .flat_map(|t| corpus::openings(t, 40, 240, 4 * n.max(1)))
         .collect();
     let code: Vec<&str> = sources.code.iter().flat_map(|t| code_chunks(t)).collect();
+    let foreign: Vec<(&str, &str)> = sources
+        .foreign
+        .iter()
+        .flat_map(|&(language, t)| corpus::paragraphs(t).map(move |p| (language, p)))
+        .collect();
+    let documents: Vec<&str> = sources
+        .documents
+        .iter()
+        .flat_map(|t| corpus::paragraphs(t))
+        .filter(|p| (200..4000).contains(&p.len()))
+        .collect();
+    use Kind::*;
+    let mut cycle = vec![Prose, Prose, Code, Translate, Math, Write, SelfQuestion, TwoTurn];
+    if !foreign.is_empty() {
+        cycle.push(FromForeign);
+    }
+    if !documents.is_empty() {
+        cycle.extend([Document, DocumentQuestion, DocumentQuestion]);
+    }
     let mut out = Vec::with_capacity(n);
     let pick = |rng: &mut Rng, len: usize| (rng.next_u64() % len.max(1) as u64) as usize;
     let fill = |template: &str, x: &str| template.replacen("{}", x, 1);
-    let mut kind = 0usize;
+    let mut i = 0usize;
     while out.len() < n {
-        let instruction = match kind % 8 {
-            0 | 1 if !passages.is_empty() => {
+        let instruction = match cycle[i % cycle.len()] {
+            Prose if !passages.is_empty() => {
                 let (name, task) = PROSE_TASKS[pick(&mut rng, PROSE_TASKS.len())];
                 Some(single(name, fill(task, passages[pick(&mut rng, passages.len())])))
             }
-            2 if !code.is_empty() => {
+            Code if !code.is_empty() => {
                 let (name, task) = CODE_TASKS[pick(&mut rng, CODE_TASKS.len())];
                 Some(single(name, fill(task, code[pick(&mut rng, code.len())])))
             }
-            3 if !sentences.is_empty() => {
+            Translate if !sentences.is_empty() => {
                 let language = LANGUAGES[pick(&mut rng, LANGUAGES.len())];
                 let s = sentences[pick(&mut rng, sentences.len())];
                 Some(single("translate", format!("Translate English-{language}: {s}")))
             }
-            4 => Some(single("math", word_problem(&mut rng))),
-            5 => {
+            Math => Some(single("math", word_problem(&mut rng))),
+            Write => {
                 let topic = TOPICS[pick(&mut rng, TOPICS.len())];
                 Some(single(
                     "write",
                     fill(WRITING[pick(&mut rng, WRITING.len())], topic),
                 ))
             }
-            6 => {
+            SelfQuestion => {
                 let topic = TOPICS[pick(&mut rng, TOPICS.len())];
                 Some(Instruction {
                     kind: "self-question",
                     turns: vec![format!(
                         "Write one question that a curious student might ask about {topic}. Reply with the question only."
                     )],
-                    self_question: true,
+                    own_question: Some("{}".into()),
                 })
             }
-            7 => {
+            TwoTurn => {
                 let topic = TOPICS[pick(&mut rng, TOPICS.len())];
                 let first = fill(WRITING[pick(&mut rng, WRITING.len())], topic);
                 let second = FOLLOW_UPS[pick(&mut rng, FOLLOW_UPS.len())].to_string();
                 Some(Instruction {
                     kind: "two-turn",
                     turns: vec![first, second],
-                    self_question: false,
+                    own_question: None,
+                })
+            }
+            FromForeign => {
+                let (language, text) = foreign[pick(&mut rng, foreign.len())];
+                let template = FROM_FOREIGN[pick(&mut rng, FROM_FOREIGN.len())];
+                Some(single(
+                    "translate-to-english",
+                    fill(&template.replace("{language}", language), text),
+                ))
+            }
+            Document => {
+                let (name, task) = DOCUMENT_TASKS[pick(&mut rng, DOCUMENT_TASKS.len())];
+                Some(single(
+                    name,
+                    fill(task, documents[pick(&mut rng, documents.len())]),
+                ))
+            }
+            DocumentQuestion => {
+                let about = documents[pick(&mut rng, documents.len())];
+                Some(Instruction {
+                    kind: "document-question",
+                    turns: vec![fill(DOCUMENT_QUESTION, about)],
+                    own_question: Some(beside_documents(&mut rng, about, &documents)),
                 })
             }
             _ => None,
         };
-        kind += 1;
+        i += 1;
         out.extend(instruction);
-        if kind > 8 * (n + 1) {
+        if i > cycle.len() * (n + 1) {
             break;
         }
     }
     out
 }
 
+/// The template that asks a question beside the document it was written from and up to two
+/// others, in a random order (retrieval-augmented answering: not every document helps).
+fn beside_documents(rng: &mut Rng, about: &str, documents: &[&str]) -> String {
+    let extra = (rng.next_u64() % 3) as usize;
+    let mut shown = vec![about];
+    for _ in 0..extra {
+        shown.push(documents[(rng.next_u64() % documents.len() as u64) as usize]);
+    }
+    let first = (rng.next_u64() % shown.len() as u64) as usize;
+    shown.swap(0, first);
+    let mut text = String::from("Answer the question using the documents below.\n\n");
+    for (k, d) in shown.iter().enumerate() {
+        // The documents' own braces must survive the question's `{}` fill.
+        text.push_str(&format!(
+            "Document {}: {}\n\n",
+            k + 1,
+            d.replace('{', "(").replace('}', ")")
+        ));
+    }
+    text.push_str("Question: {}");
+    text
+}
+
 fn single(kind: &'static str, text: String) -> Instruction {
     Instruction {
         kind,
         turns: vec![text],
-        self_question: false,
+        own_question: None,
     }
 }
 
@@ -267,6 +381,7 @@ mod tests {
         let sources = Sources {
             prose: &[STORY],
             code: &[CODE],
+            ..Sources::default()
         };
         let a = instructions(sources, 64, 7);
         assert_eq!(a.len(), 64);
@@ -283,8 +398,45 @@ mod tests {
             .all(|i| i.turns.len() == 2));
         assert!(a
             .iter()
-            .filter(|i| i.self_question)
+            .filter(|i| i.own_question.is_some())
             .all(|i| i.kind == "self-question"));
+    }
+
+    #[test]
+    fn foreign_text_and_documents_add_their_own_kinds() {
+        const GERMAN: &str = "Der Hund schläft im Garten, weil die Sonne scheint und es warm ist.";
+        const NEWS: &str = "The city council voted on Tuesday to build a new bridge over the river, after years of debate about the cost and the traffic it would bring to the old town. Work is due to start next spring {and} to take two years.";
+        let base = Sources {
+            prose: &[STORY],
+            code: &[CODE],
+            ..Sources::default()
+        };
+        let foreign = [("German", GERMAN)];
+        let wider = Sources {
+            foreign: &foreign,
+            documents: &[NEWS],
+            ..base
+        };
+        let a = instructions(wider, 120, 3);
+        assert_eq!(a, instructions(wider, 120, 3));
+        let translated = a.iter().find(|i| i.kind == "translate-to-english").unwrap();
+        assert!(translated.turns[0].contains(GERMAN));
+        assert!(a
+            .iter()
+            .any(|i| i.kind == "summarize" && i.turns[0].contains("bridge")));
+        let asked = a.iter().find(|i| i.kind == "document-question").unwrap();
+        assert!(asked.turns[0].contains(NEWS));
+        let template = asked.own_question.as_deref().unwrap();
+        assert!(template.contains("bridge") && template.ends_with("Question: {}"));
+        assert_eq!(
+            template.matches("{}").count(),
+            1,
+            "the document's braces are escaped"
+        );
+        // Without them, no instruction of theirs.
+        assert!(instructions(base, 120, 3)
+            .iter()
+            .all(|i| !i.turns[0].contains("bridge") && !i.turns[0].contains(GERMAN)));
     }
 
     #[test]
