@@ -43,9 +43,11 @@ $AHEAD train draft --target "$MODEL" --data "$DATA" --vocab-subset 4096 --layers
   --embedding-dtype q4_0 --dtype q8_0 --epochs 5 --batch 4 --lr 1e-3 --eval-prompts 12 \
   --out "$OUT/draft"
 # An EAGLE head: one decoder layer over the target's features, its embedding and its classifier
-# over the 4,096 most frequent answer tokens, one chain step of training-time test.
-$AHEAD train eagle --target "$MODEL" --data "$DATA" --vocab-subset 4096 --dtype f16 \
-  --epochs 4 --batch 4 --chain-steps 1 --soft-labels 0 --eval-prompts 8 --out "$OUT/eagle"
+# over the 4,096 most frequent answer tokens, one chain step of training-time test; on both sets
+# of answers (the medusa heads and the draft above were trained before the broader set existed).
+$AHEAD train eagle --target "$MODEL" --data "$ALL" --vocab-subset 4096 --dtype f16 \
+  --epochs 2 --batch 4 --chain-steps 1 --soft-labels 0 --seq-len 1024 --eval-prompts 8 \
+  --out "$OUT/eagle"
 # Not vendored (AHEAD_EAGLE3=1 trains it into target/eagle3): a fused head, EAGLE-3's low,
 # middle and high features (layers 2, 15 and 27), trained on tokens over two chain steps. On
 # held-out answers it drafts a little better than the head above (BENCHMARKS.md); on Spec-Bench
