@@ -24,11 +24,14 @@ use std::cell::RefCell;
 use std::ops::Range;
 
 use super::kv_cache::{key_index, KEY_BLOCK};
-use super::lanes::{exp, map_in_place, Lanes, Portable, LANES};
+use super::lanes::{exp, map_in_place, prefetch, Lanes, Portable, LANES};
 
 const _: () = assert!(LANES == KEY_BLOCK, "a key block is one vector per component");
 /// Value rows visited per pass: their values stay in L1 while every query head meets them.
 const VALUE_SLOTS: usize = 64;
+/// How many slots ahead a value pass asks for the value rows it will read: they are a cache
+/// line from each of many rows, which the hardware's own prefetchers fetch too late.
+const PREFETCH_SLOTS: usize = 16;
 /// Scores this far below a row's maximum get weight 0 (see the module notes).
 const EXP_FLOOR: f32 = -64.0;
 
@@ -202,7 +205,8 @@ fn run_with<V: Lanes, W: Lanes>(
                 a,
                 &s.q,
                 rows.start * group..rows.end * group,
-                prefix,
+                prefix.clone(),
+                |_| prefix.end,
                 &mut s.scores,
                 stride,
             );
@@ -214,18 +218,38 @@ fn run_with<V: Lanes, W: Lanes>(
         })
         .width;
         s.fresh.resize(pairs * fresh_stride, 0.0);
-        prefix_scores::<V, W>(a, &s.q, 0..pairs, fresh.clone(), &mut s.fresh, fresh_stride);
+        // A row needs the fresh slots up to its last tail slot among them.
+        let needed = |p: usize| {
+            let tail = &visible[p / group].tail;
+            tail.iter().rev().find(|s| fresh.contains(s)).map_or(0, |s| s + 1)
+        };
+        prefix_scores::<V, W>(
+            a,
+            &s.q,
+            0..pairs,
+            fresh.clone(),
+            needed,
+            &mut s.fresh,
+            fresh_stride,
+        );
         let fresh_first = fresh.start - fresh.start % KEY_BLOCK;
         s.inv_sums.clear();
         for (p, qp) in s.q.chunks_exact(hd).enumerate() {
             let (v, l) = (&visible[p / group], &layout[p / group]);
             let row = &mut s.scores[p * stride..][..stride];
-            for (j, &slot) in v.tail.iter().enumerate() {
-                row[l.offset + v.prefix.len() + j] = if fresh.contains(&slot) {
-                    s.fresh[p * fresh_stride + slot - fresh_first]
-                } else {
-                    tail_score(a, qp, slot)
-                };
+            let at = l.offset + v.prefix.len();
+            if let Some(run) = fresh_run(&v.tail, &fresh) {
+                // A chain's or a prefill's tail: one copy instead of a lookup per slot.
+                let from = p * fresh_stride + run.start - fresh_first;
+                row[at..][..run.len()].copy_from_slice(&s.fresh[from..][..run.len()]);
+            } else {
+                for (j, &slot) in v.tail.iter().enumerate() {
+                    row[at + j] = if fresh.contains(&slot) {
+                        s.fresh[p * fresh_stride + slot - fresh_first]
+                    } else {
+                        tail_score(a, qp, slot)
+                    };
+                }
             }
             s.inv_sums
                 .push(1.0 / exp_and_sum::<V, W>(&mut row[l.offset..][..l.len]));
@@ -253,6 +277,13 @@ fn run_with<V: Lanes, W: Lanes>(
             o.iter_mut().for_each(|x| *x *= inv);
         }
     });
+}
+
+/// The slots of `tail` as one range inside `fresh`, when they are consecutive and all fresh.
+fn fresh_run(tail: &[usize], fresh: &Range<usize>) -> Option<Range<usize>> {
+    let (&first, &last) = (tail.first()?, tail.last()?);
+    let run = first..last + 1;
+    (run.len() == tail.len() && fresh.start <= first && last < fresh.end).then_some(run)
 }
 
 /// Maximal runs of consecutive rows with the same prefix (they share its loads).
@@ -283,13 +314,16 @@ fn tiles(pairs: Range<usize>, mut f: impl FnMut(usize, usize)) {
 }
 
 /// Scores of `pairs` over the `prefix` slots, a key block at a time: list index i of pair p at
-/// `scores[p * stride + prefix.start % KEY_BLOCK + i]`.
+/// `scores[p * stride + prefix.start % KEY_BLOCK + i]`. Pair p needs the slots below
+/// `needed(p)` only (a prefill's row sees no later row); the blocks past a tile's need are left
+/// unscored.
 #[inline(always)]
 fn prefix_scores<V: Lanes, W: Lanes>(
     a: &GroupAttention<'_>,
     q: &[f32],
     pairs: Range<usize>,
     prefix: Range<usize>,
+    needed: impl Fn(usize) -> usize,
     scores: &mut [f32],
     stride: usize,
 ) {
@@ -297,11 +331,11 @@ fn prefix_scores<V: Lanes, W: Lanes>(
         return;
     }
     let hd = a.head_dim;
-    let (first, end) = (prefix.start / KEY_BLOCK, prefix.end.div_ceil(KEY_BLOCK));
+    let first = prefix.start / KEY_BLOCK;
     // Scores pairs p0..p0 + n against blocks from b; returns how many blocks it took. Up to 8
     // accumulators: few pairs take several blocks at once, so that enough independent chains
     // hide the FMA latency (each lane's chain is the same whatever the tile).
-    let tile = |b: usize, p0: usize, n: usize, scores: &mut [f32]| {
+    let tile = |b: usize, end: usize, p0: usize, n: usize, scores: &mut [f32]| {
         let at = (b - first) * KEY_BLOCK;
         let key = key_index(a.kv_dim, b * KEY_BLOCK, a.kv_head * hd);
         let args = (&a.keys[key..], a.kv_dim * KEY_BLOCK, q, hd, p0, stride, at);
@@ -328,9 +362,11 @@ fn prefix_scores<V: Lanes, W: Lanes>(
         }
     };
     tiles(pairs, |p0, n| {
+        let need = (p0..p0 + n).map(&needed).max().unwrap_or(0);
+        let end = need.min(prefix.end).div_ceil(KEY_BLOCK);
         let mut b = first;
         while b < end {
-            b += tile(b, p0, n, scores);
+            b += tile(b, end, p0, n, scores);
         }
     });
 }
@@ -447,26 +483,36 @@ fn prefix_values<V: Lanes>(
 ) {
     let hd = a.head_dim;
     let c0 = a.kv_head * hd;
+    let whole = hd / LANES * LANES;
     let mut s0 = prefix.start;
     while s0 < prefix.end {
         let slots = s0..(s0 + VALUE_SLOTS).min(prefix.end);
         let i0 = s0 - prefix.start;
-        let mut d = 0;
-        while d + LANES <= hd {
-            tiles(pairs.clone(), |p0, n| {
+        tiles(pairs.clone(), |p0, n| {
+            let mut d = 0;
+            while d < whole {
                 let args = (a, scores, stride, offset + i0, slots.clone(), c0 + d);
-                match n {
-                    8 => value_tile::<V, 8>(args, p0, &mut out[p0 * hd + d..]),
-                    4 => value_tile::<V, 4>(args, p0, &mut out[p0 * hd + d..]),
-                    2 => value_tile::<V, 2>(args, p0, &mut out[p0 * hd + d..]),
-                    _ => value_tile::<V, 1>(args, p0, &mut out[p0 * hd + d..]),
-                }
-            });
-            d += LANES;
-        }
+                let out = &mut out[p0 * hd + d..];
+                // About eight accumulators a pass: enough independent chains to hide the FMA
+                // latency, few pairs taking several vectors of each slot's value row at once.
+                d += LANES
+                    * match (n, (whole - d) / LANES) {
+                        (8, _) => value_tile::<V, 8, 1>(args, p0, out),
+                        (4, 2..) => value_tile::<V, 4, 2>(args, p0, out),
+                        (4, _) => value_tile::<V, 4, 1>(args, p0, out),
+                        (2, 4..) => value_tile::<V, 2, 4>(args, p0, out),
+                        (2, 2..) => value_tile::<V, 2, 2>(args, p0, out),
+                        (2, _) => value_tile::<V, 2, 1>(args, p0, out),
+                        (_, 8..) => value_tile::<V, 1, 8>(args, p0, out),
+                        (_, 4..) => value_tile::<V, 1, 4>(args, p0, out),
+                        (_, 2..) => value_tile::<V, 1, 2>(args, p0, out),
+                        _ => value_tile::<V, 1, 1>(args, p0, out),
+                    };
+            }
+        });
         for p in pairs.clone() {
             let e = &scores[p * stride + offset + i0..][..slots.len()];
-            for j in d..hd {
+            for j in whole..hd {
                 let o = &mut out[p * hd + j];
                 *o = slots
                     .clone()
@@ -478,47 +524,83 @@ fn prefix_values<V: Lanes>(
     }
 }
 
-/// Adds `LANES` value components (from column `col`) of `slots` to pairs p0..p0+T, whose e_i
-/// start at `scores[p * stride + at]`; `out` starts at pair p0's first component, `head_dim`
-/// apart.
+/// Adds `C x LANES` value components (from column `col`) of `slots` to pairs p0..p0+T, whose
+/// e_i start at `scores[p * stride + at]`; `out` starts at pair p0's first such component,
+/// `head_dim` apart. Returns `C`.
 #[inline(always)]
-fn value_tile<V: Lanes, const T: usize>(
+fn value_tile<V: Lanes, const T: usize, const C: usize>(
     (a, scores, stride, at, slots, col): (&GroupAttention<'_>, &[f32], usize, usize, Range<usize>, usize),
     p0: usize,
     out: &mut [f32],
-) {
+) -> usize {
     let hd = a.head_dim;
-    let mut acc: [V; T] = std::array::from_fn(|t| V::load(&out[t * hd..]));
+    let mut acc: [[V; C]; T] =
+        std::array::from_fn(|t| std::array::from_fn(|c| V::load(&out[t * hd + c * LANES..])));
     let e: [&[f32]; T] = std::array::from_fn(|t| &scores[(p0 + t) * stride + at..][..slots.len()]);
     for (i, s) in slots.enumerate() {
-        let v = V::load(&a.values[s * a.kv_dim + col..]);
+        prefetch(a.values, (s + PREFETCH_SLOTS) * a.kv_dim + col);
+        let row = &a.values[s * a.kv_dim + col..];
+        let v: [V; C] = std::array::from_fn(|c| V::load(&row[c * LANES..]));
         for (acc, e) in acc.iter_mut().zip(&e) {
-            *acc = V::splat(e[i]).fma(v, *acc);
+            let w = V::splat(e[i]);
+            for (acc, v) in acc.iter_mut().zip(&v) {
+                *acc = w.fma(*v, *acc);
+            }
         }
     }
     for (t, acc) in acc.iter().enumerate() {
-        acc.store(&mut out[t * hd..]);
+        for (c, acc) in acc.iter().enumerate() {
+            acc.store(&mut out[t * hd + c * LANES..]);
+        }
     }
+    C
 }
 
-/// Continues one pair's value chains over its tail slots (weights `e`).
+/// Continues one pair's value chains over its tail slots (weights `e`), up to eight vectors of
+/// components at once (independent chains: a long prefill's tails are this loop).
 #[inline(always)]
 fn tail_values<V: Lanes>(a: &GroupAttention<'_>, e: &[f32], tail: &[usize], out: &mut [f32]) {
     let c0 = a.kv_head * a.head_dim;
+    let whole = a.head_dim / LANES * LANES;
     let mut d = 0;
-    while d + LANES <= a.head_dim {
-        let mut acc = V::load(&out[d..]);
-        for (&s, &w) in tail.iter().zip(e) {
-            acc = V::splat(w).fma(V::load(&a.values[s * a.kv_dim + c0 + d..]), acc);
-        }
-        acc.store(&mut out[d..]);
-        d += LANES;
+    while d < whole {
+        let col = c0 + d;
+        let out = &mut out[d..];
+        d += LANES
+            * match (whole - d) / LANES {
+                8.. => tail_tile::<V, 8>(a, e, tail, col, out),
+                4.. => tail_tile::<V, 4>(a, e, tail, col, out),
+                2.. => tail_tile::<V, 2>(a, e, tail, col, out),
+                _ => tail_tile::<V, 1>(a, e, tail, col, out),
+            };
     }
-    for (j, o) in out.iter_mut().enumerate().skip(d) {
+    for (j, o) in out.iter_mut().enumerate().skip(whole) {
         *o = tail.iter().zip(e).fold(*o, |acc, (&s, &w)| {
             w.mul_add(a.values[s * a.kv_dim + c0 + j], acc)
         });
     }
+}
+
+/// `C x LANES` components of one pair's tail chains, from column `col`. Returns `C`.
+#[inline(always)]
+fn tail_tile<V: Lanes, const C: usize>(
+    a: &GroupAttention<'_>,
+    e: &[f32],
+    tail: &[usize],
+    col: usize,
+    out: &mut [f32],
+) -> usize {
+    let mut acc: [V; C] = std::array::from_fn(|c| V::load(&out[c * LANES..]));
+    for (&s, &w) in tail.iter().zip(e) {
+        let (w, row) = (V::splat(w), &a.values[s * a.kv_dim + col..]);
+        for (c, acc) in acc.iter_mut().enumerate() {
+            *acc = w.fma(V::load(&row[c * LANES..]), *acc);
+        }
+    }
+    for (c, acc) in acc.iter().enumerate() {
+        acc.store(&mut out[c * LANES..]);
+    }
+    C
 }
 
 #[cfg(test)]
@@ -671,6 +753,41 @@ mod tests {
                     std::slice::from_ref(v),
                     0..0,
                 );
+                assert_eq!(
+                    bits(&together[0][r * span..][..span]),
+                    bits(&alone[0]),
+                    "hd {} row {r}",
+                    case.head_dim
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_prefill_gives_each_row_the_bits_of_that_row_alone() {
+        // A prompt fed at once: every row's list is its own tail, the fresh slots up to itself,
+        // across several key blocks (scored only as far as each tile of rows needs).
+        for case in &CASES {
+            let rows = 3 * KEY_BLOCK + 5;
+            let c = cache(case.head_dim * case.kv_heads, rows);
+            let visible: Vec<Visible> = (0..rows)
+                .map(|r| Visible {
+                    prefix: 0..0,
+                    tail: (0..=r).collect(),
+                })
+                .collect();
+            let q = case.queries(rows);
+            let together = case.run(&c, &q, &visible, 0..rows);
+            assert_eq!(bits(&together[0]), bits(&together[1]), "hd {}", case.head_dim);
+            let span = case.group * case.head_dim;
+            for (r, v) in visible.iter().enumerate() {
+                // Alone, the same list read as a prefix (a decode step after the prompt).
+                let as_prefix = Visible {
+                    prefix: 0..v.tail.len(),
+                    tail: Vec::new(),
+                };
+                let q = &q[r * case.q_dim()..][..case.q_dim()];
+                let alone = case.run(&c, q, std::slice::from_ref(&as_prefix), 0..0);
                 assert_eq!(
                     bits(&together[0][r * span..][..span]),
                     bits(&alone[0]),

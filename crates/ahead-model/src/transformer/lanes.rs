@@ -49,6 +49,18 @@ pub(crate) trait Lanes: Copy {
     fn zero_below(self, x: Self, bound: Self) -> Self;
 }
 
+/// Asks the CPU to start loading the cache line that holds `s[i]`: a hint, which changes no
+/// result (nothing happens where there is no such instruction, or past the end of `s`).
+#[inline(always)]
+pub(crate) fn prefetch(s: &[f32], i: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if i < s.len() {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: the address lies inside `s`, and a prefetch never faults.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(s.as_ptr().add(i).cast()) };
+    }
+}
+
 /// `f(V::load(x)).store(out)` over whole vectors of `x`, the tail padded with zeros: element-wise
 /// work in any backend's width, lane for lane the same bits.
 #[inline(always)]
