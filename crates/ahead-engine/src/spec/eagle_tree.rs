@@ -26,7 +26,9 @@ use crate::error::{EngineError, Result};
 /// Children drafted per expanded node, and the most nodes one head forward expands. A forward
 /// reads the head's weights once for all its rows, so expanding candidates together costs less
 /// than one at a time; EAGLE-2 expands 10 on a GPU, where rows are nearly free, and a CPU's
-/// verify budget (8-16 nodes) has room for few more than 4 alternatives.
+/// verify budget (4-8 nodes) has room for few alternatives. Measured on Spec-Bench with the
+/// vendored SmolLM2 head (BENCHMARKS.md), tokens a step at 4 / 8 nodes: width 2 1.52 / 1.58,
+/// 4 1.56 / 1.67, 8 1.56 / 1.71.
 pub(super) const TREE_WIDTH: usize = 4;
 
 /// A sampled node stops drawing siblings once those drawn hold this much of the head's mass:
