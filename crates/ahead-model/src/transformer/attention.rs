@@ -664,6 +664,31 @@ mod tests {
             }
             [fast, portable]
         }
+
+        /// Runs `visible`'s rows together (their own slots `fresh`), then each row alone with
+        /// its list as `alone` lays it out, and asserts the same bits.
+        fn each_row_as_alone(
+            &self,
+            c: &KvCache,
+            visible: &[Visible],
+            fresh: Range<usize>,
+            alone: impl Fn(&Visible) -> Visible,
+        ) {
+            let q = self.queries(visible.len());
+            let together = self.run(c, &q, visible, fresh);
+            assert_eq!(bits(&together[0]), bits(&together[1]), "hd {}", self.head_dim);
+            let span = self.group * self.head_dim;
+            for (r, v) in visible.iter().enumerate() {
+                let q = &q[r * self.q_dim()..][..self.q_dim()];
+                let by_itself = self.run(c, q, &[alone(v)], 0..0);
+                assert_eq!(
+                    bits(&together[0][r * span..][..span]),
+                    bits(&by_itself[0]),
+                    "hd {} row {r}",
+                    self.head_dim
+                );
+            }
+        }
     }
 
     const CASES: [Case; 4] = [
@@ -741,25 +766,7 @@ mod tests {
                 prefix: 0..base,
                 tail: vec![base, base + 3, base + 5],
             });
-            let q = case.queries(visible.len());
-            let fresh = base..base + rows + 1;
-            let together = case.run(&c, &q, &visible, fresh.clone());
-            assert_eq!(bits(&together[0]), bits(&together[1]), "hd {}", case.head_dim);
-            let span = case.group * case.head_dim;
-            for (r, v) in visible.iter().enumerate() {
-                let alone = case.run(
-                    &c,
-                    &q[r * case.q_dim()..][..case.q_dim()],
-                    std::slice::from_ref(v),
-                    0..0,
-                );
-                assert_eq!(
-                    bits(&together[0][r * span..][..span]),
-                    bits(&alone[0]),
-                    "hd {} row {r}",
-                    case.head_dim
-                );
-            }
+            case.each_row_as_alone(&c, &visible, base..base + rows + 1, Clone::clone);
         }
     }
 
@@ -776,25 +783,11 @@ mod tests {
                     tail: (0..=r).collect(),
                 })
                 .collect();
-            let q = case.queries(rows);
-            let together = case.run(&c, &q, &visible, 0..rows);
-            assert_eq!(bits(&together[0]), bits(&together[1]), "hd {}", case.head_dim);
-            let span = case.group * case.head_dim;
-            for (r, v) in visible.iter().enumerate() {
-                // Alone, the same list read as a prefix (a decode step after the prompt).
-                let as_prefix = Visible {
-                    prefix: 0..v.tail.len(),
-                    tail: Vec::new(),
-                };
-                let q = &q[r * case.q_dim()..][..case.q_dim()];
-                let alone = case.run(&c, q, std::slice::from_ref(&as_prefix), 0..0);
-                assert_eq!(
-                    bits(&together[0][r * span..][..span]),
-                    bits(&alone[0]),
-                    "hd {} row {r}",
-                    case.head_dim
-                );
-            }
+            // Alone, each row's list is read as a prefix (a decode step after the prompt).
+            case.each_row_as_alone(&c, &visible, 0..rows, |v| Visible {
+                prefix: 0..v.tail.len(),
+                tail: Vec::new(),
+            });
         }
     }
 
