@@ -107,9 +107,9 @@ impl Costs {
 /// A verify row's nominal share of a step for a model of `bytes` of weights: a step per row in
 /// cache, else 0.15 at 100 MB falling with the square root of the size. Fitted to measured
 /// points (BENCHMARKS.md): SmolLM2-135M Q4_1 (98 MB) adds 0.07-0.14 of a step per row at 128
-/// tokens of context and 0.15-0.33 at 512-1,024 on 2 cores (a chat's context lies between;
-/// 0.1 let seeded sampling draft where it lost, 0.92x on Spec-Bench against 0.95x),
-/// TinyLlama-1.1B shapes (1.1 GB) 0.01-0.06.
+/// tokens of context and 0.15-0.33 at 512-1,024 on 2 cores (a chat's context lies between; at
+/// 0.1 seeded sampling drafted where it lost: the draft model and lookahead at 0.92x on
+/// Spec-Bench, 0.95x at 0.15), TinyLlama-1.1B shapes (1.1 GB) 0.01-0.06.
 fn nominal_row_cost(bytes: f64) -> f64 {
     if bytes <= NOMINAL_CACHE_BYTES {
         return 1.0;
