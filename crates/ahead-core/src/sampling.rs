@@ -269,8 +269,9 @@ pub fn warp(logits: &[f32], params: &SamplingParams, seen: &[u32]) -> Result<Dis
     Distribution::from_weights(probs.into_iter().map(|p| p as f32).collect())
 }
 
-/// Zeroes the tokens top-k, top-p and min-p remove. Ties at a cut are broken by token id so the
-/// result is deterministic.
+/// Zeroes the tokens top-k, top-p and min-p remove: each cuts the order by probability (ties
+/// broken by token id, so the result is deterministic) after some number of tokens, and the
+/// shortest cut wins.
 fn truncate_tail(probs: &mut [f64], params: &SamplingParams) {
     let vocab = probs.len();
     let top_k = if params.top_k == 0 {
@@ -281,40 +282,94 @@ fn truncate_tail(probs: &mut [f64], params: &SamplingParams) {
     if top_k == vocab && params.top_p >= 1.0 && params.min_p <= 0.0 {
         return;
     }
-    let mut order: Vec<usize> = (0..vocab).collect();
-    let by_prob = |a: &usize, b: &usize| probs[*b].total_cmp(&probs[*a]).then(a.cmp(b));
-    if top_k < vocab {
-        order.select_nth_unstable_by(top_k - 1, by_prob);
+    let kept = if top_k < vocab {
+        let mut order: Vec<usize> = (0..vocab).collect();
+        order.select_nth_unstable_by(top_k - 1, |a, b| by_probability(probs, *a, *b));
         order.truncate(top_k);
+        cut_whole(order, probs, None, params)
+    } else {
+        head_of_order(probs, params)
+    };
+    let mut keep = vec![false; vocab];
+    for i in kept {
+        keep[i] = true;
     }
-    order.sort_unstable_by(by_prob);
-    let mut keep = order.len();
-    if params.top_p < 1.0 {
-        let mass: f64 = order.iter().map(|&i| probs[i]).sum();
-        let target = params.top_p as f64 * mass;
-        let mut cum = 0.0;
-        for (n, &i) in order.iter().enumerate() {
-            cum += probs[i];
-            if cum >= target {
-                keep = keep.min(n + 1);
-                break;
-            }
-        }
-    }
-    if params.min_p > 0.0 {
-        let floor = params.min_p as f64 * order.first().map_or(0.0, |&i| probs[i]);
-        let above = order.iter().take_while(|&&i| probs[i] >= floor).count();
-        keep = keep.min(above.max(1));
-    }
-    let mut kept = vec![false; vocab];
-    for &i in &order[..keep] {
-        kept[i] = true;
-    }
-    for (p, k) in probs.iter_mut().zip(kept) {
+    for (p, k) in probs.iter_mut().zip(keep) {
         if !k {
             *p = 0.0;
         }
     }
+}
+
+/// More probable first; the lower id first among equals.
+fn by_probability(probs: &[f64], a: usize, b: usize) -> std::cmp::Ordering {
+    probs[b].total_cmp(&probs[a]).then(a.cmp(&b))
+}
+
+/// The tokens top-p and min-p keep of the whole vocabulary, in order. Sorting all of it costs
+/// more than the forward that made the logits (a 49,152-token vocabulary: a third of
+/// SmolLM2's decoding speed), and the cuts almost always fall among the few tokens within a
+/// factor of the most probable one: only those are sorted, and the rest only when neither cut
+/// falls among them.
+fn head_of_order(probs: &[f64], params: &SamplingParams) -> Vec<usize> {
+    let max = probs.iter().copied().fold(0.0, f64::max);
+    let mass: f64 = probs.iter().sum();
+    for share in HEAD_SHARES {
+        let floor = max * share;
+        let mut head: Vec<usize> = (0..probs.len()).filter(|&i| probs[i] >= floor).collect();
+        head.sort_unstable_by(|a, b| by_probability(probs, *a, *b));
+        if let Some(keep) = cut(&head, probs, mass, params, Some(floor)) {
+            head.truncate(keep);
+            return head;
+        }
+    }
+    cut_whole((0..probs.len()).collect(), probs, Some(mass), params)
+}
+
+/// Shares of the most probable token's probability that bound the heads sorted first.
+const HEAD_SHARES: [f64; 2] = [1.0 / 1024.0, 1.0 / (1024.0 * 1024.0)];
+
+/// The tokens of `order` (every token still in the running, in any order) that top-p and
+/// min-p keep, in order; top-p's share is of `mass`, or else of `order`'s.
+fn cut_whole(mut order: Vec<usize>, probs: &[f64], mass: Option<f64>, params: &SamplingParams) -> Vec<usize> {
+    order.sort_unstable_by(|a, b| by_probability(probs, *a, *b));
+    let mass = mass.unwrap_or_else(|| order.iter().map(|&i| probs[i]).sum());
+    let keep = cut(&order, probs, mass, params, None).unwrap_or(order.len());
+    order.truncate(keep);
+    order
+}
+
+/// How many tokens of `head` (the start of the order by probability) top-p and min-p keep,
+/// top-p's share being of `mass`. `outside_below`: `None` when `head` is the whole order,
+/// else a probability every token left out of it is below; then `None` when neither cut can
+/// be told to fall inside `head`.
+fn cut(
+    head: &[usize],
+    probs: &[f64],
+    mass: f64,
+    params: &SamplingParams,
+    outside_below: Option<f64>,
+) -> Option<usize> {
+    let mut keep = outside_below.is_none().then_some(head.len());
+    let mut shorten = |n: usize| keep = Some(keep.map_or(n, |k| k.min(n)));
+    if params.top_p < 1.0 {
+        let target = params.top_p as f64 * mass;
+        let mut cum = 0.0;
+        if let Some(n) = head.iter().position(|&i| {
+            cum += probs[i];
+            cum >= target
+        }) {
+            shorten(n + 1);
+        }
+    }
+    if params.min_p > 0.0 {
+        let floor = params.min_p as f64 * head.first().map_or(0.0, |&i| probs[i]);
+        // Every token at or above the floor is in `head` when the floor is above the rest.
+        if outside_below.is_none_or(|below| floor >= below) {
+            shorten(head.iter().take_while(|&&i| probs[i] >= floor).count().max(1));
+        }
+    }
+    keep
 }
 
 mod adjust;

@@ -192,3 +192,93 @@ fn top_logits_match_a_full_sort_across_many_blocks() {
         assert_eq!(top_logits(&logits, n), sorted[..n].to_vec(), "n = {n}");
     }
 }
+
+/// Sorting the whole vocabulary, as `truncate_tail` did before it sorted only a head of it.
+fn truncate_by_full_sort(probs: &mut [f64], params: &SamplingParams) {
+    let vocab = probs.len();
+    let top_k = if params.top_k == 0 {
+        vocab
+    } else {
+        params.top_k.min(vocab)
+    };
+    let mut order: Vec<usize> = (0..vocab).collect();
+    order.sort_unstable_by(|a, b| by_probability(probs, *a, *b));
+    order.truncate(top_k);
+    let mut keep = order.len();
+    if params.top_p < 1.0 {
+        let mass: f64 = if top_k < vocab {
+            order.iter().map(|&i| probs[i]).sum()
+        } else {
+            probs.iter().sum()
+        };
+        let mut cum = 0.0;
+        if let Some(n) = order.iter().position(|&i| {
+            cum += probs[i];
+            cum >= params.top_p as f64 * mass
+        }) {
+            keep = keep.min(n + 1);
+        }
+    }
+    if params.min_p > 0.0 {
+        let floor = params.min_p as f64 * probs[order[0]];
+        keep = keep.min(order.iter().take_while(|&&i| probs[i] >= floor).count().max(1));
+    }
+    for &i in &order[keep..] {
+        probs[i] = 0.0;
+    }
+    let kept: std::collections::HashSet<usize> = order[..keep].iter().copied().collect();
+    for (i, p) in probs.iter_mut().enumerate() {
+        if !kept.contains(&i) {
+            *p = 0.0;
+        }
+    }
+}
+
+#[test]
+fn cutting_a_head_of_the_order_keeps_what_sorting_everything_keeps() {
+    let mut rng = Rng::new(7);
+    let settings = [
+        (0, 0.9, 0.0),
+        (0, 0.5, 0.0),
+        (0, 0.999_999, 0.0),
+        (0, 1.0, 0.05),
+        (0, 1.0, 1e-9),
+        (0, 0.95, 0.05),
+        (40, 0.9, 0.0),
+        (5000, 0.99, 0.01),
+    ];
+    for case in 0..60 {
+        let vocab = [3, 100, 5000][case % 3];
+        // Peaked to flat logits, and some quantised so that ties happen.
+        let spread = [0.1, 2.0, 8.0, 30.0][case % 4];
+        let mut logits: Vec<f64> = (0..vocab)
+            .map(|_| {
+                let x = rng.next_f64() * spread;
+                if case % 5 == 0 {
+                    x.round()
+                } else {
+                    x
+                }
+            })
+            .collect();
+        // One token far above a flat tail: top-p's cut then falls below the first head.
+        if case % 7 == 3 {
+            logits[0] = 12.0;
+        }
+        let max = logits.iter().copied().fold(f64::MIN, f64::max);
+        let total: f64 = logits.iter().map(|x| (x - max).exp()).sum();
+        let probs: Vec<f64> = logits.iter().map(|x| (x - max).exp() / total).collect();
+        for (top_k, top_p, min_p) in settings {
+            let params = SamplingParams {
+                top_k,
+                top_p,
+                min_p,
+                ..params(1.0)
+            };
+            let (mut fast, mut full) = (probs.clone(), probs.clone());
+            truncate_tail(&mut fast, &params);
+            truncate_by_full_sort(&mut full, &params);
+            assert_eq!(fast, full, "case {case}, vocab {vocab}, {params:?}");
+        }
+    }
+}
