@@ -81,23 +81,35 @@ impl SamplingParams {
 }
 
 /// A probability distribution over the vocabulary (sums to 1, no NaN).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Distribution {
     probs: Vec<f32>,
+    /// The token, when made by [`Distribution::one_hot`]: verification against greedy rows
+    /// then needs no pass over the vocabulary.
+    one_hot: Option<u32>,
+}
+
+impl PartialEq for Distribution {
+    fn eq(&self, other: &Self) -> bool {
+        self.probs == other.probs
+    }
 }
 
 impl Distribution {
     /// Builds a distribution from non-negative weights, normalising them.
     pub fn from_weights(mut weights: Vec<f32>) -> Result<Self, CoreError> {
-        let mut total = 0f64;
-        for (index, &w) in weights.iter().enumerate() {
-            if !w.is_finite() || w < 0.0 {
-                return Err(CoreError::NonFinite {
-                    what: "distribution weights",
-                    index,
-                });
-            }
-            total += w as f64;
+        // A NaN or an infinity makes the sum so (and `min` passes over NaN); the offender is
+        // looked for only if there is one.
+        let total = softmax::sum(&weights);
+        if !total.is_finite() || softmax::min(&weights) < 0.0 {
+            let index = weights
+                .iter()
+                .position(|&w| !(w >= 0.0 && w.is_finite()))
+                .unwrap_or(0);
+            return Err(CoreError::NonFinite {
+                what: "distribution weights",
+                index,
+            });
         }
         if total <= 0.0 {
             return Err(CoreError::EmptyDistribution("all weights are zero"));
@@ -106,7 +118,10 @@ impl Distribution {
         for w in &mut weights {
             *w = (*w as f64 * inv) as f32;
         }
-        Ok(Self { probs: weights })
+        Ok(Self {
+            probs: weights,
+            one_hot: None,
+        })
     }
 
     /// The distribution that puts all mass on one token.
@@ -116,7 +131,15 @@ impl Distribution {
             .get_mut(token as usize)
             .ok_or(CoreError::TokenOutOfRange { id: token, vocab })?;
         *slot = 1.0;
-        Ok(Self { probs })
+        Ok(Self {
+            probs,
+            one_hot: Some(token),
+        })
+    }
+
+    /// The token, if this was made by [`Distribution::one_hot`].
+    pub fn one_hot_token(&self) -> Option<u32> {
+        self.one_hot
     }
 
     /// Probabilities, indexed by token id.
@@ -129,22 +152,35 @@ impl Distribution {
         self.probs.get(token as usize).copied().unwrap_or(0.0)
     }
 
-    /// Draws a token by inverse transform sampling with one uniform from `rng`.
+    /// Draws a token by inverse transform sampling with one uniform from `rng`: the block
+    /// where the cumulative sum passes it is found from the blocks' sums (which vectorize),
+    /// then the token within it.
     pub fn sample(&self, rng: &mut Rng) -> u32 {
+        const BLOCK: usize = 512;
         let u = rng.next_f64();
         let mut cdf = 0f64;
-        let mut last_nonzero = 0;
-        for (i, &p) in self.probs.iter().enumerate() {
-            if p > 0.0 {
-                cdf += p as f64;
-                last_nonzero = i;
-                if u < cdf {
-                    return i as u32;
+        let mut last_nonzero = None;
+        for (b, block) in self.probs.chunks(BLOCK).enumerate() {
+            let mass = softmax::sum(block);
+            if mass > 0.0 {
+                last_nonzero = Some(b);
+            }
+            if u < cdf + mass {
+                for (i, &p) in block.iter().enumerate() {
+                    cdf += p as f64;
+                    if p > 0.0 && u < cdf {
+                        return (b * BLOCK + i) as u32;
+                    }
                 }
+            } else {
+                cdf += mass;
             }
         }
         // Rounding left the cdf a hair below 1: the last token with mass takes the rest.
-        last_nonzero as u32
+        last_nonzero.map_or(0, |b| {
+            let block = &self.probs[b * BLOCK..((b + 1) * BLOCK).min(self.probs.len())];
+            (b * BLOCK + block.iter().rposition(|&p| p > 0.0).unwrap_or(0)) as u32
+        })
     }
 }
 
@@ -243,136 +279,45 @@ pub fn choose(
 /// Requires `params.temperature > 0` (greedy has no distribution but a one-hot).
 pub fn warp(logits: &[f32], params: &SamplingParams, seen: &[u32]) -> Result<Distribution, CoreError> {
     params.validate()?;
+    let penalized;
+    let logits = if params.repetition_penalty == 1.0 {
+        logits
+    } else {
+        penalized = {
+            let mut l = logits.to_vec();
+            apply_repetition_penalty(&mut l, seen, params.repetition_penalty);
+            l
+        };
+        &penalized
+    };
     if params.is_greedy() {
-        let mut l = logits.to_vec();
-        apply_repetition_penalty(&mut l, seen, params.repetition_penalty);
-        return Distribution::one_hot(argmax(&l)?, logits.len());
+        return Distribution::one_hot(argmax(logits)?, logits.len());
     }
-    if let Some(index) = logits.iter().position(|x| x.is_nan() || *x == f32::INFINITY) {
+    let (max, invalid) = softmax::max_and_invalid(logits);
+    if invalid {
+        let index = logits
+            .iter()
+            .position(|x| x.is_nan() || *x == f32::INFINITY)
+            .unwrap_or(0);
         return Err(CoreError::NonFinite {
             what: "logits",
             index,
         });
     }
-    let mut l = logits.to_vec();
-    apply_repetition_penalty(&mut l, seen, params.repetition_penalty);
-    let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     if max == f32::NEG_INFINITY {
         return Err(CoreError::EmptyDistribution("every logit is -inf"));
     }
-    // Softmax in f64 after subtracting the max: no overflow even for tiny temperatures.
-    let inv_t = 1.0 / params.temperature as f64;
-    let mut probs: Vec<f64> = l.iter().map(|&x| ((x - max) as f64 * inv_t).exp()).collect();
-    let total: f64 = probs.iter().sum();
-    probs.iter_mut().for_each(|p| *p /= total);
-    truncate_tail(&mut probs, params);
-    Distribution::from_weights(probs.into_iter().map(|p| p as f32).collect())
-}
-
-/// Zeroes the tokens top-k, top-p and min-p remove: each cuts the order by probability (ties
-/// broken by token id, so the result is deterministic) after some number of tokens, and the
-/// shortest cut wins.
-fn truncate_tail(probs: &mut [f64], params: &SamplingParams) {
-    let vocab = probs.len();
-    let top_k = if params.top_k == 0 {
-        vocab
-    } else {
-        params.top_k.min(vocab)
-    };
-    if top_k == vocab && params.top_p >= 1.0 && params.min_p <= 0.0 {
-        return;
-    }
-    let kept = if top_k < vocab {
-        let mut order: Vec<usize> = (0..vocab).collect();
-        order.select_nth_unstable_by(top_k - 1, |a, b| by_probability(probs, *a, *b));
-        order.truncate(top_k);
-        cut_whole(order, probs, None, params)
-    } else {
-        head_of_order(probs, params)
-    };
-    let mut keep = vec![false; vocab];
-    for i in kept {
-        keep[i] = true;
-    }
-    for (p, k) in probs.iter_mut().zip(keep) {
-        if !k {
-            *p = 0.0;
-        }
-    }
-}
-
-/// More probable first; the lower id first among equals.
-fn by_probability(probs: &[f64], a: usize, b: usize) -> std::cmp::Ordering {
-    probs[b].total_cmp(&probs[a]).then(a.cmp(&b))
-}
-
-/// The tokens top-p and min-p keep of the whole vocabulary, in order. Sorting all of it costs
-/// more than the forward that made the logits (a 49,152-token vocabulary: a third of
-/// SmolLM2's decoding speed), and the cuts almost always fall among the few tokens within a
-/// factor of the most probable one: only those are sorted, and the rest only when neither cut
-/// falls among them.
-fn head_of_order(probs: &[f64], params: &SamplingParams) -> Vec<usize> {
-    let max = probs.iter().copied().fold(0.0, f64::max);
-    let mass: f64 = probs.iter().sum();
-    for share in HEAD_SHARES {
-        let floor = max * share;
-        let mut head: Vec<usize> = (0..probs.len()).filter(|&i| probs[i] >= floor).collect();
-        head.sort_unstable_by(|a, b| by_probability(probs, *a, *b));
-        if let Some(keep) = cut(&head, probs, mass, params, Some(floor)) {
-            head.truncate(keep);
-            return head;
-        }
-    }
-    cut_whole((0..probs.len()).collect(), probs, Some(mass), params)
-}
-
-/// Shares of the most probable token's probability that bound the heads sorted first.
-const HEAD_SHARES: [f64; 2] = [1.0 / 1024.0, 1.0 / (1024.0 * 1024.0)];
-
-/// The tokens of `order` (every token still in the running, in any order) that top-p and
-/// min-p keep, in order; top-p's share is of `mass`, or else of `order`'s.
-fn cut_whole(mut order: Vec<usize>, probs: &[f64], mass: Option<f64>, params: &SamplingParams) -> Vec<usize> {
-    order.sort_unstable_by(|a, b| by_probability(probs, *a, *b));
-    let mass = mass.unwrap_or_else(|| order.iter().map(|&i| probs[i]).sum());
-    let keep = cut(&order, probs, mass, params, None).unwrap_or(order.len());
-    order.truncate(keep);
-    order
-}
-
-/// How many tokens of `head` (the start of the order by probability) top-p and min-p keep,
-/// top-p's share being of `mass`. `outside_below`: `None` when `head` is the whole order,
-/// else a probability every token left out of it is below; then `None` when neither cut can
-/// be told to fall inside `head`.
-fn cut(
-    head: &[usize],
-    probs: &[f64],
-    mass: f64,
-    params: &SamplingParams,
-    outside_below: Option<f64>,
-) -> Option<usize> {
-    let mut keep = outside_below.is_none().then_some(head.len());
-    let mut shorten = |n: usize| keep = Some(keep.map_or(n, |k| k.min(n)));
-    if params.top_p < 1.0 {
-        let target = params.top_p as f64 * mass;
-        let mut cum = 0.0;
-        if let Some(n) = head.iter().position(|&i| {
-            cum += probs[i];
-            cum >= target
-        }) {
-            shorten(n + 1);
-        }
-    }
-    if params.min_p > 0.0 {
-        let floor = params.min_p as f64 * head.first().map_or(0.0, |&i| probs[i]);
-        // Every token at or above the floor is in `head` when the floor is above the rest.
-        if outside_below.is_none_or(|below| floor >= below) {
-            shorten(head.iter().take_while(|&&i| probs[i] >= floor).count().max(1));
-        }
-    }
-    keep
+    let mut weights = Vec::with_capacity(logits.len());
+    softmax::scaled_exp(logits, max, params.temperature, &mut weights);
+    let total = softmax::sum(&weights);
+    tail::truncate_tail(&mut weights, total, params);
+    Distribution::from_weights(weights)
 }
 
 mod adjust;
+mod softmax;
+pub(crate) use softmax::sum;
+mod tail;
 pub use adjust::{LogitAdjust, MAX_LOGIT_BIAS};
 
 #[cfg(test)]

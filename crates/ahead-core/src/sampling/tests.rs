@@ -194,42 +194,39 @@ fn top_logits_match_a_full_sort_across_many_blocks() {
 }
 
 /// Sorting the whole vocabulary, as `truncate_tail` did before it sorted only a head of it.
-fn truncate_by_full_sort(probs: &mut [f64], params: &SamplingParams) {
-    let vocab = probs.len();
+fn truncate_by_full_sort(weights: &mut [f32], total: f64, params: &SamplingParams) {
+    let vocab = weights.len();
     let top_k = if params.top_k == 0 {
         vocab
     } else {
         params.top_k.min(vocab)
     };
     let mut order: Vec<usize> = (0..vocab).collect();
-    order.sort_unstable_by(|a, b| by_probability(probs, *a, *b));
+    order.sort_unstable_by(|&a, &b| weights[b].total_cmp(&weights[a]).then(a.cmp(&b)));
     order.truncate(top_k);
     let mut keep = order.len();
     if params.top_p < 1.0 {
         let mass: f64 = if top_k < vocab {
-            order.iter().map(|&i| probs[i]).sum()
+            order.iter().map(|&i| weights[i] as f64).sum()
         } else {
-            probs.iter().sum()
+            total
         };
         let mut cum = 0.0;
         if let Some(n) = order.iter().position(|&i| {
-            cum += probs[i];
+            cum += weights[i] as f64;
             cum >= params.top_p as f64 * mass
         }) {
             keep = keep.min(n + 1);
         }
     }
     if params.min_p > 0.0 {
-        let floor = params.min_p as f64 * probs[order[0]];
-        keep = keep.min(order.iter().take_while(|&&i| probs[i] >= floor).count().max(1));
-    }
-    for &i in &order[keep..] {
-        probs[i] = 0.0;
+        let floor = params.min_p * weights[order[0]];
+        keep = keep.min(order.iter().take_while(|&&i| weights[i] >= floor).count().max(1));
     }
     let kept: std::collections::HashSet<usize> = order[..keep].iter().copied().collect();
-    for (i, p) in probs.iter_mut().enumerate() {
+    for (i, w) in weights.iter_mut().enumerate() {
         if !kept.contains(&i) {
-            *p = 0.0;
+            *w = 0.0;
         }
     }
 }
@@ -245,6 +242,7 @@ fn cutting_a_head_of_the_order_keeps_what_sorting_everything_keeps() {
         (0, 1.0, 1e-9),
         (0, 0.95, 0.05),
         (40, 0.9, 0.0),
+        (40, 1.0, 0.0),
         (5000, 0.99, 0.01),
     ];
     for case in 0..60 {
@@ -266,8 +264,8 @@ fn cutting_a_head_of_the_order_keeps_what_sorting_everything_keeps() {
             logits[0] = 12.0;
         }
         let max = logits.iter().copied().fold(f64::MIN, f64::max);
-        let total: f64 = logits.iter().map(|x| (x - max).exp()).sum();
-        let probs: Vec<f64> = logits.iter().map(|x| (x - max).exp() / total).collect();
+        let weights: Vec<f32> = logits.iter().map(|x| (x - max).exp() as f32).collect();
+        let total: f64 = weights.iter().map(|&w| w as f64).sum();
         for (top_k, top_p, min_p) in settings {
             let params = SamplingParams {
                 top_k,
@@ -275,9 +273,9 @@ fn cutting_a_head_of_the_order_keeps_what_sorting_everything_keeps() {
                 min_p,
                 ..params(1.0)
             };
-            let (mut fast, mut full) = (probs.clone(), probs.clone());
-            truncate_tail(&mut fast, &params);
-            truncate_by_full_sort(&mut full, &params);
+            let (mut fast, mut full) = (weights.clone(), weights.clone());
+            tail::truncate_tail(&mut fast, total, &params);
+            truncate_by_full_sort(&mut full, total, &params);
             assert_eq!(fast, full, "case {case}, vocab {vocab}, {params:?}");
         }
     }

@@ -38,6 +38,28 @@ pub fn accept(tree: &TokenTree, target: &[Distribution], rng: &mut Rng) -> Resul
     let mut at: Option<usize> = None;
     loop {
         let row = at.map_or(0, |n| n + 1);
+        if let Some(top) = target[row].one_hot_token() {
+            // What the procedure below does with a one-hot p, without its passes over the
+            // vocabulary: every other child is rejected, leaving p as it was, and the child
+            // that is the token (there is at most one) accepted.
+            let vocab = target[row].probs().len();
+            let mut next = None;
+            for child in tree.children(at) {
+                draft_probability(tree.tokens[child], &tree.q[child], vocab)?;
+                if tree.tokens[child] == top {
+                    next = Some(child);
+                    break;
+                }
+            }
+            let Some(child) = next else {
+                tokens.push(top);
+                return Ok(Acceptance { nodes, tokens });
+            };
+            nodes.push(child);
+            tokens.push(top);
+            at = Some(child);
+            continue;
+        }
         let mut p = target[row].probs().to_vec();
         let mut next = None;
         for child in tree.children(at) {
@@ -54,18 +76,19 @@ pub fn accept(tree: &TokenTree, target: &[Distribution], rng: &mut Rng) -> Resul
                 at = Some(child);
             }
             None => {
-                tokens.push(draw(&p, rng)?);
+                tokens.push(draw(p, rng)?);
                 return Ok(Acceptance { nodes, tokens });
             }
         }
     }
 }
 
-/// Accepts `x` with probability min(1, p(x)/q(x)); on rejection turns `p` into the residual.
-fn try_child(p: &mut [f32], x: u32, q: &DraftDist, rng: &mut Rng) -> Result<bool, CoreError> {
-    let vocab = p.len();
-    let xi = x as usize;
-    let px = *p.get(xi).ok_or(CoreError::TokenOutOfRange { id: x, vocab })? as f64;
+/// The probability `q` gives its own draft `x`, checked: a token of the vocabulary, drawn
+/// from a distribution over it that gives it some mass.
+fn draft_probability(x: u32, q: &DraftDist, vocab: usize) -> Result<f64, CoreError> {
+    if x as usize >= vocab {
+        return Err(CoreError::TokenOutOfRange { id: x, vocab });
+    }
     let qx = match q {
         DraftDist::OneHot => 1.0,
         DraftDist::Sampled(d) => {
@@ -84,7 +107,14 @@ fn try_child(p: &mut [f32], x: u32, q: &DraftDist, rng: &mut Rng) -> Result<bool
             "a draft token has zero probability under its own q",
         ));
     }
-    let ratio = px / qx;
+    Ok(qx)
+}
+
+/// Accepts `x` with probability min(1, p(x)/q(x)); on rejection turns `p` into the residual.
+fn try_child(p: &mut [f32], x: u32, q: &DraftDist, rng: &mut Rng) -> Result<bool, CoreError> {
+    let qx = draft_probability(x, q, p.len())?;
+    let xi = x as usize;
+    let ratio = p[xi] as f64 / qx;
     // Certain outcomes draw nothing, so greedy verification consumes no randomness.
     let accepted = if ratio >= 1.0 {
         true
@@ -99,20 +129,24 @@ fn try_child(p: &mut [f32], x: u32, q: &DraftDist, rng: &mut Rng) -> Result<bool
     match q {
         DraftDist::OneHot => p[xi] = 0.0,
         DraftDist::Sampled(d) => {
-            let before = p.to_vec();
-            for (pi, qi) in p.iter_mut().zip(d.probs()) {
-                *pi = (*pi - qi).max(0.0);
-            }
             // p and q numerically equal: the residual has no mass; keep p (as mistral.rs does).
-            if p.iter().map(|&v| v as f64).sum::<f64>() <= 1e-9 {
-                p.copy_from_slice(&before);
+            let residual = |(pi, qi): (&f32, &f32)| (pi - qi).max(0.0);
+            let mut lanes = [0f64; 8];
+            for (n, v) in p.iter().zip(d.probs()).map(residual).enumerate() {
+                lanes[n % 8] += v as f64;
+            }
+            if lanes.iter().sum::<f64>() > 1e-9 {
+                for (pi, qi) in p.iter_mut().zip(d.probs()) {
+                    *pi = (*pi - qi).max(0.0);
+                }
             }
         }
     }
     // The next sibling's ratio needs the normalised residual.
-    let total: f64 = p.iter().map(|&v| v as f64).sum();
+    let total = crate::sampling::sum(p);
     if total > 0.0 {
-        p.iter_mut().for_each(|v| *v = (*v as f64 / total) as f32);
+        let inv = 1.0 / total;
+        p.iter_mut().for_each(|v| *v = (*v as f64 * inv) as f32);
     }
     Ok(false)
 }
@@ -170,16 +204,19 @@ pub fn accept_typical(
     nodes.reverse();
     let mut tokens: Vec<u32> = nodes.iter().map(|&n| tree.tokens[n]).collect();
     let last_row = nodes.last().map_or(0, |n| n + 1);
-    tokens.push(draw(target[last_row].probs(), rng)?);
+    tokens.push(draw(target[last_row].probs().to_vec(), rng)?);
     Ok(Acceptance { nodes, tokens })
 }
 
 /// Draws from unnormalised non-negative weights.
-fn draw(p: &[f32], rng: &mut Rng) -> Result<u32, CoreError> {
-    let d = Distribution::from_weights(p.to_vec())?;
+fn draw(p: Vec<f32>, rng: &mut Rng) -> Result<u32, CoreError> {
+    let d = Distribution::from_weights(p)?;
     // One-hot: the answer needs no randomness (keeps greedy runs free of RNG use).
-    if let Some(i) = d.probs().iter().position(|&v| v == 1.0) {
-        return Ok(i as u32);
+    let max = d.probs().iter().fold(0f32, |m, &v| if v > m { v } else { m });
+    if max == 1.0 {
+        if let Some(i) = d.probs().iter().position(|&v| v == 1.0) {
+            return Ok(i as u32);
+        }
     }
     Ok(d.sample(rng))
 }
