@@ -334,7 +334,13 @@ impl<'a> Sequence<'a> {
         } else if k > 0 {
             let mut p = self.proposer.propose(history, k, &self.sampling, &mut self.rng)?;
             truncate_tree(&mut p.tree, k);
-            (p.tree, p.side)
+            match self.controller.keep_offer(p.tree.len(), load) {
+                0 => (TokenTree::empty(), None),
+                keep => {
+                    truncate_tree(&mut p.tree, keep);
+                    (p.tree, p.side)
+                }
+            }
         } else {
             (TokenTree::empty(), None)
         };

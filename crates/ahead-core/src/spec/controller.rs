@@ -13,6 +13,13 @@
 //! row, m, and the curve becomes 1 + m (w - 1). The startup curve stays only as a weak anchor. As the context grows, attention makes every row dearer, and
 //! the controller sees it.
 //!
+//! A proposer that ends its drafts where its own confidence runs out (prompt lookup with an
+//! n-gram cache, suffix decoding) is asked every step for all it will offer, and the cost model
+//! then picks how much of the offer to verify from the acceptance its offers of that length
+//! met: its long offers come from long matches and are accepted far more often than its short
+//! ones, which an acceptance averaged over every length hides (suffix decoding's controller
+//! drafted too little and lost 5% to a fixed k = 4 on Spec-Bench).
+//!
 //! A request's acceptance starts from what the method's earlier requests measured
 //! ([`Learned`]), where the engine keeps that: starting every request from an optimistic prior
 //! re-learns, every request, that a method does not pay on this workload, and that slow start
@@ -45,11 +52,28 @@ pub struct Controller {
     /// carry none.
     side_rows: usize,
     /// The proposer stops each draft where its own confidence runs out (prompt lookup with an
-    /// n-gram cache), so its drafts are short when it is unsure: the cost model's k is offered
-    /// at once, as a cap, without the slow start.
+    /// n-gram cache, suffix decoding), so its drafts are short when it is unsure: it is asked
+    /// for all it offers, without the slow start, and `keep_offer` sizes what is verified.
     proposer_limits_length: bool,
     /// The deepest draft position observed, so that only measured positions are learned.
     drafted_positions: usize,
+    /// For a proposer that limits its own length: per length n it offers (index n), the
+    /// acceptance per draft position of its n-node offers. Its short drafts come from weak
+    /// matches and its long ones from strong ones, so how much of a draft to verify is judged
+    /// after it is offered, by its length, rather than by acceptance averaged over every
+    /// length beforehand.
+    offers: Vec<Offer>,
+    /// The length of the offer this step verifies part of (see `keep_offer`).
+    offered: Option<usize>,
+}
+
+/// What a proposer's offers of one length returned.
+#[derive(Debug, Clone)]
+struct Offer {
+    /// Acceptance per draft position (moving averages), as `Controller::accept`.
+    accept: Vec<f64>,
+    /// Offers of this length declined since the last one verified.
+    declined: usize,
 }
 
 /// Live timings, as ratios to the current 1-row forward time: the context grows during a
@@ -150,6 +174,13 @@ impl Controller {
             side_rows: 0,
             proposer_limits_length: false,
             drafted_positions: 0,
+            offers: (0..=max_k)
+                .map(|n| Offer {
+                    accept: vec![PRIOR; n],
+                    declined: 0,
+                })
+                .collect(),
+            offered: None,
         }
     }
 
@@ -196,13 +227,7 @@ impl Controller {
 
     /// Expected tokens per step when drafting `k`: E(k).
     fn expected(&self, k: usize) -> f64 {
-        let mut expected = 1.0;
-        let mut run = 1.0;
-        for a in &self.accept[..k] {
-            run *= a;
-            expected += run;
-        }
-        expected
+        1.0 + chain_expectation(&self.accept[..k])
     }
 
     /// Tokens per unit of time when drafting `k` in a forward that also carries `others` rows
@@ -305,6 +330,13 @@ impl Controller {
         let best = (0..=self.max_k())
             .max_by(|&a, &b| score(a).total_cmp(&score(b)).then(b.cmp(&a)))
             .unwrap_or(0);
+        // A proposer that limits its own length is asked every step for as much as it will
+        // offer; `keep_offer` then judges how much of the offer to verify by its length.
+        let best = if self.proposer_limits_length && self.could_pay(others, verify, draft) {
+            self.max_k()
+        } else {
+            best
+        };
         if best > 0 {
             self.idle = 0;
             self.since_plain += 1;
@@ -319,14 +351,7 @@ impl Controller {
         }
         self.since_plain = 0;
         self.idle += 1;
-        // Probe only if drafting could pay at all: with every draft accepted, k drafts give
-        // k + 1 tokens, in a forward that also carries the side rows. When even that loses to
-        // plain decoding, a probe is pure cost.
-        let plain = (others + 1) as f64 / cost_at(verify, self.width(0, others));
-        let could_pay = (1..=self.max_k()).any(|k| {
-            (others + k + 1) as f64 / (cost_at(verify, self.width(k, others)) + k as f64 * draft) > plain
-        });
-        if could_pay && self.idle >= self.probe_interval && self.max_k() > 0 {
+        if self.could_pay(others, verify, draft) && self.idle >= self.probe_interval && self.max_k() > 0 {
             self.idle = 0;
             self.probing = true;
             return 1;
@@ -334,8 +359,61 @@ impl Controller {
         0
     }
 
+    /// Whether drafting could pay at all: with every draft accepted, k drafts give k + 1
+    /// tokens, in a forward that also carries the side rows. When even that loses to plain
+    /// decoding, a probe is pure cost.
+    fn could_pay(&self, others: usize, verify: &[f64], draft: f64) -> bool {
+        let plain = (others + 1) as f64 / cost_at(verify, self.width(0, others));
+        (1..=self.max_k()).any(|k| {
+            (others + k + 1) as f64 / (cost_at(verify, self.width(k, others)) + k as f64 * draft) > plain
+        })
+    }
+
+    /// How many nodes (a prefix) of the `nodes`-node draft that a proposer limiting its own
+    /// length offered are worth verifying, by the acceptance its offers of that length met
+    /// (every other proposer's drafts were sized beforehand: all of them). An offer length
+    /// that does not pay is still verified whole every `PROBE_EVERY`-th time, so that its
+    /// estimates can recover.
+    pub fn keep_offer(&mut self, nodes: usize, others: usize) -> usize {
+        self.offered = None;
+        if !self.proposer_limits_length || self.fixed.is_some() || nodes == 0 {
+            return nodes;
+        }
+        let Some(offer) = self.offers.get(nodes) else {
+            return nodes;
+        };
+        let (verify, draft) = match &self.timing.fitted {
+            Some((v, d)) => (v.as_slice(), *d),
+            None => (self.verify_cost.as_slice(), self.draft_cost),
+        };
+        let score = |m: usize| {
+            let expected = 1.0 + chain_expectation(&offer.accept[..m]);
+            (others as f64 + expected) / (cost_at(verify, self.width(m, others)) + m as f64 * draft)
+        };
+        let best = (0..=nodes)
+            .max_by(|&a, &b| score(a).total_cmp(&score(b)).then(b.cmp(&a)))
+            .unwrap_or(0);
+        let Some(offer) = self.offers.get_mut(nodes) else {
+            return nodes;
+        };
+        let keep = if best > 0 {
+            best
+        } else if offer.declined + 1 >= PROBE_EVERY {
+            nodes
+        } else {
+            offer.declined += 1;
+            return 0;
+        };
+        offer.declined = 0;
+        self.offered = Some(nodes);
+        keep
+    }
+
     /// Records a step: `accepted` of `drafted` tokens were accepted (a prefix of the chain).
     pub fn observe(&mut self, drafted: usize, accepted: usize) {
+        if let Some(offer) = self.offered.take().and_then(|n| self.offers.get_mut(n)) {
+            learn(&mut offer.accept, drafted, accepted);
+        }
         // A rejection ends the chain: positions past it were not measured.
         self.drafted_positions = self.drafted_positions.max(drafted.min(accepted + 1));
         if drafted > 0 && accepted == drafted {
@@ -351,15 +429,34 @@ impl Controller {
                 (self.probe_interval * 2).min(PROBE_MAX)
             };
         }
-        for (i, a) in self.accept.iter_mut().enumerate().take(drafted) {
-            if i < accepted {
-                *a += RATE * (1.0 - *a);
-            } else {
-                *a -= RATE * *a;
-                break;
-            }
+        learn(&mut self.accept, drafted, accepted);
+    }
+}
+
+/// Folds one step into acceptance per position: the first `accepted` of `drafted` positions
+/// were accepted, the next one rejected, and those after it not measured.
+fn learn(accept: &mut [f64], drafted: usize, accepted: usize) {
+    for (i, a) in accept.iter_mut().enumerate().take(drafted) {
+        if i < accepted {
+            *a += RATE * (1.0 - *a);
+        } else {
+            *a -= RATE * *a;
+            break;
         }
     }
+}
+
+/// Expected accepted drafts of a chain with acceptance `accept` per position (each given its
+/// predecessors accepted): sum over i of prod_{j <= i} accept[j].
+fn chain_expectation(accept: &[f64]) -> f64 {
+    let mut run = 1.0;
+    accept
+        .iter()
+        .map(|a| {
+            run *= a;
+            run
+        })
+        .sum()
 }
 
 /// `curve[w]`, extended past its end along its last segment (a batch can be wider than the
@@ -379,29 +476,50 @@ pub fn cost_at(curve: &[f64], w: usize) -> f64 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_proposer_that_limits_itself_skips_the_slow_start() {
-        // Each row costs 0.3 of a step.
-        let curve: Vec<f64> = (0..10)
+    /// Each row costs 0.3 of a step.
+    fn linear_curve() -> Vec<f64> {
+        (0..10)
             .map(|w| if w == 0 { 0.0 } else { 1.0 + 0.3 * (w as f64 - 1.0) })
-            .collect();
-        let mut ramped = Controller::new(curve.clone(), 0.0);
-        let mut c = Controller::new(curve.clone(), 0.0).with_proposer_limiting_length();
+            .collect()
+    }
+
+    #[test]
+    fn a_proposer_that_limits_itself_is_asked_for_all_it_offers() {
+        let mut ramped = Controller::new(linear_curve(), 0.0);
+        let mut c = Controller::new(linear_curve(), 0.0).with_proposer_limiting_length();
         assert_eq!(ramped.choose(), 1, "slow start");
-        assert_eq!(c.choose(), 2, "the cost model's best k at the prior acceptance");
-        // Three drafts accepted every time: the cap grows with the measured acceptance.
-        for _ in 0..30 {
-            c.observe(3, 3);
-        }
-        assert!(c.choose() >= 4);
-        // Drafts that are never accepted: back to plain decoding.
+        assert_eq!(c.choose(), c.max_k(), "no slow start, no cap beforehand");
+        // At the prior acceptance, the cost model's best prefix of a long offer; under load
+        // a draft row pays less, so less of it.
+        let alone = c.keep_offer(8, 0);
+        assert!((1..8).contains(&alone), "{alone}");
+        assert!(c.keep_offer(8, 6) < alone);
+    }
+
+    #[test]
+    fn a_self_limiting_proposers_offers_are_judged_by_their_length() {
+        let mut c = Controller::new(linear_curve(), 0.0).with_proposer_limiting_length();
+        // Its one-node drafts (weak matches) are never accepted, its four-node ones always.
         for _ in 0..40 {
-            c.observe(2, 0);
+            let k = c.keep_offer(1, 0);
+            c.observe(k, 0);
+            let k = c.keep_offer(4, 0);
+            c.observe(k, k);
         }
-        assert_eq!(c.choose(), 0);
-        // Under load a draft row pays less.
-        let mut c = Controller::new(curve, 0.0).with_proposer_limiting_length();
-        assert!(c.choose_under_load(6) < 2);
+        assert!(c.choose() > 0, "still asked every step");
+        assert_eq!(c.keep_offer(4, 0), 4);
+        let kept = (0..PROBE_EVERY)
+            .filter(|_| {
+                let k = c.keep_offer(1, 0);
+                c.observe(k, 0);
+                k > 0
+            })
+            .count();
+        assert_eq!(kept, 1, "a declined length is still verified now and then");
+        // Other proposers' drafts were sized beforehand: kept whole.
+        let mut other = Controller::new(linear_curve(), 0.0);
+        other.observe(1, 0);
+        assert_eq!(other.keep_offer(3, 0), 3);
     }
 
     #[test]
