@@ -336,12 +336,14 @@ impl Engine {
         draft_cost: f64,
         proposer: &dyn Proposer,
     ) -> Result<Controller> {
-        let c = Controller::new(self.costs_for(params)?.verify.clone(), draft_cost);
-        Ok(if proposer.stops_own_drafts() {
-            c.with_proposer_limiting_length()
-        } else {
-            c
-        })
+        let mut c = Controller::new(self.costs_for(params)?.verify.clone(), draft_cost);
+        if proposer.stops_own_drafts() {
+            c = c.with_proposer_limiting_length();
+        }
+        if proposer.offers_as_long_as_its_match() {
+            c = c.with_offers_judged_by_length();
+        }
+        Ok(c)
     }
 
     /// A generation ready to step: the prompt checked and prefilled (now, or a chunk per step

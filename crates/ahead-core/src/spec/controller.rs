@@ -13,8 +13,8 @@
 //! row, m, and the curve becomes 1 + m (w - 1). The startup curve stays only as a weak anchor. As the context grows, attention makes every row dearer, and
 //! the controller sees it.
 //!
-//! A proposer that ends its drafts where its own confidence runs out (prompt lookup with an
-//! n-gram cache, suffix decoding) is asked every step for all it will offer, and the cost model
+//! A proposer whose drafts are as long as the match they copy and free to propose (prompt
+//! lookup with an n-gram cache, suffix decoding) is asked every step for all it will offer, and the cost model
 //! then picks how much of the offer to verify from the acceptance its offers of that length
 //! met: its long offers come from long matches and are accepted far more often than its short
 //! ones, which an acceptance averaged over every length hides (suffix decoding's controller
@@ -52,12 +52,15 @@ pub struct Controller {
     /// carry none.
     side_rows: usize,
     /// The proposer stops each draft where its own confidence runs out (prompt lookup with an
-    /// n-gram cache, suffix decoding), so its drafts are short when it is unsure: it is asked
-    /// for all it offers, without the slow start, and `keep_offer` sizes what is verified.
+    /// n-gram cache, suffix decoding, a confident draft model), so its drafts are short when it
+    /// is unsure: the cost model's k is offered at once, as a cap, without the slow start.
     proposer_limits_length: bool,
     /// The deepest draft position observed, so that only measured positions are learned.
     drafted_positions: usize,
-    /// For a proposer that limits its own length: per length n it offers (index n), the
+    /// The proposer's drafts are as long as its match and free to propose (see
+    /// `with_offers_judged_by_length`).
+    judge_offers: bool,
+    /// For such a proposer: per length n it offers (index n), the
     /// acceptance per draft position of its n-node offers. Its short drafts come from weak
     /// matches and its long ones from strong ones, so how much of a draft to verify is judged
     /// after it is offered, by its length, rather than by acceptance averaged over every
@@ -181,6 +184,7 @@ impl Controller {
                 })
                 .collect(),
             offered: None,
+            judge_offers: false,
         }
     }
 
@@ -198,6 +202,17 @@ impl Controller {
     /// For proposers that end each draft where their confidence runs out (see the field).
     pub fn with_proposer_limiting_length(mut self) -> Self {
         self.proposer_limits_length = true;
+        self
+    }
+
+    /// For a proposer whose drafts are as long as the match they copy and free to propose
+    /// (prompt lookup with a cache, suffix decoding): it is asked every step for all it
+    /// offers, and `keep_offer` judges how much of an offer to verify by its length. Not for
+    /// a model drafter (drafting all it could costs a forward per token) nor for one that
+    /// fills whatever budget it is given (token recycling).
+    pub fn with_offers_judged_by_length(mut self) -> Self {
+        self.proposer_limits_length = true;
+        self.judge_offers = true;
         self
     }
 
@@ -332,7 +347,7 @@ impl Controller {
             .unwrap_or(0);
         // A proposer that limits its own length is asked every step for as much as it will
         // offer; `keep_offer` then judges how much of the offer to verify by its length.
-        let best = if self.proposer_limits_length && self.could_pay(others, verify, draft) {
+        let best = if self.judge_offers && self.could_pay(others, verify, draft) {
             self.max_k()
         } else {
             best
@@ -376,7 +391,7 @@ impl Controller {
     /// estimates can recover.
     pub fn keep_offer(&mut self, nodes: usize, others: usize) -> usize {
         self.offered = None;
-        if !self.proposer_limits_length || self.fixed.is_some() || nodes == 0 {
+        if !self.judge_offers || self.fixed.is_some() || nodes == 0 {
             return nodes;
         }
         let Some(offer) = self.offers.get(nodes) else {
@@ -486,9 +501,11 @@ mod tests {
     #[test]
     fn a_proposer_that_limits_itself_is_asked_for_all_it_offers() {
         let mut ramped = Controller::new(linear_curve(), 0.0);
-        let mut c = Controller::new(linear_curve(), 0.0).with_proposer_limiting_length();
+        let mut c = Controller::new(linear_curve(), 0.0).with_offers_judged_by_length();
         assert_eq!(ramped.choose(), 1, "slow start");
         assert_eq!(c.choose(), c.max_k(), "no slow start, no cap beforehand");
+        let mut model = Controller::new(linear_curve(), 0.0).with_proposer_limiting_length();
+        assert_eq!(model.choose(), 2, "a confident model drafter: capped beforehand");
         // At the prior acceptance, the cost model's best prefix of a long offer; under load
         // a draft row pays less, so less of it.
         let alone = c.keep_offer(8, 0);
@@ -498,7 +515,7 @@ mod tests {
 
     #[test]
     fn a_self_limiting_proposers_offers_are_judged_by_their_length() {
-        let mut c = Controller::new(linear_curve(), 0.0).with_proposer_limiting_length();
+        let mut c = Controller::new(linear_curve(), 0.0).with_offers_judged_by_length();
         // Its one-node drafts (weak matches) are never accepted, its four-node ones always.
         for _ in 0..40 {
             let k = c.keep_offer(1, 0);

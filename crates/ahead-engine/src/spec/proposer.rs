@@ -44,6 +44,14 @@ pub trait Proposer {
         false
     }
 
+    /// Whether its drafts are as long as the match they copy and cost nothing to propose (prompt
+    /// lookup with a cache, suffix decoding): then it is asked every step for all it offers,
+    /// and how much of an offer to verify is judged by the offer's length, which says how
+    /// sure it is (`Controller::keep_offer`). Implies `stops_own_drafts`.
+    fn offers_as_long_as_its_match(&self) -> bool {
+        false
+    }
+
     /// Steps whose drafts came from a pool and were (partly) accepted, for stats.
     fn pool_hits(&self) -> Option<usize> {
         None
@@ -215,6 +223,10 @@ impl Proposer for PromptLookupProposer {
     }
 
     fn stops_own_drafts(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    fn offers_as_long_as_its_match(&self) -> bool {
         self.cache.is_some()
     }
 

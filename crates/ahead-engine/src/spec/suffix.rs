@@ -140,6 +140,10 @@ impl Proposer for SuffixProposer {
         true
     }
 
+    fn offers_as_long_as_its_match(&self) -> bool {
+        true
+    }
+
     fn finish(&mut self, output: &[u32]) {
         let mut store = self
             .store
