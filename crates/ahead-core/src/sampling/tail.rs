@@ -19,7 +19,7 @@ pub(super) fn truncate_tail(weights: &mut [f32], total: f64, params: &SamplingPa
     if top_k == vocab && params.top_p >= 1.0 && params.min_p <= 0.0 {
         return;
     }
-    if top_k <= SMALL_TOP_K {
+    if top_k < vocab && top_k <= SMALL_TOP_K {
         // The k most probable by one vectorized pass over blocks (no sort of the rest).
         let mut head: Vec<usize> = super::top_logits(weights, top_k)
             .iter()

@@ -243,6 +243,8 @@ fn cutting_a_head_of_the_order_keeps_what_sorting_everything_keeps() {
         (0, 0.95, 0.05),
         (40, 0.9, 0.0),
         (40, 1.0, 0.0),
+        (2, 1.0, 0.0),
+        (60, 0.95, 0.05),
         (5000, 0.99, 0.01),
     ];
     for case in 0..60 {
