@@ -14,11 +14,12 @@
 //! the controller sees it.
 //!
 //! A proposer whose drafts are as long as the match they copy and free to propose (prompt
-//! lookup with an n-gram cache, suffix decoding) is asked every step for all it will offer, and the cost model
-//! then picks how much of the offer to verify from the acceptance its offers of that length
-//! met: its long offers come from long matches and are accepted far more often than its short
-//! ones, which an acceptance averaged over every length hides (suffix decoding's controller
-//! drafted too little and lost 5% to a fixed k = 4 on Spec-Bench).
+//! lookup with an n-gram cache, suffix decoding) is asked every step for all it will offer,
+//! and the cost model then picks how much of the offer to verify from the acceptance its
+//! offers of that length met: its long offers come from long matches and are accepted far
+//! more often than its short ones, which an acceptance averaged over every length hides
+//! (suffix decoding's controller drafted too little and lost 5% to a fixed k = 4 on
+//! Spec-Bench).
 //!
 //! A request's acceptance starts from what the method's earlier requests measured
 //! ([`Learned`]), where the engine keeps that: starting every request from an optimistic prior
@@ -60,11 +61,8 @@ pub struct Controller {
     /// The proposer's drafts are as long as its match and free to propose (see
     /// `with_offers_judged_by_length`).
     judge_offers: bool,
-    /// For such a proposer: per length n it offers (index n), the
-    /// acceptance per draft position of its n-node offers. Its short drafts come from weak
-    /// matches and its long ones from strong ones, so how much of a draft to verify is judged
-    /// after it is offered, by its length, rather than by acceptance averaged over every
-    /// length beforehand.
+    /// For such a proposer: per length n it offers (index n), the acceptance per draft
+    /// position of its n-node offers.
     offers: Vec<Offer>,
     /// The length of the offer this step verifies part of (see `keep_offer`).
     offered: Option<usize>,
