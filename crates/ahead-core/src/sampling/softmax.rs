@@ -14,7 +14,7 @@ pub(super) fn scaled_exp(logits: &[f32], max: f32, temperature: f32, out: &mut V
     out.extend(logits.iter().map(|&x| exp_nonpositive((x - max) * inv_t)));
 }
 
-/// Below this, `e^x` is under 2^-125 and taken as 0: such a token is at least 10^37 times less
+/// Below this, `e^x` is under 2^-124 and taken as 0: such a token is at least 10^37 times less
 /// likely than the top one.
 const EXP_FLOOR: f32 = -86.0;
 
@@ -27,16 +27,19 @@ pub(super) fn exp_nonpositive(x: f32) -> f32 {
     // Adding 1.5 * 2^23 rounds to an integer (ties to even) and leaves it in the low
     // mantissa bits, where an integer subtraction reads it: no float-to-int conversion, whose
     // saturating form does not vectorize.
+    // Plain multiplies and adds, not `mul_add`: without FMA in the target (a portable
+    // build) that is a library call per operation. n ln2_hi is exact (ln2_hi has 16 trailing
+    // zero bits, |n| < 2^7), so the reduction loses nothing to the missing fusion.
     const ROUNDER: f32 = 12_582_912.0;
     let clamped = x.max(EXP_FLOOR);
-    let shifted = clamped.mul_add(std::f32::consts::LOG2_E, ROUNDER);
+    let shifted = clamped * std::f32::consts::LOG2_E + ROUNDER;
     let n = shifted - ROUNDER;
-    let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, clamped));
+    let r = (clamped - n * LN2_HI) - n * LN2_LO;
     let mut p: f32 = 1.0 / 5040.0;
     for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
-        p = p.mul_add(r, c);
+        p = p * r + c;
     }
-    // 2^n from its exponent bits, n + 127: n >= -125 here, so a normal number.
+    // 2^n from its exponent bits, n + 127: n >= -124 here, so a normal number.
     let biased = shifted
         .to_bits()
         .wrapping_sub(ROUNDER.to_bits())
