@@ -97,7 +97,7 @@ impl PartialEq for Distribution {
 
 impl Distribution {
     /// Builds a distribution from non-negative weights, normalising them.
-    pub fn from_weights(mut weights: Vec<f32>) -> Result<Self, CoreError> {
+    pub fn from_weights(weights: Vec<f32>) -> Result<Self, CoreError> {
         // A NaN or an infinity makes the sum so (and `min` passes over NaN); the offender is
         // looked for only if there is one.
         let total = softmax::sum(&weights);
@@ -114,14 +114,19 @@ impl Distribution {
         if total <= 0.0 {
             return Err(CoreError::EmptyDistribution("all weights are zero"));
         }
+        Ok(Self::normalized(weights, total))
+    }
+
+    /// `weights` (finite, non-negative, summing to `total` > 0) divided by their sum.
+    fn normalized(mut weights: Vec<f32>, total: f64) -> Self {
         let inv = 1.0 / total;
         for w in &mut weights {
             *w = (*w as f64 * inv) as f32;
         }
-        Ok(Self {
+        Self {
             probs: weights,
             one_hot: None,
-        })
+        }
     }
 
     /// The distribution that puts all mass on one token.
@@ -310,8 +315,10 @@ pub fn warp(logits: &[f32], params: &SamplingParams, seen: &[u32]) -> Result<Dis
     let mut weights = Vec::with_capacity(logits.len());
     softmax::scaled_exp(logits, max, params.temperature, &mut weights);
     let total = softmax::sum(&weights);
-    tail::truncate_tail(&mut weights, total, params);
-    Distribution::from_weights(weights)
+    let kept = tail::truncate_tail(&mut weights, total, params);
+    // The weights are finite and non-negative by construction, the top token's is 1 and every
+    // cut keeps it, and their sum is known: no second pass to check and sum them.
+    Ok(Distribution::normalized(weights, kept))
 }
 
 mod adjust;

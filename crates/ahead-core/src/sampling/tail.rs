@@ -7,9 +7,9 @@
 
 use super::SamplingParams;
 
-/// Zeroes the weights of the tokens the cuts remove. `weights` are non-negative, `total`
-/// their sum.
-pub(super) fn truncate_tail(weights: &mut [f32], total: f64, params: &SamplingParams) {
+/// Zeroes the weights of the tokens the cuts remove and returns the sum of those left.
+/// `weights` are non-negative, `total` their sum.
+pub(super) fn truncate_tail(weights: &mut [f32], total: f64, params: &SamplingParams) -> f64 {
     let vocab = weights.len();
     let top_k = if params.top_k == 0 {
         vocab
@@ -17,7 +17,7 @@ pub(super) fn truncate_tail(weights: &mut [f32], total: f64, params: &SamplingPa
         params.top_k.min(vocab)
     };
     if top_k == vocab && params.top_p >= 1.0 && params.min_p <= 0.0 {
-        return;
+        return total;
     }
     if top_k < vocab && top_k <= SMALL_TOP_K {
         // The k most probable by one vectorized pass over blocks (no sort of the rest).
@@ -35,23 +35,26 @@ pub(super) fn truncate_tail(weights: &mut [f32], total: f64, params: &SamplingPa
         .iter()
         .find_map(|share| kept_of(weights, total, top_k, params, Some(max * share)))
         .unwrap_or_else(|| kept_whole(weights, total, top_k, params));
-    keep_only(weights, &kept);
+    keep_only(weights, &kept)
 }
 
 /// A top-k at most this large is found by [`super::top_logits`], whose insertions grow with k.
 const SMALL_TOP_K: usize = 256;
 
-/// Zeroes every weight but those of `kept`.
-fn keep_only(weights: &mut [f32], kept: &[usize]) {
+/// Zeroes every weight but those of `kept`, and returns their sum.
+fn keep_only(weights: &mut [f32], kept: &[usize]) -> f64 {
     let mut keep = vec![false; weights.len()];
+    let mut total = 0.0;
     for &i in kept {
         keep[i] = true;
+        total += weights[i] as f64;
     }
     for (w, k) in weights.iter_mut().zip(keep) {
         if !k {
             *w = 0.0;
         }
     }
+    total
 }
 
 /// Shares of the most probable token's weight that bound the heads sorted first.
