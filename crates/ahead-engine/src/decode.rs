@@ -331,18 +331,39 @@ impl<'a> Sequence<'a> {
         let (mut tree, side) = if was_forced {
             let q = vec![DraftDist::OneHot; forced.len()];
             (TokenTree::chain(forced, q), None)
-        } else if k > 0 {
-            let mut p = self.proposer.propose(history, k, &self.sampling, &mut self.rng)?;
-            truncate_tree(&mut p.tree, k);
-            match self.controller.keep_offer(p.tree.len(), load) {
-                0 => (TokenTree::empty(), None),
-                keep => {
-                    truncate_tree(&mut p.tree, keep);
-                    (p.tree, p.side)
-                }
-            }
         } else {
-            (TokenTree::empty(), None)
+            // A free second source (`auto`'s prompt lookup) offers first; the controller
+            // verifies its offer instead of the proposer's own k drafts when it promises more.
+            let most = room.min(remaining.saturating_sub(1)).min(self.controller.max_k());
+            let free = match most {
+                0 => None,
+                _ => {
+                    let offer = self
+                        .proposer
+                        .free_offer(history, most, &self.sampling, &mut self.rng)?;
+                    offer.map(|mut t| {
+                        truncate_tree(&mut t, most);
+                        let take = self.controller.take_free_offer(t.len(), k, load);
+                        truncate_tree(&mut t, take);
+                        t
+                    })
+                }
+            };
+            match free {
+                Some(t) if !t.is_empty() => (t, None),
+                _ if k > 0 => {
+                    let mut p = self.proposer.propose(history, k, &self.sampling, &mut self.rng)?;
+                    truncate_tree(&mut p.tree, k);
+                    match self.controller.keep_offer(p.tree.len(), load) {
+                        0 => (TokenTree::empty(), None),
+                        keep => {
+                            truncate_tree(&mut p.tree, keep);
+                            (p.tree, p.side)
+                        }
+                    }
+                }
+                _ => (TokenTree::empty(), None),
+            }
         };
         let masks = match &mut self.constraint {
             Some(c) => c.prune(&mut tree)?,

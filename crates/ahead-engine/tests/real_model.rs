@@ -204,6 +204,16 @@ fn sampled_tokens_follow_the_target_distribution() {
                 ..SamplingParams::greedy()
             },
         ),
+        // Prompt lookup's free offers beside the draft model: under the controller, whose
+        // choice between them is the point.
+        (
+            Method::Auto,
+            SamplingParams {
+                temperature: 0.8,
+                top_p: 0.9,
+                ..SamplingParams::greedy()
+            },
+        ),
     ];
     let n = 500;
     let vocab = e.model().config().vocab_size;
@@ -212,11 +222,14 @@ fn sampled_tokens_follow_the_target_distribution() {
         let mut first = vec![0u64; vocab];
         let mut drafted = 0;
         for seed in 0..n {
-            let out = gen(
-                e,
-                &prompt,
-                &method_params(method, Some(3), sampling.clone(), seed, 2),
-            );
+            let params = match method {
+                Method::Auto => GenerateParams {
+                    reproducible: false,
+                    ..method_params(method, None, sampling.clone(), seed, 2)
+                },
+                _ => method_params(method, Some(3), sampling.clone(), seed, 2),
+            };
+            let out = gen(e, &prompt, &params);
             first[out.token_ids[0] as usize] += 1;
             drafted += out.stats.drafted_tokens;
         }

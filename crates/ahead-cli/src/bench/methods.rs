@@ -32,6 +32,10 @@ pub struct MethodsArgs {
     /// model's vendored cache).
     #[arg(long)]
     pub ngram_cache: Option<std::path::PathBuf>,
+    /// Suffix decoding's store of earlier outputs to start from (read only: bench never
+    /// writes it back).
+    #[arg(long)]
+    pub suffix_store: Option<std::path::PathBuf>,
     /// Medusa heads folder.
     #[arg(long)]
     pub medusa: Option<String>,
@@ -497,7 +501,7 @@ pub fn run(a: MethodsArgs) -> Result<()> {
         draft_tokenizer: a.draft_tokenizer.as_deref(),
         medusa: a.medusa.as_deref(),
         ngram_cache: a.ngram_cache.as_deref(),
-        suffix_store: None,
+        suffix_store: a.suffix_store.as_deref(),
         draft_medusa: None,
     }
     .engine()?;

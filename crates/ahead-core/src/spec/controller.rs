@@ -21,6 +21,11 @@
 //! (suffix decoding's controller drafted too little and lost 5% to a fixed k = 4 on
 //! Spec-Bench).
 //!
+//! A model drafter may also have a free second source beside it (`auto`: prompt lookup next
+//! to a draft model or an EAGLE head). Each step the free source's offer is judged by its
+//! length as above, against the model's own best k, and the step verifies whichever promises
+//! more tokens per unit of time; the model is not run on a step its rival wins.
+//!
 //! A request's acceptance starts from what the method's earlier requests measured
 //! ([`Learned`]), where the engine keeps that: starting every request from an optimistic prior
 //! re-learns, every request, that a method does not pay on this workload, and that slow start
@@ -66,6 +71,13 @@ pub struct Controller {
     offers: Vec<Offer>,
     /// The length of the offer this step verifies part of (see `keep_offer`).
     offered: Option<usize>,
+    /// The offers come from a free source beside the proposer's own drafts (see
+    /// `with_free_offers`).
+    free_offers: bool,
+    /// This step verifies a free offer: what it measures is the offer's, not the model's.
+    offer_is_free: bool,
+    /// This step's k is 0 to measure a plain step's time, whatever anything offers.
+    calibrating: bool,
 }
 
 /// What a proposer's offers of one length returned.
@@ -183,6 +195,9 @@ impl Controller {
                 .collect(),
             offered: None,
             judge_offers: false,
+            free_offers: false,
+            offer_is_free: false,
+            calibrating: false,
         }
     }
 
@@ -211,6 +226,14 @@ impl Controller {
     pub fn with_offers_judged_by_length(mut self) -> Self {
         self.proposer_limits_length = true;
         self.judge_offers = true;
+        self
+    }
+
+    /// For a proposer with a free second source of drafts (`Proposer::free_offer`): each step
+    /// `take_free_offer` weighs that source's offer, by its length, against the k `choose`
+    /// gave the proposer's own drafts.
+    pub fn with_free_offers(mut self) -> Self {
+        self.free_offers = true;
         self
     }
 
@@ -332,6 +355,7 @@ impl Controller {
     /// The draft length for the next step when `others` rows of other sequences share its
     /// forward (batched serving): the k that maximises the whole forward's tokens per second.
     pub fn choose_under_load(&mut self, others: usize) -> usize {
+        self.calibrating = false;
         if let Some(k) = self.fixed {
             return k;
         }
@@ -355,6 +379,7 @@ impl Controller {
             self.since_plain += 1;
             if self.since_plain > CALIBRATE_EVERY {
                 self.since_plain = 0;
+                self.calibrating = true;
                 return 0;
             }
             if self.proposer_limits_length {
@@ -362,7 +387,10 @@ impl Controller {
             }
             return best.min(self.ramp);
         }
-        self.since_plain = 0;
+        // With free offers this step may still draft (`take_free_offer` counts it).
+        if !self.free_offers {
+            self.since_plain = 0;
+        }
         self.idle += 1;
         if self.could_pay(others, verify, draft) && self.idle >= self.probe_interval && self.max_k() > 0 {
             self.idle = 0;
@@ -422,10 +450,64 @@ impl Controller {
         keep
     }
 
+    /// How many nodes (a prefix) of the free source's `nodes`-node offer to verify this step
+    /// instead of the proposer's own `k` drafts (what `choose_under_load(others)` just gave):
+    /// the prefix with the most tokens per unit of time, if that beats `k` drafts of the
+    /// proposer's own; else 0, and the proposer drafts its `k`. Free offers of a length that
+    /// never wins are still verified every `PROBE_EVERY`-th time, so that their estimates can
+    /// recover; none is taken on a calibrating step.
+    pub fn take_free_offer(&mut self, nodes: usize, k: usize, others: usize) -> usize {
+        self.offered = None;
+        self.offer_is_free = false;
+        let nodes = nodes.min(self.max_k());
+        if !self.free_offers || self.fixed.is_some() || self.calibrating || nodes == 0 {
+            return 0;
+        }
+        let (verify, draft) = match &self.timing.fitted {
+            Some((v, d)) => (v.as_slice(), *d),
+            None => (self.verify_cost.as_slice(), self.draft_cost),
+        };
+        let own = self.score(k, others, verify, draft);
+        let accept = &self.offers[nodes].accept;
+        // The offer costs only its rows (no side rows: those ride with the proposer's drafts).
+        let score = |m: usize| {
+            (others as f64 + 1.0 + chain_expectation(&accept[..m])) / cost_at(verify, others + 1 + m)
+        };
+        let best = (1..=nodes)
+            .max_by(|&a, &b| score(a).total_cmp(&score(b)).then(b.cmp(&a)))
+            .unwrap_or(1);
+        let wins = score(best) > own;
+        let offer = &mut self.offers[nodes];
+        let keep = if wins {
+            best
+        } else if offer.declined + 1 >= PROBE_EVERY {
+            nodes
+        } else {
+            offer.declined += 1;
+            if k == 0 {
+                // A plain step after all.
+                self.since_plain = 0;
+            }
+            return 0;
+        };
+        offer.declined = 0;
+        if k == 0 {
+            // A drafting step `choose` did not count.
+            self.since_plain += 1;
+        }
+        self.offered = Some(nodes);
+        self.offer_is_free = true;
+        keep
+    }
+
     /// Records a step: `accepted` of `drafted` tokens were accepted (a prefix of the chain).
     pub fn observe(&mut self, drafted: usize, accepted: usize) {
         if let Some(offer) = self.offered.take().and_then(|n| self.offers.get_mut(n)) {
             learn(&mut offer.accept, drafted, accepted);
+        }
+        // A free offer's outcome says nothing of the proposer's own drafts.
+        if std::mem::take(&mut self.offer_is_free) {
+            return;
         }
         // A rejection ends the chain: positions past it were not measured.
         self.drafted_positions = self.drafted_positions.max(drafted.min(accepted + 1));
@@ -535,6 +617,64 @@ mod tests {
         let mut other = Controller::new(linear_curve(), 0.0);
         other.observe(1, 0);
         assert_eq!(other.keep_offer(3, 0), 3);
+    }
+
+    #[test]
+    fn a_free_offer_is_verified_when_it_promises_more_than_the_models_own_drafts() {
+        // A model drafter that is never accepted, beside a free source that offers 4 nodes
+        // every other step, always accepted.
+        let mut c = Controller::new(linear_curve(), 0.05).with_free_offers();
+        let mut free_steps = 0;
+        for step in 0..60 {
+            let k = c.choose();
+            let offered = if step % 2 == 0 { 4 } else { 0 };
+            match c.take_free_offer(offered, k, 0) {
+                0 => c.observe(k, 0),
+                keep => {
+                    free_steps += 1;
+                    c.observe(keep, keep);
+                }
+            }
+        }
+        assert!(free_steps >= 29, "{free_steps}");
+        assert_eq!(c.take_free_offer(4, 0, 0), 4);
+        // The model's own acceptance learned only from its own drafts.
+        assert!(c.accept[0] < 0.3, "{:?}", c.accept);
+        // A model that is always accepted beats free offers that never are, but for a probe
+        // every `PROBE_EVERY` offers.
+        let mut c = Controller::new(linear_curve(), 0.05).with_free_offers();
+        for _ in 0..50 {
+            c.observe(3, 3);
+        }
+        for _ in 0..PROBE_EVERY {
+            let k = c.choose();
+            let keep = c.take_free_offer(2, k, 0);
+            c.observe(keep, 0);
+        }
+        let taken = (0..2 * PROBE_EVERY)
+            .filter(|_| {
+                let k = c.choose();
+                let keep = c.take_free_offer(2, k, 0);
+                if keep > 0 {
+                    c.observe(keep, 0);
+                } else {
+                    c.observe(k, k);
+                }
+                keep > 0
+            })
+            .count();
+        assert!(taken <= 3, "{taken}");
+        assert!(c.choose() > 0, "the model still drafts");
+        // A calibrating plain step verifies nothing, offered or not.
+        let mut c = Controller::new(linear_curve(), 0.0).with_free_offers();
+        for _ in 0..30 {
+            c.observe(2, 2);
+        }
+        let calibration = (0..=CALIBRATE_EVERY + 1).find(|_| c.choose() == 0);
+        assert!(calibration.is_some());
+        assert_eq!(c.take_free_offer(4, 0, 0), 0);
+        // Without free offers, nothing is ever taken.
+        assert_eq!(Controller::new(linear_curve(), 0.0).take_free_offer(4, 0, 0), 0);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Proposers that draft tokens for the target to verify, and the measured costs the controller
 //! needs. The pure parts (trees, acceptance, prompt lookup, controller) live in `ahead_core::spec`.
 
+mod choosing;
 pub mod cost;
 pub mod draft;
 pub mod eagle;
@@ -13,6 +14,7 @@ pub mod proposer;
 pub mod recycling;
 pub mod suffix;
 
+pub use choosing::ChoosingProposer;
 pub use draft::{DraftModel, RetokenizingDraft};
 pub use eagle::EagleProposer;
 pub use lookahead::LookaheadProposer;

@@ -52,6 +52,20 @@ pub trait Proposer {
         false
     }
 
+    /// A draft from a second source that costs nothing to make (`auto`'s prompt lookup beside
+    /// a model drafter), up to `most` nodes, asked before the proposer's own: the controller
+    /// verifies it instead when it promises more (`Controller::take_free_offer`), and the
+    /// proposer then drafts nothing this step. By default none.
+    fn free_offer(
+        &mut self,
+        _history: &[u32],
+        _most: usize,
+        _sampling: &SamplingParams,
+        _rng: &mut Rng,
+    ) -> Result<Option<TokenTree>> {
+        Ok(None)
+    }
+
     /// Steps whose drafts came from a pool and were (partly) accepted, for stats.
     fn pool_hits(&self) -> Option<usize> {
         None

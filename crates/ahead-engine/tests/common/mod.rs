@@ -293,11 +293,23 @@ pub fn assert_samples_follow_the_target(
     k: usize,
     sampling: &SamplingParams,
 ) {
-    use ahead_testutil::{chi_square, chi_square_critical as critical};
-    let prompt_ids = e.prompt_ids(prompt).unwrap();
-    let c = sample_two_tokens(e, prompt, 3000, |seed| {
+    assert_samples_follow_the_target_with(e, prompt, sampling, |seed| {
         method_params(method, Some(k), sampling.clone(), seed, 2)
     });
+}
+
+/// `assert_samples_follow_the_target` for the requests `params(seed)` (two tokens each, with
+/// `sampling`).
+pub fn assert_samples_follow_the_target_with(
+    e: &Engine,
+    prompt: &Prompt,
+    sampling: &SamplingParams,
+    params: impl Fn(u64) -> GenerateParams,
+) {
+    use ahead_testutil::{chi_square, chi_square_critical as critical};
+    let prompt_ids = e.prompt_ids(prompt).unwrap();
+    let method = params(0).method;
+    let c = sample_two_tokens(e, prompt, 3000, params);
     assert!(c.drafted > 0, "{method:?} drafted nothing");
     let (s, dof) = chi_square(&c.first, &target_dist(e, &prompt_ids, sampling));
     assert!(

@@ -49,7 +49,7 @@ impl MethodHome for DraftHome {
         })
     }
 
-    fn draft_cost(&self, costs: &Costs) -> f64 {
+    fn draft_cost(&self, _: &Engine, costs: &Costs) -> f64 {
         costs.draft_step
     }
 }

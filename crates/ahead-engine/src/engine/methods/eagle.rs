@@ -27,7 +27,7 @@ impl MethodHome for EagleHome {
         Ok(Box::new(eagle_proposer(engine, "eagle", params, capacity)?))
     }
 
-    fn draft_cost(&self, costs: &Costs) -> f64 {
+    fn draft_cost(&self, _: &Engine, costs: &Costs) -> f64 {
         costs.eagle_step
     }
 }
@@ -49,7 +49,7 @@ impl MethodHome for HybridHome {
         )))
     }
 
-    fn draft_cost(&self, costs: &Costs) -> f64 {
+    fn draft_cost(&self, _: &Engine, costs: &Costs) -> f64 {
         costs.eagle_step
     }
 

@@ -26,7 +26,7 @@ impl MethodHome for MedusaHome {
         )))
     }
 
-    fn draft_cost(&self, costs: &Costs) -> f64 {
+    fn draft_cost(&self, _: &Engine, costs: &Costs) -> f64 {
         costs.medusa_step
     }
 

@@ -4,6 +4,7 @@
 //! a module here and an arm in [`home`]; what is common to all of them (the controller, the
 //! learning key, the KV slots, which method `Auto` stands for) is below.
 
+mod auto;
 mod draft;
 mod eagle;
 mod lookahead;
@@ -34,8 +35,8 @@ trait MethodHome: Sync {
         capacity: usize,
     ) -> Result<Box<dyn Proposer>>;
 
-    /// What drafting one token costs, in target steps.
-    fn draft_cost(&self, _costs: &Costs) -> f64 {
+    /// What drafting one token costs on `engine`, in target steps.
+    fn draft_cost(&self, _engine: &Engine, _costs: &Costs) -> f64 {
         0.0
     }
 
@@ -70,7 +71,8 @@ fn home(method: Method) -> &'static dyn MethodHome {
         Method::Hybrid => &eagle::HybridHome,
         Method::Recycling => &lookup::RecyclingHome,
         Method::Suffix => &lookup::SuffixHome,
-        Method::Vanilla | Method::Auto => &Vanilla,
+        Method::Auto => &auto::AutoHome,
+        Method::Vanilla => &Vanilla,
     }
 }
 
@@ -105,9 +107,16 @@ impl Engine {
             (_, Some(k)) => Controller::fixed(k),
             (m, None) => {
                 let home = home(m);
-                let draft_cost = home.draft_cost(self.costs_for(params)?);
-                self.cost_controller(params, draft_cost, proposer)?
-                    .with_side_rows(home.side_rows(self, params)?)
+                let draft_cost = home.draft_cost(self, self.costs_for(params)?);
+                let c = self
+                    .cost_controller(params, draft_cost, proposer)?
+                    .with_side_rows(home.side_rows(self, params)?);
+                // `auto`'s prompt lookup offers beside its model drafter.
+                if m == Method::Auto {
+                    c.with_free_offers()
+                } else {
+                    c
+                }
             }
         })
     }
@@ -148,11 +157,12 @@ impl Engine {
         Ok((prompt_len + completion + drafts + side).min(context))
     }
 
-    /// The method `Auto` stands for on this engine: a draft model given by the user, else
-    /// prompt lookup.
+    /// The method `Auto` stands for on this engine: itself (prompt lookup beside a model
+    /// drafter, see `methods::auto`) when a draft model given by the user or an EAGLE head is
+    /// loaded, else prompt lookup.
     pub(super) fn resolved_method(&self, method: Method) -> Method {
         match method {
-            Method::Auto if self.drafters.draft.as_ref().is_some_and(|d| !d.embedded) => Method::Draft,
+            Method::Auto if auto::model_drafter(self).is_some() => Method::Auto,
             Method::Auto => Method::PromptLookup,
             m => m,
         }
