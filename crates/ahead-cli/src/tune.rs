@@ -126,6 +126,8 @@ fn configs(drafts: usize, cache: bool) -> Vec<Config> {
         plain("hybrid", params(Method::Hybrid, None)),
         plain("hybrid k=8", params(Method::Hybrid, Some(8))),
         plain("lookahead", params(Method::Lookahead, None)),
+        // Prompt lookup beside the EAGLE head, if one is loaded (else prompt lookup again).
+        plain("auto", params(Method::Auto, None)),
     ]);
     for (w, n, g) in [(4, 4, 4), (8, 4, 8), (15, 5, 15)] {
         out.push(plain(
@@ -139,6 +141,12 @@ fn configs(drafts: usize, cache: bool) -> Vec<Config> {
         ));
     }
     for d in 0..drafts {
+        // Prompt lookup beside this draft.
+        out.push(Config {
+            name: format!("draft #{} auto", d + 1),
+            params: params(Method::Auto, None),
+            draft: Some(d),
+        });
         for k in [None, Some(1), Some(2), Some(4)] {
             out.push(Config {
                 name: format!(
@@ -191,6 +199,10 @@ pub fn run(a: TuneArgs) -> Result<()> {
             oracle: false,
         })
         .collect();
+    // `auto` without a model drafter is prompt lookup, already a row.
+    candidates.retain(|c| {
+        !(c.params.method == Method::Auto && c.engine.resolved_method(Method::Auto) == Method::PromptLookup)
+    });
     let skipped = runnable(&mut candidates);
     for s in &skipped {
         eprintln!("skipped: {s}");

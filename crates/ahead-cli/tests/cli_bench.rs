@@ -230,7 +230,8 @@ fn tune_writes_a_config_that_generate_follows() {
         ]),
         "generate --config",
     );
-    // Tune chooses among concrete configurations (never `auto`), so the method is reported.
+    // Tune tries `auto` only where it pairs prompt lookup with a model drafter (here it would be
+    // prompt lookup again, a row already), so the chosen method is the one reported.
     assert_eq!(g["stats"]["method"], method);
 
     // A config choosing a fixed draft length: generate follows it, and --method wins over it.

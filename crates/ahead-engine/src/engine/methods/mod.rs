@@ -160,7 +160,7 @@ impl Engine {
     /// The method `Auto` stands for on this engine: itself (prompt lookup beside a model
     /// drafter, see `methods::auto`) when a draft model given by the user or an EAGLE head is
     /// loaded, else prompt lookup.
-    pub(super) fn resolved_method(&self, method: Method) -> Method {
+    pub fn resolved_method(&self, method: Method) -> Method {
         match method {
             Method::Auto if auto::model_drafter(self).is_some() => Method::Auto,
             Method::Auto => Method::PromptLookup,
