@@ -36,7 +36,7 @@ impl LearnedByMethod {
         let mut learned = map.get(key).cloned().unwrap_or_default();
         learned.fold(finished);
         // A request that never drafted measured nothing: no entry for it.
-        if learned.requests() > 0 {
+        if !learned.is_empty() {
             map.insert(key.to_string(), learned);
         }
     }

@@ -8,7 +8,7 @@
 //!
 //! The costs start from a measurement made once per engine (at a short context) and then follow
 //! the request: the decoder reports the time of every verify forward and draft. Each is divided
-//! by the current 1-row time (plain steps, and a calibrating plain step every 32 speculative
+//! by the current 1-row time (plain steps, and a calibrating plain step after 32 speculative
 //! ones, keep it measured); a moving average of T(w)/T(1) per width gives the marginal cost of a
 //! row, m, and the curve becomes 1 + m (w - 1). The startup curve stays only as a weak anchor. As the context grows, attention makes every row dearer, and
 //! the controller sees it.
@@ -87,6 +87,8 @@ struct Offer {
     accept: Vec<f64>,
     /// Offers of this length declined since the last one verified.
     declined: usize,
+    /// Offers of this length verified (what a request learned of them).
+    verified: usize,
 }
 
 /// Live timings, as ratios to the current 1-row forward time: the context grows during a
@@ -127,21 +129,30 @@ const PROBE_EVERY: usize = 16;
 const PROBE_MAX: usize = 1024;
 
 /// What one method's finished requests measured: the acceptance per draft position (only the
-/// positions some request drafted; deeper ones keep the prior).
+/// positions some request drafted; deeper ones keep the prior), and for a proposer whose
+/// offers are judged by their length (or a free source's), the acceptance of its offers of
+/// each length some request verified.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Learned {
     accept: Vec<f64>,
     /// Requests folded in so far.
     requests: usize,
+    /// Per offer length n (index n): the acceptance per position of such offers and how many
+    /// requests verified one (0: never measured, the prior stays).
+    offers: Vec<(Vec<f64>, usize)>,
 }
 
 impl Learned {
     /// Folds in one more request's final estimates: the mean of every request so far, with
     /// the older ones fading once there are `LEARNED_WINDOW` of them (workloads drift).
     pub fn fold(&mut self, finished: &Controller) {
-        let seen = finished.drafted_positions.min(finished.accept.len());
         // A fixed draft length measured acceptance, but is not this method's controller.
-        if seen == 0 || finished.fixed.is_some() {
+        if finished.fixed.is_some() {
+            return;
+        }
+        self.fold_offers(finished);
+        let seen = finished.drafted_positions.min(finished.accept.len());
+        if seen == 0 {
             return;
         }
         self.requests += 1;
@@ -153,6 +164,31 @@ impl Learned {
         for (mine, theirs) in self.accept.iter_mut().zip(&finished.accept[..seen]) {
             *mine += weight * (theirs - *mine);
         }
+    }
+
+    /// Folds in the offers of each length the finished request verified, as `accept`.
+    fn fold_offers(&mut self, finished: &Controller) {
+        if self.offers.len() < finished.offers.len() {
+            self.offers.resize(finished.offers.len(), (Vec::new(), 0));
+        }
+        for (mine, theirs) in self.offers.iter_mut().zip(&finished.offers) {
+            if theirs.verified == 0 {
+                continue;
+            }
+            if mine.1 == 0 {
+                mine.0 = theirs.accept.clone();
+            }
+            mine.1 += 1;
+            let weight = 1.0 / mine.1.min(LEARNED_WINDOW) as f64;
+            for (m, t) in mine.0.iter_mut().zip(&theirs.accept) {
+                *m += weight * (t - *m);
+            }
+        }
+    }
+
+    /// Whether any request measured anything to start from.
+    pub fn is_empty(&self) -> bool {
+        self.requests == 0 && self.offers.iter().all(|o| o.1 == 0)
     }
 
     /// Acceptance per draft position, as far as measured.
@@ -191,6 +227,7 @@ impl Controller {
                 .map(|n| Offer {
                     accept: vec![PRIOR; n],
                     declined: 0,
+                    verified: 0,
                 })
                 .collect(),
             offered: None,
@@ -207,6 +244,13 @@ impl Controller {
         if self.fixed.is_none() {
             for (a, l) in self.accept.iter_mut().zip(&learned.accept) {
                 *a = *l;
+            }
+            for (offer, (acceptance, requests)) in self.offers.iter_mut().zip(&learned.offers) {
+                if *requests > 0 {
+                    for (a, l) in offer.accept.iter_mut().zip(acceptance) {
+                        *a = *l;
+                    }
+                }
             }
         }
         self
@@ -317,6 +361,8 @@ impl Controller {
         let ema = |old: Option<f64>, new: f64| Some(old.map_or(new, |o| o + TIMING_RATE * (new - o)));
         let t = &mut self.timing;
         if width == 1 {
+            // A plain step measured the 1-row time: no calibrating step is due for a while.
+            self.since_plain = 0;
             t.one = if t.one_inferred {
                 Some(verify_seconds)
             } else {
@@ -504,6 +550,7 @@ impl Controller {
     pub fn observe(&mut self, drafted: usize, accepted: usize) {
         if let Some(offer) = self.offered.take().and_then(|n| self.offers.get_mut(n)) {
             learn(&mut offer.accept, drafted, accepted);
+            offer.verified += 1;
         }
         // A free offer's outcome says nothing of the proposer's own drafts.
         if std::mem::take(&mut self.offer_is_free) {
@@ -847,6 +894,46 @@ mod tests {
         learned.fold(&fixed);
         learned.fold(&Controller::new(vec![0.0, 1.0, 1.2], 0.0));
         assert_eq!(learned, before);
+    }
+
+    #[test]
+    fn a_request_starts_from_the_offer_acceptance_earlier_requests_learned() {
+        // An earlier request whose one-node offers were never accepted.
+        let mut earlier = Controller::new(linear_curve(), 0.0).with_offers_judged_by_length();
+        for _ in 0..40 {
+            let k = earlier.keep_offer(1, 0);
+            earlier.observe(k, 0);
+        }
+        let mut learned = Learned::default();
+        learned.fold(&earlier);
+        assert!(!learned.is_empty());
+        // A fresh request tries them on the prior; one that starts from what was learned
+        // declines them from its first step.
+        assert_eq!(
+            Controller::new(linear_curve(), 0.0)
+                .with_offers_judged_by_length()
+                .keep_offer(1, 0),
+            1
+        );
+        let mut informed = Controller::new(linear_curve(), 0.0)
+            .with_offers_judged_by_length()
+            .starting_from(&learned);
+        assert_eq!(informed.keep_offer(1, 0), 0);
+        // Free offers verified beside a model drafter that never drafted are learned too.
+        let mut free = Controller::new(linear_curve(), 0.05).with_free_offers();
+        for _ in 0..10 {
+            let k = free.choose();
+            let keep = free.take_free_offer(3, k, 0);
+            free.observe(keep, keep);
+        }
+        let mut learned = Learned::default();
+        learned.fold(&free);
+        assert!(!learned.is_empty());
+        assert_eq!(
+            learned.requests(),
+            0,
+            "the model's own acceptance measured nothing"
+        );
     }
 
     #[test]
