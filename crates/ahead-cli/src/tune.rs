@@ -201,7 +201,7 @@ pub fn run(a: TuneArgs) -> Result<()> {
         .collect();
     // `auto` without a model drafter is prompt lookup, already a row.
     candidates.retain(|c| {
-        !(c.params.method == Method::Auto && c.engine.resolved_method(Method::Auto) == Method::PromptLookup)
+        !(c.params.method == Method::Auto && c.engine.resolved_method(&c.params) == Method::PromptLookup)
     });
     let skipped = runnable(&mut candidates);
     for s in &skipped {

@@ -357,7 +357,7 @@ impl Engine {
         let prompt_ids = self.checked_prompt(prompt, params)?;
         let model = &self.loaded.model;
         let capacity = (prompt_ids.len() + params.max_tokens + MAX_DRAFT).min(model.config().max_seq_len);
-        let method = self.resolved_method(params.method);
+        let method = self.resolved_method(params);
         let proposer = self.proposer_for(method, params, capacity)?;
         let controller = self.controller_for(method, params, proposer.as_ref())?;
         let learning = self.learning_key(method, params);
@@ -375,7 +375,7 @@ impl Engine {
     /// The acceptance per draft position that `params`' method has measured on this engine's
     /// finished requests (the start of its next request's controller), if any.
     pub fn learned_acceptance(&self, params: &GenerateParams) -> Option<Vec<f64>> {
-        let method = self.resolved_method(params.method);
+        let method = self.resolved_method(params);
         let key = self.learning_key(method, params)?;
         self.learned.get(&key).map(|l| l.acceptance().to_vec())
     }

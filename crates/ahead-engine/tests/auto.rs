@@ -77,16 +77,20 @@ fn sampled_tokens_follow_the_target_when_lookups_offers_are_verified() {
 }
 
 #[test]
-fn without_a_model_drafter_auto_is_prompt_lookup() {
+fn without_a_model_drafter_or_under_seeded_sampling_auto_is_prompt_lookup() {
     let loaded = load(&ModelSource::Default, &LoadOptions::default()).unwrap();
     let e = Engine::from_loaded(loaded);
+    let prompt = Prompt::from("The dog");
     let params = method_params(Method::Auto, None, SamplingParams::greedy(), 0, 8);
-    assert_eq!(
-        gen(&e, &Prompt::from("The dog"), &params).stats.method,
-        "prompt-lookup"
-    );
-    assert_eq!(
-        gen(engine(), &Prompt::from("The dog"), &params).stats.method,
-        "auto"
-    );
+    assert_eq!(gen(&e, &prompt, &params).stats.method, "prompt-lookup");
+    assert_eq!(gen(engine(), &prompt, &params).stats.method, "auto");
+    // A seeded sampled request's schedule follows nominal costs, which overrate a model
+    // drafter under sampling: lookup alone. Unseeded, the pair.
+    let seeded = method_params(Method::Auto, None, two_samplers()[0].clone(), 3, 8);
+    assert_eq!(gen(engine(), &prompt, &seeded).stats.method, "prompt-lookup");
+    let unseeded = GenerateParams {
+        reproducible: false,
+        ..seeded
+    };
+    assert_eq!(gen(engine(), &prompt, &unseeded).stats.method, "auto");
 }

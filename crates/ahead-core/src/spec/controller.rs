@@ -423,7 +423,9 @@ impl Controller {
         if best > 0 {
             self.idle = 0;
             self.since_plain += 1;
-            if self.since_plain > CALIBRATE_EVERY {
+            // Only a controller steered by live timings needs the 1-row time re-measured (a
+            // seeded sampled request's follows nominal costs: a plain step would be pure loss).
+            if self.since_plain > CALIBRATE_EVERY && self.timing.one.is_some() {
                 self.since_plain = 0;
                 self.calibrating = true;
                 return 0;
@@ -712,8 +714,9 @@ mod tests {
             .count();
         assert!(taken <= 3, "{taken}");
         assert!(c.choose() > 0, "the model still drafts");
-        // A calibrating plain step verifies nothing, offered or not.
+        // A calibrating plain step (a timed controller's) verifies nothing, offered or not.
         let mut c = Controller::new(linear_curve(), 0.0).with_free_offers();
+        c.observe_time(1, 1e-3, 0, 0.0);
         for _ in 0..30 {
             c.observe(2, 2);
         }
@@ -934,6 +937,28 @@ mod tests {
             0,
             "the model's own acceptance measured nothing"
         );
+    }
+
+    #[test]
+    fn only_a_timed_controller_takes_calibrating_plain_steps() {
+        let drafting = |timed: bool| {
+            let mut c = Controller::new(linear_curve(), 0.0).with_proposer_limiting_length();
+            for _ in 0..10 {
+                c.observe(3, 3);
+            }
+            let mut plain = 0;
+            for _ in 0..4 * CALIBRATE_EVERY {
+                let k = c.choose();
+                if timed {
+                    c.observe_time(k + 1, 1e-3 * (1.0 + 0.3 * k as f64), k, 0.0);
+                }
+                c.observe(k, k);
+                plain += usize::from(k == 0);
+            }
+            plain
+        };
+        assert!(drafting(true) >= 3, "re-measures the 1-row time");
+        assert_eq!(drafting(false), 0, "nominal costs need no measuring");
     }
 
     #[test]

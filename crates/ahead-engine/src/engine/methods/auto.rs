@@ -1,7 +1,7 @@
 //! `auto` with a model drafter loaded (a draft model the user gave, else an EAGLE head): the
 //! model drafts, and prompt lookup offers its matches for free beside it; the controller
 //! verifies whichever promises more each step (`spec::ChoosingProposer`). Without a model
-//! drafter `auto` is prompt lookup (`Engine::resolved_method`).
+//! drafter, and for seeded sampling, `auto` is prompt lookup (`Engine::resolved_method`).
 
 use super::draft::DraftHome;
 use super::eagle::EagleHome;

@@ -91,7 +91,7 @@ impl Engine {
     /// Whether `params`' method can run on this engine (its drafter is loaded, its settings
     /// valid): the error a request would meet at its start, without starting it.
     pub fn method_available(&self, params: &GenerateParams) -> Result<()> {
-        home(self.resolved_method(params.method)).check(self, params)
+        home(self.resolved_method(params)).check(self, params)
     }
 
     /// The controller that sizes `method`'s drafts: fixed when `params` fixes k, else the cost
@@ -145,7 +145,7 @@ impl Engine {
     /// prompt, the completion, the most drafts a step verifies and the method's side rows
     /// (lookahead's window), at most the context (what a server's KV budget must reserve).
     pub fn cache_slots(&self, prompt_len: usize, params: &GenerateParams) -> Result<usize> {
-        let method = self.resolved_method(params.method);
+        let method = self.resolved_method(params);
         let drafts = match (method, params.num_draft) {
             (Method::Vanilla, _) => 0,
             (_, Some(k)) => k,
@@ -157,12 +157,15 @@ impl Engine {
         Ok((prompt_len + completion + drafts + side).min(context))
     }
 
-    /// The method `Auto` stands for on this engine: itself (prompt lookup beside a model
-    /// drafter, see `methods::auto`) when a draft model given by the user or an EAGLE head is
-    /// loaded, else prompt lookup.
-    pub fn resolved_method(&self, method: Method) -> Method {
-        match method {
-            Method::Auto if auto::model_drafter(self).is_some() => Method::Auto,
+    /// The method a request with `params` runs on this engine: `Auto` is itself (prompt
+    /// lookup beside a model drafter, see `methods::auto`) when a draft model given by the
+    /// user or an EAGLE head is loaded, else prompt lookup. Seeded sampling's `Auto` is prompt
+    /// lookup too: its schedule follows nominal costs, which overrate every model drafter
+    /// under sampling (each measured 0.94-0.97x of plain decoding on Spec-Bench), while
+    /// lookup's drafts cost nothing to make.
+    pub fn resolved_method(&self, params: &GenerateParams) -> Method {
+        match params.method {
+            Method::Auto if auto::model_drafter(self).is_some() && !params.seeded_sampling() => Method::Auto,
             Method::Auto => Method::PromptLookup,
             m => m,
         }
