@@ -53,9 +53,11 @@ fn lookups_matches_are_verified_where_the_model_drafter_is_never_right() {
     };
     let (auto, eagle, lookup) = (run(Method::Auto), run(Method::Eagle), run(Method::PromptLookup));
     assert!(lookup.accepted_tokens > 10, "the text repeats: {lookup:?}");
+    // The random head is almost never right (how often it drafts follows the machine's
+    // timings); auto takes lookup's matches all the same.
     assert!(
-        eagle.accepted_tokens < lookup.accepted_tokens / 2,
-        "a random head: {eagle:?}"
+        auto.accepted_tokens > eagle.accepted_tokens,
+        "auto {auto:?}\neagle {eagle:?}"
     );
     assert!(
         auto.accepted_tokens * 4 >= lookup.accepted_tokens * 3,

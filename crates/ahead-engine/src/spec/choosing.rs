@@ -8,18 +8,24 @@
 use ahead_core::spec::TokenTree;
 use ahead_core::{Rng, SamplingParams};
 
+use super::pair::Pair;
 use super::proposer::{Needs, Outcome, Proposal, Proposer};
 use crate::error::Result;
 
 pub struct ChoosingProposer {
-    model: Box<dyn Proposer>,
-    lookup: Box<dyn Proposer>,
+    /// `first` is the model, `second` prompt lookup.
+    pair: Pair,
 }
 
 impl ChoosingProposer {
     /// `model` drafts at its cost; `lookup` offers drafts that cost nothing to make.
     pub fn new(model: Box<dyn Proposer>, lookup: Box<dyn Proposer>) -> Self {
-        Self { model, lookup }
+        Self {
+            pair: Pair {
+                first: model,
+                second: lookup,
+            },
+        }
     }
 }
 
@@ -29,34 +35,27 @@ impl Proposer for ChoosingProposer {
     }
 
     fn prefill(&mut self, prompt: &[u32]) -> Result<()> {
-        self.model.prefill(prompt)?;
-        self.lookup.prefill(prompt)
+        self.pair.prefill(prompt)
     }
 
     fn needs(&self) -> Needs {
-        let (a, b) = (self.model.needs(), self.lookup.needs());
-        Needs {
-            hidden: if a.hidden.any() { a.hidden } else { b.hidden },
-            row_logits: a.row_logits || b.row_logits,
-        }
+        self.pair.needs()
     }
 
     fn observe(&mut self, outcome: &Outcome<'_>) -> Result<()> {
-        self.model.observe(outcome)?;
-        self.lookup.observe(outcome)
+        self.pair.observe(outcome)
     }
 
     fn finish(&mut self, output: &[u32]) {
-        self.model.finish(output);
-        self.lookup.finish(output);
+        self.pair.finish(output)
     }
 
     fn max_side_rows(&self) -> usize {
-        self.model.max_side_rows()
+        self.pair.first.max_side_rows()
     }
 
     fn stops_own_drafts(&self) -> bool {
-        self.model.stops_own_drafts()
+        self.pair.first.stops_own_drafts()
     }
 
     fn free_offer(
@@ -66,7 +65,7 @@ impl Proposer for ChoosingProposer {
         sampling: &SamplingParams,
         rng: &mut Rng,
     ) -> Result<Option<TokenTree>> {
-        let offer = self.lookup.propose(history, most, sampling, rng)?.tree;
+        let offer = self.pair.second.propose(history, most, sampling, rng)?.tree;
         Ok((!offer.is_empty()).then_some(offer))
     }
 
@@ -77,6 +76,6 @@ impl Proposer for ChoosingProposer {
         sampling: &SamplingParams,
         rng: &mut Rng,
     ) -> Result<Proposal> {
-        self.model.propose(history, k, sampling, rng)
+        self.pair.first.propose(history, k, sampling, rng)
     }
 }

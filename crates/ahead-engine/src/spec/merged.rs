@@ -7,17 +7,19 @@
 use ahead_core::spec::TokenTree;
 use ahead_core::{Rng, SamplingParams};
 
+use super::pair::Pair;
 use super::proposer::{Needs, Outcome, Proposal, Proposer};
 use crate::error::Result;
 
 pub struct MergedProposer {
-    first: Box<dyn Proposer>,
-    second: Box<dyn Proposer>,
+    pair: Pair,
 }
 
 impl MergedProposer {
     pub fn new(first: Box<dyn Proposer>, second: Box<dyn Proposer>) -> Self {
-        Self { first, second }
+        Self {
+            pair: Pair { first, second },
+        }
     }
 }
 
@@ -27,35 +29,27 @@ impl Proposer for MergedProposer {
     }
 
     fn prefill(&mut self, prompt: &[u32]) -> Result<()> {
-        self.first.prefill(prompt)?;
-        self.second.prefill(prompt)
+        self.pair.prefill(prompt)
     }
 
     fn needs(&self) -> Needs {
-        let (a, b) = (self.first.needs(), self.second.needs());
-        Needs {
-            // Only the first (EAGLE) reads features.
-            hidden: if a.hidden.any() { a.hidden } else { b.hidden },
-            row_logits: a.row_logits || b.row_logits,
-        }
+        self.pair.needs()
     }
 
     fn observe(&mut self, outcome: &Outcome<'_>) -> Result<()> {
-        self.first.observe(outcome)?;
-        self.second.observe(outcome)
+        self.pair.observe(outcome)
     }
 
     fn finish(&mut self, output: &[u32]) {
-        self.first.finish(output);
-        self.second.finish(output);
+        self.pair.finish(output)
     }
 
     fn max_side_rows(&self) -> usize {
-        self.first.max_side_rows()
+        self.pair.first.max_side_rows()
     }
 
     fn stops_own_drafts(&self) -> bool {
-        self.first.stops_own_drafts() && self.second.stops_own_drafts()
+        self.pair.first.stops_own_drafts() && self.pair.second.stops_own_drafts()
     }
 
     /// Under greedy the first drafts at most half of `k` (the second fills the rest); under
@@ -68,13 +62,13 @@ impl Proposer for MergedProposer {
         rng: &mut Rng,
     ) -> Result<Proposal> {
         if !sampling.is_greedy() {
-            return self.first.propose(history, k, sampling, rng);
+            return self.pair.first.propose(history, k, sampling, rng);
         }
-        let first = self.first.propose(history, k.div_ceil(2), sampling, rng)?;
+        let first = self.pair.first.propose(history, k.div_ceil(2), sampling, rng)?;
         if first.tree.len() >= k {
             return Ok(first);
         }
-        let second = self.second.propose(history, k, sampling, rng)?;
+        let second = self.pair.second.propose(history, k, sampling, rng)?;
         Ok(Proposal {
             tree: merge(first.tree, &second.tree, k),
             side: first.side,

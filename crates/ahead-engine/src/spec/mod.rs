@@ -10,6 +10,7 @@ pub mod lookahead;
 pub mod medusa;
 pub mod merged;
 pub mod oracle;
+mod pair;
 pub mod proposer;
 pub mod recycling;
 pub mod suffix;
