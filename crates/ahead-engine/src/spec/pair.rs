@@ -15,7 +15,7 @@ impl Pair {
         self.second.prefill(prompt)
     }
 
-    /// What either reads (only one of the pairs built reads features: EAGLE or the draft's).
+    /// What either reads (at most one of the two reads features).
     pub fn needs(&self) -> Needs {
         let (a, b) = (self.first.needs(), self.second.needs());
         Needs {
