@@ -9,8 +9,8 @@
 //! The costs start from a measurement made once per engine (at a short context) and then follow
 //! the request: the decoder reports the time of every verify forward and draft. Each is divided
 //! by the current 1-row time (plain steps, and a calibrating plain step after 32 speculative
-//! ones, keep it measured); a moving average of T(w)/T(1) per width gives the marginal cost of a
-//! row, m, and the curve becomes 1 + m (w - 1). The startup curve stays only as a weak anchor. As the context grows, attention makes every row dearer, and
+//! ones, keep it measured); a moving average of T(w)/T(1) per width scales the startup curve's
+//! extra cost, T(w)/T(1) = 1 + s (startup(w) - 1), so the curve keeps its measured shape. The startup curve stays only as a weak anchor. As the context grows, attention makes every row dearer, and
 //! the controller sees it.
 //!
 //! A proposer whose drafts are as long as the match they copy and free to propose (prompt
@@ -115,6 +115,9 @@ const TIMING_RATE: f64 = 0.3;
 const STALE_DECAY: f64 = 0.9;
 /// Weight of each startup-curve point in the line fit (a width just observed weighs 1).
 const ANCHOR_WEIGHT: f64 = 0.01;
+/// Startup-curve points whose extra rows cost less than this (of a step) say nothing of how
+/// the live timings scale it.
+const MIN_ROW_COST: f64 = 1e-3;
 /// Speculative steps between two plain (calibrating) ones.
 const CALIBRATE_EVERY: usize = 32;
 
@@ -325,8 +328,12 @@ impl Controller {
     fn fit(&self) -> Option<(Vec<f64>, f64)> {
         let t = &self.timing;
         t.one?;
-        // T(w)/T(1) = 1 + m (w - 1): the marginal row cost m is a weighted mean of the slopes
-        // (r - 1) / (w - 1) of the observed widths, with the startup curve's as weak anchors.
+        // The live timings scale the startup curve, T(w)/T(1) = 1 + s (startup(w) - 1), s by
+        // least squares through the origin over the observed widths, with the startup curve's
+        // own points (s = 1) as weak anchors. The curve keeps its measured shape: the first
+        // extra rows cost more than later ones, which the few widths a request verifies cannot
+        // show (a line through them priced a 5-row verify like 1 + 4 x the 2-row step's row and
+        // cut prompt lookup's offers short: 0.92 of its fixed k = 4 on Spec-Bench's math).
         let observed = t
             .ratio
             .iter()
@@ -338,17 +345,23 @@ impl Controller {
             .enumerate()
             .skip(2)
             .map(|(w, &c)| (w, c, ANCHOR_WEIGHT));
-        let (mut slopes, mut weights) = (0.0, 0.0);
+        let (mut num, mut den) = (0.0, 0.0);
         for (w, r, weight) in observed.chain(anchors) {
-            slopes += weight * (r - 1.0) / (w as f64 - 1.0);
-            weights += weight;
+            let base = cost_at(&self.verify_cost, w) - 1.0;
+            if base > MIN_ROW_COST {
+                num += weight * base * (r - 1.0);
+                den += weight * base * base;
+            }
         }
-        if weights <= 0.0 {
+        if den <= 0.0 {
             return None;
         }
-        let m = (slopes / weights).max(0.0);
+        let scale = (num / den).max(0.0);
         let curve = (0..self.verify_cost.len())
-            .map(|w| if w == 0 { 0.0 } else { 1.0 + m * (w as f64 - 1.0) })
+            .map(|w| match w {
+                0 => 0.0,
+                _ => 1.0 + scale * (self.verify_cost[w] - 1.0),
+            })
             .collect();
         Some((curve, t.draft_ratio.unwrap_or(self.draft_cost)))
     }
