@@ -53,6 +53,11 @@ impl MethodHome for AutoHome {
         )))
     }
 
+    /// Prompt lookup's, beside the model's drafts.
+    fn offers_free_drafts(&self) -> bool {
+        true
+    }
+
     /// The model's: lookup's offers cost nothing to make.
     fn draft_cost(&self, engine: &Engine, costs: &Costs) -> f64 {
         model_home(engine).map_or(0.0, |home| home.draft_cost(engine, costs))

@@ -1,6 +1,6 @@
 //! Each method's home on an engine ([`MethodHome`]): what it needs loaded and which settings
-//! it accepts, the proposer a request gets, what a drafted token costs, the rows a step adds
-//! besides its drafts, and the settings its learned acceptance is kept under. A new method is
+//! it accepts, the proposer a request gets, what a drafted token costs, whether free drafts
+//! ride beside its own (`auto`), the rows a step adds besides its drafts, and the settings its learned acceptance is kept under. A new method is
 //! a module here and an arm in [`home`]; what is common to all of them (the controller, the
 //! learning key, the KV slots, which method `Auto` stands for) is below.
 
@@ -38,6 +38,12 @@ trait MethodHome: Sync {
     /// What drafting one token costs on `engine`, in target steps.
     fn draft_cost(&self, _engine: &Engine, _costs: &Costs) -> f64 {
         0.0
+    }
+
+    /// Whether its proposer offers free drafts beside its own (`Proposer::free_offer`), for
+    /// the controller to weigh against them every step.
+    fn offers_free_drafts(&self) -> bool {
+        false
     }
 
     /// Rows every drafting step adds besides its drafts (lookahead's window).
@@ -111,8 +117,7 @@ impl Engine {
                 let c = self
                     .cost_controller(params, draft_cost, proposer)?
                     .with_side_rows(home.side_rows(self, params)?);
-                // `auto`'s prompt lookup offers beside its model drafter.
-                if m == Method::Auto {
+                if home.offers_free_drafts() {
                     c.with_free_offers()
                 } else {
                     c

@@ -1,0 +1,81 @@
+//! What a method's finished requests measured, where its next request's controller starts
+//! (`Controller::starting_from`).
+
+use super::Controller;
+
+/// What one method's finished requests measured: the acceptance per draft position (only the
+/// positions some request drafted; deeper ones keep the prior), and for a proposer whose
+/// offers are judged by their length (or a free source's), the acceptance of its offers of
+/// each length some request verified.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Learned {
+    pub(super) accept: Vec<f64>,
+    /// Requests folded in so far.
+    requests: usize,
+    /// Per offer length n (index n): the acceptance per position of such offers and how many
+    /// requests verified one (0: never measured, the prior stays).
+    pub(super) offers: Vec<(Vec<f64>, usize)>,
+}
+
+impl Learned {
+    /// Folds in one more request's final estimates: the mean of every request so far, with
+    /// the older ones fading once there are `LEARNED_WINDOW` of them (workloads drift).
+    pub fn fold(&mut self, finished: &Controller) {
+        // A fixed draft length measured acceptance, but is not this method's controller.
+        if finished.fixed.is_some() {
+            return;
+        }
+        self.fold_offers(finished);
+        let seen = finished.drafted_positions.min(finished.accept.len());
+        if seen == 0 {
+            return;
+        }
+        self.requests += 1;
+        let weight = 1.0 / self.requests.min(LEARNED_WINDOW) as f64;
+        if self.accept.len() < seen {
+            let old = self.accept.len();
+            self.accept.extend_from_slice(&finished.accept[old..seen]);
+        }
+        for (mine, theirs) in self.accept.iter_mut().zip(&finished.accept[..seen]) {
+            *mine += weight * (theirs - *mine);
+        }
+    }
+
+    /// Folds in the offers of each length the finished request verified, as `accept`.
+    fn fold_offers(&mut self, finished: &Controller) {
+        if self.offers.len() < finished.offers.len() {
+            self.offers.resize(finished.offers.len(), (Vec::new(), 0));
+        }
+        for (mine, theirs) in self.offers.iter_mut().zip(&finished.offers) {
+            if theirs.verified == 0 {
+                continue;
+            }
+            if mine.1 == 0 {
+                mine.0 = theirs.accept.clone();
+            }
+            mine.1 += 1;
+            let weight = 1.0 / mine.1.min(LEARNED_WINDOW) as f64;
+            for (m, t) in mine.0.iter_mut().zip(&theirs.accept) {
+                *m += weight * (t - *m);
+            }
+        }
+    }
+
+    /// Whether any request measured anything to start from.
+    pub fn is_empty(&self) -> bool {
+        self.requests == 0 && self.offers.iter().all(|o| o.1 == 0)
+    }
+
+    /// Acceptance per draft position, as far as measured.
+    pub fn acceptance(&self) -> &[f64] {
+        &self.accept
+    }
+
+    /// Requests folded in.
+    pub fn requests(&self) -> usize {
+        self.requests
+    }
+}
+
+/// Requests over which `Learned` averages before older ones fade.
+const LEARNED_WINDOW: usize = 16;
