@@ -42,6 +42,8 @@ struct Counters {
     /// Per draft depth (1 = the token after the pending one): steps that drafted that deep,
     /// and steps whose accepted path reached it.
     by_depth: Vec<(usize, usize)>,
+    /// Steps that verified a free offer (`auto`'s prompt lookup) instead of the proposer's own.
+    free_steps: usize,
 }
 
 /// One generation in progress: its cache, proposer, controller and committed tokens. A step is
@@ -118,6 +120,8 @@ pub(crate) struct Plan {
     masks: Vec<SimpleVob>,
     /// The tree is text the grammar forced, not the proposer's draft.
     forced: bool,
+    /// The tree is a free offer (`Proposer::free_offer`), not the proposer's own draft.
+    free: bool,
 }
 
 impl Plan {
@@ -266,6 +270,7 @@ impl<'a> Sequence<'a> {
             prefill: true,
             masks: Vec::new(),
             forced: false,
+            free: false,
         }
     }
 
@@ -328,6 +333,7 @@ impl<'a> Sequence<'a> {
             _ => Vec::new(),
         };
         let was_forced = !forced.is_empty();
+        let mut took_free = false;
         let (mut tree, side) = if was_forced {
             let q = vec![DraftDist::OneHot; forced.len()];
             (TokenTree::chain(forced, q), None)
@@ -350,7 +356,10 @@ impl<'a> Sequence<'a> {
                 }
             };
             match free {
-                Some(t) if !t.is_empty() => (t, None),
+                Some(t) if !t.is_empty() => {
+                    took_free = true;
+                    (t, None)
+                }
                 _ if k > 0 => {
                     let mut p = self.proposer.propose(history, k, &self.sampling, &mut self.rng)?;
                     truncate_tree(&mut p.tree, k);
@@ -424,6 +433,7 @@ impl<'a> Sequence<'a> {
             prefill: false,
             masks,
             forced: was_forced,
+            free: took_free,
         })
     }
 
@@ -531,6 +541,7 @@ impl<'a> Sequence<'a> {
             }
         }
         self.counters.drafted += tree.len();
+        self.counters.free_steps += usize::from(plan.free);
         self.counters.accepted += acc.nodes.len();
         // Text a grammar forced says nothing of the method's acceptance.
         if !plan.forced {
@@ -633,6 +644,7 @@ impl<'a> Sequence<'a> {
             pool_hits: self.proposer.pool_hits(),
             cached_prompt_tokens: self.cached,
             acceptance_by_position: self.counters.by_depth,
+            free_offer_steps: self.counters.free_steps,
         };
         let mut prompt_token_ids = self.history;
         prompt_token_ids.truncate(self.prompt_len);

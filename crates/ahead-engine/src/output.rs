@@ -51,6 +51,10 @@ pub struct Stats {
     /// that far, and steps whose accepted path reached it. For metrics; not in the CLI's JSON.
     #[serde(skip)]
     pub acceptance_by_position: Vec<(usize, usize)>,
+    /// `auto`: steps that verified prompt lookup's free offer instead of the model's draft. For
+    /// tests and metrics; not in the CLI's JSON.
+    #[serde(skip)]
+    pub free_offer_steps: usize,
 }
 
 /// One finished generation.

@@ -63,6 +63,12 @@ fn lookups_matches_are_verified_where_the_model_drafter_is_never_right() {
         auto.accepted_tokens * 4 >= lookup.accepted_tokens * 3,
         "auto {auto:?}\nlookup {lookup:?}"
     );
+    assert!(auto.free_offer_steps > 0, "{auto:?}");
+    assert_eq!(
+        eagle.free_offer_steps + lookup.free_offer_steps,
+        0,
+        "only auto has free offers"
+    );
 }
 
 #[test]
@@ -71,10 +77,11 @@ fn sampled_tokens_follow_the_target_when_lookups_offers_are_verified() {
     for sampling in two_samplers() {
         // Under the controller, timed as when reproducibility is not asked for: the toy's
         // nominal row cost (a whole step) would never let anything draft.
-        assert_samples_follow_the_target_with(engine(), &prompt, &sampling, |seed| GenerateParams {
+        let c = assert_samples_follow_the_target_with(engine(), &prompt, &sampling, |seed| GenerateParams {
             reproducible: false,
             ..method_params(Method::Auto, None, sampling.clone(), seed, 2)
         });
+        assert!(c.free_offer_steps > 0, "lookup's offers were never verified");
     }
 }
 

@@ -220,7 +220,7 @@ fn sampled_tokens_follow_the_target_distribution() {
     for (method, sampling) in cases {
         let p1 = target_dist(e, &prompt_ids, &sampling);
         let mut first = vec![0u64; vocab];
-        let mut drafted = 0;
+        let (mut drafted, mut free) = (0, 0);
         for seed in 0..n {
             let params = match method {
                 Method::Auto => GenerateParams {
@@ -232,10 +232,15 @@ fn sampled_tokens_follow_the_target_distribution() {
             let out = gen(e, &prompt, &params);
             first[out.token_ids[0] as usize] += 1;
             drafted += out.stats.drafted_tokens;
+            free += out.stats.free_offer_steps;
         }
         assert!(
             drafted > 0,
             "{method:?} never drafted: the test would not test speculation"
+        );
+        assert!(
+            method != Method::Auto || free > 0,
+            "auto never verified lookup's offers"
         );
         let (s, dof) = chi_square(&first, &p1);
         assert!(

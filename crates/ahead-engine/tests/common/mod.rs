@@ -211,6 +211,8 @@ pub struct TwoTokenCounts {
     /// Per first token, the counts of the second.
     pub seconds: std::collections::HashMap<u32, Vec<u64>>,
     pub drafted: usize,
+    /// Steps that verified a free offer (`auto`'s prompt lookup).
+    pub free_offer_steps: usize,
 }
 
 pub fn sample_two_tokens(
@@ -224,6 +226,7 @@ pub fn sample_two_tokens(
         first: vec![0; vocab],
         seconds: Default::default(),
         drafted: 0,
+        free_offer_steps: 0,
     };
     for seed in 0..n {
         let out = gen(e, prompt, &params(seed));
@@ -232,6 +235,7 @@ pub fn sample_two_tokens(
             .entry(out.token_ids[0])
             .or_insert_with(|| vec![0; vocab])[out.token_ids[1] as usize] += 1;
         c.drafted += out.stats.drafted_tokens;
+        c.free_offer_steps += out.stats.free_offer_steps;
     }
     c
 }
@@ -299,13 +303,13 @@ pub fn assert_samples_follow_the_target(
 }
 
 /// `assert_samples_follow_the_target` for the requests `params(seed)` (two tokens each, with
-/// `sampling`).
+/// `sampling`); returns the counts.
 pub fn assert_samples_follow_the_target_with(
     e: &Engine,
     prompt: &Prompt,
     sampling: &SamplingParams,
     params: impl Fn(u64) -> GenerateParams,
-) {
+) -> TwoTokenCounts {
     use ahead_testutil::{chi_square, chi_square_critical as critical};
     let prompt_ids = e.prompt_ids(prompt).unwrap();
     let method = params(0).method;
@@ -324,6 +328,7 @@ pub fn assert_samples_follow_the_target_with(
         s < critical(dof),
         "{method:?} {sampling:?}: second token chi2 {s}, dof {dof}"
     );
+    c
 }
 
 /// Every method the default engine can run (it carries a draft, Medusa heads and an n-gram
