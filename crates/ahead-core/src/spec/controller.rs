@@ -174,12 +174,17 @@ impl Controller {
             for (a, l) in self.accept.iter_mut().zip(&learned.accept) {
                 *a = *l;
             }
-            for (offer, (acceptance, requests)) in self.offers.iter_mut().zip(&learned.offers) {
-                if *requests > 0 {
-                    for (a, l) in offer.accept.iter_mut().zip(acceptance) {
+            for (offer, learned) in self.offers.iter_mut().zip(&learned.offers) {
+                offer.declined = learned.declined;
+                if learned.requests > 0 {
+                    for (a, l) in offer.accept.iter_mut().zip(&learned.accept) {
                         *a = *l;
                     }
                 }
+            }
+            if let Some((idle, interval)) = learned.probe {
+                self.idle = idle;
+                self.probe_interval = interval;
             }
         }
         self

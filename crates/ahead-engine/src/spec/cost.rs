@@ -14,25 +14,33 @@ const REPEATS: usize = 3;
 /// Widths measured; the others are interpolated (a forward of a large model takes long).
 const MEASURED: [usize; 5] = [1, 2, 3, 5, 9];
 
-/// Seconds of one forward of `rows` rows after a `CONTEXT`-token prefix, best of `REPEATS`.
-fn forward_seconds(model: &Model, rows: usize) -> Result<f64> {
-    let context = CONTEXT.min(model.config().max_seq_len.saturating_sub(rows + 1));
-    let mut cache = model.new_cache(context + rows)?;
-    let prefix: Vec<u32> = (0..context as u32)
-        .map(|i| i % model.config().vocab_size as u32)
-        .collect();
-    if !prefix.is_empty() {
-        let pos: Vec<usize> = (0..context).collect();
-        model.forward(&ForwardInput::causal(&prefix, &pos), &mut cache)?;
+/// Seconds of one forward of each of `widths` rows after a `CONTEXT`-token prefix, best of
+/// `REPEATS`. The widths take turns, round after round, so that a burst of load elsewhere on
+/// the machine slows one round of every width rather than every repeat of one width (whose
+/// ratio to the others it would then distort, for as long as the engine lives).
+fn forward_seconds(model: &Model, widths: &[usize]) -> Result<Vec<f64>> {
+    let mut runs = Vec::with_capacity(widths.len());
+    for &rows in widths {
+        let context = CONTEXT.min(model.config().max_seq_len.saturating_sub(rows + 1));
+        let mut cache = model.new_cache(context + rows)?;
+        let prefix: Vec<u32> = (0..context as u32)
+            .map(|i| i % model.config().vocab_size as u32)
+            .collect();
+        if !prefix.is_empty() {
+            let pos: Vec<usize> = (0..context).collect();
+            model.forward(&ForwardInput::causal(&prefix, &pos), &mut cache)?;
+        }
+        let pos: Vec<usize> = (context..context + rows).collect();
+        runs.push((cache, context, vec![1u32; rows], pos));
     }
-    let tokens = vec![1u32; rows];
-    let pos: Vec<usize> = (context..context + rows).collect();
-    let mut best = f64::INFINITY;
+    let mut best = vec![f64::INFINITY; widths.len()];
     for _ in 0..REPEATS {
-        let start = Instant::now();
-        model.forward(&ForwardInput::causal(&tokens, &pos), &mut cache)?;
-        best = best.min(start.elapsed().as_secs_f64());
-        cache.truncate(context)?;
+        for ((cache, context, tokens, pos), best) in runs.iter_mut().zip(&mut best) {
+            let start = Instant::now();
+            model.forward(&ForwardInput::causal(tokens, pos), cache)?;
+            *best = best.min(start.elapsed().as_secs_f64());
+            cache.truncate(*context)?;
+        }
     }
     Ok(best)
 }
@@ -40,17 +48,14 @@ fn forward_seconds(model: &Model, rows: usize) -> Result<f64> {
 /// `T(r) / T(1)` for r = 1..=max_rows (index 0 is 0): widths in `MEASURED` (and `max_rows`)
 /// are timed, the rest interpolated linearly between them.
 pub fn verify_cost_curve(model: &Model, max_rows: usize) -> Result<Vec<f64>> {
-    let one = forward_seconds(model, 1)?.max(1e-9);
-    let mut points = vec![(1usize, 1.0f64)];
-    for r in MEASURED
-        .into_iter()
-        .skip(1)
-        .filter(|&r| r < max_rows)
-        .chain([max_rows])
-        .filter(|&r| r > 1)
-    {
-        points.push((r, forward_seconds(model, r)? / one));
-    }
+    // 1 first (the unit), then the measured widths up to `max_rows`, and `max_rows` itself.
+    let widths: Vec<usize> = std::iter::once(1)
+        .chain(MEASURED.into_iter().filter(|&r| r > 1 && r < max_rows))
+        .chain((max_rows > 1).then_some(max_rows))
+        .collect();
+    let seconds = forward_seconds(model, &widths)?;
+    let one = seconds.first().copied().unwrap_or(1.0).max(1e-9);
+    let points: Vec<(usize, f64)> = widths.iter().zip(&seconds).map(|(&r, s)| (r, s / one)).collect();
     let mut curve = vec![0.0; max_rows.max(1) + 1];
     for w in points.windows(2) {
         let ((r0, c0), (r1, c1)) = (w[0], w[1]);
@@ -64,7 +69,10 @@ pub fn verify_cost_curve(model: &Model, max_rows: usize) -> Result<Vec<f64>> {
 
 /// Seconds of a 1-row forward of `model` (to compare a draft with its target).
 pub fn step_seconds(model: &Model) -> Result<f64> {
-    forward_seconds(model, 1)
+    Ok(forward_seconds(model, &[1])?
+        .first()
+        .copied()
+        .unwrap_or(f64::INFINITY))
 }
 
 /// Seconds of one pass of every Medusa head over a hidden state, best of `REPEATS`.

@@ -6,15 +6,31 @@ use super::Controller;
 /// What one method's finished requests measured: the acceptance per draft position (only the
 /// positions some request drafted; deeper ones keep the prior), and for a proposer whose
 /// offers are judged by their length (or a free source's), the acceptance of its offers of
-/// each length some request verified.
+/// each length some request verified. Also where the last request left its probes' count
+/// of declined steps: a request shorter than the probe interval would otherwise never probe,
+/// and a method that an early estimate (or a startup cost measured under load) judged
+/// unprofitable would stay unmeasured for good on a server of short requests.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Learned {
     pub(super) accept: Vec<f64>,
     /// Requests folded in so far.
     requests: usize,
-    /// Per offer length n (index n): the acceptance per position of such offers and how many
-    /// requests verified one (0: never measured, the prior stays).
-    pub(super) offers: Vec<(Vec<f64>, usize)>,
+    /// Per offer length n (index n): what requests measured of such offers.
+    pub(super) offers: Vec<LearnedOffer>,
+    /// The proposer's own probe: steps idle since the last one and the interval then due
+    /// (`None` until a request finished).
+    pub(super) probe: Option<(usize, usize)>,
+}
+
+/// What requests measured of a proposer's offers of one length.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(super) struct LearnedOffer {
+    /// Acceptance per position.
+    pub(super) accept: Vec<f64>,
+    /// Requests that verified such an offer (0: never measured, the prior stays).
+    pub(super) requests: usize,
+    /// Offers of this length declined since one was last verified.
+    pub(super) declined: usize,
 }
 
 impl Learned {
@@ -26,6 +42,7 @@ impl Learned {
             return;
         }
         self.fold_offers(finished);
+        self.probe = Some((finished.idle, finished.probe_interval));
         let seen = finished.drafted_positions.min(finished.accept.len());
         if seen == 0 {
             return;
@@ -44,18 +61,19 @@ impl Learned {
     /// Folds in the offers of each length the finished request verified, as `accept`.
     fn fold_offers(&mut self, finished: &Controller) {
         if self.offers.len() < finished.offers.len() {
-            self.offers.resize(finished.offers.len(), (Vec::new(), 0));
+            self.offers.resize(finished.offers.len(), LearnedOffer::default());
         }
         for (mine, theirs) in self.offers.iter_mut().zip(&finished.offers) {
+            mine.declined = theirs.declined;
             if theirs.verified == 0 {
                 continue;
             }
-            if mine.1 == 0 {
-                mine.0 = theirs.accept.clone();
+            if mine.requests == 0 {
+                mine.accept = theirs.accept.clone();
             }
-            mine.1 += 1;
-            let weight = 1.0 / mine.1.min(LEARNED_WINDOW) as f64;
-            for (m, t) in mine.0.iter_mut().zip(&theirs.accept) {
+            mine.requests += 1;
+            let weight = 1.0 / mine.requests.min(LEARNED_WINDOW) as f64;
+            for (m, t) in mine.accept.iter_mut().zip(&theirs.accept) {
                 *m += weight * (t - *m);
             }
         }
@@ -63,7 +81,7 @@ impl Learned {
 
     /// Whether any request measured anything to start from.
     pub fn is_empty(&self) -> bool {
-        self.requests == 0 && self.offers.iter().all(|o| o.1 == 0)
+        self.requests == 0 && self.offers.iter().all(|o| o.requests == 0)
     }
 
     /// Acceptance per draft position, as far as measured.

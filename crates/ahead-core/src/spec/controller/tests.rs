@@ -317,6 +317,42 @@ fn a_request_starts_from_the_offer_acceptance_earlier_requests_learned() {
 }
 
 #[test]
+fn requests_shorter_than_the_probe_interval_still_probe() {
+    // Rows so dear (a startup curve measured under load, say) that neither a draft of the
+    // model's own nor a one-node free offer is judged to pay on the prior, though both could
+    // if accepted. Each request is one step, and every draft is rejected.
+    let dear = curve(0.8, 10);
+    let probes = |free_offers: bool| {
+        let mut learned = Learned::default();
+        let mut verified = 0;
+        for _ in 0..4 * PROBE_EVERY {
+            let c = Controller::new(dear.clone(), 0.05);
+            let mut c = if free_offers { c.with_free_offers() } else { c }.starting_from(&learned);
+            let k = c.choose();
+            let drafted = if free_offers {
+                c.take_free_offer(1, k, 0)
+            } else {
+                k
+            };
+            if drafted > 0 {
+                verified += 1;
+                c.observe(drafted, 0);
+            }
+            learned.fold(&c);
+        }
+        verified
+    };
+    // The counts carry across requests: each source is measured again now and then (the
+    // model's probes ever more rarely after each rejection).
+    assert!(probes(true) >= 3, "free offers probed {} times", probes(true));
+    assert!(
+        probes(false) >= 2,
+        "the model's drafts probed {} times",
+        probes(false)
+    );
+}
+
+#[test]
 fn only_a_timed_controller_takes_calibrating_plain_steps() {
     let drafting = |timed: bool| {
         let mut c = Controller::new(linear_curve(), 0.0).with_proposer_limiting_length();
