@@ -182,10 +182,7 @@ impl Controller {
                     }
                 }
             }
-            if let Some((idle, interval)) = learned.probe {
-                self.idle = idle;
-                self.probe_interval = interval;
-            }
+            self.idle = learned.idle;
         }
         self
     }

@@ -9,7 +9,9 @@ use super::Controller;
 /// each length some request verified. Also where the last request left its probes' count
 /// of declined steps: a request shorter than the probe interval would otherwise never probe,
 /// and a method that an early estimate (or a startup cost measured under load) judged
-/// unprofitable would stay unmeasured for good on a server of short requests.
+/// unprofitable would stay unmeasured for good on a server of short requests. (The interval
+/// itself, which doubles after each failed probe, starts afresh with each request: carried
+/// over, it kept token recycling off through whole Spec-Bench categories where it pays.)
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Learned {
     pub(super) accept: Vec<f64>,
@@ -17,9 +19,8 @@ pub struct Learned {
     requests: usize,
     /// Per offer length n (index n): what requests measured of such offers.
     pub(super) offers: Vec<LearnedOffer>,
-    /// The proposer's own probe: steps idle since the last one and the interval then due
-    /// (`None` until a request finished).
-    pub(super) probe: Option<(usize, usize)>,
+    /// The proposer's own probe: steps idle since the last one.
+    pub(super) idle: usize,
 }
 
 /// What requests measured of a proposer's offers of one length.
@@ -42,7 +43,7 @@ impl Learned {
             return;
         }
         self.fold_offers(finished);
-        self.probe = Some((finished.idle, finished.probe_interval));
+        self.idle = finished.idle;
         let seen = finished.drafted_positions.min(finished.accept.len());
         if seen == 0 {
             return;
