@@ -342,8 +342,8 @@ fn requests_shorter_than_the_probe_interval_still_probe() {
         }
         verified
     };
-    // The counts carry across requests: each source is measured again now and then (the
-    // model's probes ever more rarely after each rejection).
+    // The counts carry across requests: each source is measured again every `PROBE_EVERY`
+    // requests (the interval doubles after a rejection only within a request).
     assert!(probes(true) >= 3, "free offers probed {} times", probes(true));
     assert!(
         probes(false) >= 2,
